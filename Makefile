@@ -1,0 +1,42 @@
+# One-command set-up on a fresh Debian/Ubuntu machine: `make demo`, `make test`.
+# Each target creates .venv (pinned CPU torch first, then the package) and installs
+# the Debian text packages the corpus is built from (as root; otherwise it prints
+# the exact apt-get line).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# The CPU wheel; on a machine with CUDA, set TORCH=torch to take the default build.
+TORCH  ?= torch==2.13.0
+DEB_PACKAGES := bible-kjv dict-gcide dict-foldoc dict-jargon fortunes fortunes-min r-cran-janeaustenr python3-doc
+
+.PHONY: demo test bench debian-packages clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+debian-packages:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else \
+	    echo "missing Debian packages; run: sudo apt-get install -y --no-install-recommends$$missing" >&2; exit 1; \
+	  fi; \
+	fi
+
+demo: $(VENV)/.installed debian-packages
+	HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 $(BIN)/ablate demo
+
+test: $(VENV)/.installed debian-packages
+	HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) pool/index.duckdb pool/models pool/units pool/eval pool/cache pool/results pool/work pool/tokenizers report data

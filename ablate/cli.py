@@ -1,0 +1,362 @@
+"""The `ablate` command line: thin wrappers over one library function per stage.
+
+The whole pipeline, in order (each step reuses what exists):
+    ablate corpus build debian --out data/corpus   # corpus.build_debian_corpus
+    ablate units split                             # units.split_units
+    ablate seed                                    # train.train_seed / model.import_seed
+    ablate train-partition UNIT                    # train.train_member (one unit)
+    ablate train-mixture UNIT UNIT...              # train.train_member (union baseline)
+    ablate score-mixture UNIT UNIT...              # score.score_mixture
+    ablate sweep                                   # sweep.run_sweep
+    ablate sql "SELECT * FROM proxy_fidelity"      # index.Index.query (read-only)
+    ablate report                                  # report.write_report
+    ablate demo                                    # all of the above on configs/demo.yaml
+
+Every command takes `-c/--config FILE`, `--set key=value` (repeatable) and
+`--dry-run` (print the resolved config and stop). Errors print one line and exit
+1 (runtime) or 2 (usage); set ABLATE_DEBUG=1 for a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ablate.config import StudyConfig, load_config
+from ablate.errors import AblateError, UsageError
+from ablate.pool import Pool
+from ablate.progress import console
+from ablate.train import price_line
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Simulate data ablations by training one model per data unit and averaging them.")
+pool_app = typer.Typer(no_args_is_help=True, help="Inspect and repair the pool.")
+units_app = typer.Typer(no_args_is_help=True, help="Base units and eval sets.")
+corpus_app = typer.Typer(no_args_is_help=True, help="Build or inspect corpora.")
+config_app = typer.Typer(no_args_is_help=True, help="Study configs.")
+app.add_typer(pool_app, name="pool")
+app.add_typer(units_app, name="units")
+app.add_typer(corpus_app, name="corpus")
+app.add_typer(config_app, name="config")
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="study YAML (default: the demo study)")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override, e.g. train.lr=1e-4 (repeatable)")]
+DryOpt = Annotated[bool, typer.Option("--dry-run", help="print the resolved config and exit")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="redo the work even if a result exists")]
+
+
+def _study(config: Path | None, overrides: list[str] | None, dry_run: bool = False) -> tuple[StudyConfig, Pool]:
+    if config is None and os.environ.get("ABLATE_CONFIG"):
+        config = Path(os.environ["ABLATE_CONFIG"])
+    cfg = load_config(config, overrides)
+    if dry_run:
+        typer.echo(cfg.to_yaml(), nl=False)
+        raise typer.Exit(0)
+    return cfg, Pool(cfg.pool)
+
+
+def say(msg: str) -> None:
+    console.print(msg, highlight=False, markup=False)
+
+
+# -- config / corpus / units / seed -------------------------------------------------------
+@config_app.command("show")
+def config_show(config: ConfigOpt = None, set_: SetOpt = None):
+    """Print the resolved study config as YAML."""
+    _study(config, set_, dry_run=True)
+
+
+@corpus_app.command("build")
+def corpus_build(source: Annotated[str, typer.Argument(help="'debian' (Debian packages) or 'fortunes-min'")],
+                 out: Annotated[Path, typer.Option("--out", help="output directory")],
+                 domains: Annotated[Optional[list[str]], typer.Option("--domain", help="only these domains")] = None,
+                 config: ConfigOpt = None, set_: SetOpt = None, dry_run: DryOpt = False):
+    """Build a domain-labelled JSONL corpus from real text that installs offline."""
+    from ablate import corpus
+
+    cfg, _ = _study(config, set_, dry_run)
+    if source == "debian":
+        manifest = corpus.build_debian_corpus(out, domains or None, webster_max_bytes=cfg.corpus.webster_max_bytes,
+                                              max_bytes_per_domain=cfg.corpus.max_bytes_per_domain,
+                                              cache_dir=out / ".cache", progress=say)
+    elif source == "fortunes-min":
+        manifest = corpus.fortunes_min_corpus(out)
+    else:
+        raise UsageError(f"unknown corpus source {source!r}: use 'debian' or 'fortunes-min'")
+    for name, info in manifest["domains"].items():
+        say(f"{name:>12}: {info['docs']:>7,} docs {info['bytes'] / 1e6:8.2f} MB")
+    say(f"wrote {out}/manifest.json")
+
+
+@units_app.command("split")
+def units_split(config: ConfigOpt = None, set_: SetOpt = None, dry_run: DryOpt = False, force: ForceOpt = False):
+    """Hold out eval sets, tokenize (cached), cut equal-token base units."""
+    from ablate.corpus import study_corpus
+    from ablate.units import split_units
+
+    cfg, pool = _study(config, set_, dry_run)
+    if cfg.seed.mode == "import":  # units are tokenized with the imported seed's tokenizer
+        from ablate.model import import_seed
+        import_seed(cfg, pool)
+    result = split_units(cfg, pool, study_corpus(cfg), force=force, log=say)
+    for r in result["rows"]:
+        say(f"{r['unit_id']:>20} {r['kind']:>8} {r['n_tokens']:>9,} tokens {r['n_docs']:>6,} docs "
+            f"{r['n_bytes']:>10,} bytes  [{result['status'][r['unit_id']]}]")
+    say(f"tokenizer {result['tokenizer_id']}; tokenization cache hits: {result['cache_hits']}")
+
+
+@units_app.command("ls")
+def units_ls(config: ConfigOpt = None, set_: SetOpt = None):
+    """List units and eval sets."""
+    cfg, pool = _study(config, set_)
+    _print_query(pool, "SELECT unit_id, kind, domain, n_tokens, n_docs, n_bytes, left(data_sha256, 12) AS sha "
+                       "FROM units ORDER BY kind, unit_id", "table", None)
+
+
+@app.command()
+def seed(config: ConfigOpt = None, set_: SetOpt = None, dry_run: DryOpt = False, force: ForceOpt = False):
+    """Create the seed: pretrain a tiny Llama (seed.mode=train) or import a local HF model."""
+    from ablate.model import import_seed
+    from ablate.train import train_seed
+
+    cfg, pool = _study(config, set_, dry_run)
+    meta = import_seed(cfg, pool) if cfg.seed.mode == "import" else train_seed(cfg, pool, force=force, log=say)
+    say(price_line(meta))
+
+
+# -- training ---------------------------------------------------------------------
+@app.command("train-partition")
+def train_partition(unit: Annotated[str, typer.Argument(help="unit id, e.g. fiction-00")],
+                    config: ConfigOpt = None, set_: SetOpt = None, dry_run: DryOpt = False, force: ForceOpt = False):
+    """Continue pretraining the seed on one base unit; store it as a pool member."""
+    from ablate.train import train_member
+
+    cfg, pool = _study(config, set_, dry_run)
+    say(price_line(train_member(cfg, pool, [unit], force=force, log=say)))
+
+
+@app.command("train-mixture")
+def train_mixture(units: Annotated[list[str], typer.Argument(help="unit ids of the mixture")],
+                  config: ConfigOpt = None, set_: SetOpt = None, dry_run: DryOpt = False, force: ForceOpt = False):
+    """The retraining baseline: the same recipe on the union of the units (k units -> k x steps)."""
+    from ablate.train import train_member
+
+    cfg, pool = _study(config, set_, dry_run)
+    say(price_line(train_member(cfg, pool, units, force=force, log=say)))
+
+
+# -- scoring ----------------------------------------------------------------------
+WeightsOpt = Annotated[Optional[str], typer.Option("--weights", help="comma-separated, one per unit (normalized)")]
+
+
+@app.command("score-mixture")
+def score_mixture_cmd(units: Annotated[list[str], typer.Argument(help="unit ids of the mixture")],
+                      weights: WeightsOpt = None,
+                      eval_: Annotated[Optional[list[str]], typer.Option("--eval", help="eval set (repeatable)")] = None,
+                      config: ConfigOpt = None, set_: SetOpt = None, dry_run: DryOpt = False, force: ForceOpt = False):
+    """Average the units' members in memory and evaluate; also the union (if trained) and the seed."""
+    from ablate.score import score_mixture
+
+    cfg, pool = _study(config, set_, dry_run)
+    rows = score_mixture(cfg, pool, units, weights, eval_ or None, force)
+    _print_rows(["method", "eval_set", "ppl", "bits_per_byte", "n_tokens", "eval_s"], rows)
+
+
+@app.command("export-mixture")
+def export_mixture_cmd(units: Annotated[list[str], typer.Argument(help="unit ids of the mixture")],
+                       out: Annotated[Path, typer.Option("--out", help="output HF model directory")],
+                       weights: WeightsOpt = None, config: ConfigOpt = None, set_: SetOpt = None,
+                       dry_run: DryOpt = False):
+    """Write the merged model as a normal HF directory (config, safetensors, tokenizer)."""
+    from ablate.merge import export_mixture, merge_id, parse_weights
+    from ablate.score import load_study
+    from ablate.train import normalize_units
+
+    cfg, pool = _study(config, set_, dry_run)
+    given = list(units)
+    units = normalize_units(units)
+    w = parse_weights(weights, len(given))
+    w = [w[given.index(u)] for u in units]
+    study = load_study(cfg, pool)
+    members = [study.unit_member(u) for u in units]
+    meta = {"mixture": units, "weights": w, "members": members, "seed_id": study.seed["model_id"],
+            "merge_id": merge_id(members, w)}
+    export_mixture(pool, study.seed["model_id"], members, w, out, meta)
+    say(f"wrote {out} (load with AutoModelForCausalLM.from_pretrained({str(out)!r}))")
+
+
+@app.command()
+def sweep(max_size: Annotated[Optional[int], typer.Option("--max-size", help="largest mixture size")] = None,
+          units: Annotated[Optional[str], typer.Option("--units", help="comma-separated unit ids (default all)")] = None,
+          jobs: Annotated[Optional[int], typer.Option("--jobs", help="worker processes")] = None,
+          eval_: Annotated[Optional[list[str]], typer.Option("--eval", help="eval set (repeatable)")] = None,
+          config: ConfigOpt = None, set_: SetOpt = None, dry_run: DryOpt = False, force: ForceOpt = False):
+    """Score every mixture of the units (Gray-code order, one add/remove per step)."""
+    from ablate.sweep import run_sweep
+
+    cfg, pool = _study(config, set_, dry_run)
+    unit_list = [u.strip() for u in units.split(",")] if units else None
+    if jobs is not None and jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    out = run_sweep(cfg, pool, unit_list, max_size=max_size, jobs=jobs, eval_names=eval_ or None, force=force)
+    say(f"sweep: {out['mixtures']} mixtures ({out['scored']} scored, {out['cached']} cached), "
+        f"{out['reference_rows']} seed/union rows, {out['seconds']:.1f} s")
+
+
+# -- SQL, pool, report ------------------------------------------------------------------
+def _print_rows(cols: list[str], rows: list[dict]) -> None:
+    _emit(cols, [tuple(r.get(c) for c in cols) for r in rows], "table", None)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, list):
+        return ",".join(_fmt(x) for x in v)
+    return "" if v is None else str(v)
+
+
+def _emit(cols: list[str], rows: list[tuple], fmt: str, out: Path | None) -> None:
+    if fmt == "table":
+        from rich.table import Table
+
+        table = Table(*cols, show_lines=False)
+        for r in rows:
+            table.add_row(*(_fmt(v) for v in r))
+        from rich.console import Console
+
+        Console(file=open(out, "w") if out else sys.stdout, width=200).print(table)
+    elif fmt == "csv":
+        import csv
+
+        fh = open(out, "w", newline="") if out else sys.stdout
+        w = csv.writer(fh)
+        w.writerow(cols)
+        w.writerows([[_fmt(v) if isinstance(v, list) else v for v in r] for r in rows])
+    elif fmt == "json":
+        text = json.dumps([dict(zip(cols, r)) for r in rows], default=str, indent=1)
+        (Path(out).write_text(text) if out else typer.echo(text))
+    elif fmt == "parquet":
+        if out is None:
+            raise UsageError("--format parquet needs --out FILE")
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.table({c: [r[i] for r in rows] for i, c in enumerate(cols)}), str(out))
+    else:
+        raise UsageError(f"unknown --format {fmt!r}: use table, csv, json or parquet")
+
+
+def _print_query(pool: Pool, sql: str, fmt: str, out: Path | None) -> None:
+    from ablate.index import Index
+
+    cols, rows = Index(pool).query(sql)
+    _emit(cols, rows, fmt, out)
+
+
+@app.command()
+def sql(query: Annotated[str, typer.Argument(help="one read-only SQL statement")],
+        fmt: Annotated[str, typer.Option("--format", help="table|csv|json|parquet")] = "table",
+        out: Annotated[Optional[Path], typer.Option("--out", help="write to a file")] = None,
+        config: ConfigOpt = None, set_: SetOpt = None):
+    """Run a read-only query on the index (tables: units, models, mixture_perplexity; views: see README)."""
+    from ablate.index import Index, check_read_only
+
+    cfg, pool = _study(config, set_)
+    if fmt not in ("table", "csv", "json", "parquet"):
+        raise UsageError(f"unknown --format {fmt!r}: use table, csv, json or parquet")
+    check_read_only(query)
+    cols, rows = Index(pool).query(query, sandboxed=True)
+    _emit(cols, rows, fmt, out)
+
+
+@pool_app.command("ls")
+def pool_ls(config: ConfigOpt = None, set_: SetOpt = None):
+    """Members with their costs."""
+    cfg, pool = _study(config, set_)
+    _print_query(pool, "SELECT model_id, kind, array_to_string(units, ',') AS units, n_params, train_tokens, "
+                       "steps, round(wall_s, 1) AS wall_s, round(energy_kwh * 1000, 4) AS energy_wh, "
+                       "round(co2_kg * 1000, 4) AS co2_g, flops, device FROM models ORDER BY kind, model_id",
+                 "table", None)
+
+
+@pool_app.command("verify")
+def pool_verify(config: ConfigOpt = None, set_: SetOpt = None):
+    """Check every member's weights against its recorded sha256, size and tensor shapes."""
+    from ablate.verify import verify_pool
+
+    cfg, pool = _study(config, set_)
+    ok, problems = verify_pool(pool)
+    for p in problems:
+        console.print(f"[red]BAD[/red] {p}", highlight=False)
+    say(f"{ok} members verified, {len(problems)} problems")
+    if problems:
+        raise typer.Exit(1)
+
+
+@pool_app.command("reindex")
+def pool_reindex(config: ConfigOpt = None, set_: SetOpt = None):
+    """Rebuild index.duckdb from the sidecars and result files."""
+    from ablate.index import Index
+
+    cfg, pool = _study(config, set_)
+    counts = Index(pool).rebuild()
+    say("reindexed: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+
+@app.command()
+def report(out: Annotated[Path, typer.Option("--out", help="directory for report.md and plots")] = Path("report"),
+           config: ConfigOpt = None, set_: SetOpt = None):
+    """Write the fidelity and cost report (Markdown + PNG plots)."""
+    from ablate.report import write_report
+
+    cfg, pool = _study(config, set_)
+    path = write_report(pool, out)
+    say(f"wrote {path}")
+
+
+@app.command()
+def demo(config: ConfigOpt = None, set_: SetOpt = None, dry_run: DryOpt = False,
+         report_dir: Annotated[Path, typer.Option("--report", help="where to write the report")] = Path("report")):
+    """The whole study on the demo config: corpus, units, seed, members, unions, sweep, verdict."""
+    from ablate.demo import run_demo
+
+    cfg, pool = _study(config, set_, dry_run)
+    run_demo(cfg, pool, report_dir, log=say)
+
+
+def main() -> None:
+    import click
+
+    try:
+        rv = app(standalone_mode=False)
+        sys.exit(rv if isinstance(rv, int) else 0)
+    except AblateError as exc:
+        _die(str(exc), exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        _die("aborted", 130)
+    except click.ClickException as exc:
+        _die(exc.format_message(), 2)
+    except KeyboardInterrupt:
+        _die("interrupted; rerun the same command to resume", 130)
+    except Exception as exc:  # a bug: still one line, unless asked for the traceback
+        from ablate.train import Interrupted
+
+        if isinstance(exc, Interrupted):
+            _die(str(exc), 130)
+        if os.environ.get("ABLATE_DEBUG"):
+            raise
+        _die(f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+             f"(set ABLATE_DEBUG=1 for a traceback)", 1)
+
+
+def _die(msg: str, code: int) -> None:
+    print(f"error: {' '.join(msg.split())}", file=sys.stderr)
+    sys.exit(code)

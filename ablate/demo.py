@@ -1,0 +1,64 @@
+"""`ablate demo`: the whole study on the demo config, then the verdict.
+
+How to run:
+    ablate demo                         # configs/demo.yaml's values (the embedded default)
+    ablate demo --set demo_unions=pairs # fewer union baselines, faster
+
+Steps (each reuses what the pool already has, so a rerun is quick):
+corpus → units → seed → one member per unit → union baselines → sweep → report.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+
+from ablate.config import StudyConfig
+from ablate.pool import Pool
+
+
+def union_plan(unit_ids: list[str], which: str) -> list[list[str]]:
+    top = {"all": len(unit_ids), "pairs": 2, "none": 1}[which]
+    return [list(c) for k in range(2, top + 1) for c in itertools.combinations(unit_ids, k)]
+
+
+def run_demo(cfg: StudyConfig, pool: Pool, report_dir: Path, log=print) -> str:
+    from ablate.corpus import build_debian_corpus, study_corpus
+    from ablate.report import verdict_markdown, write_report
+    from ablate.sweep import run_sweep
+    from ablate.train import price_line, train_member, train_seed
+    from ablate.units import split_units
+
+    t0 = time.perf_counter()
+    corpus_dir = Path(cfg.corpus.path)
+    if cfg.corpus.source == "debian" and not (corpus_dir / "manifest.json").exists():
+        log(f"[1/7] building the Debian corpus in {corpus_dir} ({', '.join(cfg.all_domains)})")
+        build_debian_corpus(corpus_dir, cfg.all_domains, webster_max_bytes=cfg.corpus.webster_max_bytes,
+                            max_bytes_per_domain=cfg.corpus.max_bytes_per_domain, cache_dir=corpus_dir / ".cache")
+    log("[2/7] holding out eval sets and cutting base units")
+    split = split_units(cfg, pool, study_corpus(cfg), log=log)
+    units = sorted(r["unit_id"] for r in split["rows"] if r["kind"] == "unit")
+    log(f"      {len(units)} units of {cfg.units.unit_tokens:,} tokens: {', '.join(units)}")
+    log("[3/7] seed model")
+    if cfg.seed.mode == "import":
+        from ablate.model import import_seed
+        log(price_line(import_seed(cfg, pool)))
+    else:
+        log(price_line(train_seed(cfg, pool, log=log)))
+    log(f"[4/7] one member per unit ({len(units)})")
+    for u in units:
+        log(price_line(train_member(cfg, pool, [u], log=log)))
+    plan = union_plan(units, cfg.demo_unions)
+    log(f"[5/7] union baselines: {len(plan)} retrainings")
+    for mix in plan:
+        log(price_line(train_member(cfg, pool, mix, log=log)))
+    log("[6/7] sweep: every mixture scored by merging")
+    out = run_sweep(cfg, pool, units)
+    log(f"      {out['mixtures']} mixtures ({out['scored']} scored, {out['cached']} cached) in {out['seconds']:.1f} s")
+    log("[7/7] verdict")
+    text = verdict_markdown(pool)
+    path = write_report(pool, report_dir)
+    log(text)
+    log(f"report: {path}   total demo time {time.perf_counter() - t0:.0f} s")
+    return text

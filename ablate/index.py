@@ -1,0 +1,297 @@
+"""The DuckDB index over a pool: tables, views, locked writes, read-only SQL.
+
+How to run:
+    ablate sql "SELECT * FROM proxy_fidelity"
+    duckdb pool/index.duckdb -readonly -c "SELECT * FROM mixture_vs_union LIMIT 5"
+
+The index is derived data: member sidecars (`models/*/meta.json`), unit sidecars
+and `results/*.jsonl` are the truth and `rebuild()` recreates every table from
+them. DuckDB lets one process hold the file for writing, so every write takes an
+exclusive file lock, opens, commits one transaction and closes; other writers wait
+with backoff, and a reader that meets a writer retries.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+from ablate.errors import AblateError, UsageError
+from ablate.pool import Pool, read_json
+
+TABLES = {
+    "units": """
+        unit_id VARCHAR PRIMARY KEY, kind VARCHAR, domain VARCHAR, shard INTEGER,
+        n_docs BIGINT, n_tokens BIGINT, n_bytes BIGINT, data_sha256 VARCHAR,
+        tokenizer_id VARCHAR, path VARCHAR, created_at TIMESTAMP""",
+    "models": """
+        model_id VARCHAR PRIMARY KEY, kind VARCHAR, units VARCHAR[], seed_id VARCHAR,
+        replicate INTEGER, path VARCHAR, sha256 VARCHAR, n_params BIGINT, n_params_nonembed BIGINT,
+        train_tokens BIGINT, steps INTEGER, final_loss DOUBLE, wall_s DOUBLE, cpu_s DOUBLE,
+        energy_kwh DOUBLE, co2_kg DOUBLE, energy_method VARCHAR, energy_assumptions JSON,
+        flops DOUBLE, flops_convention VARCHAR, device VARCHAR, config JSON, versions JSON,
+        created_at TIMESTAMP""",
+    "mixture_perplexity": """
+        row_id VARCHAR PRIMARY KEY, mixture VARCHAR[], weights DOUBLE[], k INTEGER,
+        uniform BOOLEAN, method VARCHAR, eval_set VARCHAR, eval_sha256 VARCHAR,
+        n_tokens BIGINT, n_bytes BIGINT, nll_sum DOUBLE, ppl DOUBLE, bits_per_byte DOUBLE,
+        eval_s DOUBLE, merge_s DOUBLE, energy_kwh DOUBLE, co2_kg DOUBLE, energy_method VARCHAR,
+        flops DOUBLE, model_id VARCHAR, seed_id VARCHAR, device VARCHAR, created_at TIMESTAMP""",
+}
+
+# Views users query. Fidelity compares only multi-unit uniform mixtures: for k=1 the
+# merge *is* the unit model, which would inflate every correlation.
+VIEWS = {
+    "mixture_vs_union": """
+        SELECT m.mixture, m.k, m.eval_set, m.ppl AS merged_ppl, u.ppl AS union_ppl,
+               m.bits_per_byte AS merged_bpb, u.bits_per_byte AS union_bpb,
+               m.ppl / u.ppl - 1 AS merged_excess, s.ppl AS seed_ppl
+        FROM mixture_perplexity m
+        JOIN mixture_perplexity u ON u.method = 'union' AND u.mixture = m.mixture AND u.eval_set = m.eval_set
+        LEFT JOIN mixture_perplexity s ON s.method = 'seed' AND s.eval_set = m.eval_set AND s.seed_id = m.seed_id
+        WHERE m.method = 'merged' AND m.uniform""",
+    "proxy_fidelity": """
+        WITH j AS (
+            SELECT eval_set, mixture, ln(merged_ppl) AS lm, ln(union_ppl) AS lu
+            FROM mixture_vs_union WHERE k >= 2),
+        r AS (
+            SELECT *, rank() OVER (PARTITION BY eval_set ORDER BY lm) AS rm,
+                      rank() OVER (PARTITION BY eval_set ORDER BY lu) AS ru FROM j),
+        g AS (
+            SELECT eval_set, count(*) AS n_mixtures, corr(lm, lu) AS pearson_log_ppl,
+                   corr(rm, ru) AS spearman_log_ppl,
+                   arg_min(mixture, lm) AS proxy_best, arg_min(mixture, lu) AS true_best,
+                   arg_min(lu, lm) AS lu_of_proxy_best, min(lu) AS lu_best
+            FROM r GROUP BY eval_set)
+        SELECT eval_set, n_mixtures, pearson_log_ppl, spearman_log_ppl,
+               proxy_best, true_best, proxy_best = true_best AS top1_agree,
+               exp(lu_of_proxy_best - lu_best) - 1 AS regret
+        FROM g ORDER BY eval_set""",
+    "ablation_cost": """
+        WITH unit_cost AS (
+            SELECT model_id, units, kind, wall_s, energy_kwh, co2_kg, flops FROM models),
+        mixes AS (SELECT DISTINCT mixture, k FROM mixture_perplexity WHERE method = 'merged' AND uniform),
+        sim AS (
+            SELECT x.mixture, x.k,
+                   (SELECT sum(c.energy_kwh) FROM unit_cost c WHERE c.kind = 'unit'
+                        AND len(c.units) = 1 AND list_contains(x.mixture, c.units[1])) AS train_kwh,
+                   (SELECT sum(c.wall_s) FROM unit_cost c WHERE c.kind = 'unit'
+                        AND len(c.units) = 1 AND list_contains(x.mixture, c.units[1])) AS train_s,
+                   (SELECT sum(c.flops) FROM unit_cost c WHERE c.kind = 'unit'
+                        AND len(c.units) = 1 AND list_contains(x.mixture, c.units[1])) AS train_flops,
+                   (SELECT sum(p.energy_kwh) FROM mixture_perplexity p WHERE p.method = 'merged'
+                        AND p.uniform AND p.mixture = x.mixture) AS eval_kwh,
+                   (SELECT sum(p.eval_s + coalesce(p.merge_s, 0)) FROM mixture_perplexity p
+                        WHERE p.method = 'merged' AND p.uniform AND p.mixture = x.mixture) AS eval_s,
+                   (SELECT sum(p.flops) FROM mixture_perplexity p WHERE p.method = 'merged'
+                        AND p.uniform AND p.mixture = x.mixture) AS eval_flops
+            FROM mixes x),
+        ret AS (
+            SELECT c.units AS mixture, sum(c.energy_kwh) AS retrain_kwh, sum(c.wall_s) AS retrain_s,
+                   sum(c.flops) AS retrain_flops
+            FROM unit_cost c WHERE c.kind IN ('union', 'unit') GROUP BY c.units)
+        SELECT s.mixture, s.k, s.train_kwh AS unit_train_kwh, s.eval_kwh AS merged_eval_kwh,
+               s.train_s AS unit_train_s, s.eval_s AS merged_eval_s,
+               s.train_flops AS unit_train_flops, s.eval_flops AS merged_eval_flops,
+               r.retrain_kwh, r.retrain_s, r.retrain_flops,
+               sum(coalesce(s.eval_kwh, 0)) OVER w AS cum_sim_eval_kwh,
+               sum(coalesce(r.retrain_kwh, 0)) OVER w AS cum_retrain_kwh,
+               sum(coalesce(r.retrain_flops, 0)) OVER w AS cum_retrain_flops,
+               sum(coalesce(s.eval_flops, 0)) OVER w AS cum_sim_eval_flops
+        FROM sim s LEFT JOIN ret r ON r.mixture = s.mixture
+        WINDOW w AS (ORDER BY s.k, array_to_string(s.mixture, ',')
+                     ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+        ORDER BY s.k, array_to_string(s.mixture, ',')""",
+}
+
+
+def _columns(table: str) -> list[str]:
+    cols = []
+    for part in TABLES[table].split(","):
+        part = part.strip()
+        if part:
+            cols.append(part.split()[0])
+    return cols
+
+
+def _holder(lock_path: Path) -> str:
+    try:
+        return lock_path.read_text().strip() or "unknown process"
+    except OSError:
+        return "unknown process"
+
+
+class Index:
+    def __init__(self, pool: Pool, timeout_s: float = 120.0):
+        self.pool = pool
+        self.timeout_s = timeout_s
+        self.lock_path = pool.root / ".index.lock"
+
+    @contextmanager
+    def _write_lock(self):
+        self.pool.ensure_writable()
+        fh = open(self.lock_path, "a+")
+        deadline = time.monotonic() + self.timeout_s
+        delay = 0.01
+        try:
+            while True:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise AblateError(
+                            f"index {self.pool.index_path} is busy for {self.timeout_s:.0f}s "
+                            f"(held by {_holder(self.lock_path)}); try again") from None
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.5)
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+            fh.flush()
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            fh.close()
+
+    def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        """Open the file, retrying while another process holds DuckDB's own lock."""
+        deadline = time.monotonic() + self.timeout_s
+        delay = 0.02
+        while True:
+            try:
+                return duckdb.connect(str(self.pool.index_path), read_only=read_only)
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise AblateError(f"cannot open index {self.pool.index_path}: {str(exc).splitlines()[0]}") from None
+            except duckdb.Error as exc:
+                raise AblateError(
+                    f"index {self.pool.index_path} is unreadable ({str(exc).splitlines()[0]}); "
+                    f"run `ablate pool reindex`") from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    @staticmethod
+    def _create(con) -> None:
+        for name, cols in TABLES.items():
+            con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({cols})")
+        for name, body in VIEWS.items():
+            con.execute(f"CREATE OR REPLACE VIEW {name} AS {body}")
+
+    def upsert(self, table: str, rows: list[dict]) -> None:
+        """Insert or replace rows in one transaction under the write lock."""
+        if not rows:
+            return
+        cols = _columns(table)
+        values = [[_sql_value(r.get(c)) for c in cols] for r in rows]
+        marks = ", ".join("?" for _ in cols)
+        with self._write_lock():
+            con = self._connect(read_only=False)
+            try:
+                self._create(con)
+                con.execute("BEGIN")
+                con.executemany(f"INSERT OR REPLACE INTO {table} ({', '.join(cols)}) VALUES ({marks})", values)
+                con.execute("COMMIT")
+            finally:
+                con.close()
+
+    def query(self, sql: str, params: list | None = None, sandboxed: bool = False) -> tuple[list[str], list[tuple]]:
+        """Run a read-only query. A missing index is built from the files first.
+
+        `sandboxed` (user SQL) also turns off DuckDB's access to other files and
+        extensions, so a SELECT cannot read or write outside the index.
+        """
+        if not self.pool.index_path.exists():
+            if not self.pool.root.exists():
+                raise UsageError(f"no pool at {self.pool.root}")
+            self.rebuild()
+        con = self._connect(read_only=True)
+        if sandboxed:
+            con.execute("SET enable_external_access = false")
+            con.execute("SET autoinstall_known_extensions = false")
+            con.execute("SET autoload_known_extensions = false")
+            con.execute("SET lock_configuration = true")
+        try:
+            cur = con.execute(sql, params or [])
+            cols = [d[0] for d in cur.description] if cur.description else []
+            return cols, cur.fetchall()
+        except duckdb.Error as exc:
+            raise UsageError(f"SQL error: {str(exc).splitlines()[0]}") from None
+        finally:
+            con.close()
+
+    def rebuild(self) -> dict[str, int]:
+        """Recreate index.duckdb from the sidecars and result files; return row counts."""
+        unit_rows = [read_json(p, "unit sidecar") for d in (self.pool.units_dir, self.pool.eval_dir)
+                     if d.is_dir() for p in sorted(d.glob("*.json"))]
+        model_rows = [model_row(m) for m in self.pool.iter_metas()]
+        result_rows = list(iter_result_rows(self.pool))
+        with self._write_lock():
+            tmp = self.pool.index_path.with_name(f".index-{os.getpid()}.duckdb")
+            tmp.unlink(missing_ok=True)
+            con = duckdb.connect(str(tmp))
+            try:
+                self._create(con)
+                for table, rows in (("units", unit_rows), ("models", model_rows),
+                                    ("mixture_perplexity", result_rows)):
+                    cols = _columns(table)
+                    if rows:
+                        con.executemany(
+                            f"INSERT OR REPLACE INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
+                            [[_sql_value(r.get(c)) for c in cols] for r in rows])
+                con.execute("CHECKPOINT")
+            finally:
+                con.close()
+            os.replace(tmp, self.pool.index_path)
+            Path(str(self.pool.index_path) + ".wal").unlink(missing_ok=True)
+        return {"units": len(unit_rows), "models": len(model_rows), "mixture_perplexity": len(result_rows)}
+
+
+def check_read_only(sql: str) -> None:
+    """User SQL: exactly one SELECT (or EXPLAIN); writes, ATTACH, LOAD/INSTALL, COPY, SET refused."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise UsageError(f"SQL error: {str(exc).splitlines()[0]}") from None
+    if len(statements) != 1:
+        raise UsageError(f"give exactly one SQL statement (got {len(statements)})")
+    kind = statements[0].type
+    if kind not in (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN):
+        raise UsageError(f"only read-only SELECT queries are allowed, not {kind.name}")
+
+
+def _sql_value(v):
+    if isinstance(v, dict):
+        return json.dumps(v, sort_keys=True, default=str)
+    return v
+
+
+def model_row(meta: dict) -> dict:
+    row = dict(meta)
+    row["path"] = f"models/{meta['model_id']}"
+    return row
+
+
+def iter_result_rows(pool: Pool):
+    """Rows from results/*.jsonl; a later row with the same row_id replaces an earlier one."""
+    rows: dict[str, dict] = {}
+    if pool.results_dir.is_dir():
+        for path in sorted(pool.results_dir.glob("*.jsonl")):
+            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    raise AblateError(f"corrupted results file {path} line {n}") from None
+                prev = rows.get(row["row_id"])
+                if prev is None or str(row["created_at"]) >= str(prev["created_at"]):
+                    rows[row["row_id"]] = row
+    yield from sorted(rows.values(), key=lambda r: r["row_id"])

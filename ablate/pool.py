@@ -1,0 +1,202 @@
+"""The pool: model members on disk, their sidecars, and atomic file writes.
+
+How to run:
+    ablate pool ls          # members with their costs
+    ablate pool verify      # every weight file against its recorded sha256 and shapes
+    ablate pool reindex     # rebuild index.duckdb from the files
+
+Layout under the pool root (`pool/` by default):
+    models/<model_id>/model.safetensors + meta.json   a member; meta.json is the truth
+    models/<seed_id>/config.json, tokenizer files      the seed also stores its HF dir
+    units/<unit_id>.npy + .json                        token files of base units
+    eval/<domain>.npy + .json                          held-out eval sets
+    tokenizers/<tokenizer_id>/                         trained tokenizers
+    results/*.jsonl                                    evaluation rows (truth for the index)
+    work/<model_id>/                                   checkpoints of unfinished runs
+    index.duckdb                                       derived; `ablate pool reindex` rebuilds it
+
+A member becomes visible only by renaming its finished staging directory into
+`models/`, after `meta.json` (written last) is on disk, so a crash never leaves
+something that looks complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+from ablate.errors import AblateError, UsageError
+
+# mkstemp creates 0600 files; published files get the usual umask permissions instead.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """Names become file names: refuse anything that could leave the pool."""
+    if not isinstance(name, str) or not NAME_RE.match(name) or ".." in name:
+        raise UsageError(f"invalid {what} {name!r}: use letters, digits, '-', '_' and '.' only")
+    return name
+
+
+def fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_json(path: Path, what: str) -> dict:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AblateError(f"{what} not found: {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise AblateError(f"corrupted {what} {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise AblateError(f"corrupted {what} {path}: expected a JSON object")
+    return data
+
+
+class Pool:
+    """A directory of members plus the paths of everything else a study stores."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    # -- paths ---------------------------------------------------------------
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def units_dir(self) -> Path:
+        return self.root / "units"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.root / "eval"
+
+    @property
+    def tokenizers_dir(self) -> Path:
+        return self.root / "tokenizers"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.root / "results"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def index_path(self) -> Path:
+        return self.root / "index.duckdb"
+
+    def member_dir(self, model_id: str) -> Path:
+        return self.models_dir / check_name(model_id, "model id")
+
+    def work_dir(self, model_id: str) -> Path:
+        return self.root / "work" / check_name(model_id, "model id")
+
+    def ensure_writable(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".probe-{uuid.uuid4().hex}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise AblateError(f"pool directory {self.root} is not writable: {exc.strerror or exc}") from None
+
+    # -- members -------------------------------------------------------------
+    def has_member(self, model_id: str) -> bool:
+        return (self.member_dir(model_id) / "meta.json").is_file()
+
+    def read_meta(self, model_id: str) -> dict:
+        path = self.member_dir(model_id) / "meta.json"
+        if not path.exists():
+            raise AblateError(f"no pool member {model_id!r} in {self.models_dir}")
+        return read_json(path, "member sidecar")
+
+    def iter_metas(self, kind: str | None = None) -> Iterator[dict]:
+        """Every finished member's sidecar, in id order; corrupted sidecars raise."""
+        if not self.models_dir.is_dir():
+            return
+        for d in sorted(self.models_dir.iterdir()):
+            if d.name.startswith(".") or not (d / "meta.json").exists():
+                continue
+            meta = read_json(d / "meta.json", "member sidecar")
+            if kind is None or meta.get("kind") == kind:
+                yield meta
+
+    def staging_dir(self, model_id: str) -> Path:
+        """A private directory under models/ (hidden name) to assemble a member in."""
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        path = self.models_dir / f".staging-{model_id}-{uuid.uuid4().hex[:8]}"
+        path.mkdir()
+        return path
+
+    def publish(self, staging: Path, meta: dict) -> Path:
+        """Write meta.json last, then rename the staging dir into place (atomic)."""
+        atomic_write_json(staging / "meta.json", meta)
+        fsync_dir(staging)
+        final = self.member_dir(meta["model_id"])
+        old = None
+        if final.exists():  # --force: move the old member aside, then swap
+            old = final.with_name(f".old-{final.name}-{uuid.uuid4().hex[:8]}")
+            os.replace(final, old)
+        os.replace(staging, final)
+        fsync_dir(self.models_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def weights_path(self, model_id: str) -> Path:
+        return self.member_dir(model_id) / "model.safetensors"
+
+    def seed_dir(self, seed_id: str) -> Path:
+        return self.member_dir(seed_id)

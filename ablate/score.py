@@ -1,0 +1,197 @@
+"""Scoring mixtures: merge members in memory, evaluate, write `mixture_perplexity` rows.
+
+How to run:
+    ablate score-mixture fiction-00 bible-00               # merged + union (if trained) + seed
+    ablate score-mixture fiction-00 bible-00 --weights 3,1 --eval quotes
+
+A mixture's merged model is the average of its units' members. Rows are keyed by
+(method, model, eval set), so asking again reads the table instead of
+evaluating (`--force` re-evaluates). Rows go to `results/*.jsonl` first (the
+truth), then into the index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+
+from ablate.config import StudyConfig
+from ablate.errors import UsageError
+from ablate.evaluate import evaluate_tokens
+from ablate.index import Index
+from ablate.model import count_params, find_seed, load_member, load_state, model_from_config, seed_config
+from ablate.pool import Pool, atomic_write_bytes
+from ablate.train import member_id, member_recipe, normalize_units
+from ablate.units import eval_sets, load_eval_tokens, load_tokenizer, study_tokenizer, token_byte_lengths, unit_meta
+
+
+@dataclass
+class Study:
+    """What every scoring step needs, loaded once: seed, eval sets, byte table."""
+
+    cfg: StudyConfig
+    pool: Pool
+    seed: dict
+    evals: list[dict]
+    eval_tokens: dict[str, np.ndarray] = field(default_factory=dict)
+    byte_len: np.ndarray | None = None
+
+    def unit_member(self, unit_id: str, required: bool = True) -> str | None:
+        mid = member_id(self.seed["model_id"], [unit_meta(self.pool, unit_id)], member_recipe(self.cfg), 0)
+        if not self.pool.has_member(mid):
+            if required:
+                raise UsageError(f"unit {unit_id} has no trained member for this seed and recipe: "
+                                 f"run `ablate train-partition {unit_id}`")
+            return None
+        return mid
+
+    def union_member(self, unit_ids: list[str]) -> str | None:
+        if len(unit_ids) == 1:
+            return self.unit_member(unit_ids[0], required=False)
+        metas = [unit_meta(self.pool, u) for u in unit_ids]
+        mid = member_id(self.seed["model_id"], metas, member_recipe(self.cfg), 0)
+        return mid if self.pool.has_member(mid) else None
+
+
+def load_study(cfg: StudyConfig, pool: Pool, eval_names: list[str] | None = None) -> Study:
+    seed = find_seed(pool)
+    evals = eval_sets(pool, eval_names)
+    tok_dir, _ = study_tokenizer(pool)
+    study = Study(cfg, pool, seed, evals)
+    study.byte_len = token_byte_lengths(load_tokenizer(tok_dir))
+    for ev in evals:
+        tokens = load_eval_tokens(pool, ev)
+        if tokens.size < cfg.eval.seq_len:
+            raise UsageError(f"eval set {ev['domain']} has {tokens.size} tokens, shorter than one window "
+                             f"(eval.seq_len={cfg.eval.seq_len})")
+        study.eval_tokens[ev["domain"]] = tokens
+    return study
+
+
+def row_id(method: str, model_id: str, ev: dict, seq_len: int) -> str:
+    key = f"{method}|{model_id}|{ev['domain']}|{ev['data_sha256']}|{seq_len}"
+    return hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def evaluate_rows(study: Study, model, *, method: str, mixture: list[str], weights: list[float], model_id: str,
+                  merge_s: float = 0.0, skip: set[str] = frozenset()) -> list[dict]:
+    """One row per eval set (those not in `skip`), with the raw sums and FLOPs."""
+    cfg = study.cfg
+    _, n_nonembed = count_params(model)
+    device = next(model.parameters()).device
+    rows = []
+    for ev in study.evals:
+        rid = row_id(method, model_id, ev, cfg.eval.seq_len)
+        if rid in skip:
+            continue
+        stats = evaluate_tokens(model, study.eval_tokens[ev["domain"]], study.byte_len,
+                                seq_len=cfg.eval.seq_len, batch_size=cfg.eval.batch_size, name=f"eval set {ev['domain']}")
+        rows.append({
+            "row_id": rid, "mixture": sorted(mixture), "weights": weights, "k": len(mixture),
+            "uniform": len(set(round(w, 12) for w in weights)) <= 1, "method": method,
+            "eval_set": ev["domain"], "eval_sha256": ev["data_sha256"], **stats,
+            "merge_s": merge_s if not rows else 0.0, "flops": 2.0 * n_nonembed * stats["n_tokens"],
+            "model_id": model_id, "seed_id": study.seed["model_id"], "device": str(device),
+            "created_at": _now()})
+    return rows
+
+
+def attach_cost(rows: list[dict], cost: dict) -> None:
+    """Share a metered block's energy among its rows in proportion to their seconds."""
+    total = sum(r["eval_s"] + (r.get("merge_s") or 0) for r in rows) or 1.0
+    for r in rows:
+        share = (r["eval_s"] + (r.get("merge_s") or 0)) / total
+        r["energy_kwh"] = cost["energy_kwh"] * share
+        r["co2_kg"] = cost["co2_kg"] * share
+        r["energy_method"] = cost["energy_method"] + " (block shared by eval seconds)"
+
+
+def write_rows(pool: Pool, rows: list[dict]) -> None:
+    """Append-only results file (the truth), then the index."""
+    if not rows:
+        return
+    name = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+    blob = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode()
+    atomic_write_bytes(pool.results_dir / name, blob)
+    Index(pool).upsert("mixture_perplexity", rows)
+
+
+def existing_rows(pool: Pool) -> set[str]:
+    if not pool.index_path.exists() and not pool.results_dir.exists():
+        return set()
+    _, rows = Index(pool).query("SELECT row_id FROM mixture_perplexity")
+    return {r[0] for r in rows}
+
+
+def score_reference_models(study: Study, mixtures: list[list[str]], done: set[str]) -> list[dict]:
+    """Rows for what exists to compare against: the seed and any trained unions."""
+    from ablate.energy import Meter
+
+    todo = [("seed", [], study.seed["model_id"])]
+    for mix in mixtures:
+        if len(mix) > 1 and (mid := study.union_member(mix)):
+            todo.append(("union", mix, mid))
+    rows = []
+    with Meter(study.cfg.energy) as meter:
+        for method, mix, mid in todo:
+            if all(row_id(method, mid, ev, study.cfg.eval.seq_len) in done for ev in study.evals):
+                continue
+            model = load_member(study.pool, mid)
+            weights = [1.0 / len(mix)] * len(mix) if mix else []
+            rows += evaluate_rows(study, model, method=method, mixture=mix, weights=weights, model_id=mid, skip=done)
+    attach_cost(rows, meter.result)
+    return rows
+
+
+def score_mixture(cfg: StudyConfig, pool: Pool, unit_ids: list[str], weights: list[float] | None = None,
+                  eval_names: list[str] | None = None, force: bool = False) -> list[dict]:
+    """Merged rows for one mixture plus union/seed rows for comparison; returns every row (new or cached)."""
+    import time
+
+    from ablate.energy import Meter
+    from ablate.merge import merge_id, merge_members, parse_weights
+
+    unit_ids_in = list(unit_ids)
+    unit_ids = normalize_units(unit_ids)
+    if weights is not None:  # weights follow the order the user gave; re-order with the sort
+        weights = parse_weights(weights, len(unit_ids_in))
+        weights = [weights[unit_ids_in.index(u)] for u in unit_ids]
+    else:
+        weights = parse_weights(None, len(unit_ids))
+    study = load_study(cfg, pool, eval_names)
+    members = [study.unit_member(u) for u in unit_ids]
+    mid = merge_id(members, weights)
+    done = set() if force else existing_rows(pool)
+    rows = []
+    if not all(row_id("merged", mid, ev, cfg.eval.seq_len) in done for ev in study.evals):
+        with Meter(cfg.energy) as meter:
+            t0 = time.perf_counter()
+            state = merge_members(pool, members, weights)
+            model = model_from_config(seed_config(pool, study.seed["model_id"]))
+            load_state(model, state, "merged weights")
+            merge_s = time.perf_counter() - t0
+            rows = evaluate_rows(study, model, method="merged", mixture=unit_ids, weights=weights,
+                                 model_id=mid, merge_s=merge_s, skip=done)
+        attach_cost(rows, meter.result)
+    uniform = len(set(round(w, 12) for w in weights)) == 1
+    rows += score_reference_models(study, [unit_ids] if uniform else [], done)
+    write_rows(pool, rows)
+    ids = [row_id("merged", mid, ev, cfg.eval.seq_len) for ev in study.evals]
+    ids += [row_id("seed", study.seed["model_id"], ev, cfg.eval.seq_len) for ev in study.evals]
+    if uniform and (umid := study.union_member(unit_ids)):
+        ids += [row_id("union", umid, ev, cfg.eval.seq_len) for ev in study.evals]
+    marks = ", ".join("?" for _ in ids)
+    cols, table = Index(pool).query(
+        f"SELECT method, eval_set, ppl, bits_per_byte, n_tokens, eval_s FROM mixture_perplexity "
+        f"WHERE row_id IN ({marks}) ORDER BY eval_set, method", ids)
+    return [dict(zip(cols, r)) for r in table]

@@ -1,0 +1,326 @@
+"""Continued pretraining: the seed, one member per unit, and union baselines.
+
+How to run:
+    ablate seed                               # pretrain the tiny seed on its seed mix
+    ablate train-partition fiction-00         # one unit -> one pool member
+    ablate train-mixture fiction-00 bible-00  # the retraining baseline on the union
+
+A run is determined by its seed, its data (unit hashes) and its training config,
+so its id is a hash of those: asking twice finds the member instead of training
+again (`--force` retrains). Every `train.checkpoint_every` steps the model,
+optimizer, scheduler and RNG state go to `pool/work/<id>/ckpt.pt`; rerunning the
+same command after a crash resumes there and ends with the same weights as an
+uninterrupted run (CPU). Data order is a seeded permutation computed up front, so
+resuming needs no data-loader state. Only a finished run is published.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ablate.config import StudyConfig, config_hash
+from ablate.energy import Meter
+from ablate.errors import AblateError, UsageError
+from ablate.model import count_params, load_member, save_weights, unique_state, versions
+from ablate.pool import Pool, check_name
+from ablate.progress import bar
+from ablate.units import load_unit_tokens, now
+
+
+class Interrupted(Exception):
+    """Raised after a checkpoint when a run is stopped on purpose (tests, Ctrl-C)."""
+
+
+@dataclass
+class Recipe:
+    """Everything that determines a training run besides the data and the start weights."""
+
+    seq_len: int
+    batch_size: int
+    lr: float
+    warmup_steps: int
+    min_lr_ratio: float
+    weight_decay: float
+    beta1: float
+    beta2: float
+    grad_clip: float
+    epochs: int
+    data_seed: int
+
+
+def member_recipe(cfg: StudyConfig, replicate: int = 0) -> Recipe:
+    t = cfg.train
+    return Recipe(t.seq_len, t.batch_size, t.lr, t.warmup_steps, t.min_lr_ratio, t.weight_decay, t.beta1,
+                  t.beta2, t.grad_clip, t.epochs, t.data_seed + 1000 * replicate)
+
+
+def seed_recipe(cfg: StudyConfig) -> Recipe:
+    s, t = cfg.seed, cfg.train
+    return Recipe(s.seq_len, s.batch_size, s.lr, s.warmup_steps, 0.1, t.weight_decay, t.beta1, t.beta2,
+                  t.grad_clip, 1, s.init_seed)
+
+
+def as_sequences(tokens: np.ndarray, seq_len: int) -> np.ndarray:
+    n = tokens.size // seq_len
+    if n == 0:
+        raise UsageError(f"{tokens.size} tokens are fewer than one sequence of {seq_len}")
+    return tokens[: n * seq_len].reshape(n, seq_len)
+
+
+def mixture_sequences(pool: Pool, unit_ids: list[str], seq_len: int) -> tuple[np.ndarray, list[dict]]:
+    """The union's training data: every unit's sequences, stacked (shuffled later)."""
+    parts, metas = [], []
+    for uid in unit_ids:
+        tokens, meta = load_unit_tokens(pool, uid)
+        parts.append(as_sequences(tokens, seq_len))
+        metas.append(meta)
+    return np.concatenate(parts), metas
+
+
+def data_order(n_seq: int, recipe: Recipe) -> np.ndarray:
+    return np.concatenate([np.random.default_rng([recipe.data_seed, e]).permutation(n_seq)
+                           for e in range(recipe.epochs)])
+
+
+def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    """Linear warmup, then cosine from 1 to min_ratio at the last step."""
+    if step < warmup:
+        return (step + 1) / warmup
+    span = max(1, total - warmup)
+    progress = min(1.0, (step - warmup) / span)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _save_ckpt(path: Path, state: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def run_training(model, seqs: np.ndarray, recipe: Recipe, work_dir: Path, job_key: str, *,
+                 checkpoint_every: int, description: str, stop_after: int | None = None) -> dict:
+    """The training loop with checkpoints. Returns loss history and step count."""
+    from accelerate import Accelerator
+
+    cuda = torch.cuda.is_available()
+    accelerator = Accelerator(mixed_precision="bf16" if cuda else "no", cpu=not cuda)
+    order = data_order(len(seqs), recipe)
+    steps = math.ceil(len(order) / recipe.batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, betas=(recipe.beta1, recipe.beta2),
+                                  weight_decay=recipe.weight_decay, fused=cuda or None)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, steps, recipe.warmup_steps, recipe.min_lr_ratio))
+    ckpt_path = work_dir / "ckpt.pt"
+    start, losses, carried = 0, [], {"wall_s": 0.0, "cpu_s": 0.0, "energy_kwh": 0.0, "co2_kg": 0.0}
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if ckpt.get("job") == job_key:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            torch.set_rng_state(ckpt["rng"])
+            start, losses, carried = ckpt["step"], list(ckpt["losses"]), dict(ckpt["carried"])
+    model, optimizer = accelerator.prepare(model, optimizer)
+    model.train()
+    data = torch.from_numpy(seqs.astype(np.int64))
+
+    def checkpoint(step: int) -> None:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        _save_ckpt(ckpt_path, {"job": job_key, "step": step, "losses": losses, "carried": carried,
+                               "model": accelerator.unwrap_model(model).state_dict(),
+                               "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                               "rng": torch.get_rng_state()})
+
+    tokens_per_step = recipe.batch_size * recipe.seq_len
+    with bar(description, steps, start, {"loss": "-", "tok_s": "-"}) as update:
+        import time
+
+        t0 = time.perf_counter()
+        step = start
+        try:
+            for step in range(start, steps):
+                batch = data[order[step * recipe.batch_size:(step + 1) * recipe.batch_size]]
+                batch = batch.to(accelerator.device, non_blocking=True)
+                with accelerator.autocast():
+                    loss = model(input_ids=batch, labels=batch).loss
+                accelerator.backward(loss)
+                accelerator.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                losses.append(float(loss.detach()))
+                done = step + 1
+                rate = (done - start) * tokens_per_step / max(1e-9, time.perf_counter() - t0)
+                update(1, loss=f"{losses[-1]:.3f}", tok_s=f"{rate:,.0f}")
+                if done % checkpoint_every == 0 and done < steps:
+                    checkpoint(done)
+                if stop_after is not None and done >= stop_after and done < steps:
+                    checkpoint(done)
+                    raise Interrupted(f"stopped after step {done}")
+        except KeyboardInterrupt:
+            raise Interrupted(f"interrupted; last checkpoint in {work_dir}; rerun the same command to resume") from None
+    return {"steps": steps, "losses": losses, "carried": carried, "resumed_from": start,
+            "model": accelerator.unwrap_model(model)}
+
+
+def _final_loss(losses: list[float]) -> float:
+    tail = losses[-max(1, len(losses) // 10):]
+    return float(sum(tail) / len(tail))
+
+
+def _run_and_publish(pool: Pool, cfg: StudyConfig, model, seqs, recipe: Recipe, meta: dict, *,
+                     description: str, stop_after: int | None, publish) -> dict:
+    """Shared by seed and member training: meter, train, fill the price tag, publish."""
+    model_id = meta["model_id"]
+    work_dir = pool.work_dir(model_id)
+    job_key = config_hash({"recipe": asdict(recipe), "id": model_id})
+    device = "cuda:" + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    n_params, n_nonembed = count_params(model)
+    with Meter(cfg.energy, device) as meter:
+        out = run_training(model, seqs, recipe, work_dir, job_key, checkpoint_every=cfg.train.checkpoint_every,
+                           description=description, stop_after=stop_after)
+    cost = meter.result
+    carried = out["carried"]
+    tokens = len(seqs) * recipe.epochs * recipe.seq_len
+    meta.update({
+        "n_params": n_params, "n_params_nonembed": n_nonembed, "train_tokens": int(tokens),
+        "steps": out["steps"], "final_loss": _final_loss(out["losses"]), "loss_curve": out["losses"],
+        "wall_s": cost["wall_s"] + carried["wall_s"], "cpu_s": cost["cpu_s"] + carried["cpu_s"],
+        "energy_kwh": cost["energy_kwh"] + carried["energy_kwh"], "co2_kg": cost["co2_kg"] + carried["co2_kg"],
+        "energy_method": cost["energy_method"], "energy_assumptions": cost["energy_assumptions"],
+        "flops": 6.0 * n_nonembed * tokens, "flops_convention": "6*N_nonembed*tokens (embeddings/LM head excluded)",
+        "device": device, "recipe": asdict(recipe), "versions": versions(), "created_at": now(),
+        "resumed_from_step": out["resumed_from"]})
+    publish(out["model"], meta)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return meta
+
+
+def _publish_member(pool: Pool):
+    def publish(model, meta):
+        staging = pool.staging_dir(meta["model_id"])
+        try:
+            meta["sha256"] = save_weights(unique_state(model), staging / "model.safetensors")
+            meta["size"] = (staging / "model.safetensors").stat().st_size
+            pool.publish(staging, meta)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    return publish
+
+
+def member_id(seed_id: str, unit_metas: list[dict], recipe: Recipe, replicate: int) -> str:
+    key = config_hash({"seed": seed_id, "data": sorted(m["data_sha256"] for m in unit_metas),
+                       "recipe": asdict(recipe), "replicate": replicate})
+    if len(unit_metas) == 1:
+        return f"unit-{unit_metas[0]['unit_id']}-{key[:10]}"
+    return f"union-k{len(unit_metas)}-{key[:10]}"
+
+
+def normalize_units(unit_ids: list[str]) -> list[str]:
+    if not unit_ids:
+        raise UsageError("name at least one unit")
+    for u in unit_ids:
+        check_name(u, "unit id")
+    dup = sorted({u for u in unit_ids if unit_ids.count(u) > 1})
+    if dup:
+        raise UsageError(f"unit listed twice: {', '.join(dup)}")
+    return sorted(unit_ids)
+
+
+def train_member(cfg: StudyConfig, pool: Pool, unit_ids: list[str], *, force: bool = False,
+                 replicate: int = 0, stop_after: int | None = None, log=print) -> dict:
+    """train-partition (one unit) and train-mixture (several): returns the member's meta."""
+    from ablate.model import find_seed
+
+    unit_ids = normalize_units(unit_ids)
+    pool.ensure_writable()
+    seed = find_seed(pool)
+    recipe = member_recipe(cfg, replicate)
+    seqs, metas = mixture_sequences(pool, unit_ids, recipe.seq_len)
+    for m in metas:
+        if m["tokenizer_id"] != seed["tokenizer_id"]:
+            raise UsageError(f"unit {m['unit_id']} was tokenized with {m['tokenizer_id']}, "
+                             f"the seed uses {seed['tokenizer_id']}")
+    model_id = member_id(seed["model_id"], metas, recipe, replicate)
+    if pool.has_member(model_id) and not force:
+        meta = pool.read_meta(model_id)
+        log(f"{model_id} is already in the pool (trained {meta['created_at']}); reusing it (--force retrains)")
+        return meta | {"reused": True}
+    if force:
+        shutil.rmtree(pool.work_dir(model_id), ignore_errors=True)
+    kind = "unit" if len(unit_ids) == 1 else "union"
+    meta = {"model_id": model_id, "kind": kind, "units": unit_ids, "seed_id": seed["model_id"],
+            "replicate": replicate, "tokenizer_id": seed["tokenizer_id"],
+            "data_sha256": {m["unit_id"]: m["data_sha256"] for m in metas},
+            "config": {"train": cfg.train.model_dump(), "energy": cfg.energy.model_dump()}}
+    model = load_member(pool, seed["model_id"])
+    label = unit_ids[0] if kind == "unit" else f"union of {len(unit_ids)}"
+    meta = _run_and_publish(pool, cfg, model, seqs, recipe, meta, description=f"train {label}",
+                            stop_after=stop_after, publish=_publish_member(pool))
+    from ablate.index import Index, model_row
+    Index(pool).upsert("models", [model_row(meta)])
+    return meta
+
+
+def train_seed(cfg: StudyConfig, pool: Pool, *, force: bool = False, stop_after: int | None = None,
+               log=print) -> dict:
+    """Pretrain a tiny Llama from random init on the seed mix (seedmix-* token files)."""
+    from transformers import set_seed
+
+    from ablate.model import llama_config, model_from_config, write_seed
+    from ablate.units import load_tokenizer, study_tokenizer
+
+    pool.ensure_writable()
+    tok_dir, tok_id = study_tokenizer(pool)
+    tok = load_tokenizer(tok_dir)
+    recipe = seed_recipe(cfg)
+    parts, metas = [], []
+    for domain in cfg.seed.domains:
+        tokens, meta = load_unit_tokens(pool, f"seedmix-{domain}")
+        parts.append(as_sequences(tokens, recipe.seq_len))
+        metas.append(meta)
+    seqs = np.concatenate(parts)
+    # Cap the mix at exactly `steps` batches: the seed's budget is set in steps.
+    need = cfg.seed.steps * recipe.batch_size
+    seqs = seqs[np.random.default_rng(recipe.data_seed).permutation(len(seqs))[:need]]
+    if len(seqs) < need:
+        log(f"note: the seed mix has {len(seqs)} sequences, fewer than {need}; the seed sees them once")
+    key = config_hash({"seed": cfg.seed.model_dump(), "tok": tok_id, "recipe": asdict(recipe),
+                       "data": sorted(m["data_sha256"] for m in metas)})
+    seed_id = f"seed-{key}"
+    if pool.has_member(seed_id) and not force:
+        log(f"{seed_id} is already in the pool; reusing it (--force retrains)")
+        return pool.read_meta(seed_id) | {"reused": True}
+    set_seed(cfg.seed.init_seed)
+    model = model_from_config(llama_config(cfg, tok))
+    meta = {"model_id": seed_id, "kind": "seed", "units": [], "seed_id": seed_id, "replicate": 0,
+            "tokenizer_id": tok_id, "data_sha256": {m["unit_id"]: m["data_sha256"] for m in metas},
+            "config": {"seed": cfg.seed.model_dump(), "energy": cfg.energy.model_dump()}}
+
+    def publish(trained, meta):
+        write_seed(pool, trained, tok, seed_id, meta)
+
+    meta = _run_and_publish(pool, cfg, model, seqs, recipe, meta, description="pretrain seed",
+                            stop_after=stop_after, publish=publish)
+    from ablate.index import Index, model_row
+    Index(pool).upsert("models", [model_row(meta)])
+    return meta
+
+
+def price_line(meta: dict) -> str:
+    """The one-line price tag printed after a run."""
+    return (f"{meta['model_id']}: {meta['kind']} {','.join(meta['units']) or '-'}; {meta['n_params']:,} params; "
+            f"{meta['train_tokens']:,} tokens in {meta['steps']} steps, {meta['wall_s']:.1f} s "
+            f"({meta['train_tokens'] / max(1e-9, meta['wall_s']):,.0f} tok/s), final loss "
+            f"{meta.get('final_loss', float('nan')):.3f}; {meta['energy_kwh'] * 1000:.3f} Wh, "
+            f"{meta['co2_kg'] * 1000:.3f} g CO2e [{meta['energy_method']}]"
+            + (" (reused)" if meta.get("reused") else ""))

@@ -1,0 +1,115 @@
+"""Shared fixtures: a tiny but real study on the fortunes-min corpus (Debian package).
+
+The session fixture `study` builds corpus -> units -> seed -> 4 unit members -> 1 union
+once (about 20 s on 2 cores); tests that change the pool work on a copy (`study_copy`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("ABLATE_QUIET", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+TINY = {
+    "tokenizer": {"vocab_size": 512, "train_bytes": 200_000},
+    "units": {"domains": ["fortunes", "literature"], "eval_only_domains": [], "unit_tokens": 4096,
+              "units_per_domain": 2, "eval_bytes": 4000},
+    "seed": {"domains": ["riddles"], "hidden_size": 32, "layers": 2, "heads": 2, "intermediate_size": 64,
+             "steps": 16, "seq_len": 64, "batch_size": 8, "lr": 3e-3, "warmup_steps": 2},
+    "train": {"seq_len": 64, "batch_size": 8, "checkpoint_every": 3, "lr": 2e-3},
+    "eval": {"seq_len": 64, "batch_size": 16},
+    "energy": {"backend": "estimate"},
+}
+
+
+def tiny_config(root: Path, **overrides):
+    import copy
+
+    from ablate.config import StudyConfig
+
+    tree = copy.deepcopy(TINY)
+    tree["pool"] = str(root / "pool")
+    tree["corpus"] = {"path": str(root / "corpus"), "source": "files"}
+    for key, value in overrides.items():
+        section, _, field = key.partition(".")
+        if field:
+            tree.setdefault(section, {})[field] = value
+        else:
+            tree[section] = value
+    return StudyConfig.model_validate(tree)
+
+
+def write_config(cfg, path: Path) -> Path:
+    path.write_text(cfg.to_yaml())
+    return path
+
+
+@pytest.fixture(scope="session")
+def study(tmp_path_factory):
+    """A built study: (cfg, pool, unit ids, union member meta)."""
+    from ablate.corpus import fortunes_min_corpus, study_corpus
+    from ablate.pool import Pool
+    from ablate.train import train_member, train_seed
+    from ablate.units import split_units
+
+    root = tmp_path_factory.mktemp("study")
+    fortunes_min_corpus(root / "corpus")
+    cfg = tiny_config(root)
+    pool = Pool(cfg.pool)
+    split_units(cfg, pool, study_corpus(cfg), log=lambda *a: None)
+    train_seed(cfg, pool, log=lambda *a: None)
+    units = ["fortunes-00", "fortunes-01", "literature-00", "literature-01"]
+    for u in units:
+        train_member(cfg, pool, [u], log=lambda *a: None)
+    union = train_member(cfg, pool, ["fortunes-00", "literature-00"], log=lambda *a: None)
+    return cfg, pool, units, union
+
+
+@pytest.fixture
+def study_copy(study, tmp_path):
+    """The built study copied to a fresh directory, safe to modify."""
+    cfg, pool, units, union = study
+    root = Path(cfg.pool).parent
+    dst = tmp_path / "copy"
+    shutil.copytree(root, dst)
+    from ablate.pool import Pool
+
+    new_cfg = cfg.model_copy(deep=True)
+    new_cfg.pool = str(dst / "pool")
+    new_cfg.corpus.path = str(dst / "corpus")
+    return new_cfg, Pool(new_cfg.pool), units, union
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    """Run `ablate ARGS` in-process through the real entry point (error handling included)."""
+    from ablate.cli import main
+
+    old = sys.argv
+    sys.argv = ["ablate", *args]
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv = old
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """{relative path: sha256} of every file under root, to prove nothing changed."""
+    import hashlib
+
+    out = {}
+    for p in sorted(Path(root).rglob("*")):
+        if p.is_file() and p.name != ".index.lock":
+            out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
