@@ -30,7 +30,7 @@ import typer
 from ablate.config import StudyConfig, load_config
 from ablate.errors import AblateError, UsageError
 from ablate.pool import Pool
-from ablate.progress import console
+from ablate.progress import out as stdout
 from ablate.train import price_line
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -61,7 +61,7 @@ def _study(config: Path | None, overrides: list[str] | None, dry_run: bool = Fal
 
 
 def say(msg: str) -> None:
-    console.print(msg, highlight=False, markup=False)
+    stdout.print(msg, markup=False)
 
 
 # -- config / corpus / units / seed -------------------------------------------------------
@@ -293,7 +293,7 @@ def pool_verify(config: ConfigOpt = None, set_: SetOpt = None):
     cfg, pool = _study(config, set_)
     ok, problems = verify_pool(pool)
     for p in problems:
-        console.print(f"[red]BAD[/red] {p}", highlight=False)
+        stdout.print(f"BAD {p}", markup=False)
     say(f"{ok} members verified, {len(problems)} problems")
     if problems:
         raise typer.Exit(1)
@@ -330,17 +330,27 @@ def demo(config: ConfigOpt = None, set_: SetOpt = None, dry_run: DryOpt = False,
     run_demo(cfg, pool, report_dir, log=say)
 
 
-def main() -> None:
-    import click
+def _click_exceptions():
+    """Typer ≥ 0.2x vendors its own click; older ones use click itself."""
+    try:
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+    return exceptions
 
+
+def main() -> None:
+    click = _click_exceptions()
+    if len(sys.argv) == 1:
+        sys.argv.append("--help")
     try:
         rv = app(standalone_mode=False)
         sys.exit(rv if isinstance(rv, int) else 0)
     except AblateError as exc:
         _die(str(exc), exc.exit_code)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         _die("aborted", 130)
     except click.ClickException as exc:
         _die(exc.format_message(), 2)

@@ -41,14 +41,15 @@ class Meter:
         return self
 
     def _start_codecarbon(self):
-        # codecarbon logs at INFO before it reads log_level: silence it up front.
-        logging.getLogger("codecarbon").setLevel(logging.CRITICAL)
+        # codecarbon logs at INFO before it reads log_level, and warns on every
+        # concurrent tracker; its failures reach us as exceptions, so mute the logger.
+        logging.getLogger("codecarbon").disabled = True
         try:
             from codecarbon import OfflineEmissionsTracker
 
             kwargs = dict(
                 country_iso_code=self.cfg.country_iso_code, tracking_mode="process", output_methods=[],
-                save_to_file=False, log_level="critical", measure_power_secs=self.cfg.measure_power_secs,
+                log_level="critical", measure_power_secs=self.cfg.measure_power_secs,
                 pue=self.cfg.pue, allow_multiple_runs=True)
             if self.cfg.grid_g_co2e_per_kwh is not None:
                 kwargs["force_carbon_intensity_g_co2e_kwh"] = self.cfg.grid_g_co2e_per_kwh

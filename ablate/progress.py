@@ -8,7 +8,8 @@ from contextlib import contextmanager
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-console = Console(stderr=True)
+console = Console(stderr=True)  # progress bars and warnings
+out = Console(highlight=False, soft_wrap=True)  # results, so they pipe cleanly
 
 
 def quiet() -> bool:
