@@ -63,8 +63,9 @@ def save_weights(state: dict[str, torch.Tensor], path: Path) -> str:
 def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
     """Load a weights-only state; names missing must be tied twins of loaded ones."""
     missing, unexpected = model.load_state_dict(state, strict=False)
-    loaded_ptrs = {p.data_ptr() for n, p in model.state_dict().items() if n in state}
-    bad = [n for n in missing if model.state_dict()[n].data_ptr() not in loaded_ptrs]
+    current = model.state_dict()
+    loaded_ptrs = {t.data_ptr() for n, t in current.items() if n in state}
+    bad = [n for n in missing if current[n].data_ptr() not in loaded_ptrs]
     if unexpected or bad:
         raise AblateError(f"{where}: weights do not fit the seed architecture "
                           f"(unexpected {unexpected[:3]}, missing {bad[:3]})")

@@ -179,3 +179,33 @@ def test_train_bad_input(case, study_copy, tmp_path, capsys):
     after = tree_digest(pool.root)
     assert {k: v for k, v in after.items() if k != "index.duckdb"} == \
         {k: v for k, v in before.items() if k != "index.duckdb"}
+
+
+def test_import_of_a_local_hf_directory_round_trips(study, tmp_path):
+    """Any local HF causal LM can be the seed: weights and tokenizer come back unchanged."""
+    from transformers import AutoModelForCausalLM
+
+    from ablate.corpus import study_corpus
+    from ablate.model import import_seed
+    from ablate.units import split_units
+
+    cfg, pool, _, _ = study
+    seed = next(pool.iter_metas("seed"))
+    external = tmp_path / "external-model"
+    source = load_member(pool, seed["model_id"])
+    source.save_pretrained(str(external))
+    load_tokenizer(pool.seed_dir(seed["model_id"])).save_pretrained(str(external))
+    imported_cfg = cfg.model_copy(deep=True)
+    imported_cfg.pool = str(tmp_path / "pool2")
+    imported_cfg.seed.import_path = str(external)
+    imported_cfg.seed.mode = "import"
+    new_pool = Pool(imported_cfg.pool)
+    meta = import_seed(imported_cfg, new_pool)
+    assert meta["kind"] == "seed" and import_seed(imported_cfg, new_pool).get("reused")
+    back = load_member(new_pool, meta["model_id"])
+    ref = AutoModelForCausalLM.from_pretrained(str(external)).state_dict()
+    assert all(torch.equal(back.state_dict()[k], ref[k]) for k in ref)
+    split = split_units(imported_cfg, new_pool, study_corpus(imported_cfg), log=lambda *a: None)
+    assert split["tokenizer_id"] == meta["tokenizer_id"]
+    member = train_member(imported_cfg, new_pool, ["fortunes-00"], log=lambda *a: None)
+    assert member["seed_id"] == meta["model_id"]
