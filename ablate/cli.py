@@ -225,12 +225,15 @@ def _emit(cols: list[str], rows: list[tuple], fmt: str, out: Path | None) -> Non
     if fmt == "table":
         from rich.table import Table
 
-        table = Table(*cols, show_lines=False)
-        for r in rows:
-            table.add_row(*(_fmt(v) for v in r))
         from rich.console import Console
 
-        Console(file=open(out, "w") if out else sys.stdout, width=200).print(table)
+        cells = [[_fmt(v) for v in r] for r in rows]
+        table = Table(*cols, show_lines=False)
+        for r in cells:
+            table.add_row(*r)
+        # wide enough that no column is truncated: users copy these numbers
+        width = sum(max([len(c)] + [len(r[i]) for r in cells]) + 3 for i, c in enumerate(cols)) + 1
+        Console(file=open(out, "w") if out else sys.stdout, width=max(80, width)).print(table)
     elif fmt == "csv":
         import csv
 
