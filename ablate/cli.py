@@ -31,7 +31,7 @@ from ablate.config import StudyConfig, load_config
 from ablate.errors import AblateError, UsageError
 from ablate.pool import Pool
 from ablate.progress import out as stdout
-from ablate.train import price_line
+from ablate.progress import price_line
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Simulate data ablations by training one model per data unit and averaging them.")
@@ -357,6 +357,9 @@ def main() -> None:
         _die("aborted", 130)
     except click.ClickException as exc:
         _die(exc.format_message(), 2)
+    except OSError as exc:  # disk full, permission denied, ...: name the file
+        where = f": {exc.filename}" if exc.filename else ""
+        _die(f"{exc.strerror or exc}{where}", 1)
     except KeyboardInterrupt:
         _die("interrupted; rerun the same command to resume", 130)
     except Exception as exc:  # a bug: still one line, unless asked for the traceback

@@ -134,6 +134,9 @@ class StudyConfig(_Strict):
     eval: EvalConfig = EvalConfig()
     energy: EnergyConfig = EnergyConfig()
     sweep_jobs: int = Field(1, ge=1)  # joblib processes for `ablate sweep`
+    # Loading a member always checks its size and safetensors header; this adds the
+    # full sha256 (slower on big models; `ablate pool verify` always does it).
+    verify_hash: bool = False
     demo_unions: Literal["all", "pairs", "none"] = "all"
 
     @model_validator(mode="after")

@@ -27,7 +27,8 @@ def run_demo(cfg: StudyConfig, pool: Pool, report_dir: Path, log=print) -> str:
     from ablate.corpus import build_debian_corpus, study_corpus
     from ablate.report import verdict_markdown, write_report
     from ablate.sweep import run_sweep
-    from ablate.train import price_line, train_member, train_seed
+    from ablate.progress import price_line
+    from ablate.train import train_member, train_seed
     from ablate.units import split_units
 
     t0 = time.perf_counter()

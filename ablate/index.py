@@ -23,6 +23,7 @@ from pathlib import Path
 
 import duckdb
 
+from ablate import faults
 from ablate.errors import AblateError, UsageError
 from ablate.pool import Pool, read_json
 
@@ -186,18 +187,26 @@ class Index:
             con.execute(f"CREATE OR REPLACE VIEW {name} AS {body}")
 
     def upsert(self, table: str, rows: list[dict]) -> None:
-        """Insert or replace rows in one transaction under the write lock."""
+        """Insert rows in one transaction under the write lock; on a key clash the newer row wins.
+
+        "Newer" is by `created_at`, not by commit order, so the index always
+        agrees with `rebuild()` even when concurrent writers commit out of order.
+        """
         if not rows:
             return
         cols = _columns(table)
         values = [[_sql_value(r.get(c)) for c in cols] for r in rows]
         marks = ", ".join("?" for _ in cols)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in cols[1:])
+        sql = (f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks}) ON CONFLICT ({cols[0]}) "
+               f"DO UPDATE SET {updates} WHERE excluded.created_at >= {table}.created_at")
         with self._write_lock():
             con = self._connect(read_only=False)
             try:
                 self._create(con)
                 con.execute("BEGIN")
-                con.executemany(f"INSERT OR REPLACE INTO {table} ({', '.join(cols)}) VALUES ({marks})", values)
+                con.executemany(sql, values)
+                faults.point("index.txn")
                 con.execute("COMMIT")
             finally:
                 con.close()
@@ -229,6 +238,7 @@ class Index:
 
     def rebuild(self) -> dict[str, int]:
         """Recreate index.duckdb from the sidecars and result files; return row counts."""
+        self.pool.clean_leftovers()
         unit_rows = [read_json(p, "unit sidecar") for d in (self.pool.units_dir, self.pool.eval_dir)
                      if d.is_dir() for p in sorted(d.glob("*.json"))]
         model_rows = [model_row(m) for m in self.pool.iter_metas()]
@@ -249,6 +259,7 @@ class Index:
                 con.execute("CHECKPOINT")
             finally:
                 con.close()
+            faults.point("reindex.swap")
             os.replace(tmp, self.pool.index_path)
             Path(str(self.pool.index_path) + ".wal").unlink(missing_ok=True)
         return {"units": len(unit_rows), "models": len(model_rows), "mixture_perplexity": len(result_rows)}
@@ -292,6 +303,7 @@ def iter_result_rows(pool: Pool):
                 except json.JSONDecodeError:
                     raise AblateError(f"corrupted results file {path} line {n}") from None
                 prev = rows.get(row["row_id"])
+                # the same rule as upsert(): the newest measurement of a row wins
                 if prev is None or str(row["created_at"]) >= str(prev["created_at"]):
                     rows[row["row_id"]] = row
     yield from sorted(rows.values(), key=lambda r: r["row_id"])

@@ -85,10 +85,11 @@ def merge_id(model_ids: list[str], weights: list[float]) -> str:
     return "merge-" + hashlib.sha256(repr(pairs).encode()).hexdigest()[:16]
 
 
-def merge_members(pool: Pool, model_ids: list[str], weights: list[float] | None = None) -> dict[str, torch.Tensor]:
+def merge_members(pool: Pool, model_ids: list[str], weights: list[float] | None = None,
+                  full_hash: bool = False) -> dict[str, torch.Tensor]:
     """The weighted average of members' weights, as a state dict in the members' dtypes."""
     weights = parse_weights(weights, len(model_ids))
-    check_compatible(pool, model_ids)
+    check_compatible(pool, model_ids, full_hash)
     out: dict[str, torch.Tensor] = {}
     with ExitStack() as stack:
         files = [stack.enter_context(safe_open(str(pool.weights_path(m)), framework="pt")) for m in model_ids]

@@ -13,7 +13,6 @@ merges line up tensor by tensor.
 
 from __future__ import annotations
 
-import json
 import platform
 import shutil
 from pathlib import Path
@@ -24,7 +23,7 @@ from safetensors.torch import save_file
 
 from ablate.config import StudyConfig, config_hash
 from ablate.errors import AblateError, UsageError
-from ablate.pool import Pool, read_json, sha256_file
+from ablate.pool import Pool, sha256_file
 
 
 def versions() -> dict:

@@ -32,6 +32,7 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
+from ablate import faults
 from ablate.errors import AblateError, UsageError
 
 # mkstemp creates 0600 files; published files get the usual umask permissions instead.
@@ -88,6 +89,16 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def read_json(path: Path, what: str) -> dict:
@@ -176,24 +187,42 @@ class Pool:
     def staging_dir(self, model_id: str) -> Path:
         """A private directory under models/ (hidden name) to assemble a member in."""
         self.models_dir.mkdir(parents=True, exist_ok=True)
-        path = self.models_dir / f".staging-{model_id}-{uuid.uuid4().hex[:8]}"
+        path = self.models_dir / f".staging-{model_id}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         path.mkdir()
         return path
 
     def publish(self, staging: Path, meta: dict) -> Path:
         """Write meta.json last, then rename the staging dir into place (atomic)."""
+        faults.point("publish.staged")
         atomic_write_json(staging / "meta.json", meta)
         fsync_dir(staging)
         final = self.member_dir(meta["model_id"])
         old = None
         if final.exists():  # --force: move the old member aside, then swap
-            old = final.with_name(f".old-{final.name}-{uuid.uuid4().hex[:8]}")
+            old = final.with_name(f".old-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
             os.replace(final, old)
         os.replace(staging, final)
         fsync_dir(self.models_dir)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         return final
+
+    def clean_leftovers(self) -> list[str]:
+        """Delete staging/old dirs left by killed processes (their pid is in the name)."""
+        removed = []
+        if not self.models_dir.is_dir():
+            return removed
+        for d in self.models_dir.iterdir():
+            if not d.name.startswith((".staging-", ".old-")):
+                continue
+            try:
+                pid = int(d.name.rsplit("-", 2)[-2])
+            except ValueError:
+                continue
+            if pid != os.getpid() and not _alive(pid):
+                shutil.rmtree(d, ignore_errors=True)
+                removed.append(d.name)
+        return removed
 
     def weights_path(self, model_id: str) -> Path:
         return self.member_dir(model_id) / "model.safetensors"

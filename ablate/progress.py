@@ -1,4 +1,4 @@
-"""Rich progress bars on stderr, shared by the long stages (training, sweeps)."""
+"""What the terminal shows: rich progress bars on stderr, result lines on stdout."""
 
 from __future__ import annotations
 
@@ -31,3 +31,13 @@ def bar(description: str, total: int, completed: int = 0, fields: dict | None = 
             progress.update(task, advance=advance, **values)
 
         yield update
+
+
+def price_line(meta: dict) -> str:
+    """The one-line price tag printed after a run."""
+    return (f"{meta['model_id']}: {meta['kind']} {','.join(meta['units']) or '-'}; {meta['n_params']:,} params; "
+            f"{meta['train_tokens']:,} tokens in {meta['steps']} steps, {meta['wall_s']:.1f} s "
+            f"({meta['train_tokens'] / max(1e-9, meta['wall_s']):,.0f} tok/s), final loss "
+            f"{meta.get('final_loss') or float('nan'):.3f}; {meta['energy_kwh'] * 1000:.3f} Wh, "
+            f"{meta['co2_kg'] * 1000:.3f} g CO2e [{meta['energy_method']}]"
+            + (" (reused)" if meta.get("reused") else ""))

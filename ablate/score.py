@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from ablate import faults
 from ablate.config import StudyConfig
 from ablate.errors import UsageError
 from ablate.evaluate import evaluate_tokens
@@ -80,7 +81,7 @@ def row_id(method: str, model_id: str, ev: dict, seq_len: int) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
 def evaluate_rows(study: Study, model, *, method: str, mixture: list[str], weights: list[float], model_id: str,
@@ -123,6 +124,7 @@ def write_rows(pool: Pool, rows: list[dict]) -> None:
     name = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
     blob = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode()
     atomic_write_bytes(pool.results_dir / name, blob)
+    faults.point("results.written")
     Index(pool).upsert("mixture_perplexity", rows)
 
 
@@ -146,7 +148,7 @@ def score_reference_models(study: Study, mixtures: list[list[str]], done: set[st
         for method, mix, mid in todo:
             if all(row_id(method, mid, ev, study.cfg.eval.seq_len) in done for ev in study.evals):
                 continue
-            model = load_member(study.pool, mid)
+            model = load_member(study.pool, mid, full_hash=study.cfg.verify_hash)
             weights = [1.0 / len(mix)] * len(mix) if mix else []
             rows += evaluate_rows(study, model, method=method, mixture=mix, weights=weights, model_id=mid, skip=done)
     attach_cost(rows, meter.result)
@@ -176,7 +178,7 @@ def score_mixture(cfg: StudyConfig, pool: Pool, unit_ids: list[str], weights: li
     if not all(row_id("merged", mid, ev, cfg.eval.seq_len) in done for ev in study.evals):
         with Meter(cfg.energy) as meter:
             t0 = time.perf_counter()
-            state = merge_members(pool, members, weights)
+            state = merge_members(pool, members, weights, full_hash=cfg.verify_hash)
             model = model_from_config(seed_config(pool, study.seed["model_id"]))
             load_state(model, state, "merged weights")
             merge_s = time.perf_counter() - t0

@@ -19,9 +19,10 @@ import time
 
 from joblib import Parallel, delayed
 
+from ablate import faults
 from ablate.config import StudyConfig
 from ablate.errors import UsageError
-from ablate.merge import RunningSum, gray_code_order, merge_id
+from ablate.merge import RunningSum, check_compatible, gray_code_order, merge_id
 from ablate.pool import Pool
 from ablate.progress import bar
 from ablate.score import (attach_cost, existing_rows, load_study, row_id, score_reference_models,
@@ -53,6 +54,7 @@ def score_segment(cfg_dict: dict, pool_root: str, unit_ids: list[str], masks: li
     pool = Pool(pool_root)
     study = load_study(cfg, pool, eval_names)
     members = [study.unit_member(u) for u in unit_ids]
+    check_compatible(pool, members, cfg.verify_hash)  # the running sum reads raw tensors
     model = model_from_config(seed_config(pool, study.seed["model_id"]))
     running = RunningSum(pool, members)
     rows = []
@@ -67,6 +69,7 @@ def score_segment(cfg_dict: dict, pool_root: str, unit_ids: list[str], masks: li
             weights = [1.0 / len(chosen)] * len(chosen)
             rows += evaluate_rows(study, model, method="merged", mixture=[unit_ids[i] for i in chosen],
                                   weights=weights, model_id=merge_id(mix_members, weights), merge_s=merge_s)
+            faults.point("sweep.mixture")
     attach_cost(rows, meter.result)
     return rows
 

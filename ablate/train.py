@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ablate import faults
 from ablate.config import StudyConfig, config_hash
 from ablate.energy import Meter
-from ablate.errors import AblateError, UsageError
+from ablate.errors import UsageError
 from ablate.model import count_params, load_member, save_weights, unique_state, versions
 from ablate.pool import Pool, check_name
 from ablate.progress import bar
@@ -100,7 +101,21 @@ def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
 def _save_ckpt(path: Path, state: dict) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
+    faults.point("ckpt.saved")
     tmp.replace(path)
+
+
+def _load_ckpt(path: Path) -> dict | None:
+    """The last checkpoint, or None; an unreadable one (killed mid-write) means start over."""
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)  # never unpickle code
+    except Exception as exc:
+        from ablate.progress import console
+        console.print(f"warning: checkpoint {path} is unreadable ({type(exc).__name__}); starting over",
+                      markup=False)
+        return None
 
 
 def run_training(model, seqs: np.ndarray, recipe: Recipe, work_dir: Path, job_key: str, *,
@@ -118,8 +133,8 @@ def run_training(model, seqs: np.ndarray, recipe: Recipe, work_dir: Path, job_ke
         optimizer, lambda s: lr_factor(s, steps, recipe.warmup_steps, recipe.min_lr_ratio))
     ckpt_path = work_dir / "ckpt.pt"
     start, losses, carried = 0, [], {"wall_s": 0.0, "cpu_s": 0.0, "energy_kwh": 0.0, "co2_kg": 0.0}
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    ckpt = _load_ckpt(ckpt_path)
+    if ckpt is not None:
         if ckpt.get("job") == job_key:
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
@@ -156,6 +171,7 @@ def run_training(model, seqs: np.ndarray, recipe: Recipe, work_dir: Path, job_ke
                 optimizer.zero_grad(set_to_none=True)
                 losses.append(float(loss.detach()))
                 done = step + 1
+                faults.point("train.step")
                 rate = (done - start) * tokens_per_step / max(1e-9, time.perf_counter() - t0)
                 update(1, loss=f"{losses[-1]:.3f}", tok_s=f"{rate:,.0f}")
                 if done % checkpoint_every == 0 and done < steps:
@@ -200,6 +216,7 @@ def _run_and_publish(pool: Pool, cfg: StudyConfig, model, seqs, recipe: Recipe, 
         "device": device, "recipe": asdict(recipe), "versions": versions(), "created_at": now(),
         "resumed_from_step": out["resumed_from"]})
     publish(out["model"], meta)
+    faults.point("publish.renamed")
     shutil.rmtree(work_dir, ignore_errors=True)
     return meta
 
@@ -217,9 +234,21 @@ def _publish_member(pool: Pool):
     return publish
 
 
+def _index_member(pool: Pool, meta: dict) -> None:
+    """The index row goes in last, and again on reuse (idempotent upsert)."""
+    from ablate.index import Index, model_row
+
+    Index(pool).upsert("models", [model_row(meta)])
+
+
+def run_hash(seed_id: str, unit_metas: list[dict], recipe: Recipe, replicate: int) -> str:
+    """Hash of everything that determines a member's weights (seed, data, recipe, replicate)."""
+    return config_hash({"seed": seed_id, "data": sorted(m["data_sha256"] for m in unit_metas),
+                        "recipe": asdict(recipe), "replicate": replicate})
+
+
 def member_id(seed_id: str, unit_metas: list[dict], recipe: Recipe, replicate: int) -> str:
-    key = config_hash({"seed": seed_id, "data": sorted(m["data_sha256"] for m in unit_metas),
-                       "recipe": asdict(recipe), "replicate": replicate})
+    key = run_hash(seed_id, unit_metas, recipe, replicate)
     if len(unit_metas) == 1:
         return f"unit-{unit_metas[0]['unit_id']}-{key[:10]}"
     return f"union-k{len(unit_metas)}-{key[:10]}"
@@ -243,6 +272,7 @@ def train_member(cfg: StudyConfig, pool: Pool, unit_ids: list[str], *, force: bo
 
     unit_ids = normalize_units(unit_ids)
     pool.ensure_writable()
+    pool.clean_leftovers()
     seed = find_seed(pool)
     recipe = member_recipe(cfg, replicate)
     seqs, metas = mixture_sequences(pool, unit_ids, recipe.seq_len)
@@ -254,20 +284,21 @@ def train_member(cfg: StudyConfig, pool: Pool, unit_ids: list[str], *, force: bo
     if pool.has_member(model_id) and not force:
         meta = pool.read_meta(model_id)
         log(f"{model_id} is already in the pool (trained {meta['created_at']}); reusing it (--force retrains)")
+        _index_member(pool, meta)  # a crash after publishing may have skipped the row
         return meta | {"reused": True}
     if force:
         shutil.rmtree(pool.work_dir(model_id), ignore_errors=True)
     kind = "unit" if len(unit_ids) == 1 else "union"
     meta = {"model_id": model_id, "kind": kind, "units": unit_ids, "seed_id": seed["model_id"],
             "replicate": replicate, "tokenizer_id": seed["tokenizer_id"],
+            "config_hash": run_hash(seed["model_id"], metas, recipe, replicate),
             "data_sha256": {m["unit_id"]: m["data_sha256"] for m in metas},
             "config": {"train": cfg.train.model_dump(), "energy": cfg.energy.model_dump()}}
-    model = load_member(pool, seed["model_id"])
+    model = load_member(pool, seed["model_id"], full_hash=cfg.verify_hash)
     label = unit_ids[0] if kind == "unit" else f"union of {len(unit_ids)}"
     meta = _run_and_publish(pool, cfg, model, seqs, recipe, meta, description=f"train {label}",
                             stop_after=stop_after, publish=_publish_member(pool))
-    from ablate.index import Index, model_row
-    Index(pool).upsert("models", [model_row(meta)])
+    _index_member(pool, meta)
     return meta
 
 
@@ -299,11 +330,13 @@ def train_seed(cfg: StudyConfig, pool: Pool, *, force: bool = False, stop_after:
     seed_id = f"seed-{key}"
     if pool.has_member(seed_id) and not force:
         log(f"{seed_id} is already in the pool; reusing it (--force retrains)")
-        return pool.read_meta(seed_id) | {"reused": True}
+        meta = pool.read_meta(seed_id)
+        _index_member(pool, meta)
+        return meta | {"reused": True}
     set_seed(cfg.seed.init_seed)
     model = model_from_config(llama_config(cfg, tok))
     meta = {"model_id": seed_id, "kind": "seed", "units": [], "seed_id": seed_id, "replicate": 0,
-            "tokenizer_id": tok_id, "data_sha256": {m["unit_id"]: m["data_sha256"] for m in metas},
+            "tokenizer_id": tok_id, "config_hash": key, "data_sha256": {m["unit_id"]: m["data_sha256"] for m in metas},
             "config": {"seed": cfg.seed.model_dump(), "energy": cfg.energy.model_dump()}}
 
     def publish(trained, meta):
@@ -311,16 +344,5 @@ def train_seed(cfg: StudyConfig, pool: Pool, *, force: bool = False, stop_after:
 
     meta = _run_and_publish(pool, cfg, model, seqs, recipe, meta, description="pretrain seed",
                             stop_after=stop_after, publish=publish)
-    from ablate.index import Index, model_row
-    Index(pool).upsert("models", [model_row(meta)])
+    _index_member(pool, meta)
     return meta
-
-
-def price_line(meta: dict) -> str:
-    """The one-line price tag printed after a run."""
-    return (f"{meta['model_id']}: {meta['kind']} {','.join(meta['units']) or '-'}; {meta['n_params']:,} params; "
-            f"{meta['train_tokens']:,} tokens in {meta['steps']} steps, {meta['wall_s']:.1f} s "
-            f"({meta['train_tokens'] / max(1e-9, meta['wall_s']):,.0f} tok/s), final loss "
-            f"{meta.get('final_loss', float('nan')):.3f}; {meta['energy_kwh'] * 1000:.3f} Wh, "
-            f"{meta['co2_kg'] * 1000:.3f} g CO2e [{meta['energy_method']}]"
-            + (" (reused)" if meta.get("reused") else ""))
