@@ -44,7 +44,12 @@ TABLES = {
         uniform BOOLEAN, method VARCHAR, eval_set VARCHAR, eval_sha256 VARCHAR,
         n_tokens BIGINT, n_bytes BIGINT, nll_sum DOUBLE, ppl DOUBLE, bits_per_byte DOUBLE,
         eval_s DOUBLE, merge_s DOUBLE, energy_kwh DOUBLE, co2_kg DOUBLE, energy_method VARCHAR,
-        flops DOUBLE, model_id VARCHAR, seed_id VARCHAR, device VARCHAR, created_at TIMESTAMP""",
+        flops DOUBLE, model_id VARCHAR, seed_id VARCHAR, device VARCHAR, replicate INTEGER, spec VARCHAR,
+        created_at TIMESTAMP""",
+    "searches": """
+        row_id VARCHAR PRIMARY KEY, search_id VARCHAR, target VARCHAR, method VARCHAR, rank INTEGER,
+        mixture VARCHAR[], weights DOUBLE[], proxy_ppl DOUBLE, union_ppl DOUBLE, union_rank INTEGER,
+        n_unions_known INTEGER, validated BOOLEAN, created_at TIMESTAMP""",
 }
 
 # Views users query. Fidelity compares only multi-unit uniform mixtures: for k=1 the
@@ -56,6 +61,7 @@ VIEWS = {
                m.ppl / u.ppl - 1 AS merged_excess, s.ppl AS seed_ppl
         FROM mixture_perplexity m
         JOIN mixture_perplexity u ON u.method = 'union' AND u.mixture = m.mixture AND u.eval_set = m.eval_set
+             AND coalesce(u.replicate, 0) = 0
         LEFT JOIN mixture_perplexity s ON s.method = 'seed' AND s.eval_set = m.eval_set AND s.seed_id = m.seed_id
         WHERE m.method = 'merged' AND m.uniform""",
     "proxy_fidelity": """
@@ -75,6 +81,39 @@ VIEWS = {
                proxy_best, true_best, proxy_best = true_best AS top1_agree,
                exp(lu_of_proxy_best - lu_best) - 1 AS regret
         FROM g ORDER BY eval_set""",
+    # Show Your Work (Dodge et al. 2019): expected best union ppl after trying n random
+    # mixtures, E = Σ v(i)·[(i/N)^n − ((i−1)/N)^n] with v sorted worst→best. Retraining finds
+    # the true best of its n; the simulation picks its n's proxy-best, whose *true* ppl counts.
+    "budget_curve": """
+        WITH r AS (
+            SELECT eval_set, union_ppl AS v,
+                   row_number() OVER (PARTITION BY eval_set ORDER BY union_ppl DESC) AS i_true,
+                   row_number() OVER (PARTITION BY eval_set ORDER BY merged_ppl DESC, union_ppl DESC) AS i_proxy,
+                   count(*) OVER (PARTITION BY eval_set) AS big_n
+            FROM mixture_vs_union WHERE k >= 2),
+        p AS (
+            SELECT r.eval_set, g.n, r.v,
+                   pow(r.i_true / r.big_n, g.n) - pow((r.i_true - 1) / r.big_n, g.n) AS p_true,
+                   pow(r.i_proxy / r.big_n, g.n) - pow((r.i_proxy - 1) / r.big_n, g.n) AS p_proxy
+            FROM r JOIN (SELECT range AS n FROM range(1, 1025)) g ON g.n <= r.big_n),
+        c AS (
+            SELECT (SELECT avg(energy_kwh) FROM models WHERE kind = 'union') AS union_kwh,
+                   (SELECT avg(flops) FROM models WHERE kind = 'union') AS union_flops,
+                   (SELECT coalesce(sum(energy_kwh), 0) FROM models WHERE kind = 'unit') AS units_kwh,
+                   (SELECT coalesce(sum(flops), 0) FROM models WHERE kind = 'unit') AS units_flops,
+                   (SELECT sum(energy_kwh) / count(DISTINCT mixture) FROM mixture_perplexity
+                        WHERE method = 'merged' AND uniform) AS eval_kwh,
+                   (SELECT sum(flops) / count(DISTINCT mixture) FROM mixture_perplexity
+                        WHERE method = 'merged' AND uniform) AS eval_flops)
+        SELECT p.eval_set, p.n,
+               sum(p.v * p.p_true) AS retrain_expected_best_ppl,
+               sqrt(greatest(sum(p.v * p.v * p.p_true) - pow(sum(p.v * p.p_true), 2), 0)) AS retrain_sd,
+               sum(p.v * p.p_proxy) AS proxy_expected_best_ppl,
+               sqrt(greatest(sum(p.v * p.v * p.p_proxy) - pow(sum(p.v * p.p_proxy), 2), 0)) AS proxy_sd,
+               any_value(p.n * c.union_kwh) AS retrain_kwh, any_value(c.units_kwh + p.n * c.eval_kwh) AS sim_kwh,
+               any_value(p.n * c.union_flops) AS retrain_flops,
+               any_value(c.units_flops + p.n * c.eval_flops) AS sim_flops
+        FROM p, c GROUP BY p.eval_set, p.n ORDER BY p.eval_set, p.n""",
     "ablation_cost": """
         WITH unit_cost AS (
             SELECT model_id, units, kind, wall_s, energy_kwh, co2_kg, flops FROM models),
@@ -242,7 +281,8 @@ class Index:
         unit_rows = [read_json(p, "unit sidecar") for d in (self.pool.units_dir, self.pool.eval_dir)
                      if d.is_dir() for p in sorted(d.glob("*.json"))]
         model_rows = [model_row(m) for m in self.pool.iter_metas()]
-        result_rows = list(iter_result_rows(self.pool))
+        result_rows = list(iter_result_rows(self.pool.results_dir))
+        search_rows = list(iter_result_rows(self.pool.root / "searches"))
         with self._write_lock():
             tmp = self.pool.index_path.with_name(f".index-{os.getpid()}.duckdb")
             tmp.unlink(missing_ok=True)
@@ -250,7 +290,7 @@ class Index:
             try:
                 self._create(con)
                 for table, rows in (("units", unit_rows), ("models", model_rows),
-                                    ("mixture_perplexity", result_rows)):
+                                    ("mixture_perplexity", result_rows), ("searches", search_rows)):
                     cols = _columns(table)
                     if rows:
                         con.executemany(
@@ -262,7 +302,8 @@ class Index:
             faults.point("reindex.swap")
             os.replace(tmp, self.pool.index_path)
             Path(str(self.pool.index_path) + ".wal").unlink(missing_ok=True)
-        return {"units": len(unit_rows), "models": len(model_rows), "mixture_perplexity": len(result_rows)}
+        return {"units": len(unit_rows), "models": len(model_rows), "mixture_perplexity": len(result_rows),
+                "searches": len(search_rows)}
 
 
 def check_read_only(sql: str) -> None:
@@ -290,11 +331,11 @@ def model_row(meta: dict) -> dict:
     return row
 
 
-def iter_result_rows(pool: Pool):
-    """Rows from results/*.jsonl; a later row with the same row_id replaces an earlier one."""
+def iter_result_rows(folder: Path):
+    """Rows from folder/*.jsonl (results, searches); of rows sharing a row_id the newest wins."""
     rows: dict[str, dict] = {}
-    if pool.results_dir.is_dir():
-        for path in sorted(pool.results_dir.glob("*.jsonl")):
+    if folder.is_dir():
+        for path in sorted(folder.glob("*.jsonl")):
             for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
                 if not line.strip():
                     continue

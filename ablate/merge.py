@@ -50,6 +50,42 @@ def parse_weights(raw: str | list[float] | None, k: int) -> list[float]:
     return [v / total for v in values]
 
 
+def parse_mixture(items: list[str], raw_weights: str | list[float] | None = None) -> tuple[list[str], list[float], str]:
+    """Command-line mixture → (sorted units, their normalized weights, a readable spec).
+
+    Each item is a unit or a macro group `a+b+c` (a merge of merges, as the paper's
+    macro merges): a group is averaged first, then groups are averaged with the
+    given weights, which is the same as unit weights w_group / |group|.
+    """
+    from ablate.pool import check_name
+
+    if not items:
+        raise UsageError("name at least one unit")
+    groups = [[u.strip() for u in item.split("+")] for item in items]
+    for group in groups:
+        if any(not u for u in group):
+            raise UsageError(f"malformed mixture item {'+'.join(group)!r}: use UNIT or UNIT+UNIT")
+        for u in group:
+            check_name(u, "unit id")
+        if len(set(group)) != len(group):
+            raise UsageError(f"unit listed twice in group {'+'.join(group)!r}")
+    flat = [u for g in groups for u in g]
+    if all(len(g) == 1 for g in groups) and len(set(flat)) != len(flat):
+        raise UsageError(f"unit listed twice: {', '.join(sorted({u for u in flat if flat.count(u) > 1}))}")
+    group_w = parse_weights(raw_weights, len(groups))
+    unit_w: dict[str, float] = {}
+    for g, w in zip(groups, group_w):
+        for u in g:
+            unit_w[u] = unit_w.get(u, 0.0) + w / len(g)
+    units = sorted(unit_w)
+    weights = parse_weights([unit_w[u] for u in units], len(units))
+    if raw_weights is None and all(len(g) == 1 for g in groups):
+        spec = "+".join(units)
+    else:
+        spec = " | ".join(f"{w:g}*({'+'.join(g)})" if raw_weights else "+".join(g) for g, w in zip(groups, group_w))
+    return units, weights, spec
+
+
 def header(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
     """{tensor name: (shape, dtype)} from a safetensors header, without reading data."""
     with safe_open(str(path), framework="pt") as fh:

@@ -54,7 +54,50 @@ def costs(pool: Pool) -> dict:
     return out
 
 
-def verdict_markdown(pool: Pool) -> str:
+def growth(pool: Pool) -> list[dict]:
+    """Amortized cost per mixture as the pool grew, units taken in the order they were trained."""
+    units = _rows(pool, "SELECT units[1] AS unit, energy_kwh FROM models WHERE kind = 'unit' ORDER BY created_at")
+    evals = _rows(pool, "SELECT mixture, sum(energy_kwh) AS e FROM mixture_perplexity "
+                        "WHERE method = 'merged' AND uniform GROUP BY mixture")
+    out, have, train = [], set(), 0.0
+    mean_unit = sum(u["energy_kwh"] for u in units) / max(1, len(units))
+    for u in units:
+        have.add(u["unit"])
+        train += u["energy_kwh"]
+        n = len(have)
+        scored = [e["e"] or 0 for e in evals if set(e["mixture"]) <= have]
+        mixtures = 2 ** n - 1
+        out.append({"units": n, "mixtures": mixtures, "scored": len(scored),
+                    "amortized_wh": 1000 * (train + sum(scored)) / mixtures,
+                    "retrain_wh_per_mixture": 1000 * mean_unit * n * 2 ** (n - 1) / mixtures})
+    return out
+
+
+def _quality_cells(q: dict) -> str:
+    return (f"{_num(q['pearson'], 3)} | {_num(q['spearman'], 3)} | {'yes' if q['top1'] else 'no'}"
+            f"{' (within noise)' if q['top1_within_noise'] and not q['top1'] else ''} | "
+            f"{_num(100 * q['regret'], 2)} % | {_num(q['pairwise_agreement'], 3)}")
+
+
+def fidelity_markdown(pool: Pool) -> list[str]:
+    from ablate.calibrate import fidelity as calibrated_fidelity
+
+    rows = calibrated_fidelity(pool)
+    if not rows:
+        return _raw_fidelity_markdown(pool)
+    lines = ["## Proxy fidelity: raw merged ppl vs calibrated proxy (leave-one-mixture-out), multi-unit mixtures",
+             "", "Noise floor: sd of log union ppl across replicate unions (data order); pairs closer than "
+             "2·√2·sd are not counted as rank errors.", "",
+             "| eval set | n | noise sd | proxy | Pearson | Spearman | top-1 | regret | pairwise (beyond noise) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        for proxy in ("raw", "calibrated"):
+            lines.append(f"| {r['eval_set']} | {r[proxy]['n']} | {_num(r['noise_sd'], 3)} | {proxy} | "
+                         + _quality_cells(r[proxy]) + " |")
+    return lines
+
+
+def _raw_fidelity_markdown(pool: Pool) -> list[str]:
     lines = ["## Proxy fidelity (merged vs union, multi-unit mixtures)", "",
              "| eval set | n | Pearson (log ppl) | Spearman | top-1 | regret | proxy's best | true best |",
              "|---|---|---|---|---|---|---|---|"]
@@ -62,18 +105,69 @@ def verdict_markdown(pool: Pool) -> str:
         lines.append(f"| {r['eval_set']} | {r['n_mixtures']} | {_num(r['pearson_log_ppl'])} | "
                      f"{_num(r['spearman_log_ppl'])} | {'yes' if r['top1_agree'] else 'no'} | "
                      f"{_num(100 * r['regret'], 2)} % | {'+'.join(r['proxy_best'])} | {'+'.join(r['true_best'])} |")
+    return lines
+
+
+def cost_markdown(pool: Pool) -> list[str]:
     c = costs(pool)
-    lines += ["", f"## Cost: simulation vs retraining ({c['n_units']} units, {c['n_mixtures']} mixtures scored, "
-                  f"{c['unions_trained']} unions trained)", "",
-              "| | simulation (units + merges + evals) | unions trained here (measured) | "
-              "retraining all mixtures (extrapolated: k x mean unit cost) | ratio |", "|---|---|---|---|---|"]
+    lines = ["", f"## Cost: simulation vs retraining ({c['n_units']} units, {c['n_mixtures']} mixtures scored, "
+                 f"{c['unions_trained']} unions trained)", "",
+             "| | simulation (units + merges + evals) | unions trained here (measured) | "
+             "retraining all mixtures (extrapolated: k x mean unit cost) | ratio |", "|---|---|---|---|---|"]
     for key, label, scale in (("energy_kwh", "energy (Wh)", 1000), ("wall_s", "seconds", 1), ("flops", "FLOPs", 1)):
         v = c[key]
         lines.append(f"| {label} | {_num(v['simulation'] * scale)} | {_num(v['unions_measured'] * scale)} | "
                      f"{_num(v['retrain_all_extrapolated'] * scale)} | {_num(v['ratio'], 2)}x |")
     methods = _rows(pool, "SELECT DISTINCT energy_method FROM models WHERE kind <> 'seed'")
     lines += ["", "Energy method: " + "; ".join(m["energy_method"] for m in methods)]
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def budget_markdown(pool: Pool) -> list[str]:
+    rows = _rows(pool, "SELECT * FROM budget_curve")
+    if not rows:
+        return []
+    lines = ["", "## Budget curves (expected best union ppl after n random mixtures; Dodge et al. 2019)", "",
+             "| eval set | n | retraining: E[best] ± sd | its energy (Wh) | simulation: E[true ppl of proxy's pick] ± sd "
+             "| its energy (Wh) |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        big = max(x["n"] for x in rows if x["eval_set"] == r["eval_set"])
+        if r["n"] in (1, max(1, big // 2), big):
+            lines.append(f"| {r['eval_set']} | {r['n']} | {_num(r['retrain_expected_best_ppl'])} ± "
+                         f"{_num(r['retrain_sd'], 3)} | {_num(1000 * (r['retrain_kwh'] or 0))} | "
+                         f"{_num(r['proxy_expected_best_ppl'])} ± {_num(r['proxy_sd'], 3)} | "
+                         f"{_num(1000 * (r['sim_kwh'] or 0))} |")
+    return lines + ["", "Full curves: `ablate sql \"SELECT * FROM budget_curve\"`."]
+
+
+def search_markdown(pool: Pool) -> list[str]:
+    rows = _rows(pool, "SELECT * FROM searches WHERE search_id IN (SELECT arg_max(search_id, created_at) "
+                       "FROM searches GROUP BY target) ORDER BY target, rank")
+    if not rows:
+        return []
+    lines = ["", "## Mixture search (latest per target)", "",
+             "| target | method | rank | mixture | weights | proxy ppl | union ppl | union rank | validated |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["rank"] <= 5 or r["validated"]:
+            lines.append(f"| {r['target']} | {r['method']} | {r['rank']} | {'+'.join(r['mixture'])} | "
+                         f"{','.join(f'{w:.2f}' for w in r['weights'])} | {_num(r['proxy_ppl'])} | "
+                         f"{_num(r['union_ppl'])} | {r['union_rank'] or '-'} of {r['n_unions_known']} | "
+                         f"{'yes' if r['validated'] else 'no'} |")
+    return lines
+
+
+def growth_markdown(rows: list[dict]) -> list[str]:
+    lines = ["", "## A growing pool: amortized cost per mixture", "",
+             "| units | mixtures | scored | simulation Wh/mixture | retraining Wh/mixture |", "|---|---|---|---|---|"]
+    for g in rows:
+        lines.append(f"| {g['units']} | {g['mixtures']} | {g['scored']} | {_num(g['amortized_wh'])} | "
+                     f"{_num(g['retrain_wh_per_mixture'])} |")
+    return lines
+
+
+def verdict_markdown(pool: Pool) -> str:
+    return "\n".join(fidelity_markdown(pool) + cost_markdown(pool)) + "\n"
 
 
 def _num(v, digits: int = 4) -> str:
@@ -82,76 +176,26 @@ def _num(v, digits: int = 4) -> str:
     return f"{v:.{digits}g}" if abs(v) < 1e4 else f"{v:.3e}"
 
 
-def plot_fidelity(pool: Pool, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = _rows(pool, "SELECT eval_set, k, merged_ppl, union_ppl FROM mixture_vs_union WHERE k >= 2")
-    sets = sorted({r["eval_set"] for r in rows})
-    cols = max(1, min(3, len(sets)))
-    nrows = max(1, math.ceil(len(sets) / cols))
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.8 * nrows), squeeze=False)
-    for ax, name in zip(axes.flat, sets):
-        pts = [r for r in rows if r["eval_set"] == name]
-        for k in sorted({p["k"] for p in pts}):
-            sel = [p for p in pts if p["k"] == k]
-            ax.scatter([p["union_ppl"] for p in sel], [p["merged_ppl"] for p in sel], label=f"k={k}", s=22)
-        lo = min(min(p["union_ppl"], p["merged_ppl"]) for p in pts)
-        hi = max(max(p["union_ppl"], p["merged_ppl"]) for p in pts)
-        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="identity")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_title(name)
-        ax.set_xlabel("union ppl (retrained)")
-        ax.set_ylabel("merged ppl (proxy)")
-        ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(sets):]:
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_cost(pool: Pool, path: Path) -> None:
-    """Cumulative energy as mixtures are added: pool (units once, then evals) vs retraining each."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    unit_kwh = _rows(pool, "SELECT coalesce(sum(energy_kwh), 0) AS e, count(*) AS n FROM models WHERE kind = 'unit'")[0]
-    mixes = _rows(pool, "SELECT mixture, k, sum(energy_kwh) AS e FROM mixture_perplexity WHERE method = 'merged' "
-                        "AND uniform GROUP BY mixture, k ORDER BY k, array_to_string(mixture, ',')")
-    mean_unit = unit_kwh["e"] / max(1, unit_kwh["n"])
-    sim, ret, s, r = [], [], unit_kwh["e"], 0.0
-    for m in mixes:
-        s += m["e"] or 0
-        r += m["k"] * mean_unit
-        sim.append(s * 1000)
-        ret.append(r * 1000)
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    x = list(range(1, len(mixes) + 1))
-    ax.plot(x, sim, label="simulation: unit members + merge/eval")
-    ax.plot(x, ret, label="retraining each mixture (k x unit cost)")
-    ax.set_xlabel("mixtures evaluated (by size k)")
-    ax.set_ylabel("cumulative energy (Wh)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def write_report(pool: Pool, out: Path) -> Path:
+    from ablate import plots
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    grown = growth(pool)
     text = "# ablate report\n\n" + verdict_markdown(pool)
     if fidelity(pool):
-        plot_fidelity(pool, out / "fidelity.png")
+        plots.plot_fidelity(pool, out / "fidelity.png")
         text += "\n![merged vs union perplexity](fidelity.png)\n"
-    plot_cost(pool, out / "cost.png")
+    plots.plot_cost(pool, out / "cost.png")
     text += "\n![cost of simulation vs retraining](cost.png)\n"
+    text += "\n".join(budget_markdown(pool)) + "\n"
+    if plots.plot_budget(pool, out / "budget.png"):
+        text += "\n![budget curves](budget.png)\n"
+    text += "\n".join(search_markdown(pool)) + "\n"
+    if grown:
+        text += "\n".join(growth_markdown(grown)) + "\n"
+        plots.plot_growth(grown, out / "growth.png")
+        text += "\n![amortized cost as the pool grows](growth.png)\n"
     path = out / "report.md"
     atomic_write_bytes(path, text.encode())
     return path

@@ -52,12 +52,16 @@ class Study:
             return None
         return mid
 
-    def union_member(self, unit_ids: list[str]) -> str | None:
-        if len(unit_ids) == 1:
+    def union_member(self, unit_ids: list[str], replicate: int = 0) -> str | None:
+        if len(unit_ids) == 1 and replicate == 0:
             return self.unit_member(unit_ids[0], required=False)
         metas = [unit_meta(self.pool, u) for u in unit_ids]
-        mid = member_id(self.seed["model_id"], metas, member_recipe(self.cfg), 0)
+        mid = member_id(self.seed["model_id"], metas, member_recipe(self.cfg, replicate), replicate)
         return mid if self.pool.has_member(mid) else None
+
+    def union_replicates(self, unit_ids: list[str], most: int = 16) -> list[tuple[int, str]]:
+        """(replicate, member id) of every trained union of these units."""
+        return [(r, mid) for r in range(most) if (mid := self.union_member(unit_ids, r))]
 
 
 def load_study(cfg: StudyConfig, pool: Pool, eval_names: list[str] | None = None) -> Study:
@@ -85,7 +89,8 @@ def _now() -> str:
 
 
 def evaluate_rows(study: Study, model, *, method: str, mixture: list[str], weights: list[float], model_id: str,
-                  merge_s: float = 0.0, skip: set[str] = frozenset()) -> list[dict]:
+                  merge_s: float = 0.0, skip: set[str] = frozenset(), replicate: int = 0,
+                  spec: str | None = None) -> list[dict]:
     """One row per eval set (those not in `skip`), with the raw sums and FLOPs."""
     cfg = study.cfg
     _, n_nonembed = count_params(model)
@@ -103,7 +108,7 @@ def evaluate_rows(study: Study, model, *, method: str, mixture: list[str], weigh
             "eval_set": ev["domain"], "eval_sha256": ev["data_sha256"], **stats,
             "merge_s": merge_s if not rows else 0.0, "flops": 2.0 * n_nonembed * stats["n_tokens"],
             "model_id": model_id, "seed_id": study.seed["model_id"], "device": str(device),
-            "created_at": _now()})
+            "replicate": replicate, "spec": spec or "+".join(sorted(mixture)), "created_at": _now()})
     return rows
 
 
@@ -139,37 +144,35 @@ def score_reference_models(study: Study, mixtures: list[list[str]], done: set[st
     """Rows for what exists to compare against: the seed and any trained unions."""
     from ablate.energy import Meter
 
-    todo = [("seed", [], study.seed["model_id"])]
+    todo = [("seed", [], study.seed["model_id"], 0)]
     for mix in mixtures:
-        if len(mix) > 1 and (mid := study.union_member(mix)):
-            todo.append(("union", mix, mid))
+        if len(mix) > 1:  # every replicate: their spread is the noise floor
+            todo += [("union", mix, mid, r) for r, mid in study.union_replicates(mix)]
     rows = []
     with Meter(study.cfg.energy) as meter:
-        for method, mix, mid in todo:
+        for method, mix, mid, rep in todo:
             if all(row_id(method, mid, ev, study.cfg.eval.seq_len) in done for ev in study.evals):
                 continue
             model = load_member(study.pool, mid, full_hash=study.cfg.verify_hash)
             weights = [1.0 / len(mix)] * len(mix) if mix else []
-            rows += evaluate_rows(study, model, method=method, mixture=mix, weights=weights, model_id=mid, skip=done)
+            rows += evaluate_rows(study, model, method=method, mixture=mix, weights=weights, model_id=mid,
+                                  skip=done, replicate=rep)
     attach_cost(rows, meter.result)
     return rows
 
 
-def score_mixture(cfg: StudyConfig, pool: Pool, unit_ids: list[str], weights: list[float] | None = None,
+def score_mixture(cfg: StudyConfig, pool: Pool, items: list[str], weights: str | list[float] | None = None,
                   eval_names: list[str] | None = None, force: bool = False) -> list[dict]:
-    """Merged rows for one mixture plus union/seed rows for comparison; returns every row (new or cached)."""
+    """Merged rows for one mixture plus union/seed rows for comparison; returns every row (new or cached).
+
+    `items` are units or macro groups `a+b`; `weights` (one per item) follow the items' order.
+    """
     import time
 
     from ablate.energy import Meter
-    from ablate.merge import merge_id, merge_members, parse_weights
+    from ablate.merge import merge_id, merge_members, parse_mixture
 
-    unit_ids_in = list(unit_ids)
-    unit_ids = normalize_units(unit_ids)
-    if weights is not None:  # weights follow the order the user gave; re-order with the sort
-        weights = parse_weights(weights, len(unit_ids_in))
-        weights = [weights[unit_ids_in.index(u)] for u in unit_ids]
-    else:
-        weights = parse_weights(None, len(unit_ids))
+    unit_ids, weights, spec = parse_mixture(items, weights)
     study = load_study(cfg, pool, eval_names)
     members = [study.unit_member(u) for u in unit_ids]
     mid = merge_id(members, weights)
@@ -183,12 +186,15 @@ def score_mixture(cfg: StudyConfig, pool: Pool, unit_ids: list[str], weights: li
             load_state(model, state, "merged weights")
             merge_s = time.perf_counter() - t0
             rows = evaluate_rows(study, model, method="merged", mixture=unit_ids, weights=weights,
-                                 model_id=mid, merge_s=merge_s, skip=done)
+                                 model_id=mid, merge_s=merge_s, skip=done, spec=spec)
         attach_cost(rows, meter.result)
     uniform = len(set(round(w, 12) for w in weights)) == 1
     rows += score_reference_models(study, [unit_ids] if uniform else [], done)
     write_rows(pool, rows)
-    ids = [row_id("merged", mid, ev, cfg.eval.seq_len) for ev in study.evals]
+    from ablate.calibrate import refresh
+
+    refresh(pool, cfg.eval.seq_len, log=lambda *a: None)  # the `calibrated` rows, when enough unions exist
+    ids = [row_id(m, mid, ev, cfg.eval.seq_len) for ev in study.evals for m in ("merged", "calibrated")]
     ids += [row_id("seed", study.seed["model_id"], ev, cfg.eval.seq_len) for ev in study.evals]
     if uniform and (umid := study.union_member(unit_ids)):
         ids += [row_id("union", umid, ev, cfg.eval.seq_len) for ev in study.evals]

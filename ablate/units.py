@@ -133,12 +133,21 @@ def train_tokenizer(cfg: StudyConfig, pool: Pool, splits: dict[str, DomainSplit]
     return staging, commit
 
 
-def resolve_tokenizer_dir(cfg: StudyConfig, pool: Pool, splits: dict[str, DomainSplit], scratch: Path):
+def resolve_tokenizer_dir(cfg: StudyConfig, pool: Pool, splits: dict[str, DomainSplit], scratch: Path,
+                          force: bool = False):
     if cfg.seed.mode == "import":
         path = Path(cfg.seed.import_path)
         if not path.is_dir():
             raise UsageError(f"seed.import_path {path} is not a directory")
         return path, None
+    # A growing pool keeps its tokenizer: adding a domain later must not re-tokenize
+    # (and so invalidate) every unit and member already paid for.
+    study = pool.root / "study.json"
+    if study.exists() and not force:
+        info = read_json(study, "study record")
+        existing = pool.root / info["tokenizer_dir"]
+        if info.get("tokenizer_config") == config_hash(cfg.tokenizer) and existing.is_dir():
+            return existing, None
     return train_tokenizer(cfg, pool, splits, scratch)
 
 
@@ -226,14 +235,14 @@ def cut_units(domain: str, tokens: np.ndarray, cfg: StudyConfig) -> list[np.ndar
     return [tokens[i * budget:(i + 1) * budget] for i in range(min(have, wanted))]
 
 
-def _plan(cfg: StudyConfig, pool: Pool, corpus: dict[str, list[str]], scratch: Path) -> dict:
+def _plan(cfg: StudyConfig, pool: Pool, corpus: dict[str, list[str]], scratch: Path, force: bool) -> dict:
     """Everything a split would write, computed in memory; raises before any write."""
     for domain in cfg.all_domains:
         if domain not in corpus:
             raise UsageError(f"domain {domain!r} is not in the corpus (has: {', '.join(sorted(corpus))})")
     splits = {d: split_documents(d, corpus[d], cfg.units.eval_bytes, cfg.units.split_seed)
               for d in cfg.all_domains}
-    tok_dir, commit_tok = resolve_tokenizer_dir(cfg, pool, splits, scratch)
+    tok_dir, commit_tok = resolve_tokenizer_dir(cfg, pool, splits, scratch, force)
     tok, tok_id = load_tokenizer(tok_dir), tokenizer_id_of(tok_dir)
     byte_len = token_byte_lengths(tok)
     hits, staged, pending = 0, [], []
@@ -268,7 +277,7 @@ def split_units(cfg: StudyConfig, pool: Pool, corpus: dict[str, list[str]], forc
 
     pool.ensure_writable()
     with tempfile.TemporaryDirectory(prefix="ablate-split-") as scratch:
-        plan = _plan(cfg, pool, corpus, Path(scratch))
+        plan = _plan(cfg, pool, corpus, Path(scratch), force)
         if not force:  # refuse to replace units that other members were trained on
             for folder, name, _, row in plan["staged"]:
                 old = folder / f"{name}.json"
@@ -288,6 +297,7 @@ def split_units(cfg: StudyConfig, pool: Pool, corpus: dict[str, list[str]], forc
     root = pool.root.resolve()
     rel = tok_dir.relative_to(root) if tok_dir.is_relative_to(root) else tok_dir
     atomic_write_json(pool.root / "study.json", {"tokenizer_id": plan["tok_id"], "tokenizer_dir": str(rel),
+                                                  "tokenizer_config": config_hash(cfg.tokenizer),
                                                   "config_hash": config_hash(cfg.units)})
     from ablate.index import Index
 

@@ -1,0 +1,87 @@
+"""CLI commands about trusting the proxy: calibrate, suggest-unions, search.
+
+Registered on the main app by `ablate.cli` (imported at its end), so
+`ablate --help` lists them with the others.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from ablate.cli import ConfigOpt, SetOpt, _print_rows, _study, app, say
+from ablate.errors import UsageError
+
+
+def _fmt_quality(q: dict) -> list:
+    return [q["n"], round(q["pearson"], 3), round(q["spearman"], 3), "yes" if q["top1"] else "no",
+            "yes" if q["top1_within_noise"] else "no", f"{100 * q['regret']:.2f} %",
+            round(q["pairwise_agreement"], 3)]
+
+
+@app.command()
+def calibrate(config: ConfigOpt = None, set_: SetOpt = None):
+    """Fit the calibrated proxy on the trained unions; print raw vs calibrated (leave-one-out) fidelity."""
+    from ablate.calibrate import describe, fidelity, refresh
+
+    cfg, pool = _study(config, set_)
+    model = refresh(pool, cfg.eval.seq_len, log=say)
+    if model is None:
+        raise UsageError("not enough unions to calibrate: see `ablate suggest-unions --budget 3`")
+    say(f"{model['calib_id']} fitted on {model['unions']} unions: {describe(model)}")
+    cols = ["eval_set", "proxy", "n", "pearson", "spearman", "top1", "top1_within_noise", "regret",
+            "pairwise_beyond_noise", "noise_sd"]
+    rows = []
+    for r in fidelity(pool):
+        for proxy in ("raw", "calibrated"):
+            rows.append(dict(zip(cols, [r["eval_set"], proxy, *_fmt_quality(r[proxy]), r["noise_sd"]])))
+    _print_rows(cols, rows)
+
+
+@app.command("suggest-unions")
+def suggest_unions_cmd(budget: Annotated[int, typer.Option("--budget", help="how many unions to propose")] = 3,
+                       config: ConfigOpt = None, set_: SetOpt = None):
+    """Propose which unions to train next for the most informative calibration."""
+    from ablate.calibrate import suggest_unions
+
+    cfg, pool = _study(config, set_)
+    if budget < 1:
+        raise UsageError("--budget must be at least 1")
+    units = sorted(p.stem for p in pool.units_dir.glob("*.json") if not p.stem.startswith("seedmix-"))
+    picks = suggest_unions(pool, units, budget)
+    if not picks:
+        say("every multi-unit union is already trained")
+    for mix in picks:
+        say(f"ablate train-mixture {' '.join(mix)}")
+
+
+@app.command()
+def search(target: Annotated[str, typer.Option("--target", help="eval set to optimize")],
+           max_size: Annotated[int, typer.Option("--max-size", help="largest mixture size")] = 3,
+           weights_grid: Annotated[Optional[str], typer.Option("--weights-grid", help="e.g. 1,2,4")] = None,
+           method: Annotated[str, typer.Option("--method", help="merged | calibrated")] = "merged",
+           validate: Annotated[int, typer.Option("--validate", help="train the top M as unions")] = 0,
+           top: Annotated[int, typer.Option("--top", help="rows to show and store")] = 10,
+           config: ConfigOpt = None, set_: SetOpt = None):
+    """Rank candidate mixtures for a target eval set by the proxy; optionally validate by training."""
+    from ablate.merge import parse_weights
+    from ablate.search import run_search
+
+    cfg, pool = _study(config, set_)
+    grid = None
+    if weights_grid:
+        grid = [float(x) for x in weights_grid.split(",")] if all(
+            x.replace(".", "", 1).isdigit() for x in weights_grid.split(",")) else None
+        if grid is None or any(g < 0 for g in grid) or not any(grid):
+            raise UsageError(f"--weights-grid must be non-negative numbers, e.g. 1,2,4 (got {weights_grid!r})")
+        parse_weights(grid, len(grid))
+    out = run_search(cfg, pool, target, max_size=max_size, grid=grid, method=method, validate=validate,
+                     top=top, log=say)
+    cols = ["rank", "mixture", "weights", "proxy_ppl", "union_ppl", "union_rank", "validated"]
+    _print_rows(cols, out["rows"][:top])
+    first = out["rows"][0]
+    if first["union_rank"]:
+        say(f"the proxy's choice ranks {first['union_rank']} of {first['n_unions_known']} trained unions "
+            f"on {target} (regret {100 * (first['union_ppl'] / out['best_union_ppl'] - 1):.2f} %)")
+    say(f"{out['candidates']} candidates; stored as {out['search_id']} in the `searches` table")
