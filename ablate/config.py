@@ -101,6 +101,10 @@ class TrainConfig(_Strict):
     data_seed: int = 0
     checkpoint_every: int = Field(50, ge=1)
     threads: Optional[int] = Field(None, ge=1)  # torch CPU threads; None = torch default
+    # Speed knobs, not part of a member's id: torch.compile the training model (pays off on
+    # GPUs; on CPU it needs a C++ compiler); TF32 tensor cores for fp32 matmuls (CUDA only).
+    compile: bool = False
+    tf32: bool = True
 
 
 class EvalConfig(_Strict):
@@ -138,6 +142,8 @@ class StudyConfig(_Strict):
     # full sha256 (slower on big models; `ablate pool verify` always does it).
     verify_hash: bool = False
     demo_unions: Literal["all", "pairs", "none"] = "all"
+    demo_noise_unions: int = Field(3, ge=0)  # unions the demo retrains with a 2nd data order (noise floor)
+    demo_search_grid: list[float] = [1.0, 2.0]  # weights grid of the demo's mixture search
 
     @model_validator(mode="after")
     def _seed_domains(self):

@@ -3,6 +3,7 @@
 How to run:
     ablate sweep                          # all non-empty subsets of the study's units
     ablate sweep --max-size 2 --jobs 2    # pairs and singles, two processes
+    ablate sweep --backend dask-local --workers 2   # on Dask (ablate/distributed.py)
 
 Mixtures are walked in Gray-code order, so each step changes one member of a
 running float32 sum: O(parameters) per mixture instead of O(k · parameters). The
@@ -76,8 +77,19 @@ def score_segment(cfg_dict: dict, pool_root: str, unit_ids: list[str], masks: li
 
 def run_sweep(cfg: StudyConfig, pool: Pool, unit_ids: list[str] | None = None, *, max_size: int | None = None,
               jobs: int | None = None, eval_names: list[str] | None = None, force: bool = False,
+              backend: str = "local", scheduler: str | None = None, workers: int | None = None,
               log=print) -> dict:
-    """Score all mixtures; returns counts (scored, cached) and seconds."""
+    """Score all mixtures; returns counts (scored, cached) and seconds.
+
+    backend: "local" (joblib processes, `jobs`), "dask" (a running scheduler at `scheduler`)
+    or "dask-local" (a LocalCluster of `workers` processes); see ablate/distributed.py.
+    """
+    if backend not in ("local", "dask", "dask-local"):
+        raise UsageError(f"unknown sweep backend {backend!r}: use local, dask or dask-local")
+    if (backend == "dask") != bool(scheduler):
+        raise UsageError("--scheduler tcp://HOST:PORT goes with --backend dask (and only with it)")
+    if workers is not None and (backend != "dask-local" or workers < 1):
+        raise UsageError("--workers N (N >= 1) goes with --backend dask-local")
     if unit_ids:
         unit_ids = normalize_units(unit_ids)
     else:
@@ -106,9 +118,16 @@ def run_sweep(cfg: StudyConfig, pool: Pool, unit_ids: list[str] | None = None, *
     threads = max(1, (os.cpu_count() or 1) // jobs)
     scored = 0
     with bar("sweep", len(masks), len(masks) - len(todo), {"mix_min": "-"}) as update:
-        work = (delayed(score_segment)(cfg.model_dump(mode="json"), str(pool.root), unit_ids, seg, eval_names,
-                                       threads) for seg in segs)
-        for rows in Parallel(n_jobs=jobs, return_as="generator_unordered")(work):
+        if backend == "local":
+            work = (delayed(score_segment)(cfg.model_dump(mode="json"), str(pool.root), unit_ids, seg, eval_names,
+                                           threads) for seg in segs)
+            results = Parallel(n_jobs=jobs, return_as="generator_unordered")(work)
+        else:  # the same segments on Dask workers; rows still come back here to be written
+            from ablate.distributed import dask_results
+
+            results = dask_results(cfg, pool, unit_ids, todo, eval_names, scheduler=scheduler, workers=workers,
+                                   log=log)
+        for rows in results:
             write_rows(pool, rows)
             n = len({tuple(r["mixture"]) for r in rows})
             scored += n
@@ -116,5 +135,8 @@ def run_sweep(cfg: StudyConfig, pool: Pool, unit_ids: list[str] | None = None, *
     mixtures = [[unit_ids[i] for i in range(len(unit_ids)) if m >> i & 1] for m in masks]
     ref_rows = score_reference_models(study, mixtures, set() if force else existing_rows(pool))
     write_rows(pool, ref_rows)
+    from ablate.calibrate import refresh
+
+    refresh(pool, cfg.eval.seq_len, log=lambda *a: None)  # `calibrated` rows beside `merged` ones
     return {"mixtures": len(masks), "scored": scored, "cached": len(masks) - len(todo),
             "reference_rows": len(ref_rows), "seconds": time.perf_counter() - t0}

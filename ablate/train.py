@@ -17,6 +17,7 @@ resuming needs no data-loader state. Only a finished run is published.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from ablate.config import StudyConfig, config_hash
 from ablate.energy import Meter
 from ablate.errors import UsageError
 from ablate.model import count_params, load_member, save_weights, unique_state, versions
+from ablate.parallel import all_ranks_cost, barrier, rank_world, shard, unwrap
 from ablate.pool import Pool, check_name
 from ablate.progress import bar
 from ablate.units import load_unit_tokens, now
@@ -119,12 +121,26 @@ def _load_ckpt(path: Path) -> dict | None:
 
 
 def run_training(model, seqs: np.ndarray, recipe: Recipe, work_dir: Path, job_key: str, *,
-                 checkpoint_every: int, description: str, stop_after: int | None = None) -> dict:
-    """The training loop with checkpoints. Returns loss history and step count."""
+                 checkpoint_every: int, description: str, stop_after: int | None = None,
+                 compile: bool = False, tf32: bool = True) -> dict:
+    """The training loop with checkpoints. Returns loss history and step count.
+
+    Under `accelerate launch` / torchrun each global batch is split across the processes
+    (same global batch, same tokens); only the main process writes checkpoints.
+    """
     from accelerate import Accelerator
 
     cuda = torch.cuda.is_available()
-    accelerator = Accelerator(mixed_precision="bf16" if cuda else "no", cpu=not cuda)
+    if cuda:  # TF32 tensor cores for the fp32 matmuls autocast leaves (Ampere+); off = exact fp32
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+    bf16 = cuda and torch.cuda.is_bf16_supported()
+    accelerator = Accelerator(mixed_precision="bf16" if bf16 else "no", cpu=not cuda)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    if world > recipe.batch_size:
+        raise UsageError(f"{world} processes cannot share a batch of {recipe.batch_size} sequences")
+    if not accelerator.is_main_process:
+        os.environ["ABLATE_QUIET"] = "1"  # one progress bar, the main process's
     order = data_order(len(seqs), recipe)
     steps = math.ceil(len(order) / recipe.batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, betas=(recipe.beta1, recipe.beta2),
@@ -142,15 +158,21 @@ def run_training(model, seqs: np.ndarray, recipe: Recipe, work_dir: Path, job_ke
             torch.set_rng_state(ckpt["rng"])
             start, losses, carried = ckpt["step"], list(ckpt["losses"]), dict(ckpt["carried"])
     model, optimizer = accelerator.prepare(model, optimizer)
+    if compile:  # after prepare, so DDP wraps the eager module; unwrap strips both
+        model = torch.compile(model)
     model.train()
     data = torch.from_numpy(seqs.astype(np.int64))
+    pin = accelerator.device.type == "cuda"  # page-locked batches: the host-to-device copy runs async
 
     def checkpoint(step: int) -> None:
-        work_dir.mkdir(parents=True, exist_ok=True)
-        _save_ckpt(ckpt_path, {"job": job_key, "step": step, "losses": losses, "carried": carried,
-                               "model": accelerator.unwrap_model(model).state_dict(),
-                               "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                               "rng": torch.get_rng_state()})
+        if accelerator.is_main_process:  # replicas hold identical states: one writer
+            work_dir.mkdir(parents=True, exist_ok=True)
+            _save_ckpt(ckpt_path, {"job": job_key, "step": step, "losses": losses, "carried": carried,
+                                   "model": unwrap(accelerator, model).state_dict(),
+                                   "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                   "rng": torch.get_rng_state()})
+        if world > 1:  # no rank may exit (Interrupted) while the checkpoint is being written
+            accelerator.wait_for_everyone()
 
     tokens_per_step = recipe.batch_size * recipe.seq_len
     with bar(description, steps, start, {"loss": "-", "tok_s": "-"}) as update:
@@ -160,16 +182,18 @@ def run_training(model, seqs: np.ndarray, recipe: Recipe, work_dir: Path, job_ke
         step = start
         try:
             for step in range(start, steps):
-                batch = data[order[step * recipe.batch_size:(step + 1) * recipe.batch_size]]
-                batch = batch.to(accelerator.device, non_blocking=True)
+                idx, scale = shard(order[step * recipe.batch_size:(step + 1) * recipe.batch_size], rank, world)
+                batch = data[idx]
+                batch = (batch.pin_memory() if pin else batch).to(accelerator.device, non_blocking=True)
                 with accelerator.autocast():
                     loss = model(input_ids=batch, labels=batch).loss
-                accelerator.backward(loss)
+                accelerator.backward(loss if scale is None else loss * scale)
                 accelerator.clip_grad_norm_(model.parameters(), recipe.grad_clip)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-                losses.append(float(loss.detach()))
+                losses.append(float(loss.detach()) if scale is None else  # the global batch's mean loss
+                              float(accelerator.reduce(loss.detach() * scale, "mean")))
                 done = step + 1
                 faults.point("train.step")
                 rate = (done - start) * tokens_per_step / max(1e-9, time.perf_counter() - t0)
@@ -182,7 +206,7 @@ def run_training(model, seqs: np.ndarray, recipe: Recipe, work_dir: Path, job_ke
         except KeyboardInterrupt:
             raise Interrupted(f"interrupted; last checkpoint in {work_dir}; rerun the same command to resume") from None
     return {"steps": steps, "losses": losses, "carried": carried, "resumed_from": start,
-            "model": accelerator.unwrap_model(model)}
+            "model": unwrap(accelerator, model), "world": world}
 
 
 def _final_loss(losses: list[float]) -> float:
@@ -202,8 +226,12 @@ def _run_and_publish(pool: Pool, cfg: StudyConfig, model, seqs, recipe: Recipe, 
     n_params, n_nonembed = count_params(model)
     with Meter(cfg.energy, device) as meter:
         out = run_training(model, seqs, recipe, work_dir, job_key, checkpoint_every=cfg.train.checkpoint_every,
-                           description=description, stop_after=stop_after)
-    cost = meter.result
+                           description=description, stop_after=stop_after, compile=cfg.train.compile,
+                           tf32=cfg.train.tf32)
+    world = out["world"]
+    cost = all_ranks_cost(meter.result, world)
+    if world > 1:
+        device = f"{device} x{world}"
     carried = out["carried"]
     tokens = len(seqs) * recipe.epochs * recipe.seq_len
     meta.update({
@@ -214,10 +242,12 @@ def _run_and_publish(pool: Pool, cfg: StudyConfig, model, seqs, recipe: Recipe, 
         "energy_method": cost["energy_method"], "energy_assumptions": cost["energy_assumptions"],
         "flops": 6.0 * n_nonembed * tokens, "flops_convention": "6*N_nonembed*tokens (embeddings/LM head excluded)",
         "device": device, "recipe": asdict(recipe), "versions": versions(), "created_at": now(),
-        "resumed_from_step": out["resumed_from"]})
-    publish(out["model"], meta)
-    faults.point("publish.renamed")
-    shutil.rmtree(work_dir, ignore_errors=True)
+        "resumed_from_step": out["resumed_from"], "n_processes": world})
+    if rank_world()[0] == 0:  # data-parallel replicas are identical: the main process publishes
+        publish(out["model"], meta)
+        faults.point("publish.renamed")
+        shutil.rmtree(work_dir, ignore_errors=True)
+    barrier(world)  # the other processes return once the member exists
     return meta
 
 
@@ -238,6 +268,8 @@ def _index_member(pool: Pool, meta: dict) -> None:
     """The index row goes in last, and again on reuse (idempotent upsert)."""
     from ablate.index import Index, model_row
 
+    if rank_world()[0] != 0:  # multi-process training: one writer
+        return
     Index(pool).upsert("models", [model_row(meta)])
 
 
