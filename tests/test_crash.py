@@ -91,16 +91,16 @@ def test_train_mixture_survives_sigkill(label, nth, study_copy, tmp_path):
 
 
 @pytest.mark.parametrize("label, nth", points(["sweep.mixture", "results.written", "index.txn"],
-                                              {"sweep.mixture": 15, "results.written": 4, "index.txn": 4},
+                                              {"sweep.mixture": 10, "results.written": 4, "index.txn": 4},
                                               seed=SEED + 2))
 def test_sweep_survives_sigkill(label, nth, study_copy, tmp_path):
     cfg, pool, units, _ = study_copy
     cfg.sweep_jobs = 1
     cfg_path = write_config(cfg, tmp_path / "c.yaml")
-    crash_and_recover(cfg_path, pool, ["sweep"], f"{label}:{nth}")
+    crash_and_recover(cfg_path, pool, ["sweep", "--max-size", "2"], f"{label}:{nth}")
     _, rows = Index(pool).query("SELECT mixture, eval_set, count(*) FROM mixture_perplexity "
                                 "WHERE method = 'merged' GROUP BY ALL")
-    assert len(rows) == 30 and {r[2] for r in rows} == {1}  # every mixture once per eval set
+    assert len(rows) == 20 and {r[2] for r in rows} == {1}  # every mixture (4 singles, 6 pairs) once per eval set
 
 
 INDEX_WRITES = [(["score-mixture", "fortunes-00", "literature-01"], "index.txn:1"),

@@ -1,0 +1,110 @@
+"""Benchmark 3: scoring one mixture in memory vs the mergekit-style path through disk.
+
+How to run:
+    .venv/bin/python bench/bench_mixture.py [--quick] [--study DIR] [--out FILE]
+
+Ours (what `ablate score-mixture` does per mixture): merge_members -> build the seed's
+architecture -> load_state -> evaluate_tokens on every eval set.
+Reference (the mergekit-style path): write the merged model as a normal HF directory
+(ablate's export_mixture: config, safetensors, tokenizer files) -> from_pretrained ->
+the same evaluate_tokens. Both use the same evaluator, so the ratio is the cost of the
+round trip through disk and transformers' loader; we also report it without the eval.
+Interleaved A/B per round, medians.
+
+Merge alone: bytes of member weights read per second by merge_members for k = 2, 4, 8
+members of the demo model, against a measured memory-copy bandwidth (bytes read/s).
+The ~20M-parameter version is in bench_memory.py.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import common
+
+
+def main(argv=None) -> dict:
+    args = common.base_parser(__doc__).parse_args(argv)
+    from transformers import AutoModelForCausalLM
+
+    from ablate.evaluate import evaluate_tokens
+    from ablate.merge import export_mixture, merge_members
+    from ablate.model import load_state, model_from_config, seed_config
+    from ablate.pool import Pool
+    from ablate.score import load_study
+
+    root = common.study_root(args, args.quick)
+    cfg = common.load_cfg(root)
+    pool = Pool(cfg.pool)
+    study = load_study(cfg, pool)
+    seed_id = study.seed["model_id"]
+    units = common.unit_ids(cfg)
+    members = [study.unit_member(u) for u in (units[0], units[cfg.units.units_per_domain])]  # two domains
+    weights = [0.5, 0.5]
+    sets = study.eval_tokens
+
+    def evaluate(model) -> float:
+        return sum(evaluate_tokens(model, t, study.byte_len, seq_len=cfg.eval.seq_len,
+                                   batch_size=cfg.eval.batch_size)["nll_sum"] for t in sets.values())
+
+    def ours_model():
+        model = model_from_config(seed_config(pool, seed_id))
+        load_state(model, merge_members(pool, members, weights), "merged weights")
+        return model
+
+    tmp = Path(tempfile.mkdtemp(prefix="ablate-bench-mix-"))
+    n_export = [0]
+
+    def disk_model():
+        out = tmp / f"merged-{n_export[0]}"
+        n_export[0] += 1
+        export_mixture(pool, seed_id, members, weights, out, {"bench": True})
+        return AutoModelForCausalLM.from_pretrained(str(out), local_files_only=True)
+
+    nll = {}
+    try:
+        nll["ours"], nll["disk"] = evaluate(ours_model()), evaluate(disk_model())  # warm-up, and the check
+        repeats = 1 if args.quick else 5
+        phases = {"ours_merge": [], "ours_eval": [], "disk_merge": [], "disk_eval": []}
+
+        def run(side, make):
+            def go():
+                dt, model = common.timed(make)
+                phases[f"{side}_merge"].append(dt)
+                phases[f"{side}_eval"].append(common.timed(evaluate, model)[0])
+            return go
+
+        common.interleave({"ours": run("ours", ours_model), "disk": run("disk", disk_model)}, repeats,
+                          args.budget or 45)
+        # Merge alone, demo model: bytes of member weights read per second.
+        all_members = [study.unit_member(u) for u in units]
+        bandwidth = {}
+        for k in (2, 4, 8) if not args.quick else (2,):
+            ids = (all_members * 2)[:k]
+            nbytes = sum(pool.weights_path(m).stat().st_size for m in ids)
+            merge_members(pool, ids)
+            t = common.median(common.interleave({"m": lambda: merge_members(pool, ids)}, 3 if args.quick else 9)["m"])
+            bandwidth[k] = {"seconds": t, "bytes_read": nbytes, "gb_s": nbytes / t / 1e9}
+        copy_bw = common.copy_bandwidth()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    total = {s: [m + e for m, e in zip(phases[f"{s}_merge"], phases[f"{s}_eval"])] for s in ("ours", "disk")}
+    result = {
+        "benchmark": "mixture", "k": len(members), "eval_sets": list(sets),
+        "eval_tokens": int(sum(t.size for t in sets.values())), "repeats": len(total["ours"]),
+        "model_bytes": pool.weights_path(members[0]).stat().st_size,
+        "seconds": {k: common.median(v) for k, v in phases.items()},
+        "ours_s": common.median(total["ours"]), "disk_s": common.median(total["disk"]),
+        "ratio": common.paired_ratio(total["disk"], total["ours"]),
+        "ratio_merge_and_load_only": common.paired_ratio(phases["disk_merge"], phases["ours_merge"]),
+        "same_nll": nll["ours"] == nll["disk"],
+        "merge_bandwidth_demo": bandwidth, "copy_bandwidth_gb_s": copy_bw / 1e9,
+    }
+    common.emit(result, args.out)
+    return result
+
+
+if __name__ == "__main__":
+    main()

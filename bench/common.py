@@ -1,0 +1,219 @@
+"""Shared helpers for the benchmarks: a real tiny study built with the library API, timers, stats.
+
+Not run directly. `bench/run.py` builds the study once (in a temp dir, never in pool/) and
+passes its root to every benchmark; each benchmark can also build its own when run alone:
+    .venv/bin/python bench/bench_eval.py [--quick] [--study DIR]
+
+The study is the demo's architecture (Llama, hidden 96, 3 layers, vocab 4096, ~0.7M params)
+on the Debian corpus, with smaller units so eight members train in about a minute: the
+benchmarks need real models and real text, not good ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("ABLATE_QUIET", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+UNITS_PER_DOMAIN = 2  # 4 domains x 2 = 8 units: the n = 8 sweep needs eight members
+
+
+def study_tree(root: Path, quick: bool = False) -> dict:
+    """The bench study's config tree: the demo architecture on the Debian corpus with
+    smaller units and eval sets, or (quick) conftest's tiny study on fortunes-min."""
+    if quick:
+        return {
+            "name": "bench-quick", "pool": str(root / "pool"), "corpus": {"source": "files", "path": str(root / "corpus")},
+            "tokenizer": {"vocab_size": 512, "train_bytes": 200_000},
+            "units": {"domains": ["fortunes", "literature"], "eval_only_domains": [], "unit_tokens": 4096,
+                      "units_per_domain": 2, "eval_bytes": 4000},
+            "seed": {"domains": ["riddles"], "hidden_size": 32, "layers": 2, "heads": 2, "intermediate_size": 64,
+                     "steps": 4, "seq_len": 64, "batch_size": 8, "lr": 3e-3, "warmup_steps": 1},
+            "train": {"seq_len": 64, "batch_size": 8, "checkpoint_every": 50, "lr": 2e-3, "threads": 1},
+            "eval": {"seq_len": 64, "batch_size": 16},
+            "energy": {"backend": "estimate"},
+        }
+    return {
+        "name": "bench", "pool": str(root / "pool"),
+        "corpus": {"source": "debian", "path": str(root / "corpus"), "max_bytes_per_domain": 600_000,
+                   "webster_max_bytes": 600_000},
+        "tokenizer": {"vocab_size": 4096, "train_bytes": 1_000_000},
+        # 8 kB of eval text per domain (~2.7k tokens, one batch of windows): small, so the
+        # n = 8 sweep (255 mixtures) fits the time budget; the demo uses 40 kB.
+        "units": {"domains": ["fiction", "bible", "computing", "pydocs"], "eval_only_domains": ["quotes"],
+                  "unit_tokens": 16_384, "units_per_domain": UNITS_PER_DOMAIN, "eval_bytes": 8000},
+        "seed": {"domains": ["webster"], "hidden_size": 96, "layers": 3, "heads": 4, "intermediate_size": 256,
+                 "steps": 24, "lr": 2e-3, "warmup_steps": 4, "batch_size": 16, "seq_len": 128},
+        "train": {"seq_len": 128, "batch_size": 16, "checkpoint_every": 50},
+        "eval": {"seq_len": 128, "batch_size": 32},
+        # The estimate backend: on this VM (no RAPL) codecarbon's number is also an estimate,
+        # and its tracker start-up would dominate runs this short.
+        "energy": {"backend": "estimate"},
+    }
+
+
+def load_cfg(root: Path):
+    from ablate.config import StudyConfig
+
+    return StudyConfig.model_validate(json.loads((Path(root) / "bench_config.json").read_text()))
+
+
+def build_study(root: Path, quick: bool = False, log=print) -> Path:
+    """corpus -> units -> seed -> one member per unit, all through the library API. Idempotent."""
+    from ablate.config import StudyConfig
+    from ablate.corpus import build_debian_corpus, fortunes_min_corpus, study_corpus
+    from ablate.pool import Pool
+    from ablate.train import train_member, train_seed
+    from ablate.units import split_units
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    if (root / "bench_ready").exists():
+        return root
+    tree = study_tree(root, quick)
+    cfg = StudyConfig.model_validate(tree)
+    t0 = time.perf_counter()
+    if quick and not (root / "corpus" / "manifest.json").exists():
+        fortunes_min_corpus(root / "corpus")
+    elif not (root / "corpus" / "manifest.json").exists():
+        build_debian_corpus(root / "corpus", cfg.all_domains, webster_max_bytes=cfg.corpus.webster_max_bytes,
+                            max_bytes_per_domain=cfg.corpus.max_bytes_per_domain, cache_dir=root / "corpus-cache")
+    pool = Pool(cfg.pool)
+    quiet = lambda *a: None  # noqa: E731
+    split_units(cfg, pool, study_corpus(cfg), log=quiet)
+    train_seed(cfg, pool, log=quiet)
+    for u in unit_ids(cfg):
+        train_member(cfg, pool, [u], log=quiet)
+    (root / "bench_config.json").write_text(json.dumps(cfg.model_dump(mode="json")))
+    (root / "bench_ready").write_text(f"{time.perf_counter() - t0:.1f}\n")
+    log(f"bench study built in {root} in {time.perf_counter() - t0:.0f} s")
+    return root
+
+
+def unit_ids(cfg) -> list[str]:
+    return [f"{d}-{i:02d}" for d in cfg.units.domains for i in range(cfg.units.units_per_domain)]
+
+
+def study_root(args, quick: bool) -> Path:
+    """--study DIR if given (run.py shares one), else a cached study in the temp dir."""
+    import tempfile
+
+    if getattr(args, "study", None):
+        return build_study(Path(args.study), quick)
+    name = "ablate-bench-study-quick" if quick else "ablate-bench-study"
+    return build_study(Path(tempfile.gettempdir()) / name, quick)
+
+
+def median(xs) -> float:
+    return float(statistics.median(xs))
+
+
+def timed(fn, *a, **kw) -> tuple[float, object]:
+    t0 = time.perf_counter()
+    out = fn(*a, **kw)
+    return time.perf_counter() - t0, out
+
+
+def rounds(max_rounds: int, budget_s: float | None = None, min_rounds: int = 1):
+    """Round numbers 0.. until max_rounds, or until budget_s has passed (after min_rounds).
+
+    The machine is shared and sometimes several times slower: a time cap keeps `make bench`
+    inside its budget, at the price of fewer rounds (each result records how many ran)."""
+    t0 = time.perf_counter()
+    for r in range(max_rounds):
+        if r >= min_rounds and budget_s is not None and time.perf_counter() - t0 > budget_s:
+            return
+        yield r
+
+
+def interleave(fns: dict, repeats: int, budget_s: float | None = None) -> dict[str, list[float]]:
+    """Run each callable up to `repeats` times, interleaved; {name: [seconds...]}.
+
+    Interleaving matters because the machine is shared: a slow spell hits both sides of a
+    pair. The order rotates every round (ABC, BCA, CAB) so no side always goes first."""
+    names = list(fns)
+    times = {k: [] for k in names}
+    for r in rounds(repeats, budget_s):
+        for k in names[r % len(names):] + names[:r % len(names)]:
+            t0 = time.perf_counter()
+            fns[k]()
+            times[k].append(time.perf_counter() - t0)
+    return times
+
+
+def paired_ratio(ref: list[float], ours: list[float]) -> float:
+    """Median of per-round ratios ref/ours (each round's pair ran back to back)."""
+    return median([r / o for r, o in zip(ref, ours)])
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def matmul_peak_flops(n: int = 1024, repeats: int = 5) -> float:
+    """Measured fp32 GEMM FLOP/s at the current thread count (best of `repeats`)."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = min(timed(torch.mm, a, b)[0] for _ in range(repeats))
+    return 2 * n ** 3 / best
+
+
+def copy_bandwidth(nbytes: int = 256 << 20, repeats: int = 5) -> float:
+    """Measured memory-copy bandwidth, bytes read per second (best of `repeats`)."""
+    import torch
+
+    src = torch.ones(nbytes // 4)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    best = min(timed(dst.copy_, src)[0] for _ in range(repeats))
+    return nbytes / best
+
+
+def contention() -> float:
+    """Median time of a 4M-float add with 2 threads / with 1 thread, right now.
+
+    ~0.5 when both vCPUs are ours; above 1 when a neighbour holds one (other sessions share
+    this VM's 2 vCPUs) and every parallel op waits for it. Recorded with every result."""
+    import torch
+
+    t, threads, med = torch.randn(1 << 22), torch.get_num_threads(), {}
+    for n in (1, 2):
+        torch.set_num_threads(n)
+        med[n] = median([timed(t.add_, t, alpha=0.0)[0] for _ in range(15)])
+    torch.set_num_threads(threads)
+    return med[2] / med[1]
+
+
+def emit(result: dict, out: str | None) -> None:
+    """Print the benchmark's JSON (run.py collects it) and optionally write it."""
+    result.setdefault("contention_2v1_at_end", contention())
+    text = json.dumps(result, indent=2, default=float)
+    if out:
+        Path(out).write_text(text)
+    print(text)
+
+
+def base_parser(doc: str):
+    import argparse
+
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="tiny sizes, seconds (smoke test)")
+    p.add_argument("--study", help="a built bench study dir (default: one cached in the temp dir)")
+    p.add_argument("--out", help="write the result JSON here too")
+    p.add_argument("--budget", type=float, default=None, help="seconds for repeated rounds (stops early)")
+    return p

@@ -1,0 +1,165 @@
+"""Run every benchmark and write bench/results.json and bench/RESULTS.md.
+
+How to run:
+    make bench                                   # = .venv/bin/python bench/run.py
+    .venv/bin/python bench/run.py --quick        # tiny sizes, about a minute (smoke test)
+    .venv/bin/python bench/run.py --compile      # time torch.compile even if the budget is tight
+    .venv/bin/python bench/run.py --only train,eval
+
+One bench study (the demo architecture on the Debian corpus, eight units) is built in a
+temp dir with the library API and shared by the benchmarks; each benchmark runs in its own
+process (fresh memory, and a crash or time-out costs one row, not the run). Every number
+is a ratio against a reference measured in the same run, interleaved, medians: the machine
+is shared and its speed varies several-fold from minute to minute. A time budget
+(--budget, default 14 min) caps the repeated rounds, and shrinks when a step runs late.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import common  # noqa: E402
+
+# name, script, share of the remaining budget for its repeated rounds, hard time-out (s)
+# (the sweep and scaling budgets decide whether to run or estimate their largest piece)
+BENCHES = [
+    ("train", "bench_train.py", 0.10, 240),
+    ("eval", "bench_eval.py", 0.10, 240),
+    ("mixture", "bench_mixture.py", 0.07, 180),
+    ("memory", "bench_memory.py", None, 240),
+    ("sweep", "bench_sweep.py", 0.45, 420),
+    ("scaling", "bench_scaling.py", 0.6, 300),
+]
+
+
+def contention_probe() -> dict:
+    """How slow a 2-thread parallel op is right now vs 1 thread (the machine's mood).
+
+    On this VM a busy neighbour can make every parallel op wait milliseconds for the
+    second vCPU; this number says how much of that the run saw."""
+    code = ("import torch,time,statistics,json\nt=torch.randn(1<<22)\nout={}\n"
+            "for th in (1,2):\n torch.set_num_threads(th);ts=[]\n for _ in range(30):\n"
+            "  a=time.perf_counter();t.add_(t,alpha=0.0);ts.append(time.perf_counter()-a)\n"
+            " out[th]=statistics.median(ts)*1e3\nprint(json.dumps(out))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    ms = json.loads(out.stdout)
+    return {"add_4M_ms_1_thread": ms["1"], "add_4M_ms_2_threads": ms["2"], "slowdown_2_vs_1": ms["2"] / ms["1"]}
+
+
+def run_one(name: str, script: str, study: Path, quick: bool, budget: float | None, timeout: float,
+            extra: list[str]) -> dict:
+    out = Path(tempfile.mkstemp(prefix=f"bench-{name}-", suffix=".json")[1])
+    cmd = [sys.executable, str(HERE / script), "--study", str(study), "--out", str(out), *extra]
+    if quick:
+        cmd.append("--quick")
+    if budget is not None:
+        cmd += ["--budget", f"{budget:.0f}"]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            return {"error": f"exit {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}", "wall_s": wall}
+        result = json.loads(out.read_text())
+        result["wall_s"] = wall
+        return result
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s", "wall_s": time.perf_counter() - t0}
+    finally:
+        out.unlink(missing_ok=True)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="tiny sizes (smoke test); results go to a temp dir")
+    p.add_argument("--compile", action="store_true", help="measure torch.compile even when short of time")
+    p.add_argument("--budget", type=float, default=840.0, help="seconds for the whole run (default 14 min)")
+    p.add_argument("--only", help="comma-separated subset: " + ",".join(b[0] for b in BENCHES))
+    p.add_argument("--out-dir", default=None, help="where results.json and RESULTS.md go (default bench/)")
+    args = p.parse_args(argv)
+    out_dir = Path(args.out_dir) if args.out_dir else (Path(tempfile.mkdtemp()) if args.quick else HERE)
+    only = set(args.only.split(",")) if args.only else None
+    t_start = time.perf_counter()
+    deadline = t_start + args.budget
+    work = Path(tempfile.mkdtemp(prefix="ablate-bench-"))
+    results: dict = {"started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                     "quick": args.quick, "machine": machine(), "benchmarks": {}}
+    try:
+        results["probe_start"] = contention_probe()
+        t0 = time.perf_counter()
+        common.build_study(work / "study", args.quick, log=lambda *a: None)
+        results["study_build_s"] = time.perf_counter() - t0
+        print(f"study built in {results['study_build_s']:.0f} s", flush=True)
+        for name, script, share, timeout in BENCHES:
+            if only and name not in only:
+                continue
+            left = deadline - time.perf_counter()
+            budget = max(10.0, share * left) if share else None
+            res = run_one(name, script, work / "study", args.quick, budget, max(60.0, min(timeout, left)), [])
+            results["benchmarks"][name] = res
+            print(f"{name}: {summary_line(name, res)}  [{res['wall_s']:.0f} s]", flush=True)
+        left = deadline - time.perf_counter()
+        trained = "error" not in results["benchmarks"].get("train", {"error": "not run"})
+        if not args.quick and trained and (args.compile or left > 300):
+            # torch.compile is measured last, only with time to spare: a cold compile is ~1 min quiet
+            res = run_one("compile", "bench_train.py", work / "study", False, None, max(60.0, min(300.0, left - 30)),
+                          ["--compile-only"])
+            results["benchmarks"]["train"]["compile"] = res.get("compile") or {"error": res.get("error")}
+            print(f"compile: {res.get('compile') or res.get('error')}  [{res['wall_s']:.0f} s]", flush=True)
+        results["probe_end"] = contention_probe()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    results["total_s"] = time.perf_counter() - t_start
+    from render import render_markdown
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=float))
+    (out_dir / "RESULTS.md").write_text(render_markdown(results))
+    print(f"wrote {out_dir / 'results.json'} and {out_dir / 'RESULTS.md'} in {results['total_s']:.0f} s")
+    return 1 if any("error" in r for r in results["benchmarks"].values()) else 0
+
+
+def machine() -> dict:
+    import os
+
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine(),
+            "gpu": "none lent to this task (benchmark 7 skipped)" if not torch.cuda.is_available()
+            else torch.cuda.get_device_name(0)}
+
+
+def summary_line(name: str, r: dict) -> str:
+    if "error" in r:
+        return "ERROR " + r["error"]
+    if name == "train":
+        return f"ratio vs Trainer {r['ratio']:.2f}, outside fwd/bwd/opt {r['ours']['outside_fraction_of_steps']:.1%}"
+    if name == "eval":
+        return f"vs batch-1 loop {r['ratio_vs_user_b1']:.2f}x, vs batched loop {r['ratio_vs_user_batch']:.2f}x"
+    if name == "mixture":
+        return f"end-to-end {r['ratio']:.2f}x, merge+load only {r['ratio_merge_and_load_only']:.2f}x"
+    if name == "sweep":
+        return ", ".join(f"n={n}: merge {v['merge']['ratio']:.2f}x, share {v['sweep']['merge_share_of_sweep']:.1%}"
+                         for n, v in r["n"].items())
+    if name == "memory":
+        return f"max {r['max_model_sizes']:.2f} model sizes, flat={r['flat']}"
+    if name == "scaling":
+        return f"n={r['rows'][-1]['n']} token ratio {r['rows'][-1]['token_ratio']:.0f}x" if r["rows"] else "-"
+    return "done"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""Smoke test for bench/: every benchmark module imports and runs in --quick mode.
+
+Speed is not checked here (bench/run.py does that, against same-run references); this
+only keeps the scripts from rotting. One tiny study (fortunes-min, hidden 32) is built
+once and shared; memory runs its children as real subprocesses, as in `make bench`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+@pytest.fixture(scope="module")
+def bench_study(tmp_path_factory):
+    import torch
+
+    sys.path.insert(0, str(BENCH))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # smaller variance on a shared 2-core machine; speed is not tested here
+    common = importlib.import_module("common")
+    root = tmp_path_factory.mktemp("bench") / "study"
+    common.build_study(root, quick=True, log=lambda *a: None)
+    yield root
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("name", ["bench_train", "bench_eval", "bench_mixture", "bench_sweep", "bench_memory",
+                                  "bench_scaling"])
+def test_bench_module_runs_quick(bench_study, tmp_path, name):
+    module = importlib.import_module(name)
+    out = tmp_path / f"{name}.json"
+    result = module.main(["--quick", "--study", str(bench_study), "--out", str(out)])
+    assert out.exists() and result["benchmark"] == name.removeprefix("bench_")
+    if name == "bench_eval":
+        assert result["ppl_identical_1e-4"] and result["ours_equals_before_bitwise"]
+    if name == "bench_mixture":
+        assert result["same_nll"]
+    if name == "bench_memory":
+        assert result["flat"]
+
+
+def test_render_writes_a_table(tmp_path):
+    sys.path.insert(0, str(BENCH))
+    render = importlib.import_module("render")
+    text = render.render_markdown({"started_at": "now", "total_s": 1.0, "quick": True, "benchmarks": {},
+                                   "machine": {"cpus": 2, "torch": "x", "torch_threads": 2, "python": "3",
+                                               "gpu": "none"}})
+    assert "| # | benchmark |" in text and "GPU" in text
