@@ -14,6 +14,7 @@ with backoff, and a reader that meets a writer retries.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import socket
@@ -152,6 +153,20 @@ VIEWS = {
 }
 
 
+# The index is derived data, so a schema change is handled by rebuilding it from the files.
+SCHEMA = hashlib.sha256(repr((TABLES, VIEWS)).encode()).hexdigest()[:12]
+
+
+def _schema_current(con) -> bool:
+    """True for a new, empty file or one built with this version's tables and views."""
+    names = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    if not names:
+        return True
+    if "ablate_meta" not in names:
+        return False
+    return con.execute("SELECT value FROM ablate_meta WHERE key = 'schema'").fetchone() == (SCHEMA,)
+
+
 def _columns(table: str) -> list[str]:
     cols = []
     for part in TABLES[table].split(","):
@@ -224,6 +239,8 @@ class Index:
             con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({cols})")
         for name, body in VIEWS.items():
             con.execute(f"CREATE OR REPLACE VIEW {name} AS {body}")
+        con.execute("CREATE TABLE IF NOT EXISTS ablate_meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+        con.execute("INSERT OR REPLACE INTO ablate_meta VALUES ('schema', ?)", [SCHEMA])
 
     def upsert(self, table: str, rows: list[dict]) -> None:
         """Insert rows in one transaction under the write lock; on a key clash the newer row wins.
@@ -241,6 +258,10 @@ class Index:
                f"DO UPDATE SET {updates} WHERE excluded.created_at >= {table}.created_at")
         with self._write_lock():
             con = self._connect(read_only=False)
+            if not _schema_current(con):  # an index from an older ablate: rebuild, then write
+                con.close()
+                self._rebuild_locked()
+                con = self._connect(read_only=False)
             try:
                 self._create(con)
                 con.execute("BEGIN")
@@ -261,6 +282,10 @@ class Index:
                 raise UsageError(f"no pool at {self.pool.root}")
             self.rebuild()
         con = self._connect(read_only=True)
+        if not _schema_current(con):
+            con.close()
+            self.rebuild()
+            con = self._connect(read_only=True)
         if sandboxed:
             con.execute("SET enable_external_access = false")
             con.execute("SET autoinstall_known_extensions = false")
@@ -278,32 +303,36 @@ class Index:
     def rebuild(self) -> dict[str, int]:
         """Recreate index.duckdb from the sidecars and result files; return row counts."""
         self.pool.clean_leftovers()
-        unit_rows = [read_json(p, "unit sidecar") for d in (self.pool.units_dir, self.pool.eval_dir)
-                     if d.is_dir() for p in sorted(d.glob("*.json"))]
-        model_rows = [model_row(m) for m in self.pool.iter_metas()]
-        result_rows = list(iter_result_rows(self.pool.results_dir))
-        search_rows = list(iter_result_rows(self.pool.root / "searches"))
         with self._write_lock():
-            tmp = self.pool.index_path.with_name(f".index-{os.getpid()}.duckdb")
-            tmp.unlink(missing_ok=True)
-            con = duckdb.connect(str(tmp))
-            try:
-                self._create(con)
-                for table, rows in (("units", unit_rows), ("models", model_rows),
-                                    ("mixture_perplexity", result_rows), ("searches", search_rows)):
-                    cols = _columns(table)
-                    if rows:
-                        con.executemany(
-                            f"INSERT OR REPLACE INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
-                            [[_sql_value(r.get(c)) for c in cols] for r in rows])
-                con.execute("CHECKPOINT")
-            finally:
-                con.close()
-            faults.point("reindex.swap")
-            os.replace(tmp, self.pool.index_path)
-            Path(str(self.pool.index_path) + ".wal").unlink(missing_ok=True)
-        return {"units": len(unit_rows), "models": len(model_rows), "mixture_perplexity": len(result_rows),
-                "searches": len(search_rows)}
+            return self._rebuild_locked()
+
+    def _rebuild_locked(self) -> dict[str, int]:
+        """rebuild() for a caller that already holds the write lock: a temp file, then one rename."""
+        tables = {
+            "units": [read_json(p, "unit sidecar") for d in (self.pool.units_dir, self.pool.eval_dir)
+                      if d.is_dir() for p in sorted(d.glob("*.json"))],
+            "models": [model_row(m) for m in self.pool.iter_metas()],
+            "mixture_perplexity": list(iter_result_rows(self.pool.results_dir)),
+            "searches": list(iter_result_rows(self.pool.root / "searches")),
+        }
+        tmp = self.pool.index_path.with_name(f".index-{os.getpid()}.duckdb")
+        tmp.unlink(missing_ok=True)
+        con = duckdb.connect(str(tmp))
+        try:
+            self._create(con)
+            for table, rows in tables.items():
+                cols = _columns(table)
+                if rows:
+                    con.executemany(
+                        f"INSERT OR REPLACE INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
+                        [[_sql_value(r.get(c)) for c in cols] for r in rows])
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        faults.point("reindex.swap")
+        os.replace(tmp, self.pool.index_path)
+        Path(str(self.pool.index_path) + ".wal").unlink(missing_ok=True)
+        return {table: len(rows) for table, rows in tables.items()}
 
 
 def check_read_only(sql: str) -> None:

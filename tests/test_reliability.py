@@ -156,3 +156,19 @@ def test_same_config_same_bits(study_copy):
     second = score_mixture(cfg, pool, ["fortunes-01"], force=True)
     key = lambda rows: sorted((r["method"], r["eval_set"], r["ppl"]) for r in rows)
     assert key(first) == key(second)
+
+
+def test_an_index_from_an_older_schema_is_rebuilt(study_copy):
+    """The index is derived: a file written by another ablate version is rebuilt, nothing lost."""
+    import duckdb
+
+    cfg, pool, _, _ = study_copy
+    Index(pool).rebuild()
+    con = duckdb.connect(str(pool.index_path))
+    con.execute("DROP TABLE ablate_meta")
+    con.execute("ALTER TABLE mixture_perplexity DROP COLUMN spec")
+    con.close()
+    assert Index(pool).query("SELECT count(*) FROM models")[1][0][0] == 6
+    from ablate.score import score_mixture
+    rows = score_mixture(cfg, pool, ["fortunes-00", "literature-01"], eval_names=["fortunes"])
+    assert {r["method"] for r in rows} >= {"merged", "seed"}
