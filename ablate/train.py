@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -107,6 +108,11 @@ def _save_ckpt(path: Path, state: dict) -> None:
     tmp.replace(path)
 
 
+def _process_cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
 def _load_ckpt(path: Path) -> dict | None:
     """The last checkpoint, or None; an unreadable one (killed mid-write) means start over."""
     if not path.exists():
@@ -164,10 +170,15 @@ def run_training(model, seqs: np.ndarray, recipe: Recipe, work_dir: Path, job_ke
     data = torch.from_numpy(seqs.astype(np.int64))
     pin = accelerator.device.type == "cuda"  # page-locked batches: the host-to-device copy runs async
 
+    session_start = (time.perf_counter(), _process_cpu_s())
+
     def checkpoint(step: int) -> None:
         if accelerator.is_main_process:  # replicas hold identical states: one writer
             work_dir.mkdir(parents=True, exist_ok=True)
-            _save_ckpt(ckpt_path, {"job": job_key, "step": step, "losses": losses, "carried": carried,
+            # seconds spent so far, so a resumed run still pays for the sessions before it
+            so_far = dict(carried, wall_s=carried["wall_s"] + time.perf_counter() - session_start[0],
+                          cpu_s=carried["cpu_s"] + _process_cpu_s() - session_start[1])
+            _save_ckpt(ckpt_path, {"job": job_key, "step": step, "losses": losses, "carried": so_far,
                                    "model": unwrap(accelerator, model).state_dict(),
                                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                                    "rng": torch.get_rng_state()})
@@ -176,8 +187,6 @@ def run_training(model, seqs: np.ndarray, recipe: Recipe, work_dir: Path, job_ke
 
     tokens_per_step = recipe.batch_size * recipe.seq_len
     with bar(description, steps, start, {"loss": "-", "tok_s": "-"}) as update:
-        import time
-
         t0 = time.perf_counter()
         step = start
         try:
@@ -232,7 +241,13 @@ def _run_and_publish(pool: Pool, cfg: StudyConfig, model, seqs, recipe: Recipe, 
     cost = all_ranks_cost(meter.result, world)
     if world > 1:
         device = f"{device} x{world}"
-    carried = out["carried"]
+    carried = dict(out["carried"])
+    if carried["cpu_s"] > 0 and not carried["energy_kwh"] and cost["cpu_s"] > 0:
+        # Earlier sessions (before a crash) were not metered: charge them at this session's
+        # energy per CPU second, and say so.
+        scale = carried["cpu_s"] / cost["cpu_s"]
+        carried["energy_kwh"], carried["co2_kg"] = cost["energy_kwh"] * scale, cost["co2_kg"] * scale
+        cost = dict(cost, energy_method=cost["energy_method"] + "; earlier interrupted sessions scaled by CPU time")
     tokens = len(seqs) * recipe.epochs * recipe.seq_len
     meta.update({
         "n_params": n_params, "n_params_nonembed": n_nonembed, "train_tokens": int(tokens),
