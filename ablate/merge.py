@@ -256,9 +256,19 @@ class RunningSum:
         return changes
 
     def average(self) -> dict[str, torch.Tensor]:
+        """The mean as a fresh state dict (to load into a model; the sum is not shared).
+
+        On the flat path the tensors are views of one new buffer (one division, not one per
+        tensor), so pass them to load_state_dict rather than to safetensors' save_file."""
         k = len(self.members)
         if k == 0:
             raise ValueError("empty mixture")
+        # (every entry float32 and in the flat buffer: no integer buffers kept on the side)
+        if self.flat is not None and len(self.dtypes) == len(self.sum) and \
+                all(d == torch.float32 for d in self.dtypes.values()):
+            mean = self.flat / k
+            return {name: mean[t.storage_offset() - self.flat.storage_offset():][:t.numel()].view(t.shape)
+                    for name, t in self.sum.items()}
         return {name: (t / k).to(self.dtypes[name]) if name in self.dtypes else t
                 for name, t in self.sum.items()}
 

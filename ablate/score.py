@@ -28,7 +28,7 @@ from ablate.evaluate import evaluate_tokens
 from ablate.index import Index
 from ablate.model import count_params, find_seed, load_member, load_state, model_from_config, seed_config
 from ablate.pool import Pool, atomic_write_bytes
-from ablate.train import member_id, member_recipe, normalize_units
+from ablate.train import member_id, member_recipe
 from ablate.units import eval_sets, load_eval_tokens, load_tokenizer, study_tokenizer, token_byte_lengths, unit_meta
 
 

@@ -9,7 +9,7 @@ Reference (the mergekit-style path): write the merged model as a normal HF direc
 (ablate's export_mixture: config, safetensors, tokenizer files) -> from_pretrained ->
 the same evaluate_tokens. Both use the same evaluator, so the ratio is the cost of the
 round trip through disk and transformers' loader; we also report it without the eval.
-Interleaved A/B per round, medians.
+Interleaved A/B per round (and per eval set inside a round), medians of per-round ratios.
 
 Merge alone: bytes of member weights read per second by merge_members for k = 2, 4, 8
 members of the demo model, against a measured memory-copy bandwidth (bytes read/s).
@@ -66,18 +66,24 @@ def main(argv=None) -> dict:
     nll = {}
     try:
         nll["ours"], nll["disk"] = evaluate(ours_model()), evaluate(disk_model())  # warm-up, and the check
-        repeats = 1 if args.quick else 5
+        repeats = 1 if args.quick else 9
         phases = {"ours_merge": [], "ours_eval": [], "disk_merge": [], "disk_eval": []}
-
-        def run(side, make):
-            def go():
-                dt, model = common.timed(make)
+        makers = {"ours": ours_model, "disk": disk_model}
+        for r in common.rounds(repeats, args.budget or 45):
+            order = ["ours", "disk"] if r % 2 == 0 else ["disk", "ours"]
+            models = {}
+            for side in order:
+                dt, models[side] = common.timed(makers[side])
                 phases[f"{side}_merge"].append(dt)
-                phases[f"{side}_eval"].append(common.timed(evaluate, model)[0])
-            return go
-
-        common.interleave({"ours": run("ours", ours_model), "disk": run("disk", disk_model)}, repeats,
-                          args.budget or 45)
+            # The two evals are the same work on equal weights: alternate them eval set by eval
+            # set, so a slow spell of the shared machine lands on both sides of the round.
+            spent = {"ours": 0.0, "disk": 0.0}
+            for i, tokens in enumerate(sets.values()):
+                for side in order if i % 2 == 0 else order[::-1]:
+                    spent[side] += common.timed(evaluate_tokens, models[side], tokens, study.byte_len,
+                                                seq_len=cfg.eval.seq_len, batch_size=cfg.eval.batch_size)[0]
+            for side in order:
+                phases[f"{side}_eval"].append(spent[side])
         # Merge alone, demo model: bytes of member weights read per second.
         all_members = [study.unit_member(u) for u in units]
         bandwidth = {}

@@ -75,8 +75,10 @@ def table(b: dict) -> list[str]:
     mem = b.get("memory", {})
     if "rows" in mem:
         ks = ", ".join(f"k={r['k']}: {r['model_sizes']:.2f}" for r in mem["rows"] if r["how"] == "merge_members" and r["k"])
-        rows.append(f"| 5 | peak RSS of merge_members above imports, in model sizes ({mem['model_params'] / 1e6:.0f}M params; "
-                    f"{ks}) | {mem['max_model_sizes']:.2f} | - | - | flat, <= 3 | {_met(mem['flat'] and mem['within_3_models'])} |")
+        base = max(r["base_mb"] for r in mem["rows"])
+        rows.append(f"| 5 | peak RSS of merge_members above imports ({base:.0f} MB), in model sizes "
+                    f"({mem['model_params'] / 1e6:.0f}M params, {mem['model_mb']:.0f} MiB; {ks}) | "
+                    f"{mem['max_model_sizes']:.2f} | - | - | flat, <= 3 | {_met(mem['flat'] and mem['within_3_models'])} |")
         rows.append(f"| 5 | merge bandwidth at {mem['model_params'] / 1e6:.0f}M, warm (GB/s read vs memory copy) | "
                     f"{_f(mem.get('merge_warm_gb_s_median'))} | {mem['copy_bandwidth_gb_s']:.2f} | "
                     f"{_f((mem.get('merge_warm_gb_s_median') or 0) / mem['copy_bandwidth_gb_s'])} | report | - |")
