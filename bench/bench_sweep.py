@@ -88,7 +88,7 @@ def main(argv=None) -> dict:
     result = {"benchmark": "sweep", "eval_set": eval_set,
               "eval_tokens_per_mixture": int(study.eval_tokens[eval_set].size), "n": {}}
     t0 = time.perf_counter()
-    per_mixture = None
+    per_mixture, n_prev = None, None
     for n in ((3,) if args.quick else (6, 8)):
         members = [study.unit_member(u) for u in units[:n]]
         merge = merge_compare(pool, study.seed["model_id"], members)
