@@ -20,7 +20,6 @@ largest GEMM shape.
 from __future__ import annotations
 
 import math
-import time
 
 import common
 
@@ -97,13 +96,8 @@ def main(argv=None) -> dict:
 
     from ablate.evaluate import evaluate_tokens, windows
     from ablate.model import count_params, load_member
-    from ablate.pool import Pool
-    from ablate.score import load_study
 
-    root = common.study_root(args, args.quick)
-    cfg = common.load_cfg(root)
-    pool = Pool(cfg.pool)
-    study = load_study(cfg, pool)
+    cfg, pool, study = common.open_study(args)
     model = load_member(pool, study.unit_member(common.unit_ids(cfg)[0]))
     seq_len, bs = cfg.eval.seq_len, cfg.eval.batch_size
     sets = dict(study.eval_tokens)

@@ -32,13 +32,8 @@ def main(argv=None) -> dict:
     from ablate.evaluate import evaluate_tokens
     from ablate.merge import export_mixture, merge_members
     from ablate.model import load_state, model_from_config, seed_config
-    from ablate.pool import Pool
-    from ablate.score import load_study
 
-    root = common.study_root(args, args.quick)
-    cfg = common.load_cfg(root)
-    pool = Pool(cfg.pool)
-    study = load_study(cfg, pool)
+    cfg, pool, study = common.open_study(args)
     seed_id = study.seed["model_id"]
     units = common.unit_ids(cfg)
     members = [study.unit_member(u) for u in (units[0], units[cfg.units.units_per_domain])]  # two domains

@@ -38,14 +38,9 @@ def fit(x: list[float], y: list[float]) -> dict:
 
 def main(argv=None) -> dict:
     args = common.base_parser(__doc__).parse_args(argv)
-    from ablate.pool import Pool
-    from ablate.score import load_study
     from ablate.train import train_member
 
-    root = common.study_root(args, args.quick)
-    cfg = common.load_cfg(root)
-    pool = Pool(cfg.pool)
-    study = load_study(cfg, pool)
+    cfg, pool, study = common.open_study(args)
     units = common.unit_ids(cfg)
     # alternate domains, so the first three units are three domains
     per = cfg.units.units_per_domain

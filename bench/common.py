@@ -217,3 +217,13 @@ def base_parser(doc: str):
     p.add_argument("--out", help="write the result JSON here too")
     p.add_argument("--budget", type=float, default=None, help="seconds for repeated rounds (stops early)")
     return p
+
+
+def open_study(args):
+    """The bench study as (config, pool, loaded Study), building it on first use."""
+    from ablate.pool import Pool
+    from ablate.score import load_study
+
+    cfg = load_cfg(study_root(args, args.quick))
+    pool = Pool(cfg.pool)
+    return cfg, pool, load_study(cfg, pool)

@@ -149,7 +149,6 @@ def saving(share, speedup):
 def notes(b: dict) -> str:
     """What changed and what did not pay, with this run's numbers where it has them."""
     t, e, mem = b.get("train", {}), b.get("eval", {}), b.get("memory", {})
-    opt = t.get("optimizer_step_s", {})
     ours = t.get("ours", {})
     phases = ours.get("phase_s_per_step", {})
     step = sum(phases.values()) or None
