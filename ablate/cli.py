@@ -142,17 +142,24 @@ def train_partition(unit: Annotated[str, typer.Argument(help="unit id, e.g. fict
 
 @app.command("train-mixture")
 def train_mixture(units: Annotated[list[str], typer.Argument(help="unit ids of the mixture")],
+                  budget: Annotated[Optional[str], typer.Option(
+                      "--budget", help="sum: k x one unit's tokens (what if I add data and train longer?); "
+                                       "unit: one unit's tokens (which composition at equal compute?)")] = None,
+                  tokens: Annotated[Optional[str], typer.Option("--tokens", help="a budget of N tokens")] = None,
+                  weights: Annotated[Optional[str], typer.Option(
+                      "--weights", help="comma-separated, one per unit: each unit's share of the budget")] = None,
                   replicates: Annotated[int, typer.Option("--replicates", help="also train replicates 1..R-1 "
                                                           "with other data orders (noise floor)")] = 1,
                   config: ConfigOpt = None, set_: SetOpt = None, dry_run: DryOpt = False, force: ForceOpt = False):
-    """The retraining baseline: the same recipe on the union of the units (k units -> k x steps)."""
+    """A ground truth: the seed retrained on the union of the units, under a budget (default: sum)."""
     from ablate.train import train_member
 
     cfg, pool = _study(config, set_, dry_run)
     if not 1 <= replicates <= 16:
         raise UsageError("--replicates must be between 1 and 16")
     for rep in range(replicates):
-        say(price_line(train_member(cfg, pool, units, force=force, replicate=rep, log=say)))
+        say(price_line(train_member(cfg, pool, units, force=force, replicate=rep, budget=budget, tokens=tokens,
+                                    weights=weights, log=say)))
 
 
 # -- scoring ----------------------------------------------------------------------
@@ -169,7 +176,7 @@ def score_mixture_cmd(units: Annotated[list[str], typer.Argument(help="units of 
 
     cfg, pool = _study(config, set_, dry_run)
     rows = score_mixture(cfg, pool, units, weights, eval_ or None, force)
-    _print_rows(["method", "eval_set", "ppl", "bits_per_byte", "n_tokens", "eval_s"], rows)
+    _print_rows(["method", "budget", "eval_set", "ppl", "bits_per_byte", "n_tokens", "eval_s"], rows)
 
 
 @app.command("export-mixture")

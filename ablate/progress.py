@@ -35,7 +35,8 @@ def bar(description: str, total: int, completed: int = 0, fields: dict | None = 
 
 def price_line(meta: dict) -> str:
     """The one-line price tag printed after a run."""
-    return (f"{meta['model_id']}: {meta['kind']} {','.join(meta['units']) or '-'}; {meta['n_params']:,} params; "
+    truth = f" (budget {meta['budget']})" if meta["kind"] == "union" and meta.get("budget") else ""
+    return (f"{meta['model_id']}: {meta['kind']} {','.join(meta['units']) or '-'}{truth}; {meta['n_params']:,} params; "
             f"{meta['train_tokens']:,} tokens in {meta['steps']} steps, {meta['wall_s']:.1f} s "
             f"({meta['train_tokens'] / max(1e-9, meta['wall_s']):,.0f} tok/s), final loss "
             f"{meta.get('final_loss') or float('nan'):.3f}; {meta['energy_kwh'] * 1000:.3f} Wh, "

@@ -42,6 +42,7 @@ class Study:
     evals: list[dict]
     eval_tokens: dict[str, np.ndarray] = field(default_factory=dict)
     byte_len: np.ndarray | None = None
+    _unions: list[dict] | None = None  # union sidecars, read once
 
     def unit_member(self, unit_id: str, required: bool = True) -> str | None:
         mid = member_id(self.seed["model_id"], [unit_meta(self.pool, unit_id)], member_recipe(self.cfg), 0)
@@ -52,16 +53,27 @@ class Study:
             return None
         return mid
 
-    def union_member(self, unit_ids: list[str], replicate: int = 0) -> str | None:
+    def union_member(self, unit_ids: list[str], replicate: int = 0, budget: str = "sum") -> str | None:
+        """The trained uniform union of these units for a ground truth (budget sum or unit), if any."""
+        from ablate.train import Budget
+
+        plan = Budget("sum") if len(unit_ids) == 1 else Budget(budget)
         if len(unit_ids) == 1 and replicate == 0:
             return self.unit_member(unit_ids[0], required=False)
         metas = [unit_meta(self.pool, u) for u in unit_ids]
-        mid = member_id(self.seed["model_id"], metas, member_recipe(self.cfg, replicate), replicate)
+        mid = member_id(self.seed["model_id"], metas, member_recipe(self.cfg, replicate), replicate, plan)
         return mid if self.pool.has_member(mid) else None
 
     def union_replicates(self, unit_ids: list[str], most: int = 16) -> list[tuple[int, str]]:
-        """(replicate, member id) of every trained union of these units."""
+        """(replicate, member id) of every trained default union of these units."""
         return [(r, mid) for r in range(most) if (mid := self.union_member(unit_ids, r))]
+
+    def truths(self, unit_ids: list[str]) -> list[dict]:
+        """Sidecars of every trained union of exactly these units: any budget, weights, replicate."""
+        if self._unions is None:
+            self._unions = [m for m in self.pool.iter_metas("union") if m["seed_id"] == self.seed["model_id"]]
+        key = sorted(unit_ids)
+        return [m for m in self._unions if m["units"] == key]
 
 
 def load_study(cfg: StudyConfig, pool: Pool, eval_names: list[str] | None = None) -> Study:
@@ -90,8 +102,10 @@ def _now() -> str:
 
 def evaluate_rows(study: Study, model, *, method: str, mixture: list[str], weights: list[float], model_id: str,
                   merge_s: float = 0.0, skip: set[str] = frozenset(), replicate: int = 0,
-                  spec: str | None = None) -> list[dict]:
-    """One row per eval set (those not in `skip`), with the raw sums and FLOPs."""
+                  spec: str | None = None, budget: str | None = None) -> list[dict]:
+    """One row per eval set (those not in `skip`), with the raw sums and FLOPs.
+
+    `budget` names the ground truth a union row is (sum | unit | tokens=N); None for proxies."""
     cfg = study.cfg
     _, n_nonembed = count_params(model)
     device = next(model.parameters()).device
@@ -108,7 +122,8 @@ def evaluate_rows(study: Study, model, *, method: str, mixture: list[str], weigh
             "eval_set": ev["domain"], "eval_sha256": ev["data_sha256"], **stats,
             "merge_s": merge_s if not rows else 0.0, "flops": 2.0 * n_nonembed * stats["n_tokens"],
             "model_id": model_id, "seed_id": study.seed["model_id"], "device": str(device),
-            "replicate": replicate, "spec": spec or "+".join(sorted(mixture)), "created_at": _now()})
+            "replicate": replicate, "spec": spec or "+".join(sorted(mixture)), "budget": budget,
+            "created_at": _now()})
     return rows
 
 
@@ -141,22 +156,23 @@ def existing_rows(pool: Pool) -> set[str]:
 
 
 def score_reference_models(study: Study, mixtures: list[list[str]], done: set[str]) -> list[dict]:
-    """Rows for what exists to compare against: the seed and any trained unions."""
+    """Rows for what exists to compare against: the seed and every trained union of the mixtures
+    (each ground truth: budget, weights, and every replicate, whose spread is the noise floor)."""
     from ablate.energy import Meter
 
-    todo = [("seed", [], study.seed["model_id"], 0)]
+    todo = [("seed", [], study.seed["model_id"], 0, [], None)]
     for mix in mixtures:
-        if len(mix) > 1:  # every replicate: their spread is the noise floor
-            todo += [("union", mix, mid, r) for r, mid in study.union_replicates(mix)]
+        if len(mix) > 1:
+            todo += [("union", mix, m["model_id"], m.get("replicate", 0), m.get("weights") or [1.0 / len(mix)] * len(mix),
+                      m.get("budget", "sum")) for m in study.truths(mix)]
     rows = []
     with Meter(study.cfg.energy) as meter:
-        for method, mix, mid, rep in todo:
+        for method, mix, mid, rep, weights, budget in todo:
             if all(row_id(method, mid, ev, study.cfg.eval.seq_len) in done for ev in study.evals):
                 continue
             model = load_member(study.pool, mid, full_hash=study.cfg.verify_hash)
-            weights = [1.0 / len(mix)] * len(mix) if mix else []
             rows += evaluate_rows(study, model, method=method, mixture=mix, weights=weights, model_id=mid,
-                                  skip=done, replicate=rep)
+                                  skip=done, replicate=rep, budget=budget)
     attach_cost(rows, meter.result)
     return rows
 
@@ -188,18 +204,19 @@ def score_mixture(cfg: StudyConfig, pool: Pool, items: list[str], weights: str |
             rows = evaluate_rows(study, model, method="merged", mixture=unit_ids, weights=weights,
                                  model_id=mid, merge_s=merge_s, skip=done, spec=spec)
         attach_cost(rows, meter.result)
-    uniform = len(set(round(w, 12) for w in weights)) == 1
-    rows += score_reference_models(study, [unit_ids] if uniform else [], done)
+    rows += score_reference_models(study, [unit_ids], done)
     write_rows(pool, rows)
     from ablate.calibrate import refresh
 
     refresh(pool, cfg.eval.seq_len, log=lambda *a: None)  # the `calibrated` rows, when enough unions exist
     ids = [row_id(m, mid, ev, cfg.eval.seq_len) for ev in study.evals for m in ("merged", "calibrated")]
     ids += [row_id("seed", study.seed["model_id"], ev, cfg.eval.seq_len) for ev in study.evals]
-    if uniform and (umid := study.union_member(unit_ids)):
-        ids += [row_id("union", umid, ev, cfg.eval.seq_len) for ev in study.evals]
+    wanted = [round(w, 6) for w in weights]
+    for truth in study.truths(unit_ids) if len(unit_ids) > 1 else []:
+        if truth.get("replicate", 0) == 0 and [round(w, 6) for w in truth.get("weights", wanted)] == wanted:
+            ids += [row_id("union", truth["model_id"], ev, cfg.eval.seq_len) for ev in study.evals]
     marks = ", ".join("?" for _ in ids)
     cols, table = Index(pool).query(
-        f"SELECT method, eval_set, ppl, bits_per_byte, n_tokens, eval_s FROM mixture_perplexity "
-        f"WHERE row_id IN ({marks}) ORDER BY eval_set, method", ids)
+        f"SELECT method, coalesce(budget, '') AS budget, eval_set, ppl, bits_per_byte, n_tokens, eval_s "
+        f"FROM mixture_perplexity WHERE row_id IN ({marks}) ORDER BY eval_set, method, budget", ids)
     return [dict(zip(cols, r)) for r in table]

@@ -77,14 +77,129 @@ def as_sequences(tokens: np.ndarray, seq_len: int) -> np.ndarray:
     return tokens[: n * seq_len].reshape(n, seq_len)
 
 
-def mixture_sequences(pool: Pool, unit_ids: list[str], seq_len: int) -> tuple[np.ndarray, list[dict]]:
-    """The union's training data: every unit's sequences, stacked (shuffled later)."""
+def unit_sequences(pool: Pool, unit_ids: list[str], seq_len: int) -> tuple[list[np.ndarray], list[dict]]:
+    """Each unit's training sequences and sidecar, in the order of unit_ids."""
     parts, metas = [], []
     for uid in unit_ids:
         tokens, meta = load_unit_tokens(pool, uid)
         parts.append(as_sequences(tokens, seq_len))
         metas.append(meta)
+    return parts, metas
+
+
+def mixture_sequences(pool: Pool, unit_ids: list[str], seq_len: int) -> tuple[np.ndarray, list[dict]]:
+    """The default union's training data: every unit's sequences once, stacked (shuffled later)."""
+    parts, metas = unit_sequences(pool, unit_ids, seq_len)
     return np.concatenate(parts), metas
+
+
+# -- ground truths: how much the union trains on, and in which proportions --------------
+# A data ablation asks one of two questions, each with its own ground truth:
+#   "sum":  what if I add this data and train longer?  k units -> k x one unit's tokens
+#   "unit": which composition, at equal compute?       the tokens of one unit, shared out
+# (`--tokens N` fixes the budget in tokens). RegMix, DoReMi and Olmix all ask the second.
+BUDGETS = ("sum", "unit")
+QUESTIONS = {
+    "unit": "which composition is best at equal compute (the budget of one unit)?",
+    "sum": "what if I add these units' data and train longer (k x the budget of one unit)?",
+    "tokens": "which composition is best at a fixed budget of N tokens?",
+}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A union's training budget and how it is shared out among its units."""
+
+    kind: str  # "sum" | "unit" | "tokens"
+    tokens: int | None = None  # only for kind == "tokens"
+    weights: tuple[float, ...] | None = None  # normalized, one per sorted unit; None = uniform
+
+    @property
+    def is_default(self) -> bool:
+        """Today's union: every unit's sequences once. Its member id is unchanged by budgets."""
+        return self.kind == "sum" and self.weights is None
+
+    def label(self) -> str:
+        return f"tokens={self.tokens}" if self.kind == "tokens" else self.kind
+
+    def key(self) -> dict:
+        return {"budget": self.label(), "weights": list(self.weights) if self.weights else None}
+
+
+def parse_budget(budget: str | None, tokens: str | int | None, weights: str | list[float] | None,
+                 unit_ids: list[str], recipe: Recipe) -> Budget:
+    """Validate `--budget`, `--tokens`, `--weights` (weights follow the order units were given in)."""
+    from ablate.merge import parse_weights
+
+    if tokens is not None:
+        if budget not in (None, "tokens"):
+            raise UsageError("give either --budget or --tokens, not both")
+        try:
+            n = int(str(tokens).replace("_", ""))
+        except ValueError:
+            raise UsageError(f"--tokens must be a whole number of tokens, got {tokens!r}") from None
+        batch = recipe.batch_size * recipe.seq_len
+        if n < batch:
+            raise UsageError(f"--tokens {n} is less than one batch ({recipe.batch_size} x {recipe.seq_len} = "
+                             f"{batch} tokens)")
+        kind = "tokens"
+    else:
+        kind = budget or "sum"
+        if kind not in BUDGETS:
+            raise UsageError(f"unknown --budget {kind!r}: use sum (k x one unit's tokens), unit (one unit's "
+                             f"tokens) or --tokens N")
+        n = None
+    w = None
+    if weights is not None and weights != "":
+        given = parse_weights(weights, len(unit_ids))
+        by_unit = dict(zip(unit_ids, given))
+        w = tuple(round(by_unit[u], 9) for u in sorted(unit_ids))
+        if len(set(w)) == 1:
+            w = None  # equal weights are the uniform union: one member, one id
+    return Budget(kind, n, w)
+
+
+def _shares(n_total: int, weights: list[float]) -> list[int]:
+    """Largest-remainder split of n_total sequences in proportion to weights (each within one)."""
+    exact = [n_total * w for w in weights]
+    counts = [int(math.floor(x)) for x in exact]
+    order = sorted(range(len(weights)), key=lambda i: (counts[i] - exact[i], i))
+    for i in order[: n_total - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def draw_sequences(parts: list[np.ndarray], unit_ids: list[str], budget: Budget,
+                   data_seed: int) -> tuple[np.ndarray, dict]:
+    """The union's training sequences under a budget, and what was drawn from each unit.
+
+    A unit gives its share as whole seeded permutations of its sequences plus a prefix of
+    one more: a share larger than the unit repeats it over epochs (the draw record says so).
+    Draws depend only on (data_seed, the unit's position, epoch): deterministic."""
+    available = [len(p) for p in parts]
+    if budget.is_default:
+        counts = available
+    else:
+        if budget.kind == "sum":
+            n_total = sum(available)
+        elif budget.kind == "unit":
+            n_total = round(sum(available) / len(available))
+        else:
+            n_total = budget.tokens // parts[0].shape[1]
+        weights = list(budget.weights) if budget.weights else [1.0 / len(parts)] * len(parts)
+        counts = _shares(n_total, weights)
+    chosen, draw = [], {}
+    for i, (part, uid, need) in enumerate(zip(parts, unit_ids, counts)):
+        if need == part.shape[0]:
+            idx = np.arange(need)  # the whole unit once (today's union): no permutation needed
+        else:
+            epochs = -(-need // part.shape[0])
+            perms = [np.random.default_rng([data_seed, 7919, i, e]).permutation(part.shape[0]) for e in range(epochs)]
+            idx = np.concatenate(perms)[:need]
+        chosen.append(part[idx])
+        draw[uid] = {"sequences": int(need), "available": int(part.shape[0]),
+                     "epochs": round(need / part.shape[0], 6), "repeated": bool(need > part.shape[0])}
+    return np.concatenate(chosen), draw
 
 
 def data_order(n_seq: int, recipe: Recipe) -> np.ndarray:
@@ -288,17 +403,27 @@ def _index_member(pool: Pool, meta: dict) -> None:
     Index(pool).upsert("models", [model_row(meta)])
 
 
-def run_hash(seed_id: str, unit_metas: list[dict], recipe: Recipe, replicate: int) -> str:
-    """Hash of everything that determines a member's weights (seed, data, recipe, replicate)."""
-    return config_hash({"seed": seed_id, "data": sorted(m["data_sha256"] for m in unit_metas),
-                        "recipe": asdict(recipe), "replicate": replicate})
+def run_hash(seed_id: str, unit_metas: list[dict], recipe: Recipe, replicate: int,
+             budget: Budget | None = None) -> str:
+    """Hash of everything that determines a member's weights (seed, data, recipe, replicate, budget).
+
+    The default budget (every unit once) adds nothing to the key, so members trained before
+    budgets existed keep their ids."""
+    key = {"seed": seed_id, "data": sorted(m["data_sha256"] for m in unit_metas),
+           "recipe": asdict(recipe), "replicate": replicate}
+    if budget is not None and not budget.is_default:
+        key |= budget.key()
+    return config_hash(key)
 
 
-def member_id(seed_id: str, unit_metas: list[dict], recipe: Recipe, replicate: int) -> str:
-    key = run_hash(seed_id, unit_metas, recipe, replicate)
-    if len(unit_metas) == 1:
+def member_id(seed_id: str, unit_metas: list[dict], recipe: Recipe, replicate: int,
+              budget: Budget | None = None) -> str:
+    key = run_hash(seed_id, unit_metas, recipe, replicate, budget)
+    if len(unit_metas) == 1 and (budget is None or budget.is_default):
         return f"unit-{unit_metas[0]['unit_id']}-{key[:10]}"
-    return f"union-k{len(unit_metas)}-{key[:10]}"
+    if budget is None or budget.is_default:
+        return f"union-k{len(unit_metas)}-{key[:10]}"
+    return f"union-k{len(unit_metas)}-{budget.kind}-{key[:10]}"
 
 
 def normalize_units(unit_ids: list[str]) -> list[str]:
@@ -313,21 +438,28 @@ def normalize_units(unit_ids: list[str]) -> list[str]:
 
 
 def train_member(cfg: StudyConfig, pool: Pool, unit_ids: list[str], *, force: bool = False,
-                 replicate: int = 0, stop_after: int | None = None, log=print) -> dict:
-    """train-partition (one unit) and train-mixture (several): returns the member's meta."""
+                 replicate: int = 0, stop_after: int | None = None, budget: str | None = None,
+                 tokens: str | int | None = None, weights: str | list[float] | None = None, log=print) -> dict:
+    """train-partition (one unit) and train-mixture (several): returns the member's meta.
+
+    budget/tokens/weights choose the ground truth (see BUDGETS); weights follow unit_ids' order."""
     from ablate.model import find_seed
 
+    given = list(unit_ids)
     unit_ids = normalize_units(unit_ids)
+    recipe = member_recipe(cfg, replicate)
+    plan = parse_budget(budget, tokens, weights, given, recipe)
+    if len(unit_ids) == 1 and plan.kind in BUDGETS:
+        plan = Budget("sum")  # one unit at its own budget is the unit's member, whatever the question
     pool.ensure_writable()
     pool.clean_leftovers()
     seed = find_seed(pool)
-    recipe = member_recipe(cfg, replicate)
-    seqs, metas = mixture_sequences(pool, unit_ids, recipe.seq_len)
+    parts, metas = unit_sequences(pool, unit_ids, recipe.seq_len)
     for m in metas:
         if m["tokenizer_id"] != seed["tokenizer_id"]:
             raise UsageError(f"unit {m['unit_id']} was tokenized with {m['tokenizer_id']}, "
                              f"the seed uses {seed['tokenizer_id']}")
-    model_id = member_id(seed["model_id"], metas, recipe, replicate)
+    model_id = member_id(seed["model_id"], metas, recipe, replicate, plan)
     if pool.has_member(model_id) and not force:
         meta = pool.read_meta(model_id)
         log(f"{model_id} is already in the pool (trained {meta['created_at']}); reusing it (--force retrains)")
@@ -335,14 +467,23 @@ def train_member(cfg: StudyConfig, pool: Pool, unit_ids: list[str], *, force: bo
         return meta | {"reused": True}
     if force:
         shutil.rmtree(pool.work_dir(model_id), ignore_errors=True)
-    kind = "unit" if len(unit_ids) == 1 else "union"
+    seqs, draw = draw_sequences(parts, unit_ids, plan, recipe.data_seed)
+    kind = "unit" if len(unit_ids) == 1 and plan.is_default else "union"
+    n = len(unit_ids)
     meta = {"model_id": model_id, "kind": kind, "units": unit_ids, "seed_id": seed["model_id"],
             "replicate": replicate, "tokenizer_id": seed["tokenizer_id"],
-            "config_hash": run_hash(seed["model_id"], metas, recipe, replicate),
+            "config_hash": run_hash(seed["model_id"], metas, recipe, replicate, plan),
             "data_sha256": {m["unit_id"]: m["data_sha256"] for m in metas},
+            "budget": plan.label(), "budget_tokens": int(len(seqs) * recipe.seq_len),
+            "weights": list(plan.weights) if plan.weights else [1.0 / n] * n,
+            "draw": draw, "question": QUESTIONS[plan.kind],
             "config": {"train": cfg.train.model_dump(), "energy": cfg.energy.model_dump()}}
+    for uid, d in draw.items():
+        if d["repeated"]:
+            log(f"note: {uid} is smaller than its share ({d['sequences']} of {d['available']} sequences): "
+                f"repeated over {d['epochs']:.2f} epochs")
     model = load_member(pool, seed["model_id"], full_hash=cfg.verify_hash)
-    label = unit_ids[0] if kind == "unit" else f"union of {len(unit_ids)}"
+    label = unit_ids[0] if kind == "unit" else f"union of {n} (budget {plan.label()})"
     meta = _run_and_publish(pool, cfg, model, seqs, recipe, meta, description=f"train {label}",
                             stop_after=stop_after, publish=_publish_member(pool))
     _index_member(pool, meta)
