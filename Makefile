@@ -10,7 +10,10 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 DEB_PACKAGES := bible-kjv dict-gcide dict-foldoc dict-jargon fortunes fortunes-min r-cran-janeaustenr python3-doc
 
-.PHONY: demo test bench debian-packages clean
+# The fidelity protocol also renders man pages (configs/fidelity/*.yaml use the manpages domain).
+FIDELITY_PACKAGES := manpages manpages-dev man-db bsdextrautils
+
+.PHONY: demo test bench fidelity debian-packages clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +25,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 debian-packages:
-	@missing=""; for p in $(DEB_PACKAGES); do \
+	@missing=""; for p in $(DEB_PACKAGES) $(EXTRA_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -45,5 +48,10 @@ test: $(VENV)/.installed debian-packages
 bench: $(VENV)/.installed debian-packages
 	HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 $(BIN)/python bench/run.py
 
+# The fidelity protocol (FIDELITY.md): three studies x two ground truths; ~1 h on 2 cores.
+fidelity: $(VENV)/.installed
+	$(MAKE) debian-packages EXTRA_PACKAGES="$(FIDELITY_PACKAGES)"
+	HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 $(BIN)/ablate fidelity --out FIDELITY.md
+
 clean:
-	rm -rf $(VENV) pool/index.duckdb pool/models pool/units pool/eval pool/cache pool/results pool/work pool/tokenizers report data
+	rm -rf $(VENV) pool-fidelity pool/index.duckdb pool/models pool/units pool/eval pool/cache pool/results pool/work pool/tokenizers report data

@@ -127,6 +127,18 @@ class EnergyConfig(_Strict):
     fallback_g_co2e_per_kwh: float = Field(369.0, gt=0)  # US average, 2023
 
 
+class FidelityConfig(_Strict):
+    """What `ablate fidelity` trains and scores for a study (configs/fidelity/*.yaml)."""
+
+    # ground truths: unit = one unit's tokens (equal compute), sum = k x one unit's tokens (add data)
+    budgets: list[Literal["unit", "sum"]] = ["unit", "sum"]
+    # multi-unit mixtures with trained truths: "all", or a number sampled across sizes k
+    truth_mixtures: int | Literal["all"] = "all"
+    noise_unions: int = Field(2, ge=0)  # truths retrained with a 2nd data order, per budget: the noise floor
+    proxies: list[str] = ["merged", "task-sum", "calibrated", "regression"]
+    sample_seed: int = 0
+
+
 class StudyConfig(_Strict):
     name: str = "demo"
     pool: str = "pool"
@@ -144,6 +156,7 @@ class StudyConfig(_Strict):
     demo_unions: Literal["all", "pairs", "none"] = "all"
     demo_noise_unions: int = Field(3, ge=0)  # unions the demo retrains with a 2nd data order (noise floor)
     demo_search_grid: list[float] = [1.0, 2.0]  # weights grid of the demo's mixture search
+    fidelity: FidelityConfig = FidelityConfig()
 
     @model_validator(mode="after")
     def _seed_domains(self):

@@ -255,6 +255,19 @@ def study_corpus(cfg) -> dict[str, list[str]]:
                        text_field=cfg.corpus.text_field, domains=cfg.all_domains)
 
 
+def corpus_domains(cfg) -> list[str]:
+    """Domains the study's corpus has (a Debian corpus not built yet: every domain it can build)."""
+    path = Path(cfg.corpus.path)
+    manifest = path / "manifest.json"
+    if cfg.corpus.source == "debian":
+        if manifest.exists():
+            return sorted(json.loads(manifest.read_text())["domains"])
+        return sorted(DEBIAN_DOMAINS)
+    if not path.exists():
+        raise UsageError(f"corpus not found at {path}")
+    return sorted(load_corpus(path, domain_field=cfg.corpus.domain_field, text_field=cfg.corpus.text_field))
+
+
 if __name__ == "__main__":  # python -m ablate.corpus OUT [DOMAIN,...] [MAX_BYTES_PER_DOMAIN]
     t0, args = time.monotonic(), sys.argv[1:] + [None, None]
     try:

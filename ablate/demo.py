@@ -23,52 +23,67 @@ def union_plan(unit_ids: list[str], which: str) -> list[list[str]]:
     return [list(c) for k in range(2, top + 1) for c in itertools.combinations(unit_ids, k)]
 
 
-def run_demo(cfg: StudyConfig, pool: Pool, report_dir: Path, log=print) -> str:
+def build_members(cfg: StudyConfig, pool: Pool, log=print, steps: str = "") -> list[str]:
+    """Corpus (Debian) → units → seed → one member per unit; returns the unit ids. Reuses what exists."""
     from ablate.corpus import build_debian_corpus, study_corpus
-    from ablate.report import verdict_markdown, write_report
-    from ablate.search import run_search
-    from ablate.sweep import run_sweep
     from ablate.progress import price_line
     from ablate.train import train_member, train_seed
     from ablate.units import split_units
 
-    t0 = time.perf_counter()
     corpus_dir = Path(cfg.corpus.path)
     if cfg.corpus.source == "debian" and not (corpus_dir / "manifest.json").exists():
-        log(f"[1/8] building the Debian corpus in {corpus_dir} ({', '.join(cfg.all_domains)})")
+        log(f"{steps}building the Debian corpus in {corpus_dir} ({', '.join(cfg.all_domains)})")
         build_debian_corpus(corpus_dir, cfg.all_domains, webster_max_bytes=cfg.corpus.webster_max_bytes,
                             max_bytes_per_domain=cfg.corpus.max_bytes_per_domain, cache_dir=corpus_dir / ".cache")
-    log("[2/8] holding out eval sets and cutting base units")
+    log(f"{steps}holding out eval sets and cutting base units")
     split = split_units(cfg, pool, study_corpus(cfg), log=log)
     units = sorted(r["unit_id"] for r in split["rows"] if r["kind"] == "unit")
     log(f"      {len(units)} units of {cfg.units.unit_tokens:,} tokens: {', '.join(units)}")
-    log("[3/8] seed model")
+    log(f"{steps}seed model")
     if cfg.seed.mode == "import":
         from ablate.model import import_seed
         log(price_line(import_seed(cfg, pool)))
     else:
         log(price_line(train_seed(cfg, pool, log=log)))
-    log(f"[4/8] one member per unit ({len(units)})")
+    log(f"{steps}one member per unit ({len(units)})")
     for u in units:
         log(price_line(train_member(cfg, pool, [u], log=log)))
+    return units
+
+
+def run_demo(cfg: StudyConfig, pool: Pool, report_dir: Path, log=print) -> str:
+    from ablate.report import verdict_markdown, write_report
+    from ablate.search import DEFAULT_METHOD, DEFAULT_TRUTH, run_search
+    from ablate.sweep import run_sweep
+    from ablate.progress import price_line
+    from ablate.train import train_member
+
+    t0 = time.perf_counter()
+    units = build_members(cfg, pool, log, steps="[1-4/8] ")
     plan = union_plan(units, cfg.demo_unions)
-    log(f"[5/8] union baselines: {len(plan)} retrainings")
-    for mix in plan:
-        log(price_line(train_member(cfg, pool, mix, log=log)))
-    for mix in plan[:cfg.demo_noise_unions]:  # a second data order: the run-to-run noise floor
-        log(price_line(train_member(cfg, pool, mix, replicate=1, log=log)))
+    truths = [DEFAULT_TRUTH] + [b for b in cfg.fidelity.budgets if b != DEFAULT_TRUTH]
+    log(f"[5/8] ground truths: {len(plan)} unions x budgets {', '.join(truths)} "
+        f"(unit: one unit's tokens, which composition at equal compute; sum: k x, what if I add data)")
+    for budget in truths:
+        for mix in plan:
+            log(price_line(train_member(cfg, pool, mix, budget=budget, log=log)))
+        for mix in plan[:cfg.demo_noise_unions]:  # a second data order: the run-to-run noise floor
+            log(price_line(train_member(cfg, pool, mix, budget=budget, replicate=1, log=log)))
     log("[6/8] sweep: every mixture scored by merging")
     out = run_sweep(cfg, pool, units)
     log(f"      {out['mixtures']} mixtures ({out['scored']} scored, {out['cached']} cached) in {out['seconds']:.1f} s")
     target = (cfg.units.eval_only_domains or cfg.units.domains)[0]
     if plan:
-        log(f"[7/8] mixture search for {target!r} (calibrated proxy, weighted candidates), top 2 validated")
+        log(f"[7/8] mixture search for {target!r} ({DEFAULT_METHOD} proxy, weighted candidates), top 2 validated "
+            f"against the {DEFAULT_TRUTH!r} truth (weighted ones as weighted unions)")
         found = run_search(cfg, pool, target, max_size=len(units), grid=cfg.demo_search_grid,
-                           method="calibrated", validate=2, log=log)
+                           method=DEFAULT_METHOD, truth=DEFAULT_TRUTH, validate=2, log=log)
         for r in found["rows"][:3]:
             log(f"      #{r['rank']} {'+'.join(r['mixture'])} w={[round(w, 2) for w in r['weights']]} "
                 f"proxy {r['proxy_ppl']:.1f}" + (f", union {r['union_ppl']:.1f} (rank {r['union_rank']} of "
-                                                  f"{r['n_unions_known']})" if r["union_ppl"] else ""))
+                                                  f"{r['n_unions_known']}, proxy/union - 1 = "
+                                                  f"{100 * (r['proxy_ppl'] / r['union_ppl'] - 1):+.1f} %)"
+                                                  if r["union_ppl"] else ""))
     log("[8/8] verdict")
     text = verdict_markdown(pool)
     path = write_report(pool, report_dir)

@@ -48,7 +48,7 @@ TABLES = {
         flops DOUBLE, model_id VARCHAR, seed_id VARCHAR, device VARCHAR, replicate INTEGER, spec VARCHAR,
         budget VARCHAR, created_at TIMESTAMP""",
     "searches": """
-        row_id VARCHAR PRIMARY KEY, search_id VARCHAR, target VARCHAR, method VARCHAR, rank INTEGER,
+        row_id VARCHAR PRIMARY KEY, search_id VARCHAR, target VARCHAR, method VARCHAR, budget VARCHAR, rank INTEGER,
         mixture VARCHAR[], weights DOUBLE[], proxy_ppl DOUBLE, union_ppl DOUBLE, union_rank INTEGER,
         n_unions_known INTEGER, validated BOOLEAN, created_at TIMESTAMP""",
 }

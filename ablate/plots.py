@@ -28,9 +28,13 @@ def _plt():
     return plt
 
 
-def plot_fidelity(pool: Pool, path: Path) -> None:
+def plot_fidelity(pool: Pool, path: Path, budget: str = "sum") -> bool:
+    """Merged vs union perplexity against one ground truth, one panel per eval set."""
+    rows = _rows(pool, "SELECT eval_set, k, merged_ppl, union_ppl FROM mixture_vs_union WHERE k >= 2 "
+                       f"AND proxy = 'merged' AND uniform AND budget = '{budget}'")
+    if not rows:
+        return False
     plt = _plt()
-    rows = _rows(pool, "SELECT eval_set, k, merged_ppl, union_ppl FROM mixture_vs_union WHERE k >= 2")
     sets = sorted({r["eval_set"] for r in rows})
     cols = max(1, min(3, len(sets)))
     nrows = max(1, math.ceil(len(sets) / cols))
@@ -46,7 +50,7 @@ def plot_fidelity(pool: Pool, path: Path) -> None:
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_title(name)
-        ax.set_xlabel("union ppl (retrained)")
+        ax.set_xlabel(f"union ppl (retrained, budget {budget})")
         ax.set_ylabel("merged ppl (proxy)")
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(sets):]:
@@ -54,6 +58,7 @@ def plot_fidelity(pool: Pool, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return True
 
 
 def plot_cost(pool: Pool, path: Path) -> None:
@@ -83,9 +88,9 @@ def plot_cost(pool: Pool, path: Path) -> None:
 
 
 
-def plot_budget(pool: Pool, path: Path) -> bool:
+def plot_budget(pool: Pool, path: Path, budget: str = "sum") -> bool:
     """Expected best union ppl after n mixtures vs cumulative cost: simulation and retraining, one chart."""
-    rows = _rows(pool, "SELECT * FROM budget_curve")
+    rows = _rows(pool, f"SELECT * FROM budget_curve WHERE budget = '{budget}'")
     if not rows:
         return False
     plt = _plt()

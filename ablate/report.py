@@ -79,30 +79,47 @@ def _quality_cells(q: dict) -> str:
             f"{_num(100 * q['regret'], 2)} % | {_num(q['pairwise_agreement'], 3)}")
 
 
-def fidelity_markdown(pool: Pool) -> list[str]:
-    from ablate.calibrate import fidelity as calibrated_fidelity
+def truth_order(pool: Pool) -> list[str]:
+    """Ground truths present in the pool, the protocol's recommended question first."""
+    from ablate.search import DEFAULT_TRUTH
 
-    rows = calibrated_fidelity(pool)
-    if not rows:
-        return _raw_fidelity_markdown(pool)
-    lines = ["## Proxy fidelity: raw merged ppl vs calibrated proxy (leave-one-mixture-out), multi-unit mixtures",
-             "", "Noise floor: sd of log union ppl across replicate unions (data order); pairs closer than "
-             "2·√2·sd are not counted as rank errors.", "",
-             "| eval set | n | noise sd | proxy | Pearson | Spearman | top-1 | regret | pairwise (beyond noise) |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        for proxy in ("raw", "calibrated"):
-            lines.append(f"| {r['eval_set']} | {r[proxy]['n']} | {_num(r['noise_sd'], 3)} | {proxy} | "
-                         + _quality_cells(r[proxy]) + " |")
-    return lines
+    have = {r["budget"] for r in _rows(pool, "SELECT DISTINCT coalesce(budget, 'sum') AS budget FROM "
+                                             "mixture_perplexity WHERE method = 'union'")}
+    return sorted(have, key=lambda b: (b != DEFAULT_TRUTH, b != "sum", b))
+
+
+def fidelity_markdown(pool: Pool) -> list[str]:
+    from ablate.calibrate import fidelity as proxy_fidelity
+    from ablate.train import QUESTIONS
+
+    lines = []
+    for budget in truth_order(pool):
+        rows = proxy_fidelity(pool, budget)
+        if not rows:
+            continue
+        question = QUESTIONS.get(budget.split("=")[0], budget)
+        lines += [f"## Proxy fidelity against the `{budget}` ground truth: {question}", "",
+                  "Multi-unit uniform mixtures with a trained union. Fitted proxies (calibrated, regression) "
+                  "leave-one-union-out on this pool; FIDELITY.md has the protocol on studies they were not tuned on. "
+                  "Noise floor: sd of log union ppl across replicate unions; pairs closer than 2·√2·sd are not "
+                  "counted as rank errors.", "",
+                  "| eval set | n | noise sd | proxy | Pearson | Spearman | top-1 | regret | pairwise (beyond noise) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in sorted(rows, key=lambda r: (r["eval_set"], r["proxy"] != "merged", r["proxy"])):
+            lines.append(f"| {r['eval_set']} | {r['n']} | {_num(r['noise_sd'], 3)} | {r['proxy']} | "
+                         + _quality_cells(r) + " |")
+        lines.append("")
+    return lines or _raw_fidelity_markdown(pool)
 
 
 def _raw_fidelity_markdown(pool: Pool) -> list[str]:
     lines = ["## Proxy fidelity (merged vs union, multi-unit mixtures)", "",
-             "| eval set | n | Pearson (log ppl) | Spearman | top-1 | regret | proxy's best | true best |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| ground truth | eval set | n | Pearson (log ppl) | Spearman | top-1 | regret | proxy's best | true best |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in fidelity(pool):
-        lines.append(f"| {r['eval_set']} | {r['n_mixtures']} | {_num(r['pearson_log_ppl'])} | "
+        if r["proxy"] != "merged":
+            continue
+        lines.append(f"| {r['budget']} | {r['eval_set']} | {r['n_mixtures']} | {_num(r['pearson_log_ppl'])} | "
                      f"{_num(r['spearman_log_ppl'])} | {'yes' if r['top1_agree'] else 'no'} | "
                      f"{_num(100 * r['regret'], 2)} % | {'+'.join(r['proxy_best'])} | {'+'.join(r['true_best'])} |")
     return lines
@@ -128,12 +145,12 @@ def budget_markdown(pool: Pool) -> list[str]:
     if not rows:
         return []
     lines = ["", "## Budget curves (expected best union ppl after n random mixtures; Dodge et al. 2019)", "",
-             "| eval set | n | retraining: E[best] ± sd | its energy (Wh) | simulation: E[true ppl of proxy's pick] ± sd "
-             "| its energy (Wh) |", "|---|---|---|---|---|---|"]
+             "| ground truth | eval set | n | retraining: E[best] ± sd | its energy (Wh) | simulation: E[true ppl of "
+             "proxy's pick] ± sd | its energy (Wh) |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        big = max(x["n"] for x in rows if x["eval_set"] == r["eval_set"])
+        big = max(x["n"] for x in rows if x["eval_set"] == r["eval_set"] and x["budget"] == r["budget"])
         if r["n"] in (1, max(1, big // 2), big):
-            lines.append(f"| {r['eval_set']} | {r['n']} | {_num(r['retrain_expected_best_ppl'])} ± "
+            lines.append(f"| {r['budget']} | {r['eval_set']} | {r['n']} | {_num(r['retrain_expected_best_ppl'])} ± "
                          f"{_num(r['retrain_sd'], 3)} | {_num(1000 * (r['retrain_kwh'] or 0))} | "
                          f"{_num(r['proxy_expected_best_ppl'])} ± {_num(r['proxy_sd'], 3)} | "
                          f"{_num(1000 * (r['sim_kwh'] or 0))} |")
@@ -146,11 +163,12 @@ def search_markdown(pool: Pool) -> list[str]:
     if not rows:
         return []
     lines = ["", "## Mixture search (latest per target)", "",
-             "| target | method | rank | mixture | weights | proxy ppl | union ppl | union rank | validated |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| target | method | truth | rank | mixture | weights | proxy ppl | union ppl | union rank | validated |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["rank"] <= 5 or r["validated"]:
-            lines.append(f"| {r['target']} | {r['method']} | {r['rank']} | {'+'.join(r['mixture'])} | "
+            lines.append(f"| {r['target']} | {r['method']} | {r.get('budget') or 'sum'} | {r['rank']} | "
+                         f"{'+'.join(r['mixture'])} | "
                          f"{','.join(f'{w:.2f}' for w in r['weights'])} | {_num(r['proxy_ppl'])} | "
                          f"{_num(r['union_ppl'])} | {r['union_rank'] or '-'} of {r['n_unions_known']} | "
                          f"{'yes' if r['validated'] else 'no'} |")
@@ -183,14 +201,16 @@ def write_report(pool: Pool, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     grown = growth(pool)
     text = "# ablate report\n\n" + verdict_markdown(pool)
-    if fidelity(pool):
-        plots.plot_fidelity(pool, out / "fidelity.png")
-        text += "\n![merged vs union perplexity](fidelity.png)\n"
+    truths = truth_order(pool)
+    for budget in truths:
+        if plots.plot_fidelity(pool, out / f"fidelity-{budget}.png", budget):
+            text += f"\n![merged vs union perplexity, ground truth {budget}](fidelity-{budget}.png)\n"
     plots.plot_cost(pool, out / "cost.png")
     text += "\n![cost of simulation vs retraining](cost.png)\n"
     text += "\n".join(budget_markdown(pool)) + "\n"
-    if plots.plot_budget(pool, out / "budget.png"):
-        text += "\n![budget curves](budget.png)\n"
+    for budget in truths:
+        if plots.plot_budget(pool, out / f"budget-{budget}.png", budget):
+            text += f"\n![budget curves, ground truth {budget}](budget-{budget}.png)\n"
     text += "\n".join(search_markdown(pool)) + "\n"
     if grown:
         text += "\n".join(growth_markdown(grown)) + "\n"

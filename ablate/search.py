@@ -1,17 +1,18 @@
-"""Mixture search: rank candidate mixtures by the proxy, then check the top ones by retraining.
+"""Mixture search: rank candidate mixtures by a proxy, then check the top ones by retraining.
 
 How to run:
     ablate search --target quotes --max-size 3                       # uniform mixtures
-    ablate search --target quotes --weights-grid 1,2 --method calibrated
-    ablate search --target quotes --validate 2                       # train the top 2 as unions
+    ablate search --target quotes --weights-grid 1,2 --validate 2    # + weighted; train the top 2
+    ablate search --target quotes --truth sum --method calibrated    # the add-data question
 
 Candidates are every uniform mixture of up to `--max-size` units, plus weighted
 variants of the small ones (each unit's weight drawn from `--weights-grid`,
 normalized, duplicates removed). Each candidate is merged and evaluated on the
-target only (cached rows are reused). `--method calibrated` ranks by the
-calibrated proxy (see calibrate.py). `--validate M` trains the top M uniform
-candidates as unions (weighted unions are not trained: the baseline recipe has
-no per-unit data weights) and reports where the proxy's choice landed among all
+target only (cached rows are reused). `--truth` names the question: `unit` (which
+composition at equal compute, the default) or `sum` (add data, k x budget); a fitted
+`--method` (calibrated, regression) predicts that truth. `--validate M` trains the top
+M candidates as that ground truth — a weighted candidate as a weighted union drawing
+each unit's share of the budget — and reports where the proxy's choice landed among all
 unions known for the target. Rankings go to the `searches` table.
 """
 
@@ -29,6 +30,13 @@ from ablate.config import StudyConfig
 from ablate.errors import UsageError
 from ablate.index import Index
 from ablate.pool import Pool, atomic_write_bytes
+from ablate.proxies import wkey
+
+# What search ranks by and validates against when not told: set from the fidelity protocol
+# (FIDELITY.md), not from the demo.
+DEFAULT_METHOD = "merged"
+DEFAULT_TRUTH = "unit"
+METHODS = ("merged", "calibrated", "regression")
 
 
 def candidates(units: list[str], max_size: int, grid: list[float], weighted_max_size: int = 3):
@@ -84,59 +92,62 @@ def _score(cfg: StudyConfig, pool: Pool, target: str, cands) -> dict[tuple, floa
     return {key: known[mid] for key, mid in ids.items()}
 
 
-def _calibrated(pool: Pool, target: str) -> dict[tuple, float]:
+def _fitted(pool: Pool, target: str, method: str, truth: str) -> dict[tuple, float]:
     _, rows = Index(pool).query("SELECT mixture, weights, ppl FROM mixture_perplexity "
-                                "WHERE method = 'calibrated' AND eval_set = ?", [target])
-    return {(tuple(m), tuple(round(x, 9) for x in w)): p for m, w, p in rows}
+                                "WHERE method = ? AND budget = ? AND eval_set = ?", [method, truth, target])
+    return {(tuple(m), wkey(w)): p for m, w, p in rows}
 
 
 def run_search(cfg: StudyConfig, pool: Pool, target: str, *, max_size: int = 3, grid: list[float] | None = None,
-               method: str = "merged", validate: int = 0, top: int = 10, log=print) -> dict:
+               method: str = DEFAULT_METHOD, truth: str = DEFAULT_TRUTH, validate: int = 0, top: int = 10,
+               log=print) -> dict:
     from ablate.calibrate import refresh
     from ablate.score import load_study, score_reference_models, existing_rows, write_rows
-    from ablate.train import train_member
+    from ablate.train import BUDGETS, train_member
 
-    if method not in ("merged", "calibrated"):
-        raise UsageError(f"--method must be merged or calibrated, not {method!r}")
+    if method not in METHODS:
+        raise UsageError(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
+    if truth not in BUDGETS:
+        raise UsageError(f"--truth must be one of {', '.join(BUDGETS)}, not {truth!r}")
     if max_size < 1 or validate < 0 or top < 1:
         raise UsageError("--max-size and --top must be ≥ 1, --validate ≥ 0")
     units = sorted(p.stem for p in pool.units_dir.glob("*.json") if not p.stem.startswith("seedmix-"))
     if not units:
         raise UsageError(f"no units in {pool.root}: run `ablate units split` first")
     cands = candidates(units, min(max_size, len(units)), grid or [1.0])
-    scores = _score(cfg, pool, target, cands)
-    if method == "calibrated":
-        if refresh(pool, cfg.eval.seq_len, log=log) is None:
-            raise UsageError("--method calibrated needs a calibration: train a few unions first "
-                             "(`ablate suggest-unions`)")
-        cal = _calibrated(pool, target)
-        scores = {(c, tuple(round(x, 9) for x in w)): cal[(c, tuple(round(x, 9) for x in w))] for c, w in scores}
+    scores = {(c, wkey(w)): v for (c, w), v in _score(cfg, pool, target, cands).items()}
+    if method != "merged":
+        fitted = refresh(pool, cfg.eval.seq_len, log=log) or {}
+        if (method, truth) not in fitted:
+            raise UsageError(f"--method {method} needs 3 trained unions of the {truth!r} ground truth: "
+                             f"see `ablate suggest-unions --truth {truth}`")
+        scores = {key: v for key, v in _fitted(pool, target, method, truth).items() if key in scores}
     ranked = sorted(scores.items(), key=lambda kv: kv[1])
     validated = []
-    if validate:
-        picks = [list(c) for (c, w), _ in ranked if len(c) > 1 and len(set(w)) == 1][:validate]
-        for mix in picks:
-            train_member(cfg, pool, mix, log=log)
-            validated.append(tuple(mix))
+    if validate:  # train the truth that answers the question, weighted winners included
+        picks = [(list(c), list(w)) for (c, w), _ in ranked if len(c) > 1][:validate]
+        for mix, w in picks:
+            train_member(cfg, pool, mix, budget=truth, weights=None if len(set(w)) == 1 else w, log=log)
+            validated.append((tuple(mix), wkey(w)))
         study = load_study(cfg, pool, [target])
-        write_rows(pool, score_reference_models(study, [list(v) for v in validated], existing_rows(pool)))
-    _, rows = Index(pool).query("SELECT mixture, ppl FROM mixture_perplexity WHERE method = 'union' "
-                                "AND coalesce(replicate, 0) = 0 AND eval_set = ?", [target])
-    union_ppl = {tuple(m): p for m, p in rows}
-    union_rank = {m: i + 1 for i, (m, _) in enumerate(sorted(union_ppl.items(), key=lambda kv: kv[1]))}
+        write_rows(pool, score_reference_models(study, [list(v[0]) for v in validated], existing_rows(pool)))
+    _, rows = Index(pool).query("SELECT mixture, weights, ppl FROM mixture_perplexity WHERE method = 'union' "
+                                "AND coalesce(replicate, 0) = 0 AND coalesce(budget, 'sum') = ? AND eval_set = ?",
+                                [truth, target])
+    union_ppl = {(tuple(m), wkey(w)): p for m, w, p in rows}
+    union_rank = {key: i + 1 for i, (key, _) in enumerate(sorted(union_ppl.items(), key=lambda kv: kv[1]))}
     search_id = f"search-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     now = datetime.now(timezone.utc).isoformat(timespec="microseconds")
     out_rows = []
-    for rank, ((c, w), score) in enumerate(ranked[:max(top, validate)], 1):
-        uniform = len(set(w)) == 1
+    for rank, (key, score) in enumerate(ranked[:max(top, validate)], 1):
         out_rows.append({
             "row_id": f"{search_id}:{rank}", "search_id": search_id, "target": target, "method": method,
-            "rank": rank, "mixture": list(c), "weights": list(w), "proxy_ppl": score,
-            "union_ppl": union_ppl.get(c) if uniform else None,
-            "union_rank": union_rank.get(c) if uniform else None, "n_unions_known": len(union_ppl),
-            "validated": uniform and c in validated, "created_at": now})
+            "budget": truth, "rank": rank, "mixture": list(key[0]), "weights": list(key[1]), "proxy_ppl": score,
+            "union_ppl": union_ppl.get(key), "union_rank": union_rank.get(key), "n_unions_known": len(union_ppl),
+            "validated": key in validated, "created_at": now})
     blob = "".join(json.dumps(r) + "\n" for r in out_rows).encode()
     atomic_write_bytes(pool.root / "searches" / f"{search_id}-{os.getpid()}.jsonl", blob)
     Index(pool).upsert("searches", out_rows)
     best_true = min(union_ppl.values()) if union_ppl else math.nan
-    return {"search_id": search_id, "rows": out_rows, "candidates": len(cands), "best_union_ppl": best_true}
+    return {"search_id": search_id, "rows": out_rows, "candidates": len(cands), "best_union_ppl": best_true,
+            "truth": truth}

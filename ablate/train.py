@@ -142,6 +142,7 @@ def parse_budget(budget: str | None, tokens: str | int | None, weights: str | li
         if n < batch:
             raise UsageError(f"--tokens {n} is less than one batch ({recipe.batch_size} x {recipe.seq_len} = "
                              f"{batch} tokens)")
+        n -= n % recipe.seq_len  # whole sequences: budgets that train on the same data share one id
         kind = "tokens"
     else:
         kind = budget or "sum"
@@ -188,6 +189,10 @@ def draw_sequences(parts: list[np.ndarray], unit_ids: list[str], budget: Budget,
             n_total = budget.tokens // parts[0].shape[1]
         weights = list(budget.weights) if budget.weights else [1.0 / len(parts)] * len(parts)
         counts = _shares(n_total, weights)
+        for uid, need, w in zip(unit_ids, counts, weights):
+            if need == 0:  # a union that trains on none of a unit's data is not a union of it
+                raise UsageError(f"unit {uid} gets 0 of the budget's {n_total} sequences (weight {w:.3g}): "
+                                 f"leave it out of the mixture or raise its weight")
     chosen, draw = [], {}
     for i, (part, uid, need) in enumerate(zip(parts, unit_ids, counts)):
         if need == part.shape[0]:

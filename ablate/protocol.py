@@ -1,0 +1,120 @@
+"""Scoring for the fidelity protocol (ablate/fidelity.py trains; this scores and writes FIDELITY.md).
+
+Per study, ground truth (budget) and calibration budget m ∈ {0, n/2, n, 2n} unions (picked by
+the same greedy as `suggest-unions`, nested, among the study's truths): every proxy predicts
+every held-out truth (the truths not among the m). Fitted proxies see only the m unions (and
+the units alone, which are free); unfitted ones ignore them. All proxies are scored on the same
+held-out truths, per eval set: Pearson and Spearman of log ppl, top-1, regret, pairwise
+agreement on pairs farther apart than the noise floor (2·√2·sd of replicate unions).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+from ablate import proxies
+from ablate.calibrate import held_out, noise_floor, plan_unions, score_predictions, union_keys
+from ablate.config import StudyConfig
+from ablate.pool import Pool, atomic_write_bytes
+from ablate.train import QUESTIONS
+
+MIN_HELD_OUT = 4  # a ranking of fewer held-out mixtures says little
+
+
+def calibration_sizes(n_units: int, n_truths: int) -> list[int]:
+    sizes = sorted({0, max(1, n_units // 2), n_units, 2 * n_units})
+    return [m for m in sizes if n_truths - m >= MIN_HELD_OUT]
+
+
+def score_study(cfg: StudyConfig, prep: dict, source: str) -> dict:
+    pool = Pool(cfg.pool)
+    units, n = prep["units"], len(prep["units"])
+    wanted = {tuple(sorted(m)) for m in prep["truths"]}
+    all_cases = proxies.load_cases(pool)
+    rows = []
+    for budget in cfg.fidelity.budgets:
+        truths = {k: v for k, v in proxies.load_truths(pool, budget).items() if k[0] in wanted}
+        unions = union_keys(truths)
+        cases = [c for c in all_cases if c.k == 1 or (c.mixture, c.weights) in set(unions)]
+        noise = noise_floor(pool, budget)
+        for m in calibration_sizes(n, len(unions)):
+            fit_on = [(tuple(mix), proxies.wkey([1 / len(mix)] * len(mix)))
+                      for mix in plan_unions(units, [], m, [u[0] for u in unions])]
+            for method in cfg.fidelity.proxies:
+                pred = held_out(method, cases, truths, fit_on, budget)
+                for q in score_predictions(pred, truths, noise):
+                    rows.append({"study": cfg.name, "budget": budget, "proxy": method, "m": m,
+                                 "held_out": len(unions) - m, "fitted": proxies.get(method).fitted, **q})
+    return {"study": cfg.name, "source": source, "units": units, "n_truths": len(wanted),
+            "eval_sets": sorted({c.eval_set for c in all_cases}), "rows": rows,
+            "seconds": prep["seconds"], "config": cfg.model_dump(mode="json")}
+
+
+# -- the report ---------------------------------------------------------------------------------
+def summarize(rows: list[dict]) -> dict:
+    """Aggregates over eval sets: top-1 count, median/min Spearman, worst regret, pairwise agreement."""
+    sp = [r["spearman"] for r in rows if not math.isnan(r["spearman"])]
+    pw = [r["pairwise_agreement"] for r in rows if not math.isnan(r["pairwise_agreement"])]
+    return {"evals": len(rows), "top1": sum(r["top1"] for r in rows),
+            "top1_noise": sum(r["top1_within_noise"] for r in rows),
+            "median_spearman": statistics.median(sp) if sp else math.nan, "min_spearman": min(sp) if sp else math.nan,
+            "worst_regret": max(r["regret"] for r in rows) if rows else math.nan,
+            "pairwise": statistics.mean(pw) if pw else math.nan}
+
+
+def _f(v, digits=2, pct=False) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    return f"{100 * v:.{digits}f} %" if pct else f"{v:.{digits}f}"
+
+
+def _table(rows: list[dict], keys: list[str]) -> list[str]:
+    lines = [f"| {' | '.join(keys)} | eval sets | top-1 | top-1 within noise | median Spearman | min Spearman | "
+             "worst regret | pairwise beyond noise |", "|" + "---|" * (len(keys) + 7)]
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r[k] for k in keys), []).append(r)
+    for g, rs in groups.items():
+        s = summarize(rs)
+        lines.append(f"| {' | '.join(str(x) for x in g)} | {s['evals']} | {s['top1']}/{s['evals']} | "
+                     f"{s['top1_noise']}/{s['evals']} | {_f(s['median_spearman'])} | {_f(s['min_spearman'])} | "
+                     f"{_f(s['worst_regret'], 2, True)} | {_f(s['pairwise'])} |")
+    return lines
+
+
+def write_markdown(results: list[dict], out: Path, seconds: float, sources: list[str]) -> Path:
+    rows = [r for s in results for r in s["rows"]]
+    order = {"unit": 0, "sum": 1}
+    rows.sort(key=lambda r: (order.get(r["budget"], 9), r["m"], r["proxy"], r["study"], r["eval_set"]))
+    lines = ["# Fidelity: how well each proxy ranks mixtures, per ground truth", "",
+             "Regenerate: `make fidelity` (= `ablate fidelity --out FIDELITY.md`, every `configs/fidelity/*.yaml`;"
+             f" this run: {seconds / 60:.0f} min on this machine). Raw numbers: `FIDELITY.json`.", "",
+             "Every figure is out of sample: a fitted proxy is fitted on m unions chosen by `suggest-unions` "
+             "(plus the units alone, which are free) and scored only on the other ground-truth mixtures; the "
+             "unfitted proxies are scored on the same held-out mixtures. m = 0 means no union was trained.", "",
+             "Studies:", ""]
+    for s in results:
+        lines.append(f"- **{s['study']}** (`{s['source']}`): units {', '.join(s['units'])}; seed on "
+                     f"{', '.join(s['config']['seed']['domains'])}; eval sets {', '.join(s['eval_sets'])}; "
+                     f"{s['n_truths']} ground-truth mixtures per budget; built and trained in {s['seconds'] / 60:.1f} min.")
+    lines += ["", "Proxies:", ""] + [f"- `{name}`: {proxies.get(name).summary}" for name in proxies.names()]
+    for budget in sorted({r["budget"] for r in rows}, key=lambda b: order.get(b, 9)):
+        part = [r for r in rows if r["budget"] == budget]
+        lines += ["", f"## Ground truth `{budget}`: {QUESTIONS[budget]}", "",
+                  "### All studies pooled, by calibration budget m (unions trained for fitting)", ""]
+        lines += _table(part, ["m", "proxy"])
+        lines += ["", "### Per study", ""] + _table(part, ["study", "m", "proxy"])
+    lines += ["", "## Per eval set (every study, truth, m and proxy)", "",
+              "| study | truth | m | held out | proxy | eval set | Pearson | Spearman | top-1 | regret | pairwise |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['study']} | {r['budget']} | {r['m']} | {r['held_out']} | {r['proxy']} | {r['eval_set']} | "
+                     f"{_f(r['pearson'])} | {_f(r['spearman'])} | {'yes' if r['top1'] else 'no'} | "
+                     f"{_f(r['regret'], 2, True)} | {_f(r['pairwise_agreement'])} |")
+    out = Path(out)
+    atomic_write_bytes(out, ("\n".join(lines) + "\n").encode())
+    atomic_write_bytes(out.with_suffix(".json"), json.dumps(results, indent=1, default=str).encode())
+    return out

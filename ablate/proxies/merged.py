@@ -1,0 +1,24 @@
+"""`merged`: the perplexity of the members' uniform (or weighted) parameter average (Na et al.)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class Merged:
+    name = "merged"
+    fitted = False
+    evaluated = True
+    summary = "parameter average of the units' members (the paper); no union needed"
+
+    @staticmethod
+    def build(pool, seed_id: str, members: list[str], weights: list[float]):
+        from ablate.merge import merge_members
+
+        return merge_members(pool, members, weights)
+
+    def predict(self, cases, known, budget) -> np.ndarray:
+        return np.asarray([c.merged for c in cases])
+
+
+PROXY = Merged()
