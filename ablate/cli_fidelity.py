@@ -13,7 +13,7 @@ import typer
 
 from ablate.cli import ConfigOpt, SetOpt, _print_rows, _study, app, say
 from ablate.errors import UsageError
-from ablate.search import DEFAULT_METHOD, DEFAULT_TRUTH
+from ablate.search import DEFAULT_TRUTH
 
 
 def _fmt_quality(q: dict) -> list:
@@ -85,7 +85,9 @@ def fidelity(configs: Annotated[Optional[list[str]], typer.Argument(
 def search(target: Annotated[str, typer.Option("--target", help="eval set to optimize")],
            max_size: Annotated[int, typer.Option("--max-size", help="largest mixture size")] = 3,
            weights_grid: Annotated[Optional[str], typer.Option("--weights-grid", help="e.g. 1,2,4")] = None,
-           method: Annotated[str, typer.Option("--method", help="merged | calibrated | regression")] = DEFAULT_METHOD,
+           method: Annotated[Optional[str], typer.Option(
+               "--method", help="merged | task-sum | calibrated | regression (default: the protocol's best for "
+                                "--truth, see FIDELITY.md)")] = None,
            truth: TruthOpt = DEFAULT_TRUTH,
            validate: Annotated[int, typer.Option("--validate", help="train the top M as unions")] = 0,
            top: Annotated[int, typer.Option("--top", help="rows to show and store")] = 10,

@@ -74,10 +74,11 @@ def run_demo(cfg: StudyConfig, pool: Pool, report_dir: Path, log=print) -> str:
     log(f"      {out['mixtures']} mixtures ({out['scored']} scored, {out['cached']} cached) in {out['seconds']:.1f} s")
     target = (cfg.units.eval_only_domains or cfg.units.domains)[0]
     if plan:
-        log(f"[7/8] mixture search for {target!r} ({DEFAULT_METHOD} proxy, weighted candidates), top 2 validated "
+        method = DEFAULT_METHOD[DEFAULT_TRUTH]
+        log(f"[7/8] mixture search for {target!r} ({method} proxy, weighted candidates), top 2 validated "
             f"against the {DEFAULT_TRUTH!r} truth (weighted ones as weighted unions)")
         found = run_search(cfg, pool, target, max_size=len(units), grid=cfg.demo_search_grid,
-                           method=DEFAULT_METHOD, truth=DEFAULT_TRUTH, validate=2, log=log)
+                           method=method, truth=DEFAULT_TRUTH, validate=2, log=log)
         for r in found["rows"][:3]:
             log(f"      #{r['rank']} {'+'.join(r['mixture'])} w={[round(w, 2) for w in r['weights']]} "
                 f"proxy {r['proxy_ppl']:.1f}" + (f", union {r['union_ppl']:.1f} (rank {r['union_rank']} of "

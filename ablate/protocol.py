@@ -43,11 +43,14 @@ def score_study(cfg: StudyConfig, prep: dict, source: str) -> dict:
         for m in calibration_sizes(n, len(unions)):
             fit_on = [(tuple(mix), proxies.wkey([1 / len(mix)] * len(mix)))
                       for mix in plan_unions(units, [], m, [u[0] for u in unions])]
+            # what the calibration costs, in trainings of one unit: a sum union of k units costs k
+            cost = sum(len(mix) if budget == "sum" else 1 for mix, _ in fit_on)
             for method in cfg.fidelity.proxies:
                 pred = held_out(method, cases, truths, fit_on, budget)
                 for q in score_predictions(pred, truths, noise):
                     rows.append({"study": cfg.name, "budget": budget, "proxy": method, "m": m,
-                                 "held_out": len(unions) - m, "fitted": proxies.get(method).fitted, **q})
+                                 "held_out": len(unions) - m, "fitted": proxies.get(method).fitted,
+                                 "calibration_unit_trainings": cost if proxies.get(method).fitted else 0, **q})
     return {"study": cfg.name, "source": source, "units": units, "n_truths": len(wanted),
             "eval_sets": sorted({c.eval_set for c in all_cases}), "rows": rows,
             "seconds": prep["seconds"], "config": cfg.model_dump(mode="json")}
@@ -59,6 +62,7 @@ def summarize(rows: list[dict]) -> dict:
     sp = [r["spearman"] for r in rows if not math.isnan(r["spearman"])]
     pw = [r["pairwise_agreement"] for r in rows if not math.isnan(r["pairwise_agreement"])]
     return {"evals": len(rows), "top1": sum(r["top1"] for r in rows),
+            "cost": statistics.mean(r["calibration_unit_trainings"] for r in rows) if rows else 0,
             "top1_noise": sum(r["top1_within_noise"] for r in rows),
             "median_spearman": statistics.median(sp) if sp else math.nan, "min_spearman": min(sp) if sp else math.nan,
             "worst_regret": max(r["regret"] for r in rows) if rows else math.nan,
@@ -72,14 +76,14 @@ def _f(v, digits=2, pct=False) -> str:
 
 
 def _table(rows: list[dict], keys: list[str]) -> list[str]:
-    lines = [f"| {' | '.join(keys)} | eval sets | top-1 | top-1 within noise | median Spearman | min Spearman | "
-             "worst regret | pairwise beyond noise |", "|" + "---|" * (len(keys) + 7)]
+    lines = [f"| {' | '.join(keys)} | fit cost (unit trainings) | eval sets | top-1 | top-1 within noise | "
+             "median Spearman | min Spearman | worst regret | pairwise beyond noise |", "|" + "---|" * (len(keys) + 8)]
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault(tuple(r[k] for k in keys), []).append(r)
     for g, rs in groups.items():
         s = summarize(rs)
-        lines.append(f"| {' | '.join(str(x) for x in g)} | {s['evals']} | {s['top1']}/{s['evals']} | "
+        lines.append(f"| {' | '.join(str(x) for x in g)} | {s['cost']:.1f} | {s['evals']} | {s['top1']}/{s['evals']} | "
                      f"{s['top1_noise']}/{s['evals']} | {_f(s['median_spearman'])} | {_f(s['min_spearman'])} | "
                      f"{_f(s['worst_regret'], 2, True)} | {_f(s['pairwise'])} |")
     return lines

@@ -1,7 +1,7 @@
 """The verdict: how faithful the proxy is, and what it saved.
 
 How to run:
-    ablate report --out report/     # report.md + fidelity.png + cost.png
+    ablate report --out report/     # report.md + fidelity-<truth>.png + cost.png + budget-<truth>.png
 
 Everything here is read from the index views (`proxy_fidelity`,
 `mixture_vs_union`) and the `models` / `mixture_perplexity` tables, so the

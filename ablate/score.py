@@ -183,15 +183,15 @@ def score_built_models(study: Study, mixtures: list[list[str]], method: str, bui
     import time
 
     from ablate.energy import Meter
-    from ablate.merge import merge_id
     from ablate.progress import bar
+    from ablate.proxies import model_id as proxy_model_id
 
     cfg, pool = study.cfg, study.pool
     done = existing_rows(pool)
     todo = []
     for mix in mixtures:
         members = [study.unit_member(u) for u in mix]
-        mid = f"{method}-" + merge_id(members, [1.0 / len(mix)] * len(mix)).removeprefix("merge-")
+        mid = proxy_model_id(method, members, [1.0 / len(mix)] * len(mix))
         if not all(row_id(method, mid, ev, cfg.eval.seq_len) in done for ev in study.evals):
             todo.append((mix, members, mid))
     if not todo:

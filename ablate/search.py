@@ -33,10 +33,10 @@ from ablate.pool import Pool, atomic_write_bytes
 from ablate.proxies import wkey
 
 # What search ranks by and validates against when not told: set from the fidelity protocol
-# (FIDELITY.md), not from the demo.
-DEFAULT_METHOD = "merged"
+# (FIDELITY.md: the best proxy per ground truth out of sample over its studies), not from the demo.
 DEFAULT_TRUTH = "unit"
-METHODS = ("merged", "calibrated", "regression")
+DEFAULT_METHOD = {"unit": "merged", "sum": "merged"}
+METHODS = ("merged", "task-sum", "calibrated", "regression")
 
 
 def candidates(units: list[str], max_size: int, grid: list[float], weighted_max_size: int = 3):
@@ -59,20 +59,21 @@ def candidates(units: list[str], max_size: int, grid: list[float], weighted_max_
     return out
 
 
-def _score(cfg: StudyConfig, pool: Pool, target: str, cands) -> dict[tuple, float]:
-    """Merged perplexity on the target for every candidate (cached rows first, then merge+eval)."""
+def _score(cfg: StudyConfig, pool: Pool, target: str, cands, method: str = "merged") -> dict[tuple, float]:
+    """An evaluated proxy's perplexity on the target for every candidate (cached rows first, then build+eval)."""
+    from ablate import proxies
     from ablate.energy import Meter
-    from ablate.merge import merge_id, merge_members
     from ablate.model import load_state, model_from_config, seed_config
     from ablate.progress import bar
     from ablate.score import attach_cost, evaluate_rows, existing_rows, load_study, write_rows
 
+    build = proxies.get(method).build
     study = load_study(cfg, pool, [target])
     members = {u: study.unit_member(u) for u in {u for c, _ in cands for u in c}}
-    ids = {(tuple(c), tuple(w)): merge_id([members[u] for u in c], w) for c, w in cands}
+    ids = {(tuple(c), tuple(w)): proxies.model_id(method, [members[u] for u in c], w) for c, w in cands}
     done = existing_rows(pool)
-    _, rows = Index(pool).query("SELECT model_id, ppl FROM mixture_perplexity WHERE method = 'merged' "
-                                "AND eval_set = ?", [target])
+    _, rows = Index(pool).query("SELECT model_id, ppl FROM mixture_perplexity WHERE method = ? "
+                                "AND eval_set = ?", [method, target])
     known = dict(rows)
     model = model_from_config(seed_config(pool, study.seed["model_id"]))
     new_rows = []
@@ -80,9 +81,10 @@ def _score(cfg: StudyConfig, pool: Pool, target: str, cands) -> dict[tuple, floa
     with Meter(cfg.energy) as meter, bar(f"search {target}", len(todo)) as update:
         for c, w in todo:
             t0 = time.perf_counter()
-            load_state(model, merge_members(pool, [members[u] for u in c], w), "merged weights")
+            state = build(pool, study.seed["model_id"], [members[u] for u in c], w)
+            load_state(model, state, f"{method} weights")
             mid = ids[(tuple(c), tuple(w))]
-            rows = evaluate_rows(study, model, method="merged", mixture=c, weights=w, model_id=mid,
+            rows = evaluate_rows(study, model, method=method, mixture=c, weights=w, model_id=mid,
                                  merge_s=time.perf_counter() - t0, skip=done)
             new_rows += rows
             known[mid] = rows[0]["ppl"] if rows else known.get(mid)
@@ -99,12 +101,13 @@ def _fitted(pool: Pool, target: str, method: str, truth: str) -> dict[tuple, flo
 
 
 def run_search(cfg: StudyConfig, pool: Pool, target: str, *, max_size: int = 3, grid: list[float] | None = None,
-               method: str = DEFAULT_METHOD, truth: str = DEFAULT_TRUTH, validate: int = 0, top: int = 10,
+               method: str | None = None, truth: str = DEFAULT_TRUTH, validate: int = 0, top: int = 10,
                log=print) -> dict:
     from ablate.calibrate import refresh
     from ablate.score import load_study, score_reference_models, existing_rows, write_rows
     from ablate.train import BUDGETS, train_member
 
+    method = method or DEFAULT_METHOD.get(truth, "merged")
     if method not in METHODS:
         raise UsageError(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
     if truth not in BUDGETS:
@@ -116,7 +119,9 @@ def run_search(cfg: StudyConfig, pool: Pool, target: str, *, max_size: int = 3, 
         raise UsageError(f"no units in {pool.root}: run `ablate units split` first")
     cands = candidates(units, min(max_size, len(units)), grid or [1.0])
     scores = {(c, wkey(w)): v for (c, w), v in _score(cfg, pool, target, cands).items()}
-    if method != "merged":
+    if method == "task-sum":
+        scores = {(c, wkey(w)): v for (c, w), v in _score(cfg, pool, target, cands, method).items()}
+    elif method != "merged":
         fitted = refresh(pool, cfg.eval.seq_len, log=log) or {}
         if (method, truth) not in fitted:
             raise UsageError(f"--method {method} needs 3 trained unions of the {truth!r} ground truth: "

@@ -39,7 +39,7 @@ def test_report_writes_markdown_and_plots(study_copy, tmp_path, capsys):
     assert code == 0, err
     text = (tmp_path / "rep" / "report.md").read_text()
     assert "Pearson" in text and "retraining" in text and "Energy method" in text
-    assert (tmp_path / "rep" / "fidelity.png").stat().st_size > 1000
+    assert (tmp_path / "rep" / "fidelity-sum.png").stat().st_size > 1000  # one per ground truth
     assert (tmp_path / "rep" / "cost.png").stat().st_size > 1000
 
 

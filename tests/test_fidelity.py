@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from ablate.calibrate import fit, noise_floor, predict, ranking_quality, refresh, suggest_unions
+from ablate.calibrate import noise_floor, ranking_quality, refresh, suggest_unions
 from ablate.index import Index
 from ablate.merge import merge_members, parse_mixture
 from ablate.search import candidates, run_search
@@ -18,22 +18,6 @@ from ablate.sweep import run_sweep
 from ablate.train import train_member
 
 quiet = dict(log=lambda *a: None)
-
-
-def test_fit_recovers_a_known_calibration():
-    rng = np.random.default_rng(0)
-    obs = []
-    for i in range(40):
-        k = int(rng.integers(1, 5))
-        lm = float(rng.uniform(4, 7))
-        own = float(i % 2)
-        own_lm = float(rng.uniform(4, 6)) if own else 0.0
-        ev = "a" if i % 3 else "b"
-        lu = (0.3 if ev == "a" else 0.1) + 0.9 * lm - 0.2 * math.log(k) + 0.05 * own * own_lm - 0.1 * own
-        obs.append({"eval_set": ev, "lm": lm, "k_eff": k, "own": own, "own_lm": own_lm, "lu": lu})
-    coef = fit(obs, ["a", "b"])
-    assert np.allclose(coef, [0.3, 0.1, 0.9, -0.2, -0.1, 0.05], atol=2e-3)
-    assert np.allclose(predict(coef, obs, ["a", "b"]), [o["lu"] for o in obs], atol=1e-3)
 
 
 def test_rank_flips_inside_the_noise_are_not_errors():
@@ -93,10 +77,11 @@ def test_replicates_give_a_noise_floor_and_calibrated_rows(calibrated):
     assert set(noise) == {"fortunes", "literature"} and all(v["sd_log_ppl"] > 0 for v in noise.values())
     _, reps = Index(pool).query("SELECT DISTINCT replicate FROM mixture_perplexity WHERE method = 'union'")
     assert sorted(r[0] for r in reps) == [0, 1]
-    model = refresh(pool, cfg.eval.seq_len, **quiet)
-    assert model["unions"] >= 3
+    fitted = refresh(pool, cfg.eval.seq_len, **quiet)
+    assert fitted[("calibrated", "sum")]["unions"] >= 3 and ("calibrated", "unit") not in fitted  # no unit unions
     _, rows = Index(pool).query("SELECT count(*) FILTER (WHERE method = 'merged'), "
-                                "count(*) FILTER (WHERE method = 'calibrated') FROM mixture_perplexity")
+                                "count(*) FILTER (WHERE method = 'calibrated' AND budget = 'sum') "
+                                "FROM mixture_perplexity")
     assert rows[0][0] == rows[0][1] == 30
     _, rows = Index(pool).query("SELECT ppl, nll_sum, n_tokens FROM mixture_perplexity WHERE method = 'calibrated'")
     assert all(math.isclose(p, math.exp(nll / n), rel_tol=1e-9) for p, nll, n in rows)
@@ -104,9 +89,10 @@ def test_replicates_give_a_noise_floor_and_calibrated_rows(calibrated):
 
 def test_budget_curve_matches_its_definition(calibrated):
     _, pool, _ = calibrated
-    _, mv = Index(pool).query("SELECT eval_set, union_ppl FROM mixture_vs_union WHERE k >= 2")
+    _, mv = Index(pool).query("SELECT eval_set, union_ppl FROM mixture_vs_union WHERE k >= 2 AND proxy = 'merged' "
+                              "AND budget = 'sum'")
     _, curve = Index(pool).query("SELECT eval_set, n, retrain_expected_best_ppl, proxy_expected_best_ppl "
-                                 "FROM budget_curve ORDER BY eval_set, n")
+                                 "FROM budget_curve WHERE budget = 'sum' ORDER BY eval_set, n")
     for ev in ("fortunes", "literature"):
         v = sorted((p for e, p in mv if e == ev), reverse=True)  # worst -> best
         big = len(v)
@@ -121,7 +107,7 @@ def test_budget_curve_matches_its_definition(calibrated):
 
 def test_search_ranks_stores_and_validates(calibrated):
     cfg, pool, _ = calibrated
-    out = run_search(cfg, pool, "literature", max_size=2, grid=[1, 3], validate=1, **quiet)
+    out = run_search(cfg, pool, "literature", max_size=2, grid=[1, 3], truth="sum", validate=1, **quiet)
     ranks = [r["proxy_ppl"] for r in out["rows"]]
     assert ranks == sorted(ranks)
     assert any(len(set(r["weights"])) > 1 for r in out["rows"])  # weighted candidates took part
@@ -176,3 +162,17 @@ def test_a_growing_pool_trains_and_scores_only_what_is_new(study_copy):
     assert [bool(t.get("reused")) for t in trained] == [True] * len(units) + [False]
     out = run_sweep(grown, pool, units + new, max_size=2, **quiet)
     assert out["cached"] == 10 and out["scored"] == 5  # only mixtures with the new unit
+
+
+def test_search_validates_weighted_winners_against_a_weighted_fixed_budget_union(calibrated):
+    cfg, pool, _ = calibrated
+    out = run_search(cfg, pool, "fortunes", max_size=2, grid=[1, 3], truth="unit", validate=4, **quiet)
+    validated = [r for r in out["rows"] if r["validated"]]
+    assert len(validated) == 4 and all(r["union_ppl"] is not None for r in validated)
+    weighted = [r for r in validated if len(set(r["weights"])) > 1]
+    assert weighted, "the top candidates should include a weighted mixture"
+    for r in weighted:  # its truth is a union drawing each unit's share of one unit's budget
+        meta = next(m for m in pool.iter_metas("union") if m["budget"] == "unit" and m["units"] == r["mixture"]
+                    and np.allclose(m["weights"], r["weights"], atol=1e-6))
+        assert meta["budget_tokens"] == next(pool.iter_metas("unit"))["train_tokens"]
+    assert all(r["budget"] == "unit" for r in out["rows"])

@@ -18,7 +18,6 @@ Every method answers predict(cases, known, budget) -> one log perplexity per cas
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -145,5 +144,9 @@ def evaluate_proxy(name: str, study, mixtures: list[list[str]], log=print) -> in
     return score_built_models(study, mixtures, name, proxy.build, log=log)
 
 
-def finite(x: float) -> bool:
-    return x is not None and math.isfinite(x)
+def model_id(method: str, members: list[str], weights: list[float]) -> str:
+    """The id of an evaluated proxy's model: the merge id for `merged` (as rows have always had)."""
+    from ablate.merge import merge_id
+
+    mid = merge_id(members, weights)
+    return mid if method == "merged" else f"{method}-" + mid.removeprefix("merge-")
