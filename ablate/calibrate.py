@@ -30,7 +30,7 @@ from ablate import proxies
 from ablate.errors import UsageError
 from ablate.index import Index
 from ablate.pool import Pool
-from ablate.train import BUDGETS
+from ablate.truths import BUDGETS
 
 MIN_UNIONS = 3
 FITTED = ("calibrated", "regression")

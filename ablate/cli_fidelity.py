@@ -30,7 +30,7 @@ TruthOpt = Annotated[str, typer.Option("--truth", help="ground truth: unit (equa
 def calibrate(config: ConfigOpt = None, set_: SetOpt = None):
     """Fit the fitted proxies per ground truth; print every proxy's fidelity (fitted ones leave-one-union-out)."""
     from ablate.calibrate import fidelity, refresh
-    from ablate.train import BUDGETS, QUESTIONS
+    from ablate.truths import BUDGETS, QUESTIONS
 
     cfg, pool = _study(config, set_)
     fitted = refresh(pool, cfg.eval.seq_len, log=say)
@@ -53,7 +53,7 @@ def suggest_unions_cmd(budget: Annotated[int, typer.Option("--budget", help="how
                        truth: TruthOpt = "unit", config: ConfigOpt = None, set_: SetOpt = None):
     """Propose which unions to train next for the most informative calibration."""
     from ablate.calibrate import suggest_unions
-    from ablate.train import BUDGETS
+    from ablate.truths import BUDGETS
 
     cfg, pool = _study(config, set_)
     if budget < 1:

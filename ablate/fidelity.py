@@ -25,9 +25,16 @@ from pathlib import Path
 
 import numpy as np
 
+from ablate import proxies
 from ablate.config import StudyConfig, load_config
+from ablate.demo import build_members
 from ablate.errors import UsageError
 from ablate.pool import Pool
+from ablate.progress import price_line
+from ablate.protocol import score_study, write_markdown
+from ablate.score import existing_rows, load_study, score_built_models, score_reference_models, write_rows
+from ablate.sweep import run_sweep
+from ablate.train import train_member
 
 DEFAULT_STUDIES = "configs/fidelity/*.yaml"
 
@@ -60,13 +67,6 @@ def check_domains(cfg: StudyConfig, source: str) -> None:
 
 def prepare_study(cfg: StudyConfig, log=print) -> dict:
     """Build one study and train/evaluate everything its scoring needs; returns its units and truths."""
-    from ablate.demo import build_members
-    from ablate.progress import price_line
-    from ablate.proxies import evaluate_proxy
-    from ablate.score import existing_rows, load_study, score_reference_models, write_rows
-    from ablate.sweep import run_sweep
-    from ablate.train import train_member
-
     pool = Pool(cfg.pool)
     t0 = time.perf_counter()
     units = build_members(cfg, pool, log)
@@ -82,7 +82,9 @@ def prepare_study(cfg: StudyConfig, log=print) -> dict:
     study = load_study(cfg, pool)
     write_rows(pool, score_reference_models(study, truths, existing_rows(pool)))
     for name in cfg.fidelity.proxies:
-        evaluate_proxy(name, study, truths, log=log)
+        proxy = proxies.get(name)
+        if proxy.evaluated and name != "merged":  # merged rows come from the sweep; fitted ones need none
+            score_built_models(study, truths, name, proxy.build, log=log)
     return {"units": units, "truths": truths, "seconds": time.perf_counter() - t0}
 
 
@@ -112,8 +114,6 @@ def study_configs(paths: list[str] | None) -> list[tuple[str, StudyConfig]]:
 
 def run_fidelity(paths: list[str] | None, out: Path | None, log=print, prepare_only: bool = False) -> dict:
     """The whole protocol: prepare every study, score every proxy per truth, write the Markdown."""
-    from ablate.protocol import score_study, write_markdown
-
     studies = study_configs(paths)
     for source, cfg in studies:  # every config is checked before any study starts training
         check_domains(cfg, source)

@@ -19,7 +19,7 @@ from ablate import proxies
 from ablate.calibrate import held_out, noise_floor, plan_unions, score_predictions, union_keys
 from ablate.config import StudyConfig
 from ablate.pool import Pool, atomic_write_bytes
-from ablate.train import QUESTIONS
+from ablate.truths import QUESTIONS
 
 MIN_HELD_OUT = 4  # a ranking of fewer held-out mixtures says little
 

@@ -90,7 +90,7 @@ def truth_order(pool: Pool) -> list[str]:
 
 def fidelity_markdown(pool: Pool) -> list[str]:
     from ablate.calibrate import fidelity as proxy_fidelity
-    from ablate.train import QUESTIONS
+    from ablate.truths import QUESTIONS
 
     lines = []
     for budget in truth_order(pool):

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from ablate import faults
+from ablate import faults, proxies
 from ablate.config import StudyConfig
 from ablate.errors import UsageError
 from ablate.evaluate import evaluate_tokens
@@ -29,6 +29,7 @@ from ablate.index import Index
 from ablate.model import count_params, find_seed, load_member, load_state, model_from_config, seed_config
 from ablate.pool import Pool, atomic_write_bytes
 from ablate.train import member_id, member_recipe
+from ablate.truths import Budget
 from ablate.units import eval_sets, load_eval_tokens, load_tokenizer, study_tokenizer, token_byte_lengths, unit_meta
 
 
@@ -55,8 +56,6 @@ class Study:
 
     def union_member(self, unit_ids: list[str], replicate: int = 0, budget: str = "sum") -> str | None:
         """The trained uniform union of these units for a ground truth (budget sum or unit), if any."""
-        from ablate.train import Budget
-
         plan = Budget("sum") if len(unit_ids) == 1 else Budget(budget)
         if len(unit_ids) == 1 and replicate == 0:
             return self.unit_member(unit_ids[0], required=False)
@@ -184,14 +183,12 @@ def score_built_models(study: Study, mixtures: list[list[str]], method: str, bui
 
     from ablate.energy import Meter
     from ablate.progress import bar
-    from ablate.proxies import model_id as proxy_model_id
-
     cfg, pool = study.cfg, study.pool
     done = existing_rows(pool)
     todo = []
     for mix in mixtures:
         members = [study.unit_member(u) for u in mix]
-        mid = proxy_model_id(method, members, [1.0 / len(mix)] * len(mix))
+        mid = proxies.model_id(method, members, [1.0 / len(mix)] * len(mix))
         if not all(row_id(method, mid, ev, cfg.eval.seq_len) in done for ev in study.evals):
             todo.append((mix, members, mid))
     if not todo:

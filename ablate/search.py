@@ -105,7 +105,8 @@ def run_search(cfg: StudyConfig, pool: Pool, target: str, *, max_size: int = 3, 
                log=print) -> dict:
     from ablate.calibrate import refresh
     from ablate.score import load_study, score_reference_models, existing_rows, write_rows
-    from ablate.train import BUDGETS, train_member
+    from ablate.train import train_member
+    from ablate.truths import BUDGETS
 
     method = method or DEFAULT_METHOD.get(truth, "merged")
     if method not in METHODS:

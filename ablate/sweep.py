@@ -115,7 +115,7 @@ def run_sweep(cfg: StudyConfig, pool: Pool, unit_ids: list[str] | None = None, *
     t0 = time.perf_counter()
     # Several segments per worker: finer progress and finer-grained resume.
     segs = segments(todo, max(1, jobs * 4)) if todo else []
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = cfg.train.threads or max(1, (os.cpu_count() or 1) // jobs)  # share the cores, never fight
     scored = 0
     with bar("sweep", len(masks), len(masks) - len(todo), {"mix_min": "-"}) as update:
         if backend == "local":

@@ -52,3 +52,28 @@ def test_codecarbon_meter_records_its_method_and_assumptions(study_copy):
     assert meta["energy_assumptions"]["grid_g_co2e_per_kwh"] == 100.0
     assert meta["energy_kwh"] > 0
     assert abs(meta["co2_kg"] - meta["energy_kwh"] * 0.1) < 1e-9 + 0.05 * meta["co2_kg"]
+
+
+def test_demo_trains_both_ground_truths_and_validates_a_weighted_search(study, tmp_path, capsys):
+    """`ablate demo` on the tiny study (pair unions only): both truths, per-truth verdict, validated search."""
+    import shutil
+
+    from ablate.index import Index
+    from ablate.pool import Pool
+
+    base, _, _, _ = study
+    shutil.copytree(Path(base.pool).parent, tmp_path / "s")
+    cfg = base.model_copy(deep=True)
+    cfg.pool, cfg.corpus.path = str(tmp_path / "s" / "pool"), str(tmp_path / "s" / "corpus")
+    cfg.demo_unions, cfg.demo_noise_unions, cfg.demo_search_grid = "pairs", 2, [1.0, 3.0]
+    path = write_config(cfg, tmp_path / "demo.yaml")
+    code, out, err = run_cli(["demo", "-c", str(path), "--report", str(tmp_path / "rep")], capsys)
+    assert code == 0, err
+    pool = Pool(cfg.pool)
+    _, rows = Index(pool).query("SELECT budget, count(*) FROM models WHERE kind = 'union' GROUP BY ALL")
+    assert dict(rows)["unit"] >= 6 + 2 and dict(rows)["sum"] >= 6 + 2  # 6 pairs each, 2 replicates each
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert report.index("ground truth: which composition") < report.index("`sum` ground truth")  # unit first
+    _, searched = Index(pool).query("SELECT budget, validated, union_ppl FROM searches")
+    assert {b for b, _, _ in searched} == {"unit"}
+    assert sum(v for _, v, _ in searched) == 2 and all(u is not None for _, v, u in searched if v)

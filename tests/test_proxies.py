@@ -191,3 +191,19 @@ def test_fidelity_cli_end_to_end_and_bad_config(study, tmp_path, capsys):
     code, _, err = run_cli(["fidelity", str(good), str(path), "--out", str(tmp_path / "G.md")], capsys)
     assert code == 2 and err.count("error:") == 1 and "klingon" in err and "Traceback" not in err
     assert tree_digest(tmp_path) == before and not (tmp_path / "bad-pool").exists()
+
+
+def test_additive_adds_each_units_own_effect(both_truths):
+    cfg, pool, prep = both_truths
+    cases = proxies.load_cases(pool)
+    for budget in ("unit", "sum"):
+        pred = proxies.get("additive").predict(cases, {}, budget)
+        for c, p in zip(cases, pred):
+            deltas = [m - c.seed for m in c.members]
+            expect = c.seed + (sum(deltas) if budget == "sum" else float(np.mean(deltas)))
+            assert math.isclose(p, expect, rel_tol=1e-6)  # weights are stored to 6 decimals
+            if c.k == 1:
+                assert math.isclose(p, c.merged, rel_tol=1e-12)  # one unit: its member
+    # with no union to learn from, the composition regression of the add-data truth is the additive proxy
+    reg = proxies.get("regression").predict(cases, {}, "sum")
+    assert np.allclose(reg, proxies.get("additive").predict(cases, {}, "sum"), atol=0.05)  # up to its ridge

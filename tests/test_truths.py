@@ -22,7 +22,8 @@ import pytest
 from ablate.config import config_hash
 from ablate.index import Index
 from ablate.pool import Pool
-from ablate.train import draw_sequences, member_recipe, parse_budget, train_member, unit_sequences
+from ablate.train import member_recipe, train_member, unit_sequences
+from ablate.truths import draw_sequences, parse_budget
 from ablate.units import unit_meta
 from conftest import run_cli, tree_digest, write_config
 from test_crash import crash_and_recover

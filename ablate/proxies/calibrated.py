@@ -20,6 +20,8 @@ import math
 
 import numpy as np
 
+from ablate.proxies.base import free_truths
+
 RELATIONS = ("own", "seed", "other")
 RIDGE = 1e-3
 
@@ -60,8 +62,6 @@ class Calibrated:
                "question; slopes kept only if they win leave-one-union-out")
 
     def fit(self, cases, known, budget) -> dict:
-        from ablate.proxies import free_truths
-
         truths = free_truths(cases) | dict(known)
         train = [c for c in cases if c.key in truths]
         evals = sorted({c.eval_set for c in cases})

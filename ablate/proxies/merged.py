@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ablate.merge import merge_members
+
 
 class Merged:
     name = "merged"
@@ -13,8 +15,6 @@ class Merged:
 
     @staticmethod
     def build(pool, seed_id: str, members: list[str], weights: list[float]):
-        from ablate.merge import merge_members
-
         return merge_members(pool, members, weights)
 
     def predict(self, cases, known, budget) -> np.ndarray:

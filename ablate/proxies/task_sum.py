@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
+
+from ablate.merge import merge_members
 
 
 class TaskSum:
@@ -21,10 +24,6 @@ class TaskSum:
     @staticmethod
     def build(pool, seed_id: str, members: list[str], weights: list[float]):
         """seed + k * sum_i w_i (theta_i - seed) = k * mean - (k - 1) * seed, in float32."""
-        from safetensors.torch import load_file
-
-        from ablate.merge import merge_members
-
         k = len(members)
         mean = merge_members(pool, members, weights)
         seed = load_file(str(pool.weights_path(seed_id)))
