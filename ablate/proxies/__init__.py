@@ -22,11 +22,11 @@ from ablate.errors import UsageError
 from ablate.index import Index
 from ablate.merge import merge_id
 from ablate.pool import Pool
-from ablate.proxies import additive, calibrated, merged, regression, task_sum
+from ablate.proxies import additive, calibrated, merged, own_additive, regression, task_sum
 from ablate.proxies.base import Case, Key, Proxy, free_truths, wkey  # noqa: F401  (the package's interface)
 
-REGISTRY: dict[str, Proxy] = {p.name: p for p in (merged.PROXY, task_sum.PROXY, additive.PROXY, calibrated.PROXY,
-                                                   regression.PROXY)}
+REGISTRY: dict[str, Proxy] = {p.name: p for p in (merged.PROXY, task_sum.PROXY, additive.PROXY, own_additive.PROXY,
+                                                   calibrated.PROXY, regression.PROXY)}
 
 
 def names() -> list[str]:
