@@ -89,6 +89,33 @@ def _table(rows: list[dict], keys: list[str]) -> list[str]:
     return lines
 
 
+def worse_than_merged(rows: list[dict], proxy: str) -> int:
+    """Paired count of (study, truth, m, eval set) where `proxy`'s pick is worse by retraining than merged's."""
+    merged = {(r["study"], r["budget"], r["m"], r["eval_set"]): r["regret"] for r in rows if r["proxy"] == "merged"}
+    return sum(r["regret"] > merged[(r["study"], r["budget"], r["m"], r["eval_set"])] + 1e-12
+               for r in rows if r["proxy"] == proxy and (r["study"], r["budget"], r["m"], r["eval_set"]) in merged)
+
+
+def headline(rows: list[dict], budget: str) -> list[str]:
+    """Per calibration budget m, each proxy's pooled figures, best first (top-1, then median Spearman)."""
+    lines = [f"| m | proxy | top-1 | top-1 within noise | median Spearman | worst regret | eval sets worse than merged |",
+             "|---|---|---|---|---|---|---|"]
+    part = [r for r in rows if r["budget"] == budget]
+    for m in sorted({r["m"] for r in part}):
+        ranked = []
+        for proxy in sorted({r["proxy"] for r in part}):
+            sel = [r for r in part if r["m"] == m and r["proxy"] == proxy]
+            if sel:
+                ranked.append((summarize(sel), proxy, worse_than_merged(sel + [r for r in part if r["m"] == m
+                                                                               and r["proxy"] == "merged"], proxy)))
+        ranked.sort(key=lambda t: (-t[0]["top1"], -t[0]["median_spearman"]))
+        for s, proxy, worse in ranked:
+            lines.append(f"| {m} | {proxy} | {s['top1']}/{s['evals']} ({_f(s['top1'] / s['evals'], 0, True)}) | "
+                         f"{s['top1_noise']}/{s['evals']} | {_f(s['median_spearman'])} | {_f(s['worst_regret'], 2, True)} | "
+                         f"{worse} |")
+    return lines
+
+
 def write_markdown(results: list[dict], out: Path, seconds: float, sources: list[str]) -> Path:
     rows = [r for s in results for r in s["rows"]]
     order = {"unit": 0, "sum": 1}
@@ -108,8 +135,9 @@ def write_markdown(results: list[dict], out: Path, seconds: float, sources: list
     for budget in sorted({r["budget"] for r in rows}, key=lambda b: order.get(b, 9)):
         part = [r for r in rows if r["budget"] == budget]
         lines += ["", f"## Ground truth `{budget}`: {QUESTIONS[budget]}", "",
-                  "### All studies pooled, by calibration budget m (unions trained for fitting)", ""]
-        lines += _table(part, ["m", "proxy"])
+                  "### All studies pooled, by calibration budget m (unions trained for fitting), best first", ""]
+        lines += headline(rows, budget)
+        lines += ["", "### All studies pooled, with the calibration's cost", ""] + _table(part, ["m", "proxy"])
         lines += ["", "### Per study", ""] + _table(part, ["study", "m", "proxy"])
     lines += ["", "## Per eval set (every study, truth, m and proxy)", "",
               "| study | truth | m | held out | proxy | eval set | Pearson | Spearman | top-1 | regret | pairwise |",

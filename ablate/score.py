@@ -29,7 +29,7 @@ from ablate.index import Index
 from ablate.model import count_params, find_seed, load_member, load_state, model_from_config, seed_config
 from ablate.pool import Pool, atomic_write_bytes
 from ablate.train import member_id, member_recipe
-from ablate.truths import Budget
+from ablate.truths import BUDGETS, Budget
 from ablate.units import eval_sets, load_eval_tokens, load_tokenizer, study_tokenizer, token_byte_lengths, unit_meta
 
 
@@ -241,11 +241,14 @@ def score_mixture(cfg: StudyConfig, pool: Pool, items: list[str], weights: str |
     from ablate.calibrate import refresh
 
     refresh(pool, cfg.eval.seq_len, log=lambda *a: None)  # the `calibrated` rows, when enough unions exist
-    ids = [row_id(m, mid, ev, cfg.eval.seq_len) for ev in study.evals for m in ("merged", "calibrated")]
+    # the merged row, and the fitted proxies' rows for each ground truth (calibrate.refresh writes them)
+    methods = ["merged"] + [f"{m}:{b}" for m in ("calibrated", "regression") for b in BUDGETS]
+    ids = [row_id(m, mid, ev, cfg.eval.seq_len) for ev in study.evals for m in methods]
     ids += [row_id("seed", study.seed["model_id"], ev, cfg.eval.seq_len) for ev in study.evals]
     wanted = [round(w, 6) for w in weights]
     for truth in study.truths(unit_ids) if len(unit_ids) > 1 else []:
-        if truth.get("replicate", 0) == 0 and [round(w, 6) for w in truth.get("weights", wanted)] == wanted:
+        uniform = [1.0 / len(unit_ids)] * len(unit_ids)  # a union trained before weights existed
+        if truth.get("replicate", 0) == 0 and [round(w, 6) for w in truth.get("weights", uniform)] == wanted:
             ids += [row_id("union", truth["model_id"], ev, cfg.eval.seq_len) for ev in study.evals]
     marks = ", ".join("?" for _ in ids)
     cols, table = Index(pool).query(

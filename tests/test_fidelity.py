@@ -85,6 +85,9 @@ def test_replicates_give_a_noise_floor_and_calibrated_rows(calibrated):
     assert rows[0][0] == rows[0][1] == 30
     _, rows = Index(pool).query("SELECT ppl, nll_sum, n_tokens FROM mixture_perplexity WHERE method = 'calibrated'")
     assert all(math.isclose(p, math.exp(nll / n), rel_tol=1e-9) for p, nll, n in rows)
+    shown = score_mixture(cfg, pool, ["fortunes-00", "literature-00"])  # what `ablate score-mixture` prints
+    assert {(r["method"], r["budget"]) for r in shown} >= {("merged", ""), ("calibrated", "sum"), ("union", "sum"),
+                                                           ("seed", "")}
 
 
 def test_budget_curve_matches_its_definition(calibrated):
