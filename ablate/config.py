@@ -153,8 +153,11 @@ class StudyConfig(_Strict):
     # Loading a member always checks its size and safetensors header; this adds the
     # full sha256 (slower on big models; `ablate pool verify` always does it).
     verify_hash: bool = False
+    # unions the demo trains: every multi-unit mixture at equal compute (budget unit, one unit's cost
+    # each), and the add-data truth (budget sum, k units' cost each) for pairs only, to stay under 10 min
     demo_unions: Literal["all", "pairs", "none"] = "all"
-    demo_noise_unions: int = Field(3, ge=0)  # unions the demo retrains with a 2nd data order (noise floor)
+    demo_add_data_unions: Literal["all", "pairs", "none"] = "pairs"
+    demo_noise_unions: int = Field(2, ge=0)  # unions per truth the demo retrains with a 2nd data order (noise floor)
     demo_search_grid: list[float] = [1.0, 2.0]  # weights grid of the demo's mixture search
     fidelity: FidelityConfig = FidelityConfig()
 

@@ -2,7 +2,7 @@
 
 How to run:
     ablate demo                         # configs/demo.yaml's values (the embedded default)
-    ablate demo --set demo_unions=pairs # fewer union baselines, faster
+    ablate demo --set demo_unions=pairs # fewer ground-truth unions, faster
 
 Steps (each reuses what the pool already has, so a rerun is quick):
 corpus → units → seed → one member per unit → union baselines → sweep → report.
@@ -60,14 +60,15 @@ def run_demo(cfg: StudyConfig, pool: Pool, report_dir: Path, log=print) -> str:
 
     t0 = time.perf_counter()
     units = build_members(cfg, pool, log, steps="[1-4/8] ")
-    plan = union_plan(units, cfg.demo_unions)
-    truths = [DEFAULT_TRUTH] + [b for b in cfg.fidelity.budgets if b != DEFAULT_TRUTH]
-    log(f"[5/8] ground truths: {len(plan)} unions x budgets {', '.join(truths)} "
-        f"(unit: one unit's tokens, which composition at equal compute; sum: k x, what if I add data)")
+    plans = {"unit": union_plan(units, cfg.demo_unions), "sum": union_plan(units, cfg.demo_add_data_unions)}
+    truths = [DEFAULT_TRUTH] + [b for b in plans if b != DEFAULT_TRUTH]
+    plan = plans[DEFAULT_TRUTH]
+    log(f"[5/8] ground truths: " + ", ".join(f"{len(plans[b])} unions at budget {b}" for b in truths) +
+        " (unit: one unit's tokens, which composition at equal compute; sum: k x, what if I add data)")
     for budget in truths:
-        for mix in plan:
+        for mix in plans[budget]:
             log(price_line(train_member(cfg, pool, mix, budget=budget, log=log)))
-        for mix in plan[:cfg.demo_noise_unions]:  # a second data order: the run-to-run noise floor
+        for mix in plans[budget][:cfg.demo_noise_unions]:  # a second data order: the run-to-run noise floor
             log(price_line(train_member(cfg, pool, mix, budget=budget, replicate=1, log=log)))
     log("[6/8] sweep: every mixture scored by merging")
     out = run_sweep(cfg, pool, units)
