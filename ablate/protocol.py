@@ -24,9 +24,16 @@ from ablate.truths import QUESTIONS
 MIN_HELD_OUT = 4  # a ranking of fewer held-out mixtures says little
 
 
+M_LABELS = ("0", "n/2", "n", "2n")
+
+
+def calibration_sizes_labels(n_units: int) -> list[int]:
+    """The calibration budgets of the protocol, in the order of M_LABELS."""
+    return [0, max(1, n_units // 2), n_units, 2 * n_units]
+
+
 def calibration_sizes(n_units: int, n_truths: int) -> list[int]:
-    sizes = sorted({0, max(1, n_units // 2), n_units, 2 * n_units})
-    return [m for m in sizes if n_truths - m >= MIN_HELD_OUT]
+    return [m for m in sorted(set(calibration_sizes_labels(n_units))) if n_truths - m >= MIN_HELD_OUT]
 
 
 def score_study(cfg: StudyConfig, prep: dict, source: str) -> dict:
@@ -43,12 +50,13 @@ def score_study(cfg: StudyConfig, prep: dict, source: str) -> dict:
         for m in calibration_sizes(n, len(unions)):
             fit_on = [(tuple(mix), proxies.wkey([1 / len(mix)] * len(mix)))
                       for mix in plan_unions(units, [], m, [u[0] for u in unions])]
+            label = dict(zip(calibration_sizes_labels(n), M_LABELS))[m]  # pooled across studies of other n
             # what the calibration costs, in trainings of one unit: a sum union of k units costs k
             cost = sum(len(mix) if budget == "sum" else 1 for mix, _ in fit_on)
             for method in cfg.fidelity.proxies:
                 pred = held_out(method, cases, truths, fit_on, budget)
                 for q in score_predictions(pred, truths, noise):
-                    rows.append({"study": cfg.name, "budget": budget, "proxy": method, "m": m,
+                    rows.append({"study": cfg.name, "budget": budget, "proxy": method, "m": m, "m_label": label,
                                  "held_out": len(unions) - m, "fitted": proxies.get(method).fitted,
                                  "calibration_unit_trainings": cost if proxies.get(method).fitted else 0, **q})
     return {"study": cfg.name, "source": source, "units": units, "n_truths": len(wanted),
@@ -96,30 +104,61 @@ def worse_than_merged(rows: list[dict], proxy: str) -> int:
                for r in rows if r["proxy"] == proxy and (r["study"], r["budget"], r["m"], r["eval_set"]) in merged)
 
 
-def headline(rows: list[dict], budget: str) -> list[str]:
-    """Per calibration budget m, each proxy's pooled figures, best first (top-1, then median Spearman)."""
-    lines = [f"| m | proxy | top-1 | top-1 within noise | median Spearman | worst regret | eval sets worse than merged |",
-             "|---|---|---|---|---|---|---|"]
+def ranked(rows: list[dict], budget: str) -> list[tuple]:
+    """(m label, proxy, summary, eval sets worse than merged), per m best first (top-1, median Spearman)."""
     part = [r for r in rows if r["budget"] == budget]
-    for m in sorted({r["m"] for r in part}):
-        ranked = []
-        for proxy in sorted({r["proxy"] for r in part}):
-            sel = [r for r in part if r["m"] == m and r["proxy"] == proxy]
-            if sel:
-                ranked.append((summarize(sel), proxy, worse_than_merged(sel + [r for r in part if r["m"] == m
-                                                                               and r["proxy"] == "merged"], proxy)))
-        ranked.sort(key=lambda t: (-t[0]["top1"], -t[0]["median_spearman"]))
-        for s, proxy, worse in ranked:
-            lines.append(f"| {m} | {proxy} | {s['top1']}/{s['evals']} ({_f(s['top1'] / s['evals'], 0, True)}) | "
-                         f"{s['top1_noise']}/{s['evals']} | {_f(s['median_spearman'])} | {_f(s['worst_regret'], 2, True)} | "
-                         f"{worse} |")
+    out = []
+    for label in [x for x in M_LABELS if any(r["m_label"] == x for r in part)]:
+        at_m = [r for r in part if r["m_label"] == label]
+        group = [(summarize([r for r in at_m if r["proxy"] == p]), p, worse_than_merged(at_m, p))
+                 for p in sorted({r["proxy"] for r in at_m})]
+        group.sort(key=lambda t: (-t[0]["top1"], -t[0]["median_spearman"]))
+        out += [(label, p, s, worse) for s, p, worse in group]
+    return out
+
+
+def headline(rows: list[dict], budget: str) -> list[str]:
+    lines = ["| m | proxy | fit cost (unit trainings, mean) | top-1 | top-1 within noise | median Spearman | "
+             "worst regret | eval sets worse than merged |", "|---|---|---|---|---|---|---|---|"]
+    for label, proxy, s, worse in ranked(rows, budget):
+        lines.append(f"| {label} | {proxy} | {s['cost']:.1f} | {s['top1']}/{s['evals']} "
+                     f"({_f(s['top1'] / s['evals'], 0, True)}) | {s['top1_noise']}/{s['evals']} | "
+                     f"{_f(s['median_spearman'])} | {_f(s['worst_regret'], 2, True)} | {worse} |")
     return lines
+
+
+def goals(rows: list[dict]) -> list[str]:
+    """The issue's targets, checked on these rows (so a regenerated report says whether they still hold)."""
+    from ablate.search import DEFAULT_METHOD
+
+    lines = ["## Goals, checked", ""]
+    unit = [r for r in rows if r["budget"] == "unit" and r["m_label"] == "0" and r["proxy"] == DEFAULT_METHOD["unit"]]
+    if unit:
+        s = summarize(unit)
+        ok = s["top1"] >= 0.8 * s["evals"] and s["median_spearman"] >= 0.9 and s["worst_regret"] <= 0.02
+        lines.append(f"- Equal compute (`unit`), default proxy `{DEFAULT_METHOD['unit']}`, no union trained: top-1 "
+                     f"{s['top1']}/{s['evals']} ({_f(s['top1'] / s['evals'], 0, True)}; {s['top1_noise']}/{s['evals']} "
+                     f"within noise), median Spearman {_f(s['median_spearman'])}, worst regret "
+                     f"{_f(s['worst_regret'], 2, True)}. Target (top-1 ≥ 80 %, median Spearman ≥ 0.9, worst regret "
+                     f"≤ 2 %): {'met' if ok else 'NOT met'}.")
+    best = [t for t in ranked(rows, "sum") if t[0] in ("0", "n/2", "n")]
+    if best:
+        label, proxy, s, worse = max(best, key=lambda t: (t[3] == 0, t[2]["top1"], t[2]["median_spearman"]))
+        ok = worse == 0 and s["top1"] >= 0.8 * s["evals"]
+        lines.append(f"- Add data (`sum`), the best proxy with at most n calibration unions (never worse than "
+                     f"merged first, then top-1): `{proxy}` at m = {label}: top-1 {s['top1']}/{s['evals']} "
+                     f"({_f(s['top1'] / s['evals'], 0, True)}; {s['top1_noise']}/{s['evals']} within noise), median "
+                     f"Spearman {_f(s['median_spearman'])}, worst regret {_f(s['worst_regret'], 2, True)}, worse than "
+                     f"merged in {worse} eval sets. Target (never worse than merged, top-1 ≥ 80 %): "
+                     f"{'met' if ok else 'NOT met'}.")
+    return lines + [""]
 
 
 def write_markdown(results: list[dict], out: Path, seconds: float, sources: list[str]) -> Path:
     rows = [r for s in results for r in s["rows"]]
     order = {"unit": 0, "sum": 1}
-    rows.sort(key=lambda r: (order.get(r["budget"], 9), r["m"], r["proxy"], r["study"], r["eval_set"]))
+    rows.sort(key=lambda r: (order.get(r["budget"], 9), M_LABELS.index(r["m_label"]), r["proxy"], r["study"],
+                             r["eval_set"]))
     lines = ["# Fidelity: how well each proxy ranks mixtures, per ground truth", "",
              "Regenerate: `make fidelity` (= `ablate fidelity --out FIDELITY.md`, every `configs/fidelity/*.yaml`;"
              f" this run: {seconds / 60:.0f} min on this machine). Raw numbers: `FIDELITY.json`.", "",
@@ -132,12 +171,16 @@ def write_markdown(results: list[dict], out: Path, seconds: float, sources: list
                      f"{', '.join(s['config']['seed']['domains'])}; eval sets {', '.join(s['eval_sets'])}; "
                      f"{s['n_truths']} ground-truth mixtures per budget; built and trained in {s['seconds'] / 60:.1f} min.")
     lines += ["", "Proxies:", ""] + [f"- `{name}`: {proxies.get(name).summary}" for name in proxies.names()]
+    lines += ["", "m: unions trained for fitting, per study: 0, n/2, n, 2n for n units (2n only where at least "
+              f"{MIN_HELD_OUT} truths stay held out). Top-1 within noise: the pick's truth is within 2·√2·sd of the "
+              "best (sd from replicate unions). Regret: how much worse, by retraining, the proxy's pick is than the "
+              "true best, in perplexity.", ""] + goals(rows)
     for budget in sorted({r["budget"] for r in rows}, key=lambda b: order.get(b, 9)):
         part = [r for r in rows if r["budget"] == budget]
         lines += ["", f"## Ground truth `{budget}`: {QUESTIONS[budget]}", "",
                   "### All studies pooled, by calibration budget m (unions trained for fitting), best first", ""]
         lines += headline(rows, budget)
-        lines += ["", "### All studies pooled, with the calibration's cost", ""] + _table(part, ["m", "proxy"])
+        lines += ["", "### All studies pooled, min Spearman and pairwise agreement", ""] + _table(part, ["m_label", "proxy"])
         lines += ["", "### Per study", ""] + _table(part, ["study", "m", "proxy"])
     lines += ["", "## Per eval set (every study, truth, m and proxy)", "",
               "| study | truth | m | held out | proxy | eval set | Pearson | Spearman | top-1 | regret | pairwise |",
