@@ -90,6 +90,8 @@ def search(target: Annotated[str, typer.Option("--target", help="eval set to opt
                                 "--truth, see FIDELITY.md)")] = None,
            truth: TruthOpt = DEFAULT_TRUTH,
            validate: Annotated[int, typer.Option("--validate", help="train the top M as unions")] = 0,
+           validate_weighted: Annotated[bool, typer.Option("--validate-weighted",
+                                                           help="also train the best weighted candidate")] = False,
            top: Annotated[int, typer.Option("--top", help="rows to show and store")] = 10,
            config: ConfigOpt = None, set_: SetOpt = None):
     """Rank candidate mixtures for a target eval set by the proxy; optionally validate by training."""
@@ -105,6 +107,7 @@ def search(target: Annotated[str, typer.Option("--target", help="eval set to opt
             raise UsageError(f"--weights-grid must be non-negative numbers, e.g. 1,2,4 (got {weights_grid!r})")
         parse_weights(grid, len(grid))
     out = run_search(cfg, pool, target, max_size=max_size, grid=grid, method=method, truth=truth, validate=validate,
+                     validate_weighted=validate_weighted,
                      top=top, log=say)
     cols = ["rank", "mixture", "weights", "proxy_ppl", "union_ppl", "union_rank", "validated"]
     _print_rows(cols, out["rows"][:top])

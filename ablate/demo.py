@@ -79,12 +79,14 @@ def run_demo(cfg: StudyConfig, pool: Pool, report_dir: Path, log=print) -> str:
         log(f"[7/8] mixture search for {target!r} ({method} proxy, weighted candidates), top 2 validated "
             f"against the {DEFAULT_TRUTH!r} truth (weighted ones as weighted unions)")
         found = run_search(cfg, pool, target, max_size=len(units), grid=cfg.demo_search_grid,
-                           method=method, truth=DEFAULT_TRUTH, validate=2, log=log)
-        for r in found["rows"][:3]:
+                           method=method, truth=DEFAULT_TRUTH, validate=2, validate_weighted=True, log=log)
+        for r in found["rows"]:
+            if r["rank"] > 3 and not r["validated"]:
+                continue
             log(f"      #{r['rank']} {'+'.join(r['mixture'])} w={[round(w, 2) for w in r['weights']]} "
-                f"proxy {r['proxy_ppl']:.1f}" + (f", union {r['union_ppl']:.1f} (rank {r['union_rank']} of "
-                                                  f"{r['n_unions_known']}, proxy/union - 1 = "
-                                                  f"{100 * (r['proxy_ppl'] / r['union_ppl'] - 1):+.1f} %)"
+                f"proxy {r['proxy_ppl']:.1f}" + (f", {DEFAULT_TRUTH} union {r['union_ppl']:.1f} (rank {r['union_rank']} "
+                                                  f"of {r['n_unions_known']} trained; vs the best of them "
+                                                  f"{100 * (r['union_ppl'] / found['best_union_ppl'] - 1):+.2f} %)"
                                                   if r["union_ppl"] else ""))
     log("[8/8] verdict")
     text = verdict_markdown(pool)

@@ -102,7 +102,7 @@ def _fitted(pool: Pool, target: str, method: str, truth: str) -> dict[tuple, flo
 
 def run_search(cfg: StudyConfig, pool: Pool, target: str, *, max_size: int = 3, grid: list[float] | None = None,
                method: str | None = None, truth: str = DEFAULT_TRUTH, validate: int = 0, top: int = 10,
-               log=print) -> dict:
+               validate_weighted: bool = False, log=print) -> dict:
     from ablate.calibrate import refresh
     from ablate.score import load_study, score_reference_models, existing_rows, write_rows
     from ablate.train import train_member
@@ -132,6 +132,8 @@ def run_search(cfg: StudyConfig, pool: Pool, target: str, *, max_size: int = 3, 
     validated = []
     if validate:  # train the truth that answers the question, weighted winners included
         picks = [(list(c), list(w)) for (c, w), _ in ranked if len(c) > 1][:validate]
+        if validate_weighted and all(len(set(w)) == 1 for _, w in picks):  # also check the best weighted one
+            picks += [(list(c), list(w)) for (c, w), _ in ranked if len(c) > 1 and len(set(w)) > 1][:1]
         for mix, w in picks:
             train_member(cfg, pool, mix, budget=truth, weights=None if len(set(w)) == 1 else w, log=log)
             validated.append((tuple(mix), wkey(w)))
@@ -145,7 +147,10 @@ def run_search(cfg: StudyConfig, pool: Pool, target: str, *, max_size: int = 3, 
     search_id = f"search-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     now = datetime.now(timezone.utc).isoformat(timespec="microseconds")
     out_rows = []
-    for rank, (key, score) in enumerate(ranked[:max(top, validate)], 1):
+    shown = {key for key, _ in ranked[:max(top, validate)]} | set(validated)
+    for rank, (key, score) in enumerate(ranked, 1):
+        if key not in shown:
+            continue
         out_rows.append({
             "row_id": f"{search_id}:{rank}", "search_id": search_id, "target": target, "method": method,
             "budget": truth, "rank": rank, "mixture": list(key[0]), "weights": list(key[1]), "proxy_ppl": score,

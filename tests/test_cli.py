@@ -74,6 +74,9 @@ def test_demo_trains_both_ground_truths_and_validates_a_weighted_search(study, t
     assert dict(rows)["unit"] >= 6 + 2 and dict(rows)["sum"] >= 6 + 2  # 6 pairs each, 2 replicates each
     report = (tmp_path / "rep" / "report.md").read_text()
     assert report.index("ground truth: which composition") < report.index("`sum` ground truth")  # unit first
-    _, searched = Index(pool).query("SELECT budget, validated, union_ppl FROM searches")
-    assert {b for b, _, _ in searched} == {"unit"}
-    assert sum(v for _, v, _ in searched) == 2 and all(u is not None for _, v, u in searched if v)
+    _, searched = Index(pool).query("SELECT budget, validated, union_ppl, weights FROM searches")
+    assert {b for b, *_ in searched} == {"unit"}
+    validated = [(u, w) for _, v, u, w in searched if v]
+    assert len(validated) in (2, 3) and all(u is not None for u, _ in validated)
+    assert any(len(set(w)) > 1 for _, w in validated)  # the best weighted candidate is checked against its truth
+    assert "vs the best of them" in out
