@@ -86,8 +86,8 @@ def search(target: Annotated[str, typer.Option("--target", help="eval set to opt
            max_size: Annotated[int, typer.Option("--max-size", help="largest mixture size")] = 3,
            weights_grid: Annotated[Optional[str], typer.Option("--weights-grid", help="e.g. 1,2,4")] = None,
            method: Annotated[Optional[str], typer.Option(
-               "--method", help="merged | task-sum | calibrated | regression (default: the protocol's best for "
-                                "--truth, see FIDELITY.md)")] = None,
+               "--method", help="a proxy (merged, task-sum, additive, own-additive, calibrated, regression); "
+                                "default: the protocol's best for --truth, see FIDELITY.md")] = None,
            truth: TruthOpt = DEFAULT_TRUTH,
            validate: Annotated[int, typer.Option("--validate", help="train the top M as unions")] = 0,
            validate_weighted: Annotated[bool, typer.Option("--validate-weighted",

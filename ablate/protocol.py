@@ -59,9 +59,19 @@ def score_study(cfg: StudyConfig, prep: dict, source: str) -> dict:
                     rows.append({"study": cfg.name, "budget": budget, "proxy": method, "m": m, "m_label": label,
                                  "held_out": len(unions) - m, "fitted": proxies.get(method).fitted,
                                  "calibration_unit_trainings": cost if proxies.get(method).fitted else 0, **q})
-    return {"study": cfg.name, "source": source, "units": units, "n_truths": len(wanted),
+    return {"study": cfg.name, "source": source, "units": units, "n_truths": len(wanted), "cost": study_cost(pool),
             "eval_sets": sorted({c.eval_set for c in all_cases}), "rows": rows,
             "seconds": prep["seconds"], "config": cfg.model_dump(mode="json")}
+
+
+def study_cost(pool: Pool) -> dict:
+    """What the study's pool cost to build, from its price tags (not this run's clock: stages are cached)."""
+    from ablate.index import Index
+
+    _, train = Index(pool).query("SELECT coalesce(sum(wall_s), 0), coalesce(sum(energy_kwh), 0) FROM models")
+    _, ev = Index(pool).query("SELECT coalesce(sum(eval_s + coalesce(merge_s, 0)), 0), coalesce(sum(energy_kwh), 0) "
+                              "FROM mixture_perplexity")
+    return {"train_s": train[0][0], "train_kwh": train[0][1], "eval_s": ev[0][0], "eval_kwh": ev[0][1]}
 
 
 # -- the report ---------------------------------------------------------------------------------
@@ -143,10 +153,10 @@ def goals(rows: list[dict]) -> list[str]:
                      f"≤ 2 %): {'met' if ok else 'NOT met'}.")
     best = [t for t in ranked(rows, "sum") if t[0] in ("0", "n/2", "n")]
     if best:
-        label, proxy, s, worse = max(best, key=lambda t: (t[3] == 0, t[2]["top1"], t[2]["median_spearman"]))
+        label, proxy, s, worse = max(best, key=lambda t: (t[2]["top1"], t[2]["median_spearman"]))
         ok = worse == 0 and s["top1"] >= 0.8 * s["evals"]
-        lines.append(f"- Add data (`sum`), the best proxy with at most n calibration unions (never worse than "
-                     f"merged first, then top-1): `{proxy}` at m = {label}: top-1 {s['top1']}/{s['evals']} "
+        lines.append(f"- Add data (`sum`), the best proxy with at most n calibration unions (by top-1, then median "
+                     f"Spearman): `{proxy}` at m = {label}: top-1 {s['top1']}/{s['evals']} "
                      f"({_f(s['top1'] / s['evals'], 0, True)}; {s['top1_noise']}/{s['evals']} within noise), median "
                      f"Spearman {_f(s['median_spearman'])}, worst regret {_f(s['worst_regret'], 2, True)}, worse than "
                      f"merged in {worse} eval sets. Target (never worse than merged, top-1 ≥ 80 %): "
@@ -161,7 +171,8 @@ def write_markdown(results: list[dict], out: Path, seconds: float, sources: list
                              r["eval_set"]))
     lines = ["# Fidelity: how well each proxy ranks mixtures, per ground truth", "",
              "Regenerate: `make fidelity` (= `ablate fidelity --out FIDELITY.md`, every `configs/fidelity/*.yaml`;"
-             f" this run: {seconds / 60:.0f} min on this machine). Raw numbers: `FIDELITY.json`.", "",
+             f" this run: {seconds / 60:.1f} min, reusing whatever its pools already held). Raw numbers: "
+             "`FIDELITY.json`.", "",
              "Every figure is out of sample: a fitted proxy is fitted on m unions chosen by `suggest-unions` "
              "(plus the units alone, which are free) and scored only on the other ground-truth mixtures; the "
              "unfitted proxies are scored on the same held-out mixtures. m = 0 means no union was trained.", "",
@@ -169,7 +180,9 @@ def write_markdown(results: list[dict], out: Path, seconds: float, sources: list
     for s in results:
         lines.append(f"- **{s['study']}** (`{s['source']}`): units {', '.join(s['units'])}; seed on "
                      f"{', '.join(s['config']['seed']['domains'])}; eval sets {', '.join(s['eval_sets'])}; "
-                     f"{s['n_truths']} ground-truth mixtures per budget; built and trained in {s['seconds'] / 60:.1f} min.")
+                     f"{s['n_truths']} ground-truth mixtures per budget; its pool's price tags: training "
+                     f"{s['cost']['train_s'] / 60:.1f} min, evaluation {s['cost']['eval_s'] / 60:.1f} min, "
+                     f"{1000 * (s['cost']['train_kwh'] + s['cost']['eval_kwh']):.1f} Wh.")
     lines += ["", "Proxies:", ""] + [f"- `{name}`: {proxies.get(name).summary}" for name in proxies.names()]
     lines += ["", "m: unions trained for fitting, per study: 0, n/2, n, 2n for n units (2n only where at least "
               f"{MIN_HELD_OUT} truths stay held out). Top-1 within noise: the pick's truth is within 2·√2·sd of the "

@@ -3,17 +3,19 @@
 How to run:
     ablate search --target quotes --max-size 3                       # uniform mixtures
     ablate search --target quotes --weights-grid 1,2 --validate 2    # + weighted; train the top 2
-    ablate search --target quotes --truth sum --method calibrated    # the add-data question
+    ablate search --target quotes --truth sum                        # the add-data question
 
 Candidates are every uniform mixture of up to `--max-size` units, plus weighted
 variants of the small ones (each unit's weight drawn from `--weights-grid`,
 normalized, duplicates removed). Each candidate is merged and evaluated on the
 target only (cached rows are reused). `--truth` names the question: `unit` (which
-composition at equal compute, the default) or `sum` (add data, k x budget); a fitted
-`--method` (calibrated, regression) predicts that truth. `--validate M` trains the top
-M candidates as that ground truth — a weighted candidate as a weighted union drawing
-each unit's share of the budget — and reports where the proxy's choice landed among all
-unions known for the target. Rankings go to the `searches` table.
+composition at equal compute, the default) or `sum` (add data, k x budget). The proxy
+(`--method`) defaults to the protocol's best for the question (FIDELITY.md): `merged` for
+`unit`; for `sum`, `own-additive`, or `calibrated` once n unions of that truth exist.
+`--validate M` trains the top M candidates as that ground truth — a weighted candidate as
+a weighted union drawing each unit's share of the budget (`--validate-weighted` adds the
+best weighted one) — and reports where the proxy's choice landed among all unions known
+for the target. Rankings go to the `searches` table.
 """
 
 from __future__ import annotations
@@ -30,13 +32,15 @@ from ablate.config import StudyConfig
 from ablate.errors import UsageError
 from ablate.index import Index
 from ablate.pool import Pool, atomic_write_bytes
+from ablate import proxies
+from ablate.calibrate import MIN_UNIONS, union_keys
 from ablate.proxies import wkey
+from ablate.truths import BUDGETS, QUESTIONS
 
 # What search ranks by and validates against when not told: set from the fidelity protocol
 # (FIDELITY.md: the best proxy per ground truth out of sample over its studies), not from the demo.
 DEFAULT_TRUTH = "unit"
-DEFAULT_METHOD = {"unit": "merged", "sum": "merged"}
-METHODS = ("merged", "task-sum", "calibrated", "regression")
+DEFAULT_METHOD = {"unit": "merged", "sum": "own-additive"}
 
 
 def candidates(units: list[str], max_size: int, grid: list[float], weighted_max_size: int = 3):
@@ -94,40 +98,50 @@ def _score(cfg: StudyConfig, pool: Pool, target: str, cands, method: str = "merg
     return {key: known[mid] for key, mid in ids.items()}
 
 
-def _fitted(pool: Pool, target: str, method: str, truth: str) -> dict[tuple, float]:
-    _, rows = Index(pool).query("SELECT mixture, weights, ppl FROM mixture_perplexity "
-                                "WHERE method = ? AND budget = ? AND eval_set = ?", [method, truth, target])
-    return {(tuple(m), wkey(w)): p for m, w, p in rows}
+def _predicted(pool: Pool, target: str, method: str, truth: str, keys: set) -> dict[tuple, float]:
+    """A proxy computed from scored rows (no model of its own), fitted on every union of the truth there is."""
+    known = proxies.load_truths(pool, truth)
+    if proxies.get(method).fitted and len(union_keys(known)) < MIN_UNIONS:
+        raise UsageError(f"--method {method} needs {MIN_UNIONS} trained unions of the {truth!r} ground truth: "
+                         f"see `ablate suggest-unions --truth {truth}`")
+    cases = [c for c in proxies.load_cases(pool) if c.eval_set == target and (c.mixture, c.weights) in keys]
+    pred = proxies.get(method).predict(cases, known, truth)
+    return {(c.mixture, c.weights): float(math.exp(p)) for c, p in zip(cases, pred)}
+
+
+def default_method(pool: Pool, truth: str) -> str:
+    """The protocol's best proxy for the question (FIDELITY.md): for the add-data truth, `calibrated` once
+    n unions of it are trained (n = units), `own-additive` before."""
+    if truth != "sum":
+        return DEFAULT_METHOD[truth]
+    n_units = len([p for p in pool.units_dir.glob("*.json") if not p.stem.startswith("seedmix-")])
+    have = len(union_keys(proxies.load_truths(pool, "sum")))
+    return "calibrated" if have >= max(n_units, 3) else DEFAULT_METHOD["sum"]
 
 
 def run_search(cfg: StudyConfig, pool: Pool, target: str, *, max_size: int = 3, grid: list[float] | None = None,
                method: str | None = None, truth: str = DEFAULT_TRUTH, validate: int = 0, top: int = 10,
                validate_weighted: bool = False, log=print) -> dict:
-    from ablate.calibrate import refresh
     from ablate.score import load_study, score_reference_models, existing_rows, write_rows
     from ablate.train import train_member
-    from ablate.truths import BUDGETS
 
-    method = method or DEFAULT_METHOD.get(truth, "merged")
-    if method not in METHODS:
-        raise UsageError(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
     if truth not in BUDGETS:
         raise UsageError(f"--truth must be one of {', '.join(BUDGETS)}, not {truth!r}")
+    method = method or default_method(pool, truth)
+    if method not in proxies.names():
+        raise UsageError(f"--method must be one of {', '.join(proxies.names())}, not {method!r}")
     if max_size < 1 or validate < 0 or top < 1:
         raise UsageError("--max-size and --top must be ≥ 1, --validate ≥ 0")
     units = sorted(p.stem for p in pool.units_dir.glob("*.json") if not p.stem.startswith("seedmix-"))
     if not units:
         raise UsageError(f"no units in {pool.root}: run `ablate units split` first")
     cands = candidates(units, min(max_size, len(units)), grid or [1.0])
-    scores = {(c, wkey(w)): v for (c, w), v in _score(cfg, pool, target, cands).items()}
-    if method == "task-sum":
+    scores = {(c, wkey(w)): v for (c, w), v in _score(cfg, pool, target, cands).items()}  # merged: every method's input
+    if proxies.get(method).evaluated and method != "merged":
         scores = {(c, wkey(w)): v for (c, w), v in _score(cfg, pool, target, cands, method).items()}
     elif method != "merged":
-        fitted = refresh(pool, cfg.eval.seq_len, log=log) or {}
-        if (method, truth) not in fitted:
-            raise UsageError(f"--method {method} needs 3 trained unions of the {truth!r} ground truth: "
-                             f"see `ablate suggest-unions --truth {truth}`")
-        scores = {key: v for key, v in _fitted(pool, target, method, truth).items() if key in scores}
+        scores = _predicted(pool, target, method, truth, set(scores))
+    log(f"search: {method} proxy, {truth!r} ground truth ({QUESTIONS[truth]})")
     ranked = sorted(scores.items(), key=lambda kv: kv[1])
     validated = []
     if validate:  # train the truth that answers the question, weighted winners included

@@ -179,3 +179,21 @@ def test_search_validates_weighted_winners_against_a_weighted_fixed_budget_union
                     and np.allclose(m["weights"], r["weights"], atol=1e-6))
         assert meta["budget_tokens"] == next(pool.iter_metas("unit"))["train_tokens"]
     assert all(r["budget"] == "unit" for r in out["rows"])
+
+
+def test_search_defaults_follow_the_protocol(calibrated, capsys):
+    from ablate.search import default_method
+
+    cfg, pool, units = calibrated
+    assert default_method(pool, "unit") == "merged"
+    assert default_method(pool, "sum") == "own-additive"  # 3 sum unions < n = 4 units
+    out = run_search(cfg, pool, "literature", max_size=2, truth="sum", **quiet)
+    assert {r["method"] for r in out["rows"]} == {"own-additive"}
+    ranks = [r["proxy_ppl"] for r in out["rows"]]
+    assert ranks == sorted(ranks)
+    train_member(cfg, pool, ["fortunes-00", "fortunes-01"], **quiet)  # the 4th union of the add-data truth...
+    assert default_method(pool, "sum") == "own-additive"  # ...counts once it is scored
+    score_mixture(cfg, pool, ["fortunes-00", "fortunes-01"])
+    assert default_method(pool, "sum") == "calibrated"
+    with pytest.raises(Exception, match="--method must be one of"):
+        run_search(cfg, pool, "literature", method="bogus", **quiet)
