@@ -157,7 +157,7 @@ class StudyConfig(_Strict):
     # each), and the add-data truth (budget sum, k units' cost each) for pairs only, to stay under 10 min
     demo_unions: Literal["all", "pairs", "none"] = "all"
     demo_add_data_unions: Literal["all", "pairs", "none"] = "pairs"
-    demo_noise_unions: int = Field(2, ge=0)  # unions per truth the demo retrains with a 2nd data order (noise floor)
+    demo_noise_unions: int = Field(1, ge=0)  # unions per truth the demo retrains with a 2nd data order (noise floor)
     demo_search_grid: list[float] = [1.0, 2.0]  # weights grid of the demo's mixture search
     fidelity: FidelityConfig = FidelityConfig()
 

@@ -76,10 +76,10 @@ def run_demo(cfg: StudyConfig, pool: Pool, report_dir: Path, log=print) -> str:
     target = (cfg.units.eval_only_domains or cfg.units.domains)[0]
     if plan:
         method = DEFAULT_METHOD[DEFAULT_TRUTH]
-        log(f"[7/8] mixture search for {target!r} ({method} proxy, weighted candidates), top 2 validated "
-            f"against the {DEFAULT_TRUTH!r} truth (weighted ones as weighted unions)")
+        log(f"[7/8] mixture search for {target!r} ({method} proxy, weighted candidates): the top one and the best "
+            f"weighted one validated against the {DEFAULT_TRUTH!r} truth (a weighted one as a weighted union)")
         found = run_search(cfg, pool, target, max_size=len(units), grid=cfg.demo_search_grid,
-                           method=method, truth=DEFAULT_TRUTH, validate=2, validate_weighted=True, log=log)
+                           method=method, truth=DEFAULT_TRUTH, validate=1, validate_weighted=True, log=log)
         for r in found["rows"]:
             if r["rank"] > 3 and not r["validated"]:
                 continue

@@ -71,12 +71,12 @@ def test_demo_trains_both_ground_truths_and_validates_a_weighted_search(study, t
     assert code == 0, err
     pool = Pool(cfg.pool)
     _, rows = Index(pool).query("SELECT budget, count(*) FROM models WHERE kind = 'union' GROUP BY ALL")
-    assert dict(rows)["unit"] >= 6 + 2 and dict(rows)["sum"] >= 6 + 2  # 6 pairs each, 2 replicates each
+    assert dict(rows)["unit"] >= 6 + 2 and dict(rows)["sum"] >= 6 + 2  # 6 pairs each, 2 replicates each here
     report = (tmp_path / "rep" / "report.md").read_text()
     assert report.index("ground truth: which composition") < report.index("`sum` ground truth")  # unit first
     _, searched = Index(pool).query("SELECT budget, validated, union_ppl, weights FROM searches")
     assert {b for b, *_ in searched} == {"unit"}
     validated = [(u, w) for _, v, u, w in searched if v]
-    assert len(validated) in (2, 3) and all(u is not None for u, _ in validated)
+    assert len(validated) in (1, 2) and all(u is not None for u, _ in validated)  # the top one + best weighted
     assert any(len(set(w)) > 1 for _, w in validated)  # the best weighted candidate is checked against its truth
     assert "vs the best of them" in out
