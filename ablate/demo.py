@@ -63,7 +63,7 @@ def run_demo(cfg: StudyConfig, pool: Pool, report_dir: Path, log=print) -> str:
     plans = {"unit": union_plan(units, cfg.demo_unions), "sum": union_plan(units, cfg.demo_add_data_unions)}
     truths = [DEFAULT_TRUTH] + [b for b in plans if b != DEFAULT_TRUTH]
     plan = plans[DEFAULT_TRUTH]
-    log(f"[5/8] ground truths: " + ", ".join(f"{len(plans[b])} unions at budget {b}" for b in truths) +
+    log("[5/8] ground truths: " + ", ".join(f"{len(plans[b])} unions at budget {b}" for b in truths) +
         " (unit: one unit's tokens, which composition at equal compute; sum: k x, what if I add data)")
     for budget in truths:
         for mix in plans[budget]:

@@ -100,7 +100,7 @@ VIEWS = {
     # mixtures, E = Σ v(i)·[(i/N)^n − ((i−1)/N)^n] with v sorted worst→best. Retraining finds
     # the true best of its n; the simulation picks its n's proxy-best, whose *true* ppl counts.
     # Per ground truth (budget), for the raw merged proxy.
-    "budget_curve": f"""
+    "budget_curve": """
         WITH r AS (
             SELECT budget, any_value(question) OVER (PARTITION BY budget) AS question, eval_set, union_ppl AS v,
                    row_number() OVER (PARTITION BY budget, eval_set ORDER BY union_ppl DESC) AS i_true,

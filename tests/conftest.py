@@ -72,19 +72,22 @@ def study(tmp_path_factory):
     return cfg, pool, units, union
 
 
+def copy_study(cfg, dst: Path):
+    """The study's folder (pool and corpus) copied to dst: (its config there, its pool)."""
+    from ablate.pool import Pool
+
+    shutil.copytree(Path(cfg.pool).parent, dst, dirs_exist_ok=True)
+    new_cfg = cfg.model_copy(deep=True)
+    new_cfg.pool, new_cfg.corpus.path = str(dst / "pool"), str(dst / "corpus")
+    return new_cfg, Pool(new_cfg.pool)
+
+
 @pytest.fixture
 def study_copy(study, tmp_path):
     """The built study copied to a fresh directory, safe to modify."""
     cfg, pool, units, union = study
-    root = Path(cfg.pool).parent
-    dst = tmp_path / "copy"
-    shutil.copytree(root, dst)
-    from ablate.pool import Pool
-
-    new_cfg = cfg.model_copy(deep=True)
-    new_cfg.pool = str(dst / "pool")
-    new_cfg.corpus.path = str(dst / "corpus")
-    return new_cfg, Pool(new_cfg.pool), units, union
+    new_cfg, new_pool = copy_study(cfg, tmp_path / "copy")
+    return new_cfg, new_pool, units, union
 
 
 def run_cli(args: list[str], capsys) -> tuple[int, str, str]:

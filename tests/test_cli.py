@@ -4,7 +4,7 @@ from pathlib import Path
 
 from ablate.sweep import run_sweep
 from ablate.train import train_member
-from conftest import run_cli, write_config
+from conftest import copy_study, run_cli, write_config
 
 
 def test_python_dash_m_and_console_script():
@@ -56,20 +56,13 @@ def test_codecarbon_meter_records_its_method_and_assumptions(study_copy):
 
 def test_demo_trains_both_ground_truths_and_validates_a_weighted_search(study, tmp_path, capsys):
     """`ablate demo` on the tiny study (pair unions only): both truths, per-truth verdict, validated search."""
-    import shutil
-
     from ablate.index import Index
-    from ablate.pool import Pool
 
-    base, _, _, _ = study
-    shutil.copytree(Path(base.pool).parent, tmp_path / "s")
-    cfg = base.model_copy(deep=True)
-    cfg.pool, cfg.corpus.path = str(tmp_path / "s" / "pool"), str(tmp_path / "s" / "corpus")
+    cfg, pool = copy_study(study[0], tmp_path / "s")
     cfg.demo_unions, cfg.demo_noise_unions, cfg.demo_search_grid = "pairs", 2, [1.0, 3.0]
     path = write_config(cfg, tmp_path / "demo.yaml")
     code, out, err = run_cli(["demo", "-c", str(path), "--report", str(tmp_path / "rep")], capsys)
     assert code == 0, err
-    pool = Pool(cfg.pool)
     _, rows = Index(pool).query("SELECT budget, count(*) FROM models WHERE kind = 'union' GROUP BY ALL")
     assert dict(rows)["unit"] >= 6 + 2 and dict(rows)["sum"] >= 6 + 2  # 6 pairs each, 2 replicates each here
     report = (tmp_path / "rep" / "report.md").read_text()

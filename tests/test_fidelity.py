@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ from ablate.search import candidates, run_search
 from ablate.score import score_mixture
 from ablate.sweep import run_sweep
 from ablate.train import train_member
+from conftest import copy_study
 
 quiet = dict(log=lambda *a: None)
 
@@ -53,16 +53,8 @@ def test_weighted_candidates_are_normalized_and_unique():
 @pytest.fixture(scope="module")
 def calibrated(study, tmp_path_factory):
     """The tiny study with 2 more unions, two unions replicated, and a full sweep (built once per module)."""
-    import shutil
-
-    from ablate.pool import Pool
-
     base, _, units, _ = study
-    dst = tmp_path_factory.mktemp("calibrated")
-    shutil.copytree(Path(base.pool).parent, dst, dirs_exist_ok=True)
-    cfg = base.model_copy(deep=True)
-    cfg.pool, cfg.corpus.path = str(dst / "pool"), str(dst / "corpus")
-    pool = Pool(cfg.pool)
+    cfg, pool = copy_study(base, tmp_path_factory.mktemp("calibrated"))
     for mix in (["fortunes-01", "literature-01"], ["fortunes-00", "fortunes-01", "literature-00"]):
         train_member(cfg, pool, mix, **quiet)
     for mix in (["fortunes-00", "literature-00"], ["fortunes-01", "literature-01"]):

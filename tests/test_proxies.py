@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import math
-import shutil
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -15,10 +12,9 @@ from ablate import proxies
 from ablate.calibrate import held_out, plan_unions, ranking_quality, refresh, union_keys
 from ablate.fidelity import prepare_study, truth_mixtures
 from ablate.index import Index
-from ablate.pool import Pool
 from ablate.protocol import score_study
 
-from conftest import run_cli, tree_digest, write_config
+from conftest import copy_study, run_cli, tree_digest, write_config
 
 quiet = dict(log=lambda *a: None)
 
@@ -26,14 +22,9 @@ quiet = dict(log=lambda *a: None)
 @pytest.fixture(scope="module")
 def both_truths(study, tmp_path_factory):
     """The tiny study prepared by the protocol: every union under both budgets, replicates, task-sum."""
-    base, _, units, _ = study
-    dst = tmp_path_factory.mktemp("truths")
-    shutil.copytree(Path(base.pool).parent, dst, dirs_exist_ok=True)
-    cfg = base.model_copy(deep=True)
-    cfg.pool, cfg.corpus.path = str(dst / "pool"), str(dst / "corpus")
+    cfg, pool = copy_study(study[0], tmp_path_factory.mktemp("truths"))
     cfg.name = "tiny"
-    prep = prepare_study(cfg, **quiet)
-    return cfg, Pool(cfg.pool), prep
+    return cfg, pool, prepare_study(cfg, **quiet)
 
 
 def test_truth_mixtures_sample_every_size():
@@ -167,11 +158,8 @@ def test_ranking_quality_on_a_constant_proxy_is_not_a_crash():
 
 
 def test_fidelity_cli_end_to_end_and_bad_config(study, tmp_path, capsys):
-    base, _, _, _ = study
-    cfg = base.model_copy(deep=True)
-    root = tmp_path / "f"
-    shutil.copytree(Path(base.pool).parent, root)
-    cfg.pool, cfg.corpus.path, cfg.name = str(root / "pool"), str(root / "corpus"), "tiny-cli"
+    cfg, _ = copy_study(study[0], tmp_path / "f")
+    cfg.name = "tiny-cli"
     cfg.fidelity.truth_mixtures = 6
     cfg.fidelity.proxies = ["merged", "calibrated"]
     cfg.fidelity.budgets = ["unit"]

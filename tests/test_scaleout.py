@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ import torch
 from ablate.index import Index
 from ablate.pool import Pool
 from ablate.sweep import run_sweep
-from conftest import write_config
+from conftest import copy_study, write_config
 
 pytest.importorskip("distributed")
 quiet = dict(log=lambda *a: None)
@@ -35,16 +34,9 @@ def _result_ids(pool) -> list[str]:
             for line in f.read_text().splitlines() if line.strip()]
 
 
-def _copy(cfg, root: Path):
-    shutil.copytree(Path(cfg.pool).parent, root)
-    new = cfg.model_copy(deep=True)
-    new.pool, new.corpus.path = str(root / "pool"), str(root / "corpus")
-    return new, Pool(new.pool)
-
-
 def test_dask_local_sweep_equals_local_backend(study_copy, tmp_path):
     cfg, pool, units, _ = study_copy
-    local_cfg, local_pool = _copy(cfg, tmp_path / "local")
+    local_cfg, local_pool = copy_study(cfg, tmp_path / "local")
     run_sweep(local_cfg, local_pool, units, jobs=1, **quiet)  # in-process: no worker start-up to pay
     out = run_sweep(cfg, pool, units, backend="dask-local", workers=2, **quiet)
     assert out["mixtures"] == 15 and out["scored"] == 15

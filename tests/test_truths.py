@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from collections import Counter
 from dataclasses import asdict
 from types import SimpleNamespace
@@ -21,11 +20,10 @@ import pytest
 
 from ablate.config import config_hash
 from ablate.index import Index
-from ablate.pool import Pool
 from ablate.train import member_recipe, train_member, unit_sequences
 from ablate.truths import draw_sequences, parse_budget
 from ablate.units import unit_meta
-from conftest import run_cli, tree_digest, write_config
+from conftest import copy_study, run_cli, tree_digest, write_config
 from test_crash import crash_and_recover
 
 quiet = dict(log=lambda *a: None)
@@ -38,11 +36,7 @@ def truths(study, tmp_path_factory):
     """A copy of the study with three more unions of PAIR: unit budget 3:1, unit budget uniform,
     TOKENS tokens 1:3 (the last one repeats literature-00 over 1.5 epochs)."""
     cfg, _, _, union = study
-    dst = tmp_path_factory.mktemp("truths") / "copy"
-    shutil.copytree(Pool(cfg.pool).root.parent, dst)
-    cfg = cfg.model_copy(deep=True)
-    cfg.pool, cfg.corpus.path = str(dst / "pool"), str(dst / "corpus")
-    pool = Pool(cfg.pool)
+    cfg, pool = copy_study(cfg, tmp_path_factory.mktemp("truths") / "copy")
     return SimpleNamespace(
         cfg=cfg, pool=pool, union=union,
         weighted=train_member(cfg, pool, PAIR, budget="unit", weights="3,1", **quiet),
