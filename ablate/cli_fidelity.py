@@ -13,7 +13,7 @@ import typer
 
 from ablate.cli import ConfigOpt, SetOpt, _print_rows, _study, app, say
 from ablate.errors import UsageError
-from ablate.search import DEFAULT_TRUTH
+from ablate.truths import DEFAULT_TRUTH
 
 
 def _fmt_quality(q: dict) -> list:

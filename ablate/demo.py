@@ -53,7 +53,8 @@ def build_members(cfg: StudyConfig, pool: Pool, log=print, steps: str = "") -> l
 
 def run_demo(cfg: StudyConfig, pool: Pool, report_dir: Path, log=print) -> str:
     from ablate.report import verdict_markdown, write_report
-    from ablate.search import DEFAULT_METHOD, DEFAULT_TRUTH, run_search
+    from ablate.search import run_search
+    from ablate.truths import DEFAULT_METHOD, DEFAULT_TRUTH
     from ablate.sweep import run_sweep
     from ablate.progress import price_line
     from ablate.train import train_member

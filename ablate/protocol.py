@@ -19,7 +19,7 @@ from ablate import proxies
 from ablate.calibrate import held_out, noise_floor, plan_unions, score_predictions, union_keys
 from ablate.config import StudyConfig
 from ablate.pool import Pool, atomic_write_bytes
-from ablate.truths import QUESTIONS
+from ablate.truths import DEFAULT_METHOD, QUESTIONS
 
 MIN_HELD_OUT = 4  # a ranking of fewer held-out mixtures says little
 
@@ -139,8 +139,6 @@ def headline(rows: list[dict], budget: str) -> list[str]:
 
 def goals(rows: list[dict]) -> list[str]:
     """The issue's targets, checked on these rows (so a regenerated report says whether they still hold)."""
-    from ablate.search import DEFAULT_METHOD
-
     lines = ["## Goals, checked", ""]
     unit = [r for r in rows if r["budget"] == "unit" and r["m_label"] == "0" and r["proxy"] == DEFAULT_METHOD["unit"]]
     if unit:

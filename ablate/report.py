@@ -81,7 +81,7 @@ def _quality_cells(q: dict) -> str:
 
 def truth_order(pool: Pool) -> list[str]:
     """Ground truths present in the pool, the protocol's recommended question first."""
-    from ablate.search import DEFAULT_TRUTH
+    from ablate.truths import DEFAULT_TRUTH
 
     have = {r["budget"] for r in _rows(pool, "SELECT DISTINCT coalesce(budget, 'sum') AS budget FROM "
                                              "mixture_perplexity WHERE method = 'union'")}

@@ -35,12 +35,9 @@ from ablate.pool import Pool, atomic_write_bytes
 from ablate import proxies
 from ablate.calibrate import MIN_UNIONS, union_keys
 from ablate.proxies import wkey
-from ablate.truths import BUDGETS, QUESTIONS
+from ablate.truths import BUDGETS, DEFAULT_METHOD, DEFAULT_TRUTH, QUESTIONS
 
-# What search ranks by and validates against when not told: set from the fidelity protocol
-# (FIDELITY.md: the best proxy per ground truth out of sample over its studies), not from the demo.
-DEFAULT_TRUTH = "unit"
-DEFAULT_METHOD = {"unit": "merged", "sum": "own-additive"}
+
 
 
 def candidates(units: list[str], max_size: int, grid: list[float], weighted_max_size: int = 3):

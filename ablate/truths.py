@@ -22,9 +22,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from ablate.errors import UsageError
-from ablate.merge import parse_weights
 
 BUDGETS = ("sum", "unit")
+# The question `demo` and `search` ask first, and the proxy `search` ranks by for each, from the
+# fidelity protocol (FIDELITY.md), not from the demo; search.default_method refines "sum".
+DEFAULT_TRUTH = "unit"
+DEFAULT_METHOD = {"unit": "merged", "sum": "own-additive"}
 QUESTIONS = {
     "unit": "which composition is best at equal compute (the budget of one unit)?",
     "sum": "what if I add these units' data and train longer (k x the budget of one unit)?",
@@ -57,6 +60,8 @@ def parse_budget(budget: str | None, tokens: str | int | None, weights: str | li
     """Validate `--budget`, `--tokens`, `--weights` (weights follow the order units were given in).
 
     `recipe` is the member's train.Recipe (its batch_size and seq_len set the smallest budget)."""
+    from ablate.merge import parse_weights  # merge pulls in torch: the CLI imports this module at start-up
+
     if tokens is not None:
         if budget not in (None, "tokens"):
             raise UsageError("give either --budget or --tokens, not both")

@@ -173,19 +173,23 @@ def test_search_validates_weighted_winners_against_a_weighted_fixed_budget_union
     assert all(r["budget"] == "unit" for r in out["rows"])
 
 
-def test_search_defaults_follow_the_protocol(calibrated, capsys):
+def test_search_defaults_follow_the_protocol(study_copy):
     from ablate.search import default_method
 
-    cfg, pool, units = calibrated
+    cfg, pool, units, _ = study_copy  # one add-data union so far (fortunes-00 + literature-00)
+    for mix in (["fortunes-01", "literature-01"], ["fortunes-00", "fortunes-01"]):
+        train_member(cfg, pool, mix, **quiet)
+    for mix in (["fortunes-00", "literature-00"], ["fortunes-01", "literature-01"], ["fortunes-00", "fortunes-01"]):
+        score_mixture(cfg, pool, mix, eval_names=["literature"])
     assert default_method(pool, "unit") == "merged"
-    assert default_method(pool, "sum") == "own-additive"  # 3 sum unions < n = 4 units
+    assert default_method(pool, "sum") == "own-additive"  # 3 scored sum unions < n = 4 units
     out = run_search(cfg, pool, "literature", max_size=2, truth="sum", **quiet)
     assert {r["method"] for r in out["rows"]} == {"own-additive"}
     ranks = [r["proxy_ppl"] for r in out["rows"]]
     assert ranks == sorted(ranks)
-    train_member(cfg, pool, ["fortunes-00", "fortunes-01"], **quiet)  # the 4th union of the add-data truth...
+    train_member(cfg, pool, ["literature-00", "literature-01"], **quiet)  # the 4th union of the add-data truth...
     assert default_method(pool, "sum") == "own-additive"  # ...counts once it is scored
-    score_mixture(cfg, pool, ["fortunes-00", "fortunes-01"])
+    score_mixture(cfg, pool, ["literature-00", "literature-01"], eval_names=["literature"])
     assert default_method(pool, "sum") == "calibrated"
     with pytest.raises(Exception, match="--method must be one of"):
         run_search(cfg, pool, "literature", method="bogus", **quiet)
