@@ -48,7 +48,9 @@ test: $(VENV)/.installed debian-packages
 bench: $(VENV)/.installed debian-packages
 	HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 $(BIN)/python bench/run.py
 
-# The fidelity protocol (FIDELITY.md): three studies x two ground truths; ~1 h on 2 cores.
+# The fidelity protocol (FIDELITY.md): three studies x two ground truths. Its pools' price tags add up to
+# 71 min of training + evaluation at 1 torch thread on a shared 2-core VM (FIDELITY.md lists them per study);
+# a rerun reuses whatever the pools hold and only rescores (~1 min).
 fidelity: $(VENV)/.installed
 	$(MAKE) debian-packages EXTRA_PACKAGES="$(FIDELITY_PACKAGES)"
 	HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 $(BIN)/ablate fidelity --out FIDELITY.md
