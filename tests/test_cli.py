@@ -59,12 +59,12 @@ def test_demo_trains_both_ground_truths_and_validates_a_weighted_search(study, t
     from ablate.index import Index
 
     cfg, pool = copy_study(study[0], tmp_path / "s")
-    cfg.demo_unions, cfg.demo_noise_unions, cfg.demo_search_grid = "pairs", 2, [1.0, 3.0]
+    cfg.demo_unions, cfg.demo_noise_unions, cfg.demo_search_grid = "pairs", 1, [1.0, 3.0]
     path = write_config(cfg, tmp_path / "demo.yaml")
     code, out, err = run_cli(["demo", "-c", str(path), "--report", str(tmp_path / "rep")], capsys)
     assert code == 0, err
     _, rows = Index(pool).query("SELECT budget, count(*) FROM models WHERE kind = 'union' GROUP BY ALL")
-    assert dict(rows)["unit"] >= 6 + 2 and dict(rows)["sum"] >= 6 + 2  # 6 pairs each, 2 replicates each here
+    assert dict(rows)["unit"] >= 6 + 1 and dict(rows)["sum"] >= 6 + 1  # 6 pairs each, 1 replicate each
     report = (tmp_path / "rep" / "report.md").read_text()
     assert report.index("ground truth: which composition") < report.index("`sum` ground truth")  # unit first
     _, searched = Index(pool).query("SELECT budget, validated, union_ppl, weights FROM searches")
