@@ -117,15 +117,23 @@ def fidelity(pool: Pool, budget: str, methods: list[str] | None = None) -> list[
     noise = noise_floor(pool, budget)
     out = []
     for method in methods:
-        if proxies.get(method).fitted:
-            pred = {}
-            for u in unions:  # fit on every other union, predict this one
-                part = held_out(method, cases, truths, [x for x in unions if x != u], budget)
-                pred |= {key: v for key, v in part.items() if (key[0], key[1]) == u}
-        else:
-            pred = held_out(method, cases, truths, [], budget)
+        try:
+            pred = _leave_one_union_out(method, cases, truths, unions, budget)
+        except UsageError:  # an optional dependency (scikit-learn for `regression`) is not installed
+            continue
         out += [{"budget": budget, "proxy": method, **q} for q in score_predictions(pred, truths, noise)]
     return out
+
+
+def _leave_one_union_out(method: str, cases: list, truths: dict, unions: list[tuple], budget: str) -> dict:
+    """Out-of-sample predictions on this pool: a fitted proxy predicts each union from all the others."""
+    if not proxies.get(method).fitted:
+        return held_out(method, cases, truths, [], budget)
+    pred = {}
+    for u in unions:
+        part = held_out(method, cases, truths, [x for x in unions if x != u], budget)
+        pred |= {key: v for key, v in part.items() if (key[0], key[1]) == u}
+    return pred
 
 
 def refresh(pool: Pool, seq_len: int, log=print) -> dict | None:
