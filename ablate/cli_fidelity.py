@@ -38,7 +38,7 @@ def calibrate(config: ConfigOpt = None, set_: SetOpt = None):
         raise UsageError("not enough unions to calibrate (3 per ground truth): see `ablate suggest-unions --budget 3`")
     cols = ["eval_set", "proxy", "n", "pearson", "spearman", "top1", "top1_within_noise", "regret",
             "pairwise_beyond_noise", "noise_sd"]
-    for budget in BUDGETS:
+    for budget in sorted(BUDGETS, key=lambda b: b != DEFAULT_TRUTH):  # the recommended question first
         rows = fidelity(pool, budget)
         if not rows:
             continue
