@@ -29,7 +29,7 @@ from ablate.index import Index
 from ablate.model import count_params, find_seed, load_member, load_state, model_from_config, seed_config
 from ablate.pool import Pool, atomic_write_bytes
 from ablate.train import member_id, member_recipe
-from ablate.truths import BUDGETS, Budget
+from ablate.truths import BUDGETS
 from ablate.units import eval_sets, load_eval_tokens, load_tokenizer, study_tokenizer, token_byte_lengths, unit_meta
 
 
@@ -53,19 +53,6 @@ class Study:
                                  f"run `ablate train-partition {unit_id}`")
             return None
         return mid
-
-    def union_member(self, unit_ids: list[str], replicate: int = 0, budget: str = "sum") -> str | None:
-        """The trained uniform union of these units for a ground truth (budget sum or unit), if any."""
-        plan = Budget("sum") if len(unit_ids) == 1 else Budget(budget)
-        if len(unit_ids) == 1 and replicate == 0:
-            return self.unit_member(unit_ids[0], required=False)
-        metas = [unit_meta(self.pool, u) for u in unit_ids]
-        mid = member_id(self.seed["model_id"], metas, member_recipe(self.cfg, replicate), replicate, plan)
-        return mid if self.pool.has_member(mid) else None
-
-    def union_replicates(self, unit_ids: list[str], most: int = 16) -> list[tuple[int, str]]:
-        """(replicate, member id) of every trained default union of these units."""
-        return [(r, mid) for r in range(most) if (mid := self.union_member(unit_ids, r))]
 
     def truths(self, unit_ids: list[str]) -> list[dict]:
         """Sidecars of every trained union of exactly these units: any budget, weights, replicate."""
@@ -183,6 +170,7 @@ def score_built_models(study: Study, mixtures: list[list[str]], method: str, bui
 
     from ablate.energy import Meter
     from ablate.progress import bar
+
     cfg, pool = study.cfg, study.pool
     done = existing_rows(pool)
     todo = []
