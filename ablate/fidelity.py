@@ -84,7 +84,7 @@ def prepare_study(cfg: StudyConfig, log=print) -> dict:
     for name in cfg.fidelity.proxies:
         proxy = proxies.get(name)
         if proxy.evaluated and name != "merged":  # merged rows come from the sweep; fitted ones need none
-            score_built_models(study, truths, name, proxy.build, log=log)
+            score_built_models(study, [(mix, [1.0 / len(mix)] * len(mix)) for mix in truths], name, proxy.build)
     return {"units": units, "truths": truths, "seconds": time.perf_counter() - t0}
 
 

@@ -163,9 +163,11 @@ def score_reference_models(study: Study, mixtures: list[list[str]], done: set[st
     return rows
 
 
-def score_built_models(study: Study, mixtures: list[list[str]], method: str, build, log=print) -> int:
-    """Rows for an evaluated proxy other than the average: `build(pool, seed_id, members, weights)`
-    gives each uniform mixture's state dict; evaluated, priced, written. Returns mixtures scored."""
+def score_built_models(study: Study, mixtures: list[tuple[list[str], list[float]]], method: str, build,
+                       label: str | None = None) -> dict[tuple, str]:
+    """Rows for an evaluated proxy (merged, task-sum): `build(pool, seed_id, members, weights)` gives each
+    (mixture, weights)'s state dict; evaluated on the study's eval sets unless cached, priced, written.
+    Returns {(mixture, weights): model id}."""
     import time
 
     from ablate.energy import Meter
@@ -173,28 +175,24 @@ def score_built_models(study: Study, mixtures: list[list[str]], method: str, bui
 
     cfg, pool = study.cfg, study.pool
     done = existing_rows(pool)
-    todo = []
-    for mix in mixtures:
+    ids, todo = {}, []
+    for mix, weights in mixtures:
         members = [study.unit_member(u) for u in mix]
-        mid = proxies.model_id(method, members, [1.0 / len(mix)] * len(mix))
+        mid = ids[(tuple(mix), tuple(weights))] = proxies.model_id(method, members, weights)
         if not all(row_id(method, mid, ev, cfg.eval.seq_len) in done for ev in study.evals):
-            todo.append((mix, members, mid))
-    if not todo:
-        return 0
-    model = model_from_config(seed_config(pool, study.seed["model_id"]))
+            todo.append((mix, weights, members, mid))
+    model = model_from_config(seed_config(pool, study.seed["model_id"])) if todo else None
     rows = []
-    with Meter(cfg.energy) as meter, bar(method, len(todo)) as update:
-        for mix, members, mid in todo:
+    with Meter(cfg.energy) as meter, bar(label or method, len(todo)) as update:
+        for mix, weights, members, mid in todo:
             t0 = time.perf_counter()
-            weights = [1.0 / len(mix)] * len(mix)
             load_state(model, build(pool, study.seed["model_id"], members, weights), f"{method} weights")
             rows += evaluate_rows(study, model, method=method, mixture=mix, weights=weights, model_id=mid,
                                   merge_s=time.perf_counter() - t0, skip=done)
             update(1)
     attach_cost(rows, meter.result)
     write_rows(pool, rows)
-    log(f"{method}: {len(todo)} mixtures scored")
-    return len(todo)
+    return ids
 
 
 def score_mixture(cfg: StudyConfig, pool: Pool, items: list[str], weights: str | list[float] | None = None,

@@ -24,7 +24,6 @@ import itertools
 import json
 import math
 import os
-import time
 import uuid
 from datetime import datetime, timezone
 
@@ -62,36 +61,13 @@ def candidates(units: list[str], max_size: int, grid: list[float], weighted_max_
 
 def _score(cfg: StudyConfig, pool: Pool, target: str, cands, method: str = "merged") -> dict[tuple, float]:
     """An evaluated proxy's perplexity on the target for every candidate (cached rows first, then build+eval)."""
-    from ablate import proxies
-    from ablate.energy import Meter
-    from ablate.model import load_state, model_from_config, seed_config
-    from ablate.progress import bar
-    from ablate.score import attach_cost, evaluate_rows, existing_rows, load_study, write_rows
+    from ablate.score import load_study, score_built_models
 
-    build = proxies.get(method).build
     study = load_study(cfg, pool, [target])
-    members = {u: study.unit_member(u) for u in {u for c, _ in cands for u in c}}
-    ids = {(tuple(c), tuple(w)): proxies.model_id(method, [members[u] for u in c], w) for c, w in cands}
-    done = existing_rows(pool)
+    ids = score_built_models(study, cands, method, proxies.get(method).build, label=f"search {target}")
     _, rows = Index(pool).query("SELECT model_id, ppl FROM mixture_perplexity WHERE method = ? "
                                 "AND eval_set = ?", [method, target])
     known = dict(rows)
-    model = model_from_config(seed_config(pool, study.seed["model_id"]))
-    new_rows = []
-    todo = [(c, w) for c, w in cands if ids[(tuple(c), tuple(w))] not in known]
-    with Meter(cfg.energy) as meter, bar(f"search {target}", len(todo)) as update:
-        for c, w in todo:
-            t0 = time.perf_counter()
-            state = build(pool, study.seed["model_id"], [members[u] for u in c], w)
-            load_state(model, state, f"{method} weights")
-            mid = ids[(tuple(c), tuple(w))]
-            rows = evaluate_rows(study, model, method=method, mixture=c, weights=w, model_id=mid,
-                                 merge_s=time.perf_counter() - t0, skip=done)
-            new_rows += rows
-            known[mid] = rows[0]["ppl"] if rows else known.get(mid)
-            update(1)
-    attach_cost(new_rows, meter.result)
-    write_rows(pool, new_rows)
     return {key: known[mid] for key, mid in ids.items()}
 
 
