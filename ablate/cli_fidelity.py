@@ -54,13 +54,14 @@ def suggest_unions_cmd(budget: Annotated[int, typer.Option("--budget", help="how
     """Propose which unions to train next for the most informative calibration."""
     from ablate.calibrate import suggest_unions
     from ablate.truths import BUDGETS
+    from ablate.units import unit_ids
 
     cfg, pool = _study(config, set_)
     if budget < 1:
         raise UsageError("--budget must be at least 1")
     if truth not in BUDGETS:
         raise UsageError(f"--truth must be one of {', '.join(BUDGETS)}, not {truth!r}")
-    units = sorted(p.stem for p in pool.units_dir.glob("*.json") if not p.stem.startswith("seedmix-"))
+    units = unit_ids(pool)
     picks = suggest_unions(pool, units, budget, truth)
     if not picks:
         say("every multi-unit union is already trained")

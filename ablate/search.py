@@ -35,6 +35,7 @@ from ablate import proxies
 from ablate.calibrate import MIN_UNIONS, union_keys
 from ablate.proxies import wkey
 from ablate.truths import BUDGETS, DEFAULT_METHOD, DEFAULT_TRUTH, QUESTIONS
+from ablate.units import unit_ids
 
 
 
@@ -87,7 +88,7 @@ def default_method(pool: Pool, truth: str) -> str:
     n unions of it are trained (n = units), `own-additive` before."""
     if truth != "sum":
         return DEFAULT_METHOD[truth]
-    n_units = len([p for p in pool.units_dir.glob("*.json") if not p.stem.startswith("seedmix-")])
+    n_units = len(unit_ids(pool))
     have = len(union_keys(proxies.load_truths(pool, "sum")))
     return "calibrated" if have >= max(n_units, 3) else DEFAULT_METHOD["sum"]
 
@@ -105,7 +106,7 @@ def run_search(cfg: StudyConfig, pool: Pool, target: str, *, max_size: int = 3, 
         raise UsageError(f"--method must be one of {', '.join(proxies.names())}, not {method!r}")
     if max_size < 1 or validate < 0 or top < 1:
         raise UsageError("--max-size and --top must be ≥ 1, --validate ≥ 0")
-    units = sorted(p.stem for p in pool.units_dir.glob("*.json") if not p.stem.startswith("seedmix-"))
+    units = unit_ids(pool)
     if not units:
         raise UsageError(f"no units in {pool.root}: run `ablate units split` first")
     cands = candidates(units, min(max_size, len(units)), grid or [1.0])

@@ -307,11 +307,16 @@ def split_units(cfg: StudyConfig, pool: Pool, corpus: dict[str, list[str]], forc
 
 
 # -- reading back ---------------------------------------------------------------------
+def unit_ids(pool: Pool) -> list[str]:
+    """The pool's base units, sorted (seed-mix token files are not units)."""
+    return sorted(p.stem for p in pool.units_dir.glob("*.json") if not p.stem.startswith("seedmix-"))
+
+
 def unit_meta(pool: Pool, unit_id: str) -> dict:
     check_name(unit_id, "unit id")
     path = pool.units_dir / f"{unit_id}.json"
     if not path.exists():
-        known = sorted(p.stem for p in pool.units_dir.glob("*.json") if not p.stem.startswith("seedmix-"))
+        known = unit_ids(pool)
         hint = f" (known: {', '.join(known)})" if known else " (run `ablate units split` first)"
         raise UsageError(f"unknown unit {unit_id!r}{hint}")
     return read_json(path, "unit sidecar")
