@@ -50,14 +50,20 @@ DryOpt = Annotated[bool, typer.Option("--dry-run", help="print the resolved conf
 ForceOpt = Annotated[bool, typer.Option("--force", help="redo the work even if a result exists")]
 
 
-def _study(config: Path | None, overrides: list[str] | None, dry_run: bool = False) -> tuple[StudyConfig, Pool]:
+def _study(config: Path | None, overrides: list[str] | None, dry_run: bool = False,
+           check_study: bool = True) -> tuple[StudyConfig, Pool]:
+    from ablate.study_record import check_pool_study
+
     if config is None and os.environ.get("ABLATE_CONFIG"):
         config = Path(os.environ["ABLATE_CONFIG"])
     cfg = load_config(config, overrides)
     if dry_run:
         typer.echo(cfg.to_yaml(), nl=False)
         raise typer.Exit(0)
-    return cfg, Pool(cfg.pool)
+    pool = Pool(cfg.pool)
+    if check_study:  # a forgotten -c must not run the demo's settings on a user's pool
+        check_pool_study(cfg, pool, str(config) if config else "the embedded default config (no -c given)")
+    return cfg, pool
 
 
 def say(msg: str) -> None:
@@ -79,7 +85,7 @@ def corpus_build(source: Annotated[str, typer.Argument(help="'debian' (Debian pa
     """Build a domain-labelled JSONL corpus from real text that installs offline."""
     from ablate import corpus
 
-    cfg, _ = _study(config, set_, dry_run)
+    cfg, _ = _study(config, set_, dry_run, check_study=False)
     if source == "debian":
         manifest = corpus.build_debian_corpus(out, domains or None, webster_max_bytes=cfg.corpus.webster_max_bytes,
                                               max_bytes_per_domain=cfg.corpus.max_bytes_per_domain,
@@ -97,11 +103,13 @@ def corpus_build(source: Annotated[str, typer.Argument(help="'debian' (Debian pa
 def units_split(config: ConfigOpt = None, set_: SetOpt = None, dry_run: DryOpt = False, force: ForceOpt = False):
     """Hold out eval sets, tokenize (cached), cut equal-token base units."""
     from ablate.corpus import study_corpus
+    from ablate.tokenizer_id import check_import_tokenizer
     from ablate.units import split_units
 
-    cfg, pool = _study(config, set_, dry_run)
+    cfg, pool = _study(config, set_, dry_run, check_study=not force)  # --force re-splits: a new record
     if cfg.seed.mode == "import":  # units are tokenized with the imported seed's tokenizer
         from ablate.model import import_seed
+        check_import_tokenizer(cfg, pool, force)
         import_seed(cfg, pool)
     result = split_units(cfg, pool, study_corpus(cfg), force=force, log=say)
     for r in result["rows"]:
@@ -113,7 +121,7 @@ def units_split(config: ConfigOpt = None, set_: SetOpt = None, dry_run: DryOpt =
 @units_app.command("ls")
 def units_ls(config: ConfigOpt = None, set_: SetOpt = None):
     """List units and eval sets."""
-    cfg, pool = _study(config, set_)
+    cfg, pool = _study(config, set_, check_study=False)
     _print_query(pool, "SELECT unit_id, kind, domain, n_tokens, n_docs, n_bytes, left(data_sha256, 12) AS sha "
                        "FROM units ORDER BY kind, unit_id", "table", None)
 
@@ -193,8 +201,8 @@ def export_mixture_cmd(units: Annotated[list[str], typer.Argument(help="units of
     study = load_study(cfg, pool)
     members = [study.unit_member(u) for u in units]
     meta = {"mixture": units, "weights": w, "spec": spec, "members": members, "seed_id": study.seed["model_id"],
-            "merge_id": merge_id(members, w)}
-    export_mixture(pool, study.seed["model_id"], members, w, out, meta)
+            "merge_id": merge_id(members, w), "merged_on": str(study.device)}
+    export_mixture(pool, study.seed["model_id"], members, w, out, meta, device=study.device)
     say(f"wrote {out} (load with AutoModelForCausalLM.from_pretrained({str(out)!r}))")
 
 
@@ -208,15 +216,21 @@ def sweep(max_size: Annotated[Optional[int], typer.Option("--max-size", help="la
                                                            help="Dask scheduler, tcp://HOST:PORT (--backend dask)")] = None,
           workers: Annotated[Optional[int], typer.Option("--workers",
                                                          help="LocalCluster processes (--backend dask-local)")] = None,
+          sample: Annotated[Optional[int], typer.Option("--sample", help="N distinct random mixtures")] = None,
+          sizes: Annotated[Optional[str], typer.Option("--sizes", help="mixture sizes A-B (default 1-n)")] = None,
+          sample_seed: Annotated[Optional[int], typer.Option("--seed", help="seed of --sample (default 0)")] = None,
+          mixtures: Annotated[Optional[Path], typer.Option(
+              "--mixtures", help="file, one mixture per line: UNIT [UNIT|UNIT+UNIT ...] [--weights W,...]")] = None,
           config: ConfigOpt = None, set_: SetOpt = None, dry_run: DryOpt = False, force: ForceOpt = False):
-    """Score every mixture of the units (Gray-code order, one add/remove per step)."""
+    """Score every mixture of the units (Gray-code order, one add/remove per step), a sample, or a file's."""
     from ablate.sweep import run_sweep
 
     cfg, pool = _study(config, set_, dry_run)
     unit_list = [u.strip() for u in units.split(",")] if units else None
     if jobs is not None and jobs < 1:
         raise UsageError("--jobs must be at least 1")
-    out = run_sweep(cfg, pool, unit_list, max_size=max_size, jobs=jobs, eval_names=eval_ or None, force=force,
+    out = run_sweep(cfg, pool, unit_list, max_size=max_size, sizes=sizes, sample=sample, seed=sample_seed,
+                    mixtures_file=mixtures, jobs=jobs, eval_names=eval_ or None, force=force,
                     backend=backend, scheduler=scheduler, workers=workers, log=say)
     say(f"sweep: {out['mixtures']} mixtures ({out['scored']} scored, {out['cached']} cached), "
         f"{out['reference_rows']} seed/union rows, {out['seconds']:.1f} s")
@@ -284,7 +298,7 @@ def sql(query: Annotated[str, typer.Argument(help="one read-only SQL statement")
     """Run a read-only query on the index (tables: units, models, mixture_perplexity; views: see README)."""
     from ablate.index import Index, check_read_only
 
-    cfg, pool = _study(config, set_)
+    cfg, pool = _study(config, set_, check_study=False)
     if fmt not in ("table", "csv", "json", "parquet"):
         raise UsageError(f"unknown --format {fmt!r}: use table, csv, json or parquet")
     check_read_only(query)
@@ -295,7 +309,7 @@ def sql(query: Annotated[str, typer.Argument(help="one read-only SQL statement")
 @pool_app.command("ls")
 def pool_ls(config: ConfigOpt = None, set_: SetOpt = None):
     """Members with their costs."""
-    cfg, pool = _study(config, set_)
+    cfg, pool = _study(config, set_, check_study=False)
     _print_query(pool, "SELECT model_id, kind, array_to_string(units, ',') AS units, n_params, train_tokens, "
                        "steps, round(wall_s, 1) AS wall_s, round(energy_kwh * 1000, 4) AS energy_wh, "
                        "round(co2_kg * 1000, 4) AS co2_g, flops, device FROM models ORDER BY kind, model_id",
@@ -307,7 +321,7 @@ def pool_verify(config: ConfigOpt = None, set_: SetOpt = None):
     """Check every member's weights against its recorded sha256, size and tensor shapes."""
     from ablate.verify import verify_pool
 
-    cfg, pool = _study(config, set_)
+    cfg, pool = _study(config, set_, check_study=False)
     ok, problems = verify_pool(pool)
     for p in problems:
         stdout.print(f"BAD {p}", markup=False)
@@ -321,7 +335,7 @@ def pool_reindex(config: ConfigOpt = None, set_: SetOpt = None):
     """Rebuild index.duckdb from the sidecars and result files."""
     from ablate.index import Index
 
-    cfg, pool = _study(config, set_)
+    cfg, pool = _study(config, set_, check_study=False)
     counts = Index(pool).rebuild()
     say("reindexed: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
 

@@ -94,6 +94,9 @@ def search(target: Annotated[str, typer.Option("--target", help="eval set to opt
            validate_weighted: Annotated[bool, typer.Option("--validate-weighted",
                                                            help="also train the best weighted candidate")] = False,
            top: Annotated[int, typer.Option("--top", help="rows to show and store")] = 10,
+           max_candidates: Annotated[int, typer.Option(
+               "--max-candidates", help="above this many candidates, beam search instead of all")] = 2000,
+           beam: Annotated[int, typer.Option("--beam", help="beam width of that search")] = 4,
            config: ConfigOpt = None, set_: SetOpt = None):
     """Rank candidate mixtures for a target eval set by the proxy; optionally validate by training."""
     from ablate.merge import parse_weights
@@ -108,12 +111,12 @@ def search(target: Annotated[str, typer.Option("--target", help="eval set to opt
             raise UsageError(f"--weights-grid must be non-negative numbers, e.g. 1,2,4 (got {weights_grid!r})")
         parse_weights(grid, len(grid))
     out = run_search(cfg, pool, target, max_size=max_size, grid=grid, method=method, truth=truth, validate=validate,
-                     validate_weighted=validate_weighted,
-                     top=top, log=say)
+                     validate_weighted=validate_weighted, top=top, max_candidates=max_candidates, beam=beam,
+                     log=say)
     cols = ["rank", "mixture", "weights", "proxy_ppl", "union_ppl", "union_rank", "validated"]
     _print_rows(cols, out["rows"][:top])
     first = out["rows"][0]
     if first["union_rank"]:
         say(f"the proxy's choice ranks {first['union_rank']} of {first['n_unions_known']} trained unions "
             f"(truth {truth!r}) on {target} (regret {100 * (first['union_ppl'] / out['best_union_ppl'] - 1):.2f} %)")
-    say(f"{out['candidates']} candidates; stored as {out['search_id']} in the `searches` table")
+    say(f"{out['candidates']} candidates ({out['strategy']}); stored as {out['search_id']} in the `searches` table")

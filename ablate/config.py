@@ -15,10 +15,10 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal, Optional, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ablate.errors import UsageError
 
@@ -26,6 +26,24 @@ from ablate.errors import UsageError
 class _Strict(BaseModel):
     # Unknown keys are almost always typos in a study file: refuse them.
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _comma_lists(cls, data):
+        # `--set units.domains=a,b,c` arrives as the string "a,b,c": a list field takes it as a comma list
+        if not isinstance(data, dict):
+            return data
+        for name, field in cls.model_fields.items():
+            value = data.get(name)
+            if isinstance(value, str) and value != "auto" and _is_list(field.annotation):
+                data = {**data, name: [v.strip() for v in value.split(",") if v.strip()]}
+            elif value is None and name in data and get_origin(field.annotation) is list:
+                data = {**data, name: []}  # `--set units.eval_only_domains=`: none
+        return data
+
+
+def _is_list(annotation) -> bool:
+    return get_origin(annotation) is list or any(get_origin(a) is list for a in get_args(annotation))
 
 
 class CorpusConfig(_Strict):
@@ -64,7 +82,9 @@ class UnitsConfig(_Strict):
 class SeedConfig(_Strict):
     mode: Literal["train", "import"] = "train"
     import_path: Optional[str] = None  # local HF causal-LM dir when mode=import
-    domains: list[str] = ["webster"]  # the seed's pretraining mix (not unit domains)
+    # The seed's pretraining mix, never unit domains. auto: webster for the Debian corpus; for your own
+    # files, every corpus domain that is neither a unit nor an eval-only domain (or import a seed).
+    domains: list[str] | Literal["auto"] = "auto"
     hidden_size: int = Field(96, gt=0)
     layers: int = Field(3, gt=0)
     heads: int = Field(4, gt=0)
@@ -107,9 +127,14 @@ class TrainConfig(_Strict):
     tf32: bool = True
 
 
+DEVICE_SPEC = r"auto|cpu|cuda(:\d+)?"  # StudyConfig.device
+
+
 class EvalConfig(_Strict):
     seq_len: int = Field(128, ge=8)
     batch_size: int = Field(32, ge=1)
+    # on CUDA: bf16 autocast or plain fp32 (TF32 off); the CPU always evaluates in fp32. Recorded per row.
+    precision: Literal["bf16", "fp32"] = "bf16"
 
 
 class EnergyConfig(_Strict):
@@ -125,6 +150,19 @@ class EnergyConfig(_Strict):
     # used by the "estimate" backend and when codecarbon cannot run:
     watts_per_cpu_thread: float = Field(10.0, gt=0)
     fallback_g_co2e_per_kwh: float = Field(369.0, gt=0)  # US average, 2023
+
+
+class EvalFileConfig(_Strict):
+    """An eval set from the user's own file (Paloma-style JSONL, JSON, Parquet or text)."""
+
+    path: str
+    text_field: str = "text"
+    max_bytes: Optional[int] = Field(None, gt=0)  # whole documents up to this many bytes; None = the whole file
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data):  # `eval_sets: {heldout: my.jsonl}` = a path with the defaults
+        return {"path": data} if isinstance(data, str) else data
 
 
 class FidelityConfig(_Strict):
@@ -149,6 +187,11 @@ class StudyConfig(_Strict):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     energy: EnergyConfig = EnergyConfig()
+    # named eval sets from files, beside the held-out slices of corpus domains (`ablate units split` adds them)
+    eval_sets: dict[str, EvalFileConfig] = {}
+    # where every stage trains, merges and evaluates: auto (cuda if a GPU is visible, else cpu), cpu, cuda,
+    # cuda:N; sweep workers take one GPU each (ablate/device.py)
+    device: str = "auto"
     sweep_jobs: int = Field(1, ge=1)  # joblib processes for `ablate sweep`
     # Loading a member always checks its size and safetensors header; this adds the
     # full sha256 (slower on big models; `ablate pool verify` always does it).
@@ -161,11 +204,37 @@ class StudyConfig(_Strict):
     demo_search_grid: list[float] = [1.0, 2.0]  # weights grid of the demo's mixture search
     fidelity: FidelityConfig = FidelityConfig()
 
+    @field_validator("device")
+    @classmethod
+    def _device_spec(cls, value: str) -> str:
+        import re
+
+        # the syntax only: whether that GPU exists is asked where it is used (ablate/device.py)
+        if not re.fullmatch(DEVICE_SPEC, value):
+            raise ValueError(f"{value!r} is not a device: use auto, cpu, cuda or cuda:N (N a GPU index)")
+        return value
+
     @model_validator(mode="after")
     def _seed_domains(self):
+        if self.seed.domains == "auto" and self.corpus.source == "debian":
+            self.seed.domains = ["webster"]  # resolved here so the demo's seed id stays what it was
+        if self.seed.domains == "auto":
+            return self  # resolved from the corpus at `units split` (corpus.resolve_seed_domains)
         clash = set(self.seed.domains) & set(self.units.domains)
         if clash and self.seed.mode == "train":
             raise ValueError(f"seed.domains overlap units.domains {sorted(clash)}: the seed must not see unit data")
+        return self
+
+    @model_validator(mode="after")
+    def _eval_set_names(self):
+        import re
+
+        for name in self.eval_sets:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
+                raise ValueError(f"eval set name {name!r}: use letters, digits, '.', '_' or '-'")
+        clash = set(self.eval_sets) & set(self.eval_domains)
+        if clash:
+            raise ValueError(f"eval_sets {sorted(clash)} clash with corpus domains of the same name")
         return self
 
     @property
@@ -174,7 +243,7 @@ class StudyConfig(_Strict):
 
     @property
     def all_domains(self) -> list[str]:
-        seed = self.seed.domains if self.seed.mode == "train" else []
+        seed = self.seed.domains if self.seed.mode == "train" and self.seed.domains != "auto" else []
         return sorted(set(self.eval_domains) | set(seed))
 
     def to_yaml(self) -> str:
@@ -204,35 +273,114 @@ def parse_overrides(overrides: list[str] | None) -> list[tuple[str, str]]:
     return pairs
 
 
+# Settings that name files: relative values in a config file are relative to that file.
+PATH_KEYS = (("pool",), ("corpus", "path"), ("seed", "import_path"))
+
+
+def _resolve_paths(tree: dict, base: Path) -> None:
+    """Make the config file's relative paths absolute against its folder (not the working directory)."""
+    def fix(node: dict, key: str) -> None:
+        value = node.get(key)
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            node[key] = str((base / value).resolve())
+
+    for *parents, key in PATH_KEYS:
+        node = tree
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            fix(node, key)
+    for entry in (tree.get("eval_sets") or {}).values() if isinstance(tree.get("eval_sets"), dict) else ():
+        if isinstance(entry, dict):
+            fix(entry, "path")
+    if isinstance(tree.get("eval_sets"), dict):  # the shorthand `name: path`
+        for name, entry in tree["eval_sets"].items():
+            if isinstance(entry, str) and entry and not Path(entry).expanduser().is_absolute():
+                tree["eval_sets"][name] = str((base / entry).resolve())
+
+
+def _read_tree(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read config {path}: {exc}") from None
+    try:
+        tree = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UsageError(f"invalid YAML in {path}{where}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(tree, dict):
+        raise UsageError(f"{path}: a study config must be a mapping, got {type(tree).__name__}")
+    return tree
+
+
+def known_keys(model: type[BaseModel] = None, prefix: str = "") -> list[str]:
+    """Every dotted setting of a study (`train.lr`, ...): for suggestions on a typo."""
+    model = model or StudyConfig
+    keys = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys += known_keys(ann, f"{prefix}{name}.")
+        else:
+            keys.append(prefix + name)
+    return keys
+
+
+# names other tools use for a setting ablate spells differently
+ALIASES = {"learning_rate": "lr", "max_steps": "steps", "per_device_train_batch_size": "batch_size",
+           "block_size": "seq_len", "max_seq_length": "seq_len", "vocab": "vocab_size"}
+
+
+def _suggest(dotted: str) -> str:
+    import difflib
+
+    keys = known_keys()
+    section, _, field = dotted.rpartition(".")
+    fields = {k.rpartition(".")[2]: k for k in keys if k.rpartition(".")[0] == section}
+    guess = ALIASES.get(field)
+    close = [fields[guess]] if guess in fields else difflib.get_close_matches(dotted, keys, n=1, cutoff=0.6)
+    if not close:  # same section, nearest field name
+        near = difflib.get_close_matches(field, list(fields), n=1, cutoff=0.5)
+        close = [fields[near[0]]] if near else []
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _describe(err: dict, overridden: dict[str, str], path: Path | None) -> str:
+    where = ".".join(str(p) for p in err["loc"]) or "config"
+    # blame the command line when the value came from --set, the file otherwise
+    blamed = next((k for k in overridden if where == k or k.startswith(where + ".") or where.startswith(k + ".")),
+                  None)
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown setting" + _suggest(blamed if blamed and blamed.startswith(where) else where)
+    if blamed:
+        return f"--set {blamed}={overridden[blamed]}: {msg}"
+    return (f"{where}: {msg}" if err["loc"] else msg) + (f" (in {path})" if path else "")
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> StudyConfig:
-    """Load a study from YAML (or the embedded default) and apply `key=value` overrides."""
+    """Load a study from YAML (or the embedded default) and apply `key=value` overrides.
+
+    Relative paths in the file are relative to the file; those given with --set, to the
+    working directory (where the user typed them)."""
     tree: dict = {}
     if path is not None:
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise UsageError(f"config file not found: {path}") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"cannot read config {path}: {exc}") from None
-        try:
-            tree = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark else ""
-            raise UsageError(f"invalid YAML in {path}{where}: {getattr(exc, 'problem', exc)}") from None
-        if not isinstance(tree, dict):
-            raise UsageError(f"{path}: a study config must be a mapping, got {type(tree).__name__}")
-    for key, value in parse_overrides(overrides):
+        tree = _read_tree(path)
+        _resolve_paths(tree, path.resolve().parent)
+    pairs = parse_overrides(overrides)
+    for key, value in pairs:
         _set_path(tree, key, value)
     try:
         return StudyConfig.model_validate(tree)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "config"
-        src = f" in {path}" if path else ""
-        more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-        raise UsageError(f"invalid config{src}: {where}: {err['msg']}{more}") from None
+        overridden = dict(pairs)
+        problems = "; ".join(_describe(e, overridden, path) for e in exc.errors())
+        raise UsageError(f"invalid config: {problems}") from None
 
 
 def config_hash(section: BaseModel | dict) -> str:

@@ -205,6 +205,28 @@ def _load_file(path: Path, fmt: str, fields: tuple[str, str], cache: str) -> lis
     return list(zip(ds[fields[1]], ds[fields[0]]))
 
 
+def read_documents(path: Path, text_field: str = "text") -> list[str]:
+    """The non-empty documents of one .jsonl/.json/.parquet/.txt file, in file order (an eval file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"file not found: {path}")
+    if path.suffix not in _FORMATS:
+        raise UsageError(f"{path}: unsupported format (use .jsonl, .json, .parquet or .txt)")
+    os.environ["HF_DATASETS_OFFLINE"] = "1"
+    import datasets
+
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        with tempfile.TemporaryDirectory(prefix="ablate-hf-") as cache:
+            # the text field twice: an eval file has no domain field to check
+            rows = _load_file(path, _FORMATS[path.suffix], (text_field, text_field), cache)
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
+    return [text for _, text in rows if isinstance(text, str) and text.strip()]
+
+
 def load_corpus(path: Path, *, domain_field: str = "domain", text_field: str = "text",
                 domains: list[str] | None = None) -> dict[str, list[str]]:
     """Load .jsonl/.json/.parquet/.txt files (a folder, recursively, or one file) through
@@ -245,14 +267,38 @@ def load_corpus(path: Path, *, domain_field: str = "domain", text_field: str = "
 
 def study_corpus(cfg) -> dict[str, list[str]]:
     """The documents of a study (ablate.config.StudyConfig): every domain it names
-    (cfg.all_domains), loaded from cfg.corpus.path with the configured field names."""
+    (cfg.all_domains), loaded from cfg.corpus.path with the configured field names.
+    `seed.domains: auto` is resolved here, in place, from the domains the corpus has."""
     path = Path(cfg.corpus.path)
     if not path.exists():  # say how to make it, not just that it is missing
         hint = (f"; build it with `ablate corpus build debian --out {path}`"
                 if cfg.corpus.source == "debian" else "")
         raise UsageError(f"corpus not found at {path}{hint}")
-    return load_corpus(path, domain_field=cfg.corpus.domain_field,
-                       text_field=cfg.corpus.text_field, domains=cfg.all_domains)
+    docs = load_corpus(path, domain_field=cfg.corpus.domain_field, text_field=cfg.corpus.text_field)
+    if cfg.seed.mode == "train" and cfg.seed.domains == "auto":
+        cfg.seed.domains = resolve_seed_domains(cfg, sorted(docs), path)
+    for setting in ("units.domains", "units.eval_only_domains", "seed.domains"):
+        section, field = setting.split(".")
+        if setting == "seed.domains" and cfg.seed.mode != "train":
+            continue
+        absent = [d for d in getattr(getattr(cfg, section), field) if d not in docs]
+        if absent:
+            raise UsageError(f"{setting} names {', '.join(absent)}, not a domain of {path} "
+                             f"(its '{cfg.corpus.domain_field}' values: {', '.join(sorted(docs))})")
+    return {d: docs[d] for d in cfg.all_domains}
+
+
+def resolve_seed_domains(cfg, available: list[str], path: Path) -> list[str]:
+    """`seed.domains: auto` on your own corpus: every domain that is neither a unit nor an eval-only
+    domain, so the seed never sees unit data. None left is an error that says what to do."""
+    left = [d for d in available if d not in cfg.eval_domains]
+    if not left:
+        raise UsageError(
+            f"seed.domains is auto, but every domain of {path} ({', '.join(available)}) is a unit or eval-only "
+            f"domain, so none is left to pretrain the seed on: import a pretrained seed "
+            f"(--set seed.mode=import --set seed.import_path=DIR, any local HF causal LM) or add a domain of "
+            f"general text and name it in seed.domains")
+    return left
 
 
 def corpus_domains(cfg) -> list[str]:

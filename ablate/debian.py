@@ -300,16 +300,25 @@ def _render_man(page: str, cache: Path) -> str:
     return text
 
 
-def _manpages(ctx: dict) -> Iterator[Doc]:
+def _man_page_files() -> list[str]:
     listed = _run(["dpkg-query", "-L", "manpages", "manpages-dev"], "domain 'manpages'")
     # symlinks and ".so man3/x.3" stubs are aliases that would render as duplicate pages
-    pages = sorted(p for p in listed.splitlines() if re.match(r"/usr/share/man/man\w+/.+\.gz$", p)
-                   and os.path.isfile(p) and not os.path.islink(p)
-                   and gzip.open(p).read(4) != b".so ")
+    return sorted(p for p in listed.splitlines() if re.match(r"/usr/share/man/man\w+/.+\.gz$", p)
+                  and os.path.isfile(p) and not os.path.islink(p)
+                  and gzip.open(p).read(4) != b".so ")
+
+
+def _manpages(ctx: dict) -> Iterator[Doc]:
+    from ablate.progress import bar
+
+    pages = _man_page_files()
     cache = Path(ctx["cache_dir"]) / "manpages"
     cache.mkdir(parents=True, exist_ok=True)
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+    # rendering ~3,000 pages takes about a minute the first time (cached after): show it moving
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool, \
+            bar("manpages: rendering", len(pages), fields={"page": "-"}) as update:
         for page, text in zip(pages, pool.map(lambda p: _render_man(p, cache), pages)):
+            update(1, page=Path(page).name)
             if text.strip():
                 yield "/usr/share/man", page.removeprefix("/usr/share/man/"), text
 

@@ -59,7 +59,10 @@ def run_demo(cfg: StudyConfig, pool: Pool, report_dir: Path, log=print) -> str:
     from ablate.progress import price_line
     from ablate.train import train_member
 
+    from ablate.device import describe
+
     t0 = time.perf_counter()
+    log(f"training, merging and evaluating on {describe(cfg)}")  # a GPU asked for and missing: exit 2 now
     units = build_members(cfg, pool, log, steps="[1-4/8] ")
     plans = {"unit": union_plan(units, cfg.demo_unions), "sum": union_plan(units, cfg.demo_add_data_unions)}
     truths = [DEFAULT_TRUTH] + [b for b in plans if b != DEFAULT_TRUTH]
@@ -74,7 +77,7 @@ def run_demo(cfg: StudyConfig, pool: Pool, report_dir: Path, log=print) -> str:
     log("[6/8] sweep: every mixture scored by merging")
     out = run_sweep(cfg, pool, units)
     log(f"      {out['mixtures']} mixtures ({out['scored']} scored, {out['cached']} cached) in {out['seconds']:.1f} s")
-    target = (cfg.units.eval_only_domains or cfg.units.domains)[0]
+    target = (sorted(cfg.eval_sets) or cfg.units.eval_only_domains or cfg.units.domains)[0]
     if plan:
         method = DEFAULT_METHOD[DEFAULT_TRUTH]
         log(f"[7/8] mixture search for {target!r} ({method} proxy, weighted candidates): the top one and the best "

@@ -11,6 +11,7 @@ Gray-code order; each segment is one task that keeps its own running sum
 (`sweep.score_segment`) and reads members from the shared pool path. Tasks return
 rows; only the driver writes them (results file, then index), segment by segment,
 so an interrupted sweep keeps what finished and a rerun scores only what is missing.
+On each host the workers, in address order, take one GPU each (`assign_devices`; cfg.device).
 
 Worker loss: the scheduler re-runs a lost worker's tasks elsewhere (a nanny also
 restarts the worker); a task that keeps killing workers comes back as
@@ -46,8 +47,9 @@ def _host(address: str) -> str:
 
 
 def _score(cfg_dict: dict, pool_root: str, unit_ids: list[str], masks: list[int], eval_names: list[str] | None,
-           threads_by_host: dict[str, int]) -> list[dict]:
-    """Runs on a worker: the local backend's segment scorer with a thread count fitted to this host."""
+           threads_by_host: dict[str, int], devices: dict[str, str] | None = None) -> list[dict]:
+    """Runs on a worker: the local backend's segment scorer with a thread count fitted to this host,
+    on the worker's own device (a worker that joined later resolves cfg.device itself)."""
     from distributed import get_worker
 
     from ablate.sweep import score_segment
@@ -55,7 +57,22 @@ def _score(cfg_dict: dict, pool_root: str, unit_ids: list[str], masks: list[int]
     worker = get_worker()
     # Several workers (and worker threads) on one host share its cores: divide them.
     threads = threads_by_host.get(_host(worker.address)) or max(1, _cpus() // max(1, worker.state.nthreads))
-    return score_segment(cfg_dict, pool_root, unit_ids, masks, eval_names, threads)
+    return score_segment(cfg_dict, pool_root, unit_ids, masks, eval_names, threads,
+                         device=(devices or {}).get(worker.address))
+
+
+def assign_devices(gpus_by_worker: dict[str, int], spec: str) -> dict[str, str]:
+    """{worker address: device}: on each host its workers, in address order, get cuda:(i % that host's
+    GPUs) (device.worker_devices), so several workers on a GPU host own one GPU each."""
+    from ablate.device import worker_devices
+
+    hosts: dict[str, list[str]] = defaultdict(list)
+    for addr in sorted(gpus_by_worker):
+        hosts[_host(addr)].append(addr)
+    out = {}
+    for addrs in hosts.values():
+        out |= dict(zip(addrs, worker_devices(len(addrs), gpus_by_worker[addrs[0]], spec)))
+    return out
 
 
 def _sees_pool(pool_root: str) -> bool:
@@ -134,11 +151,14 @@ def dask_results(cfg: StudyConfig, pool: Pool, unit_ids: list[str], masks: list[
         # Several segments per worker slot: finer load balance, and a lost worker loses less work.
         segs = segments(masks, max(1, n_slots * 4))
         cfg_dict = cfg.model_dump(mode="json")
+        from ablate.device import gpu_count
+
+        devices = assign_devices(client.run(gpu_count), cfg.device)
         run = uuid.uuid4().hex[:8]
         tries = [0] * len(segs)
 
         def submit(i: int):
-            return client.submit(_score, cfg_dict, pool_root, unit_ids, segs[i], eval_names, threads,
+            return client.submit(_score, cfg_dict, pool_root, unit_ids, segs[i], eval_names, threads, devices,
                                  key=f"ablate-segment-{run}-{i}-{tries[i]}", pure=False)
 
         pending = {submit(i): i for i in range(len(segs))}

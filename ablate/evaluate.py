@@ -18,12 +18,12 @@ from __future__ import annotations
 import inspect
 import math
 import time
-from contextlib import nullcontext
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ablate.device import eval_precision, precision_context
 from ablate.errors import UsageError
 
 
@@ -45,8 +45,10 @@ def _batches(tokens: np.ndarray, spans: list[tuple[int, int]], batch_size: int):
 
 @torch.inference_mode()
 def evaluate_tokens(model, tokens: np.ndarray, byte_lengths: np.ndarray, *, seq_len: int,
-                    batch_size: int, name: str = "eval set") -> dict:
-    """Σ NLL, predicted tokens and their bytes over the windows; plus ppl and bits per byte."""
+                    batch_size: int, name: str = "eval set", precision: str | None = None) -> dict:
+    """Σ NLL, predicted tokens and their bytes over the windows; plus ppl and bits per byte.
+
+    On CUDA `precision` picks bf16 autocast (the default) or exact fp32; the CPU is always fp32."""
     if tokens.size < seq_len:
         raise UsageError(f"{name} has {tokens.size} tokens, shorter than one eval window ({seq_len})")
     device = next(model.parameters()).device
@@ -56,7 +58,7 @@ def evaluate_tokens(model, tokens: np.ndarray, byte_lengths: np.ndarray, *, seq_
     nll = torch.zeros((), dtype=torch.float64, device=device)
     n_pred, n_bytes = 0, 0
     spans = windows(int(tokens.size), seq_len)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    autocast = precision_context(device, eval_precision(device, precision))
     # Ask only for the logits that predict a token (all positions but the last): the LM head
     # skips one position per window and the logits come back contiguous, so flattening them
     # for the loss is a view, not a copy of the whole [batch, seq, vocab] tensor (64 MB at the

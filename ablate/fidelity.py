@@ -80,7 +80,7 @@ def prepare_study(cfg: StudyConfig, log=print) -> dict:
             log(price_line(train_member(cfg, pool, mix, budget=budget, replicate=1, log=log)))
     run_sweep(cfg, pool, units, log=log)
     study = load_study(cfg, pool)
-    write_rows(pool, score_reference_models(study, truths, existing_rows(pool)))
+    write_rows(pool, score_reference_models(study, truths, existing_rows(pool, study.precision)))
     for name in cfg.fidelity.proxies:
         proxy = proxies.get(name)
         if proxy.evaluated and name != "merged":  # merged rows come from the sweep; fitted ones need none

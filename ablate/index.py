@@ -32,7 +32,7 @@ TABLES = {
     "units": """
         unit_id VARCHAR PRIMARY KEY, kind VARCHAR, domain VARCHAR, shard INTEGER,
         n_docs BIGINT, n_tokens BIGINT, n_bytes BIGINT, data_sha256 VARCHAR,
-        tokenizer_id VARCHAR, path VARCHAR, created_at TIMESTAMP""",
+        tokenizer_id VARCHAR, path VARCHAR, source VARCHAR, contaminated_docs BIGINT, created_at TIMESTAMP""",
     "models": """
         model_id VARCHAR PRIMARY KEY, kind VARCHAR, units VARCHAR[], seed_id VARCHAR,
         replicate INTEGER, path VARCHAR, sha256 VARCHAR, n_params BIGINT, n_params_nonembed BIGINT,
@@ -46,7 +46,7 @@ TABLES = {
         n_tokens BIGINT, n_bytes BIGINT, nll_sum DOUBLE, ppl DOUBLE, bits_per_byte DOUBLE,
         eval_s DOUBLE, merge_s DOUBLE, energy_kwh DOUBLE, co2_kg DOUBLE, energy_method VARCHAR,
         flops DOUBLE, model_id VARCHAR, seed_id VARCHAR, device VARCHAR, replicate INTEGER, spec VARCHAR,
-        budget VARCHAR, created_at TIMESTAMP""",
+        budget VARCHAR, eval_precision VARCHAR, created_at TIMESTAMP""",
     "searches": """
         row_id VARCHAR PRIMARY KEY, search_id VARCHAR, target VARCHAR, method VARCHAR, budget VARCHAR, rank INTEGER,
         mixture VARCHAR[], weights DOUBLE[], proxy_ppl DOUBLE, union_ppl DOUBLE, union_rank INTEGER,
@@ -60,6 +60,10 @@ QUESTION_SQL = """CASE {b} WHEN 'unit' THEN 'equal compute: which composition is
 # Proxy methods fitted on unions: their rows in the table are in-sample for the unions they used.
 FITTED_SQL = "('calibrated', 'regression')"
 ROUND_W = "list_transform({t}.weights, lambda x: round(x, 6))"
+
+# Below this many mixtures with a truth, a ranking statistic says nothing (with 1 or 2 the proxy's
+# pick is the best by chance half the time or more, and correlations are undefined or +-1): NULL.
+MIN_MIXTURES = 3
 
 # Views users query. Fidelity compares only multi-unit mixtures: for k=1 the merge *is*
 # the unit model, which would inflate every correlation. One row per proxy row and ground
@@ -79,7 +83,7 @@ VIEWS = {
              AND (m.budget IS NULL OR m.budget = coalesce(u.budget, 'sum'))
         LEFT JOIN mixture_perplexity s ON s.method = 'seed' AND s.eval_set = m.eval_set AND s.seed_id = m.seed_id
         WHERE m.method NOT IN ('union', 'seed')""",
-    "proxy_fidelity": """
+    "proxy_fidelity": f"""
         WITH j AS (
             SELECT budget, question, proxy, in_sample, eval_set, mixture, ln(merged_ppl) AS lm, ln(union_ppl) AS lu
             FROM mixture_vs_union WHERE k >= 2 AND uniform),
@@ -92,9 +96,12 @@ VIEWS = {
                    arg_min(mixture, lm) AS proxy_best, arg_min(mixture, lu) AS true_best,
                    arg_min(lu, lm) AS lu_of_proxy_best, min(lu) AS lu_best
             FROM r GROUP BY budget, proxy, eval_set)
-        SELECT budget, question, proxy, in_sample, eval_set, n_mixtures, pearson_log_ppl, spearman_log_ppl,
-               proxy_best, true_best, proxy_best = true_best AS top1_agree,
-               exp(lu_of_proxy_best - lu_best) - 1 AS regret
+        SELECT budget, question, proxy, in_sample, eval_set, n_mixtures,
+               CASE WHEN n_mixtures >= {MIN_MIXTURES} THEN pearson_log_ppl END AS pearson_log_ppl,
+               CASE WHEN n_mixtures >= {MIN_MIXTURES} THEN spearman_log_ppl END AS spearman_log_ppl,
+               proxy_best, true_best,
+               CASE WHEN n_mixtures >= {MIN_MIXTURES} THEN proxy_best = true_best END AS top1_agree,
+               CASE WHEN n_mixtures >= {MIN_MIXTURES} THEN exp(lu_of_proxy_best - lu_best) - 1 END AS regret
         FROM g ORDER BY budget DESC, proxy, eval_set""",
     # Show Your Work (Dodge et al. 2019): expected best union ppl after trying n random
     # mixtures, E = Σ v(i)·[(i/N)^n − ((i−1)/N)^n] with v sorted worst→best. Retraining finds

@@ -9,7 +9,9 @@ integer buffers are copied from the first member, not averaged. Weights are
 normalized: uniform means every base unit counts once, so a domain with more
 units weighs more (as in the paper). Members are read one at a time, key by key,
 from memory-mapped safetensors files (mergekit's lazy loading), so memory holds the
-accumulator plus one member's mapped file, never k models.
+accumulator plus one member's mapped file, never k models. On a GPU (`device`, see
+ablate/device.py) the float32 sums live there and members go over in 64 MB chunks, so
+the sums and the model they are loaded into are the only two copies on the device.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from ablate.device import axpy_chunked
 from ablate.errors import AblateError, UsageError
-from ablate.model import check_weights_file
+from ablate.model import check_fit, check_weights_file, load_state
 from ablate.pool import Pool
 
 
@@ -121,10 +124,13 @@ def merge_id(model_ids: list[str], weights: list[float]) -> str:
 
 
 def merge_members(pool: Pool, model_ids: list[str], weights: list[float] | None = None,
-                  full_hash: bool = False) -> dict[str, torch.Tensor]:
-    """The weighted average of members' weights, as a state dict in the members' dtypes."""
+                  full_hash: bool = False, device=None) -> dict[str, torch.Tensor]:
+    """The weighted average of members' weights, as a state dict in the members' dtypes, on `device`
+    (default CPU; on another device the sums live there and members stream in, `_merge_on`)."""
     weights = parse_weights(weights, len(model_ids))
     check_compatible(pool, model_ids, full_hash)
+    if device is not None and torch.device(device).type != "cpu":
+        return _merge_on(torch.device(device), [pool.weights_path(m) for m in model_ids], weights)
     # One member at a time, its file unmapped before the next is read: mapped pages count in
     # our RSS, so holding all k files open (key by key, as before) cost k model sizes; now
     # the peak is the accumulator plus one member (bench/bench_memory.py). Per element the
@@ -180,6 +186,31 @@ def _merge_flat(paths: list[Path], header: dict, weights: list[float]) -> dict[s
     return {name: v.clone() for name, v in views.items()}
 
 
+def _merge_on(device: torch.device, paths: list[Path], weights: list[float]) -> dict[str, torch.Tensor]:
+    """merge_members with float32 sums on `device` and members streamed from their host mappings.
+
+    Device memory: the sums (one model) plus one chunk; host: one member's mapped pages. The
+    tensors are cast back in place of the sums, so the caller's model is the only other copy."""
+    acc: dict[str, torch.Tensor] = {}
+    dtypes: dict[str, torch.dtype] = {}
+    for i, (path, w) in enumerate(zip(paths, weights)):
+        for name, t in _read_member(path):
+            if i == 0:
+                dtypes[name] = t.dtype
+                if not t.is_floating_point():  # integer buffers: copied from the first member
+                    acc[name] = t.to(device, copy=True)
+                    continue
+                acc[name] = torch.empty(t.shape, dtype=torch.float32, device=device)
+            if dtypes[name].is_floating_point:
+                axpy_chunked(acc[name], t, w, first=i == 0)
+    for name, t in acc.items():
+        if dtypes[name].is_floating_point:
+            acc[name] = t.to(dtypes[name])  # float32 (every ablate member): the same tensor
+            if not _all_finite(acc[name]):
+                raise AblateError(f"merged tensor {name} has NaN/inf values (a member is corrupted?)")
+    return acc
+
+
 def _all_finite(t: torch.Tensor) -> bool:
     """Same answer as isfinite(t).all(): min and max propagate NaN and show ±inf.
 
@@ -197,14 +228,17 @@ class RunningSum:
     Moving from one mixture to the next costs O(parameters) instead of
     O(k · parameters). When a member's file is one block of float32 tensors (every
     ablate member is), the sum is one flat buffer laid out like the file's data and a
-    step is a single add of the memory-mapped block: one kernel instead of one per
-    tensor, which matters for tiny models and on shared CPUs, where each parallel op
-    waits for every thread to wake. Per element the arithmetic is the same either way,
-    so both paths give bit-identical sums. Other files are read key by key.
+    step adds the block in 64 MB chunks read into one reused buffer: one kernel per chunk
+    (one for a demo model) instead of one per tensor, which matters for tiny models and on
+    shared CPUs, where each parallel op waits for every thread to wake, and memory holds
+    the sum, the model it is loaded into and one chunk (≤ 3 model sizes, bench_device.py).
+    Per element the arithmetic is the same either way, so both paths give bit-identical
+    sums. Other files are read key by key. On another `device` the sum lives there.
     """
 
-    def __init__(self, pool: Pool, model_ids: list[str]):
+    def __init__(self, pool: Pool, model_ids: list[str], device=None):
         self.pool = pool
+        self.device = torch.device(device or "cpu")
         self.paths = {m: pool.weights_path(m) for m in model_ids}
         self.sum: dict[str, torch.Tensor] = {}
         self.dtypes: dict[str, torch.dtype] = {}
@@ -217,22 +251,31 @@ class RunningSum:
         block = _f32_block(path)
         if block is not None and self.flat is None and not self.sum:  # first member: lay out the buffer
             self.layout = block[2]
-            self.flat = torch.zeros(block[1] // 4, dtype=torch.float32)
+            self.flat = torch.zeros(block[1] // 4, dtype=torch.float32, device=self.device)
             for name in sorted(self.layout):
                 begin, end = self.layout[name]["data_offsets"]
                 self.sum[name] = self.flat[begin // 4:end // 4].view(self.layout[name]["shape"])
                 self.dtypes[name] = torch.float32
         if block is not None and block[2] == self.layout:
-            self.flat.add_(_map_f32(path, block[0], block[1]), alpha=sign)
+            # read in chunks into one reused buffer: mapping the whole file would put one more model
+            # in our RSS beside the sum and the worker's model (3 in all; bench/bench_device.py)
+            for a, piece in _read_f32_chunks(path, block[0], block[1] // 4):
+                self.flat[a:a + piece.numel()].add_(piece.to(self.device), alpha=sign)
             return
         for name, t in _read_member(path):
             if not t.is_floating_point():
-                self.sum.setdefault(name, t.clone())
+                self.sum.setdefault(name, t.to(self.device, copy=True))
                 continue
             self.dtypes[name] = t.dtype
             if name not in self.sum:
-                self.sum[name] = torch.zeros(t.shape, dtype=torch.float32)
-            self.sum[name].add_(t.to(torch.float32), alpha=sign)
+                self.sum[name] = torch.zeros(t.shape, dtype=torch.float32, device=self.device)
+            self._add(self.sum[name], t, sign)
+
+    def _add(self, dst: torch.Tensor, src: torch.Tensor, sign: float) -> None:
+        if self.device.type == "cpu":
+            dst.add_(src.to(torch.float32), alpha=sign)
+        else:  # a device: the host mapping goes over in chunks, never a whole member at once
+            axpy_chunked(dst, src, sign, first=False)
 
     def add(self, model_id: str) -> None:
         if model_id in self.members:
@@ -272,6 +315,22 @@ class RunningSum:
         return {name: (t / k).to(self.dtypes[name]) if name in self.dtypes else t
                 for name, t in self.sum.items()}
 
+    def load_into(self, model, where: str = "running average") -> None:
+        """Put the mean into the model's weights, tensor by tensor in place: copy, then divide, the
+        same rounding as average() (bit-identical), without its full-size temporary, so the sum and
+        the model are the only two copies, on the host as on a GPU."""
+        k = len(self.members)
+        if k == 0:
+            raise ValueError("empty mixture")
+        params = check_fit(model, set(self.sum), where)
+        with torch.no_grad():
+            for name, t in self.sum.items():
+                dtype = self.dtypes.get(name)
+                if dtype == torch.float32:
+                    params[name].copy_(t).div_(k)
+                else:  # integer buffers as they are; other float dtypes rounded as average() does
+                    params[name].copy_(t if dtype is None else (t / k).to(dtype))
+
 
 def _f32_block(path: Path) -> tuple[int, int, dict] | None:
     """(data start, data bytes, header) if a safetensors file's data is exactly its float32
@@ -301,6 +360,26 @@ def _f32_block(path: Path) -> tuple[int, int, dict] | None:
     if not spans or start % 4 or start + pos != size:
         return None
     return start, pos, header
+
+
+def _read_f32_chunks(path: Path, start: int, n: int):
+    """(offset, float32 piece) over a file's data block of n floats, read into one reused buffer of
+    device.CHUNK floats: memory holds one chunk of the member, whatever its size. Callers use a
+    piece before asking for the next."""
+    from ablate.device import CHUNK
+
+    buf = torch.empty(min(CHUNK, n), dtype=torch.float32)
+    raw = memoryview(buf.numpy()).cast("B")
+    with open(path, "rb", buffering=0) as fh:
+        fh.seek(start)
+        for a in range(0, n, CHUNK):
+            m, got = min(CHUNK, n - a), 0
+            while got < m * 4:  # a read may return less than asked
+                step = fh.readinto(raw[got:m * 4])
+                if not step:
+                    raise AblateError(f"weights {path} ended early (truncated while being read?)")
+                got += step
+            yield a, buf[:m]
 
 
 def _map_f32(path: Path, start: int, nbytes: int) -> torch.Tensor:
@@ -336,17 +415,26 @@ def gray_code_order(n: int) -> list[int]:
     return [i ^ (i >> 1) for i in range(1, 1 << n)]
 
 
+def merged_model(pool: Pool, seed_id: str, model_ids: list[str], weights: list[float] | None = None, *,
+                 device=None, full_hash: bool = False) -> torch.nn.Module:
+    """The merged model on `device` (default CPU), ready to evaluate or save: what score-mixture and
+    export-mixture build. Peak memory: the merge's sums, then the sums and the model (bench/bench_device.py)."""
+    from ablate.model import model_from_config, seed_config
+
+    state = merge_members(pool, model_ids, weights, full_hash, device)
+    model = model_from_config(seed_config(pool, seed_id), device)
+    load_state(model, state, "merged weights")
+    return model
+
+
 def export_mixture(pool: Pool, seed_id: str, model_ids: list[str], weights: list[float], out: Path,
-                   meta: dict) -> Path:
+                   meta: dict, device=None) -> Path:
     """Write the merged model as a normal HF directory (config, tokenizer, safetensors)."""
     import shutil
 
-    from ablate.model import load_state, model_from_config, seed_config
     from ablate.pool import atomic_write_json
 
-    state = merge_members(pool, model_ids, weights)
-    model = model_from_config(seed_config(pool, seed_id))
-    load_state(model, state, "merged weights")
+    model = merged_model(pool, seed_id, model_ids, weights, device=device)
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"--out {out} exists and is not empty")

@@ -70,10 +70,27 @@ def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], where: st
                           f"(unexpected {unexpected[:3]}, missing {bad[:3]})")
 
 
+def check_fit(model: torch.nn.Module, names, where: str) -> dict[str, torch.Tensor]:
+    """load_state's check for weights written in place: `names` must all be the model's and every
+    other tensor a tied twin of one of them. Returns the state (it shares the parameters' storage)."""
+    current = model.state_dict()
+    unexpected = sorted(n for n in names if n not in current)
+    loaded = {current[n].data_ptr() for n in names if n in current}
+    bad = [n for n, t in current.items() if n not in names and t.data_ptr() not in loaded]
+    if unexpected or bad:
+        raise AblateError(f"{where}: weights do not fit the seed architecture "
+                          f"(unexpected {unexpected[:3]}, missing {bad[:3]})")
+    return current
+
+
 def count_params(model: torch.nn.Module) -> tuple[int, int]:
     """(all unique parameters, non-embedding parameters: no token embedding / LM head)."""
-    state = unique_state(model)
-    total = sum(t.numel() for t in state.values() if t.is_floating_point())
+    seen, total = set(), 0  # unique_state's rule, without its copy to the host (a GPU model)
+    for name, t in model.state_dict().items():
+        key = (t.data_ptr(), t.shape, t.dtype) if t.numel() else (name,)
+        if key not in seen:
+            seen.add(key)
+            total += t.numel() if t.is_floating_point() else 0
     emb = model.get_input_embeddings().weight.numel()
     out = model.get_output_embeddings()
     tied = out is None or out.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
@@ -93,10 +110,11 @@ def llama_config(cfg: StudyConfig, tok):
         pad_token_id=tok.eos_token_id, rms_norm_eps=1e-5)
 
 
-def model_from_config(config) -> torch.nn.Module:
+def model_from_config(config, device=None) -> torch.nn.Module:
+    """The architecture in float32, built directly on `device` (default CPU): no host copy of a GPU model."""
     from transformers import AutoModelForCausalLM
 
-    with torch.device("cpu"):
+    with torch.device(device or "cpu"):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     return model
 
@@ -105,8 +123,10 @@ def seed_config(pool: Pool, seed_id: str):
     from transformers import AutoConfig
 
     seed_dir = pool.seed_dir(seed_id)
+    if not seed_dir.is_dir():  # never created here: a step to run, not a damaged pool
+        raise UsageError(f"seed {seed_id} is not in {pool.models_dir}: run `ablate seed` first")
     if not (seed_dir / "config.json").exists():
-        raise AblateError(f"seed {seed_id} is missing from {pool.models_dir} (run `ablate seed`)")
+        raise AblateError(f"seed {seed_id} in {pool.models_dir} has no config.json (damaged pool?)")
     return AutoConfig.from_pretrained(str(seed_dir), local_files_only=True, trust_remote_code=False)
 
 
@@ -125,15 +145,15 @@ def check_weights_file(path: Path, meta: dict, full_hash: bool = False) -> None:
         raise AblateError(f"weights {path} do not match their recorded sha256 (corrupted)")
 
 
-def load_member(pool: Pool, model_id: str, full_hash: bool = False) -> torch.nn.Module:
-    """A pool member as a float32 HF model on CPU (the caller moves it)."""
+def load_member(pool: Pool, model_id: str, full_hash: bool = False, device=None) -> torch.nn.Module:
+    """A pool member as a float32 HF model on `device` (default CPU), its tensors read straight there."""
     meta = pool.read_meta(model_id)
     seed_id = meta["model_id"] if meta["kind"] == "seed" else meta["seed_id"]
-    model = model_from_config(seed_config(pool, seed_id))
+    model = model_from_config(seed_config(pool, seed_id), device)
     path = pool.weights_path(model_id)
     check_weights_file(path, meta, full_hash)
     state = {}
-    with safe_open(str(path), framework="pt") as fh:
+    with safe_open(str(path), framework="pt", device=str(device or "cpu")) as fh:
         for key in fh.keys():
             state[key] = fh.get_tensor(key)
     load_state(model, state, str(path))
@@ -159,7 +179,8 @@ def import_seed(cfg: StudyConfig, pool: Pool) -> dict:
     """Copy a local HF causal LM into the pool as the seed (weights re-saved as float32 safetensors)."""
     from transformers import AutoModelForCausalLM
 
-    from ablate.units import load_tokenizer, now, tokenizer_id_of
+    from ablate.tokenizer_id import tokenizer_id_of
+    from ablate.units import load_tokenizer, now
 
     src = Path(cfg.seed.import_path)
     if not (src / "config.json").exists():
@@ -167,7 +188,8 @@ def import_seed(cfg: StudyConfig, pool: Pool) -> dict:
     weight_files = sorted(src.glob("*.safetensors"))
     if not weight_files:
         raise UsageError(f"{src} has no *.safetensors weights (only safetensors are accepted)")
-    digest = config_hash({"files": [sha256_file(p) for p in weight_files], "tok": tokenizer_id_of(src)})
+    tok_id = tokenizer_id_of(src)  # class, files and behaviour of the tokenizer as loaded
+    digest = config_hash({"files": [sha256_file(p) for p in weight_files], "tok": tok_id})
     seed_id = f"seed-{digest}"
     if pool.has_member(seed_id):
         return pool.read_meta(seed_id) | {"reused": True}
@@ -183,7 +205,7 @@ def import_seed(cfg: StudyConfig, pool: Pool) -> dict:
             "train_tokens": 0, "steps": 0, "wall_s": 0.0, "cpu_s": 0.0, "energy_kwh": 0.0, "co2_kg": 0.0,
             "energy_method": "none (imported, not trained here)", "energy_assumptions": {},
             "flops": 0.0, "flops_convention": "6*N_nonembed*tokens", "device": "none",
-            "config": {"import_path": str(src)}, "versions": versions(), "tokenizer_id": tokenizer_id_of(src),
+            "config": {"import_path": str(src)}, "versions": versions(), "tokenizer_id": tok_id,
             "created_at": now()}
     write_seed(pool, model, tok, seed_id, meta)
     from ablate.index import Index, model_row

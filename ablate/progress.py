@@ -33,12 +33,25 @@ def bar(description: str, total: int, completed: int = 0, fields: dict | None = 
         yield update
 
 
+def final_loss_window(steps: int) -> int:
+    """How many last steps the recorded final loss averages (one step's loss is too noisy)."""
+    return max(1, steps // 10)
+
+
+def _final_loss_text(meta: dict) -> str:
+    if meta.get("final_loss") is None:  # an imported seed: not trained here
+        return "final loss n/a"
+    # the mean of the tail, not the last step the progress bar showed: say so
+    n = final_loss_window(len(meta.get("loss_curve") or []) or meta["steps"])
+    return f"final loss {meta['final_loss']:.3f} (mean of the last {n} step{'s' * (n > 1)})"
+
+
 def price_line(meta: dict) -> str:
     """The one-line price tag printed after a run."""
     truth = f" (budget {meta['budget']})" if meta["kind"] == "union" and meta.get("budget") else ""
     return (f"{meta['model_id']}: {meta['kind']} {','.join(meta['units']) or '-'}{truth}; {meta['n_params']:,} params; "
             f"{meta['train_tokens']:,} tokens in {meta['steps']} steps, {meta['wall_s']:.1f} s "
-            f"({meta['train_tokens'] / max(1e-9, meta['wall_s']):,.0f} tok/s), final loss "
-            f"{meta.get('final_loss') or float('nan'):.3f}; {meta['energy_kwh'] * 1000:.3f} Wh, "
+            f"({meta['train_tokens'] / max(1e-9, meta['wall_s']):,.0f} tok/s), {_final_loss_text(meta)}; "
+            f"{meta['energy_kwh'] * 1000:.3f} Wh, "
             f"{meta['co2_kg'] * 1000:.3f} g CO2e [{meta['energy_method']}]"
             + (" (reused)" if meta.get("reused") else ""))

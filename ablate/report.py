@@ -113,15 +113,18 @@ def fidelity_markdown(pool: Pool) -> list[str]:
 
 
 def _raw_fidelity_markdown(pool: Pool) -> list[str]:
+    from ablate.index import MIN_MIXTURES
+
+    rows = [r for r in fidelity(pool) if r["proxy"] == "merged"]
+    few = [f"n/a: fewer than {MIN_MIXTURES} mixtures with a trained union, too few to rank.", ""]
     lines = ["## Proxy fidelity (merged vs union, multi-unit mixtures)", "",
+             *(few if any(r["n_mixtures"] < MIN_MIXTURES for r in rows) else []),
              "| ground truth | eval set | n | Pearson (log ppl) | Spearman | top-1 | regret | proxy's best | true best |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for r in fidelity(pool):
-        if r["proxy"] != "merged":
-            continue
+    for r in rows:
         lines.append(f"| {r['budget']} | {r['eval_set']} | {r['n_mixtures']} | {_num(r['pearson_log_ppl'])} | "
-                     f"{_num(r['spearman_log_ppl'])} | {'yes' if r['top1_agree'] else 'no'} | "
-                     f"{_num(100 * r['regret'], 2)} % | {'+'.join(r['proxy_best'])} | {'+'.join(r['true_best'])} |")
+                     f"{_num(r['spearman_log_ppl'])} | {_yes_no(r['top1_agree'])} | "
+                     f"{_pct(r['regret'])} | {'+'.join(r['proxy_best'])} | {'+'.join(r['true_best'])} |")
     return lines
 
 
@@ -175,6 +178,24 @@ def search_markdown(pool: Pool) -> list[str]:
     return lines
 
 
+def eval_sets_markdown(pool: Pool) -> list[str]:
+    """Every eval set with where it came from and its contamination: documents whose exact text is
+    also a document inside a training unit (counted by `units split`)."""
+    rows = _rows(pool, "SELECT unit_id, source, n_docs, n_tokens, n_bytes, contaminated_docs FROM units "
+                       "WHERE kind = 'eval' ORDER BY unit_id")
+    if not rows:
+        return []
+    lines = ["", "## Eval sets and contamination", "",
+             "| eval set | source | documents | tokens | bytes | documents also in a training unit |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        dirty = r["contaminated_docs"]
+        lines.append(f"| {r['unit_id'].removeprefix('eval-')} | {r['source'] or 'corpus'} | {r['n_docs']} | "
+                     f"{r['n_tokens']} | {r['n_bytes']} | "
+                     f"{'not counted (split before ablate counted it)' if dirty is None else dirty} |")
+    return lines
+
+
 def growth_markdown(rows: list[dict]) -> list[str]:
     lines = ["", "## A growing pool: amortized cost per mixture", "",
              "| units | mixtures | scored | simulation Wh/mixture | retraining Wh/mixture |", "|---|---|---|---|---|"]
@@ -186,6 +207,14 @@ def growth_markdown(rows: list[dict]) -> list[str]:
 
 def verdict_markdown(pool: Pool) -> str:
     return "\n".join(fidelity_markdown(pool) + cost_markdown(pool)) + "\n"
+
+
+def _yes_no(v) -> str:
+    return "n/a" if v is None else ("yes" if v else "no")
+
+
+def _pct(v) -> str:
+    return "n/a" if v is None else f"{_num(100 * v, 2)} %"
 
 
 def _num(v, digits: int = 4) -> str:
@@ -212,6 +241,7 @@ def write_report(pool: Pool, out: Path) -> Path:
         if plots.plot_budget(pool, out / f"budget-{budget}.png", budget):
             text += f"\n![budget curves, ground truth {budget}](budget-{budget}.png)\n"
     text += "\n".join(search_markdown(pool)) + "\n"
+    text += "\n".join(eval_sets_markdown(pool)) + "\n"
     if grown:
         text += "\n".join(growth_markdown(grown)) + "\n"
         plots.plot_growth(grown, out / "growth.png")

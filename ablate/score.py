@@ -20,9 +20,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import numpy as np
+import torch
 
 from ablate import faults, proxies
 from ablate.config import StudyConfig
+from ablate.device import eval_precision, resolve_device
 from ablate.errors import UsageError
 from ablate.evaluate import evaluate_tokens
 from ablate.index import Index
@@ -44,6 +46,8 @@ class Study:
     eval_tokens: dict[str, np.ndarray] = field(default_factory=dict)
     byte_len: np.ndarray | None = None
     _unions: list[dict] | None = None  # union sidecars, read once
+    device: torch.device = torch.device("cpu")  # where models are built and evaluated (cfg.device)
+    precision: str = "fp32"  # what evaluation runs in there (ablate/device.py)
 
     def unit_member(self, unit_id: str, required: bool = True) -> str | None:
         mid = member_id(self.seed["model_id"], [unit_meta(self.pool, unit_id)], member_recipe(self.cfg), 0)
@@ -62,11 +66,13 @@ class Study:
         return [m for m in self._unions if m["units"] == key]
 
 
-def load_study(cfg: StudyConfig, pool: Pool, eval_names: list[str] | None = None) -> Study:
+def load_study(cfg: StudyConfig, pool: Pool, eval_names: list[str] | None = None, device=None) -> Study:
+    """`device` overrides cfg.device (a sweep worker's own GPU)."""
+    device = resolve_device(cfg) if device is None else torch.device(device)  # first: a bad device is exit 2
     seed = find_seed(pool)
     evals = eval_sets(pool, eval_names)
     tok_dir, _ = study_tokenizer(pool)
-    study = Study(cfg, pool, seed, evals)
+    study = Study(cfg, pool, seed, evals, device=device, precision=eval_precision(device, cfg.eval.precision))
     study.byte_len = token_byte_lengths(load_tokenizer(tok_dir))
     for ev in evals:
         tokens = load_eval_tokens(pool, ev)
@@ -100,8 +106,9 @@ def evaluate_rows(study: Study, model, *, method: str, mixture: list[str], weigh
         rid = row_id(method, model_id, ev, cfg.eval.seq_len)
         if rid in skip:
             continue
-        stats = evaluate_tokens(model, study.eval_tokens[ev["domain"]], study.byte_len,
-                                seq_len=cfg.eval.seq_len, batch_size=cfg.eval.batch_size, name=f"eval set {ev['domain']}")
+        stats = evaluate_tokens(model, study.eval_tokens[ev["domain"]], study.byte_len, seq_len=cfg.eval.seq_len,
+                                batch_size=cfg.eval.batch_size, name=f"eval set {ev['domain']}",
+                                precision=study.precision)
         rows.append({
             "row_id": rid, "mixture": sorted(mixture), "weights": weights, "k": len(mixture),
             "uniform": len(set(round(w, 12) for w in weights)) <= 1, "method": method,
@@ -109,7 +116,7 @@ def evaluate_rows(study: Study, model, *, method: str, mixture: list[str], weigh
             "merge_s": merge_s if not rows else 0.0, "flops": 2.0 * n_nonembed * stats["n_tokens"],
             "model_id": model_id, "seed_id": study.seed["model_id"], "device": str(device),
             "replicate": replicate, "spec": spec or "+".join(sorted(mixture)), "budget": budget,
-            "created_at": _now()})
+            "eval_precision": eval_precision(device, study.precision), "created_at": _now()})
     return rows
 
 
@@ -134,10 +141,16 @@ def write_rows(pool: Pool, rows: list[dict]) -> None:
     Index(pool).upsert("mixture_perplexity", rows)
 
 
-def existing_rows(pool: Pool) -> set[str]:
+def existing_rows(pool: Pool, precision: str | None = None) -> set[str]:
+    """Ids of the rows already measured; with `precision`, only those evaluated in it (rows from before
+    the column, NULL, were fp32): asking for bf16 after fp32, or back, measures again (newest wins)."""
     if not pool.index_path.exists() and not pool.results_dir.exists():
         return set()
-    _, rows = Index(pool).query("SELECT row_id FROM mixture_perplexity")
+    if precision is None:
+        _, rows = Index(pool).query("SELECT row_id FROM mixture_perplexity")
+    else:
+        _, rows = Index(pool).query("SELECT row_id FROM mixture_perplexity WHERE coalesce(eval_precision, 'fp32') = ?",
+                                    [precision])
     return {r[0] for r in rows}
 
 
@@ -156,7 +169,7 @@ def score_reference_models(study: Study, mixtures: list[list[str]], done: set[st
         for method, mix, mid, rep, weights, budget in todo:
             if all(row_id(method, mid, ev, study.cfg.eval.seq_len) in done for ev in study.evals):
                 continue
-            model = load_member(study.pool, mid, full_hash=study.cfg.verify_hash)
+            model = load_member(study.pool, mid, full_hash=study.cfg.verify_hash, device=study.device)
             rows += evaluate_rows(study, model, method=method, mixture=mix, weights=weights, model_id=mid,
                                   skip=done, replicate=rep, budget=budget)
     attach_cost(rows, meter.result)
@@ -174,19 +187,20 @@ def score_built_models(study: Study, mixtures: list[tuple[list[str], list[float]
     from ablate.progress import bar
 
     cfg, pool = study.cfg, study.pool
-    done = existing_rows(pool)
+    done = existing_rows(pool, study.precision)
     ids, todo = {}, []
     for mix, weights in mixtures:
         members = [study.unit_member(u) for u in mix]
         mid = ids[(tuple(mix), tuple(weights))] = proxies.model_id(method, members, weights)
         if not all(row_id(method, mid, ev, cfg.eval.seq_len) in done for ev in study.evals):
             todo.append((mix, weights, members, mid))
-    model = model_from_config(seed_config(pool, study.seed["model_id"])) if todo else None
+    model = model_from_config(seed_config(pool, study.seed["model_id"]), study.device) if todo else None
     rows = []
     with Meter(cfg.energy) as meter, bar(label or method, len(todo)) as update:
         for mix, weights, members, mid in todo:
             t0 = time.perf_counter()
-            load_state(model, build(pool, study.seed["model_id"], members, weights), f"{method} weights")
+            load_state(model, build(pool, study.seed["model_id"], members, weights, device=study.device),
+                       f"{method} weights")
             rows += evaluate_rows(study, model, method=method, mixture=mix, weights=weights, model_id=mid,
                                   merge_s=time.perf_counter() - t0, skip=done)
             update(1)
@@ -204,20 +218,19 @@ def score_mixture(cfg: StudyConfig, pool: Pool, items: list[str], weights: str |
     import time
 
     from ablate.energy import Meter
-    from ablate.merge import merge_id, merge_members, parse_mixture
+    from ablate.merge import merge_id, merged_model, parse_mixture
 
     unit_ids, weights, spec = parse_mixture(items, weights)
     study = load_study(cfg, pool, eval_names)
     members = [study.unit_member(u) for u in unit_ids]
     mid = merge_id(members, weights)
-    done = set() if force else existing_rows(pool)
+    done = set() if force else existing_rows(pool, study.precision)
     rows = []
     if not all(row_id("merged", mid, ev, cfg.eval.seq_len) in done for ev in study.evals):
         with Meter(cfg.energy) as meter:
             t0 = time.perf_counter()
-            state = merge_members(pool, members, weights, full_hash=cfg.verify_hash)
-            model = model_from_config(seed_config(pool, study.seed["model_id"]))
-            load_state(model, state, "merged weights")
+            model = merged_model(pool, study.seed["model_id"], members, weights, device=study.device,
+                                 full_hash=cfg.verify_hash)
             merge_s = time.perf_counter() - t0
             rows = evaluate_rows(study, model, method="merged", mixture=unit_ids, weights=weights,
                                  model_id=mid, merge_s=merge_s, skip=done, spec=spec)

@@ -4,11 +4,16 @@ How to run:
     ablate search --target quotes --max-size 3                       # uniform mixtures
     ablate search --target quotes --weights-grid 1,2 --validate 2    # + weighted; train the top 2
     ablate search --target quotes --truth sum                        # the add-data question
+    ablate search --target quotes --max-candidates 500 --beam 8      # many units: beam search
 
 Candidates are every uniform mixture of up to `--max-size` units, plus weighted
 variants of the small ones (each unit's weight drawn from `--weights-grid`,
 normalized, duplicates removed). Each candidate is merged and evaluated on the
-target only (cached rows are reused). `--truth` names the question: `unit` (which
+target only (cached rows are reused). When there would be more than `--max-candidates`
+(default 2000; 64 units make 43,744 mixtures of up to 3), a beam search replaces the list:
+every single unit, then the `--beam` best mixtures of each size (by the proxy) grown by every
+other unit, up to `--max-size`, then the weighted variants of the `--beam` best of sizes 2-3;
+about n + beam·n·(max_size-1) candidates, and the best single is always among them. `--truth` names the question: `unit` (which
 composition at equal compute, the default) or `sum` (add data, k x budget). The proxy
 (`--method`) defaults to the protocol's best for the question (FIDELITY.md): `merged` for
 `unit`; for `sum`, `own-additive`, or `calibrated` once n unions of that truth exist.
@@ -60,6 +65,42 @@ def candidates(units: list[str], max_size: int, grid: list[float], weighted_max_
     return out
 
 
+def weight_variants(k: int, grid: list[float]) -> list[tuple[float, ...]]:
+    """candidates()' weighted vectors for k units: normalized, no zero, not uniform, first seen first."""
+    uniform, out = tuple([round(1.0 / k, 9)] * k), []
+    for raw in itertools.product(grid, repeat=k):
+        if sum(raw) <= 0:
+            continue
+        w = tuple(round(x / sum(raw), 9) for x in raw)
+        if 0.0 not in w and w != uniform and w not in out:
+            out.append(w)
+    return out
+
+
+def exhaustive_count(n: int, max_size: int, grid: list[float], weighted_max_size: int = 3) -> int:
+    """len(candidates(...)) without listing them."""
+    return sum(math.comb(n, k) for k in range(1, max_size + 1)) + sum(
+        math.comb(n, k) * len(weight_variants(k, grid)) for k in range(2, min(max_size, weighted_max_size) + 1))
+
+
+def beam_search(units: list[str], max_size: int, grid: list[float], width: int, score,
+                weighted_max_size: int = 3) -> dict[tuple, float]:
+    """Forward selection on the proxy: `score([(units, weights)])` → {(mixture, wkey): ppl} for each round."""
+    def best(size: int) -> list[tuple]:
+        same = [(v, c) for (c, w), v in scores.items() if len(c) == size and len(set(w)) == 1]
+        return [c for _, c in sorted(same)[:width]]
+
+    scores = dict(score([([u], [1.0]) for u in sorted(units)]))
+    for size in range(2, max_size + 1):
+        grown = sorted({tuple(sorted({*mix, u})) for mix in best(size - 1) for u in units if u not in mix})
+        scores.update(score([(list(c), [1.0 / size] * size) for c in grown]))
+    weighted = [(list(c), list(w)) for k in range(2, min(max_size, weighted_max_size) + 1) for c in best(k)
+                for w in weight_variants(k, grid)]
+    if weighted:
+        scores.update(score(weighted))
+    return scores
+
+
 def _score(cfg: StudyConfig, pool: Pool, target: str, cands, method: str = "merged") -> dict[tuple, float]:
     """An evaluated proxy's perplexity on the target for every candidate (cached rows first, then build+eval)."""
     from ablate.score import load_study, score_built_models
@@ -83,6 +124,16 @@ def _predicted(pool: Pool, target: str, method: str, truth: str, keys: set) -> d
     return {(c.mixture, c.weights): float(math.exp(p)) for c, p in zip(cases, pred)}
 
 
+def _proxy_scores(cfg: StudyConfig, pool: Pool, target: str, cands, method: str, truth: str) -> dict[tuple, float]:
+    """{(mixture, wkey): the method's perplexity on the target}; merged rows are every method's input."""
+    scores = {(c, wkey(w)): v for (c, w), v in _score(cfg, pool, target, cands).items()}
+    if proxies.get(method).evaluated and method != "merged":
+        return {(c, wkey(w)): v for (c, w), v in _score(cfg, pool, target, cands, method).items()}
+    if method != "merged":
+        return _predicted(pool, target, method, truth, set(scores))
+    return scores
+
+
 def default_method(pool: Pool, truth: str) -> str:
     """The protocol's best proxy for the question (FIDELITY.md): for the add-data truth, `calibrated` once
     n unions of it are trained (n = units), `own-additive` before."""
@@ -95,7 +146,7 @@ def default_method(pool: Pool, truth: str) -> str:
 
 def run_search(cfg: StudyConfig, pool: Pool, target: str, *, max_size: int = 3, grid: list[float] | None = None,
                method: str | None = None, truth: str = DEFAULT_TRUTH, validate: int = 0, top: int = 10,
-               validate_weighted: bool = False, log=print) -> dict:
+               validate_weighted: bool = False, max_candidates: int = 2000, beam: int = 4, log=print) -> dict:
     from ablate.score import load_study, score_reference_models, existing_rows, write_rows
     from ablate.train import train_member
 
@@ -104,17 +155,21 @@ def run_search(cfg: StudyConfig, pool: Pool, target: str, *, max_size: int = 3, 
     method = method or default_method(pool, truth)
     if method not in proxies.names():
         raise UsageError(f"--method must be one of {', '.join(proxies.names())}, not {method!r}")
-    if max_size < 1 or validate < 0 or top < 1:
-        raise UsageError("--max-size and --top must be ≥ 1, --validate ≥ 0")
+    if max_size < 1 or validate < 0 or top < 1 or max_candidates < 1 or beam < 1:
+        raise UsageError("--max-size, --top, --max-candidates and --beam must be ≥ 1, --validate ≥ 0")
     units = unit_ids(pool)
     if not units:
         raise UsageError(f"no units in {pool.root}: run `ablate units split` first")
-    cands = candidates(units, min(max_size, len(units)), grid or [1.0])
-    scores = {(c, wkey(w)): v for (c, w), v in _score(cfg, pool, target, cands).items()}  # merged: every method's input
-    if proxies.get(method).evaluated and method != "merged":
-        scores = {(c, wkey(w)): v for (c, w), v in _score(cfg, pool, target, cands, method).items()}
-    elif method != "merged":
-        scores = _predicted(pool, target, method, truth, set(scores))
+    size, grid = min(max_size, len(units)), grid or [1.0]
+    n_all = exhaustive_count(len(units), size, grid)
+    if n_all <= max_candidates:
+        n_cands, strategy = n_all, "exhaustive"
+        scores = _proxy_scores(cfg, pool, target, candidates(units, size, grid), method, truth)
+    else:  # never list them all: 2^64 is not a list
+        log(f"search: {n_all} candidates over {len(units)} units exceed --max-candidates {max_candidates}: "
+            f"beam search of width {beam}")
+        scores = beam_search(units, size, grid, beam, lambda c: _proxy_scores(cfg, pool, target, c, method, truth))
+        n_cands, strategy = len(scores), f"beam {beam}"
     log(f"search: {method} proxy, {truth!r} ground truth ({QUESTIONS[truth]})")
     ranked = sorted(scores.items(), key=lambda kv: kv[1])
     validated = []
@@ -126,7 +181,8 @@ def run_search(cfg: StudyConfig, pool: Pool, target: str, *, max_size: int = 3, 
             train_member(cfg, pool, mix, budget=truth, weights=None if len(set(w)) == 1 else w, log=log)
             validated.append((tuple(mix), wkey(w)))
         study = load_study(cfg, pool, [target])
-        write_rows(pool, score_reference_models(study, [list(v[0]) for v in validated], existing_rows(pool)))
+        write_rows(pool, score_reference_models(study, [list(v[0]) for v in validated],
+                                                  existing_rows(pool, study.precision)))
     _, rows = Index(pool).query("SELECT mixture, weights, ppl FROM mixture_perplexity WHERE method = 'union' "
                                 "AND coalesce(replicate, 0) = 0 AND coalesce(budget, 'sum') = ? AND eval_set = ?",
                                 [truth, target])
@@ -148,5 +204,5 @@ def run_search(cfg: StudyConfig, pool: Pool, target: str, *, max_size: int = 3, 
     atomic_write_bytes(pool.root / "searches" / f"{search_id}-{os.getpid()}.jsonl", blob)
     Index(pool).upsert("searches", out_rows)
     best_true = min(union_ppl.values()) if union_ppl else math.nan
-    return {"search_id": search_id, "rows": out_rows, "candidates": len(cands), "best_union_ppl": best_true,
-            "truth": truth}
+    return {"search_id": search_id, "rows": out_rows, "candidates": n_cands, "best_union_ppl": best_true,
+            "truth": truth, "strategy": strategy}

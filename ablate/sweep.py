@@ -4,13 +4,16 @@ How to run:
     ablate sweep                          # all non-empty subsets of the study's units
     ablate sweep --max-size 2 --jobs 2    # pairs and singles, two processes
     ablate sweep --backend dask-local --workers 2   # on Dask (ablate/distributed.py)
+    ablate sweep --sample 200 --sizes 2-4 --seed 1  # more than 20 units: a seeded sample
+    ablate sweep --mixtures mixtures.txt            # listed mixtures, weights and macro groups allowed
 
 Mixtures are walked in Gray-code order, so each step changes one member of a
 running float32 sum: O(parameters) per mixture instead of O(k · parameters). The
 order is cut into contiguous segments, each scored by one joblib worker with its
 own running sum; workers return rows and this process alone writes them, segment
 by segment, so an interrupted sweep keeps what it finished and a rerun scores only
-what is missing.
+what is missing. Which mixtures (size ranges, samples, files) is ablate/mixtures.py;
+a file's weighted and macro mixtures are merged one by one as `score-mixture` does.
 """
 
 from __future__ import annotations
@@ -22,19 +25,16 @@ from joblib import Parallel, delayed
 
 from ablate import faults
 from ablate.config import StudyConfig
+from ablate.device import gpu_count, leased, worker_devices
 from ablate.errors import UsageError
-from ablate.merge import RunningSum, check_compatible, gray_code_order, merge_id
+from ablate.merge import RunningSum, check_compatible, merge_id
+from ablate.mixtures import gray_rank, plan_masks, read_mixtures, score_entries
 from ablate.pool import Pool
 from ablate.progress import bar
 from ablate.score import (attach_cost, existing_rows, load_study, row_id, score_reference_models,
                           evaluate_rows, write_rows)
 from ablate.train import normalize_units
-
-
-def plan(n_units: int, max_size: int | None) -> list[int]:
-    """Gray-code order restricted to mixtures of at most max_size units."""
-    limit = max_size or n_units
-    return [m for m in gray_code_order(n_units) if bin(m).count("1") <= limit]
+from ablate.units import unit_ids as pool_units
 
 
 def segments(masks: list[int], n: int) -> list[list[int]]:
@@ -43,21 +43,23 @@ def segments(masks: list[int], n: int) -> list[list[int]]:
 
 
 def score_segment(cfg_dict: dict, pool_root: str, unit_ids: list[str], masks: list[int],
-                  eval_names: list[str] | None, threads: int) -> list[dict]:
-    """Worker: one running sum walks its segment; returns rows (never writes the index)."""
+                  eval_names: list[str] | None, threads: int, device: str | None = None) -> list[dict]:
+    """Worker: one running sum walks its segment on `device` (default cfg's); returns rows (never writes the index)."""
     import torch
 
     from ablate.energy import Meter
-    from ablate.model import load_state, model_from_config, seed_config
+    from ablate.model import model_from_config, seed_config
 
     torch.set_num_threads(threads)
     cfg = StudyConfig.model_validate(cfg_dict)
     pool = Pool(pool_root)
-    study = load_study(cfg, pool, eval_names)
+    study = load_study(cfg, pool, eval_names, device)
+    if study.device.type == "cuda":
+        torch.cuda.set_device(study.device)  # autocast and kernels of this worker: its own GPU
     members = [study.unit_member(u) for u in unit_ids]
     check_compatible(pool, members, cfg.verify_hash)  # the running sum reads raw tensors
-    model = model_from_config(seed_config(pool, study.seed["model_id"]))
-    running = RunningSum(pool, members)
+    model = model_from_config(seed_config(pool, study.seed["model_id"]), study.device)
+    running = RunningSum(pool, members, study.device)
     rows = []
     with Meter(cfg.energy) as meter:
         for mask in masks:
@@ -65,7 +67,7 @@ def score_segment(cfg_dict: dict, pool_root: str, unit_ids: list[str], masks: li
             mix_members = [members[i] for i in chosen]
             t0 = time.perf_counter()
             running.move_to(set(mix_members))
-            load_state(model, running.average(), "running average")
+            running.load_into(model, "running average")  # on a GPU in place: the sum and the model, no third copy
             merge_s = time.perf_counter() - t0
             weights = [1.0 / len(chosen)] * len(chosen)
             rows += evaluate_rows(study, model, method="merged", mixture=[unit_ids[i] for i in chosen],
@@ -75,12 +77,51 @@ def score_segment(cfg_dict: dict, pool_root: str, unit_ids: list[str], masks: li
     return rows
 
 
+def local_results(cfg: StudyConfig, pool: Pool, unit_ids: list[str], segs: list[list[int]],
+                  eval_names: list[str] | None, jobs: int, threads: int):
+    """Each segment's rows from `jobs` joblib processes, as they finish. With several GPUs, worker i's
+    device is cuda:(i % GPUs) (device.worker_devices): a task leases a free one for its run."""
+    devices = worker_devices(jobs, gpu_count(), cfg.device)
+    args = (cfg.model_dump(mode="json"), str(pool.root), unit_ids)
+    run = Parallel(n_jobs=jobs, return_as="generator_unordered")
+    if len(set(devices)) == 1:  # the CPU, or one GPU for all
+        yield from run(delayed(score_segment)(*args, seg, eval_names, threads, device=devices[0]) for seg in segs)
+        return
+    import multiprocessing
+
+    with multiprocessing.Manager() as manager:
+        slots = manager.Queue()
+        for d in devices:
+            slots.put(d)
+        yield from run(delayed(leased)(slots, score_segment, *args, seg, eval_names, threads) for seg in segs)
+
+
+def choose(pool: Pool, unit_ids: list[str] | None, *, max_size: int | None = None, sizes: str | None = None,
+           sample: int | None = None, seed: int | None = None, mixtures_file=None):
+    """(units, masks over them in Gray-code order, weighted/macro file entries); every check, nothing written."""
+    known = pool_units(pool)
+    if not unit_ids and not known:
+        raise UsageError(f"no units in {pool.root}: run `ablate units split` first")
+    if mixtures_file is None:
+        unit_ids = normalize_units(unit_ids) if unit_ids else known
+        return unit_ids, plan_masks(len(unit_ids), max_size=max_size, sizes=sizes, sample=sample, seed=seed), []
+    if unit_ids or max_size is not None or sizes is not None or sample is not None or seed is not None:
+        raise UsageError("--mixtures FILE lists its own mixtures: drop --units, --max-size, --sizes, --sample, --seed")
+    entries = read_mixtures(mixtures_file, known)
+    unit_ids = sorted({u for e in entries if e.plain for u in e.units})  # only what the running sum reads
+    masks = sorted((sum(1 << unit_ids.index(u) for u in e.units) for e in entries if e.plain), key=gray_rank)
+    return unit_ids, masks, [e for e in entries if not e.plain]
+
+
 def run_sweep(cfg: StudyConfig, pool: Pool, unit_ids: list[str] | None = None, *, max_size: int | None = None,
+              sizes: str | None = None, sample: int | None = None, seed: int | None = None, mixtures_file=None,
               jobs: int | None = None, eval_names: list[str] | None = None, force: bool = False,
               backend: str = "local", scheduler: str | None = None, workers: int | None = None,
               log=print) -> dict:
     """Score all mixtures; returns counts (scored, cached) and seconds.
 
+    Which mixtures: all of `unit_ids` (default: the pool's), of sizes `max_size` or `sizes`
+    ("A-B"), a seeded `sample` of them, or the `mixtures_file`'s (ablate/mixtures.py).
     backend: "local" (joblib processes, `jobs`), "dask" (a running scheduler at `scheduler`)
     or "dask-local" (a LocalCluster of `workers` processes); see ablate/distributed.py.
     """
@@ -90,26 +131,19 @@ def run_sweep(cfg: StudyConfig, pool: Pool, unit_ids: list[str] | None = None, *
         raise UsageError("--scheduler tcp://HOST:PORT goes with --backend dask (and only with it)")
     if workers is not None and (backend != "dask-local" or workers < 1):
         raise UsageError("--workers N (N >= 1) goes with --backend dask-local")
-    if unit_ids:
-        unit_ids = normalize_units(unit_ids)
-    else:
-        unit_ids = sorted(p.stem for p in pool.units_dir.glob("*.json") if not p.stem.startswith("seedmix-"))
-        if not unit_ids:
-            raise UsageError(f"no units in {pool.root}: run `ablate units split` first")
-    if max_size is not None and max_size < 1:
-        raise UsageError("--max-size must be at least 1")
-    if len(unit_ids) > 20:
-        raise UsageError(f"{len(unit_ids)} units make {2**len(unit_ids) - 1} mixtures; pass --max-size or --units")
+    unit_ids, masks, entries = choose(pool, unit_ids, max_size=max_size, sizes=sizes, sample=sample, seed=seed,
+                                      mixtures_file=mixtures_file)
     study = load_study(cfg, pool, eval_names)
     members = [study.unit_member(u) for u in unit_ids]  # fail early on an untrained unit
-    done = set() if force else existing_rows(pool)
+    for u in sorted({u for e in entries for u in e.units}):
+        study.unit_member(u)  # (the file's weighted mixtures too)
+    done = set() if force else existing_rows(pool, study.precision)
 
     def is_done(mask: int) -> bool:
         chosen = [members[i] for i in range(len(unit_ids)) if mask >> i & 1]
         mid = merge_id(chosen, [1.0 / len(chosen)] * len(chosen))
         return all(row_id("merged", mid, ev, cfg.eval.seq_len) in done for ev in study.evals)
 
-    masks = plan(len(unit_ids), max_size)
     todo = [m for m in masks if not is_done(m)]
     jobs = jobs or cfg.sweep_jobs
     t0 = time.perf_counter()
@@ -117,11 +151,10 @@ def run_sweep(cfg: StudyConfig, pool: Pool, unit_ids: list[str] | None = None, *
     segs = segments(todo, max(1, jobs * 4)) if todo else []
     threads = cfg.train.threads or max(1, (os.cpu_count() or 1) // jobs)  # share the cores, never fight
     scored = 0
-    with bar("sweep", len(masks), len(masks) - len(todo), {"mix_min": "-"}) as update:
+    total = len(masks) + len(entries)
+    with bar("sweep", total, len(masks) - len(todo), {"mix_min": "-"}) as update:
         if backend == "local":
-            work = (delayed(score_segment)(cfg.model_dump(mode="json"), str(pool.root), unit_ids, seg, eval_names,
-                                           threads) for seg in segs)
-            results = Parallel(n_jobs=jobs, return_as="generator_unordered")(work)
+            results = local_results(cfg, pool, unit_ids, segs, eval_names, jobs, threads)
         else:  # the same segments on Dask workers; rows still come back here to be written
             from ablate.distributed import dask_results
 
@@ -132,11 +165,14 @@ def run_sweep(cfg: StudyConfig, pool: Pool, unit_ids: list[str] | None = None, *
             n = len({tuple(r["mixture"]) for r in rows})
             scored += n
             update(n, mix_min=f"{scored / max(1e-9, time.perf_counter() - t0) * 60:.1f}")
+        n_entries = score_entries(study, entries, done, on_rows=update)  # weighted/macro: one merge each
+    scored += n_entries
     mixtures = [[unit_ids[i] for i in range(len(unit_ids)) if m >> i & 1] for m in masks]
-    ref_rows = score_reference_models(study, mixtures, set() if force else existing_rows(pool))
+    mixtures += [list(e.units) for e in entries]
+    ref_rows = score_reference_models(study, mixtures, set() if force else existing_rows(pool, study.precision))
     write_rows(pool, ref_rows)
     from ablate.calibrate import refresh
 
     refresh(pool, cfg.eval.seq_len, log=lambda *a: None)  # `calibrated` rows beside `merged` ones
-    return {"mixtures": len(masks), "scored": scored, "cached": len(masks) - len(todo),
+    return {"mixtures": total, "scored": scored, "cached": total - len(todo) - n_entries,
             "reference_rows": len(ref_rows), "seconds": time.perf_counter() - t0}

@@ -28,12 +28,14 @@ import torch
 
 from ablate import faults
 from ablate.config import StudyConfig, config_hash
+from ablate.device import resolve_device
 from ablate.energy import Meter
 from ablate.errors import UsageError
+from ablate.locks import member_job
 from ablate.model import count_params, load_member, save_weights, unique_state, versions
 from ablate.parallel import all_ranks_cost, barrier, rank_world, shard, unwrap
 from ablate.pool import Pool, check_name
-from ablate.progress import bar
+from ablate.progress import bar, console, final_loss_window
 from ablate.truths import BUDGETS, QUESTIONS, Budget, draw_sequences, parse_budget
 from ablate.units import load_unit_tokens, now
 
@@ -127,7 +129,6 @@ def _load_ckpt(path: Path) -> dict | None:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)  # never unpickle code
     except Exception as exc:
-        from ablate.progress import console
         console.print(f"warning: checkpoint {path} is unreadable ({type(exc).__name__}); starting over",
                       markup=False)
         return None
@@ -135,15 +136,19 @@ def _load_ckpt(path: Path) -> dict | None:
 
 def run_training(model, seqs: np.ndarray, recipe: Recipe, work_dir: Path, job_key: str, *,
                  checkpoint_every: int, description: str, stop_after: int | None = None,
-                 compile: bool = False, tf32: bool = True) -> dict:
+                 compile: bool = False, tf32: bool = True, device: torch.device | None = None) -> dict:
     """The training loop with checkpoints. Returns loss history and step count.
 
     Under `accelerate launch` / torchrun each global batch is split across the processes
-    (same global batch, same tokens); only the main process writes checkpoints.
+    (same global batch, same tokens); only the main process writes checkpoints. `device` is
+    cfg.device resolved (default: cuda if available); device cpu keeps a GPU machine's run on the CPU.
     """
     from accelerate import Accelerator
 
-    cuda = torch.cuda.is_available()
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    cuda = device.type == "cuda"
+    if cuda and device.index is not None and rank_world()[1] == 1:
+        torch.cuda.set_device(device)  # one process: the configured GPU (launchers give each rank its own)
     if cuda:  # TF32 tensor cores for the fp32 matmuls autocast leaves (Ampere+); off = exact fp32
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.allow_tf32 = tf32
@@ -170,6 +175,8 @@ def run_training(model, seqs: np.ndarray, recipe: Recipe, work_dir: Path, job_ke
             scheduler.load_state_dict(ckpt["scheduler"])
             torch.set_rng_state(ckpt["rng"])
             start, losses, carried = ckpt["step"], list(ckpt["losses"]), dict(ckpt["carried"])
+            if accelerator.is_main_process:  # a rerun after Ctrl-C or a crash says where it picks up
+                console.print(f"{description}: resuming from step {start} of {steps}", markup=False)
     model, optimizer = accelerator.prepare(model, optimizer)
     if compile:  # after prepare, so DDP wraps the eager module; unwrap strips both
         model = torch.compile(model)
@@ -226,7 +233,7 @@ def run_training(model, seqs: np.ndarray, recipe: Recipe, work_dir: Path, job_ke
 
 
 def _final_loss(losses: list[float]) -> float:
-    tail = losses[-max(1, len(losses) // 10):]
+    tail = losses[-final_loss_window(len(losses)):]
     return float(sum(tail) / len(tail))
 
 
@@ -236,14 +243,15 @@ def _run_and_publish(pool: Pool, cfg: StudyConfig, model, seqs, recipe: Recipe, 
     model_id = meta["model_id"]
     work_dir = pool.work_dir(model_id)
     job_key = config_hash({"recipe": asdict(recipe), "id": model_id})
-    device = "cuda:" + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    dev = resolve_device(cfg)
+    device = "cuda:" + torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     n_params, n_nonembed = count_params(model)
     with Meter(cfg.energy, device) as meter:
         out = run_training(model, seqs, recipe, work_dir, job_key, checkpoint_every=cfg.train.checkpoint_every,
                            description=description, stop_after=stop_after, compile=cfg.train.compile,
-                           tf32=cfg.train.tf32)
+                           tf32=cfg.train.tf32, device=dev)
     world = out["world"]
     cost = all_ranks_cost(meter.result, world)
     if world > 1:
@@ -357,8 +365,6 @@ def train_member(cfg: StudyConfig, pool: Pool, unit_ids: list[str], *, force: bo
         log(f"{model_id} is already in the pool (trained {meta['created_at']}); reusing it (--force retrains)")
         _index_member(pool, meta)  # a crash after publishing may have skipped the row
         return meta | {"reused": True}
-    if force:
-        shutil.rmtree(pool.work_dir(model_id), ignore_errors=True)
     seqs, draw = draw_sequences(parts, unit_ids, plan, recipe.data_seed)
     kind = "unit" if len(unit_ids) == 1 and plan.is_default else "union"
     n = len(unit_ids)
@@ -376,8 +382,9 @@ def train_member(cfg: StudyConfig, pool: Pool, unit_ids: list[str], *, force: bo
                 f"repeated over {d['epochs']:.2f} epochs")
     model = load_member(pool, seed["model_id"], full_hash=cfg.verify_hash)
     label = unit_ids[0] if kind == "unit" else f"union of {n} (budget {plan.label()})"
-    meta = _run_and_publish(pool, cfg, model, seqs, recipe, meta, description=f"train {label}",
-                            stop_after=stop_after, publish=_publish_member(pool))
+    with member_job(pool, model_id, force) as done:  # one job per member: a second one is refused
+        meta = done or _run_and_publish(pool, cfg, model, seqs, recipe, meta, description=f"train {label}",
+                                        stop_after=stop_after, publish=_publish_member(pool))
     _index_member(pool, meta)
     return meta
 
@@ -388,11 +395,14 @@ def train_seed(cfg: StudyConfig, pool: Pool, *, force: bool = False, stop_after:
     from transformers import set_seed
 
     from ablate.model import llama_config, model_from_config, write_seed
-    from ablate.units import load_tokenizer, study_tokenizer
+    from ablate.units import load_tokenizer, seed_domains, study_tokenizer
 
     pool.ensure_writable()
     tok_dir, tok_id = study_tokenizer(pool)
     tok = load_tokenizer(tok_dir)
+    if cfg.seed.domains == "auto":  # the resolved list goes into the seed's id, as if it were written out
+        cfg = cfg.model_copy(deep=True)
+        cfg.seed.domains = seed_domains(cfg, pool)
     recipe = seed_recipe(cfg)
     parts, metas = [], []
     for domain in cfg.seed.domains:
@@ -422,7 +432,8 @@ def train_seed(cfg: StudyConfig, pool: Pool, *, force: bool = False, stop_after:
     def publish(trained, meta):
         write_seed(pool, trained, tok, seed_id, meta)
 
-    meta = _run_and_publish(pool, cfg, model, seqs, recipe, meta, description="pretrain seed",
-                            stop_after=stop_after, publish=publish)
+    with member_job(pool, seed_id, force) as done:
+        meta = done or _run_and_publish(pool, cfg, model, seqs, recipe, meta, description="pretrain seed",
+                                        stop_after=stop_after, publish=publish)
     _index_member(pool, meta)
     return meta

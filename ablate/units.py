@@ -27,7 +27,10 @@ import numpy as np
 
 from ablate.config import StudyConfig, config_hash
 from ablate.errors import AblateError, UsageError
+from ablate.evalsets import check_window, count_contaminated, doc_digest, load_eval_file, unit_documents
 from ablate.pool import Pool, atomic_write_bytes, atomic_write_json, check_name, read_json
+from ablate.study_record import identity
+from ablate.tokenizer_id import check_tokenizer_unchanged, tokenizer_id_of
 
 EOS = "<|endoftext|>"
 
@@ -67,13 +70,6 @@ def split_documents(domain: str, docs: list[str], eval_bytes: int, seed: int) ->
 
 
 # -- tokenizer -----------------------------------------------------------------
-def tokenizer_id_of(tok_dir: Path) -> str:
-    path = Path(tok_dir) / "tokenizer.json"
-    if not path.exists():
-        raise AblateError(f"no tokenizer.json in {tok_dir}: ablate needs a fast (Rust) tokenizer")
-    return "tok-" + hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-
-
 def load_tokenizer(tok_dir: Path):
     from transformers import AutoTokenizer
 
@@ -235,7 +231,21 @@ def cut_units(domain: str, tokens: np.ndarray, cfg: StudyConfig) -> list[np.ndar
     return [tokens[i * budget:(i + 1) * budget] for i in range(min(have, wanted))]
 
 
-def _plan(cfg: StudyConfig, pool: Pool, corpus: dict[str, list[str]], scratch: Path, force: bool) -> dict:
+def _stage_eval_files(cfg: StudyConfig, pool: Pool, tok, tok_id: str, byte_len, pending: list) -> list[tuple]:
+    """(folder, name, tokens, row, docs) per eval set from a file (`eval_sets:`); raises before any write."""
+    staged = []
+    for name, spec in sorted(cfg.eval_sets.items()):
+        docs, file_sha = load_eval_file(name, spec)
+        tokens, _ = tokenize_docs(tok, tok_id, docs, pool, pending)
+        check_window(name, int(tokens.size), cfg.eval.seq_len)
+        row = _row("eval", f"eval-{name}", name, 0, tokens, byte_len, tok_id, f"eval/eval-{name}.npy", len(docs))
+        row.update(source=str(spec.path), source_sha256=file_sha, max_bytes=spec.max_bytes)
+        staged.append((pool.eval_dir, row["unit_id"], tokens, row, docs))
+    return staged
+
+
+def _plan(cfg: StudyConfig, pool: Pool, corpus: dict[str, list[str]], scratch: Path, force: bool,
+          log=print) -> dict:
     """Everything a split would write, computed in memory; raises before any write."""
     for domain in cfg.all_domains:
         if domain not in corpus:
@@ -243,9 +253,12 @@ def _plan(cfg: StudyConfig, pool: Pool, corpus: dict[str, list[str]], scratch: P
     splits = {d: split_documents(d, corpus[d], cfg.units.eval_bytes, cfg.units.split_seed)
               for d in cfg.all_domains}
     tok_dir, commit_tok = resolve_tokenizer_dir(cfg, pool, splits, scratch, force)
-    tok, tok_id = load_tokenizer(tok_dir), tokenizer_id_of(tok_dir)
+    tok = load_tokenizer(tok_dir)
+    tok_id = tokenizer_id_of(tok_dir, tok)
+    check_tokenizer_unchanged(pool, tok_id, force, log)
     byte_len = token_byte_lengths(tok)
     hits, staged, pending = 0, [], []
+    eval_docs, trained = {}, set()  # for the contamination count: eval documents, digests of unit documents
     for domain in cfg.all_domains:
         train, hit = tokenize_docs(tok, tok_id, splits[domain].train_docs, pool, pending)
         ev, hit2 = tokenize_docs(tok, tok_id, splits[domain].eval_docs, pool, pending)
@@ -253,9 +266,15 @@ def _plan(cfg: StudyConfig, pool: Pool, corpus: dict[str, list[str]], scratch: P
         if domain in cfg.eval_domains:
             row = _row("eval", f"eval-{domain}", domain, 0, ev, byte_len, tok_id, f"eval/eval-{domain}.npy",
                        len(splits[domain].eval_docs))
+            row["source"] = f"corpus domain {domain}"
             staged.append((pool.eval_dir, row["unit_id"], ev, row))
+            eval_docs[row["unit_id"]] = splits[domain].eval_docs
         if domain in cfg.units.domains:
-            for shard, part in enumerate(cut_units(domain, train, cfg)):
+            parts = cut_units(domain, train, cfg)
+            inside = unit_documents(splits[domain].train_docs, train, len(parts) * cfg.units.unit_tokens,
+                                    tok.eos_token_id)
+            trained.update(doc_digest(d) for d in inside)
+            for shard, part in enumerate(parts):
                 name = f"{domain}-{shard:02d}"
                 # documents with at least one token here (a unit may start or end mid-document)
                 n_docs = (part == tok.eos_token_id).sum() + (part[-1] != tok.eos_token_id)
@@ -266,6 +285,12 @@ def _plan(cfg: StudyConfig, pool: Pool, corpus: dict[str, list[str]], scratch: P
             row = _row("seedmix", name, domain, 0, train, byte_len, tok_id, f"units/{name}.npy",
                        len(splits[domain].train_docs))
             staged.append((pool.units_dir, name, train, row))
+    for folder, name, tokens, row, docs in _stage_eval_files(cfg, pool, tok, tok_id, byte_len, pending):
+        staged.append((folder, name, tokens, row))
+        eval_docs[name] = docs
+    for _, name, _, row in staged:
+        if name in eval_docs:
+            row["contaminated_docs"] = count_contaminated(eval_docs[name], trained)
     return {"tok_dir": tok_dir, "commit_tok": commit_tok, "tok_id": tok_id, "hits": hits,
             "staged": staged, "pending": pending}
 
@@ -277,7 +302,7 @@ def split_units(cfg: StudyConfig, pool: Pool, corpus: dict[str, list[str]], forc
 
     pool.ensure_writable()
     with tempfile.TemporaryDirectory(prefix="ablate-split-") as scratch:
-        plan = _plan(cfg, pool, corpus, Path(scratch), force)
+        plan = _plan(cfg, pool, corpus, Path(scratch), force, log)
         if not force:  # refuse to replace units that other members were trained on
             for folder, name, _, row in plan["staged"]:
                 old = folder / f"{name}.json"
@@ -298,7 +323,8 @@ def split_units(cfg: StudyConfig, pool: Pool, corpus: dict[str, list[str]], forc
     rel = tok_dir.relative_to(root) if tok_dir.is_relative_to(root) else tok_dir
     atomic_write_json(pool.root / "study.json", {"tokenizer_id": plan["tok_id"], "tokenizer_dir": str(rel),
                                                   "tokenizer_config": config_hash(cfg.tokenizer),
-                                                  "config_hash": config_hash(cfg.units)})
+                                                  "config_hash": config_hash(cfg.units), "study": identity(cfg),
+                                                  "seed_domains": cfg.seed.domains if cfg.seed.mode == "train" else []})
     from ablate.index import Index
 
     Index(pool).upsert("units", rows)  # the index row is written last
@@ -353,8 +379,21 @@ def load_eval_tokens(pool: Pool, meta: dict) -> np.ndarray:
     return np.load(pool.root / meta["path"])
 
 
+def seed_domains(cfg: StudyConfig, pool: Pool) -> list[str]:
+    """The seed's pretraining domains; `auto` as resolved from the corpus by `units split`."""
+    if cfg.seed.domains != "auto":
+        return list(cfg.seed.domains)
+    info = read_json(pool.root / "study.json", "study record (run `ablate units split` first)")
+    if "seed_domains" not in info:
+        raise UsageError(f"seed.domains is auto but {pool.root} has no resolved seed domains: "
+                         f"run `ablate units split` first")
+    return list(info["seed_domains"])
+
+
 def study_tokenizer(pool: Pool) -> tuple[Path, str]:
-    info = read_json(pool.root / "study.json", "study record (run `ablate units split`)")
+    if not (pool.root / "study.json").exists():  # a step not run yet is input (exit 2), not damage
+        raise UsageError(f"no units in {pool.root}: run `ablate units split` first")
+    info = read_json(pool.root / "study.json", "study record")
     return pool.root / info["tokenizer_dir"], info["tokenizer_id"]
 
 

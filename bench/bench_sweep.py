@@ -5,7 +5,7 @@ How to run:
 
 For n = 6 and 8 units (all 2^n - 1 mixtures):
   merge    per mixture, the model the sweep evaluates is produced two ways, back to back
-           (order alternating): RunningSum.move_to + average + load_state (what
+           (order alternating): RunningSum.move_to + load_into (what
            ablate.sweep does) vs merge_members from scratch + load_state (what scoring each
            mixture alone does). Ratio of mean merge time per mixture, and the median of
            per-mixture ratios.
@@ -38,7 +38,7 @@ def merge_compare(pool, seed_id, members: list[str]) -> dict:
 
         def incremental():
             running.move_to(set(chosen))
-            load_state(model, running.average(), "running average")
+            running.load_into(model, "running average")
 
         def scratch():
             load_state(model, merge_members(pool, chosen), "merged weights")

@@ -94,10 +94,32 @@ def table(b: dict) -> list[str]:
         rows.append(f"| 6 | linear fits: simulation energy ~ n, retraining energy ~ n*2^(n-1) (R^2) | {f1['r2']:.4f} | "
                     f"{f2['r2']:.4f} | - | linear | {_met(f1['r2'] > 0.99 and f2['r2'] > 0.99)} |")
     rows.append("| 7 | GPU | - | - | - | only if a device is lent | skipped: none lent to this task |")
+    rows += device_rows(b.get("device", {}))
     for name, r in b.items():
         if "error" in r:
             rows.append(f"| - | {name} | - | - | - | - | **failed: {r['error']}** |")
     return rows
+
+
+def device_rows(d: dict) -> list[str]:
+    """Benchmark 8: host (and GPU) memory of building a merged model on the study device."""
+    if "rows" not in d:
+        return []
+    out = []
+    for how, label in (("score", "score-mixture's merged model"), ("sweep", "a sweep worker's model + running sum")):
+        rs = [r for r in d["rows"] if r["how"] == how]
+        old = {r["k"]: r for r in d["rows"] if r["how"] == f"before_{how}"}
+        if not rs:
+            continue
+        ks = ", ".join(f"k={r['k']}: {r['model_sizes']:.2f}" + (f" (before {old[r['k']]['model_sizes']:.2f})"
+                                                                 if r["k"] in old else "") for r in rs)
+        worst = max(r["model_sizes"] for r in rs)
+        out.append(f"| 8 | peak host RSS building {label} on {d['device']}, in model sizes ({d['model_params'] / 1e6:.1f}M "
+                   f"params; {ks}) | {worst:.2f} | - | - | <= 3 | {_met(worst <= 3 if d.get('within_host_bound') is not None else None)} |")
+    gpu = d.get("max_gpu_model_sizes")
+    out.append(f"| 8 | GPU memory of the same, in model sizes (activations excluded) | {_f(gpu)} | - | - | <= 2 | "
+               + (_met(d.get("within_gpu_bound")) if gpu is not None else "not measured: no GPU lent") + " |")
+    return out
 
 
 def explanations(b: dict) -> list[str]:
@@ -138,6 +160,9 @@ def explanations(b: dict) -> list[str]:
     mem = b.get("memory", {})
     if "rows" in mem and not (mem["flat"] and mem["within_3_models"]):
         out.append(f"- **Benchmark 5 is not met**: peak {mem['max_model_sizes']:.2f} model sizes.")
+    d = b.get("device", {})
+    if "rows" in d and d.get("within_host_bound") is False:
+        out.append(f"- **Benchmark 8 is not met**: peak {d['max_host_model_sizes']:.2f} model sizes of host RSS.")
     return out
 
 

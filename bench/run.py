@@ -39,6 +39,7 @@ BENCHES = [
     ("eval", "bench_eval.py", 0.10, 240),
     ("mixture", "bench_mixture.py", 0.07, 180),
     ("memory", "bench_memory.py", None, 240),
+    ("device", "bench_device.py", None, 600),
     ("sweep", "bench_sweep.py", 0.45, 420),
     ("scaling", "bench_scaling.py", 0.6, 300),
 ]
@@ -156,6 +157,8 @@ def summary_line(name: str, r: dict) -> str:
                          for n, v in r["n"].items())
     if name == "memory":
         return f"max {r['max_model_sizes']:.2f} model sizes, flat={r['flat']}"
+    if name == "device":
+        return f"max {r['max_host_model_sizes']:.2f} model sizes of host RSS at {r['model_params'] / 1e6:.0f}M params"
     if name == "scaling":
         return f"n={r['rows'][-1]['n']} token ratio {r['rows'][-1]['token_ratio']:.0f}x" if r["rows"] else "-"
     return "done"

@@ -15,8 +15,53 @@ def test_every_shipped_config_loads(path):
     assert cfg.units.domains and cfg.pool
 
 
-def test_demo_yaml_is_the_embedded_default():
-    assert load_config(ROOT / "configs" / "demo.yaml") == StudyConfig()
+def test_demo_yaml_is_the_embedded_default(monkeypatch):
+    # the file's paths are relative to configs/, the default's to the working directory: run from the root
+    monkeypatch.chdir(ROOT)
+    shipped, default = load_config(ROOT / "configs" / "demo.yaml"), StudyConfig()
+    assert shipped.pool == str(ROOT / default.pool) and shipped.corpus.path == str(ROOT / default.corpus.path)
+    assert shipped.model_copy(update={"pool": default.pool, "corpus": default.corpus}) == default
+
+
+def test_relative_paths_resolve_against_the_config_file(tmp_path, monkeypatch):
+    folder = tmp_path / "studies"
+    folder.mkdir()
+    (folder / "s.yaml").write_text("pool: my_pool\ncorpus: {source: files, path: ../data}\n"
+                                   "eval_sets: {held: held.jsonl, other: {path: /abs/o.jsonl}}\n")
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(Path("studies/s.yaml"), ["seed.import_path=models/m"])
+    assert cfg.pool == str(folder / "my_pool") and cfg.corpus.path == str(tmp_path / "data")
+    assert cfg.eval_sets["held"].path == str(folder / "held.jsonl") and cfg.eval_sets["other"].path == "/abs/o.jsonl"
+    assert cfg.seed.import_path == "models/m"  # typed on the command line: relative to where the user is
+
+
+def test_comma_lists_and_seed_domains_auto():
+    cfg = load_config(None, ["units.domains=a,b, c", "units.eval_only_domains=", "corpus.source=files"])
+    assert cfg.units.domains == ["a", "b", "c"] and cfg.units.eval_only_domains == []
+    assert cfg.seed.domains == "auto"  # resolved from the corpus at `units split`
+    assert load_config(None).seed.domains == ["webster"]  # the Debian corpus: the demo's seed, same id
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    (["train.learning_rate=1e-4"], "--set train.learning_rate=1e-4: unknown setting (did you mean train.lr?)"),
+    (["trian.lr=3"], "--set trian.lr=3: unknown setting (did you mean train.lr?)"),
+    (["units.domains=x,x"], "--set units.domains=x,x: units.domains has duplicates"),
+])
+def test_a_bad_override_blames_set_and_suggests(overrides, expected):
+    with pytest.raises(UsageError) as err:
+        load_config(None, overrides)
+    assert str(err.value) == f"invalid config: {expected}"
+
+
+def test_every_validation_error_is_shown_and_the_file_blamed(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("train: {lr: -1, batch_size: 0}\n")
+    with pytest.raises(UsageError) as err:
+        load_config(path, ["units.unit_tokens=x"])
+    text = str(err.value)
+    assert f"train.lr: Input should be greater than 0 (in {path})" in text
+    assert f"train.batch_size: Input should be greater than or equal to 1 (in {path})" in text
+    assert "--set units.unit_tokens=x:" in text and "more)" not in text
 
 
 def test_overrides_are_typed_and_nested():

@@ -14,8 +14,8 @@ class Merged:
     summary = "parameter average of the units' members (the paper); no union needed"
 
     @staticmethod
-    def build(pool, seed_id: str, members: list[str], weights: list[float]):
-        return merge_members(pool, members, weights)
+    def build(pool, seed_id: str, members: list[str], weights: list[float], device=None):
+        return merge_members(pool, members, weights, device=device)
 
     def predict(self, cases, known, budget) -> np.ndarray:
         return np.asarray([c.merged for c in cases])

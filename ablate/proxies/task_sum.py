@@ -22,17 +22,19 @@ class TaskSum:
     summary = "seed + sum of the units' task vectors (member - seed); no union needed"
 
     @staticmethod
-    def build(pool, seed_id: str, members: list[str], weights: list[float]):
-        """seed + k * sum_i w_i (theta_i - seed) = k * mean - (k - 1) * seed, in float32."""
+    def build(pool, seed_id: str, members: list[str], weights: list[float], device=None):
+        """seed + k * sum_i w_i (theta_i - seed) = k * mean - (k - 1) * seed, in float32, on `device`."""
         k = len(members)
-        mean = merge_members(pool, members, weights)
-        seed = load_file(str(pool.weights_path(seed_id)))
+        mean = merge_members(pool, members, weights, device=device)
+        seed = load_file(str(pool.weights_path(seed_id)))  # host: its tensors go over one at a time
         out = {}
-        for name, t in mean.items():
+        for name in list(mean):  # pop as we go: the mean and the result never both whole
+            t = mean.pop(name)
             if not t.is_floating_point():
                 out[name] = t  # integer buffers are not averaged, nor summed
                 continue
-            out[name] = (k * t.to(torch.float32) - (k - 1) * seed[name].to(torch.float32)).to(t.dtype)
+            s = seed[name].to(t.device, torch.float32)
+            out[name] = (k * t.to(torch.float32) - (k - 1) * s).to(t.dtype)
         return out
 
     def predict(self, cases, known, budget) -> np.ndarray:
