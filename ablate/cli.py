@@ -3,7 +3,7 @@
 The whole pipeline, in order (each step reuses what exists):
     ablate corpus build debian --out data/corpus   # corpus.build_debian_corpus
     ablate units split                             # units.split_units
-    ablate seed                                    # train.train_seed / model.import_seed
+    ablate seed                                    # seed.train_seed / model.import_seed
     ablate train-partition UNIT                    # train.train_member (one unit)
     ablate train-mixture UNIT UNIT...              # train.train_member (union baseline)
     ablate score-mixture UNIT UNIT...              # score.score_mixture
@@ -130,7 +130,7 @@ def units_ls(config: ConfigOpt = None, set_: SetOpt = None):
 def seed(config: ConfigOpt = None, set_: SetOpt = None, dry_run: DryOpt = False, force: ForceOpt = False):
     """Create the seed: pretrain a tiny Llama (seed.mode=train) or import a local HF model."""
     from ablate.model import import_seed
-    from ablate.train import train_seed
+    from ablate.seed import train_seed
 
     cfg, pool = _study(config, set_, dry_run)
     meta = import_seed(cfg, pool) if cfg.seed.mode == "import" else train_seed(cfg, pool, force=force, log=say)

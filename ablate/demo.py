@@ -27,7 +27,8 @@ def build_members(cfg: StudyConfig, pool: Pool, log=print, steps: str = "") -> l
     """Corpus (Debian) → units → seed → one member per unit; returns the unit ids. Reuses what exists."""
     from ablate.corpus import build_debian_corpus, study_corpus
     from ablate.progress import price_line
-    from ablate.train import train_member, train_seed
+    from ablate.seed import train_seed
+    from ablate.train import train_member
     from ablate.units import split_units
 
     corpus_dir = Path(cfg.corpus.path)

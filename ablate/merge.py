@@ -10,7 +10,7 @@ normalized: uniform means every base unit counts once, so a domain with more
 units weighs more (as in the paper). Members are read one at a time, key by key,
 from memory-mapped safetensors files (mergekit's lazy loading), so memory holds the
 accumulator plus one member's mapped file, never k models. On a GPU (`device`, see
-ablate/device.py) the float32 sums live there and members go over in 64 MB chunks, so
+ablate/device.py) the float32 sums live there and members go over in 16 MB chunks, so
 the sums and the model they are loaded into are the only two copies on the device.
 """
 
@@ -25,7 +25,7 @@ from safetensors import safe_open
 
 from ablate.device import axpy_chunked
 from ablate.errors import AblateError, UsageError
-from ablate.model import check_fit, check_weights_file, load_state
+from ablate.model import check_fit, check_weights_file
 from ablate.pool import Pool
 
 
@@ -126,11 +126,13 @@ def merge_id(model_ids: list[str], weights: list[float]) -> str:
 def merge_members(pool: Pool, model_ids: list[str], weights: list[float] | None = None,
                   full_hash: bool = False, device=None) -> dict[str, torch.Tensor]:
     """The weighted average of members' weights, as a state dict in the members' dtypes, on `device`
-    (default CPU; on another device the sums live there and members stream in, `_merge_on`)."""
+    (default CPU; on another device the sums live there and members stream in, inplace.merge_on)."""
     weights = parse_weights(weights, len(model_ids))
     check_compatible(pool, model_ids, full_hash)
     if device is not None and torch.device(device).type != "cpu":
-        return _merge_on(torch.device(device), [pool.weights_path(m) for m in model_ids], weights)
+        from ablate.inplace import merge_on
+
+        return merge_on(torch.device(device), [pool.weights_path(m) for m in model_ids], weights)
     # One member at a time, its file unmapped before the next is read: mapped pages count in
     # our RSS, so holding all k files open (key by key, as before) cost k model sizes; now
     # the peak is the accumulator plus one member (bench/bench_memory.py). Per element the
@@ -186,31 +188,6 @@ def _merge_flat(paths: list[Path], header: dict, weights: list[float]) -> dict[s
     return {name: v.clone() for name, v in views.items()}
 
 
-def _merge_on(device: torch.device, paths: list[Path], weights: list[float]) -> dict[str, torch.Tensor]:
-    """merge_members with float32 sums on `device` and members streamed from their host mappings.
-
-    Device memory: the sums (one model) plus one chunk; host: one member's mapped pages. The
-    tensors are cast back in place of the sums, so the caller's model is the only other copy."""
-    acc: dict[str, torch.Tensor] = {}
-    dtypes: dict[str, torch.dtype] = {}
-    for i, (path, w) in enumerate(zip(paths, weights)):
-        for name, t in _read_member(path):
-            if i == 0:
-                dtypes[name] = t.dtype
-                if not t.is_floating_point():  # integer buffers: copied from the first member
-                    acc[name] = t.to(device, copy=True)
-                    continue
-                acc[name] = torch.empty(t.shape, dtype=torch.float32, device=device)
-            if dtypes[name].is_floating_point:
-                axpy_chunked(acc[name], t, w, first=i == 0)
-    for name, t in acc.items():
-        if dtypes[name].is_floating_point:
-            acc[name] = t.to(dtypes[name])  # float32 (every ablate member): the same tensor
-            if not _all_finite(acc[name]):
-                raise AblateError(f"merged tensor {name} has NaN/inf values (a member is corrupted?)")
-    return acc
-
-
 def _all_finite(t: torch.Tensor) -> bool:
     """Same answer as isfinite(t).all(): min and max propagate NaN and show ±inf.
 
@@ -228,7 +205,7 @@ class RunningSum:
     Moving from one mixture to the next costs O(parameters) instead of
     O(k · parameters). When a member's file is one block of float32 tensors (every
     ablate member is), the sum is one flat buffer laid out like the file's data and a
-    step adds the block in 64 MB chunks read into one reused buffer: one kernel per chunk
+    step adds the block in 16 MB chunks read into one reused buffer: one kernel per chunk
     (one for a demo model) instead of one per tensor, which matters for tiny models and on
     shared CPUs, where each parallel op waits for every thread to wake, and memory holds
     the sum, the model it is loaded into and one chunk (≤ 3 model sizes, bench_device.py).
@@ -415,23 +392,12 @@ def gray_code_order(n: int) -> list[int]:
     return [i ^ (i >> 1) for i in range(1, 1 << n)]
 
 
-def merged_model(pool: Pool, seed_id: str, model_ids: list[str], weights: list[float] | None = None, *,
-                 device=None, full_hash: bool = False) -> torch.nn.Module:
-    """The merged model on `device` (default CPU), ready to evaluate or save: what score-mixture and
-    export-mixture build. Peak memory: the merge's sums, then the sums and the model (bench/bench_device.py)."""
-    from ablate.model import model_from_config, seed_config
-
-    state = merge_members(pool, model_ids, weights, full_hash, device)
-    model = model_from_config(seed_config(pool, seed_id), device)
-    load_state(model, state, "merged weights")
-    return model
-
-
 def export_mixture(pool: Pool, seed_id: str, model_ids: list[str], weights: list[float], out: Path,
                    meta: dict, device=None) -> Path:
     """Write the merged model as a normal HF directory (config, tokenizer, safetensors)."""
     import shutil
 
+    from ablate.inplace import merged_model
     from ablate.pool import atomic_write_json
 
     model = merged_model(pool, seed_id, model_ids, weights, device=device)

@@ -212,8 +212,9 @@ def score_entries(study, entries: list[Entry], done: set[str], chunk: int = 16, 
     Rows are written every `chunk` mixtures, so an interrupted run keeps what it finished;
     returns the number of mixtures scored."""
     from ablate.energy import Meter
-    from ablate.merge import merge_id, merge_members
-    from ablate.model import load_state, model_from_config, seed_config
+    from ablate.inplace import merge_into
+    from ablate.merge import merge_id
+    from ablate.model import model_from_config, seed_config
     from ablate.score import attach_cost, evaluate_rows, row_id, write_rows
 
     cfg, pool = study.cfg, study.pool
@@ -228,9 +229,8 @@ def score_entries(study, entries: list[Entry], done: set[str], chunk: int = 16, 
         with Meter(cfg.energy) as meter:
             for e, mid in todo[start:start + chunk]:
                 t0 = time.perf_counter()
-                state = merge_members(pool, [study.unit_member(u) for u in e.units], list(e.weights),
-                                      full_hash=cfg.verify_hash, device=study.device)
-                load_state(model, state, "merged weights")
+                merge_into(model, pool, [study.unit_member(u) for u in e.units], list(e.weights),
+                           full_hash=cfg.verify_hash)  # streamed into the model on the study's device
                 rows += evaluate_rows(study, model, method="merged", mixture=list(e.units), weights=list(e.weights),
                                       model_id=mid, merge_s=time.perf_counter() - t0, skip=done, spec=e.spec)
         attach_cost(rows, meter.result)

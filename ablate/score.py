@@ -195,12 +195,17 @@ def score_built_models(study: Study, mixtures: list[tuple[list[str], list[float]
         if not all(row_id(method, mid, ev, cfg.eval.seq_len) in done for ev in study.evals):
             todo.append((mix, weights, members, mid))
     model = model_from_config(seed_config(pool, study.seed["model_id"]), study.device) if todo else None
+    proxy = proxies.REGISTRY.get(method)
+    into = getattr(proxy, "build_into", None) if proxy is not None and build == proxy.build else None
     rows = []
     with Meter(cfg.energy) as meter, bar(label or method, len(todo)) as update:
         for mix, weights, members, mid in todo:
             t0 = time.perf_counter()
-            load_state(model, build(pool, study.seed["model_id"], members, weights, device=study.device),
-                       f"{method} weights")
+            if into is not None:  # straight into the model's parameters: no state dict beside it
+                into(model, pool, members, weights)
+            else:
+                load_state(model, build(pool, study.seed["model_id"], members, weights, device=study.device),
+                           f"{method} weights")
             rows += evaluate_rows(study, model, method=method, mixture=mix, weights=weights, model_id=mid,
                                   merge_s=time.perf_counter() - t0, skip=done)
             update(1)
@@ -218,7 +223,8 @@ def score_mixture(cfg: StudyConfig, pool: Pool, items: list[str], weights: str |
     import time
 
     from ablate.energy import Meter
-    from ablate.merge import merge_id, merged_model, parse_mixture
+    from ablate.inplace import merged_model
+    from ablate.merge import merge_id, parse_mixture
 
     unit_ids, weights, spec = parse_mixture(items, weights)
     study = load_study(cfg, pool, eval_names)

@@ -29,6 +29,18 @@ PROBE_TEXT = ("The quick brown fox, naïve café, 12345 + 0.5!  Ünïcödé — 
               "Привет мир. 東京の天気は晴れ。 مرحبا بالعالم 🙂\n\tdef f(x): return x**2")
 
 
+def load_tokenizer(tok_dir: Path):
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(tok_dir), local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise AblateError(f"cannot load tokenizer from {tok_dir}: {str(exc).splitlines()[0]}") from None
+    if tok.eos_token_id is None:
+        raise AblateError(f"tokenizer in {tok_dir} has no EOS token, needed between documents")
+    return tok
+
+
 def tokenizer_id_of(tok_dir: Path, tok=None) -> str:
     """What the loaded tokenizer does: its class, its files and the ids of a probe text.
 
@@ -38,8 +50,6 @@ def tokenizer_id_of(tok_dir: Path, tok=None) -> str:
     if not (tok_dir / "tokenizer.json").exists():
         raise AblateError(f"no tokenizer.json in {tok_dir}: ablate needs a fast (Rust) tokenizer")
     if tok is None:
-        from ablate.units import load_tokenizer
-
         tok = load_tokenizer(tok_dir)
     ids = [*tok(PROBE_TEXT, add_special_tokens=False)["input_ids"], tok.eos_token_id]
     files = {name: hashlib.sha256((tok_dir / name).read_bytes()).hexdigest()

@@ -67,12 +67,6 @@ def member_recipe(cfg: StudyConfig, replicate: int = 0) -> Recipe:
                   t.beta2, t.grad_clip, t.epochs, t.data_seed + 1000 * replicate)
 
 
-def seed_recipe(cfg: StudyConfig) -> Recipe:
-    s, t = cfg.seed, cfg.train
-    return Recipe(s.seq_len, s.batch_size, s.lr, s.warmup_steps, 0.1, t.weight_decay, t.beta1, t.beta2,
-                  t.grad_clip, 1, s.init_seed)
-
-
 def as_sequences(tokens: np.ndarray, seq_len: int) -> np.ndarray:
     n = tokens.size // seq_len
     if n == 0:
@@ -237,7 +231,7 @@ def _final_loss(losses: list[float]) -> float:
     return float(sum(tail) / len(tail))
 
 
-def _run_and_publish(pool: Pool, cfg: StudyConfig, model, seqs, recipe: Recipe, meta: dict, *,
+def run_and_publish(pool: Pool, cfg: StudyConfig, model, seqs, recipe: Recipe, meta: dict, *,
                      description: str, stop_after: int | None, publish) -> dict:
     """Shared by seed and member training: meter, train, fill the price tag, publish."""
     model_id = meta["model_id"]
@@ -294,7 +288,7 @@ def _publish_member(pool: Pool):
     return publish
 
 
-def _index_member(pool: Pool, meta: dict) -> None:
+def index_member(pool: Pool, meta: dict) -> None:
     """The index row goes in last, and again on reuse (idempotent upsert)."""
     from ablate.index import Index, model_row
 
@@ -363,7 +357,7 @@ def train_member(cfg: StudyConfig, pool: Pool, unit_ids: list[str], *, force: bo
     if pool.has_member(model_id) and not force:
         meta = pool.read_meta(model_id)
         log(f"{model_id} is already in the pool (trained {meta['created_at']}); reusing it (--force retrains)")
-        _index_member(pool, meta)  # a crash after publishing may have skipped the row
+        index_member(pool, meta)  # a crash after publishing may have skipped the row
         return meta | {"reused": True}
     seqs, draw = draw_sequences(parts, unit_ids, plan, recipe.data_seed)
     kind = "unit" if len(unit_ids) == 1 and plan.is_default else "union"
@@ -383,57 +377,7 @@ def train_member(cfg: StudyConfig, pool: Pool, unit_ids: list[str], *, force: bo
     model = load_member(pool, seed["model_id"], full_hash=cfg.verify_hash)
     label = unit_ids[0] if kind == "unit" else f"union of {n} (budget {plan.label()})"
     with member_job(pool, model_id, force) as done:  # one job per member: a second one is refused
-        meta = done or _run_and_publish(pool, cfg, model, seqs, recipe, meta, description=f"train {label}",
+        meta = done or run_and_publish(pool, cfg, model, seqs, recipe, meta, description=f"train {label}",
                                         stop_after=stop_after, publish=_publish_member(pool))
-    _index_member(pool, meta)
-    return meta
-
-
-def train_seed(cfg: StudyConfig, pool: Pool, *, force: bool = False, stop_after: int | None = None,
-               log=print) -> dict:
-    """Pretrain a tiny Llama from random init on the seed mix (seedmix-* token files)."""
-    from transformers import set_seed
-
-    from ablate.model import llama_config, model_from_config, write_seed
-    from ablate.units import load_tokenizer, seed_domains, study_tokenizer
-
-    pool.ensure_writable()
-    tok_dir, tok_id = study_tokenizer(pool)
-    tok = load_tokenizer(tok_dir)
-    if cfg.seed.domains == "auto":  # the resolved list goes into the seed's id, as if it were written out
-        cfg = cfg.model_copy(deep=True)
-        cfg.seed.domains = seed_domains(cfg, pool)
-    recipe = seed_recipe(cfg)
-    parts, metas = [], []
-    for domain in cfg.seed.domains:
-        tokens, meta = load_unit_tokens(pool, f"seedmix-{domain}")
-        parts.append(as_sequences(tokens, recipe.seq_len))
-        metas.append(meta)
-    seqs = np.concatenate(parts)
-    # Cap the mix at exactly `steps` batches: the seed's budget is set in steps.
-    need = cfg.seed.steps * recipe.batch_size
-    seqs = seqs[np.random.default_rng(recipe.data_seed).permutation(len(seqs))[:need]]
-    if len(seqs) < need:
-        log(f"note: the seed mix has {len(seqs)} sequences, fewer than {need}; the seed sees them once")
-    key = config_hash({"seed": cfg.seed.model_dump(), "tok": tok_id, "recipe": asdict(recipe),
-                       "data": sorted(m["data_sha256"] for m in metas)})
-    seed_id = f"seed-{key}"
-    if pool.has_member(seed_id) and not force:
-        log(f"{seed_id} is already in the pool; reusing it (--force retrains)")
-        meta = pool.read_meta(seed_id)
-        _index_member(pool, meta)
-        return meta | {"reused": True}
-    set_seed(cfg.seed.init_seed)
-    model = model_from_config(llama_config(cfg, tok))
-    meta = {"model_id": seed_id, "kind": "seed", "units": [], "seed_id": seed_id, "replicate": 0,
-            "tokenizer_id": tok_id, "config_hash": key, "data_sha256": {m["unit_id"]: m["data_sha256"] for m in metas},
-            "config": {"seed": cfg.seed.model_dump(), "energy": cfg.energy.model_dump()}}
-
-    def publish(trained, meta):
-        write_seed(pool, trained, tok, seed_id, meta)
-
-    with member_job(pool, seed_id, force) as done:
-        meta = done or _run_and_publish(pool, cfg, model, seqs, recipe, meta, description="pretrain seed",
-                                        stop_after=stop_after, publish=publish)
-    _index_member(pool, meta)
+    index_member(pool, meta)
     return meta

@@ -17,7 +17,6 @@ of every study domain, never the eval documents) or taken from an imported seed.
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -30,7 +29,7 @@ from ablate.errors import AblateError, UsageError
 from ablate.evalsets import check_window, count_contaminated, doc_digest, load_eval_file, unit_documents
 from ablate.pool import Pool, atomic_write_bytes, atomic_write_json, check_name, read_json
 from ablate.study_record import identity
-from ablate.tokenizer_id import check_tokenizer_unchanged, tokenizer_id_of
+from ablate.tokenizer_id import check_tokenizer_unchanged, load_tokenizer, tokenizer_id_of  # noqa: F401 (re-exported)
 
 EOS = "<|endoftext|>"
 
@@ -70,18 +69,6 @@ def split_documents(domain: str, docs: list[str], eval_bytes: int, seed: int) ->
 
 
 # -- tokenizer -----------------------------------------------------------------
-def load_tokenizer(tok_dir: Path):
-    from transformers import AutoTokenizer
-
-    try:
-        tok = AutoTokenizer.from_pretrained(str(tok_dir), local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise AblateError(f"cannot load tokenizer from {tok_dir}: {str(exc).splitlines()[0]}") from None
-    if tok.eos_token_id is None:
-        raise AblateError(f"tokenizer in {tok_dir} has no EOS token, needed between documents")
-    return tok
-
-
 def train_tokenizer(cfg: StudyConfig, pool: Pool, splits: dict[str, DomainSplit], scratch: Path):
     """Byte-level BPE on an equal share of every domain's training documents.
 
@@ -395,7 +382,3 @@ def study_tokenizer(pool: Pool) -> tuple[Path, str]:
         raise UsageError(f"no units in {pool.root}: run `ablate units split` first")
     info = read_json(pool.root / "study.json", "study record")
     return pool.root / info["tokenizer_dir"], info["tokenizer_id"]
-
-
-def summary_json(result: dict) -> str:
-    return json.dumps({r["unit_id"]: r["n_tokens"] for r in result["rows"]}, indent=1)

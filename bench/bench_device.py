@@ -9,8 +9,8 @@ Members are k random perturbations of one random Llama with SmolLM2-135M's shape
 30 layers, 9 heads / 3 KV heads, intermediate 1536, vocab 49152, tied: 134.5M parameters,
 538 MB as float32), saved by ablate.model.save_weights with sidecars and the seed's config in
 a minimal pool in a temp dir. Each (k, path) runs in a fresh subprocess, through ablate's code:
-  score   ablate.merge.merged_model (merge_members -> model_from_config -> load_state) on the
-          device: what `score-mixture` / `export-mixture` build before evaluating
+  score   ablate.inplace.merged_model (model_from_config, then merge_into: the members
+          streamed into its parameters) on the device: what `score-mixture` / `export-mixture` build
   sweep   a sweep worker: its model, then RunningSum(device).move_to(k members) -> load_into
   before_score / before_sweep (with --before DIR): the same through the older package in DIR
           and its API (score-mixture kept the state dict; the worker loaded running.average())
@@ -108,7 +108,7 @@ def child(pool_root: str, k: int, how: str, device: str, before: str | None = No
     t0 = time.perf_counter()
     kept = None
     if how == "score":  # score-mixture now: the merged model alone
-        from ablate.merge import merged_model
+        from ablate.inplace import merged_model
 
         model = merged_model(pool, "seed-bench", ids, device=device)
     elif how == "before_score":  # score-mixture before: the state dict stayed beside the model

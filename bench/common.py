@@ -76,7 +76,8 @@ def build_study(root: Path, quick: bool = False, log=print) -> Path:
     from ablate.config import StudyConfig
     from ablate.corpus import build_debian_corpus, fortunes_min_corpus, study_corpus
     from ablate.pool import Pool
-    from ablate.train import train_member, train_seed
+    from ablate.seed import train_seed
+    from ablate.train import train_member
     from ablate.units import split_units
 
     root = Path(root)

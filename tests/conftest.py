@@ -56,7 +56,8 @@ def study(tmp_path_factory):
     """A built study: (cfg, pool, unit ids, union member meta)."""
     from ablate.corpus import fortunes_min_corpus, study_corpus
     from ablate.pool import Pool
-    from ablate.train import train_member, train_seed
+    from ablate.seed import train_seed
+    from ablate.train import train_member
     from ablate.units import split_units
 
     root = tmp_path_factory.mktemp("study")

@@ -18,7 +18,8 @@ from ablate.config import load_config
 from ablate.distributed import assign_devices
 from ablate.errors import UsageError
 from ablate.index import Index
-from ablate.merge import RunningSum, _f32_block, _map_f32, _merge_on, gray_code_order, merge_members
+from ablate.inplace import merge_into, merge_on
+from ablate.merge import RunningSum, _f32_block, _map_f32, gray_code_order, merge_members
 from ablate.model import load_state, model_from_config, seed_config
 from ablate.score import existing_rows, load_study, score_mixture, write_rows
 from conftest import run_cli, write_config
@@ -100,14 +101,21 @@ def test_leased_slots_are_never_shared():
     assert not any(clash) and slots.qsize() == 3
 
 
-def test_device_merge_path_gives_the_cpu_bits(study, monkeypatch):
+def test_streamed_merges_give_the_bits_of_merge_members(study, monkeypatch):
+    """merge_into (the model's parameters as the accumulator) and merge_on (a device's sums), run on
+    the CPU with chunks that split tensors at odd places, equal merge_members + load_state exactly."""
     _, pool, units, _ = study
     members = _members(pool, units[:3])
-    monkeypatch.setattr(dev, "CHUNK", 1000)  # many chunks per tensor, ragged ends
+    monkeypatch.setattr(dev, "CHUNK", 997)
     paths = [pool.weights_path(m) for m in members]
-    for weights in ([1 / 3] * 3, [0.5, 0.25, 0.25]):
-        ref, ours = merge_members(pool, members, weights), _merge_on(torch.device("cpu"), paths, weights)
+    config = seed_config(pool, next(pool.iter_metas("seed"))["model_id"])
+    for weights in ([1 / 3] * 3, [0.5, 0.3, 0.2]):
+        ref, ours = merge_members(pool, members, weights), merge_on(torch.device("cpu"), paths, weights)
         assert ref.keys() == ours.keys() and all(torch.equal(ref[k], ours[k]) for k in ref)
+        a, b = model_from_config(config), model_from_config(config)
+        load_state(a, ref, "test")
+        merge_into(b, pool, members, weights)
+        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
 def test_streamed_running_sum_and_in_place_average_keep_the_bits(study, monkeypatch):

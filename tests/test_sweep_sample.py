@@ -22,7 +22,8 @@ def wide(tmp_path_factory):
     """24 really trained tiny units (12 per domain of 512 tokens, one step each): ~15 s on 2 cores."""
     from ablate.corpus import fortunes_min_corpus, study_corpus
     from ablate.pool import Pool
-    from ablate.train import train_member, train_seed
+    from ablate.seed import train_seed
+    from ablate.train import train_member
     from ablate.units import split_units, unit_ids
 
     root = tmp_path_factory.mktemp("wide")

@@ -33,8 +33,9 @@ class TaskSum:
             if not t.is_floating_point():
                 out[name] = t  # integer buffers are not averaged, nor summed
                 continue
+            # in place, k * t - (k - 1) * s with the same three roundings: no full-size temporaries
             s = seed[name].to(t.device, torch.float32)
-            out[name] = (k * t.to(torch.float32) - (k - 1) * s).to(t.dtype)
+            out[name] = t.to(torch.float32).mul_(k).sub_(s.mul_(k - 1)).to(t.dtype)
         return out
 
     def predict(self, cases, known, budget) -> np.ndarray:

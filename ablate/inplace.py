@@ -1,0 +1,103 @@
+"""Merging straight into a model's parameters, on whatever device the model is.
+
+How to run (from Python; `score-mixture`, `export-mixture` and `search` do this):
+    from ablate.inplace import merged_model
+    model = merged_model(pool, seed_id, members, weights, device="cuda")
+
+The model's float32 parameters are the accumulator: the first member is written into
+them times its weight, each next one added times its weight, reading each member file in
+16 MB chunks into one reused host buffer. Memory therefore holds the model and one chunk,
+on the host as on a GPU, for any number of members (bench/bench_device.py), where
+merge_members + load_state held the model, the float32 sums and their copies. Per element
+the float ops and their order are merge_members' (w0·m0, then += wi·mi), so the weights
+are bit-identical to loading merge_members' result (tests/test_device.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ablate.errors import AblateError
+from ablate.device import axpy_chunked
+from ablate.merge import (_all_finite, _f32_block, _read_f32_chunks, _read_member, check_compatible, merge_members,
+                          parse_weights)
+from ablate.model import check_fit, load_state
+from ablate.pool import Pool
+
+
+def merge_into(model: torch.nn.Module, pool: Pool, model_ids: list[str], weights: list[float] | None = None,
+               full_hash: bool = False) -> None:
+    """Load the weighted average of the members into `model` (any device), streaming them."""
+    weights = parse_weights(weights, len(model_ids))
+    check_compatible(pool, model_ids, full_hash)
+    paths = [pool.weights_path(m) for m in model_ids]
+    blocks = [_f32_block(p) for p in paths]
+    params = model.state_dict()
+    if not all(b is not None and b[2] == blocks[0][2] for b in blocks) or \
+            any(t.dtype != torch.float32 or not t.is_contiguous() for t in params.values()):
+        device = next(model.parameters()).device  # other files (bf16, integer buffers): the general path
+        load_state(model, merge_members(pool, model_ids, weights, device=device), "merged weights")
+        return
+    layout = blocks[0][2]
+    params = check_fit(model, set(layout), "merged weights")
+    spans = sorted((v["data_offsets"][0] // 4, v["data_offsets"][1] // 4, name) for name, v in layout.items())
+    with torch.no_grad():
+        for i, (path, w) in enumerate(zip(paths, weights)):
+            for a, piece in _read_f32_chunks(path, blocks[i][0], blocks[i][1] // 4):
+                _scatter(piece, a, spans, params, w, first=i == 0)
+    for name in layout:
+        if not _all_finite(params[name]):
+            raise AblateError(f"merged tensor {name} has NaN/inf values (a member is corrupted?)")
+
+
+def _scatter(piece: torch.Tensor, a: int, spans: list[tuple], params: dict, w: float, first: bool) -> None:
+    """Apply one chunk (flat elements a.. of a member's data) to the parameters it covers."""
+    b = a + piece.numel()
+    for begin, end, name in spans:
+        lo, hi = max(a, begin), min(b, end)
+        if lo >= hi:
+            continue
+        dst = params[name].view(-1)[lo - begin:hi - begin]
+        src = piece[lo - a:hi - a].to(dst.device)
+        if first:
+            torch.mul(src, w, out=dst)
+        else:
+            dst.add_(src, alpha=w)
+
+
+def merge_on(device: torch.device, paths: list[Path], weights: list[float]) -> dict[str, torch.Tensor]:
+    """merge_members with float32 sums on `device` and members streamed from their host mappings.
+
+    Device memory: the sums (one model) plus one chunk; host: one member's mapped pages. The
+    tensors are cast back in place of the sums, so the caller's model is the only other copy."""
+    acc: dict[str, torch.Tensor] = {}
+    dtypes: dict[str, torch.dtype] = {}
+    for i, (path, w) in enumerate(zip(paths, weights)):
+        for name, t in _read_member(path):
+            if i == 0:
+                dtypes[name] = t.dtype
+                if not t.is_floating_point():  # integer buffers: copied from the first member
+                    acc[name] = t.to(device, copy=True)
+                    continue
+                acc[name] = torch.empty(t.shape, dtype=torch.float32, device=device)
+            if dtypes[name].is_floating_point:
+                axpy_chunked(acc[name], t, w, first=i == 0)
+    for name, t in acc.items():
+        if dtypes[name].is_floating_point:
+            acc[name] = t.to(dtypes[name])  # float32 (every ablate member): the same tensor
+            if not _all_finite(acc[name]):
+                raise AblateError(f"merged tensor {name} has NaN/inf values (a member is corrupted?)")
+    return acc
+
+
+def merged_model(pool: Pool, seed_id: str, model_ids: list[str], weights: list[float] | None = None, *,
+                 device=None, full_hash: bool = False) -> torch.nn.Module:
+    """The merged model on `device` (default CPU), ready to evaluate or save: what score-mixture and
+    export-mixture build."""
+    from ablate.model import model_from_config, seed_config
+
+    model = model_from_config(seed_config(pool, seed_id), device)
+    merge_into(model, pool, model_ids, weights, full_hash)
+    return model
