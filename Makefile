@@ -41,7 +41,7 @@ demo: $(VENV)/.installed debian-packages
 	HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 $(BIN)/ablate demo
 
 test: $(VENV)/.installed debian-packages
-	HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests
+	HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n auto tests
 
 # Speed benchmarks (bench/): ratios against references measured in the same run; under 15 min
 # on 2 cores. Writes bench/results.json and bench/RESULTS.md.

@@ -16,6 +16,10 @@ import pytest
 os.environ.setdefault("ABLATE_QUIET", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one pytest worker per core: one torch thread each (and in the commands they
+    # spawn), or the workers fight over the cores and all run 4-10x slower
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
 
 TINY = {
     "tokenizer": {"vocab_size": 512, "train_bytes": 200_000},
