@@ -193,7 +193,8 @@ def export_mixture_cmd(units: Annotated[list[str], typer.Argument(help="units of
                        weights: WeightsOpt = None, config: ConfigOpt = None, set_: SetOpt = None,
                        dry_run: DryOpt = False):
     """Write the merged model as a normal HF directory (config, safetensors, tokenizer)."""
-    from ablate.merge import export_mixture, merge_id, parse_mixture
+    from ablate.inplace import export_mixture
+    from ablate.merge import merge_id, parse_mixture
     from ablate.score import load_study
 
     cfg, pool = _study(config, set_, dry_run)

@@ -279,8 +279,8 @@ PATH_KEYS = (("pool",), ("corpus", "path"), ("seed", "import_path"))
 
 def _resolve_paths(tree: dict, base: Path) -> None:
     """Make the config file's relative paths absolute against its folder (not the working directory)."""
-    def fix(node: dict, key: str) -> None:
-        value = node.get(key)
+    def fix(node, key) -> None:
+        value = node.get(key) if isinstance(node, dict) else None
         if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
             node[key] = str((base / value).resolve())
 
@@ -288,15 +288,13 @@ def _resolve_paths(tree: dict, base: Path) -> None:
         node = tree
         for part in parents:
             node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            fix(node, key)
-    for entry in (tree.get("eval_sets") or {}).values() if isinstance(tree.get("eval_sets"), dict) else ():
-        if isinstance(entry, dict):
+        fix(node, key)
+    sets = tree.get("eval_sets")
+    for name, entry in (sets.items() if isinstance(sets, dict) else ()):
+        if isinstance(entry, str):  # the shorthand `name: path`
+            fix(sets, name)
+        else:
             fix(entry, "path")
-    if isinstance(tree.get("eval_sets"), dict):  # the shorthand `name: path`
-        for name, entry in tree["eval_sets"].items():
-            if isinstance(entry, str) and entry and not Path(entry).expanduser().is_absolute():
-                tree["eval_sets"][name] = str((base / entry).resolve())
 
 
 def _read_tree(path: Path) -> dict:

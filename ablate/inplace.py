@@ -19,10 +19,8 @@ from pathlib import Path
 
 import torch
 
-from ablate.errors import AblateError
-from ablate.device import axpy_chunked
-from ablate.merge import (_all_finite, _f32_block, _read_f32_chunks, _read_member, check_compatible, merge_members,
-                          parse_weights)
+from ablate.errors import AblateError, UsageError
+from ablate.merge import _all_finite, _f32_block, _read_f32_chunks, check_compatible, merge_members, parse_weights
 from ablate.model import check_fit, load_state
 from ablate.pool import Pool
 
@@ -67,31 +65,6 @@ def _scatter(piece: torch.Tensor, a: int, spans: list[tuple], params: dict, w: f
             dst.add_(src, alpha=w)
 
 
-def merge_on(device: torch.device, paths: list[Path], weights: list[float]) -> dict[str, torch.Tensor]:
-    """merge_members with float32 sums on `device` and members streamed from their host mappings.
-
-    Device memory: the sums (one model) plus one chunk; host: one member's mapped pages. The
-    tensors are cast back in place of the sums, so the caller's model is the only other copy."""
-    acc: dict[str, torch.Tensor] = {}
-    dtypes: dict[str, torch.dtype] = {}
-    for i, (path, w) in enumerate(zip(paths, weights)):
-        for name, t in _read_member(path):
-            if i == 0:
-                dtypes[name] = t.dtype
-                if not t.is_floating_point():  # integer buffers: copied from the first member
-                    acc[name] = t.to(device, copy=True)
-                    continue
-                acc[name] = torch.empty(t.shape, dtype=torch.float32, device=device)
-            if dtypes[name].is_floating_point:
-                axpy_chunked(acc[name], t, w, first=i == 0)
-    for name, t in acc.items():
-        if dtypes[name].is_floating_point:
-            acc[name] = t.to(dtypes[name])  # float32 (every ablate member): the same tensor
-            if not _all_finite(acc[name]):
-                raise AblateError(f"merged tensor {name} has NaN/inf values (a member is corrupted?)")
-    return acc
-
-
 def merged_model(pool: Pool, seed_id: str, model_ids: list[str], weights: list[float] | None = None, *,
                  device=None, full_hash: bool = False) -> torch.nn.Module:
     """The merged model on `device` (default CPU), ready to evaluate or save: what score-mixture and
@@ -101,3 +74,32 @@ def merged_model(pool: Pool, seed_id: str, model_ids: list[str], weights: list[f
     model = model_from_config(seed_config(pool, seed_id), device)
     merge_into(model, pool, model_ids, weights, full_hash)
     return model
+
+
+def export_mixture(pool: Pool, seed_id: str, model_ids: list[str], weights: list[float], out: Path,
+                   meta: dict, device=None) -> Path:
+    """Write the merged model as a normal HF directory (config, tokenizer, safetensors)."""
+    import shutil
+
+    from ablate.pool import atomic_write_json
+
+    model = merged_model(pool, seed_id, model_ids, weights, device=device)
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise UsageError(f"--out {out} exists and is not empty")
+    tmp = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        seed_dir = pool.seed_dir(seed_id)
+        for f in seed_dir.iterdir():
+            if f.name.startswith("tokenizer") or f.name in ("special_tokens_map.json", "vocab.json", "merges.txt"):
+                shutil.copy2(f, tmp / f.name)
+        atomic_write_json(tmp / "ablate_mixture.json", meta)
+        if out.exists():
+            out.rmdir()
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

@@ -126,38 +126,45 @@ def merge_id(model_ids: list[str], weights: list[float]) -> str:
 def merge_members(pool: Pool, model_ids: list[str], weights: list[float] | None = None,
                   full_hash: bool = False, device=None) -> dict[str, torch.Tensor]:
     """The weighted average of members' weights, as a state dict in the members' dtypes, on `device`
-    (default CPU; on another device the sums live there and members stream in, inplace.merge_on)."""
+    (default CPU; on another device the sums live there and members stream in: merge_on)."""
     weights = parse_weights(weights, len(model_ids))
     check_compatible(pool, model_ids, full_hash)
+    paths = [pool.weights_path(m) for m in model_ids]
     if device is not None and torch.device(device).type != "cpu":
-        from ablate.inplace import merge_on
-
-        return merge_on(torch.device(device), [pool.weights_path(m) for m in model_ids], weights)
+        return merge_on(torch.device(device), paths, weights)
     # One member at a time, its file unmapped before the next is read: mapped pages count in
     # our RSS, so holding all k files open (key by key, as before) cost k model sizes; now
     # the peak is the accumulator plus one member (bench/bench_memory.py). Per element the
     # float ops are the same ones in the same member order, so the result is bit-identical.
-    paths = [pool.weights_path(m) for m in model_ids]
     blocks = [_f32_block(p) for p in paths]
     if all(b is not None and b[2] == blocks[0][2] for b in blocks):
         return _merge_flat(paths, blocks[0][2], weights)
+    return merge_on(torch.device("cpu"), paths, weights)
+
+
+def merge_on(device: torch.device, paths: list[Path], weights: list[float]) -> dict[str, torch.Tensor]:
+    """The weighted average with float32 sums on `device`, members streamed tensor by tensor from
+    their host mappings: the sums (one model) plus one chunk on the device, one member's mapped
+    pages on the host. Integer buffers are copied from the first member, not averaged."""
     acc: dict[str, torch.Tensor] = {}
     dtypes: dict[str, torch.dtype] = {}
     for i, (path, w) in enumerate(zip(paths, weights)):
         for name, t in _read_member(path):
             if i == 0:
                 dtypes[name] = t.dtype
-                # integer buffers: copied from the first member, not averaged
-                acc[name] = t.to(torch.float32) * w if t.is_floating_point() else t.clone()
-            elif dtypes[name].is_floating_point:
-                acc[name].add_(t.to(torch.float32), alpha=w)
+                if not t.is_floating_point():
+                    acc[name] = t.to(device, copy=True)
+                    continue
+                acc[name] = torch.empty(t.shape, dtype=torch.float32, device=device)
+            if dtypes[name].is_floating_point:
+                axpy_chunked(acc[name], t, w, first=i == 0)
     out: dict[str, torch.Tensor] = {}
     for name in list(acc):  # pop as we cast, so a bf16 model never holds two full copies
         t = acc.pop(name)
         if not dtypes[name].is_floating_point:
             out[name] = t
             continue
-        out[name] = t.to(dtypes[name])
+        out[name] = t.to(dtypes[name])  # float32 (every ablate member): the same tensor
         if not _all_finite(out[name]):
             raise AblateError(f"merged tensor {name} has NaN/inf values (a member is corrupted?)")
     return out
@@ -390,33 +397,3 @@ def _read_member(path: Path):
 def gray_code_order(n: int) -> list[int]:
     """All 2^n - 1 non-empty subsets as bitmasks; consecutive ones differ in one member."""
     return [i ^ (i >> 1) for i in range(1, 1 << n)]
-
-
-def export_mixture(pool: Pool, seed_id: str, model_ids: list[str], weights: list[float], out: Path,
-                   meta: dict, device=None) -> Path:
-    """Write the merged model as a normal HF directory (config, tokenizer, safetensors)."""
-    import shutil
-
-    from ablate.inplace import merged_model
-    from ablate.pool import atomic_write_json
-
-    model = merged_model(pool, seed_id, model_ids, weights, device=device)
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise UsageError(f"--out {out} exists and is not empty")
-    tmp = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        model.save_pretrained(str(tmp), safe_serialization=True)
-        seed_dir = pool.seed_dir(seed_id)
-        for f in seed_dir.iterdir():
-            if f.name.startswith("tokenizer") or f.name in ("special_tokens_map.json", "vocab.json", "merges.txt"):
-                shutil.copy2(f, tmp / f.name)
-        atomic_write_json(tmp / "ablate_mixture.json", meta)
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out

@@ -23,6 +23,7 @@ also torch.cuda.max_memory_allocated in model sizes; bound <= 2 (activations not
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -139,8 +140,8 @@ def main(argv=None) -> dict:
     p.add_argument("--device", default="cpu", help="cpu (host memory) or cuda[:i] (also GPU memory)")
     p.add_argument("--before", help="an older ablate package's parent dir (git archive REV ablate | tar -x -C DIR): "
                                     "also measure that version's score and sweep builds")
-    p.add_argument("--child", nargs=5, help=_hidden())
-    p.add_argument("--build", nargs=3, help=_hidden())
+    p.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    p.add_argument("--build", nargs=3, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         child(args.child[0], int(args.child[1]), args.child[2], args.child[3], args.child[4] or None)
@@ -194,12 +195,6 @@ def summarize(built: dict, rows: list[dict], args) -> dict:
           f"(max {result['max_host_model_sizes']:.2f}); GPU <= 2: {result['gpu']}", file=sys.stderr)
     common.emit(result, args.out)
     return result
-
-
-def _hidden():
-    import argparse
-
-    return argparse.SUPPRESS
 
 
 if __name__ == "__main__":

@@ -30,7 +30,8 @@ def main(argv=None) -> dict:
     from transformers import AutoModelForCausalLM
 
     from ablate.evaluate import evaluate_tokens
-    from ablate.merge import export_mixture, merge_members
+    from ablate.inplace import export_mixture
+    from ablate.merge import merge_members
     from ablate.model import load_state, model_from_config, seed_config
 
     cfg, pool, study = common.open_study(args)

@@ -18,7 +18,8 @@ from ablate.config import load_config
 from ablate.distributed import assign_devices
 from ablate.errors import UsageError
 from ablate.index import Index
-from ablate.inplace import merge_into, merge_on
+from ablate.inplace import merge_into
+from ablate.merge import merge_on
 from ablate.merge import RunningSum, _f32_block, _map_f32, gray_code_order, merge_members
 from ablate.model import load_state, model_from_config, seed_config
 from ablate.score import existing_rows, load_study, score_mixture, write_rows
