@@ -46,6 +46,8 @@ app.add_typer(config_app, name="config")
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="study YAML (default: the demo study)")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override, e.g. train.lr=1e-4 (repeatable)")]
+ScreenOpt = Annotated[bool, typer.Option(
+    "--screen", help="race candidates on eval-set prefixes, evaluate only contenders in full (eval.screen_*)")]
 DryOpt = Annotated[bool, typer.Option("--dry-run", help="print the resolved config and exit")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="redo the work even if a result exists")]
 
@@ -222,6 +224,7 @@ def sweep(max_size: Annotated[Optional[int], typer.Option("--max-size", help="la
           sample_seed: Annotated[Optional[int], typer.Option("--seed", help="seed of --sample (default 0)")] = None,
           mixtures: Annotated[Optional[Path], typer.Option(
               "--mixtures", help="file, one mixture per line: UNIT [UNIT|UNIT+UNIT ...] [--weights W,...]")] = None,
+          screen: ScreenOpt = False,
           config: ConfigOpt = None, set_: SetOpt = None, dry_run: DryOpt = False, force: ForceOpt = False):
     """Score every mixture of the units (Gray-code order, one add/remove per step), a sample, or a file's."""
     from ablate.sweep import run_sweep
@@ -232,9 +235,17 @@ def sweep(max_size: Annotated[Optional[int], typer.Option("--max-size", help="la
         raise UsageError("--jobs must be at least 1")
     out = run_sweep(cfg, pool, unit_list, max_size=max_size, sizes=sizes, sample=sample, seed=sample_seed,
                     mixtures_file=mixtures, jobs=jobs, eval_names=eval_ or None, force=force,
-                    backend=backend, scheduler=scheduler, workers=workers, log=say)
+                    backend=backend, scheduler=scheduler, workers=workers, screen=screen, log=say)
     say(f"sweep: {out['mixtures']} mixtures ({out['scored']} scored, {out['cached']} cached), "
         f"{out['reference_rows']} seed/union rows, {out['seconds']:.1f} s")
+    if out.get("screened"):
+        say_screen(out["screened"], out["dropped"])
+
+
+def say_screen(screened: dict, dropped: int) -> None:
+    used, whole = screened["eval_tokens"], screened["eval_tokens_unscreened"]
+    say(f"screen {screened['screen_id']}: {dropped} (mixture, eval set) pairs dropped on a prefix "
+        f"(table screened_perplexity); {used:,} eval tokens instead of {whole:,} ({whole / max(1, used):.1f}x fewer)")
 
 
 # -- SQL, pool, report ------------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ablate.cli import ConfigOpt, SetOpt, _print_rows, _study, app, say
+from ablate.cli import ConfigOpt, ScreenOpt, SetOpt, _print_rows, _study, app, say, say_screen
 from ablate.errors import UsageError
 from ablate.truths import DEFAULT_TRUTH
 
@@ -97,7 +97,7 @@ def search(target: Annotated[str, typer.Option("--target", help="eval set to opt
            max_candidates: Annotated[int, typer.Option(
                "--max-candidates", help="above this many candidates, beam search instead of all")] = 2000,
            beam: Annotated[int, typer.Option("--beam", help="beam width of that search")] = 4,
-           config: ConfigOpt = None, set_: SetOpt = None):
+           screen: ScreenOpt = False, config: ConfigOpt = None, set_: SetOpt = None):
     """Rank candidate mixtures for a target eval set by the proxy; optionally validate by training."""
     from ablate.merge import parse_weights
     from ablate.search import run_search
@@ -112,11 +112,14 @@ def search(target: Annotated[str, typer.Option("--target", help="eval set to opt
         parse_weights(grid, len(grid))
     out = run_search(cfg, pool, target, max_size=max_size, grid=grid, method=method, truth=truth, validate=validate,
                      validate_weighted=validate_weighted, top=top, max_candidates=max_candidates, beam=beam,
-                     log=say)
-    cols = ["rank", "mixture", "weights", "proxy_ppl", "union_ppl", "union_rank", "validated"]
+                     screen=screen, log=say)
+    cols = ["rank", "mixture", "weights", "proxy_ppl", "union_ppl", "union_rank", "validated"] + (
+        ["screened"] if screen else [])
     _print_rows(cols, out["rows"][:top])
     first = out["rows"][0]
     if first["union_rank"]:
         say(f"the proxy's choice ranks {first['union_rank']} of {first['n_unions_known']} trained unions "
             f"(truth {truth!r}) on {target} (regret {100 * (first['union_ppl'] / out['best_union_ppl'] - 1):.2f} %)")
+    if out.get("screened"):
+        say_screen(out["screened"], out["dropped"])
     say(f"{out['candidates']} candidates ({out['strategy']}); stored as {out['search_id']} in the `searches` table")

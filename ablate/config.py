@@ -135,6 +135,15 @@ class EvalConfig(_Strict):
     batch_size: int = Field(32, ge=1)
     # on CUDA: bf16 autocast or plain fp32 (TF32 off); the CPU always evaluates in fp32. Recorded per row.
     precision: Literal["bf16", "fp32"] = "bf16"
+    # sweep/search: merged models evaluated together in one pass (ablate/batched.py); None = as many as
+    # memory allows up to 8 on a GPU, 1 on a CPU (measured: on CPU the fused loss is the win, not M)
+    models_per_pass: Optional[int] = Field(None, ge=1, le=64)
+    # `--screen` (ablate/screen.py): each round evaluates every surviving candidate on a longer prefix of
+    # the eval set and drops those whose paired gap to the leader is significantly worse at this level
+    screen_confidence: float = Field(0.95, gt=0.0, lt=1.0)
+    screen_tokens: int = Field(2048, ge=1)  # first round's prefix; each later round x screen_growth
+    screen_growth: int = Field(4, ge=2)
+    screen_keep: int = Field(3, ge=1)  # the top `screen_keep` always race to the full set
 
 
 class EnergyConfig(_Strict):

@@ -47,10 +47,20 @@ TABLES = {
         eval_s DOUBLE, merge_s DOUBLE, energy_kwh DOUBLE, co2_kg DOUBLE, energy_method VARCHAR,
         flops DOUBLE, model_id VARCHAR, seed_id VARCHAR, device VARCHAR, replicate INTEGER, spec VARCHAR,
         budget VARCHAR, eval_precision VARCHAR, created_at TIMESTAMP""",
+    # `--screen` (ablate/screen.py): candidates dropped on a prefix of an eval set; n_tokens is what the
+    # prefix held. Apart from mixture_perplexity, so no view, fit or verdict meets a partial evaluation.
+    "screened_perplexity": """
+        row_id VARCHAR PRIMARY KEY, mixture VARCHAR[], weights DOUBLE[], k INTEGER,
+        uniform BOOLEAN, method VARCHAR, eval_set VARCHAR, eval_sha256 VARCHAR,
+        n_tokens BIGINT, n_bytes BIGINT, nll_sum DOUBLE, ppl DOUBLE, bits_per_byte DOUBLE,
+        eval_s DOUBLE, merge_s DOUBLE, energy_kwh DOUBLE, co2_kg DOUBLE, energy_method VARCHAR,
+        flops DOUBLE, model_id VARCHAR, seed_id VARCHAR, device VARCHAR, replicate INTEGER, spec VARCHAR,
+        budget VARCHAR, eval_precision VARCHAR, screened BOOLEAN, screen_id VARCHAR, screen_round INTEGER,
+        screen_windows INTEGER, full_windows INTEGER, confidence DOUBLE, leader_gap DOUBLE, created_at TIMESTAMP""",
     "searches": """
         row_id VARCHAR PRIMARY KEY, search_id VARCHAR, target VARCHAR, method VARCHAR, budget VARCHAR, rank INTEGER,
         mixture VARCHAR[], weights DOUBLE[], proxy_ppl DOUBLE, union_ppl DOUBLE, union_rank INTEGER,
-        n_unions_known INTEGER, validated BOOLEAN, created_at TIMESTAMP""",
+        n_unions_known INTEGER, validated BOOLEAN, screened BOOLEAN, created_at TIMESTAMP""",
 }
 
 # Which question a ground truth answers, from its budget (train.QUESTIONS says the same in Python).
@@ -351,6 +361,7 @@ class Index:
             "models": [model_row(m) for m in self.pool.iter_metas()],
             "mixture_perplexity": list(iter_result_rows(self.pool.results_dir)),
             "searches": list(iter_result_rows(self.pool.root / "searches")),
+            "screened_perplexity": list(iter_result_rows(self.pool.root / "screened")),
         }
         tmp = self.pool.index_path.with_name(f".index-{os.getpid()}.duckdb")
         tmp.unlink(missing_ok=True)

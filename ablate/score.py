@@ -30,6 +30,7 @@ from ablate.evaluate import evaluate_tokens
 from ablate.index import Index
 from ablate.model import count_params, find_seed, load_member, load_state, model_from_config, seed_config
 from ablate.pool import Pool, atomic_write_bytes
+from ablate.threads import claim as claim_threads
 from ablate.train import member_id, member_recipe
 from ablate.truths import BUDGETS
 from ablate.units import eval_sets, load_eval_tokens, load_tokenizer, study_tokenizer, token_byte_lengths, unit_meta
@@ -69,6 +70,7 @@ class Study:
 def load_study(cfg: StudyConfig, pool: Pool, eval_names: list[str] | None = None, device=None) -> Study:
     """`device` overrides cfg.device (a sweep worker's own GPU)."""
     device = resolve_device(cfg) if device is None else torch.device(device)  # first: a bad device is exit 2
+    claim_threads(cfg.train.threads)  # evaluation's share of the cores (ablate/threads.py)
     seed = find_seed(pool)
     evals = eval_sets(pool, eval_names)
     tok_dir, _ = study_tokenizer(pool)
@@ -103,21 +105,29 @@ def evaluate_rows(study: Study, model, *, method: str, mixture: list[str], weigh
     device = next(model.parameters()).device
     rows = []
     for ev in study.evals:
-        rid = row_id(method, model_id, ev, cfg.eval.seq_len)
-        if rid in skip:
+        if row_id(method, model_id, ev, cfg.eval.seq_len) in skip:
             continue
         stats = evaluate_tokens(model, study.eval_tokens[ev["domain"]], study.byte_len, seq_len=cfg.eval.seq_len,
                                 batch_size=cfg.eval.batch_size, name=f"eval set {ev['domain']}",
                                 precision=study.precision)
-        rows.append({
-            "row_id": rid, "mixture": sorted(mixture), "weights": weights, "k": len(mixture),
-            "uniform": len(set(round(w, 12) for w in weights)) <= 1, "method": method,
-            "eval_set": ev["domain"], "eval_sha256": ev["data_sha256"], **stats,
-            "merge_s": merge_s if not rows else 0.0, "flops": 2.0 * n_nonembed * stats["n_tokens"],
-            "model_id": model_id, "seed_id": study.seed["model_id"], "device": str(device),
-            "replicate": replicate, "spec": spec or "+".join(sorted(mixture)), "budget": budget,
-            "eval_precision": eval_precision(device, study.precision), "created_at": _now()})
+        rows.append(make_row(study, ev, stats, method=method, mixture=mixture, weights=weights, model_id=model_id,
+                             merge_s=merge_s if not rows else 0.0, n_nonembed=n_nonembed, device=device,
+                             replicate=replicate, spec=spec, budget=budget))
     return rows
+
+
+def make_row(study: Study, ev: dict, stats: dict, *, method: str, mixture: list[str], weights: list[float],
+             model_id: str, n_nonembed: int, device, merge_s: float = 0.0, replicate: int = 0,
+             spec: str | None = None, budget: str | None = None) -> dict:
+    """A `mixture_perplexity` row from an evaluation's sums (evaluate_tokens' or batched.window_stats')."""
+    return {
+        "row_id": row_id(method, model_id, ev, study.cfg.eval.seq_len), "mixture": sorted(mixture),
+        "weights": weights, "k": len(mixture), "uniform": len(set(round(w, 12) for w in weights)) <= 1,
+        "method": method, "eval_set": ev["domain"], "eval_sha256": ev["data_sha256"], **stats,
+        "merge_s": merge_s, "flops": 2.0 * n_nonembed * stats["n_tokens"],
+        "model_id": model_id, "seed_id": study.seed["model_id"], "device": str(device),
+        "replicate": replicate, "spec": spec or "+".join(sorted(mixture)), "budget": budget,
+        "eval_precision": eval_precision(device, study.precision), "created_at": _now()}
 
 
 def attach_cost(rows: list[dict], cost: dict) -> None:
@@ -130,15 +140,17 @@ def attach_cost(rows: list[dict], cost: dict) -> None:
         r["energy_method"] = cost["energy_method"] + " (block shared by eval seconds)"
 
 
-def write_rows(pool: Pool, rows: list[dict]) -> None:
-    """Append-only results file (the truth), then the index."""
+def write_rows(pool: Pool, rows: list[dict], table: str = "mixture_perplexity") -> None:
+    """Append-only results file (the truth), then the index. `screened_perplexity` rows (ablate/screen.py)
+    live in screened/, apart from the full evaluations in results/."""
     if not rows:
         return
+    folder = pool.results_dir if table == "mixture_perplexity" else pool.root / "screened"
     name = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
     blob = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode()
-    atomic_write_bytes(pool.results_dir / name, blob)
+    atomic_write_bytes(folder / name, blob)
     faults.point("results.written")
-    Index(pool).upsert("mixture_perplexity", rows)
+    Index(pool).upsert(table, rows)
 
 
 def existing_rows(pool: Pool, precision: str | None = None) -> set[str]:

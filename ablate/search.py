@@ -101,16 +101,52 @@ def beam_search(units: list[str], max_size: int, grid: list[float], width: int, 
     return scores
 
 
-def _score(cfg: StudyConfig, pool: Pool, target: str, cands, method: str = "merged") -> dict[tuple, float]:
-    """An evaluated proxy's perplexity on the target for every candidate (cached rows first, then build+eval)."""
+def _score(cfg: StudyConfig, pool: Pool, target: str, cands, method: str = "merged",
+           screen: dict | None = None) -> dict[tuple, float]:
+    """An evaluated proxy's perplexity on the target for every candidate (cached rows first, then build+eval).
+    With `screen` (an accumulator), candidates race on prefixes (ablate/screen.py): a dropped one's value is
+    its prefix perplexity and its key joins screen["keys"]."""
     from ablate.score import load_study, score_built_models
 
     study = load_study(cfg, pool, [target])
-    ids = score_built_models(study, cands, method, proxies.get(method).build, label=f"search {target}")
+    if screen is not None:
+        ids = _screen(study, cands, method, screen)
+    else:
+        ids = score_built_models(study, cands, method, proxies.get(method).build, label=f"search {target}")
     _, rows = Index(pool).query("SELECT model_id, ppl FROM mixture_perplexity WHERE method = ? "
                                 "AND eval_set = ?", [method, target])
-    known = dict(rows)
+    known = {**dict(rows), **(screen or {}).get("prefix_ppl", {})}
     return {key: known[mid] for key, mid in ids.items()}
+
+
+def _screen(study, cands, method: str, screen: dict) -> dict[tuple, str]:
+    """search --screen: race the candidates without a full row on the target; {(mixture, weights): model id}."""
+    from ablate.score import existing_rows, row_id
+    from ablate.screen import screen_candidates
+
+    proxy, ev = proxies.get(method), study.evals[0]
+    done = existing_rows(study.pool, study.precision)
+    ids, todo = {}, []
+    for mix, weights in cands:
+        members = [study.unit_member(u) for u in mix]
+        mid = ids[(tuple(mix), tuple(weights))] = proxies.model_id(method, members, weights)
+        if row_id(method, mid, ev, study.cfg.eval.seq_len) not in done:
+            todo.append({"mixture": mix, "weights": weights, "members": members, "model_id": mid})
+
+    def load(stack, slot, cand):
+        stack.load_state(slot, proxy.build(study.pool, study.seed["model_id"], cand["members"], cand["weights"],
+                                           device=study.device))
+
+    if todo:
+        out = screen_candidates(study, todo, load, method=method, label=f"screened search {ev['domain']}")
+        for r in out["screened_rows"]:
+            screen.setdefault("prefix_ppl", {})[r["model_id"]] = r["ppl"]
+            screen.setdefault("keys", set()).add((tuple(r["mixture"]), wkey(r["weights"])))
+        for k in ("eval_tokens", "eval_tokens_unscreened"):
+            screen[k] = screen.get(k, 0) + out[k]
+        screen["dropped"] = screen.get("dropped", 0) + len(out["screened_rows"])
+        screen["screen_id"] = out["screen_id"]
+    return ids
 
 
 def _predicted(pool: Pool, target: str, method: str, truth: str, keys: set) -> dict[tuple, float]:
@@ -124,11 +160,14 @@ def _predicted(pool: Pool, target: str, method: str, truth: str, keys: set) -> d
     return {(c.mixture, c.weights): float(math.exp(p)) for c, p in zip(cases, pred)}
 
 
-def _proxy_scores(cfg: StudyConfig, pool: Pool, target: str, cands, method: str, truth: str) -> dict[tuple, float]:
+def _proxy_scores(cfg: StudyConfig, pool: Pool, target: str, cands, method: str, truth: str,
+                  screen: dict | None = None) -> dict[tuple, float]:
     """{(mixture, wkey): the method's perplexity on the target}; merged rows are every method's input."""
-    scores = {(c, wkey(w)): v for (c, w), v in _score(cfg, pool, target, cands).items()}
+    if screen is not None and not proxies.get(method).evaluated:
+        raise UsageError(f"--screen races evaluated proxies (merged, task-sum); {method} is fitted on their rows")
+    scores = {(c, wkey(w)): v for (c, w), v in _score(cfg, pool, target, cands, screen=screen).items()}
     if proxies.get(method).evaluated and method != "merged":
-        return {(c, wkey(w)): v for (c, w), v in _score(cfg, pool, target, cands, method).items()}
+        return {(c, wkey(w)): v for (c, w), v in _score(cfg, pool, target, cands, method, screen).items()}
     if method != "merged":
         return _predicted(pool, target, method, truth, set(scores))
     return scores
@@ -146,7 +185,8 @@ def default_method(pool: Pool, truth: str) -> str:
 
 def run_search(cfg: StudyConfig, pool: Pool, target: str, *, max_size: int = 3, grid: list[float] | None = None,
                method: str | None = None, truth: str = DEFAULT_TRUTH, validate: int = 0, top: int = 10,
-               validate_weighted: bool = False, max_candidates: int = 2000, beam: int = 4, log=print) -> dict:
+               validate_weighted: bool = False, max_candidates: int = 2000, beam: int = 4, screen: bool = False,
+               log=print) -> dict:
     from ablate.score import load_study, score_reference_models, existing_rows, write_rows
     from ablate.train import train_member
 
@@ -161,17 +201,20 @@ def run_search(cfg: StudyConfig, pool: Pool, target: str, *, max_size: int = 3, 
     if not units:
         raise UsageError(f"no units in {pool.root}: run `ablate units split` first")
     size, grid = min(max_size, len(units)), grid or [1.0]
+    screening = {} if screen else None  # what --screen dropped and saved, across the search's rounds
     n_all = exhaustive_count(len(units), size, grid)
     if n_all <= max_candidates:
         n_cands, strategy = n_all, "exhaustive"
-        scores = _proxy_scores(cfg, pool, target, candidates(units, size, grid), method, truth)
+        scores = _proxy_scores(cfg, pool, target, candidates(units, size, grid), method, truth, screening)
     else:  # never list them all: 2^64 is not a list
         log(f"search: {n_all} candidates over {len(units)} units exceed --max-candidates {max_candidates}: "
             f"beam search of width {beam}")
-        scores = beam_search(units, size, grid, beam, lambda c: _proxy_scores(cfg, pool, target, c, method, truth))
+        scores = beam_search(units, size, grid, beam,
+                             lambda c: _proxy_scores(cfg, pool, target, c, method, truth, screening))
         n_cands, strategy = len(scores), f"beam {beam}"
     log(f"search: {method} proxy, {truth!r} ground truth ({QUESTIONS[truth]})")
-    ranked = sorted(scores.items(), key=lambda kv: kv[1])
+    dropped = (screening or {}).get("keys", set())
+    ranked = sorted(scores.items(), key=lambda kv: (kv[0] in dropped, kv[1]))  # full evaluations first
     validated = []
     if validate:  # train the truth that answers the question, weighted winners included
         picks = [(list(c), list(w)) for (c, w), _ in ranked if len(c) > 1][:validate]
@@ -199,10 +242,14 @@ def run_search(cfg: StudyConfig, pool: Pool, target: str, *, max_size: int = 3, 
             "row_id": f"{search_id}:{rank}", "search_id": search_id, "target": target, "method": method,
             "budget": truth, "rank": rank, "mixture": list(key[0]), "weights": list(key[1]), "proxy_ppl": score,
             "union_ppl": union_ppl.get(key), "union_rank": union_rank.get(key), "n_unions_known": len(union_ppl),
-            "validated": key in validated, "created_at": now})
+            "validated": key in validated, "screened": key in dropped, "created_at": now})
     blob = "".join(json.dumps(r) + "\n" for r in out_rows).encode()
     atomic_write_bytes(pool.root / "searches" / f"{search_id}-{os.getpid()}.jsonl", blob)
     Index(pool).upsert("searches", out_rows)
     best_true = min(union_ppl.values()) if union_ppl else math.nan
-    return {"search_id": search_id, "rows": out_rows, "candidates": n_cands, "best_union_ppl": best_true,
-            "truth": truth, "strategy": strategy}
+    out = {"search_id": search_id, "rows": out_rows, "candidates": n_cands, "best_union_ppl": best_true,
+           "truth": truth, "strategy": strategy}
+    if screening and "screen_id" in screening:
+        out.update(screened={k: screening[k] for k in ("screen_id", "eval_tokens", "eval_tokens_unscreened")},
+                   dropped=screening["dropped"])
+    return out

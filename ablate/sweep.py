@@ -24,6 +24,7 @@ import time
 from joblib import Parallel, delayed
 
 from ablate import faults
+from ablate.batched import ModelStack, choose_slots, study_windows, window_stats
 from ablate.config import StudyConfig
 from ablate.device import gpu_count, leased, worker_devices
 from ablate.errors import UsageError
@@ -31,8 +32,10 @@ from ablate.merge import RunningSum, check_compatible, merge_id
 from ablate.mixtures import gray_rank, plan_masks, read_mixtures, score_entries
 from ablate.pool import Pool
 from ablate.progress import bar
-from ablate.score import (attach_cost, existing_rows, load_study, row_id, score_reference_models,
-                          evaluate_rows, write_rows)
+from ablate.screen import screen_candidates
+from ablate.threads import claim as claim_threads, paused, refresh as refresh_threads
+from ablate.score import (attach_cost, existing_rows, load_study, make_row, row_id, score_reference_models,
+                          write_rows)
 from ablate.train import normalize_units
 from ablate.units import unit_ids as pool_units
 
@@ -48,9 +51,9 @@ def score_segment(cfg_dict: dict, pool_root: str, unit_ids: list[str], masks: li
     import torch
 
     from ablate.energy import Meter
-    from ablate.model import model_from_config, seed_config
+    from ablate.model import count_params, model_from_config, seed_config
 
-    torch.set_num_threads(threads)
+    claim_threads(threads)  # this worker's share of the cores (ablate/threads.py), refreshed per pass
     cfg = StudyConfig.model_validate(cfg_dict)
     pool = Pool(pool_root)
     study = load_study(cfg, pool, eval_names, device)
@@ -60,19 +63,34 @@ def score_segment(cfg_dict: dict, pool_root: str, unit_ids: list[str], masks: li
     check_compatible(pool, members, cfg.verify_hash)  # the running sum reads raw tensors
     model = model_from_config(seed_config(pool, study.seed["model_id"]), study.device)
     running = RunningSum(pool, members, study.device)
+    windows = study_windows(study)  # cut once per worker, not per mixture
+    stack = ModelStack(model, choose_slots(model, cfg.eval.batch_size, cfg.eval.seq_len, cfg.eval.models_per_pass))
+    _, n_nonembed = count_params(model)
     rows = []
     with Meter(cfg.energy) as meter:
-        for mask in masks:
-            chosen = [i for i in range(len(unit_ids)) if mask >> i & 1]
-            mix_members = [members[i] for i in chosen]
-            t0 = time.perf_counter()
-            running.move_to(set(mix_members))
-            running.load_into(model, "running average")  # on a GPU in place: the sum and the model, no third copy
-            merge_s = time.perf_counter() - t0
-            weights = [1.0 / len(chosen)] * len(chosen)
-            rows += evaluate_rows(study, model, method="merged", mixture=[unit_ids[i] for i in chosen],
-                                  weights=weights, model_id=merge_id(mix_members, weights), merge_s=merge_s)
-            faults.point("sweep.mixture")
+        for at in range(0, len(masks), stack.slots):  # consecutive Gray-code mixtures share one pass
+            group = [[i for i in range(len(unit_ids)) if mask >> i & 1] for mask in masks[at:at + stack.slots]]
+            merge_s = []
+            for slot, chosen in enumerate(group):
+                t0 = time.perf_counter()
+                running.move_to({members[i] for i in chosen})
+                stack.load(slot, running)
+                merge_s.append(time.perf_counter() - t0)
+            for n_ev, ev in enumerate(study.evals):
+                t0 = time.perf_counter()
+                nll = stack.window_nll(windows[ev["domain"]], cfg.eval.batch_size, len(group),
+                                       precision=study.precision)
+                eval_s = (time.perf_counter() - t0) / len(group)  # the pass's seconds, shared evenly
+                for slot, chosen in enumerate(group):
+                    mix_members = [members[i] for i in chosen]
+                    weights = [1.0 / len(chosen)] * len(chosen)
+                    rows.append(make_row(study, ev, window_stats(windows[ev["domain"]], nll[slot], eval_s),
+                                         method="merged", mixture=[unit_ids[i] for i in chosen], weights=weights,
+                                         model_id=merge_id(mix_members, weights), n_nonembed=n_nonembed,
+                                         device=study.device, merge_s=merge_s[slot] if n_ev == 0 else 0.0))
+            for _ in group:
+                faults.point("sweep.mixture")
+            refresh_threads()
     attach_cost(rows, meter.result)
     return rows
 
@@ -117,13 +135,14 @@ def run_sweep(cfg: StudyConfig, pool: Pool, unit_ids: list[str] | None = None, *
               sizes: str | None = None, sample: int | None = None, seed: int | None = None, mixtures_file=None,
               jobs: int | None = None, eval_names: list[str] | None = None, force: bool = False,
               backend: str = "local", scheduler: str | None = None, workers: int | None = None,
-              log=print) -> dict:
+              screen: bool = False, log=print) -> dict:
     """Score all mixtures; returns counts (scored, cached) and seconds.
 
     Which mixtures: all of `unit_ids` (default: the pool's), of sizes `max_size` or `sizes`
     ("A-B"), a seeded `sample` of them, or the `mixtures_file`'s (ablate/mixtures.py).
     backend: "local" (joblib processes, `jobs`), "dask" (a running scheduler at `scheduler`)
     or "dask-local" (a LocalCluster of `workers` processes); see ablate/distributed.py.
+    `screen`: race the mixtures still to score on growing prefixes (ablate/screen.py), in this process.
     """
     if backend not in ("local", "dask", "dask-local"):
         raise UsageError(f"unknown sweep backend {backend!r}: use local, dask or dask-local")
@@ -147,12 +166,17 @@ def run_sweep(cfg: StudyConfig, pool: Pool, unit_ids: list[str] | None = None, *
     todo = [m for m in masks if not is_done(m)]
     jobs = jobs or cfg.sweep_jobs
     t0 = time.perf_counter()
+    scored, screened = 0, None
+    if screen and todo:
+        if backend != "local":
+            raise UsageError("--screen runs in this process: drop --backend")
+        screened = screen_masks(study, unit_ids, members, todo)
+        scored, todo = len(todo), []
     # Several segments per worker: finer progress and finer-grained resume.
     segs = segments(todo, max(1, jobs * 4)) if todo else []
     threads = cfg.train.threads or max(1, (os.cpu_count() or 1) // jobs)  # share the cores, never fight
-    scored = 0
     total = len(masks) + len(entries)
-    with bar("sweep", total, len(masks) - len(todo), {"mix_min": "-"}) as update:
+    with bar("sweep", total, len(masks) - len(todo), {"mix_min": "-"}) as update, paused():  # workers compute
         if backend == "local":
             results = local_results(cfg, pool, unit_ids, segs, eval_names, jobs, threads)
         else:  # the same segments on Dask workers; rows still come back here to be written
@@ -174,5 +198,28 @@ def run_sweep(cfg: StudyConfig, pool: Pool, unit_ids: list[str] | None = None, *
     from ablate.calibrate import refresh
 
     refresh(pool, cfg.eval.seq_len, log=lambda *a: None)  # `calibrated` rows beside `merged` ones
-    return {"mixtures": total, "scored": scored, "cached": total - len(todo) - n_entries,
-            "reference_rows": len(ref_rows), "seconds": time.perf_counter() - t0}
+    out = {"mixtures": total, "scored": scored, "cached": total - scored,
+           "reference_rows": len(ref_rows), "seconds": time.perf_counter() - t0}
+    if screened:
+        out.update(screened={k: v for k, v in screened.items() if not k.endswith("_rows")},
+                   dropped=len(screened["screened_rows"]))
+    return out
+
+
+def screen_masks(study, unit_ids: list[str], members: list[str], masks: list[int]) -> dict:
+    """The screened sweep (ablate/screen.py): masks in Gray-code order, each slot loaded from one running sum."""
+    check_compatible(study.pool, members, study.cfg.verify_hash)
+    running = RunningSum(study.pool, members, study.device)
+    cands = []
+    for mask in masks:
+        chosen = [i for i in range(len(unit_ids)) if mask >> i & 1]
+        weights = [1.0 / len(chosen)] * len(chosen)
+        cands.append({"mixture": [unit_ids[i] for i in chosen], "weights": weights,
+                      "members": {members[i] for i in chosen},
+                      "model_id": merge_id([members[i] for i in chosen], weights)})
+
+    def load(stack, slot, cand):
+        running.move_to(cand["members"])
+        stack.load(slot, running)
+
+    return screen_candidates(study, cands, load, label="screened sweep")

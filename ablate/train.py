@@ -36,6 +36,7 @@ from ablate.model import count_params, load_member, save_weights, unique_state, 
 from ablate.parallel import all_ranks_cost, barrier, rank_world, shard, unwrap
 from ablate.pool import Pool, check_name
 from ablate.progress import bar, console, final_loss_window
+from ablate.threads import claim as claim_threads
 from ablate.truths import BUDGETS, QUESTIONS, Budget, draw_sequences, parse_budget
 from ablate.units import load_unit_tokens, now
 
@@ -239,8 +240,7 @@ def run_and_publish(pool: Pool, cfg: StudyConfig, model, seqs, recipe: Recipe, m
     job_key = config_hash({"recipe": asdict(recipe), "id": model_id})
     dev = resolve_device(cfg)
     device = "cuda:" + torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    claim_threads(cfg.train.threads)  # this job's share of the cores (ablate/threads.py)
     n_params, n_nonembed = count_params(model)
     with Meter(cfg.energy, device) as meter:
         out = run_training(model, seqs, recipe, work_dir, job_key, checkpoint_every=cfg.train.checkpoint_every,

@@ -1,0 +1,116 @@
+"""Screened sweeps and searches (ablate/screen.py): the race, its rows, and bad settings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ablate.index import Index
+from ablate.screen import drops, prefixes, race
+from ablate.search import run_search
+from ablate.sweep import run_sweep
+from conftest import run_cli, tree_digest, write_config
+
+quiet = dict(log=lambda *a: None)
+
+
+def _table(means: list[float], n_windows: int = 256, noise: float = 1.0, seed: int = 0) -> np.ndarray:
+    """Per-window NLL of candidates: window difficulty shared by all (what pairing removes) + own noise."""
+    rng = np.random.default_rng(seed)
+    difficulty = rng.normal(100.0, 20.0, n_windows)
+    return np.array([difficulty + m + rng.normal(0.0, noise, n_windows) for m in means])
+
+
+def _race(table: np.ndarray, **kw):
+    calls = []
+
+    def evaluate(idx, start, stop):
+        calls.append((list(idx), start, stop))
+        return table[idx, start:stop]
+
+    kw = {"first": 4, "growth": 4, "confidence": 0.95, "keep": 1, **kw}
+    return race(table.shape[0], table.shape[1], evaluate, **kw), calls
+
+
+def test_clear_leader_is_never_dropped_and_the_clearly_worse_are():
+    table = _table([0.0] + [2.0] * 30)  # the leader is 2 nats per window better than 30 others
+    result, calls = _race(table)
+    assert result.finalists == [0]
+    assert (result.dropped_in[1:] <= 2).all()  # all dropped by 64 windows of 256, most by 16
+    assert (result.dropped_in[1:] <= 1).mean() > 0.9
+    assert calls[0] == (list(range(31)), 0, 4) and calls[-1] == ([0], 64, 256)  # only new windows evaluated
+    assert result.reached[0] == 256 and (result.reached[1:] <= 64).all()
+    np.testing.assert_array_equal(result.nll[0], table[0])
+
+
+def test_two_candidates_within_noise_both_reach_the_end():
+    for seed in range(5):
+        table = _table([0.0, 0.0, 3.0, 3.0], seed=seed)  # a tie at the top, two clearly worse
+        result, _ = _race(table)
+        assert set(result.finalists) == {0, 1}, seed
+
+
+def test_keep_protects_the_top_k_and_a_long_prefix_is_one_full_round():
+    table = _table([0.0, 0.5, 1.0, 5.0, 5.0, 5.0])
+    result, _ = _race(table, keep=3)
+    assert {0, 1, 2} <= set(result.finalists) and not {3, 4, 5} & set(result.finalists)
+    result, calls = _race(table, first=10_000)
+    assert calls == [(list(range(6)), 0, 256)] and result.finalists == list(range(6))
+    assert prefixes(256, 4, 4) == [4, 16, 64, 256] and prefixes(10, 50, 4) == [10]
+
+
+def test_drops_needs_two_windows_and_a_significant_gap():
+    assert drops(np.array([5.0]), 0.95) == (False, 5.0)
+    assert drops(np.array([1.0, 1.0, 1.0]), 0.95)[0]  # no spread, all worse
+    assert not drops(np.array([1.0, -1.0, 1.2, -0.9]), 0.95)[0]
+
+
+def test_screened_sweep_rows_tables_and_top3(study_copy):
+    """On the tiny study: the screened sweep's full rows are the full sweep's rows for the same mixtures, its
+    top 3 per eval set (finalists) equal the full sweep's, and dropped ones only land in screened_perplexity."""
+    cfg, pool, units, _ = study_copy
+    cfg.eval.screen_tokens = 64  # one window per round at first: the tiny eval sets are ~40 windows
+    cfg.eval.screen_growth = 2
+    out = run_sweep(cfg, pool, units, jobs=1, screen=True, **quiet)
+    s = out["screened"]
+    assert out["scored"] == 15 and s["eval_tokens"] < s["eval_tokens_unscreened"]
+    idx = Index(pool)
+    _, screened = idx.query("SELECT mixture, eval_set, n_tokens, screened, screen_windows, full_windows "
+                            "FROM screened_perplexity")
+    _, full = idx.query("SELECT mixture, eval_set, n_tokens, ppl FROM mixture_perplexity WHERE method = 'merged'")
+    assert len(screened) == out["dropped"] and len(screened) + len(full) == 15 * len({r[1] for r in full})
+    n_full = {e: n for _, e, n, _ in full}
+    assert all(flag and w < fw and n < n_full[e] for _, e, n, flag, w, fw in screened)
+    assert not {(tuple(m), e) for m, e, *_ in screened} & {(tuple(m), e) for m, e, *_ in full}
+    _, view = idx.query("SELECT count(*) FROM mixture_vs_union")  # views read full rows only
+    screened_top = {e: sorted((p, tuple(m)) for m, ee, _, p in full if ee == e)[:3] for e in n_full}
+    run_sweep(cfg, pool, units, jobs=1, force=True, **quiet)  # the full sweep, every mixture
+    _, every = idx.query("SELECT mixture, eval_set, ppl FROM mixture_perplexity WHERE method = 'merged'")
+    for e in n_full:
+        top = sorted((p, tuple(m)) for m, ee, p in every if ee == e)[:3]
+        assert [m for _, m in top] == [m for _, m in screened_top[e]], e
+        for p, m in screened_top[e]:  # finalists were evaluated in full: the same numbers
+            assert p == pytest.approx(dict((mm, pp) for pp, mm in top)[m], rel=1e-6)
+
+
+def test_screened_search_marks_dropped_candidates(study_copy):
+    cfg, pool, units, _ = study_copy
+    cfg.eval.screen_tokens, cfg.eval.screen_keep = 64, 1
+    target = Index(pool).query("SELECT unit_id FROM units WHERE kind = 'eval' ORDER BY unit_id")[1][0][0]
+    target = target.removeprefix("eval-")
+    out = run_search(cfg, pool, target, max_size=2, screen=True, top=20, **quiet)
+    assert out["candidates"] == 10 and "screened" in out
+    flags = [r["screened"] for r in out["rows"]]
+    assert flags == sorted(flags)  # full evaluations rank first
+    assert sum(flags) == out["dropped"]
+
+
+@pytest.mark.parametrize("setting", ["eval.screen_confidence=1.5", "eval.screen_confidence=0",
+                                     "eval.screen_tokens=0", "eval.screen_growth=1"])
+def test_bad_screen_settings_exit_2_and_change_nothing(study_copy, tmp_path, capsys, setting):
+    cfg, pool, _, _ = study_copy
+    path = write_config(cfg, tmp_path / "study.yaml")
+    before = tree_digest(pool.root)
+    code, out, err = run_cli(["sweep", "--screen", "-c", str(path), "--set", setting], capsys)
+    assert code == 2 and "Traceback" not in err and setting.split("=")[0] in err
+    assert tree_digest(pool.root) == before
