@@ -38,6 +38,10 @@ from ablate.threads import refresh as refresh_threads
 # Logits per chunk, over all slots: M x tokens x vocab floats stay near the cache, not in RAM.
 CHUNK_LOGITS = 1 << 20  # 1M floats = 4 MB: 256 tokens of a 4096 vocab
 MAX_SLOTS = 8  # beyond 8 the per-op cost is already amortized; memory is not
+# Multiply-adds per model per batch above which stacking models stops paying (bench_throughput.py,
+# 2-core CPU: the test-sized model, 1k tokens x 0.04M params, runs 2.6x faster per model at M = 8;
+# the demo model, 4k tokens x 0.7M params, is fastest at M = 1).
+PASS_MACS = 1 << 28
 
 
 @dataclass
@@ -105,7 +109,8 @@ def free_memory_bytes(device: torch.device) -> int:
 
 
 def choose_slots(model: torch.nn.Module, batch_size: int, seq_len: int, requested: int | None = None) -> int:
-    """How many models per pass: `requested`, or as many as fit in a quarter of the free memory
+    """How many models per pass: `requested`, or enough that one pass carries ~PASS_MACS multiply-adds
+    (stacking more only grows the working set past the cache), within a quarter of the free memory
     (each slot: its weights plus its activations), at most MAX_SLOTS."""
     if requested:
         return requested
@@ -114,7 +119,10 @@ def choose_slots(model: torch.nn.Module, batch_size: int, seq_len: int, requeste
     width = max(getattr(cfg, "hidden_size", 0) or 0, getattr(cfg, "intermediate_size", 0) or 0, 1)
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     activations = 4 * batch_size * seq_len * width * 8  # a handful of [B, T, width] float32 tensors alive at once
-    return max(1, min(MAX_SLOTS, free_memory_bytes(device) // 4 // max(1, weights + activations)))
+    by_memory = free_memory_bytes(device) // 4 // max(1, weights + activations)
+    n_params = sum(p.numel() for p in model.parameters())
+    by_work = PASS_MACS // max(1, batch_size * seq_len * n_params)
+    return int(max(1, min(MAX_SLOTS, by_memory, 1 << max(0, int(by_work).bit_length() - 1))))
 
 
 class ModelStack:

@@ -95,10 +95,35 @@ def table(b: dict) -> list[str]:
                     f"{f2['r2']:.4f} | - | linear | {_met(f1['r2'] > 0.99 and f2['r2'] > 0.99)} |")
     rows.append("| 7 | GPU | - | - | - | only if a device is lent | skipped: none lent to this task |")
     rows += device_rows(b.get("device", {}))
+    rows += throughput_rows(b.get("throughput", {}))
     for name, r in b.items():
         if "error" in r:
             rows.append(f"| - | {name} | - | - | - | - | **failed: {r['error']}** |")
     return rows
+
+
+def throughput_rows(t: dict) -> list[str]:
+    """Benchmark 9: sweep throughput (batched evaluator) and screening (issue 13)."""
+    if "sweep" not in t:
+        return []
+    sw, g = t["sweep"], t["gemm"]
+    pm = sw["mix_per_min"]
+    out = [f"| 9 | sweep mixtures/min, {sw['mixtures']} mixtures x {sw['eval_sets']} eval sets: batched, 1 process "
+           f"(max rel. diff of sum NLL {sw['max_rel_diff_nll']:.1e}) | {pm['ours']:.1f} | {pm['reference']:.1f} | "
+           f"{sw['ratio_ours']:.2f} | >= 3, diff <= 1e-6 | {_met(sw['ratio_ours'] >= 3 and sw['max_rel_diff_nll'] <= 1e-6)} |",
+           f"| 9 | the same, one process per core, 1 thread each | {pm['ours_jobs']:.1f} | {pm['reference']:.1f} | "
+           f"{sw['ratio_ours_jobs']:.2f} | >= 3 | {_met(sw['ratio_ours_jobs'] >= 3)} |",
+           f"| 9 | eval GFLOP/s of the batched evaluator ({g['best']}; M=1..8: "
+           + ", ".join(f"{v:.1f}" for v in g["gflops"].values())
+           + f") vs GEMM peak at {g['threads']} thread(s) (1024^3; LM-head shape {g['peak_head_shape_gflops']:.1f}) | "
+           f"{max(g['gflops'].values()):.1f} | {g['peak_1024_gflops']:.1f} | {g['share_of_1024_peak']:.2f} | >= 0.70 | "
+           f"{_met(g['share_of_1024_peak'] >= 0.7)} |"]
+    for sc in t.get("screen", []):
+        out.append(f"| 9 | screened vs full: {sc['study']}, same top 3 on {sum(sc['same_top3'].values())}/"
+                   f"{len(sc['same_top3'])} eval sets; eval tokens full / screened | {sc['eval_tokens_screened']:,} | "
+                   f"{sc['eval_tokens_full']:,} | {sc['token_ratio']:.1f} | same top 3, >= 10x | "
+                   f"{_met(sc['all_same_top3'] and sc['token_ratio'] >= 10)} |")
+    return out
 
 
 def device_rows(d: dict) -> list[str]:

@@ -42,6 +42,7 @@ BENCHES = [
     ("device", "bench_device.py", None, 600),
     ("sweep", "bench_sweep.py", 0.45, 420),
     ("scaling", "bench_scaling.py", 0.6, 300),
+    ("throughput", "bench_throughput.py", 0.5, 600),
 ]
 
 
@@ -159,6 +160,10 @@ def summary_line(name: str, r: dict) -> str:
         return f"max {r['max_model_sizes']:.2f} model sizes, flat={r['flat']}"
     if name == "device":
         return f"max {r['max_host_model_sizes']:.2f} model sizes of host RSS at {r['model_params'] / 1e6:.0f}M params"
+    if name == "throughput":
+        return (f"sweep {r['sweep']['ratio_ours']:.2f}x (jobs: {r['sweep']['ratio_ours_jobs']:.2f}x), "
+                f"eval {r['gemm']['share_of_1024_peak']:.0%} of GEMM peak, screen "
+                + ", ".join(f"{s['token_ratio']:.1f}x" for s in r["screen"]))
     if name == "scaling":
         return f"n={r['rows'][-1]['n']} token ratio {r['rows'][-1]['token_ratio']:.0f}x" if r["rows"] else "-"
     return "done"
