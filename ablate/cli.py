@@ -3,7 +3,7 @@
 The whole pipeline, in order (each step reuses what exists):
     ablate corpus build debian --out data/corpus   # corpus.build_debian_corpus
     ablate units split                             # units.split_units
-    ablate seed                                    # seed.train_seed / model.import_seed
+    ablate seed                                    # seed.make_seed (train_seed / import_seed)
     ablate train-partition UNIT                    # train.train_member (one unit)
     ablate train-mixture UNIT UNIT...              # train.train_member (union baseline)
     ablate score-mixture UNIT UNIT...              # score.score_mixture
@@ -28,7 +28,7 @@ from typing import Annotated, Optional
 import typer
 
 from ablate.config import StudyConfig, load_config
-from ablate.errors import AblateError, UsageError
+from ablate.errors import AblateError, Interrupted, UsageError
 from ablate.pool import Pool
 from ablate.progress import out as stdout
 from ablate.progress import price_line
@@ -110,7 +110,7 @@ def units_split(config: ConfigOpt = None, set_: SetOpt = None, dry_run: DryOpt =
 
     cfg, pool = _study(config, set_, dry_run, check_study=not force)  # --force re-splits: a new record
     if cfg.seed.mode == "import":  # units are tokenized with the imported seed's tokenizer
-        from ablate.model import import_seed
+        from ablate.seed import import_seed
         check_import_tokenizer(cfg, pool, force)
         import_seed(cfg, pool)
     result = split_units(cfg, pool, study_corpus(cfg), force=force, log=say)
@@ -131,11 +131,10 @@ def units_ls(config: ConfigOpt = None, set_: SetOpt = None):
 @app.command()
 def seed(config: ConfigOpt = None, set_: SetOpt = None, dry_run: DryOpt = False, force: ForceOpt = False):
     """Create the seed: pretrain a tiny Llama (seed.mode=train) or import a local HF model."""
-    from ablate.model import import_seed
-    from ablate.seed import train_seed
+    from ablate.seed import make_seed
 
     cfg, pool = _study(config, set_, dry_run)
-    meta = import_seed(cfg, pool) if cfg.seed.mode == "import" else train_seed(cfg, pool, force=force, log=say)
+    meta = make_seed(cfg, pool, force=force, log=say)
     say(price_line(meta))
 
 
@@ -417,8 +416,6 @@ def main() -> None:
     except KeyboardInterrupt:
         _die("interrupted; rerun the same command to resume", 130)
     except Exception as exc:  # a bug: still one line, unless asked for the traceback
-        from ablate.train import Interrupted
-
         if isinstance(exc, Interrupted):
             _die(str(exc), 130)
         if os.environ.get("ABLATE_DEBUG"):

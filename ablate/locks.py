@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ablate.data_parallel import rank_world
 from ablate.errors import AblateError
 
 LOCK_NAME = "job.lock"
@@ -106,8 +107,6 @@ def member_job(pool, model_id: str, force: bool = False):
     Yields the member's meta if another job published it meanwhile (nothing to train),
     else None. Under data-parallel training only the main process locks; every process
     clears the old checkpoints on --force before any of them loads one."""
-    from ablate.parallel import rank_world
-
     work_dir = pool.work_dir(model_id)
     with job_lock(work_dir, model_id, enabled=rank_world()[0] == 0):
         if pool.has_member(model_id) and not force:

@@ -26,7 +26,7 @@ from safetensors import safe_open
 from ablate.device import axpy_chunked
 from ablate.errors import AblateError, UsageError
 from ablate.model import check_fit, check_weights_file
-from ablate.pool import Pool
+from ablate.pool import Pool, seed_of
 
 
 def parse_weights(raw: str | list[float] | None, k: int) -> list[float]:
@@ -98,10 +98,10 @@ def check_compatible(pool: Pool, model_ids: list[str], full_hash: bool = False) 
     """Members must share the seed and every tensor's name, shape and dtype; name the first mismatch."""
     metas = [pool.read_meta(m) for m in model_ids]
     ref = metas[0]
-    ref_seed = ref["model_id"] if ref["kind"] == "seed" else ref["seed_id"]
+    ref_seed = seed_of(ref)
     for meta in metas:
         check_weights_file(pool.weights_path(meta["model_id"]), meta, full_hash)
-        seed = meta["model_id"] if meta["kind"] == "seed" else meta["seed_id"]
+        seed = seed_of(meta)
         if seed != ref_seed:
             raise UsageError(f"cannot merge {ref['model_id']} and {meta['model_id']}: different seeds "
                              f"({ref_seed} vs {seed})")

@@ -1,6 +1,6 @@
-"""Models: the seed (created here or imported), loading members, parameter counts.
+"""Models: the seed's architecture, finding the seed, loading and saving members, parameter counts.
 
-How to run:
+How to run (creating the seed, trained or imported, is ablate/seed.py):
     ablate seed                       # train the config's tiny Llama seed on its seed mix
     ablate seed --set seed.mode=import --set seed.import_path=/path/to/hf-model
 
@@ -14,24 +14,23 @@ merges line up tensor by tensor.
 from __future__ import annotations
 
 import platform
-import shutil
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ablate.config import StudyConfig, config_hash
+import ablate
+from ablate.config import StudyConfig
 from ablate.errors import AblateError, UsageError
-from ablate.pool import Pool, sha256_file
+from ablate.pool import Pool, seed_of, sha256_file
+from ablate.units import study_tokenizer
 
 
 def versions() -> dict:
     import duckdb
     import safetensors
     import transformers
-
-    import ablate
 
     return {"ablate": ablate.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
             "safetensors": safetensors.__version__, "duckdb": duckdb.__version__,
@@ -148,8 +147,7 @@ def check_weights_file(path: Path, meta: dict, full_hash: bool = False) -> None:
 def load_member(pool: Pool, model_id: str, full_hash: bool = False, device=None) -> torch.nn.Module:
     """A pool member as a float32 HF model on `device` (default CPU), its tensors read straight there."""
     meta = pool.read_meta(model_id)
-    seed_id = meta["model_id"] if meta["kind"] == "seed" else meta["seed_id"]
-    model = model_from_config(seed_config(pool, seed_id), device)
+    model = model_from_config(seed_config(pool, seed_of(meta)), device)
     path = pool.weights_path(model_id)
     check_weights_file(path, meta, full_hash)
     state = {}
@@ -161,63 +159,8 @@ def load_member(pool: Pool, model_id: str, full_hash: bool = False, device=None)
     return model
 
 
-def write_seed(pool: Pool, model, tok, seed_id: str, meta: dict) -> Path:
-    """Store the seed as a complete HF directory (config, tokenizer, weights) plus meta.json."""
-    staging = pool.staging_dir(seed_id)
-    try:
-        model.config.save_pretrained(str(staging))
-        tok.save_pretrained(str(staging))
-        meta["sha256"] = save_weights(unique_state(model), staging / "model.safetensors")
-        meta["size"] = (staging / "model.safetensors").stat().st_size
-        return pool.publish(staging, meta)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
-def import_seed(cfg: StudyConfig, pool: Pool) -> dict:
-    """Copy a local HF causal LM into the pool as the seed (weights re-saved as float32 safetensors)."""
-    from transformers import AutoModelForCausalLM
-
-    from ablate.tokenizer_id import tokenizer_id_of
-    from ablate.units import load_tokenizer, now
-
-    src = Path(cfg.seed.import_path)
-    if not (src / "config.json").exists():
-        raise UsageError(f"seed.import_path {src} is not a HF model directory (no config.json)")
-    weight_files = sorted(src.glob("*.safetensors"))
-    if not weight_files:
-        raise UsageError(f"{src} has no *.safetensors weights (only safetensors are accepted)")
-    tok_id = tokenizer_id_of(src)  # class, files and behaviour of the tokenizer as loaded
-    digest = config_hash({"files": [sha256_file(p) for p in weight_files], "tok": tok_id})
-    seed_id = f"seed-{digest}"
-    if pool.has_member(seed_id):
-        return pool.read_meta(seed_id) | {"reused": True}
-    tok = load_tokenizer(src)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(str(src), dtype=torch.float32, local_files_only=True,
-                                                     trust_remote_code=False)
-    except (OSError, ValueError) as exc:
-        raise AblateError(f"cannot load model from {src}: {str(exc).splitlines()[0]}") from None
-    n_params, n_nonembed = count_params(model)
-    meta = {"model_id": seed_id, "kind": "seed", "units": [], "seed_id": seed_id, "replicate": 0,
-            "source": str(src.resolve()), "n_params": n_params, "n_params_nonembed": n_nonembed,
-            "train_tokens": 0, "steps": 0, "wall_s": 0.0, "cpu_s": 0.0, "energy_kwh": 0.0, "co2_kg": 0.0,
-            "energy_method": "none (imported, not trained here)", "energy_assumptions": {},
-            "flops": 0.0, "flops_convention": "6*N_nonembed*tokens", "device": "none",
-            "config": {"import_path": str(src)}, "versions": versions(), "tokenizer_id": tok_id,
-            "created_at": now()}
-    write_seed(pool, model, tok, seed_id, meta)
-    from ablate.index import Index, model_row
-
-    Index(pool).upsert("models", [model_row(meta)])
-    return meta
-
-
 def find_seed(pool: Pool) -> dict:
     """The study's seed: the one seed member whose tokenizer matches the units."""
-    from ablate.units import study_tokenizer
-
     _, tok_id = study_tokenizer(pool)
     seeds = [m for m in pool.iter_metas("seed") if m.get("tokenizer_id") == tok_id]
     if not seeds:

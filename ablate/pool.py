@@ -1,4 +1,4 @@
-"""The pool: model members on disk, their sidecars, and atomic file writes.
+"""The pool: model members on disk, their sidecars, and atomic file and directory writes.
 
 How to run:
     ablate pool ls          # members with their costs
@@ -17,7 +17,11 @@ Layout under the pool root (`pool/` by default):
 
 A member becomes visible only by renaming its finished staging directory into
 `models/`, after `meta.json` (written last) is on disk, so a crash never leaves
-something that looks complete.
+something that looks complete. Every other write is staged and renamed into place
+the same way, through the helpers here: `atomic_write_bytes`/`atomic_write_json` (a
+small file), `staged_file` (a file written by a library, e.g. a checkpoint),
+`staged_dir` (a directory outside the pool: an exported or imported model, a
+tokenizer) and `Pool.staged_member` (a member).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import re
 import shutil
 import tempfile
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -83,6 +88,41 @@ def atomic_write_json(path: Path, obj) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
+@contextmanager
+def staged_file(path: Path, tmp: Path | None = None) -> Iterator[Path]:
+    """A temporary name beside `path` (default: its suffix replaced by .tmp) for the block to write;
+    renamed over `path` when the block succeeds, so readers see the old file or the new one, and
+    removed when it fails."""
+    path = Path(path)
+    tmp = Path(tmp) if tmp is not None else path.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def staged_dir(final: Path) -> Iterator[Path]:
+    """A hidden sibling of `final` (`.<name>.partial`, not created) for the block to build a directory in;
+    renamed to `final` when the block succeeds, deleted when it fails. `final` must be absent or empty
+    (callers refuse a non-empty one before building)."""
+    final = Path(final)
+    tmp = final.with_name(f".{final.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)  # a partial one left by a killed process
+    try:
+        yield tmp
+        if final.exists():
+            final.rmdir()
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -111,6 +151,11 @@ def read_json(path: Path, what: str) -> dict:
     if not isinstance(data, dict):
         raise AblateError(f"corrupted {what} {path}: expected a JSON object")
     return data
+
+
+def seed_of(meta: dict) -> str:
+    """The id of the seed a member was trained from; a seed's sidecar names itself (seed_id = model_id)."""
+    return meta["seed_id"]
 
 
 class Pool:
@@ -190,6 +235,19 @@ class Pool:
         path = self.models_dir / f".staging-{model_id}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         path.mkdir()
         return path
+
+    @contextmanager
+    def staged_member(self, meta: dict) -> Iterator[Path]:
+        """A private directory for the block to write a member's files in; published under
+        meta["model_id"] when the block succeeds (so the block may still fill `meta`, e.g. the
+        weights' sha256), deleted when it fails."""
+        staging = self.staging_dir(meta["model_id"])
+        try:
+            yield staging
+            self.publish(staging, meta)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
 
     def publish(self, staging: Path, meta: dict) -> Path:
         """Write meta.json last, then rename the staging dir into place (atomic)."""

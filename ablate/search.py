@@ -197,9 +197,7 @@ def run_search(cfg: StudyConfig, pool: Pool, target: str, *, max_size: int = 3, 
         raise UsageError(f"--method must be one of {', '.join(proxies.names())}, not {method!r}")
     if max_size < 1 or validate < 0 or top < 1 or max_candidates < 1 or beam < 1:
         raise UsageError("--max-size, --top, --max-candidates and --beam must be ≥ 1, --validate ≥ 0")
-    units = unit_ids(pool)
-    if not units:
-        raise UsageError(f"no units in {pool.root}: run `ablate units split` first")
+    units = unit_ids(pool, required=True)
     size, grid = min(max_size, len(units)), grid or [1.0]
     screening = {} if screen else None  # what --screen dropped and saved, across the search's rounds
     n_all = exhaustive_count(len(units), size, grid)

@@ -117,9 +117,7 @@ def local_results(cfg: StudyConfig, pool: Pool, unit_ids: list[str], segs: list[
 def choose(pool: Pool, unit_ids: list[str] | None, *, max_size: int | None = None, sizes: str | None = None,
            sample: int | None = None, seed: int | None = None, mixtures_file=None):
     """(units, masks over them in Gray-code order, weighted/macro file entries); every check, nothing written."""
-    known = pool_units(pool)
-    if not unit_ids and not known:
-        raise UsageError(f"no units in {pool.root}: run `ablate units split` first")
+    known = pool_units(pool, required=not unit_ids)
     if mixtures_file is None:
         unit_ids = normalize_units(unit_ids) if unit_ids else known
         return unit_ids, plan_masks(len(unit_ids), max_size=max_size, sizes=sizes, sample=sample, seed=seed), []

@@ -12,6 +12,11 @@ optimizer, scheduler and RNG state go to `pool/work/<id>/ckpt.pt`; rerunning the
 same command after a crash resumes there and ends with the same weights as an
 uninterrupted run (CPU). Data order is a seeded permutation computed up front, so
 resuming needs no data-loader state. Only a finished run is published.
+
+`run_training` reads top to bottom as one loop around small helpers: device set-up
+(`_accelerator`), resume (`_resume`), one optimizer step (`_step`) and a checkpoint
+(`_checkpoint`); the seconds of sessions before a resume are energy.SessionClock's, and
+splitting a batch over processes is data_parallel's.
 """
 
 from __future__ import annotations
@@ -28,21 +33,18 @@ import torch
 
 from ablate import faults
 from ablate.config import StudyConfig, config_hash
+from ablate.data_parallel import all_ranks_cost, barrier, rank_world, shard, unwrap
 from ablate.device import resolve_device
-from ablate.energy import Meter
-from ablate.errors import UsageError
+from ablate.energy import NO_COST, Meter, SessionClock, with_earlier_sessions
+from ablate.errors import Interrupted, UsageError
+from ablate.index import Index, model_row
 from ablate.locks import member_job
-from ablate.model import count_params, load_member, save_weights, unique_state, versions
-from ablate.parallel import all_ranks_cost, barrier, rank_world, shard, unwrap
-from ablate.pool import Pool, check_name
+from ablate.model import count_params, find_seed, load_member, save_weights, unique_state, versions
+from ablate.pool import Pool, check_name, staged_file
 from ablate.progress import bar, console, final_loss_window
 from ablate.threads import claim as claim_threads
 from ablate.truths import BUDGETS, QUESTIONS, Budget, draw_sequences, parse_budget
 from ablate.units import load_unit_tokens, now
-
-
-class Interrupted(Exception):
-    """Raised after a checkpoint when a run is stopped on purpose (tests, Ctrl-C)."""
 
 
 @dataclass
@@ -105,16 +107,29 @@ def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def _save_ckpt(path: Path, state: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    faults.point("ckpt.saved")
-    tmp.replace(path)
+def _accelerator(device: torch.device | None, tf32: bool):
+    """Device set-up: the Accelerator for `device` (default cuda if available), bf16 autocast where the
+    GPU has it. Returns (accelerator, whether the run is on CUDA)."""
+    from accelerate import Accelerator
+
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    cuda = device.type == "cuda"
+    if cuda and device.index is not None and rank_world()[1] == 1:
+        torch.cuda.set_device(device)  # one process: the configured GPU (launchers give each rank its own)
+    if cuda:  # TF32 tensor cores for the fp32 matmuls autocast leaves (Ampere+); off = exact fp32
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+    bf16 = cuda and torch.cuda.is_bf16_supported()
+    return Accelerator(mixed_precision="bf16" if bf16 else "no", cpu=not cuda), cuda
 
 
-def _process_cpu_s() -> float:
-    t = os.times()
-    return t.user + t.system
+def _optimizer(model, recipe: Recipe, steps: int, fused: bool):
+    """AdamW and the warmup-then-cosine schedule over `steps`."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, betas=(recipe.beta1, recipe.beta2),
+                                  weight_decay=recipe.weight_decay, fused=fused or None)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, steps, recipe.warmup_steps, recipe.min_lr_ratio))
+    return optimizer, scheduler
 
 
 def _load_ckpt(path: Path) -> dict | None:
@@ -129,6 +144,55 @@ def _load_ckpt(path: Path) -> dict | None:
         return None
 
 
+def _resume(path: Path, job_key: str, model, optimizer, scheduler) -> tuple[int, list[float], dict]:
+    """Load this job's last checkpoint into the model, optimizer, scheduler and RNG:
+    (first step to run, losses so far, seconds spent by the earlier sessions)."""
+    ckpt = _load_ckpt(path)
+    if ckpt is None or ckpt.get("job") != job_key:  # another recipe's checkpoint: start over
+        return 0, [], dict(NO_COST)
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    torch.set_rng_state(ckpt["rng"])
+    return ckpt["step"], list(ckpt["losses"]), dict(ckpt["carried"])
+
+
+def _batch(data: torch.Tensor, order: np.ndarray, step: int, batch_size: int, accelerator, pin: bool):
+    """This process's share of the step's global batch, on the device, and its loss factor (data_parallel.shard)."""
+    idx, scale = shard(order[step * batch_size:(step + 1) * batch_size], accelerator.process_index,
+                       accelerator.num_processes)
+    batch = data[idx]
+    return (batch.pin_memory() if pin else batch).to(accelerator.device, non_blocking=True), scale
+
+
+def _step(accelerator, model, optimizer, scheduler, batch: torch.Tensor, scale: float | None,
+          grad_clip: float) -> float:
+    """One optimizer step; returns the global batch's mean loss."""
+    with accelerator.autocast():
+        loss = model(input_ids=batch, labels=batch).loss
+    accelerator.backward(loss if scale is None else loss * scale)
+    accelerator.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    if scale is None:
+        return float(loss.detach())
+    return float(accelerator.reduce(loss.detach() * scale, "mean"))
+
+
+def _checkpoint(path: Path, accelerator, model, optimizer, scheduler, progress: dict) -> None:
+    """Model, optimizer, scheduler and RNG state plus `progress` (job, step, losses, seconds so far)."""
+    if accelerator.is_main_process:  # replicas hold identical states: one writer
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with staged_file(path) as tmp:
+            torch.save(progress | {"model": unwrap(accelerator, model).state_dict(),
+                                   "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                   "rng": torch.get_rng_state()}, tmp)
+            faults.point("ckpt.saved")
+    if accelerator.num_processes > 1:  # no rank may exit (Interrupted) while the checkpoint is being written
+        accelerator.wait_for_everyone()
+
+
 def run_training(model, seqs: np.ndarray, recipe: Recipe, work_dir: Path, job_key: str, *,
                  checkpoint_every: int, description: str, stop_after: int | None = None,
                  compile: bool = False, tf32: bool = True, device: torch.device | None = None) -> dict:
@@ -138,80 +202,38 @@ def run_training(model, seqs: np.ndarray, recipe: Recipe, work_dir: Path, job_ke
     (same global batch, same tokens); only the main process writes checkpoints. `device` is
     cfg.device resolved (default: cuda if available); device cpu keeps a GPU machine's run on the CPU.
     """
-    from accelerate import Accelerator
-
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    cuda = device.type == "cuda"
-    if cuda and device.index is not None and rank_world()[1] == 1:
-        torch.cuda.set_device(device)  # one process: the configured GPU (launchers give each rank its own)
-    if cuda:  # TF32 tensor cores for the fp32 matmuls autocast leaves (Ampere+); off = exact fp32
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-        torch.backends.cudnn.allow_tf32 = tf32
-    bf16 = cuda and torch.cuda.is_bf16_supported()
-    accelerator = Accelerator(mixed_precision="bf16" if bf16 else "no", cpu=not cuda)
-    rank, world = accelerator.process_index, accelerator.num_processes
+    accelerator, cuda = _accelerator(device, tf32)
+    world = accelerator.num_processes
     if world > recipe.batch_size:
         raise UsageError(f"{world} processes cannot share a batch of {recipe.batch_size} sequences")
     if not accelerator.is_main_process:
         os.environ["ABLATE_QUIET"] = "1"  # one progress bar, the main process's
     order = data_order(len(seqs), recipe)
     steps = math.ceil(len(order) / recipe.batch_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, betas=(recipe.beta1, recipe.beta2),
-                                  weight_decay=recipe.weight_decay, fused=cuda or None)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, steps, recipe.warmup_steps, recipe.min_lr_ratio))
+    optimizer, scheduler = _optimizer(model, recipe, steps, fused=cuda)
     ckpt_path = work_dir / "ckpt.pt"
-    start, losses, carried = 0, [], {"wall_s": 0.0, "cpu_s": 0.0, "energy_kwh": 0.0, "co2_kg": 0.0}
-    ckpt = _load_ckpt(ckpt_path)
-    if ckpt is not None:
-        if ckpt.get("job") == job_key:
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-            torch.set_rng_state(ckpt["rng"])
-            start, losses, carried = ckpt["step"], list(ckpt["losses"]), dict(ckpt["carried"])
-            if accelerator.is_main_process:  # a rerun after Ctrl-C or a crash says where it picks up
-                console.print(f"{description}: resuming from step {start} of {steps}", markup=False)
+    start, losses, carried = _resume(ckpt_path, job_key, model, optimizer, scheduler)
+    if start and accelerator.is_main_process:  # a rerun after Ctrl-C or a crash says where it picks up
+        console.print(f"{description}: resuming from step {start} of {steps}", markup=False)
     model, optimizer = accelerator.prepare(model, optimizer)
     if compile:  # after prepare, so DDP wraps the eager module; unwrap strips both
         model = torch.compile(model)
     model.train()
     data = torch.from_numpy(seqs.astype(np.int64))
     pin = accelerator.device.type == "cuda"  # page-locked batches: the host-to-device copy runs async
-
-    session_start = (time.perf_counter(), _process_cpu_s())
+    clock = SessionClock(carried)
 
     def checkpoint(step: int) -> None:
-        if accelerator.is_main_process:  # replicas hold identical states: one writer
-            work_dir.mkdir(parents=True, exist_ok=True)
-            # seconds spent so far, so a resumed run still pays for the sessions before it
-            so_far = dict(carried, wall_s=carried["wall_s"] + time.perf_counter() - session_start[0],
-                          cpu_s=carried["cpu_s"] + _process_cpu_s() - session_start[1])
-            _save_ckpt(ckpt_path, {"job": job_key, "step": step, "losses": losses, "carried": so_far,
-                                   "model": unwrap(accelerator, model).state_dict(),
-                                   "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                   "rng": torch.get_rng_state()})
-        if world > 1:  # no rank may exit (Interrupted) while the checkpoint is being written
-            accelerator.wait_for_everyone()
+        _checkpoint(ckpt_path, accelerator, model, optimizer, scheduler,
+                    {"job": job_key, "step": step, "losses": losses, "carried": clock.so_far()})
 
     tokens_per_step = recipe.batch_size * recipe.seq_len
     with bar(description, steps, start, {"loss": "-", "tok_s": "-"}) as update:
         t0 = time.perf_counter()
-        step = start
         try:
             for step in range(start, steps):
-                idx, scale = shard(order[step * recipe.batch_size:(step + 1) * recipe.batch_size], rank, world)
-                batch = data[idx]
-                batch = (batch.pin_memory() if pin else batch).to(accelerator.device, non_blocking=True)
-                with accelerator.autocast():
-                    loss = model(input_ids=batch, labels=batch).loss
-                accelerator.backward(loss if scale is None else loss * scale)
-                accelerator.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                losses.append(float(loss.detach()) if scale is None else  # the global batch's mean loss
-                              float(accelerator.reduce(loss.detach() * scale, "mean")))
+                batch, scale = _batch(data, order, step, recipe.batch_size, accelerator, pin)
+                losses.append(_step(accelerator, model, optimizer, scheduler, batch, scale, recipe.grad_clip))
                 done = step + 1
                 faults.point("train.step")
                 rate = (done - start) * tokens_per_step / max(1e-9, time.perf_counter() - t0)
@@ -247,22 +269,14 @@ def run_and_publish(pool: Pool, cfg: StudyConfig, model, seqs, recipe: Recipe, m
                            description=description, stop_after=stop_after, compile=cfg.train.compile,
                            tf32=cfg.train.tf32, device=dev)
     world = out["world"]
-    cost = all_ranks_cost(meter.result, world)
+    cost = with_earlier_sessions(all_ranks_cost(meter.result, world), out["carried"])
     if world > 1:
         device = f"{device} x{world}"
-    carried = dict(out["carried"])
-    if carried["cpu_s"] > 0 and not carried["energy_kwh"] and cost["cpu_s"] > 0:
-        # Earlier sessions (before a crash) were not metered: charge them at this session's
-        # energy per CPU second, and say so.
-        scale = carried["cpu_s"] / cost["cpu_s"]
-        carried["energy_kwh"], carried["co2_kg"] = cost["energy_kwh"] * scale, cost["co2_kg"] * scale
-        cost = dict(cost, energy_method=cost["energy_method"] + "; earlier interrupted sessions scaled by CPU time")
     tokens = len(seqs) * recipe.epochs * recipe.seq_len
     meta.update({
         "n_params": n_params, "n_params_nonembed": n_nonembed, "train_tokens": int(tokens),
         "steps": out["steps"], "final_loss": _final_loss(out["losses"]), "loss_curve": out["losses"],
-        "wall_s": cost["wall_s"] + carried["wall_s"], "cpu_s": cost["cpu_s"] + carried["cpu_s"],
-        "energy_kwh": cost["energy_kwh"] + carried["energy_kwh"], "co2_kg": cost["co2_kg"] + carried["co2_kg"],
+        "wall_s": cost["wall_s"], "cpu_s": cost["cpu_s"], "energy_kwh": cost["energy_kwh"], "co2_kg": cost["co2_kg"],
         "energy_method": cost["energy_method"], "energy_assumptions": cost["energy_assumptions"],
         "flops": 6.0 * n_nonembed * tokens, "flops_convention": "6*N_nonembed*tokens (embeddings/LM head excluded)",
         "device": device, "recipe": asdict(recipe), "versions": versions(), "created_at": now(),
@@ -277,21 +291,14 @@ def run_and_publish(pool: Pool, cfg: StudyConfig, model, seqs, recipe: Recipe, m
 
 def _publish_member(pool: Pool):
     def publish(model, meta):
-        staging = pool.staging_dir(meta["model_id"])
-        try:
+        with pool.staged_member(meta) as staging:
             meta["sha256"] = save_weights(unique_state(model), staging / "model.safetensors")
             meta["size"] = (staging / "model.safetensors").stat().st_size
-            pool.publish(staging, meta)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
     return publish
 
 
 def index_member(pool: Pool, meta: dict) -> None:
     """The index row goes in last, and again on reuse (idempotent upsert)."""
-    from ablate.index import Index, model_row
-
     if rank_world()[0] != 0:  # multi-process training: one writer
         return
     Index(pool).upsert("models", [model_row(meta)])
@@ -337,8 +344,6 @@ def train_member(cfg: StudyConfig, pool: Pool, unit_ids: list[str], *, force: bo
     """train-partition (one unit) and train-mixture (several): returns the member's meta.
 
     budget/tokens/weights choose the ground truth (see BUDGETS); weights follow unit_ids' order."""
-    from ablate.model import find_seed
-
     given = list(unit_ids)
     unit_ids = normalize_units(unit_ids)
     recipe = member_recipe(cfg, replicate)

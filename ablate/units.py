@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,7 +28,8 @@ import numpy as np
 from ablate.config import StudyConfig, config_hash
 from ablate.errors import AblateError, UsageError
 from ablate.evalsets import check_window, count_contaminated, doc_digest, load_eval_file, unit_documents
-from ablate.pool import Pool, atomic_write_bytes, atomic_write_json, check_name, read_json
+from ablate.index import Index
+from ablate.pool import Pool, atomic_write_bytes, atomic_write_json, check_name, read_json, staged_dir
 from ablate.study_record import identity
 from ablate.tokenizer_id import check_tokenizer_unchanged, load_tokenizer, tokenizer_id_of  # noqa: F401 (re-exported)
 
@@ -103,14 +105,10 @@ def train_tokenizer(cfg: StudyConfig, pool: Pool, splits: dict[str, DomainSplit]
     (staging / f"trained-{key}").write_text("tokenizer trained by ablate units split\n")
 
     def commit() -> Path:
-        import shutil
-
         final = pool.tokenizers_dir / tokenizer_id_of(staging)
         if not final.exists():
-            tmp = pool.tokenizers_dir / f".staging-{key}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(staging, tmp)
-            tmp.rename(final)
+            with staged_dir(final) as tmp:
+                shutil.copytree(staging, tmp)
         return final
 
     return staging, commit
@@ -312,17 +310,19 @@ def split_units(cfg: StudyConfig, pool: Pool, corpus: dict[str, list[str]], forc
                                                   "tokenizer_config": config_hash(cfg.tokenizer),
                                                   "config_hash": config_hash(cfg.units), "study": identity(cfg),
                                                   "seed_domains": cfg.seed.domains if cfg.seed.mode == "train" else []})
-    from ablate.index import Index
-
     Index(pool).upsert("units", rows)  # the index row is written last
     return {"rows": rows, "cache_hits": plan["hits"], "status": status, "tokenizer_dir": str(tok_dir),
             "tokenizer_id": plan["tok_id"]}
 
 
 # -- reading back ---------------------------------------------------------------------
-def unit_ids(pool: Pool) -> list[str]:
-    """The pool's base units, sorted (seed-mix token files are not units)."""
-    return sorted(p.stem for p in pool.units_dir.glob("*.json") if not p.stem.startswith("seedmix-"))
+def unit_ids(pool: Pool, *, required: bool = False) -> list[str]:
+    """The pool's base units, sorted (seed-mix token files are not units). `required`: none is
+    a step not run yet (exit 2), not an empty answer."""
+    units = sorted(p.stem for p in pool.units_dir.glob("*.json") if not p.stem.startswith("seedmix-"))
+    if required and not units:
+        raise UsageError(f"no units in {pool.root}: run `ablate units split` first")
+    return units
 
 
 def unit_meta(pool: Pool, unit_id: str) -> dict:

@@ -8,13 +8,12 @@ name, shape and dtype. A problem is reported with its path; the others go on.
 from __future__ import annotations
 
 from ablate.errors import AblateError
+from ablate.merge import header
 from ablate.model import check_weights_file
-from ablate.pool import Pool, read_json
+from ablate.pool import Pool, read_json, seed_of
 
 
 def verify_pool(pool: Pool) -> tuple[int, list[str]]:
-    from ablate.merge import header
-
     ok, problems, seeds = 0, [], {}
     if not pool.models_dir.is_dir():
         return 0, []
@@ -23,7 +22,7 @@ def verify_pool(pool: Pool) -> tuple[int, list[str]]:
             meta = read_json(d / "meta.json", "member sidecar")
             path = d / "model.safetensors"
             check_weights_file(path, meta, full_hash=True)
-            seed_id = meta["model_id"] if meta["kind"] == "seed" else meta["seed_id"]
+            seed_id = seed_of(meta)
             if seed_id not in seeds:
                 seeds[seed_id] = header(pool.weights_path(seed_id))
             if header(path) != seeds[seed_id]:

@@ -122,7 +122,7 @@ def test_checkpoints_never_unpickle_code(study_copy):
 
 
 def test_remote_code_is_never_trusted(study, tmp_path):
-    from ablate.model import import_seed
+    from ablate.seed import import_seed
 
     cfg, pool, _, _ = study
     seed = next(pool.iter_metas("seed"))

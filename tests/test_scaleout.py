@@ -131,7 +131,8 @@ def test_smollm2_seed_imports_evaluates_and_trains(tmp_path):
     from ablate.corpus import fortunes_min_corpus, study_corpus
     from ablate.evaluate import evaluate_tokens
     from ablate.gguf import import_gguf
-    from ablate.model import import_seed, load_member
+    from ablate.model import load_member
+    from ablate.seed import import_seed
     from ablate.score import load_study
     from ablate.train import train_member
     from ablate.units import split_units

@@ -103,7 +103,8 @@ def test_no_seed_hint_exits_2(study_copy, tmp_path, capsys):
 
 
 def test_a_rerun_says_it_resumes_and_the_final_loss_says_what_it_is(study_copy, tmp_path, capsys):
-    from ablate.train import Interrupted, train_member
+    from ablate.errors import Interrupted
+    from ablate.train import train_member
 
     cfg, pool, _, _ = study_copy
     member = _forget(pool, "fortunes-01")

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from ablate.errors import Interrupted
 from ablate.index import Index
 from ablate.model import load_member
 from ablate.pool import Pool
-from ablate.train import Interrupted, mixture_sequences, train_member
+from ablate.train import mixture_sequences, train_member
 from ablate.units import eval_sets, load_eval_tokens, load_tokenizer, study_tokenizer, token_byte_lengths
 from ablate.evaluate import evaluate_tokens
 
@@ -139,7 +140,7 @@ def test_import_of_a_local_hf_directory_round_trips(study, tmp_path):
     from transformers import AutoModelForCausalLM
 
     from ablate.corpus import study_corpus
-    from ablate.model import import_seed
+    from ablate.seed import import_seed
     from ablate.units import split_units
 
     cfg, pool, _, _ = study
