@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 from ablate.config import StudyConfig, config_hash
 from ablate.errors import AblateError, UsageError
 from ablate.pool import Pool, sha256_file
+from ablate.results import now
 
 
 def versions() -> dict:
@@ -180,7 +181,7 @@ def import_seed(cfg: StudyConfig, pool: Pool) -> dict:
     from transformers import AutoModelForCausalLM
 
     from ablate.tokenizer_id import tokenizer_id_of
-    from ablate.units import load_tokenizer, now
+    from ablate.units import load_tokenizer
 
     src = Path(cfg.seed.import_path)
     if not (src / "config.json").exists():

@@ -19,7 +19,8 @@ import numpy as np
 from ablate.config import StudyConfig, config_hash
 from ablate.locks import member_job
 from ablate.pool import Pool
-from ablate.train import Recipe, as_sequences, index_member, run_and_publish
+from ablate.study import Recipe
+from ablate.train import as_sequences, index_member, run_and_publish
 from ablate.units import load_unit_tokens
 
 

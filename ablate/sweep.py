@@ -24,6 +24,7 @@ import time
 from joblib import Parallel, delayed
 
 from ablate import faults
+from ablate.calibrate import refresh
 from ablate.config import StudyConfig
 from ablate.device import gpu_count, leased, worker_devices
 from ablate.errors import UsageError
@@ -31,9 +32,9 @@ from ablate.merge import RunningSum, check_compatible, merge_id
 from ablate.mixtures import gray_rank, plan_masks, read_mixtures, score_entries
 from ablate.pool import Pool
 from ablate.progress import bar
-from ablate.score import (attach_cost, existing_rows, load_study, row_id, score_reference_models,
-                          evaluate_rows, write_rows)
-from ablate.train import normalize_units
+from ablate.results import attach_cost, existing_rows, row_id, write_rows
+from ablate.score import evaluate_rows, score_reference_models
+from ablate.study import load_study, normalize_units
 from ablate.units import unit_ids as pool_units
 
 
@@ -171,8 +172,6 @@ def run_sweep(cfg: StudyConfig, pool: Pool, unit_ids: list[str] | None = None, *
     mixtures += [list(e.units) for e in entries]
     ref_rows = score_reference_models(study, mixtures, set() if force else existing_rows(pool, study.precision))
     write_rows(pool, ref_rows)
-    from ablate.calibrate import refresh
-
     refresh(pool, cfg.eval.seq_len, log=lambda *a: None)  # `calibrated` rows beside `merged` ones
     return {"mixtures": total, "scored": scored, "cached": total - len(todo) - n_entries,
             "reference_rows": len(ref_rows), "seconds": time.perf_counter() - t0}

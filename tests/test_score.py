@@ -7,10 +7,12 @@ import torch
 
 from ablate.evaluate import evaluate_tokens, windows
 from ablate.index import Index
-from ablate.merge import RunningSum, gray_code_order, merge_members, parse_weights
+from ablate.merge import RunningSum, gray_code_order, merge_members
 from ablate.model import load_member, load_state, model_from_config, seed_config
-from ablate.score import load_study, score_mixture
+from ablate.score import score_mixture
+from ablate.study import load_study
 from ablate.sweep import run_sweep
+from ablate.weights import parse_weights
 from conftest import run_cli, tree_digest, write_config
 from safetensors.torch import load_file
 
