@@ -76,10 +76,10 @@ def check_compatible(pool: Pool, model_ids: list[str], full_hash: bool = False) 
     """Members must share the seed and every tensor's name, shape and dtype; name the first mismatch."""
     metas = [pool.read_meta(m) for m in model_ids]
     ref = metas[0]
-    ref_seed = ref["model_id"] if ref["kind"] == "seed" else ref["seed_id"]
+    ref_seed = ref["seed_id"]  # every sidecar names its seed; a seed's is its own id (seed.py, model.import_seed)
     for meta in metas:
         check_weights_file(pool.weights_path(meta["model_id"]), meta, full_hash)
-        seed = meta["model_id"] if meta["kind"] == "seed" else meta["seed_id"]
+        seed = meta["seed_id"]
         if seed != ref_seed:
             raise UsageError(f"cannot merge {ref['model_id']} and {meta['model_id']}: different seeds "
                              f"({ref_seed} vs {seed})")

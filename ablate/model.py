@@ -149,8 +149,7 @@ def check_weights_file(path: Path, meta: dict, full_hash: bool = False) -> None:
 def load_member(pool: Pool, model_id: str, full_hash: bool = False, device=None) -> torch.nn.Module:
     """A pool member as a float32 HF model on `device` (default CPU), its tensors read straight there."""
     meta = pool.read_meta(model_id)
-    seed_id = meta["model_id"] if meta["kind"] == "seed" else meta["seed_id"]
-    model = model_from_config(seed_config(pool, seed_id), device)
+    model = model_from_config(seed_config(pool, meta["seed_id"]), device)  # a seed's seed_id is its own id
     path = pool.weights_path(model_id)
     check_weights_file(path, meta, full_hash)
     state = {}

@@ -1,9 +1,10 @@
-"""The `mixture_perplexity` rows: their columns, ids, clock, files and cost shares.
+"""Result rows on disk: `mixture_perplexity` (columns, ids, clock, files, cost shares) and `searches`.
 
 How to run (from Python; score-mixture, sweep, search, fidelity and calibrate all write through here):
-    from ablate.results import existing_rows, make_row, row_id, write_rows
+    from ablate.results import existing_rows, make_row, row_id, write_rows, write_search_rows
     done = existing_rows(pool, "fp32")      # ids of the rows already measured in fp32
     write_rows(pool, rows)                  # results/*.jsonl first (the truth), then the index
+    write_search_rows(pool, search_id, rows)  # a search's ranking: searches/*.jsonl, then the index
 
 This module alone knows the row layout (mergekit's io/ loaders): `Row` lists every column,
 `make_row` is the one builder, `row_id` the one key. A row is one model (a proxy's, a union,
@@ -108,6 +109,13 @@ def write_rows(pool: Pool, rows: list[Row]) -> None:
     atomic_write_bytes(pool.results_dir / name, blob)
     faults.point("results.written")
     Index(pool).upsert("mixture_perplexity", rows)
+
+
+def write_search_rows(pool: Pool, search_id: str, rows: list[dict]) -> None:
+    """A search's ranking (the `searches` table): its own file under searches/ (the truth), then the index."""
+    blob = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    atomic_write_bytes(pool.root / "searches" / f"{search_id}-{os.getpid()}.jsonl", blob)
+    Index(pool).upsert("searches", rows)
 
 
 def existing_rows(pool: Pool, precision: str | None = None) -> set[str]:

@@ -26,19 +26,17 @@ for the target. Rankings go to the `searches` table.
 from __future__ import annotations
 
 import itertools
-import json
 import math
-import os
 import uuid
 from datetime import datetime, timezone
 
 from ablate.config import StudyConfig
 from ablate.errors import UsageError
 from ablate.index import Index
-from ablate.pool import Pool, atomic_write_bytes
+from ablate.pool import Pool
 from ablate import proxies
 from ablate.calibrate import MIN_UNIONS, union_keys
-from ablate.results import existing_rows, now, write_rows
+from ablate.results import existing_rows, now, write_rows, write_search_rows
 from ablate.score import score_built_models, score_reference_models
 from ablate.study import load_study
 from ablate.train import train_member
@@ -199,9 +197,7 @@ def run_search(cfg: StudyConfig, pool: Pool, target: str, *, max_size: int = 3, 
             "budget": truth, "rank": rank, "mixture": list(key[0]), "weights": list(key[1]), "proxy_ppl": score,
             "union_ppl": union_ppl.get(key), "union_rank": union_rank.get(key), "n_unions_known": len(union_ppl),
             "validated": key in validated, "created_at": created})
-    blob = "".join(json.dumps(r) + "\n" for r in out_rows).encode()
-    atomic_write_bytes(pool.root / "searches" / f"{search_id}-{os.getpid()}.jsonl", blob)
-    Index(pool).upsert("searches", out_rows)
+    write_search_rows(pool, search_id, out_rows)
     best_true = min(union_ppl.values()) if union_ppl else math.nan
     return {"search_id": search_id, "rows": out_rows, "candidates": n_cands, "best_union_ppl": best_true,
             "truth": truth, "strategy": strategy}

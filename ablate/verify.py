@@ -23,7 +23,7 @@ def verify_pool(pool: Pool) -> tuple[int, list[str]]:
             meta = read_json(d / "meta.json", "member sidecar")
             path = d / "model.safetensors"
             check_weights_file(path, meta, full_hash=True)
-            seed_id = meta["model_id"] if meta["kind"] == "seed" else meta["seed_id"]
+            seed_id = meta["seed_id"]  # a seed's is its own id
             if seed_id not in seeds:
                 seeds[seed_id] = header(pool.weights_path(seed_id))
             if header(path) != seeds[seed_id]:
