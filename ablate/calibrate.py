@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
-from datetime import datetime, timezone
 
 import numpy as np
 from scipy.stats import pearsonr, spearmanr
@@ -30,7 +29,9 @@ from ablate import proxies
 from ablate.errors import UsageError
 from ablate.index import Index
 from ablate.pool import Pool
+from ablate.results import Row, make_row, row_id, write_rows
 from ablate.truths import BUDGETS
+from ablate.weights import is_uniform, wkey
 
 MIN_UNIONS = 3
 FITTED = ("calibrated", "regression")
@@ -47,7 +48,7 @@ def noise_floor(pool: Pool, budget: str = "sum") -> dict[str, dict]:
                        "WHERE method = 'union' AND coalesce(budget, 'sum') = ?", [budget])
     groups: dict[tuple, list[float]] = {}
     for r in rows:
-        groups.setdefault((r["eval_set"], tuple(r["mixture"]), proxies.wkey(r["weights"])), []).append(r["lu"])
+        groups.setdefault((r["eval_set"], tuple(r["mixture"]), wkey(r["weights"])), []).append(r["lu"])
     out = {}
     for ev in sorted({g[0] for g in groups}):
         reps = [v for g, v in groups.items() if g[0] == ev and len(v) >= 2]
@@ -95,8 +96,7 @@ def score_predictions(pred: dict, truths: dict, noise: dict) -> list[dict]:
     """ranking_quality per eval set over the uniform multi-unit cases that have a truth and a prediction."""
     out = []
     for ev in sorted({key[2] for key in truths}):
-        keys = [key for key in truths if key[2] == ev and key in pred and len(key[0]) > 1
-                and len(set(key[1])) == 1]
+        keys = [key for key in truths if key[2] == ev and key in pred and len(key[0]) > 1 and is_uniform(key[1])]
         if len(keys) < 3:
             continue
         thr = noise.get(ev, {}).get("threshold", 0.0)
@@ -138,9 +138,7 @@ def _leave_one_union_out(method: str, cases: list, truths: dict, unions: list[tu
 
 def refresh(pool: Pool, seq_len: int, log=print) -> dict | None:
     """Fit each fitted proxy on every union of each ground truth; store its rows (only those that changed)."""
-    from ablate.score import row_id, write_rows
-
-    merged = {(tuple(r["mixture"]), proxies.wkey(r["weights"]), r["eval_set"]): r for r in _rows(
+    merged = {(tuple(r["mixture"]), wkey(r["weights"]), r["eval_set"]): r for r in _rows(
         pool, "SELECT * FROM mixture_perplexity WHERE method = 'merged'")}
     if not merged:
         return None
@@ -148,7 +146,6 @@ def refresh(pool: Pool, seq_len: int, log=print) -> dict | None:
     current = dict(Index(pool).query("SELECT row_id, model_id FROM mixture_perplexity WHERE method IN "
                                      "('calibrated', 'regression')")[1])
     fitted, rows = {}, []
-    now = datetime.now(timezone.utc).isoformat(timespec="microseconds")
     for budget in BUDGETS:
         truths = proxies.load_truths(pool, budget)
         if len(union_keys(truths)) < MIN_UNIONS:
@@ -162,27 +159,25 @@ def refresh(pool: Pool, seq_len: int, log=print) -> dict | None:
             fit_id = f"{method}-" + hashlib.sha256(pred.tobytes() + budget.encode()).hexdigest()[:12]
             fitted[(method, budget)] = {"fit_id": fit_id, "unions": len(union_keys(truths))}
             for c, lp in zip(cases, pred):
-                rows += _fitted_row(merged[c.key], method, budget, float(lp), fit_id, seq_len, current, now,
-                                    row_id)
+                rows += _fitted_row(merged[c.key], method, budget, float(lp), fit_id, seq_len, current)
     write_rows(pool, rows)
     return fitted or None
 
 
-def _fitted_row(m: dict, method: str, budget: str, lp: float, fit_id: str, seq_len: int, current: dict,
-                now: str, row_id) -> list[dict]:
-    """A fitted proxy's row beside its merged row: no model run, so no energy; [] if unchanged."""
+def _fitted_row(m: dict, method: str, budget: str, lp: float, fit_id: str, seq_len: int,
+                current: dict) -> list[Row]:
+    """A fitted proxy's row beside its merged row `m`: no model run, so no energy; [] if unchanged."""
     ev = {"domain": m["eval_set"], "data_sha256": m["eval_sha256"]}
     rid = row_id(f"{method}:{budget}", m["model_id"], ev, seq_len)
     if current.get(rid) == fit_id:
         return []
     nll = lp * m["n_tokens"]
-    return [{"row_id": rid, "mixture": m["mixture"], "weights": m["weights"], "k": m["k"], "uniform": m["uniform"],
-             "method": method, "budget": budget, "eval_set": m["eval_set"], "eval_sha256": m["eval_sha256"],
-             "n_tokens": m["n_tokens"], "n_bytes": m["n_bytes"], "nll_sum": nll, "ppl": math.exp(lp),
-             "bits_per_byte": nll / math.log(2) / max(1, m["n_bytes"]), "eval_s": 0.0, "merge_s": 0.0,
-             "energy_kwh": 0.0, "co2_kg": 0.0, "energy_method": f"none: {method} formula over the merged row",
-             "flops": 0.0, "model_id": fit_id, "seed_id": m["seed_id"], "device": "none", "replicate": 0,
-             "spec": m["spec"], "created_at": now}]
+    stats = {"n_tokens": m["n_tokens"], "n_bytes": m["n_bytes"], "nll_sum": nll, "ppl": math.exp(lp),
+             "bits_per_byte": nll / math.log(2) / max(1, m["n_bytes"]), "eval_s": 0.0}
+    none = {"energy_kwh": 0.0, "co2_kg": 0.0, "energy_method": f"none: {method} formula over the merged row"}
+    return [make_row(rid, method=method, mixture=m["mixture"], weights=m["weights"], ev=ev, stats=stats,
+                     model_id=fit_id, seed_id=m["seed_id"], device="none", eval_precision=None, flops=0.0,
+                     spec=m["spec"], budget=budget, energy=none)]
 
 
 def plan_unions(units: list[str], existing: list[tuple], budget: int,
@@ -215,5 +210,5 @@ def suggest_unions(pool: Pool, units: list[str], budget: int, truth: str = "sum"
     """The next `budget` unions of one ground truth worth training (uniform ones already there are skipped)."""
     rows = _rows(pool, "SELECT units, weights FROM models WHERE kind = 'union' AND coalesce(budget, 'sum') = ?",
                  [truth])
-    existing = [tuple(r["units"]) for r in rows if r["weights"] is None or len(set(proxies.wkey(r["weights"]))) == 1]
+    existing = [tuple(r["units"]) for r in rows if r["weights"] is None or is_uniform(r["weights"])]
     return plan_unions(units, existing, budget)

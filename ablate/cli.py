@@ -196,7 +196,7 @@ def export_mixture_cmd(units: Annotated[list[str], typer.Argument(help="units of
     """Write the merged model as a normal HF directory (config, safetensors, tokenizer)."""
     from ablate.inplace import export_mixture
     from ablate.merge import merge_id, parse_mixture
-    from ablate.score import load_study
+    from ablate.study import load_study
 
     cfg, pool = _study(config, set_, dry_run)
     units, w, spec = parse_mixture(units, weights)
@@ -204,7 +204,7 @@ def export_mixture_cmd(units: Annotated[list[str], typer.Argument(help="units of
     members = [study.unit_member(u) for u in units]
     meta = {"mixture": units, "weights": w, "spec": spec, "members": members, "seed_id": study.seed["model_id"],
             "merge_id": merge_id(members, w), "merged_on": str(study.device)}
-    export_mixture(pool, study.seed["model_id"], members, w, out, meta, device=study.device)
+    export_mixture(pool, study.seed["model_id"], members, w, out, meta, full_hash=cfg.verify_hash, device=study.device)
     say(f"wrote {out} (load with AutoModelForCausalLM.from_pretrained({str(out)!r}))")
 
 

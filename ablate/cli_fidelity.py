@@ -99,7 +99,7 @@ def search(target: Annotated[str, typer.Option("--target", help="eval set to opt
            beam: Annotated[int, typer.Option("--beam", help="beam width of that search")] = 4,
            screen: ScreenOpt = False, config: ConfigOpt = None, set_: SetOpt = None):
     """Rank candidate mixtures for a target eval set by the proxy; optionally validate by training."""
-    from ablate.merge import parse_weights
+    from ablate.weights import parse_weights
     from ablate.search import run_search
 
     cfg, pool = _study(config, set_)

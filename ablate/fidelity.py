@@ -32,7 +32,9 @@ from ablate.errors import UsageError
 from ablate.pool import Pool
 from ablate.progress import price_line
 from ablate.protocol import score_study, write_markdown
-from ablate.score import existing_rows, load_study, score_built_models, score_reference_models, write_rows
+from ablate.results import existing_rows, write_rows
+from ablate.score import score_built_models, score_reference_models
+from ablate.study import load_study
 from ablate.sweep import run_sweep
 from ablate.train import train_member
 

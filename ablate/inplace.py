@@ -1,8 +1,8 @@
 """Merging straight into a model's parameters, on whatever device the model is.
 
-How to run (from Python; `score-mixture`, `export-mixture` and `search` do this):
+How to run (from Python; `score-mixture`, `sweep --mixtures`, `search` and `export-mixture` do this):
     from ablate.inplace import merged_model
-    model = merged_model(pool, seed_id, members, weights, device="cuda")
+    model = merged_model(pool, seed_id, members, weights, full_hash=cfg.verify_hash, device="cuda")
 
 The model's float32 parameters are the accumulator: the first member is written into
 them times its weight, each next one added times its weight, reading each member file in
@@ -15,14 +15,16 @@ are bit-identical to loading merge_members' result (tests/test_device.py).
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
 
 from ablate.errors import AblateError, UsageError
-from ablate.merge import _all_finite, _f32_block, _read_f32_chunks, check_compatible, merge_members, parse_weights
-from ablate.model import check_fit, load_state
-from ablate.pool import Pool
+from ablate.merge import _all_finite, _f32_block, _read_f32_chunks, check_compatible, merge_members
+from ablate.model import check_fit, load_state, model_from_config, seed_config
+from ablate.pool import Pool, atomic_write_json, staged_dir
+from ablate.weights import parse_weights
 
 
 def merge_into(model: torch.nn.Module, pool: Pool, model_ids: list[str], weights: list[float] | None = None,
@@ -66,24 +68,33 @@ def _scatter(piece: torch.Tensor, a: int, spans: list[tuple], params: dict, w: f
 
 
 def merged_model(pool: Pool, seed_id: str, model_ids: list[str], weights: list[float] | None = None, *,
-                 device=None, full_hash: bool = False) -> torch.nn.Module:
-    """The merged model on `device` (default CPU), ready to evaluate or save: what score-mixture and
-    export-mixture build."""
-    from ablate.model import model_from_config, seed_config
+                 full_hash: bool, device=None, build=None, model: torch.nn.Module | None = None) -> torch.nn.Module:
+    """The members' merge as a model on `device` (default CPU), ready to evaluate or save.
 
-    model = model_from_config(seed_config(pool, seed_id), device)
-    merge_into(model, pool, model_ids, weights, full_hash)
+    The one place that merges members, builds the model and loads the weights: score-mixture,
+    search and fidelity (score.score_built_models), the sweep's listed mixtures
+    (mixtures.score_entries) and export-mixture. `full_hash` is cfg.verify_hash, keyword and
+    required so that no caller can drop it: every member file is hashed before it is read.
+    `build(pool, seed_id, members, weights, device=)` is an evaluated proxy's state dict
+    (task-sum); None is the weighted average, streamed into the parameters (merge_into).
+    `model`, a model of this seed built by an earlier call, is overwritten instead of building
+    another: a loop over mixtures holds one model."""
+    if model is None:
+        model = model_from_config(seed_config(pool, seed_id), device)
+    if build is None:
+        merge_into(model, pool, model_ids, weights, full_hash)
+        return model
+    if full_hash:  # build's own merge checks sizes and headers only
+        check_compatible(pool, model_ids, full_hash=True)
+    load_state(model, build(pool, seed_id, model_ids, weights, device=next(model.parameters()).device),
+               "built weights")
     return model
 
 
 def export_mixture(pool: Pool, seed_id: str, model_ids: list[str], weights: list[float], out: Path,
-                   meta: dict, device=None) -> Path:
+                   meta: dict, *, full_hash: bool, device=None) -> Path:
     """Write the merged model as a normal HF directory (config, tokenizer, safetensors)."""
-    import shutil
-
-    from ablate.pool import atomic_write_json, staged_dir
-
-    model = merged_model(pool, seed_id, model_ids, weights, device=device)
+    model = merged_model(pool, seed_id, model_ids, weights, full_hash=full_hash, device=device)
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"--out {out} exists and is not empty")

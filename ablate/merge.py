@@ -17,7 +17,9 @@ the sums and the model they are loaded into are the only two copies on the devic
 from __future__ import annotations
 
 import hashlib
-import math
+import json
+import struct
+import sys
 from pathlib import Path
 
 import torch
@@ -26,30 +28,8 @@ from safetensors import safe_open
 from ablate.device import axpy_chunked
 from ablate.errors import AblateError, UsageError
 from ablate.model import check_fit, check_weights_file
-from ablate.pool import Pool, seed_of
-
-
-def parse_weights(raw: str | list[float] | None, k: int) -> list[float]:
-    """Normalized mixture weights; refuse negative, NaN, infinite, all-zero or miscounted ones."""
-    if raw is None or raw == "":
-        return [1.0 / k] * k
-    if isinstance(raw, str):
-        try:
-            values = [float(x) for x in raw.replace(" ", "").split(",")]
-        except ValueError:
-            raise UsageError(f"--weights must be comma-separated numbers, got {raw!r}") from None
-    else:
-        values = [float(x) for x in raw]
-    if len(values) != k:
-        raise UsageError(f"{len(values)} weights given for {k} units")
-    if any(math.isnan(v) or math.isinf(v) for v in values):
-        raise UsageError("weights must be finite numbers")
-    if any(v < 0 for v in values):
-        raise UsageError("weights must not be negative")
-    total = sum(values)
-    if total <= 0:
-        raise UsageError("weights must not all be zero")
-    return [v / total for v in values]
+from ablate.pool import Pool, check_name, seed_of
+from ablate.weights import parse_weights
 
 
 def parse_mixture(items: list[str], raw_weights: str | list[float] | None = None) -> tuple[list[str], list[float], str]:
@@ -59,8 +39,6 @@ def parse_mixture(items: list[str], raw_weights: str | list[float] | None = None
     macro merges): a group is averaged first, then groups are averaged with the
     given weights, which is the same as unit weights w_group / |group|.
     """
-    from ablate.pool import check_name
-
     if not items:
         raise UsageError("name at least one unit")
     groups = [[u.strip() for u in item.split("+")] for item in items]
@@ -319,10 +297,6 @@ class RunningSum:
 def _f32_block(path: Path) -> tuple[int, int, dict] | None:
     """(data start, data bytes, header) if a safetensors file's data is exactly its float32
     tensors back to back from offset 0 (then it can be read as one flat tensor); else None."""
-    import json
-    import struct
-    import sys
-
     if sys.byteorder != "little":  # safetensors stores little-endian
         return None
     try:
@@ -350,7 +324,7 @@ def _read_f32_chunks(path: Path, start: int, n: int):
     """(offset, float32 piece) over a file's data block of n floats, read into one reused buffer of
     device.CHUNK floats: memory holds one chunk of the member, whatever its size. Callers use a
     piece before asking for the next."""
-    from ablate.device import CHUNK
+    from ablate.device import CHUNK  # read per call, not at import: tests shrink device.CHUNK
 
     buf = torch.empty(min(CHUNK, n), dtype=torch.float32)
     raw = memoryview(buf.numpy()).cast("B")

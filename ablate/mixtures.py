@@ -32,6 +32,7 @@ scored; an error names the file and line. Rows are those `score-mixture` writes.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import re
@@ -39,8 +40,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ablate.energy import Meter
 from ablate.errors import UsageError
-from ablate.merge import gray_code_order, parse_mixture
+from ablate.inplace import merged_model
+from ablate.merge import gray_code_order, merge_id, parse_mixture
+from ablate.results import attach_cost, row_id, write_rows
+from ablate.score import evaluate_rows
 
 MAX_ENUMERATED = 2 ** 20 - 1  # every subset of 20 units: the most a sweep enumerates
 
@@ -76,8 +81,6 @@ def enumerate_masks(n: int, lo: int, hi: int) -> list[int]:
     """Every mixture of lo..hi units in Gray-code order, without walking 2^n masks for large n."""
     if n <= 20:  # the sweep's historical order, built directly
         return [m for m in gray_code_order(n) if lo <= bin(m).count("1") <= hi]
-    import itertools
-
     masks = [sum(1 << i for i in combo) for k in range(lo, hi + 1) for combo in itertools.combinations(range(n), k)]
     return sorted(masks, key=gray_rank)
 
@@ -211,26 +214,20 @@ def score_entries(study, entries: list[Entry], done: set[str], chunk: int = 16, 
 
     Rows are written every `chunk` mixtures, so an interrupted run keeps what it finished;
     returns the number of mixtures scored."""
-    from ablate.energy import Meter
-    from ablate.inplace import merge_into
-    from ablate.merge import merge_id
-    from ablate.model import model_from_config, seed_config
-    from ablate.score import attach_cost, evaluate_rows, row_id, write_rows
-
     cfg, pool = study.cfg, study.pool
     todo = []
     for e in entries:
         mid = merge_id([study.unit_member(u) for u in e.units], list(e.weights))
         if not all(row_id("merged", mid, ev, cfg.eval.seq_len) in done for ev in study.evals):
             todo.append((e, mid))
-    model = model_from_config(seed_config(pool, study.seed["model_id"]), study.device) if todo else None
+    model = None  # built by the first merge, overwritten by each next one
     for start in range(0, len(todo), chunk):
         rows = []
         with Meter(cfg.energy) as meter:
             for e, mid in todo[start:start + chunk]:
                 t0 = time.perf_counter()
-                merge_into(model, pool, [study.unit_member(u) for u in e.units], list(e.weights),
-                           full_hash=cfg.verify_hash)  # streamed into the model on the study's device
+                model = merged_model(pool, study.seed["model_id"], [study.unit_member(u) for u in e.units],
+                                     list(e.weights), full_hash=cfg.verify_hash, device=study.device, model=model)
                 rows += evaluate_rows(study, model, method="merged", mixture=list(e.units), weights=list(e.weights),
                                       model_id=mid, merge_s=time.perf_counter() - t0, skip=done, spec=e.spec)
         attach_cost(rows, meter.result)

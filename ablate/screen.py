@@ -145,7 +145,8 @@ def screen_candidates(study, cands: list[dict], load, *, method: str = "merged",
     from ablate.batched import ModelStack, choose_slots, study_windows, window_stats
     from ablate.energy import Meter
     from ablate.model import count_params, model_from_config, seed_config
-    from ablate.score import attach_cost, make_row, write_rows
+    from ablate.results import attach_cost, write_rows
+    from ablate.score import study_row
 
     cfg, pool = study.cfg, study.pool
     model = model_from_config(seed_config(pool, study.seed["model_id"]), study.device)
@@ -160,7 +161,7 @@ def screen_candidates(study, cands: list[dict], load, *, method: str = "merged",
             result, seconds = screen_eval_set(study, stack, w, cands, lambda slot, c: load(stack, slot, c))
             for c, cand in enumerate(cands):
                 stop = int(result.reached[c])
-                row = make_row(study, ev, window_stats(w, result.nll[c], float(seconds[c]), stop), method=method,
+                row = study_row(study, ev, window_stats(w, result.nll[c], float(seconds[c]), stop), method=method,
                                mixture=cand["mixture"], weights=cand["weights"], model_id=cand["model_id"],
                                n_nonembed=n_nonembed, device=study.device)
                 if result.dropped_in[c] < 0:

@@ -26,21 +26,24 @@ for the target. Rankings go to the `searches` table.
 from __future__ import annotations
 
 import itertools
-import json
 import math
-import os
 import uuid
 from datetime import datetime, timezone
 
 from ablate.config import StudyConfig
 from ablate.errors import UsageError
 from ablate.index import Index
-from ablate.pool import Pool, atomic_write_bytes
+from ablate.pool import Pool
 from ablate import proxies
 from ablate.calibrate import MIN_UNIONS, union_keys
-from ablate.proxies import wkey
+from ablate.results import existing_rows, now, row_id, write_rows, write_search_rows
+from ablate.score import score_built_models, score_reference_models
+from ablate.screen import screen_candidates
+from ablate.study import load_study
+from ablate.train import train_member
 from ablate.truths import BUDGETS, DEFAULT_METHOD, DEFAULT_TRUTH, QUESTIONS
 from ablate.units import unit_ids
+from ablate.weights import is_uniform, wkey
 
 
 
@@ -87,7 +90,7 @@ def beam_search(units: list[str], max_size: int, grid: list[float], width: int, 
                 weighted_max_size: int = 3) -> dict[tuple, float]:
     """Forward selection on the proxy: `score([(units, weights)])` → {(mixture, wkey): ppl} for each round."""
     def best(size: int) -> list[tuple]:
-        same = [(v, c) for (c, w), v in scores.items() if len(c) == size and len(set(w)) == 1]
+        same = [(v, c) for (c, w), v in scores.items() if len(c) == size and is_uniform(w)]
         return [c for _, c in sorted(same)[:width]]
 
     scores = dict(score([([u], [1.0]) for u in sorted(units)]))
@@ -106,8 +109,6 @@ def _score(cfg: StudyConfig, pool: Pool, target: str, cands, method: str = "merg
     """An evaluated proxy's perplexity on the target for every candidate (cached rows first, then build+eval).
     With `screen` (an accumulator), candidates race on prefixes (ablate/screen.py): a dropped one's value is
     its prefix perplexity and its key joins screen["keys"]."""
-    from ablate.score import load_study, score_built_models
-
     study = load_study(cfg, pool, [target])
     if screen is not None:
         ids = _screen(study, cands, method, screen)
@@ -121,9 +122,6 @@ def _score(cfg: StudyConfig, pool: Pool, target: str, cands, method: str = "merg
 
 def _screen(study, cands, method: str, screen: dict) -> dict[tuple, str]:
     """search --screen: race the candidates without a full row on the target; {(mixture, weights): model id}."""
-    from ablate.score import existing_rows, row_id
-    from ablate.screen import screen_candidates
-
     proxy, ev = proxies.get(method), study.evals[0]
     done = existing_rows(study.pool, study.precision)
     ids, todo = {}, []
@@ -187,9 +185,6 @@ def run_search(cfg: StudyConfig, pool: Pool, target: str, *, max_size: int = 3, 
                method: str | None = None, truth: str = DEFAULT_TRUTH, validate: int = 0, top: int = 10,
                validate_weighted: bool = False, max_candidates: int = 2000, beam: int = 4, screen: bool = False,
                log=print) -> dict:
-    from ablate.score import load_study, score_reference_models, existing_rows, write_rows
-    from ablate.train import train_member
-
     if truth not in BUDGETS:
         raise UsageError(f"--truth must be one of {', '.join(BUDGETS)}, not {truth!r}")
     method = method or default_method(pool, truth)
@@ -216,10 +211,10 @@ def run_search(cfg: StudyConfig, pool: Pool, target: str, *, max_size: int = 3, 
     validated = []
     if validate:  # train the truth that answers the question, weighted winners included
         picks = [(list(c), list(w)) for (c, w), _ in ranked if len(c) > 1][:validate]
-        if validate_weighted and all(len(set(w)) == 1 for _, w in picks):  # also check the best weighted one
-            picks += [(list(c), list(w)) for (c, w), _ in ranked if len(c) > 1 and len(set(w)) > 1][:1]
+        if validate_weighted and all(is_uniform(w) for _, w in picks):  # also check the best weighted one
+            picks += [(list(c), list(w)) for (c, w), _ in ranked if len(c) > 1 and not is_uniform(w)][:1]
         for mix, w in picks:
-            train_member(cfg, pool, mix, budget=truth, weights=None if len(set(w)) == 1 else w, log=log)
+            train_member(cfg, pool, mix, budget=truth, weights=None if is_uniform(w) else w, log=log)
             validated.append((tuple(mix), wkey(w)))
         study = load_study(cfg, pool, [target])
         write_rows(pool, score_reference_models(study, [list(v[0]) for v in validated],
@@ -230,7 +225,7 @@ def run_search(cfg: StudyConfig, pool: Pool, target: str, *, max_size: int = 3, 
     union_ppl = {(tuple(m), wkey(w)): p for m, w, p in rows}
     union_rank = {key: i + 1 for i, (key, _) in enumerate(sorted(union_ppl.items(), key=lambda kv: kv[1]))}
     search_id = f"search-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
-    now = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    created = now()
     out_rows = []
     shown = {key for key, _ in ranked[:max(top, validate)]} | set(validated)
     for rank, (key, score) in enumerate(ranked, 1):
@@ -240,10 +235,8 @@ def run_search(cfg: StudyConfig, pool: Pool, target: str, *, max_size: int = 3, 
             "row_id": f"{search_id}:{rank}", "search_id": search_id, "target": target, "method": method,
             "budget": truth, "rank": rank, "mixture": list(key[0]), "weights": list(key[1]), "proxy_ppl": score,
             "union_ppl": union_ppl.get(key), "union_rank": union_rank.get(key), "n_unions_known": len(union_ppl),
-            "validated": key in validated, "screened": key in dropped, "created_at": now})
-    blob = "".join(json.dumps(r) + "\n" for r in out_rows).encode()
-    atomic_write_bytes(pool.root / "searches" / f"{search_id}-{os.getpid()}.jsonl", blob)
-    Index(pool).upsert("searches", out_rows)
+            "validated": key in validated, "screened": key in dropped, "created_at": created})
+    write_search_rows(pool, search_id, out_rows)
     best_true = min(union_ppl.values()) if union_ppl else math.nan
     out = {"search_id": search_id, "rows": out_rows, "candidates": n_cands, "best_union_ppl": best_true,
            "truth": truth, "strategy": strategy}

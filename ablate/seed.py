@@ -25,9 +25,11 @@ from ablate.errors import AblateError, UsageError
 from ablate.locks import member_job
 from ablate.model import count_params, llama_config, model_from_config, save_weights, unique_state, versions
 from ablate.pool import Pool, sha256_file
+from ablate.results import now
+from ablate.study import Recipe
 from ablate.tokenizer_id import tokenizer_id_of
-from ablate.train import Recipe, as_sequences, index_member, run_and_publish
-from ablate.units import load_tokenizer, load_unit_tokens, now, seed_domains, study_tokenizer
+from ablate.train import as_sequences, index_member, run_and_publish
+from ablate.units import load_tokenizer, load_unit_tokens, seed_domains, study_tokenizer
 
 
 def make_seed(cfg: StudyConfig, pool: Pool, *, force: bool = False, log=print) -> dict:

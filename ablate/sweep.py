@@ -25,6 +25,7 @@ from joblib import Parallel, delayed
 
 from ablate import faults
 from ablate.batched import ModelStack, choose_slots, study_windows, window_stats
+from ablate.calibrate import refresh
 from ablate.config import StudyConfig
 from ablate.device import gpu_count, leased, worker_devices
 from ablate.errors import UsageError
@@ -32,11 +33,11 @@ from ablate.merge import RunningSum, check_compatible, merge_id
 from ablate.mixtures import gray_rank, plan_masks, read_mixtures, score_entries
 from ablate.pool import Pool
 from ablate.progress import bar
+from ablate.results import attach_cost, existing_rows, row_id, write_rows
+from ablate.score import score_reference_models, study_row
 from ablate.screen import screen_candidates
+from ablate.study import load_study, normalize_units
 from ablate.threads import claim as claim_threads, paused, refresh as refresh_threads
-from ablate.score import (attach_cost, existing_rows, load_study, make_row, row_id, score_reference_models,
-                          write_rows)
-from ablate.train import normalize_units
 from ablate.units import unit_ids as pool_units
 
 
@@ -84,8 +85,8 @@ def score_segment(cfg_dict: dict, pool_root: str, unit_ids: list[str], masks: li
                 for slot, chosen in enumerate(group):
                     mix_members = [members[i] for i in chosen]
                     weights = [1.0 / len(chosen)] * len(chosen)
-                    rows.append(make_row(study, ev, window_stats(windows[ev["domain"]], nll[slot], eval_s),
-                                         method="merged", mixture=[unit_ids[i] for i in chosen], weights=weights,
+                    rows.append(study_row(study, ev, window_stats(windows[ev["domain"]], nll[slot], eval_s),
+                                          method="merged", mixture=[unit_ids[i] for i in chosen], weights=weights,
                                          model_id=merge_id(mix_members, weights), n_nonembed=n_nonembed,
                                          device=study.device, merge_s=merge_s[slot] if n_ev == 0 else 0.0))
             for _ in group:
@@ -193,8 +194,6 @@ def run_sweep(cfg: StudyConfig, pool: Pool, unit_ids: list[str] | None = None, *
     mixtures += [list(e.units) for e in entries]
     ref_rows = score_reference_models(study, mixtures, set() if force else existing_rows(pool, study.precision))
     write_rows(pool, ref_rows)
-    from ablate.calibrate import refresh
-
     refresh(pool, cfg.eval.seq_len, log=lambda *a: None)  # `calibrated` rows beside `merged` ones
     out = {"mixtures": total, "scored": scored, "cached": total - scored,
            "reference_rows": len(ref_rows), "seconds": time.perf_counter() - t0}

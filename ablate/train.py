@@ -25,7 +25,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -40,34 +40,13 @@ from ablate.errors import Interrupted, UsageError
 from ablate.index import Index, model_row
 from ablate.locks import member_job
 from ablate.model import count_params, find_seed, load_member, save_weights, unique_state, versions
-from ablate.pool import Pool, check_name, staged_file
+from ablate.pool import Pool, staged_file
 from ablate.progress import bar, console, final_loss_window
+from ablate.results import now
+from ablate.study import Recipe, member_id, member_recipe, normalize_units, run_hash
 from ablate.threads import claim as claim_threads
 from ablate.truths import BUDGETS, QUESTIONS, Budget, draw_sequences, parse_budget
-from ablate.units import load_unit_tokens, now
-
-
-@dataclass
-class Recipe:
-    """Everything that determines a training run besides the data and the start weights."""
-
-    seq_len: int
-    batch_size: int
-    lr: float
-    warmup_steps: int
-    min_lr_ratio: float
-    weight_decay: float
-    beta1: float
-    beta2: float
-    grad_clip: float
-    epochs: int
-    data_seed: int
-
-
-def member_recipe(cfg: StudyConfig, replicate: int = 0) -> Recipe:
-    t = cfg.train
-    return Recipe(t.seq_len, t.batch_size, t.lr, t.warmup_steps, t.min_lr_ratio, t.weight_decay, t.beta1,
-                  t.beta2, t.grad_clip, t.epochs, t.data_seed + 1000 * replicate)
+from ablate.units import load_unit_tokens
 
 
 def as_sequences(tokens: np.ndarray, seq_len: int) -> np.ndarray:
@@ -302,40 +281,6 @@ def index_member(pool: Pool, meta: dict) -> None:
     if rank_world()[0] != 0:  # multi-process training: one writer
         return
     Index(pool).upsert("models", [model_row(meta)])
-
-
-def run_hash(seed_id: str, unit_metas: list[dict], recipe: Recipe, replicate: int,
-             budget: Budget | None = None) -> str:
-    """Hash of everything that determines a member's weights (seed, data, recipe, replicate, budget).
-
-    The default budget (every unit once) adds nothing to the key, so members trained before
-    budgets existed keep their ids."""
-    key = {"seed": seed_id, "data": sorted(m["data_sha256"] for m in unit_metas),
-           "recipe": asdict(recipe), "replicate": replicate}
-    if budget is not None and not budget.is_default:
-        key |= budget.key()
-    return config_hash(key)
-
-
-def member_id(seed_id: str, unit_metas: list[dict], recipe: Recipe, replicate: int,
-              budget: Budget | None = None) -> str:
-    key = run_hash(seed_id, unit_metas, recipe, replicate, budget)
-    if len(unit_metas) == 1 and (budget is None or budget.is_default):
-        return f"unit-{unit_metas[0]['unit_id']}-{key[:10]}"
-    if budget is None or budget.is_default:
-        return f"union-k{len(unit_metas)}-{key[:10]}"
-    return f"union-k{len(unit_metas)}-{budget.kind}-{key[:10]}"
-
-
-def normalize_units(unit_ids: list[str]) -> list[str]:
-    if not unit_ids:
-        raise UsageError("name at least one unit")
-    for u in unit_ids:
-        check_name(u, "unit id")
-    dup = sorted({u for u in unit_ids if unit_ids.count(u) > 1})
-    if dup:
-        raise UsageError(f"unit listed twice: {', '.join(dup)}")
-    return sorted(unit_ids)
 
 
 def train_member(cfg: StudyConfig, pool: Pool, unit_ids: list[str], *, force: bool = False,

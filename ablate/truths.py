@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ablate.errors import UsageError
+from ablate.weights import is_uniform, parse_weights
 
 BUDGETS = ("sum", "unit")
 # The question `demo` and `search` ask first, and the proxy `search` ranks by for each, from the
@@ -59,9 +60,7 @@ def parse_budget(budget: str | None, tokens: str | int | None, weights: str | li
                  unit_ids: list[str], recipe) -> Budget:
     """Validate `--budget`, `--tokens`, `--weights` (weights follow the order units were given in).
 
-    `recipe` is the member's train.Recipe (its batch_size and seq_len set the smallest budget)."""
-    from ablate.merge import parse_weights  # merge pulls in torch: the CLI imports this module at start-up
-
+    `recipe` is the member's study.Recipe (its batch_size and seq_len set the smallest budget)."""
     if tokens is not None:
         if budget not in (None, "tokens"):
             raise UsageError("give either --budget or --tokens, not both")
@@ -86,7 +85,7 @@ def parse_budget(budget: str | None, tokens: str | int | None, weights: str | li
         given = parse_weights(weights, len(unit_ids))
         by_unit = dict(zip(unit_ids, given))
         w = tuple(round(by_unit[u], 9) for u in sorted(unit_ids))
-        if len(set(w)) == 1:
+        if is_uniform(w):
             w = None  # equal weights are the uniform union: one member, one id
     return Budget(kind, n, w)
 

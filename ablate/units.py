@@ -20,7 +20,6 @@ import hashlib
 import random
 import shutil
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ from ablate.errors import AblateError, UsageError
 from ablate.evalsets import check_window, count_contaminated, doc_digest, load_eval_file, unit_documents
 from ablate.index import Index
 from ablate.pool import Pool, atomic_write_bytes, atomic_write_json, check_name, read_json, staged_dir
+from ablate.results import now
 from ablate.study_record import identity
 from ablate.tokenizer_id import check_tokenizer_unchanged, load_tokenizer, tokenizer_id_of  # noqa: F401 (re-exported)
 
@@ -41,10 +41,6 @@ class DomainSplit:
     domain: str
     eval_docs: list[str]
     train_docs: list[str]
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def text_sha256(docs: list[str]) -> str:

@@ -111,7 +111,7 @@ def child(pool_root: str, k: int, how: str, device: str, before: str | None = No
     if how == "score":  # score-mixture now: the merged model alone
         from ablate.inplace import merged_model
 
-        model = merged_model(pool, "seed-bench", ids, device=device)
+        model = merged_model(pool, "seed-bench", ids, full_hash=False, device=device)
     elif how == "before_score":  # score-mixture before: the state dict stayed beside the model
         kept = merge_members(pool, ids)
         model = model_from_config(seed_config(pool, "seed-bench"))

@@ -56,7 +56,7 @@ def main(argv=None) -> dict:
     def disk_model():
         out = tmp / f"merged-{n_export[0]}"
         n_export[0] += 1
-        export_mixture(pool, seed_id, members, weights, out, {"bench": True})
+        export_mixture(pool, seed_id, members, weights, out, {"bench": True}, full_hash=cfg.verify_hash)
         return AutoModelForCausalLM.from_pretrained(str(out), local_files_only=True)
 
     nll = {}

@@ -20,11 +20,9 @@ How to run:
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import common

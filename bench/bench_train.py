@@ -201,7 +201,7 @@ def main(argv=None) -> dict:
 
     from ablate.model import find_seed
     from ablate.pool import Pool
-    from ablate.train import member_recipe
+    from ablate.study import member_recipe
 
     root = common.study_root(args, args.quick)
     cfg = common.load_cfg(root)

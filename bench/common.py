@@ -223,7 +223,7 @@ def base_parser(doc: str):
 def open_study(args):
     """The bench study as (config, pool, loaded Study), building it on first use."""
     from ablate.pool import Pool
-    from ablate.score import load_study
+    from ablate.study import load_study
 
     cfg = load_cfg(study_root(args, args.quick))
     pool = Pool(cfg.pool)

@@ -179,7 +179,7 @@ def test_bad_input(name, study_copy, tmp_path, capsys, monkeypatch):
     code, setup = CASES[name]
     Index(pool).rebuild()
     if setup == "disk-full":
-        _disk_full("ablate.score.atomic_write_bytes")(cfg, pool, tmp_path, monkeypatch)
+        _disk_full("ablate.results.atomic_write_bytes")(cfg, pool, tmp_path, monkeypatch)
         out = SCORE
     else:
         out = setup(cfg, pool, tmp_path)

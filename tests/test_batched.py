@@ -10,7 +10,8 @@ from ablate.batched import EvalWindows, ModelStack, window_stats
 from ablate.evaluate import evaluate_tokens
 from ablate.merge import RunningSum, gray_code_order
 from ablate.model import model_from_config, seed_config
-from ablate.score import load_study, score_mixture
+from ablate.score import score_mixture
+from ablate.study import load_study
 from ablate.sweep import run_sweep
 from ablate.index import Index
 

@@ -31,7 +31,7 @@ def bench_study(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", ["bench_train", "bench_eval", "bench_mixture", "bench_sweep", "bench_memory",
-                                  "bench_scaling", "bench_device"])
+                                  "bench_scaling", "bench_device", "bench_throughput"])
 def test_bench_module_runs_quick(bench_study, tmp_path, name):
     module = importlib.import_module(name)
     out = tmp_path / f"{name}.json"
@@ -43,6 +43,8 @@ def test_bench_module_runs_quick(bench_study, tmp_path, name):
         assert result["same_nll"]
     if name == "bench_memory":
         assert result["flat"]
+    if name == "bench_throughput":
+        assert result["sweep"]["max_rel_diff_nll"] <= 1e-6 and result["screen"][0]["eval_tokens_screened"] > 0
 
 
 def test_render_writes_a_table(tmp_path):

@@ -22,7 +22,9 @@ from ablate.inplace import merge_into
 from ablate.merge import merge_on
 from ablate.merge import RunningSum, _f32_block, _map_f32, gray_code_order, merge_members
 from ablate.model import load_state, model_from_config, seed_config
-from ablate.score import existing_rows, load_study, score_mixture, write_rows
+from ablate.results import existing_rows, write_rows
+from ablate.score import score_mixture
+from ablate.study import load_study
 from conftest import run_cli, write_config
 
 

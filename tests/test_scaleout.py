@@ -133,7 +133,7 @@ def test_smollm2_seed_imports_evaluates_and_trains(tmp_path):
     from ablate.gguf import import_gguf
     from ablate.model import load_member
     from ablate.seed import import_seed
-    from ablate.score import load_study
+    from ablate.study import load_study
     from ablate.train import train_member
     from ablate.units import split_units
     from conftest import tiny_config

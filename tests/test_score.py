@@ -7,10 +7,12 @@ import torch
 
 from ablate.evaluate import evaluate_tokens, windows
 from ablate.index import Index
-from ablate.merge import RunningSum, gray_code_order, merge_members, parse_weights
+from ablate.merge import RunningSum, gray_code_order, merge_members
 from ablate.model import load_member, load_state, model_from_config, seed_config
-from ablate.score import load_study, score_mixture
+from ablate.score import score_mixture
+from ablate.study import load_study
 from ablate.sweep import run_sweep
+from ablate.weights import is_uniform, parse_weights, wkey
 from conftest import run_cli, tree_digest, write_config
 from safetensors.torch import load_file
 
@@ -44,6 +46,13 @@ def test_merge_invariants(study):
 def test_bad_weights_refused(raw, msg):
     with pytest.raises(Exception, match=msg):
         parse_weights(raw, 2)
+
+
+def test_uniform_is_equal_weight_keys():
+    """One tolerance for "uniform" everywhere: the 6 decimals weights are matched by (wkey)."""
+    assert is_uniform([]) and is_uniform([1.0]) and is_uniform([1 / 3] * 3) and is_uniform(parse_weights("1,1,1", 3))
+    assert not is_uniform(parse_weights("3,1", 2)) and not is_uniform([0.333333, 0.333334, 0.333333])
+    assert is_uniform([0.5 + 1e-9, 0.5 - 1e-9]) and wkey([0.5 + 1e-9]) == wkey([0.5 - 1e-9])
 
 
 def test_gray_code_visits_every_subset_one_change_at_a_time():

@@ -20,7 +20,8 @@ import pytest
 
 from ablate.config import config_hash
 from ablate.index import Index
-from ablate.train import member_recipe, train_member, unit_sequences
+from ablate.study import member_recipe
+from ablate.train import train_member, unit_sequences
 from ablate.truths import draw_sequences, parse_budget
 from ablate.units import unit_meta
 from conftest import copy_study, run_cli, tree_digest, write_config

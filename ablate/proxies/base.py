@@ -7,11 +7,9 @@ from typing import Protocol
 
 import numpy as np
 
-Key = tuple  # (mixture tuple, rounded weights tuple, eval set)
+from ablate.weights import wkey
 
-
-def wkey(weights) -> tuple[float, ...]:
-    return tuple(round(float(w), 6) for w in weights)
+Key = tuple  # (mixture tuple, rounded weights tuple (wkey), eval set)
 
 
 @dataclass(frozen=True)

@@ -15,15 +15,8 @@ class Merged:
 
     @staticmethod
     def build(pool, seed_id: str, members: list[str], weights: list[float], device=None):
+        """As a state dict; scoring streams the same weights into the model instead (inplace.merged_model)."""
         return merge_members(pool, members, weights, device=device)
-
-    @staticmethod
-    def build_into(model, pool, members: list[str], weights: list[float], full_hash: bool = False) -> None:
-        """The same weights, streamed straight into the model's parameters (ablate/inplace.py): the
-        model and one chunk in memory instead of the model beside a state dict."""
-        from ablate.inplace import merge_into
-
-        merge_into(model, pool, members, weights, full_hash)
 
     def predict(self, cases, known, budget) -> np.ndarray:
         return np.asarray([c.merged for c in cases])
