@@ -3,84 +3,51 @@
 How to run:
     ablate sweep                          # all non-empty subsets of the study's units
     ablate sweep --max-size 2 --jobs 2    # pairs and singles, two processes
-    ablate sweep --backend dask-local --workers 2   # on Dask (ablate/distributed.py)
+    ablate sweep --backend dask-local --workers 2   # on Dask (ablate/sweep_dask.py)
     ablate sweep --sample 200 --sizes 2-4 --seed 1  # more than 20 units: a seeded sample
     ablate sweep --mixtures mixtures.txt            # listed mixtures, weights and macro groups allowed
 
 Mixtures are walked in Gray-code order, so each step changes one member of a
 running float32 sum: O(parameters) per mixture instead of O(k · parameters). The
-order is cut into contiguous segments, each scored by one joblib worker with its
-own running sum; workers return rows and this process alone writes them, segment
-by segment, so an interrupted sweep keeps what it finished and a rerun scores only
-what is missing. Which mixtures (size ranges, samples, files) is ablate/mixtures.py;
-a file's weighted and macro mixtures are merged one by one as `score-mixture` does.
+order is cut into contiguous segments, each scored by one worker with its own running
+sum (ablate/sweep_segment.py); workers return rows and this process alone writes them,
+segment by segment, so an interrupted sweep keeps what it finished and a rerun scores
+only what is missing. Where the workers run is a backend, one entry of BACKENDS: `local`
+(joblib processes, here), `dask` and `dask-local` (ablate/sweep_dask.py). Which mixtures
+(size ranges, samples, files) is ablate/mixtures.py; a file's weighted and macro mixtures
+are merged one by one as `score-mixture` does.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
+from typing import Callable, Iterator
 
 from joblib import Parallel, delayed
 
-from ablate import faults
+from ablate.calibrate import refresh
 from ablate.config import StudyConfig
 from ablate.device import gpu_count, leased, worker_devices
 from ablate.errors import UsageError
-from ablate.merge import RunningSum, check_compatible, merge_id
+from ablate.merge import merge_id
 from ablate.mixtures import gray_rank, plan_masks, read_mixtures, score_entries
 from ablate.pool import Pool
 from ablate.progress import bar
-from ablate.score import (attach_cost, existing_rows, load_study, row_id, score_reference_models,
-                          evaluate_rows, write_rows)
+from ablate.score import existing_rows, load_study, row_id, score_reference_models, write_rows
+from ablate.sweep_dask import dask_results
+from ablate.sweep_segment import score_segment, segments
 from ablate.train import normalize_units
 from ablate.units import unit_ids as pool_units
 
 
-def segments(masks: list[int], n: int) -> list[list[int]]:
-    size = max(1, -(-len(masks) // n))
-    return [masks[i:i + size] for i in range(0, len(masks), size)]
-
-
-def score_segment(cfg_dict: dict, pool_root: str, unit_ids: list[str], masks: list[int],
-                  eval_names: list[str] | None, threads: int, device: str | None = None) -> list[dict]:
-    """Worker: one running sum walks its segment on `device` (default cfg's); returns rows (never writes the index)."""
-    import torch
-
-    from ablate.energy import Meter
-    from ablate.model import model_from_config, seed_config
-
-    torch.set_num_threads(threads)
-    cfg = StudyConfig.model_validate(cfg_dict)
-    pool = Pool(pool_root)
-    study = load_study(cfg, pool, eval_names, device)
-    if study.device.type == "cuda":
-        torch.cuda.set_device(study.device)  # autocast and kernels of this worker: its own GPU
-    members = [study.unit_member(u) for u in unit_ids]
-    check_compatible(pool, members, cfg.verify_hash)  # the running sum reads raw tensors
-    model = model_from_config(seed_config(pool, study.seed["model_id"]), study.device)
-    running = RunningSum(pool, members, study.device)
-    rows = []
-    with Meter(cfg.energy) as meter:
-        for mask in masks:
-            chosen = [i for i in range(len(unit_ids)) if mask >> i & 1]
-            mix_members = [members[i] for i in chosen]
-            t0 = time.perf_counter()
-            running.move_to(set(mix_members))
-            running.load_into(model, "running average")  # on a GPU in place: the sum and the model, no third copy
-            merge_s = time.perf_counter() - t0
-            weights = [1.0 / len(chosen)] * len(chosen)
-            rows += evaluate_rows(study, model, method="merged", mixture=[unit_ids[i] for i in chosen],
-                                  weights=weights, model_id=merge_id(mix_members, weights), merge_s=merge_s)
-            faults.point("sweep.mixture")
-    attach_cost(rows, meter.result)
-    return rows
-
-
-def local_results(cfg: StudyConfig, pool: Pool, unit_ids: list[str], segs: list[list[int]],
-                  eval_names: list[str] | None, jobs: int, threads: int):
+def local_results(cfg: StudyConfig, pool: Pool, unit_ids: list[str], masks: list[int],
+                  eval_names: list[str] | None, jobs: int, threads: int) -> Iterator[list[dict]]:
     """Each segment's rows from `jobs` joblib processes, as they finish. With several GPUs, worker i's
     device is cuda:(i % GPUs) (device.worker_devices): a task leases a free one for its run."""
+    # Several segments per worker: finer progress and finer-grained resume.
+    segs = segments(masks, max(1, jobs * 4)) if masks else []
     devices = worker_devices(jobs, gpu_count(), cfg.device)
     args = (cfg.model_dump(mode="json"), str(pool.root), unit_ids)
     run = Parallel(n_jobs=jobs, return_as="generator_unordered")
@@ -94,6 +61,41 @@ def local_results(cfg: StudyConfig, pool: Pool, unit_ids: list[str], segs: list[
         for d in devices:
             slots.put(d)
         yield from run(delayed(leased)(slots, score_segment, *args, seg, eval_names, threads) for seg in segs)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where a sweep's segments run: `results(cfg, pool, unit_ids, masks, eval_names, **options)` yields
+    each finished segment's rows (any order) and run_sweep writes them. `options` names which of
+    run_sweep's settings it takes: jobs, threads (local), scheduler, workers, log (Dask)."""
+
+    results: Callable[..., Iterator[list[dict]]]
+    options: tuple[str, ...]
+
+    def run(self, cfg: StudyConfig, pool: Pool, unit_ids: list[str], masks: list[int],
+            eval_names: list[str] | None, **settings) -> Iterator[list[dict]]:
+        return self.results(cfg, pool, unit_ids, masks, eval_names, **{k: settings[k] for k in self.options})
+
+
+# The sweep backends, by --backend name (mergekit's merge_methods/registry.py).
+BACKENDS: dict[str, Backend] = {
+    "local": Backend(local_results, ("jobs", "threads")),  # joblib processes on this machine
+    "dask": Backend(dask_results, ("scheduler", "log")),  # a running Dask scheduler's workers
+    "dask-local": Backend(dask_results, ("workers", "log")),  # a LocalCluster started here
+}
+
+
+def get(name: str, scheduler: str | None = None, workers: int | None = None) -> Backend:
+    """The backend called `name`, once --scheduler and --workers are checked against it."""
+    if name not in BACKENDS:
+        *others, last = BACKENDS
+        raise UsageError(f"unknown sweep backend {name!r}: use {', '.join(others)} or {last}")
+    backend = BACKENDS[name]
+    if ("scheduler" in backend.options) != bool(scheduler):
+        raise UsageError("--scheduler tcp://HOST:PORT goes with --backend dask (and only with it)")
+    if workers is not None and ("workers" not in backend.options or workers < 1):
+        raise UsageError("--workers N (N >= 1) goes with --backend dask-local")
+    return backend
 
 
 def choose(pool: Pool, unit_ids: list[str] | None, *, max_size: int | None = None, sizes: str | None = None,
@@ -123,14 +125,9 @@ def run_sweep(cfg: StudyConfig, pool: Pool, unit_ids: list[str] | None = None, *
     Which mixtures: all of `unit_ids` (default: the pool's), of sizes `max_size` or `sizes`
     ("A-B"), a seeded `sample` of them, or the `mixtures_file`'s (ablate/mixtures.py).
     backend: "local" (joblib processes, `jobs`), "dask" (a running scheduler at `scheduler`)
-    or "dask-local" (a LocalCluster of `workers` processes); see ablate/distributed.py.
+    or "dask-local" (a LocalCluster of `workers` processes): an entry of BACKENDS.
     """
-    if backend not in ("local", "dask", "dask-local"):
-        raise UsageError(f"unknown sweep backend {backend!r}: use local, dask or dask-local")
-    if (backend == "dask") != bool(scheduler):
-        raise UsageError("--scheduler tcp://HOST:PORT goes with --backend dask (and only with it)")
-    if workers is not None and (backend != "dask-local" or workers < 1):
-        raise UsageError("--workers N (N >= 1) goes with --backend dask-local")
+    runner = get(backend, scheduler, workers)
     unit_ids, masks, entries = choose(pool, unit_ids, max_size=max_size, sizes=sizes, sample=sample, seed=seed,
                                       mixtures_file=mixtures_file)
     study = load_study(cfg, pool, eval_names)
@@ -147,20 +144,13 @@ def run_sweep(cfg: StudyConfig, pool: Pool, unit_ids: list[str] | None = None, *
     todo = [m for m in masks if not is_done(m)]
     jobs = jobs or cfg.sweep_jobs
     t0 = time.perf_counter()
-    # Several segments per worker: finer progress and finer-grained resume.
-    segs = segments(todo, max(1, jobs * 4)) if todo else []
     threads = cfg.train.threads or max(1, (os.cpu_count() or 1) // jobs)  # share the cores, never fight
     scored = 0
     total = len(masks) + len(entries)
     with bar("sweep", total, len(masks) - len(todo), {"mix_min": "-"}) as update:
-        if backend == "local":
-            results = local_results(cfg, pool, unit_ids, segs, eval_names, jobs, threads)
-        else:  # the same segments on Dask workers; rows still come back here to be written
-            from ablate.distributed import dask_results
-
-            results = dask_results(cfg, pool, unit_ids, todo, eval_names, scheduler=scheduler, workers=workers,
-                                   log=log)
-        for rows in results:
+        results = runner.run(cfg, pool, unit_ids, todo, eval_names, jobs=jobs, threads=threads,
+                             scheduler=scheduler, workers=workers, log=log)
+        for rows in results:  # rows come back here to be written, whichever backend scored them
             write_rows(pool, rows)
             n = len({tuple(r["mixture"]) for r in rows})
             scored += n
@@ -171,8 +161,6 @@ def run_sweep(cfg: StudyConfig, pool: Pool, unit_ids: list[str] | None = None, *
     mixtures += [list(e.units) for e in entries]
     ref_rows = score_reference_models(study, mixtures, set() if force else existing_rows(pool, study.precision))
     write_rows(pool, ref_rows)
-    from ablate.calibrate import refresh
-
     refresh(pool, cfg.eval.seq_len, log=lambda *a: None)  # `calibrated` rows beside `merged` ones
     return {"mixtures": total, "scored": scored, "cached": total - len(todo) - n_entries,
             "reference_rows": len(ref_rows), "seconds": time.perf_counter() - t0}
