@@ -20,6 +20,7 @@ import math
 from pathlib import Path
 
 from ablate.index import Index
+from ablate.index_schema import MIN_MIXTURES
 from ablate.pool import Pool, atomic_write_bytes
 
 
@@ -113,8 +114,6 @@ def fidelity_markdown(pool: Pool) -> list[str]:
 
 
 def _raw_fidelity_markdown(pool: Pool) -> list[str]:
-    from ablate.index import MIN_MIXTURES
-
     rows = [r for r in fidelity(pool) if r["proxy"] == "merged"]
     few = [f"n/a: fewer than {MIN_MIXTURES} mixtures with a trained union, too few to rank.", ""]
     lines = ["## Proxy fidelity (merged vs union, multi-unit mixtures)", "",

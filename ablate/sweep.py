@@ -3,28 +3,30 @@
 How to run:
     ablate sweep                          # all non-empty subsets of the study's units
     ablate sweep --max-size 2 --jobs 2    # pairs and singles, two processes
-    ablate sweep --backend dask-local --workers 2   # on Dask (ablate/distributed.py)
+    ablate sweep --backend dask-local --workers 2   # on Dask (ablate/sweep_dask.py)
     ablate sweep --sample 200 --sizes 2-4 --seed 1  # more than 20 units: a seeded sample
     ablate sweep --mixtures mixtures.txt            # listed mixtures, weights and macro groups allowed
 
 Mixtures are walked in Gray-code order, so each step changes one member of a
 running float32 sum: O(parameters) per mixture instead of O(k · parameters). The
-order is cut into contiguous segments, each scored by one joblib worker with its
-own running sum; workers return rows and this process alone writes them, segment
-by segment, so an interrupted sweep keeps what it finished and a rerun scores only
-what is missing. Which mixtures (size ranges, samples, files) is ablate/mixtures.py;
-a file's weighted and macro mixtures are merged one by one as `score-mixture` does.
+order is cut into contiguous segments, each scored by one worker with its own running
+sum (ablate/sweep_segment.py); workers return rows and this process alone writes them,
+segment by segment, so an interrupted sweep keeps what it finished and a rerun scores
+only what is missing. Where the workers run is a backend, one entry of BACKENDS: `local`
+(joblib processes, here), `dask` and `dask-local` (ablate/sweep_dask.py). Which mixtures
+(size ranges, samples, files) is ablate/mixtures.py; a file's weighted and macro mixtures
+are merged one by one as `score-mixture` does.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
+from typing import Callable, Iterator
 
 from joblib import Parallel, delayed
 
-from ablate import faults
-from ablate.batched import ModelStack, choose_slots, study_windows, window_stats
 from ablate.calibrate import refresh
 from ablate.config import StudyConfig
 from ablate.device import gpu_count, leased, worker_devices
@@ -33,73 +35,22 @@ from ablate.merge import RunningSum, check_compatible, merge_id
 from ablate.mixtures import gray_rank, plan_masks, read_mixtures, score_entries
 from ablate.pool import Pool
 from ablate.progress import bar
-from ablate.results import attach_cost, existing_rows, row_id, write_rows
-from ablate.score import score_reference_models, study_row
+from ablate.results import existing_rows, row_id, write_rows
+from ablate.score import score_reference_models
 from ablate.screen import screen_candidates
 from ablate.study import load_study, normalize_units
-from ablate.threads import claim as claim_threads, paused, refresh as refresh_threads
+from ablate.sweep_dask import dask_results
+from ablate.sweep_segment import score_segment, segments
+from ablate.threads import paused
 from ablate.units import unit_ids as pool_units
 
 
-def segments(masks: list[int], n: int) -> list[list[int]]:
-    size = max(1, -(-len(masks) // n))
-    return [masks[i:i + size] for i in range(0, len(masks), size)]
-
-
-def score_segment(cfg_dict: dict, pool_root: str, unit_ids: list[str], masks: list[int],
-                  eval_names: list[str] | None, threads: int, device: str | None = None) -> list[dict]:
-    """Worker: one running sum walks its segment on `device` (default cfg's); returns rows (never writes the index)."""
-    import torch
-
-    from ablate.energy import Meter
-    from ablate.model import count_params, model_from_config, seed_config
-
-    claim_threads(threads)  # this worker's share of the cores (ablate/threads.py), refreshed per pass
-    cfg = StudyConfig.model_validate(cfg_dict)
-    pool = Pool(pool_root)
-    study = load_study(cfg, pool, eval_names, device)
-    if study.device.type == "cuda":
-        torch.cuda.set_device(study.device)  # autocast and kernels of this worker: its own GPU
-    members = [study.unit_member(u) for u in unit_ids]
-    check_compatible(pool, members, cfg.verify_hash)  # the running sum reads raw tensors
-    model = model_from_config(seed_config(pool, study.seed["model_id"]), study.device)
-    running = RunningSum(pool, members, study.device)
-    windows = study_windows(study)  # cut once per worker, not per mixture
-    stack = ModelStack(model, choose_slots(model, cfg.eval.batch_size, cfg.eval.seq_len, cfg.eval.models_per_pass))
-    _, n_nonembed = count_params(model)
-    rows = []
-    with Meter(cfg.energy) as meter:
-        for at in range(0, len(masks), stack.slots):  # consecutive Gray-code mixtures share one pass
-            group = [[i for i in range(len(unit_ids)) if mask >> i & 1] for mask in masks[at:at + stack.slots]]
-            merge_s = []
-            for slot, chosen in enumerate(group):
-                t0 = time.perf_counter()
-                running.move_to({members[i] for i in chosen})
-                stack.load(slot, running)
-                merge_s.append(time.perf_counter() - t0)
-            for n_ev, ev in enumerate(study.evals):
-                t0 = time.perf_counter()
-                nll = stack.window_nll(windows[ev["domain"]], cfg.eval.batch_size, len(group),
-                                       precision=study.precision)
-                eval_s = (time.perf_counter() - t0) / len(group)  # the pass's seconds, shared evenly
-                for slot, chosen in enumerate(group):
-                    mix_members = [members[i] for i in chosen]
-                    weights = [1.0 / len(chosen)] * len(chosen)
-                    rows.append(study_row(study, ev, window_stats(windows[ev["domain"]], nll[slot], eval_s),
-                                          method="merged", mixture=[unit_ids[i] for i in chosen], weights=weights,
-                                         model_id=merge_id(mix_members, weights), n_nonembed=n_nonembed,
-                                         device=study.device, merge_s=merge_s[slot] if n_ev == 0 else 0.0))
-            for _ in group:
-                faults.point("sweep.mixture")
-            refresh_threads()
-    attach_cost(rows, meter.result)
-    return rows
-
-
-def local_results(cfg: StudyConfig, pool: Pool, unit_ids: list[str], segs: list[list[int]],
-                  eval_names: list[str] | None, jobs: int, threads: int):
+def local_results(cfg: StudyConfig, pool: Pool, unit_ids: list[str], masks: list[int],
+                  eval_names: list[str] | None, jobs: int, threads: int) -> Iterator[list[dict]]:
     """Each segment's rows from `jobs` joblib processes, as they finish. With several GPUs, worker i's
     device is cuda:(i % GPUs) (device.worker_devices): a task leases a free one for its run."""
+    # Several segments per worker: finer progress and finer-grained resume.
+    segs = segments(masks, max(1, jobs * 4)) if masks else []
     devices = worker_devices(jobs, gpu_count(), cfg.device)
     args = (cfg.model_dump(mode="json"), str(pool.root), unit_ids)
     run = Parallel(n_jobs=jobs, return_as="generator_unordered")
@@ -113,6 +64,41 @@ def local_results(cfg: StudyConfig, pool: Pool, unit_ids: list[str], segs: list[
         for d in devices:
             slots.put(d)
         yield from run(delayed(leased)(slots, score_segment, *args, seg, eval_names, threads) for seg in segs)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where a sweep's segments run: `results(cfg, pool, unit_ids, masks, eval_names, **options)` yields
+    each finished segment's rows (any order) and run_sweep writes them. `options` names which of
+    run_sweep's settings it takes: jobs, threads (local), scheduler, workers, log (Dask)."""
+
+    results: Callable[..., Iterator[list[dict]]]
+    options: tuple[str, ...]
+
+    def run(self, cfg: StudyConfig, pool: Pool, unit_ids: list[str], masks: list[int],
+            eval_names: list[str] | None, **settings) -> Iterator[list[dict]]:
+        return self.results(cfg, pool, unit_ids, masks, eval_names, **{k: settings[k] for k in self.options})
+
+
+# The sweep backends, by --backend name (mergekit's merge_methods/registry.py).
+BACKENDS: dict[str, Backend] = {
+    "local": Backend(local_results, ("jobs", "threads")),  # joblib processes on this machine
+    "dask": Backend(dask_results, ("scheduler", "log")),  # a running Dask scheduler's workers
+    "dask-local": Backend(dask_results, ("workers", "log")),  # a LocalCluster started here
+}
+
+
+def get(name: str, scheduler: str | None = None, workers: int | None = None) -> Backend:
+    """The backend called `name`, once --scheduler and --workers are checked against it."""
+    if name not in BACKENDS:
+        *others, last = BACKENDS
+        raise UsageError(f"unknown sweep backend {name!r}: use {', '.join(others)} or {last}")
+    backend = BACKENDS[name]
+    if ("scheduler" in backend.options) != bool(scheduler):
+        raise UsageError("--scheduler tcp://HOST:PORT goes with --backend dask (and only with it)")
+    if workers is not None and ("workers" not in backend.options or workers < 1):
+        raise UsageError("--workers N (N >= 1) goes with --backend dask-local")
+    return backend
 
 
 def choose(pool: Pool, unit_ids: list[str] | None, *, max_size: int | None = None, sizes: str | None = None,
@@ -140,15 +126,10 @@ def run_sweep(cfg: StudyConfig, pool: Pool, unit_ids: list[str] | None = None, *
     Which mixtures: all of `unit_ids` (default: the pool's), of sizes `max_size` or `sizes`
     ("A-B"), a seeded `sample` of them, or the `mixtures_file`'s (ablate/mixtures.py).
     backend: "local" (joblib processes, `jobs`), "dask" (a running scheduler at `scheduler`)
-    or "dask-local" (a LocalCluster of `workers` processes); see ablate/distributed.py.
+    or "dask-local" (a LocalCluster of `workers` processes): an entry of BACKENDS.
     `screen`: race the mixtures still to score on growing prefixes (ablate/screen.py), in this process.
     """
-    if backend not in ("local", "dask", "dask-local"):
-        raise UsageError(f"unknown sweep backend {backend!r}: use local, dask or dask-local")
-    if (backend == "dask") != bool(scheduler):
-        raise UsageError("--scheduler tcp://HOST:PORT goes with --backend dask (and only with it)")
-    if workers is not None and (backend != "dask-local" or workers < 1):
-        raise UsageError("--workers N (N >= 1) goes with --backend dask-local")
+    runner = get(backend, scheduler, workers)
     unit_ids, masks, entries = choose(pool, unit_ids, max_size=max_size, sizes=sizes, sample=sample, seed=seed,
                                       mixtures_file=mixtures_file)
     study = load_study(cfg, pool, eval_names)
@@ -171,19 +152,12 @@ def run_sweep(cfg: StudyConfig, pool: Pool, unit_ids: list[str] | None = None, *
             raise UsageError("--screen runs in this process: drop --backend")
         screened = screen_masks(study, unit_ids, members, todo)
         scored, todo = len(todo), []
-    # Several segments per worker: finer progress and finer-grained resume.
-    segs = segments(todo, max(1, jobs * 4)) if todo else []
     threads = cfg.train.threads or max(1, (os.cpu_count() or 1) // jobs)  # share the cores, never fight
     total = len(masks) + len(entries)
     with bar("sweep", total, len(masks) - len(todo), {"mix_min": "-"}) as update, paused():  # workers compute
-        if backend == "local":
-            results = local_results(cfg, pool, unit_ids, segs, eval_names, jobs, threads)
-        else:  # the same segments on Dask workers; rows still come back here to be written
-            from ablate.distributed import dask_results
-
-            results = dask_results(cfg, pool, unit_ids, todo, eval_names, scheduler=scheduler, workers=workers,
-                                   log=log)
-        for rows in results:
+        results = runner.run(cfg, pool, unit_ids, todo, eval_names, jobs=jobs, threads=threads,
+                             scheduler=scheduler, workers=workers, log=log)
+        for rows in results:  # rows come back here to be written, whichever backend scored them
             write_rows(pool, rows)
             n = len({tuple(r["mixture"]) for r in rows})
             scored += n

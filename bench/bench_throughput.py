@@ -57,7 +57,8 @@ def sweep_compare(cfg, pool, study, unit_ids: list[str], n_mix: int, budget: flo
     import torch
 
     from ablate.merge import gray_code_order
-    from ablate.sweep import local_results, score_segment, segments
+    from ablate.sweep import local_results
+    from ablate.sweep_segment import score_segment
 
     cores = os.cpu_count() or 1
     masks = gray_code_order(len(unit_ids))[:n_mix]
@@ -72,7 +73,7 @@ def sweep_compare(cfg, pool, study, unit_ids: list[str], n_mix: int, budget: flo
         got["ours"] = _by_key(score_segment(*args, masks, None, cores), unit_ids)
 
     def ours_jobs():
-        rows = [r for part in local_results(cfg, pool, unit_ids, segments(masks, cores), None, cores, 1) for r in part]
+        rows = [r for part in local_results(cfg, pool, unit_ids, masks, None, cores, 1) for r in part]
         got["ours_jobs"] = _by_key(rows, unit_ids)
 
     times = common.interleave({"reference": reference, "ours": ours, "ours_jobs": ours_jobs}, 3, budget)

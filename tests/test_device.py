@@ -15,7 +15,7 @@ import torch
 
 from ablate import device as dev
 from ablate.config import load_config
-from ablate.distributed import assign_devices
+from ablate.sweep_dask import assign_devices
 from ablate.errors import UsageError
 from ablate.index import Index
 from ablate.inplace import merge_into

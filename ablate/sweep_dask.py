@@ -1,4 +1,4 @@
-"""The sweep on a Dask cluster: Gray-code segments -> futures -> rows back to the driver.
+"""The sweep's Dask backends (`dask`, `dask-local`): Gray-code segments -> futures -> rows back to the driver.
 
 How to run:
     ablate sweep --backend dask-local --workers 2            # a LocalCluster on this machine
@@ -8,9 +8,10 @@ How to run:
 
 The driver cuts the mixtures still to score into contiguous segments of the
 Gray-code order; each segment is one task that keeps its own running sum
-(`sweep.score_segment`) and reads members from the shared pool path. Tasks return
+(`sweep_segment.score_segment`) and reads members from the shared pool path. Tasks return
 rows; only the driver writes them (results file, then index), segment by segment,
 so an interrupted sweep keeps what finished and a rerun scores only what is missing.
+ablate/sweep.py's BACKENDS table names `dask_results` for both backends.
 On each host the workers, in address order, take one GPU each (`assign_devices`; cfg.device).
 
 Worker loss: the scheduler re-runs a lost worker's tasks elsewhere (a nanny also
@@ -29,10 +30,10 @@ from pathlib import Path
 from typing import Iterator
 
 from ablate.config import StudyConfig
+from ablate.device import gpu_count, worker_devices
 from ablate.errors import AblateError, UsageError
 from ablate.pool import Pool
-
-BACKENDS = ("local", "dask", "dask-local")
+from ablate.sweep_segment import score_segment, segments
 
 
 def _cpus() -> int:
@@ -52,8 +53,6 @@ def _score(cfg_dict: dict, pool_root: str, unit_ids: list[str], masks: list[int]
     on the worker's own device (a worker that joined later resolves cfg.device itself)."""
     from distributed import get_worker
 
-    from ablate.sweep import score_segment
-
     worker = get_worker()
     # Several workers (and worker threads) on one host share its cores: divide them.
     threads = threads_by_host.get(_host(worker.address)) or max(1, _cpus() // max(1, worker.state.nthreads))
@@ -64,8 +63,6 @@ def _score(cfg_dict: dict, pool_root: str, unit_ids: list[str], masks: list[int]
 def assign_devices(gpus_by_worker: dict[str, int], spec: str) -> dict[str, str]:
     """{worker address: device}: on each host its workers, in address order, get cuda:(i % that host's
     GPUs) (device.worker_devices), so several workers on a GPU host own one GPU each."""
-    from ablate.device import worker_devices
-
     hosts: dict[str, list[str]] = defaultdict(list)
     for addr in sorted(gpus_by_worker):
         hosts[_host(addr)].append(addr)
@@ -120,6 +117,21 @@ def _threads_by_host(client, info: dict[str, dict]) -> dict[str, int]:
     return {h: max(1, host_cpus[h] // slots[h]) for h in slots}
 
 
+def _plan(client, cfg: StudyConfig, pool: Pool, masks: list[int]) -> tuple[str, list[list[int]], dict, dict]:
+    """(the pool's path as workers see it, segments, threads per host, device per worker) for this cluster."""
+    pool_root = str(Path(pool.root).resolve())  # workers may have another working directory
+    blind = [addr for addr, ok in client.run(_sees_pool, pool_root).items() if not ok]
+    if blind:
+        raise UsageError(f"Dask workers {', '.join(blind[:3])} cannot see the pool at {pool_root}: "
+                         f"the sweep needs a pool path shared by the driver and every worker")
+    info = _workers(client)
+    threads = _threads_by_host(client, info)
+    n_slots = sum(w.get("nthreads", 1) for w in info.values())
+    # Several segments per worker slot: finer load balance, and a lost worker loses less work.
+    segs = segments(masks, max(1, n_slots * 4))
+    return pool_root, segs, threads, assign_devices(client.run(gpu_count), cfg.device)
+
+
 def dask_results(cfg: StudyConfig, pool: Pool, unit_ids: list[str], masks: list[int],
                  eval_names: list[str] | None, *, scheduler: str | None = None, workers: int | None = None,
                  retries: int = 3, client=None, log=print) -> Iterator[list[dict]]:
@@ -131,8 +143,6 @@ def dask_results(cfg: StudyConfig, pool: Pool, unit_ids: list[str], masks: list[
     from distributed import as_completed
     from distributed.scheduler import KilledWorker
 
-    from ablate.sweep import segments
-
     if not masks:
         return
     own = client is None
@@ -140,20 +150,8 @@ def dask_results(cfg: StudyConfig, pool: Pool, unit_ids: list[str], masks: list[
     if own:
         client, cluster = connect(scheduler, workers)
     try:
-        pool_root = str(Path(pool.root).resolve())  # workers may have another working directory
-        blind = [addr for addr, ok in client.run(_sees_pool, pool_root).items() if not ok]
-        if blind:
-            raise UsageError(f"Dask workers {', '.join(blind[:3])} cannot see the pool at {pool_root}: "
-                             f"the sweep needs a pool path shared by the driver and every worker")
-        info = _workers(client)
-        threads = _threads_by_host(client, info)
-        n_slots = sum(w.get("nthreads", 1) for w in info.values())
-        # Several segments per worker slot: finer load balance, and a lost worker loses less work.
-        segs = segments(masks, max(1, n_slots * 4))
+        pool_root, segs, threads, devices = _plan(client, cfg, pool, masks)
         cfg_dict = cfg.model_dump(mode="json")
-        from ablate.device import gpu_count
-
-        devices = assign_devices(client.run(gpu_count), cfg.device)
         run = uuid.uuid4().hex[:8]
         tries = [0] * len(segs)
 

@@ -1,0 +1,168 @@
+"""The shape of ablate/ itself (DESIGN.md "Style"): no import cycle, small modules, short functions.
+
+How to run:
+    .venv/bin/python -m pytest -q tests/test_architecture.py     # a second: ast only, nothing imported
+
+Every module of ablate/ is parsed (never imported) and three rules are checked:
+- No import cycle between ablate modules, counting imports inside functions too: an import
+  inside a function is for start-up time (torch behind the CLI), never to hide a cycle.
+  An edge is what the statement names: `import a.b` and `from a.b import x` depend on a.b;
+  `from a import b` depends on a and, if a.b is a module, on a.b (as /tmp/tools/imports.py counts).
+- No module over MAX_MODULE_LINES lines.
+- No function (methods and nested functions included) over MAX_FUNCTION_LINES lines, from its
+  `def` line to its last line, unless it says why: a comment line starting with `# long:`
+  between its `def` line and its first statement after the docstring, e.g.
+      def run_training(...):
+          \"\"\"...\"\"\"
+          # long: one loop read top to bottom; its steps are already helpers
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "ablate"
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 60
+LONG_MARK = "# long:"
+
+
+def _modules() -> dict[str, Path]:
+    """{dotted module name: file} for every .py under ablate/ (a package is its __init__)."""
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = path
+    return out
+
+
+def _imported(module: str, is_package: bool, node: ast.AST) -> list[str]:
+    """The dotted names an import statement names (not yet filtered to ablate's modules)."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if not isinstance(node, ast.ImportFrom):
+        return []
+    base = node.module or ""
+    if node.level:  # relative: from the module's package (a package's __init__ is its own package)
+        package = module.split(".") if is_package else module.split(".")[:-1]
+        package = package[:len(package) - (node.level - 1)]
+        base = ".".join(package + ([base] if base else []))
+    return [base] + [f"{base}.{alias.name}" for alias in node.names]
+
+
+def import_graph() -> dict[str, set[str]]:
+    """{module: the ablate modules it imports anywhere in its file, functions included}."""
+    modules = _modules()
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            for target in _imported(name, path.name == "__init__.py", node):
+                if target in modules and target != name:
+                    graph[name].add(target)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle (a path a -> ... -> a) per strongly connected group of modules (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    groups: list[set[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = set()
+            while True:
+                w = stack.pop()
+                group.add(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                groups.append(group)
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return [_path_in(graph, group) for group in groups]
+
+
+def _path_in(graph: dict[str, set[str]], group: set[str]) -> list[str]:
+    """A shortest cycle through the group's first module, staying inside the group."""
+    start = min(group)
+    paths = {start: [start]}
+    frontier = [start]
+    while frontier:
+        nxt = []
+        for v in frontier:
+            for w in sorted(graph[v] & group):
+                if w == start:
+                    return paths[v] + [start]
+                if w not in paths:
+                    paths[w] = paths[v] + [w]
+                    nxt.append(w)
+        frontier = nxt
+    return sorted(group)  # unreachable for a strongly connected group
+
+
+def _says_why(lines: list[str], fn: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    body = fn.body
+    first = body[1] if (len(body) > 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                        and isinstance(body[0].value.value, str)) else body[0]
+    return any(line.strip().startswith(LONG_MARK) for line in lines[fn.lineno - 1:first.lineno - 1])
+
+
+def long_functions() -> list[str]:
+    """'module.function: N lines' for every function over the limit that does not say why."""
+    out = []
+    for name, path in _modules().items():
+        text = path.read_text(encoding="utf-8")
+        lines = text.splitlines()
+        for node in ast.walk(ast.parse(text, str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > MAX_FUNCTION_LINES and not _says_why(lines, node):
+                    out.append(f"{name}.{node.name} ({path.name}:{node.lineno}): {n} lines")
+    return sorted(out)
+
+
+def test_no_import_cycle_between_ablate_modules():
+    found = cycles(import_graph())
+    assert not found, "import cycles (imports inside functions included):\n" + "\n".join(
+        " -> ".join(c) for c in found)
+
+
+def test_no_module_over_the_size_limit():
+    big = [f"{name}: {n} lines" for name, path in _modules().items()
+           if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES]
+    assert not big, f"modules over {MAX_MODULE_LINES} lines:\n" + "\n".join(big)
+
+
+def test_no_long_function_without_a_reason():
+    long = long_functions()
+    assert not long, (f"functions over {MAX_FUNCTION_LINES} lines without a `{LONG_MARK} <reason>` comment "
+                      f"before their first statement:\n" + "\n".join(long))
+
+
+def test_the_checks_see_what_they_must():
+    """The rules catch what they are for: a cycle hidden in a function, a relative import, a long function."""
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert cycles(graph) == [["a", "b", "c", "a"]]
+    tree = ast.parse("def f():\n    from . import base\n    from .. import errors\n")
+    names = [t for node in ast.walk(tree) for t in _imported("ablate.proxies.x", False, node)]
+    assert "ablate.proxies.base" in names and "ablate.errors" in names
+    body = "\n".join(f"    x = {i}" for i in range(70))
+    marked, plain = (ast.parse(f'def f():\n    """doc"""\n{c}{body}\n').body[0]
+                     for c in ("    # long: a reason\n", ""))
+    assert _says_why(f'def f():\n    """doc"""\n    # long: a reason\n{body}'.splitlines(), marked)
+    assert not _says_why(f'def f():\n    """doc"""\n{body}'.splitlines(), plain)
