@@ -181,6 +181,23 @@ def default_method(pool: Pool, truth: str) -> str:
     return "calibrated" if have >= max(n_units, 3) else DEFAULT_METHOD["sum"]
 
 
+def _validate(cfg: StudyConfig, pool: Pool, target: str, ranked: list, truth: str, validate: int,
+              validate_weighted: bool, log) -> list[tuple]:
+    """Train the truth that answers the question for the top `validate` candidates (and the best weighted one
+    with `validate_weighted`), then score them on the target; returns their keys."""
+    picks = [(list(c), list(w)) for (c, w), _ in ranked if len(c) > 1][:validate]
+    if validate_weighted and all(is_uniform(w) for _, w in picks):  # also check the best weighted one
+        picks += [(list(c), list(w)) for (c, w), _ in ranked if len(c) > 1 and not is_uniform(w)][:1]
+    validated = []
+    for mix, w in picks:
+        train_member(cfg, pool, mix, budget=truth, weights=None if is_uniform(w) else w, log=log)
+        validated.append((tuple(mix), wkey(w)))
+    study = load_study(cfg, pool, [target])
+    write_rows(pool, score_reference_models(study, [list(v[0]) for v in validated],
+                                              existing_rows(pool, study.precision)))
+    return validated
+
+
 def run_search(cfg: StudyConfig, pool: Pool, target: str, *, max_size: int = 3, grid: list[float] | None = None,
                method: str | None = None, truth: str = DEFAULT_TRUTH, validate: int = 0, top: int = 10,
                validate_weighted: bool = False, max_candidates: int = 2000, beam: int = 4, screen: bool = False,
@@ -208,17 +225,7 @@ def run_search(cfg: StudyConfig, pool: Pool, target: str, *, max_size: int = 3, 
     log(f"search: {method} proxy, {truth!r} ground truth ({QUESTIONS[truth]})")
     dropped = (screening or {}).get("keys", set())
     ranked = sorted(scores.items(), key=lambda kv: (kv[0] in dropped, kv[1]))  # full evaluations first
-    validated = []
-    if validate:  # train the truth that answers the question, weighted winners included
-        picks = [(list(c), list(w)) for (c, w), _ in ranked if len(c) > 1][:validate]
-        if validate_weighted and all(is_uniform(w) for _, w in picks):  # also check the best weighted one
-            picks += [(list(c), list(w)) for (c, w), _ in ranked if len(c) > 1 and not is_uniform(w)][:1]
-        for mix, w in picks:
-            train_member(cfg, pool, mix, budget=truth, weights=None if is_uniform(w) else w, log=log)
-            validated.append((tuple(mix), wkey(w)))
-        study = load_study(cfg, pool, [target])
-        write_rows(pool, score_reference_models(study, [list(v[0]) for v in validated],
-                                                  existing_rows(pool, study.precision)))
+    validated = _validate(cfg, pool, target, ranked, truth, validate, validate_weighted, log) if validate else []
     _, rows = Index(pool).query("SELECT mixture, weights, ppl FROM mixture_perplexity WHERE method = 'union' "
                                 "AND coalesce(replicate, 0) = 0 AND coalesce(budget, 'sum') = ? AND eval_set = ?",
                                 [truth, target])
