@@ -26,7 +26,7 @@ import duckdb
 from ablate import faults
 from ablate.errors import AblateError, UsageError
 from ablate.index_schema import SCHEMA, TABLES, VIEWS
-from ablate.pool import Pool, read_json
+from ablate.pool import Pool, read_json, staged_file
 
 
 def _schema_current(con) -> bool:
@@ -195,22 +195,20 @@ class Index:
             "searches": list(iter_result_rows(self.pool.root / "searches")),
             "screened_perplexity": list(iter_result_rows(self.pool.root / "screened")),
         }
-        tmp = self.pool.index_path.with_name(f".index-{os.getpid()}.duckdb")
-        tmp.unlink(missing_ok=True)
-        con = duckdb.connect(str(tmp))
-        try:
-            self._create(con)
-            for table, rows in tables.items():
-                cols = _columns(table)
-                if rows:
-                    con.executemany(
-                        f"INSERT OR REPLACE INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
-                        [[_sql_value(r.get(c)) for c in cols] for r in rows])
-            con.execute("CHECKPOINT")
-        finally:
-            con.close()
-        faults.point("reindex.swap")
-        os.replace(tmp, self.pool.index_path)
+        with staged_file(self.pool.index_path, self.pool.index_path.with_name(f".index-{os.getpid()}.duckdb")) as tmp:
+            con = duckdb.connect(str(tmp))
+            try:
+                self._create(con)
+                for table, rows in tables.items():
+                    cols = _columns(table)
+                    if rows:
+                        con.executemany(f"INSERT OR REPLACE INTO {table} ({', '.join(cols)}) "
+                                        f"VALUES ({', '.join('?' for _ in cols)})",
+                                        [[_sql_value(r.get(c)) for c in cols] for r in rows])
+                con.execute("CHECKPOINT")
+            finally:
+                con.close()
+            faults.point("reindex.swap")
         Path(str(self.pool.index_path) + ".wal").unlink(missing_ok=True)
         return {table: len(rows) for table, rows in tables.items()}
 
