@@ -26,7 +26,7 @@ from ablate.pool import Pool
 from ablate.results import attach_cost
 from ablate.score import study_row
 from ablate.study import load_study
-from ablate.threads import claim as claim_threads, refresh as refresh_threads
+from ablate.threads import claim as claim_threads, refresh as refresh_threads, release as release_threads
 
 
 def segments(masks: list[int], n: int) -> list[list[int]]:
@@ -40,6 +40,14 @@ def score_segment(cfg_dict: dict, pool_root: str, unit_ids: list[str], masks: li
     """Worker: one running sum walks its segment on `device` (default cfg's); returns rows (never writes the index).
     Consecutive mixtures are evaluated `slots` at a time in one pass (ablate/batched.py)."""
     claim_threads(threads)  # this worker's share of the cores (ablate/threads.py), refreshed per pass
+    try:
+        return _score_segment(cfg_dict, pool_root, unit_ids, masks, eval_names, device)
+    finally:
+        release_threads()  # an idle pool worker is not a job: the others take its cores
+
+
+def _score_segment(cfg_dict: dict, pool_root: str, unit_ids: list[str], masks: list[int],
+                   eval_names: list[str] | None, device: str | None) -> list[dict]:
     cfg = StudyConfig.model_validate(cfg_dict)
     pool = Pool(pool_root)
     study = load_study(cfg, pool, eval_names, device)

@@ -78,10 +78,11 @@ def share(cores: int | None = None) -> int:
 
 
 def claim(fixed: int | None = None) -> int:
-    """Register this process as a torch job and set its threads by the rule above; returns them."""
+    """Register this process as a torch job and set its threads by the rule above; returns them.
+    A fixed count stays until release(): a sweep worker's share is not undone by the load_study it calls."""
     import torch
 
-    _state["fixed"] = fixed
+    _state["fixed"] = fixed or _state["fixed"]
     if _state["path"] is None:
         pid = os.getpid()
         path = registry() / f"{pid}-{_start_time(pid) or ''}.job"
@@ -107,16 +108,18 @@ def refresh() -> None:
 @contextmanager
 def paused():
     """Not a torch job for a while (a sweep's parent waiting on its workers): do not count meanwhile."""
-    was = _state["path"] is not None
+    was, fixed = _state["path"] is not None, _state["fixed"]
     release()
     try:
         yield
     finally:
         if was:
-            claim(_state["fixed"])
+            claim(fixed)
 
 
 def release() -> None:
+    """Not a torch job any more (a pool worker going idle between tasks, the end of a job)."""
     if _state["path"] is not None:
         _state["path"].unlink(missing_ok=True)
         _state["path"] = None
+    _state["fixed"] = None

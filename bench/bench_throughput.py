@@ -201,6 +201,7 @@ def main(argv=None) -> dict:
     p = common.base_parser(__doc__)
     p.add_argument("--mixtures", type=int, default=48, help="Gray-code mixtures timed in the sweep comparison")
     p.add_argument("--fidelity", nargs="*", default=[], help="study configs with trained pools to screen-search")
+    p.add_argument("--no-screen", action="store_true", help="skip part 3 (screening)")
     p.add_argument("--screen-units", type=int, default=6, help="units of the bench study's screened sweep (8: 255 "
                                                                  "mixtures, ~7 min on 2 cores; 6: 63)")
     args = p.parse_args(argv)
@@ -211,7 +212,8 @@ def main(argv=None) -> dict:
               "sweep": sweep_compare(cfg, pool, study, unit_ids, n_mix, args.budget),
               "gemm": gemm_share(study)}
     with tempfile.TemporaryDirectory(prefix="ablate-bench-screen-") as tmp:
-        result["screen"] = [screen_bench_study(cfg, pool, unit_ids[:args.screen_units], Path(tmp))]
+        result["screen"] = [] if args.no_screen else [
+            screen_bench_study(cfg, pool, unit_ids[:args.screen_units], Path(tmp))]
         for config in args.fidelity:
             result["screen"].append(screen_fidelity_study(config, Path(tmp)))
     common.emit(result, args.out)
