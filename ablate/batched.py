@@ -29,10 +29,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.func import functional_call, vmap
 
 from ablate.device import precision_context
 from ablate.evaluate import windows as window_spans
-from ablate.model import check_fit
+from ablate.model import check_fit, count_params, model_from_config, seed_config
 from ablate.threads import refresh as refresh_threads
 
 # Logits per chunk, over all slots: M x tokens x vocab floats stay near the cache, not in RAM.
@@ -87,6 +88,16 @@ def study_windows(study) -> dict[str, EvalWindows]:
     seq_len = study.cfg.eval.seq_len
     return {ev["domain"]: EvalWindows.build(study.eval_tokens[ev["domain"]], study.byte_len, seq_len,
                                             name=f"eval set {ev['domain']}") for ev in study.evals}
+
+
+def study_stack(study) -> tuple["ModelStack", dict[str, EvalWindows], int]:
+    """What a batched evaluation of a loaded study needs, built once: the stack (slots by
+    `eval.models_per_pass` or choose_slots), every eval set's windows, and the non-embedding
+    parameter count the rows' FLOPs use."""
+    cfg = study.cfg
+    model = model_from_config(seed_config(study.pool, study.seed["model_id"]), study.device)
+    stack = ModelStack(model, choose_slots(model, cfg.eval.batch_size, cfg.eval.seq_len, cfg.eval.models_per_pass))
+    return stack, study_windows(study), count_params(model)[1]
 
 
 def window_stats(windows: EvalWindows, nll: np.ndarray, eval_s: float, stop: int | None = None) -> dict:
@@ -214,8 +225,6 @@ class ModelStack:
 
     def _fused(self, params: dict, ids: torch.Tensor) -> torch.Tensor:
         """[M, b] window NLL: the body under vmap, then head + log-softmax in token chunks."""
-        from torch.func import functional_call, vmap
-
         body, prefix, w_name, b_name = self._head
         body_params = {n[len(prefix):]: t for n, t in params.items() if n.startswith(prefix)}
         hidden = vmap(lambda p: functional_call(body, p, (ids,), {"use_cache": False}).last_hidden_state)(
@@ -239,8 +248,6 @@ class ModelStack:
 
     def _plain(self, params: dict, ids: torch.Tensor) -> torch.Tensor:
         """[M, b] window NLL from the model's own logits (any head), under vmap."""
-        from torch.func import functional_call, vmap
-
         def one(p):
             logits = functional_call(self.model, p, (ids,), {"use_cache": False}).logits[:, :-1].float()
             return -torch.log_softmax(logits, -1).gather(2, ids[:, 1:, None]).squeeze(2).sum(1)

@@ -13,6 +13,15 @@ from __future__ import annotations
 
 import hashlib
 
+# The columns of a measured row (results.Row), shared by the full and the screened table.
+ROW_COLUMNS = """
+        row_id VARCHAR PRIMARY KEY, mixture VARCHAR[], weights DOUBLE[], k INTEGER,
+        uniform BOOLEAN, method VARCHAR, eval_set VARCHAR, eval_sha256 VARCHAR,
+        n_tokens BIGINT, n_bytes BIGINT, nll_sum DOUBLE, ppl DOUBLE, bits_per_byte DOUBLE,
+        eval_s DOUBLE, merge_s DOUBLE, energy_kwh DOUBLE, co2_kg DOUBLE, energy_method VARCHAR,
+        flops DOUBLE, model_id VARCHAR, seed_id VARCHAR, device VARCHAR, replicate INTEGER, spec VARCHAR,
+        budget VARCHAR, eval_precision VARCHAR, created_at TIMESTAMP"""
+
 TABLES = {
     "units": """
         unit_id VARCHAR PRIMARY KEY, kind VARCHAR, domain VARCHAR, shard INTEGER,
@@ -25,23 +34,11 @@ TABLES = {
         energy_kwh DOUBLE, co2_kg DOUBLE, energy_method VARCHAR, energy_assumptions JSON,
         flops DOUBLE, flops_convention VARCHAR, device VARCHAR, config JSON, versions JSON,
         budget VARCHAR, budget_tokens BIGINT, weights DOUBLE[], draw JSON, created_at TIMESTAMP""",
-    "mixture_perplexity": """
-        row_id VARCHAR PRIMARY KEY, mixture VARCHAR[], weights DOUBLE[], k INTEGER,
-        uniform BOOLEAN, method VARCHAR, eval_set VARCHAR, eval_sha256 VARCHAR,
-        n_tokens BIGINT, n_bytes BIGINT, nll_sum DOUBLE, ppl DOUBLE, bits_per_byte DOUBLE,
-        eval_s DOUBLE, merge_s DOUBLE, energy_kwh DOUBLE, co2_kg DOUBLE, energy_method VARCHAR,
-        flops DOUBLE, model_id VARCHAR, seed_id VARCHAR, device VARCHAR, replicate INTEGER, spec VARCHAR,
-        budget VARCHAR, eval_precision VARCHAR, created_at TIMESTAMP""",
+    "mixture_perplexity": ROW_COLUMNS,
     # `--screen` (ablate/screen.py): candidates dropped on a prefix of an eval set; n_tokens is what the
     # prefix held. Apart from mixture_perplexity, so no view, fit or verdict meets a partial evaluation.
-    "screened_perplexity": """
-        row_id VARCHAR PRIMARY KEY, mixture VARCHAR[], weights DOUBLE[], k INTEGER,
-        uniform BOOLEAN, method VARCHAR, eval_set VARCHAR, eval_sha256 VARCHAR,
-        n_tokens BIGINT, n_bytes BIGINT, nll_sum DOUBLE, ppl DOUBLE, bits_per_byte DOUBLE,
-        eval_s DOUBLE, merge_s DOUBLE, energy_kwh DOUBLE, co2_kg DOUBLE, energy_method VARCHAR,
-        flops DOUBLE, model_id VARCHAR, seed_id VARCHAR, device VARCHAR, replicate INTEGER, spec VARCHAR,
-        budget VARCHAR, eval_precision VARCHAR, screened BOOLEAN, screen_id VARCHAR, screen_round INTEGER,
-        screen_windows INTEGER, full_windows INTEGER, confidence DOUBLE, leader_gap DOUBLE, created_at TIMESTAMP""",
+    "screened_perplexity": ROW_COLUMNS + """, screened BOOLEAN, screen_id VARCHAR, screen_round INTEGER,
+        screen_windows INTEGER, full_windows INTEGER, confidence DOUBLE, leader_gap DOUBLE""",
     "searches": """
         row_id VARCHAR PRIMARY KEY, search_id VARCHAR, target VARCHAR, method VARCHAR, budget VARCHAR, rank INTEGER,
         mixture VARCHAR[], weights DOUBLE[], proxy_ppl DOUBLE, union_ppl DOUBLE, union_rank INTEGER,

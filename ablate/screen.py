@@ -33,6 +33,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
+from ablate.batched import study_stack, window_stats
+from ablate.energy import Meter
+from ablate.results import attach_cost, write_rows
+from ablate.score import study_row
+
 MIN_WINDOWS = 2  # a t-interval needs a spread
 
 
@@ -102,7 +107,7 @@ def race(n_cands: int, n_windows: int, evaluate, *, first: int, growth: int, con
     return result
 
 
-def screen_eval_set(study, stack, windows, cands: list, load, *, log=None) -> tuple[Race, np.ndarray]:
+def screen_eval_set(study, stack, windows, cands: list, load) -> tuple[Race, np.ndarray]:
     """Race `cands` on one eval set's windows. `load(slot, cand)` puts a candidate's weights in a slot;
     candidates are evaluated `stack.slots` at a time in the order given (Gray order keeps loads cheap).
     Returns the race and each candidate's evaluation seconds."""
@@ -138,21 +143,12 @@ def new_screen_id() -> str:
     return f"screen-{uuid.uuid4().hex[:10]}"
 
 
-def screen_candidates(study, cands: list[dict], load, *, method: str = "merged", label: str = "screen") -> dict:
+def screen_candidates(study, cands: list[dict], load, *, method: str = "merged") -> dict:
     """Screened evaluation of `cands` (dicts: mixture, weights, model_id) on every eval set of `study`:
     finalists' rows to mixture_perplexity, dropped ones' to screened_perplexity, all priced by one meter.
     `load(stack, slot, cand)` puts a candidate's weights in a slot. Returns rows and token counts."""
-    from ablate.batched import ModelStack, choose_slots, study_windows, window_stats
-    from ablate.energy import Meter
-    from ablate.model import count_params, model_from_config, seed_config
-    from ablate.results import attach_cost, write_rows
-    from ablate.score import study_row
-
     cfg, pool = study.cfg, study.pool
-    model = model_from_config(seed_config(pool, study.seed["model_id"]), study.device)
-    stack = ModelStack(model, choose_slots(model, cfg.eval.batch_size, cfg.eval.seq_len, cfg.eval.models_per_pass))
-    windows = study_windows(study)
-    _, n_nonembed = count_params(model)
+    stack, windows, n_nonembed = study_stack(study)
     screen_id, full, dropped = new_screen_id(), [], []
     used = whole = 0
     with Meter(cfg.energy) as meter:

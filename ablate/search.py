@@ -136,7 +136,7 @@ def _screen(study, cands, method: str, screen: dict) -> dict[tuple, str]:
                                            device=study.device))
 
     if todo:
-        out = screen_candidates(study, todo, load, method=method, label=f"screened search {ev['domain']}")
+        out = screen_candidates(study, todo, load, method=method)
         for r in out["screened_rows"]:
             screen.setdefault("prefix_ppl", {})[r["model_id"]] = r["ppl"]
             screen.setdefault("keys", set()).add((tuple(r["mixture"]), wkey(r["weights"])))

@@ -193,4 +193,4 @@ def screen_masks(study, unit_ids: list[str], members: list[str], masks: list[int
         running.move_to(cand["members"])
         stack.load(slot, running)
 
-    return screen_candidates(study, cands, load, label="screened sweep")
+    return screen_candidates(study, cands, load)

@@ -17,16 +17,15 @@ import time
 import torch
 
 from ablate import faults
-from ablate.batched import ModelStack, choose_slots, study_windows, window_stats
+from ablate.batched import ModelStack, study_stack, window_stats
 from ablate.config import StudyConfig
 from ablate.energy import Meter
 from ablate.merge import RunningSum, check_compatible, merge_id
-from ablate.model import count_params, model_from_config, seed_config
 from ablate.pool import Pool
 from ablate.results import attach_cost
 from ablate.score import study_row
 from ablate.study import load_study
-from ablate.threads import claim as claim_threads, refresh as refresh_threads, release as release_threads
+from ablate.threads import claim as claim_threads, release as release_threads
 
 
 def segments(masks: list[int], n: int) -> list[list[int]]:
@@ -55,11 +54,8 @@ def _score_segment(cfg_dict: dict, pool_root: str, unit_ids: list[str], masks: l
         torch.cuda.set_device(study.device)  # autocast and kernels of this worker: its own GPU
     members = [study.unit_member(u) for u in unit_ids]
     check_compatible(pool, members, cfg.verify_hash)  # the running sum reads raw tensors
-    model = model_from_config(seed_config(pool, study.seed["model_id"]), study.device)
     running = RunningSum(pool, members, study.device)
-    windows = study_windows(study)  # cut once per worker, not per mixture
-    stack = ModelStack(model, choose_slots(model, cfg.eval.batch_size, cfg.eval.seq_len, cfg.eval.models_per_pass))
-    _, n_nonembed = count_params(model)
+    stack, windows, n_nonembed = study_stack(study)  # windows cut once per worker, not per mixture
     rows = []
     with Meter(cfg.energy) as meter:
         for at in range(0, len(masks), stack.slots):  # consecutive Gray-code mixtures share one pass
@@ -80,7 +76,6 @@ def _score_segment(cfg_dict: dict, pool_root: str, unit_ids: list[str], masks: l
                                           merge_s=merge_s[slot] if n_ev == 0 else 0.0))
             for _ in group:
                 faults.point("sweep.mixture")
-            refresh_threads()
     attach_cost(rows, meter.result)
     return rows
 

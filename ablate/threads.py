@@ -11,9 +11,10 @@ The rule, first that applies:
   3. otherwise the cores this process may run on (its CPU affinity, so cgroup/cpuset limits count),
      divided by the ablate jobs running now on this machine, at least 1.
 Jobs register as files in a per-user folder (pid + start time, so a dead job whose pid was reused
-does not count); a job re-reads the folder every few seconds in its loops, so when a second job
-starts the first drops to its share instead of both fighting over every core (measured on 2 cores:
-two 2-thread jobs run 4-10x slower than two 1-thread jobs).
+does not count); evaluation and sweep loops re-read the folder every few seconds (refresh), so when a
+second job starts they drop to their share instead of both fighting over every core (measured on 2
+cores: two 2-thread jobs run 4-10x slower than two 1-thread jobs). A training run takes its share when
+it starts and keeps it: changing threads mid-run could change its floats and its bit-identical resume.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
+
+from ablate.pool import pid_alive
 
 REFRESH_S = 5.0
 _state = {"path": None, "fixed": None, "checked": 0.0, "threads": None}
@@ -55,22 +58,12 @@ def live_jobs() -> int:
     n = 0
     for entry in registry().glob("*.job"):
         pid_s, _, started = entry.stem.partition("-")
-        alive = pid_s.isdigit() and _alive(int(pid_s)) and (not started or _start_time(int(pid_s)) in (None, started))
+        alive = pid_s.isdigit() and pid_alive(int(pid_s)) and (not started or _start_time(int(pid_s)) in (None, started))
         if alive:
             n += 1
         else:
             entry.unlink(missing_ok=True)
     return n
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def share(cores: int | None = None) -> int:
