@@ -73,6 +73,15 @@ class EvalWindows:
     def __len__(self) -> int:
         return len(self.n_pred)
 
+    def shuffled(self, seed: int = 0) -> "EvalWindows":
+        """The full windows in a fixed random order (the ragged tail stays last): any prefix of it is a
+        random sample of the set, which screening's interval assumes; a file's first pages are not."""
+        n_full = self.full.size(0)
+        keep = shuffle_order(n_full, len(self), seed)
+        order = keep[:n_full]
+        return EvalWindows(self.name, self.full[torch.from_numpy(order)], self.tail, self.n_pred[keep],
+                           self.n_bytes[keep])
+
     def batches(self, batch_size: int, start: int = 0, stop: int | None = None):
         """(first window index, [b, T] ids) over windows start..stop, full ones batch_size at a time."""
         stop = len(self) if stop is None else min(stop, len(self))
@@ -81,6 +90,11 @@ class EvalWindows:
             yield i, self.full[i:min(i + batch_size, stop, n_full)]
         if self.tail is not None and start <= n_full < stop:
             yield n_full, self.tail
+
+
+def shuffle_order(n_full: int, n_windows: int, seed: int = 0) -> np.ndarray:
+    """Window indices in screening's order: the full windows permuted by `seed`, the tail last."""
+    return np.concatenate([np.random.default_rng(seed).permutation(n_full), np.arange(n_full, n_windows)])
 
 
 def study_windows(study) -> dict[str, EvalWindows]:

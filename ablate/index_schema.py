@@ -131,6 +131,13 @@ VIEWS = {
                any_value(c.units_flops + p.n * c.eval_flops) AS sim_flops
         FROM p LEFT JOIN cu ON cu.budget = p.budget, c
         GROUP BY p.budget, p.eval_set, p.n ORDER BY p.budget DESC, p.eval_set, p.n""",
+    # What a screened run spent on the candidates it dropped (their rows are not in mixture_perplexity,
+    # so ablation_cost does not see them): per screen and eval set, tokens, seconds and energy.
+    "screening_cost": """
+        SELECT screen_id, eval_set, count(*) AS dropped, sum(n_tokens) AS dropped_tokens,
+               sum(eval_s + coalesce(merge_s, 0)) AS dropped_s, sum(energy_kwh) AS dropped_kwh,
+               sum(flops) AS dropped_flops, any_value(energy_method) AS energy_method, min(created_at) AS created_at
+        FROM screened_perplexity GROUP BY screen_id, eval_set ORDER BY created_at, eval_set""",
     "ablation_cost": """
         WITH unit_cost AS (
             SELECT model_id, units, kind, wall_s, energy_kwh, co2_kg, flops,

@@ -5,22 +5,29 @@ How to run:
     ablate search --target quotes --screen
     ablate sweep --screen --set eval.screen_confidence=0.99 --set eval.screen_tokens=4096
 
-Round 0 evaluates every candidate on the first `eval.screen_tokens` tokens of the eval set (the
-same windows for all: the comparison is paired), each later round on `eval.screen_growth` times
-more, the last on the whole set. After each round the survivors are ranked by their NLL over the
-prefix; a candidate is dropped when its per-window gap to the `eval.screen_keep`-th best (1: the
-leader) is significantly above zero: the one-sided Student-t lower bound of the mean paired gap is
-> 0, at `eval.screen_confidence` for the whole race (Bonferroni over rounds x candidates), so the
-best candidate is dropped with probability at most 1 - confidence. A round evaluates only the windows that are new to it (per-
-window sums are kept), so a dropped candidate costs the prefix it reached. The survivors of the
-last round have evaluated everything: they get ordinary `mixture_perplexity` rows. A dropped
-candidate gets a `screened_perplexity` row (its prefix's tokens, round, gap): no fidelity view,
-fit or verdict reads that table unless you query it. A prefix longer than the eval set is one
-round over everything, i.e. the unscreened sweep.
+Each eval set's windows are raced in one fixed shuffled order (EvalWindows.shuffled), the same for
+every candidate (the comparison is paired), so any prefix is a random sample of the set. Round 0
+evaluates every candidate on the first `eval.screen_tokens` tokens of that order, each later round
+on `eval.screen_growth` times more, the last on the whole set. After each round the survivors are
+ranked by their NLL over the prefix; a candidate is dropped when it is significantly worse than
+each of the `eval.screen_keep` best so far: for each of them, the one-sided Student-t lower bound of
+the mean paired per-window gap is > 0, with the finite-population correction (what decides the
+ranking is the whole set's mean; a prefix of half the set leaves less to chance than a sample of
+an infinite one), at `eval.screen_confidence` for the whole race (Bonferroni over rounds x
+candidates). A true top-`keep` candidate is then dropped with probability at most 1 - confidence.
+A round evaluates only the windows that are new to it (per-window sums are kept), so a dropped
+candidate costs the prefix it reached. The survivors of the last round have evaluated everything:
+they get ordinary `mixture_perplexity` rows (the same sums as an unscreened run). A dropped
+candidate gets a `screened_perplexity` row (its prefix's tokens, round, gap): no fidelity view, fit
+or verdict reads that table unless you query it. A prefix longer than the eval set is one round
+over everything, i.e. the unscreened sweep.
 
-Windows are not independent samples (neighbouring text is alike), so the t-bound is optimistic;
-`screen_keep` (default 3) keeps the top three racing to the end so a near-tie is never decided on
-a prefix. Cached full rows are not re-raced: screening applies to what is still to evaluate.
+Limits: windows of one text are not independent (neighbouring windows are alike), so even shuffled
+the t-bound is somewhat optimistic; `screen_keep` (default 3) keeps the top three racing to the end
+so a near-tie is never decided on a prefix. Screening cannot save more than candidates / keep, and
+on small eval sets (tens of windows) the first round is already a large share: it pays with many
+candidates and long eval sets. Cached full rows are not re-raced: screening applies to what is
+still to evaluate.
 """
 
 from __future__ import annotations
@@ -39,14 +46,22 @@ from ablate.results import attach_cost, write_rows
 from ablate.score import study_row
 
 MIN_WINDOWS = 2  # a t-interval needs a spread
+WINDOW_ORDER_SEED = 0  # one fixed shuffle: a screened run is reproducible
 
 
-def drops(gaps: np.ndarray, confidence: float) -> tuple[bool, float]:
-    """(significantly worse?, mean gap) for a candidate's per-window NLL gaps to the reference."""
+def drops(gaps: np.ndarray, confidence: float, population: int | None = None) -> tuple[bool, float]:
+    """(significantly worse?, mean gap) for a candidate's per-window NLL gaps to a reference.
+
+    `population`: the windows of the whole eval set, when `gaps` are a random sample of them. What
+    decides the ranking is the mean gap over the whole set, so the interval shrinks by the finite
+    population correction sqrt((N - n) / (N - 1)): half the set seen leaves ~0.7 of the spread
+    uncertain, all of it none."""
     n, mean = gaps.size, float(gaps.mean())
     if n < MIN_WINDOWS:
         return False, mean
-    sd = float(gaps.std(ddof=1))
+    fpc = math.sqrt(max(0.0, (population - n) / (population - 1))) if population and population > n else \
+        (0.0 if population else 1.0)
+    sd = float(gaps.std(ddof=1)) * fpc
     if sd == 0.0:
         return mean > 0.0, mean
     return mean - stats.t.ppf(confidence, n - 1) * sd / math.sqrt(n) > 0.0, mean
@@ -67,6 +82,11 @@ class Race:
         return [int(i) for i in np.flatnonzero(self.dropped_in < 0)]
 
 
+def first_windows(tokens: int, seq_len: int) -> int:
+    """Round 0's windows: `eval.screen_tokens` worth, and at least the two a t-interval needs."""
+    return max(MIN_WINDOWS, -(-tokens // seq_len))
+
+
 def prefixes(n_windows: int, first: int, growth: int) -> list[int]:
     """Each round's prefix in windows: first, first x growth, ... , then the whole set."""
     out, p = [], max(1, first)
@@ -85,11 +105,12 @@ def race(n_cands: int, n_windows: int, evaluate, *, first: int, growth: int, con
                   np.full(n_cands, -1), np.full(n_cands, np.nan))
     alive, start = list(range(n_cands)), 0
     rounds = prefixes(n_windows, first, growth)
-    # Bonferroni over every test the race may make (rounds x candidates): the leader is the luckiest of
-    # many and each candidate is tested once per round, so a per-test level would drop a tie far more
-    # often than 1 - confidence. This way the best candidate survives with probability >= confidence
-    # (windows as independent samples).
-    level = 1.0 - (1.0 - confidence) / max(1, (len(rounds) - 1) * max(1, n_cands - keep))
+    # Bonferroni: a true top-`keep` candidate is dropped only when a test against a truly-no-better one
+    # fires, and which candidates serve as references is decided by the data, so the bound is a union
+    # over every candidate it may meet, in every round: (rounds - 1) x (candidates - 1) tests. Each true
+    # top candidate then survives with probability >= confidence (windows drawn at random: the caller
+    # races a shuffled order, see EvalWindows.shuffled).
+    level = 1.0 - (1.0 - confidence) / max(1, (len(rounds) - 1) * max(1, n_cands - 1))
     for rnd, stop in enumerate(rounds):
         result.rounds.append(stop)
         result.nll[alive, start:stop] = evaluate(alive, start, stop)
@@ -98,11 +119,13 @@ def race(n_cands: int, n_windows: int, evaluate, *, first: int, growth: int, con
         if stop == n_windows:
             break
         ranked = sorted(alive, key=lambda c: result.nll[c, :stop].sum())
-        ref = ranked[min(keep, len(ranked)) - 1]
+        refs = ranked[:keep]
         for c in ranked[keep:]:
-            worse, mean_gap = drops(result.nll[c, :stop] - result.nll[ref, :stop], level)
-            if worse:
-                result.dropped_in[c], result.gap[c] = rnd, mean_gap
+            # dropped only when significantly worse than each of the `keep` best so far: if c were truly in
+            # the top `keep`, one of them would be truly no better than c, and that test a false alarm
+            tests = [drops(result.nll[c, :stop] - result.nll[r, :stop], level, n_windows) for r in refs]
+            if all(worse for worse, _ in tests):
+                result.dropped_in[c], result.gap[c] = rnd, tests[-1][1]
         alive = [c for c in alive if result.dropped_in[c] < 0]
     return result
 
@@ -126,8 +149,8 @@ def screen_eval_set(study, stack, windows, cands: list, load) -> tuple[Race, np.
             seconds[group] += (time.perf_counter() - t0) / len(group)
         return out
 
-    first = max(1, -(-ev.screen_tokens // ev.seq_len))
-    result = race(len(cands), len(windows), evaluate, first=first, growth=ev.screen_growth,
+    result = race(len(cands), len(windows), evaluate, first=first_windows(ev.screen_tokens, ev.seq_len),
+                  growth=ev.screen_growth,
                   confidence=ev.screen_confidence, keep=ev.screen_keep)
     return result, seconds
 
@@ -153,7 +176,7 @@ def screen_candidates(study, cands: list[dict], load, *, method: str = "merged")
     used = whole = 0
     with Meter(cfg.energy) as meter:
         for ev in study.evals:
-            w = windows[ev["domain"]]
+            w = windows[ev["domain"]].shuffled(WINDOW_ORDER_SEED)  # prefixes = random samples
             result, seconds = screen_eval_set(study, stack, w, cands, lambda slot, c: load(stack, slot, c))
             for c, cand in enumerate(cands):
                 stop = int(result.reached[c])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from ablate.index import Index
 from ablate.screen import drops, prefixes, race
@@ -65,6 +66,39 @@ def test_drops_needs_two_windows_and_a_significant_gap():
     assert not drops(np.array([1.0, -1.0, 1.2, -0.9]), 0.95)[0]
 
 
+def test_finite_population_correction_shrinks_the_interval_as_the_set_is_used_up():
+    gaps = np.array([1.0, -0.5] * 4)  # mean 0.25, a wide spread
+    assert not drops(gaps, 0.95)[0] and not drops(gaps, 0.95, population=1000)[0]
+    assert drops(gaps, 0.95, population=9)[0]  # 8 of 9 windows seen: little is left to chance
+
+
+def test_a_lucky_noisy_candidate_does_not_get_a_true_top_k_dropped():
+    """keep = 2; truly X < Y < Z. Z is lucky and noisy on the first windows, so it ranks first there,
+    and Y is clearly worse than X. Dropping Y needs it to be significantly worse than Z too, which it is
+    not: Y reaches the end and the top 2 are right (the rule before compared Y with X alone)."""
+    n, rng = 256, np.random.default_rng(0)
+    difficulty = rng.normal(100.0, 20.0, n)
+    swing = np.where(np.arange(n) % 2 == 0, 3.0, -3.0)
+    z = np.where(np.arange(n) < 16, -0.6, 0.9) + swing  # mean -0.6 on the first round, 0.81 overall
+    table = np.array([difficulty + rng.normal(0.0, 0.1, n), difficulty + 0.5 + rng.normal(0.0, 0.1, n),
+                      difficulty + z])
+    result, _ = _race(table, first=16, keep=2)
+    assert 1 in result.finalists
+    assert sorted(result.finalists, key=lambda c: table[c].sum())[:2] == [0, 1]
+
+
+def test_shuffled_windows_are_a_fixed_permutation_with_the_tail_last():
+    from ablate.batched import EvalWindows
+
+    tokens = np.arange(1000) % 97
+    w = EvalWindows.build(tokens, np.ones(97, dtype=np.int64), seq_len=64)
+    s, again = w.shuffled(0), w.shuffled(0)
+    assert torch.equal(s.full, again.full) and not torch.equal(s.full, w.full)
+    assert sorted(map(tuple, s.full.tolist())) == sorted(map(tuple, w.full.tolist()))
+    assert torch.equal(s.tail, w.tail) and s.n_pred[-1] == w.n_pred[-1] < 63
+    assert s.n_pred.sum() == w.n_pred.sum() and s.n_bytes.sum() == w.n_bytes.sum()
+
+
 def test_screened_sweep_rows_tables_and_top3(study_copy):
     """On the tiny study: the screened sweep's full rows are the full sweep's rows for the same mixtures, its
     top 3 per eval set (finalists) equal the full sweep's, and dropped ones only land in screened_perplexity."""
@@ -83,6 +117,8 @@ def test_screened_sweep_rows_tables_and_top3(study_copy):
     assert all(flag and w < fw and n < n_full[e] for _, e, n, flag, w, fw in screened)
     assert not {(tuple(m), e) for m, e, *_ in screened} & {(tuple(m), e) for m, e, *_ in full}
     _, view = idx.query("SELECT count(*) FROM mixture_vs_union")  # views read full rows only
+    _, cost = idx.query("SELECT sum(dropped), sum(dropped_tokens), sum(dropped_kwh) FROM screening_cost")
+    assert cost[0][0] == len(screened) and cost[0][1] == sum(n for _, _, n, *_ in screened) and cost[0][2] > 0
     screened_top = {e: sorted((p, tuple(m)) for m, ee, _, p in full if ee == e)[:3] for e in n_full}
     run_sweep(cfg, pool, units, jobs=1, force=True, **quiet)  # the full sweep, every mixture
     _, every = idx.query("SELECT mixture, eval_set, ppl FROM mixture_perplexity WHERE method = 'merged'")
