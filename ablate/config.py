@@ -141,8 +141,8 @@ class EvalConfig(_Strict):
     # `--screen` (ablate/screen.py): each round evaluates every surviving candidate on a longer prefix of
     # the eval set and drops those whose paired gap to the leader is significantly worse at this level
     screen_confidence: float = Field(0.95, gt=0.0, lt=1.0)
-    screen_tokens: int = Field(2048, ge=1)  # first round's prefix; each later round x screen_growth
-    screen_growth: int = Field(4, ge=2)
+    screen_tokens: int = Field(1024, ge=1)  # first round's prefix (>= 2 windows); each later round x screen_growth
+    screen_growth: int = Field(2, ge=2)  # 1024 x 2: chosen leaving each study out (bench/bench_screen.py)
     screen_keep: int = Field(3, ge=1)  # the top `screen_keep` always race to the full set
 
 

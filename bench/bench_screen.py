@@ -15,7 +15,8 @@ How to run:
    many eval tokens did it take (full / screened)?
 3. Leave one study out: a setting is chosen on the other studies (the largest geometric-mean saving among
    the settings that kept the top 3 on every eval set and shuffle there) and reported on the held-out one.
-   The shipped default (config `eval.screen_*`) is reported on every study as well.
+   The shipped default (config `eval.screen_*`) is reported on every eval set as well, shuffled and in file
+   order (a prefix of the file rather than a sample of it).
 
 Replaying on the full table gives the same decisions as `sweep --screen` (the race sees the same
 per-window sums); tests/test_screen.py runs the real screened sweep end to end.
@@ -85,6 +86,7 @@ def with_large_evals(cfg, work: Path):
     files = {"quotes-large": Path(cfg.corpus.path) / "quotes.jsonl",
              "manpages-large": common.ROOT / "data" / "fidelity-corpus" / "manpages.jsonl"}
     eval_sets = {}
+    work.mkdir(parents=True, exist_ok=True)
     for name, src in files.items():
         if src.exists():
             dst = work / f"{name}.jsonl"
@@ -114,8 +116,9 @@ def _tail_documents(src: Path, dst: Path, max_bytes: int) -> None:
 
 # -- 2. replaying the race ---------------------------------------------------------------------------------
 def replay(nll, n_pred, *, tokens: int, growth: int, seq_len: int, confidence: float, keep: int,
-           seed: int) -> tuple[bool, float]:
-    """(the same top 3 as the full table?, eval tokens full / screened) of one screened race."""
+           seed: int | None) -> tuple[bool, float]:
+    """(the same top 3 as the full table?, eval tokens full / screened) of one screened race; seed None:
+    in file order (what screening did before it shuffled)."""
     import numpy as np
 
     from ablate.batched import shuffle_order
@@ -123,7 +126,7 @@ def replay(nll, n_pred, *, tokens: int, growth: int, seq_len: int, confidence: f
 
     n_cands, n_windows = nll.shape
     n_full = n_windows - (1 if n_pred[-1] < seq_len - 1 else 0)
-    order = shuffle_order(n_full, n_windows, seed)
+    order = shuffle_order(n_full, n_windows, seed) if seed is not None else np.arange(n_windows)
     table, pred = nll[:, order], n_pred[order]
     result = race(n_cands, n_windows, lambda idx, a, b: table[idx, a:b], first=first_windows(tokens, seq_len),
                   growth=growth, confidence=confidence, keep=keep)
@@ -134,13 +137,14 @@ def replay(nll, n_pred, *, tokens: int, growth: int, seq_len: int, confidence: f
     return got_top == full_top, n_cands * int(pred.sum()) / used
 
 
-def score_setting(tables: dict, setting: tuple[int, int], seeds: int, seq_len: dict, ev_cfg) -> dict:
+def score_setting(tables: dict, setting: tuple[int, int], seeds: int, seq_len: dict, ev_cfg,
+                  shuffled: bool = True) -> dict:
     """Per study: share of (eval set, shuffle) races with the same top 3, geometric-mean saving."""
     out = {}
     for study, sets in tables.items():
         runs = [replay(nll, pred, tokens=setting[0], growth=setting[1], seq_len=seq_len[study],
                        confidence=ev_cfg.screen_confidence, keep=ev_cfg.screen_keep, seed=s)
-                for nll, pred in sets.values() for s in range(seeds)]
+                for nll, pred in sets.values() for s in (range(seeds) if shuffled else [None])]
         out[study] = {"same_top3": sum(a for a, _ in runs) / len(runs),
                       "saving": math.exp(sum(math.log(b) for _, b in runs) / len(runs)),
                       "races": len(runs)}
@@ -152,6 +156,8 @@ def leave_one_out(scores: dict) -> dict:
     """For each study: the setting chosen on the others, and how it did on the held-out study."""
     studies = sorted(next(iter(scores.values())))
     out = {}
+    if len(studies) < 2:
+        return out  # nothing to choose on
     for held in studies:
         safe = [s for s, per in scores.items() if all(per[o]["same_top3"] == 1.0 for o in studies if o != held)]
         pool = safe or list(scores)
@@ -165,23 +171,24 @@ def _geo(xs) -> float:
 
 
 def main(argv=None) -> dict:
-    from ablate.config import load_config
+    from ablate.config import EvalConfig, load_config
 
     p = common.base_parser(__doc__)
     p.add_argument("--studies", nargs="*", default=[], help="more study configs with trained pools")
-    p.add_argument("--seeds", type=int, default=10, help="window shuffles per eval set")
+    p.add_argument("--seeds", type=int, default=10, help="window shuffles per eval set (--quick: 2)")
     p.add_argument("--no-large-eval", action="store_true", help="the bench study's own eval sets only")
     p.add_argument("--no-bench-study", action="store_true", help="only the --studies")
     p.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "ablate-bench-screen"))
     args = p.parse_args(argv)
+    args.seeds = 2 if args.quick else args.seeds
     cache = Path(args.cache)
     cfgs = [] if args.no_bench_study else [common.open_study(args)[0]]
-    if cfgs and not args.no_large_eval:
+    if cfgs and not args.no_large_eval and not args.quick:
         cfgs = [with_large_evals(cfgs[0], cache / "bench-large-evals")]
     cfgs += [load_config(Path(c), None) for c in args.studies]
     tables = {c.name: window_table(c, cache) for c in cfgs}
     seq_len = {c.name: c.eval.seq_len for c in cfgs}
-    ev_cfg = cfgs[0].eval
+    ev_cfg = EvalConfig()  # the shipped defaults (a study's config file may pin older ones)
     grid = list(itertools.product(GRID_TOKENS, GRID_GROWTH))
     scores = {s: score_setting(tables, s, args.seeds, seq_len, ev_cfg) for s in grid}
     default = (ev_cfg.screen_tokens, ev_cfg.screen_growth)
@@ -193,18 +200,21 @@ def main(argv=None) -> dict:
                               "eval_sets": {e: int(v[0].shape[1]) for e, v in t.items()}} for n, t in tables.items()},
               "default_scores": scores[default],
               "per_eval_set_default": per_eval_set(tables, default, seq_len, ev_cfg, args.seeds),
+              # the default replayed in file order: what a prefix of the file (not a sample) does
+              "per_eval_set_file_order": per_eval_set(tables, default, seq_len, ev_cfg, 1, shuffled=False),
               "leave_one_out": {k: {**v, "chosen": list(v["chosen"])} for k, v in leave_one_out(scores).items()},
               "grid": {f"{t}x{g}": per for (t, g), per in scores.items()}}
     common.emit(result, args.out)
     return result
 
 
-def per_eval_set(tables: dict, setting: tuple[int, int], seq_len: dict, ev_cfg, seeds: int) -> dict:
+def per_eval_set(tables: dict, setting: tuple[int, int], seq_len: dict, ev_cfg, seeds: int,
+                 shuffled: bool = True) -> dict:
     """The default's same-top-3 share and saving per (study, eval set): where screening pays and where not."""
     out = {}
     for study, sets in tables.items():
         for name, (nll, pred) in sets.items():
-            sub = score_setting({study: {name: (nll, pred)}}, setting, seeds, seq_len, ev_cfg)[study]
+            sub = score_setting({study: {name: (nll, pred)}}, setting, seeds, seq_len, ev_cfg, shuffled)[study]
             out[f"{study}/{name}"] = {**sub, "windows": int(nll.shape[1]), "mixtures": int(nll.shape[0])}
     return out
 

@@ -96,6 +96,7 @@ def table(b: dict) -> list[str]:
     rows.append("| 7 | GPU | - | - | - | only if a device is lent | skipped: none lent to this task |")
     rows += device_rows(b.get("device", {}))
     rows += throughput_rows(b.get("throughput", {}))
+    rows += screen_rows(b.get("screen", {}))
     for name, r in b.items():
         if "error" in r:
             rows.append(f"| - | {name} | - | - | - | - | **failed: {r['error']}** |")
@@ -123,6 +124,25 @@ def throughput_rows(t: dict) -> list[str]:
                    f"{len(sc['same_top3'])} eval sets; eval tokens full / screened | {sc['eval_tokens_screened']:,} | "
                    f"{sc['eval_tokens_full']:,} | {sc['token_ratio']:.1f} | same top 3, >= 10x | "
                    f"{_met(sc['all_same_top3'] and sc['token_ratio'] >= 10)} |")
+    return out
+
+
+def screen_rows(s: dict) -> list[str]:
+    """Benchmark 10: screening replayed on full per-window tables; settings chosen leaving the study out."""
+    if "leave_one_out" not in s:
+        return []
+    out = []
+    for study, r in s["leave_one_out"].items():
+        info = s["studies"][study]
+        out.append(f"| 10 | screened vs full, {study} ({info['mixtures']} mixtures, {len(info['eval_sets'])} eval sets, "
+                   f"{s['seeds']} window shuffles; setting chosen on the other studies: {r['chosen'][0]} tokens x "
+                   f"{r['chosen'][1]}): same top 3 in {r['same_top3']:.0%} of races; eval tokens full / screened | "
+                   f"- | - | {r['saving']:.1f} | same top 3, >= 10x | {_met(r['same_top3'] == 1 and r['saving'] >= 10)} |")
+    for name, r in s.get("per_eval_set_default", {}).items():
+        if r["windows"] >= 200:  # the eval sets long enough for screening to show what it does
+            out.append(f"| 10 | the default on one long eval set, {name} ({r['mixtures']} mixtures, {r['windows']} "
+                       f"windows): same top 3 in {r['same_top3']:.0%} of races; eval tokens full / screened | - | - | "
+                       f"{r['saving']:.1f} | same top 3, >= 10x | {_met(r['same_top3'] == 1 and r['saving'] >= 10)} |")
     return out
 
 

@@ -43,6 +43,7 @@ BENCHES = [
     ("sweep", "bench_sweep.py", 0.45, 420),
     ("scaling", "bench_scaling.py", 0.6, 300),
     ("throughput", "bench_throughput.py", 0.5, 600),
+    ("screen", "bench_screen.py", None, 1800),  # builds the 255-mixture per-window tables once (cached)
 ]
 
 
@@ -164,6 +165,9 @@ def summary_line(name: str, r: dict) -> str:
         return (f"sweep {r['sweep']['ratio_ours']:.2f}x (jobs: {r['sweep']['ratio_ours_jobs']:.2f}x), "
                 f"eval {r['gemm']['share_of_1024_peak']:.0%} of GEMM peak, screen "
                 + ", ".join(f"{s['token_ratio']:.1f}x" for s in r["screen"]))
+    if name == "screen":
+        per = r["leave_one_out"] or r["default_scores"]
+        return "savings " + ", ".join(f"{k} {v['saving']:.1f}x (top 3 kept {v['same_top3']:.0%})" for k, v in per.items())
     if name == "scaling":
         return f"n={r['rows'][-1]['n']} token ratio {r['rows'][-1]['token_ratio']:.0f}x" if r["rows"] else "-"
     return "done"

@@ -31,11 +31,12 @@ def bench_study(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", ["bench_train", "bench_eval", "bench_mixture", "bench_sweep", "bench_memory",
-                                  "bench_scaling", "bench_device", "bench_throughput"])
+                                  "bench_scaling", "bench_device", "bench_throughput", "bench_screen"])
 def test_bench_module_runs_quick(bench_study, tmp_path, name):
     module = importlib.import_module(name)
     out = tmp_path / f"{name}.json"
-    result = module.main(["--quick", "--study", str(bench_study), "--out", str(out)])
+    extra = ["--cache", str(tmp_path / "cache")] if name == "bench_screen" else []
+    result = module.main(["--quick", "--study", str(bench_study), "--out", str(out), *extra])
     assert out.exists() and result["benchmark"] == name.removeprefix("bench_")
     if name == "bench_eval":
         assert result["ppl_identical_1e-4"] and result["ours_equals_before_bitwise"]
@@ -45,6 +46,8 @@ def test_bench_module_runs_quick(bench_study, tmp_path, name):
         assert result["flat"]
     if name == "bench_throughput":
         assert result["sweep"]["max_rel_diff_nll"] <= 1e-6 and result["screen"][0]["eval_tokens_screened"] > 0
+    if name == "bench_screen":  # one study: nothing is left out, the default is replayed on every eval set
+        assert all(0.0 <= r["same_top3"] <= 1.0 and r["saving"] >= 1.0 for r in result["per_eval_set_default"].values())
 
 
 def test_render_writes_a_table(tmp_path):
