@@ -24,8 +24,9 @@ import math
 import common
 
 
-def forward_flops(config, windows: list[tuple[int, int]]) -> float:
-    """Matmul FLOPs of one forward pass over these windows (2 per multiply-add)."""
+def forward_flops(config, windows: list[tuple[int, int]], attention_scores: bool = True) -> float:
+    """Matmul FLOPs of one forward pass over these windows (2 per multiply-add); attention_scores=False:
+    only the projections and the LM head (the GEMMs; QK^T and AV run inside the attention kernel)."""
     d, layers, inter, vocab = config.hidden_size, config.num_hidden_layers, config.intermediate_size, config.vocab_size
     hd = getattr(config, "head_dim", None) or d // config.num_attention_heads
     q, kv = config.num_attention_heads * hd, config.num_key_value_heads * hd
@@ -33,7 +34,7 @@ def forward_flops(config, windows: list[tuple[int, int]]) -> float:
     total = 0.0
     for a, b in windows:
         t = b - a
-        attention = layers * 2 * 2 * q * (t * (t + 1) / 2)  # QK^T and AV, causal: t(t+1)/2 pairs
+        attention = layers * 2 * 2 * q * (t * (t + 1) / 2) * attention_scores  # QK^T and AV, causal
         total += per_token * t + attention + 2 * d * vocab * (t - 1)
     return total
 

@@ -118,10 +118,32 @@ def gemm_share(study) -> dict:
     a, b = torch.randn(rows, d), torch.randn(d, v)
     head_peak = 2 * rows * d * v / min(common.timed(torch.mm, a, b)[0] for _ in range(7))
     best_m = max(out, key=out.get)
-    return {"gflops": {k: v / 1e9 for k, v in out.items()}, "best": best_m,
+    stack = ModelStack(stack.model, int(best_m[2:]))
+    for slot in range(stack.slots):
+        stack.load(slot, running)
+    split = time_split(stack, win, cfg.eval.batch_size, stack.slots * forward_flops(config, spans, False))
+    return {"gflops": {k: v / 1e9 for k, v in out.items()}, "best": best_m, "time_split": split,
             "peak_1024_gflops": common.matmul_peak_flops() / 1e9, "peak_head_shape_gflops": head_peak / 1e9,
             "share_of_1024_peak": out[best_m] / common.matmul_peak_flops(),
             "threads": torch.get_num_threads(), "eval_set": ev["domain"], "tokens": int(tokens.size)}
+
+
+GEMM_OPS = {"aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm"}
+
+
+def time_split(stack, win, batch_size: int, gemm_flops: float) -> dict:
+    """Where one pass's time goes (torch.profiler, self CPU time): the GEMMs (projections, LM head) and
+    their own GFLOP/s, and the biggest of the rest (log-softmax, attention, elementwise ops)."""
+    from torch.profiler import profile
+
+    stack.window_nll(win, batch_size)
+    with profile() as prof:
+        stack.window_nll(win, batch_size)
+    ops = {e.key: e.self_cpu_time_total / 1e6 for e in prof.key_averages()}
+    total, gemm = sum(ops.values()), sum(v for k, v in ops.items() if k in GEMM_OPS)
+    rest = sorted(((v / total, k) for k, v in ops.items() if k not in GEMM_OPS), reverse=True)[:5]
+    return {"gemm_share_of_time": gemm / total, "gemm_gflops": gemm_flops / gemm / 1e9,
+            "largest_other_ops": {k: round(v, 3) for v, k in rest}}
 
 
 def _units(pool):

@@ -119,6 +119,12 @@ def throughput_rows(t: dict) -> list[str]:
            + f") vs GEMM peak at {g['threads']} thread(s) (1024^3; LM-head shape {g['peak_head_shape_gflops']:.1f}) | "
            f"{max(g['gflops'].values()):.1f} | {g['peak_1024_gflops']:.1f} | {g['share_of_1024_peak']:.2f} | >= 0.70 | "
            f"{_met(g['share_of_1024_peak'] >= 0.7)} |"]
+    if "time_split" in g:  # the measured reason: GEMMs near peak, the rest is not FLOP-bound
+        ts = g["time_split"]
+        out.append(f"| 9 | of one pass ({g['best']}): GEMMs' share of the time, their own GFLOP/s; the rest: "
+                   + ", ".join(f"{k.removeprefix('aten::')} {v:.0%}" for k, v in ts["largest_other_ops"].items())
+                   + f" | {ts['gemm_gflops']:.1f} | {g['peak_1024_gflops']:.1f} | "
+                   f"{ts['gemm_gflops'] / g['peak_1024_gflops']:.2f} | (why) | GEMMs {ts['gemm_share_of_time']:.0%} of the time |")
     for sc in t.get("screen", []):
         out.append(f"| 9 | screened vs full: {sc['study']}, same top 3 on {sum(sc['same_top3'].values())}/"
                    f"{len(sc['same_top3'])} eval sets; eval tokens full / screened | {sc['eval_tokens_screened']:,} | "
