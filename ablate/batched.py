@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, vmap
 
 from ablate.device import precision_context
-from ablate.evaluate import windows as window_spans
+from ablate.evaluate import nll_stats, windows as window_spans
 from ablate.model import check_fit, count_params, model_from_config, seed_config
 from ablate.threads import refresh as refresh_threads
 
@@ -117,9 +117,8 @@ def study_stack(study) -> tuple["ModelStack", dict[str, EvalWindows], int]:
 def window_stats(windows: EvalWindows, nll: np.ndarray, eval_s: float, stop: int | None = None) -> dict:
     """evaluate_tokens' dict from one model's per-window NLL over windows 0..stop (all by default)."""
     stop = len(windows) if stop is None else stop
-    total, n_pred, n_bytes = float(nll[:stop].sum()), int(windows.n_pred[:stop].sum()), int(windows.n_bytes[:stop].sum())
-    return {"nll_sum": total, "n_tokens": n_pred, "n_bytes": n_bytes, "ppl": math.exp(total / n_pred),
-            "bits_per_byte": total / math.log(2) / max(1, n_bytes), "eval_s": eval_s}
+    return nll_stats(float(nll[:stop].sum()), int(windows.n_pred[:stop].sum()), int(windows.n_bytes[:stop].sum()),
+                     eval_s)
 
 
 def free_memory_bytes(device: torch.device) -> int:

@@ -139,7 +139,8 @@ class EvalConfig(_Strict):
     # memory allows up to 8 on a GPU, 1 on a CPU (measured: on CPU the fused loss is the win, not M)
     models_per_pass: Optional[int] = Field(None, ge=1, le=64)
     # `--screen` (ablate/screen.py): each round evaluates every surviving candidate on a longer prefix of
-    # the eval set and drops those whose paired gap to the leader is significantly worse at this level
+    # the eval set's shuffled windows and drops those significantly worse than each of the
+    # `screen_keep` best, at this level for the whole race
     screen_confidence: float = Field(0.95, gt=0.0, lt=1.0)
     screen_tokens: int = Field(1024, ge=1)  # first round's prefix (>= 2 windows); each later round x screen_growth
     screen_growth: int = Field(2, ge=2)  # 1024 x 2: chosen leaving each study out (bench/bench_screen.py)

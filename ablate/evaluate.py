@@ -87,8 +87,10 @@ def evaluate_tokens(model, tokens: np.ndarray, byte_lengths: np.ndarray, *, seq_
         n_bytes += int(byte_lengths[batch[:, 1:]].sum())
     total = float(nll)  # one sync at the end, not per batch
     model.train(was_training)
-    return {
-        "nll_sum": total, "n_tokens": n_pred, "n_bytes": n_bytes,
-        "ppl": math.exp(total / n_pred), "bits_per_byte": total / math.log(2) / max(1, n_bytes),
-        "eval_s": time.perf_counter() - t0,
-    }
+    return nll_stats(total, n_pred, n_bytes, time.perf_counter() - t0)
+
+
+def nll_stats(total: float, n_pred: int, n_bytes: int, eval_s: float) -> dict:
+    """An evaluation's dict (every row's perplexity numbers) from its Σ NLL, predicted tokens and bytes."""
+    return {"nll_sum": total, "n_tokens": n_pred, "n_bytes": n_bytes, "ppl": math.exp(total / n_pred),
+            "bits_per_byte": total / math.log(2) / max(1, n_bytes), "eval_s": eval_s}

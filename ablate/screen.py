@@ -59,8 +59,7 @@ def drops(gaps: np.ndarray, confidence: float, population: int | None = None) ->
     n, mean = gaps.size, float(gaps.mean())
     if n < MIN_WINDOWS:
         return False, mean
-    fpc = math.sqrt(max(0.0, (population - n) / (population - 1))) if population and population > n else \
-        (0.0 if population else 1.0)
+    fpc = math.sqrt(max(0, population - n) / max(1, population - 1)) if population else 1.0
     sd = float(gaps.std(ddof=1)) * fpc
     if sd == 0.0:
         return mean > 0.0, mean
@@ -150,8 +149,7 @@ def screen_eval_set(study, stack, windows, cands: list, load) -> tuple[Race, np.
         return out
 
     result = race(len(cands), len(windows), evaluate, first=first_windows(ev.screen_tokens, ev.seq_len),
-                  growth=ev.screen_growth,
-                  confidence=ev.screen_confidence, keep=ev.screen_keep)
+                  growth=ev.screen_growth, confidence=ev.screen_confidence, keep=ev.screen_keep)
     return result, seconds
 
 
