@@ -23,7 +23,6 @@ restarts the worker); a task that keeps killing workers comes back as
 from __future__ import annotations
 
 import logging
-import os
 import uuid
 from collections import defaultdict
 from pathlib import Path
@@ -34,13 +33,7 @@ from ablate.device import gpu_count, worker_devices
 from ablate.errors import AblateError, UsageError
 from ablate.pool import Pool
 from ablate.sweep_segment import score_segment, segments
-
-
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))  # what this process may use, not the whole host
-    except AttributeError:
-        return os.cpu_count() or 1
+from ablate.threads import machine_cores  # what a process may use (affinity), not the whole host
 
 
 def _host(address: str) -> str:
@@ -55,7 +48,7 @@ def _score(cfg_dict: dict, pool_root: str, unit_ids: list[str], masks: list[int]
 
     worker = get_worker()
     # Several workers (and worker threads) on one host share its cores: divide them.
-    threads = threads_by_host.get(_host(worker.address)) or max(1, _cpus() // max(1, worker.state.nthreads))
+    threads = threads_by_host.get(_host(worker.address)) or max(1, machine_cores() // max(1, worker.state.nthreads))
     return score_segment(cfg_dict, pool_root, unit_ids, masks, eval_names, threads,
                          device=(devices or {}).get(worker.address))
 
@@ -89,7 +82,7 @@ def connect(scheduler: str | None, workers: int | None):
             raise AblateError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
         client.wait_for_workers(1, timeout=120)
         return client, None
-    n = workers or _cpus()
+    n = workers or machine_cores()
     # One thread per worker process: torch parallelism inside a task is set per host
     # below, and processes (not threads) keep the GIL out of the merge loop.
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
@@ -109,7 +102,7 @@ def _workers(client) -> dict[str, dict]:
 
 
 def _threads_by_host(client, info: dict[str, dict]) -> dict[str, int]:
-    cpus = client.run(_cpus)
+    cpus = client.run(machine_cores)
     slots, host_cpus = defaultdict(int), {}
     for addr, w in info.items():
         slots[_host(addr)] += w.get("nthreads", 1)
