@@ -7,9 +7,9 @@ How to run:
 
 Members are k random perturbations of one random Llama with SmolLM2-135M's shape (hidden 576,
 30 layers, 9 heads / 3 KV heads, intermediate 1536, vocab 49152, tied: 134.5M parameters,
-538 MB as float32), saved by ablate.model.save_weights with sidecars and the seed's config in
+538 MB as float32), saved by ablate.models.model.save_weights with sidecars and the seed's config in
 a minimal pool in a temp dir. Each (k, path) runs in a fresh subprocess, through ablate's code:
-  score   ablate.inplace.merged_model (model_from_config, then merge_into: the members
+  score   ablate.scoring.inplace.merged_model (model_from_config, then merge_into: the members
           streamed into its parameters) on the device: what `score-mixture` / `export-mixture` build
   sweep   a sweep worker: its model, then RunningSum(device).move_to(k members) -> load_into
   before_score / before_sweep (with --before DIR): the same through the older package in DIR
@@ -46,8 +46,8 @@ def build_pool(root: Path, n: int, arch: dict) -> dict:
     import torch
     from transformers import LlamaConfig
 
-    from ablate.model import model_from_config, save_weights, unique_state
-    from ablate.pool import Pool, atomic_write_json
+    from ablate.models.model import model_from_config, save_weights, unique_state
+    from ablate.store.pool import Pool, atomic_write_json
 
     t0 = time.perf_counter()
     pool = Pool(root / "pool")
@@ -92,9 +92,9 @@ def child(pool_root: str, k: int, how: str, device: str, before: str | None = No
     from transformers import LlamaConfig
 
     import ablate
-    from ablate.merge import RunningSum, merge_members
-    from ablate.model import load_state, model_from_config, seed_config
-    from ablate.pool import Pool
+    from ablate.scoring.merge import RunningSum, merge_members
+    from ablate.models.model import load_state, model_from_config, seed_config
+    from ablate.store.pool import Pool
 
     assert Path(ablate.__file__).resolve().is_relative_to(Path(before or common.ROOT).resolve()), ablate.__file__
     on = {} if before else {"device": device}  # the older API has no device
@@ -109,7 +109,7 @@ def child(pool_root: str, k: int, how: str, device: str, before: str | None = No
     t0 = time.perf_counter()
     kept = None
     if how == "score":  # score-mixture now: the merged model alone
-        from ablate.inplace import merged_model
+        from ablate.scoring.inplace import merged_model
 
         model = merged_model(pool, "seed-bench", ids, full_hash=False, device=device)
     elif how == "before_score":  # score-mixture before: the state dict stayed beside the model

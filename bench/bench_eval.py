@@ -1,4 +1,4 @@
-"""Benchmark 2: evaluation throughput of `ablate.evaluate.evaluate_tokens` vs the loops a user writes.
+"""Benchmark 2: evaluation throughput of `ablate.scoring.evaluate.evaluate_tokens` vs the loops a user writes.
 
 How to run:
     .venv/bin/python bench/bench_eval.py [--quick] [--study DIR] [--out FILE]
@@ -44,7 +44,7 @@ def user_loop(model, tokens, seq_len: int, batch: int) -> dict:
     import numpy as np
     import torch
 
-    from ablate.evaluate import windows
+    from ablate.scoring.evaluate import windows
 
     spans = windows(int(tokens.size), seq_len)
     nll, n = 0.0, 0
@@ -67,7 +67,7 @@ def before_change(model, tokens, seq_len: int, batch_size: int) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from ablate.evaluate import _batches, windows
+    from ablate.scoring.evaluate import _batches, windows
 
     nll = torch.zeros((), dtype=torch.float64)
     n = 0
@@ -95,8 +95,8 @@ def main(argv=None) -> dict:
     args = common.base_parser(__doc__).parse_args(argv)
     import torch
 
-    from ablate.evaluate import evaluate_tokens, windows
-    from ablate.model import count_params, load_member
+    from ablate.scoring.evaluate import evaluate_tokens, windows
+    from ablate.models.model import count_params, load_member
 
     cfg, pool, study = common.open_study(args)
     model = load_member(pool, study.unit_member(common.unit_ids(cfg)[0]))

@@ -4,7 +4,7 @@ How to run:
     .venv/bin/python bench/bench_memory.py [--quick] [--out FILE]
 
 Members are random-init Llama weights (hidden 512, 6 layers, vocab 4096: 21M parameters,
-84 MB as float32) saved with ablate.model.save_weights into a minimal pool in a temp dir.
+84 MB as float32) saved with ablate.models.model.save_weights into a minimal pool in a temp dir.
 Each k runs `merge_members` in a fresh subprocess and reports its peak RSS
 (resource.getrusage ru_maxrss) minus the RSS the same process had after its imports
 (that constant is reported too; /proc VmHWM gives the same delta, as a cross-check).
@@ -34,8 +34,8 @@ def build_pool(root: Path, n: int, arch: dict) -> tuple[list[str], int]:
     import torch
     from transformers import LlamaConfig
 
-    from ablate.model import model_from_config, save_weights, unique_state
-    from ablate.pool import Pool, atomic_write_json
+    from ablate.models.model import model_from_config, save_weights, unique_state
+    from ablate.store.pool import Pool, atomic_write_json
 
     pool = Pool(root / "pool")
     config = LlamaConfig(num_key_value_heads=arch["num_attention_heads"], tie_word_embeddings=True,
@@ -71,8 +71,8 @@ def child(pool_root: str, k: int, how: str) -> None:
     so main() keeps its own process small: no torch there until every child has run."""
     import torch  # noqa: F401  (counted in the baseline, as in a real run)
 
-    from ablate.merge import RunningSum, merge_members
-    from ablate.pool import Pool
+    from ablate.scoring.merge import RunningSum, merge_members
+    from ablate.store.pool import Pool
 
     pool = Pool(pool_root)
     ids = [f"unit-mem{i:02d}" for i in range(k)]

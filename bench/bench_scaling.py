@@ -38,7 +38,7 @@ def fit(x: list[float], y: list[float]) -> dict:
 
 def main(argv=None) -> dict:
     args = common.base_parser(__doc__).parse_args(argv)
-    from ablate.train import train_member
+    from ablate.train.loop import train_member
 
     cfg, pool, study = common.open_study(args)
     units = common.unit_ids(cfg)

@@ -9,7 +9,7 @@ How to run:
    computes. It is cached in --cache by the members' and eval sets' content (a study's table is built once).
    The bench study gets two large eval files beside its 8 kB ones (`--no-large-eval` to skip): 200 kB of
    quotes from its corpus and 200 kB of man pages from data/fidelity-corpus when that exists.
-2. `ablate.screen.race` — the code `sweep --screen` runs — is replayed on those tables, in the shuffled
+2. `ablate.scoring.screen.race` — the code `sweep --screen` runs — is replayed on those tables, in the shuffled
    window order screening uses (batched.shuffle_order), for each setting of a grid (first round's tokens,
    growth) and each of --seeds shuffles: does the top 3 of the finalists equal the full top 3, and how
    many eval tokens did it take (full / screened)?
@@ -45,11 +45,11 @@ def window_table(cfg, cache: Path, log=print) -> dict:
     """{eval set: (nll [mixtures, windows] float64, predicted tokens per window)} of every uniform mixture."""
     import numpy as np
 
-    from ablate.batched import study_stack
-    from ablate.merge import RunningSum, gray_code_order
-    from ablate.pool import Pool
-    from ablate.study import load_study
-    from ablate.units import unit_ids
+    from ablate.scoring.batched import study_stack
+    from ablate.scoring.merge import RunningSum, gray_code_order
+    from ablate.store.pool import Pool
+    from ablate.train.study import load_study
+    from ablate.data.units import unit_ids
 
     pool = Pool(cfg.pool)
     study = load_study(cfg, pool)
@@ -79,9 +79,9 @@ def window_table(cfg, cache: Path, log=print) -> dict:
 def with_large_evals(cfg, work: Path):
     """A hard-linked copy of the bench pool with two ~200 kB eval files added (the 8 kB ones are tens of
     windows: too short for screening to show what it does on a real eval set)."""
-    from ablate.corpus import study_corpus
-    from ablate.pool import Pool
-    from ablate.units import split_units
+    from ablate.data.corpus import study_corpus
+    from ablate.store.pool import Pool
+    from ablate.data.units import split_units
 
     files = {"quotes-large": Path(cfg.corpus.path) / "quotes.jsonl",
              "manpages-large": common.ROOT / "data" / "fidelity-corpus" / "manpages.jsonl"}
@@ -121,8 +121,8 @@ def replay(nll, n_pred, *, tokens: int, growth: int, seq_len: int, confidence: f
     in file order (what screening did before it shuffled)."""
     import numpy as np
 
-    from ablate.batched import shuffle_order
-    from ablate.screen import first_windows, race
+    from ablate.scoring.batched import shuffle_order
+    from ablate.scoring.screen import first_windows, race
 
     n_cands, n_windows = nll.shape
     n_full = n_windows - (1 if n_pred[-1] < seq_len - 1 else 0)
@@ -171,7 +171,7 @@ def _geo(xs) -> float:
 
 
 def main(argv=None) -> dict:
-    from ablate.config import EvalConfig, load_config
+    from ablate.core.config import EvalConfig, load_config
 
     p = common.base_parser(__doc__)
     p.add_argument("--studies", nargs="*", default=[], help="more study configs with trained pools")

@@ -6,7 +6,7 @@ How to run:
 For n = 6 and 8 units (all 2^n - 1 mixtures):
   merge    per mixture, the model the sweep evaluates is produced two ways, back to back
            (order alternating): RunningSum.move_to + load_into (what
-           ablate.sweep does) vs merge_members from scratch + load_state (what scoring each
+           ablate.scoring.sweep does) vs merge_members from scratch + load_state (what scoring each
            mixture alone does). Ratio of mean merge time per mixture, and the median of
            per-mixture ratios.
   sweep    the real `run_sweep` (1 job, one eval set to fit the time budget), timed; its
@@ -24,8 +24,8 @@ import common
 
 
 def merge_compare(pool, seed_id, members: list[str]) -> dict:
-    from ablate.merge import RunningSum, check_compatible, gray_code_order, merge_members
-    from ablate.model import load_state, model_from_config, seed_config
+    from ablate.scoring.merge import RunningSum, check_compatible, gray_code_order, merge_members
+    from ablate.models.model import load_state, model_from_config, seed_config
 
     model = model_from_config(seed_config(pool, seed_id))
     t0 = time.perf_counter()
@@ -56,8 +56,8 @@ def merge_compare(pool, seed_id, members: list[str]) -> dict:
 
 
 def real_sweep(cfg, pool, units: list[str], eval_set: str) -> dict:
-    from ablate.index import Index
-    from ablate.sweep import run_sweep
+    from ablate.store.index import Index
+    from ablate.scoring.sweep import run_sweep
 
     t0 = time.perf_counter()
     out = run_sweep(cfg, pool, units, jobs=1, eval_names=[eval_set], force=True, log=lambda *a: None)
@@ -76,8 +76,8 @@ def main(argv=None) -> dict:
     p = common.base_parser(__doc__)
     p.add_argument("--eval-set", default="quotes", help="eval set the real sweep scores (one, for time)")
     args = p.parse_args(argv)
-    from ablate.pool import Pool
-    from ablate.study import load_study
+    from ablate.store.pool import Pool
+    from ablate.train.study import load_study
 
     root = common.study_root(args, args.quick)
     cfg = common.load_cfg(root)

@@ -8,7 +8,7 @@ How to run:
    interleaved per round (medians):
      reference  the sweep worker before issue 13, kept below: one model, RunningSum.load_into, then
                 evaluate_tokens per eval set; one process with every core (the old default);
-     ours       ablate.sweep.score_segment (ModelStack: fused chunked loss, M models per pass) in one process;
+     ours       ablate.scoring.sweep.score_segment (ModelStack: fused chunked loss, M models per pass) in one process;
      ours_jobs  the same in one process per core, one thread each (the thread rule, `--jobs` = cores).
    Mixtures per minute, and the largest relative difference of Σ NLL against the reference (must be <= 1e-6).
 2. gemm: achieved forward GFLOP/s of ModelStack on the demo model for M = 1, 2, 4, 8 against a GEMM peak
@@ -29,10 +29,10 @@ import common
 
 
 def reference_segment(study, unit_ids: list[str], masks: list[int]) -> dict:
-    """The pre-batching worker loop (ablate/sweep.py before issue 13): {(mask, eval set): Σ NLL}."""
-    from ablate.evaluate import evaluate_tokens
-    from ablate.merge import RunningSum
-    from ablate.model import model_from_config, seed_config
+    """The pre-batching worker loop (ablate/scoring/sweep.py before issue 13): {(mask, eval set): Σ NLL}."""
+    from ablate.scoring.evaluate import evaluate_tokens
+    from ablate.scoring.merge import RunningSum
+    from ablate.models.model import model_from_config, seed_config
 
     cfg, pool = study.cfg, study.pool
     members = [study.unit_member(u) for u in unit_ids]
@@ -56,9 +56,9 @@ def _by_key(rows: list[dict], unit_ids: list[str]) -> dict:
 def sweep_compare(cfg, pool, study, unit_ids: list[str], n_mix: int, budget: float | None, repeats: int = 3) -> dict:
     import torch
 
-    from ablate.merge import gray_code_order
-    from ablate.sweep import local_results
-    from ablate.sweep_segment import score_segment
+    from ablate.scoring.merge import gray_code_order
+    from ablate.scoring.sweep import local_results
+    from ablate.scoring.sweep_segment import score_segment
 
     cores = os.cpu_count() or 1
     masks = gray_code_order(len(unit_ids))[:n_mix]
@@ -92,10 +92,10 @@ def gemm_share(study, slots=(1, 2, 4, 8)) -> dict:
     import torch
 
     from bench_eval import forward_flops
-    from ablate.batched import EvalWindows, ModelStack
-    from ablate.evaluate import windows
-    from ablate.merge import RunningSum
-    from ablate.model import model_from_config, seed_config
+    from ablate.scoring.batched import EvalWindows, ModelStack
+    from ablate.scoring.evaluate import windows
+    from ablate.scoring.merge import RunningSum
+    from ablate.models.model import model_from_config, seed_config
 
     cfg, pool = study.cfg, study.pool
     ev = max(study.evals, key=lambda e: study.eval_tokens[e["domain"]].size)
@@ -147,7 +147,7 @@ def time_split(stack, win, batch_size: int, gemm_flops: float) -> dict:
 
 
 def _units(pool):
-    from ablate.units import unit_ids
+    from ablate.data.units import unit_ids
 
     return unit_ids(pool)
 
@@ -166,9 +166,9 @@ def _top3(rows) -> list[tuple]:
 
 def screen_bench_study(cfg, pool, unit_ids: list[str], tmp: Path) -> dict:
     """The bench study: full sweep vs screened sweep of all 2^8 - 1 mixtures, per eval set."""
-    from ablate.index import Index
-    from ablate.pool import Pool
-    from ablate.sweep import run_sweep
+    from ablate.store.index import Index
+    from ablate.store.pool import Pool
+    from ablate.scoring.sweep import run_sweep
 
     out = {}
     for name, screen in (("full", False), ("screened", True)):
@@ -190,10 +190,10 @@ def screen_bench_study(cfg, pool, unit_ids: list[str], tmp: Path) -> dict:
 
 def screen_fidelity_study(config: str, tmp: Path) -> dict:
     """search --screen on every eval set of a trained study vs the ranking of its pool's full rows."""
-    from ablate.config import load_config
-    from ablate.index import Index
-    from ablate.pool import Pool
-    from ablate.search import candidates, run_search
+    from ablate.core.config import load_config
+    from ablate.store.index import Index
+    from ablate.store.pool import Pool
+    from ablate.optimize.search import candidates, run_search
 
     cfg = load_config(Path(config), None)
     pool = Pool(cfg.pool)

@@ -5,7 +5,7 @@ How to run:
 
 Same model (the bench study's seed: demo architecture), same data (a union of bench
 units, 16 x 128 token batches), same recipe (AdamW 0.9/0.95, wd 0.1, clip 1.0, cosine
-to 0.1x) and the same number of steps on both sides. Ours is `ablate.train.run_training`
+to 0.1x) and the same number of steps on both sides. Ours is `ablate.train.loop.run_training`
 (checkpointing off: no checkpoint falls inside these runs, as in a demo unit); the
 reference is a plain `Trainer` (no logging, no saving, CPU). Runs alternate A/B/A/B and
 we report medians, because the machine is shared.
@@ -30,14 +30,14 @@ import common
 
 
 def _data(cfg, pool, n_units: int, seq_len: int):
-    from ablate.train import mixture_sequences
+    from ablate.train.loop import mixture_sequences
 
     seqs, _ = mixture_sequences(pool, common.unit_ids(cfg)[:n_units], seq_len)
     return seqs
 
 
 def _fresh_model(pool, seed_id):
-    from ablate.model import load_member
+    from ablate.models.model import load_member
 
     model = load_member(pool, seed_id)
     model.train()
@@ -88,7 +88,7 @@ class PhaseTimers:
 
 
 def run_ours(pool, seed_id, seqs, recipe, work: Path) -> dict:
-    from ablate.train import run_training
+    from ablate.train.loop import run_training
 
     model = _fresh_model(pool, seed_id)
     with PhaseTimers(model) as pt:
@@ -199,9 +199,9 @@ def main(argv=None) -> dict:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="ablate-bench-inductor-")
     import torch
 
-    from ablate.model import find_seed
-    from ablate.pool import Pool
-    from ablate.study import member_recipe
+    from ablate.models.model import find_seed
+    from ablate.store.pool import Pool
+    from ablate.train.study import member_recipe
 
     root = common.study_root(args, args.quick)
     cfg = common.load_cfg(root)

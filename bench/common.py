@@ -66,19 +66,19 @@ def study_tree(root: Path, quick: bool = False) -> dict:
 
 
 def load_cfg(root: Path):
-    from ablate.config import StudyConfig
+    from ablate.core.config import StudyConfig
 
     return StudyConfig.model_validate(json.loads((Path(root) / "bench_config.json").read_text()))
 
 
 def build_study(root: Path, quick: bool = False, log=print) -> Path:
     """corpus -> units -> seed -> one member per unit, all through the library API. Idempotent."""
-    from ablate.config import StudyConfig
-    from ablate.corpus import build_debian_corpus, fortunes_min_corpus, study_corpus
-    from ablate.pool import Pool
-    from ablate.seed import train_seed
-    from ablate.train import train_member
-    from ablate.units import split_units
+    from ablate.core.config import StudyConfig
+    from ablate.data.corpus import build_debian_corpus, fortunes_min_corpus, study_corpus
+    from ablate.store.pool import Pool
+    from ablate.train.seed import train_seed
+    from ablate.train.loop import train_member
+    from ablate.data.units import split_units
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -222,8 +222,8 @@ def base_parser(doc: str):
 
 def open_study(args):
     """The bench study as (config, pool, loaded Study), building it on first use."""
-    from ablate.pool import Pool
-    from ablate.study import load_study
+    from ablate.store.pool import Pool
+    from ablate.train.study import load_study
 
     cfg = load_cfg(study_root(args, args.quick))
     pool = Pool(cfg.pool)

@@ -231,7 +231,7 @@ def notes(b: dict) -> str:
     opt_share = phases.get("optimizer", 0) / step if step else None
     comp = t.get("compile")
     lines = ["## What changed in ablate/ for speed, and what did not pay", "",
-             "- `ablate/merge.py`, `merge_members`: members are read one at a time and each file is unmapped before "
+             "- `ablate/scoring/merge.py`, `merge_members`: members are read one at a time and each file is unmapped before "
              "the next. It held all k files mapped, key by key, and mapped pages count in RSS: before this change, "
              "merging k = 2 / 16 members of the 21M model peaked at 3.3 / 17 model sizes above the imports; now it "
              f"is flat at {_f(mem.get('max_model_sizes'))} (row 5). A plain float32 member file (every ablate member) "
@@ -240,10 +240,10 @@ def notes(b: dict) -> str:
              "NaN/inf check is one min/max reduction instead of `isfinite(t).all()` per tensor (which was a third of a "
              "demo-model merge). Bit-identical results: same float ops per element, same member order (checked "
              "against the old algorithm).",
-             "- `ablate/merge.py`, `RunningSum`: the running sum is one flat float32 buffer laid out like the member "
+             "- `ablate/scoring/merge.py`, `RunningSum`: the running sum is one flat float32 buffer laid out like the member "
              "files, so a Gray-code step is one add of the mapped file instead of one per tensor; bit-identical "
              "sums over a full 255-mixture walk.",
-             "- `ablate/evaluate.py`: the model is asked for the logits of predicting positions only "
+             "- `ablate/scoring/evaluate.py`: the model is asked for the logits of predicting positions only "
              "(`logits_to_keep`), so flattening them for the loss is a view, not a copy of the whole "
              f"[batch, seq, vocab] tensor: {_f(e.get('ratio_vs_before'))}x vs the previous body in this run "
              f"(bit-identical sums: {e.get('ours_equals_before_bitwise', '-')}). It brings `evaluate_tokens` to par "

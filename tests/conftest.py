@@ -36,7 +36,7 @@ TINY = {
 def tiny_config(root: Path, **overrides):
     import copy
 
-    from ablate.config import StudyConfig
+    from ablate.core.config import StudyConfig
 
     tree = copy.deepcopy(TINY)
     tree["pool"] = str(root / "pool")
@@ -58,11 +58,11 @@ def write_config(cfg, path: Path) -> Path:
 @pytest.fixture(scope="session")
 def study(tmp_path_factory):
     """A built study: (cfg, pool, unit ids, union member meta)."""
-    from ablate.corpus import fortunes_min_corpus, study_corpus
-    from ablate.pool import Pool
-    from ablate.seed import train_seed
-    from ablate.train import train_member
-    from ablate.units import split_units
+    from ablate.data.corpus import fortunes_min_corpus, study_corpus
+    from ablate.store.pool import Pool
+    from ablate.train.seed import train_seed
+    from ablate.train.loop import train_member
+    from ablate.data.units import split_units
 
     root = tmp_path_factory.mktemp("study")
     fortunes_min_corpus(root / "corpus")
@@ -79,7 +79,7 @@ def study(tmp_path_factory):
 
 def copy_study(cfg, dst: Path):
     """The study's folder (pool and corpus) copied to dst: (its config there, its pool)."""
-    from ablate.pool import Pool
+    from ablate.store.pool import Pool
 
     shutil.copytree(Path(cfg.pool).parent, dst, dirs_exist_ok=True)
     new_cfg = cfg.model_copy(deep=True)
@@ -97,7 +97,7 @@ def study_copy(study, tmp_path):
 
 def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
     """Run `ablate ARGS` in-process through the real entry point (error handling included)."""
-    from ablate.cli import main
+    from ablate.cli.app import main
 
     old = sys.argv
     sys.argv = ["ablate", *args]

@@ -3,7 +3,9 @@
 How to run:
     .venv/bin/python -m pytest -q tests/test_architecture.py     # a second: ast only, nothing imported
 
-Every module of ablate/ is parsed (never imported) and three rules are checked:
+Every module of ablate/ is parsed (never imported) and four rules are checked:
+- Layers: ablate/'s subpackages are floors (LAYERS, bottom first) and a module imports only its own
+  floor and those below it, imports inside functions included; so no cycle between packages either.
 - No import cycle between ablate modules, counting imports inside functions too: an import
   inside a function is for start-up time (torch behind the CLI), never to hide a cycle.
   An edge is what the statement names: `import a.b` and `from a.b import x` depend on a.b;
@@ -23,6 +25,10 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ablate"
+# The floors of ablate/, bottom first (README "Layout" says what each holds). The root package (its
+# version) and __main__ (the entry point) stand outside them.
+LAYERS = ("core", "store", "data", "models", "train", "scoring", "optimize", "fidelity", "cli")
+OUTSIDE = ("ablate", "ablate.__main__")
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
 LONG_MARK = "# long:"
@@ -63,6 +69,29 @@ def import_graph() -> dict[str, set[str]]:
                 if target in modules and target != name:
                     graph[name].add(target)
     return graph
+
+
+def layer_of(module: str) -> str | None:
+    """The floor a module lives on (`ablate.scoring.proxies.base` -> scoring); None outside the floors."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in LAYERS else None
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """'a (floor) -> b (higher floor)' for every import that climbs; a module on no floor is reported too."""
+    out = []
+    for module, targets in sorted(graph.items()):
+        if module in OUTSIDE:
+            continue
+        here = layer_of(module)
+        if here is None:
+            out.append(f"{module}: on no floor (put it in one of {', '.join(LAYERS)})")
+            continue
+        for target in sorted(targets):
+            there = layer_of(target)
+            if there is not None and LAYERS.index(there) > LAYERS.index(here):
+                out.append(f"{module} ({here}) -> {target} ({there})")
+    return out
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -142,6 +171,23 @@ def test_no_import_cycle_between_ablate_modules():
         " -> ".join(c) for c in found)
 
 
+def test_imports_only_go_down_the_floors():
+    found = upward_imports(import_graph())
+    assert not found, f"imports that climb the floors {' < '.join(LAYERS)}:\n" + "\n".join(found)
+
+
+def test_every_floor_has_a_face():
+    """Each subpackage's __init__ says what it offers: a docstring and an __all__ of modules that exist."""
+    for layer in LAYERS:
+        init = PACKAGE / layer / "__init__.py"
+        tree = ast.parse(init.read_text(encoding="utf-8"))
+        assert ast.get_docstring(tree), f"{init} has no docstring"
+        offered = next(ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
+                       and any(getattr(t, "id", None) == "__all__" for t in n.targets))
+        for name in offered:
+            assert (PACKAGE / layer / f"{name}.py").exists() or (PACKAGE / layer / name).is_dir(), (layer, name)
+
+
 def test_no_module_over_the_size_limit():
     big = [f"{name}: {n} lines" for name, path in _modules().items()
            if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES]
@@ -159,8 +205,14 @@ def test_the_checks_see_what_they_must():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert cycles(graph) == [["a", "b", "c", "a"]]
     tree = ast.parse("def f():\n    from . import base\n    from .. import errors\n")
-    names = [t for node in ast.walk(tree) for t in _imported("ablate.proxies.x", False, node)]
-    assert "ablate.proxies.base" in names and "ablate.errors" in names
+    names = [t for node in ast.walk(tree) for t in _imported("ablate.scoring.proxies.x", False, node)]
+    assert "ablate.scoring.proxies.base" in names and "ablate.scoring.errors" in names
+    planted = {"ablate.scoring.score": {"ablate.fidelity.calibrate", "ablate.core.errors"},
+               "ablate.core.config": {"ablate.store.pool"}, "ablate.stray": set(), "ablate.__main__": {"ablate.cli.app"}}
+    assert upward_imports(planted) == [
+        "ablate.core.config (core) -> ablate.store.pool (store)",
+        "ablate.scoring.score (scoring) -> ablate.fidelity.calibrate (fidelity)",
+        "ablate.stray: on no floor (put it in one of " + ", ".join(LAYERS) + ")"]
     body = "\n".join(f"    x = {i}" for i in range(70))
     marked, plain = (ast.parse(f'def f():\n    """doc"""\n{c}{body}\n').body[0]
                      for c in ("    # long: a reason\n", ""))

@@ -1,0 +1,130 @@
+"""The `ablate` command line: thin wrappers over one library function per stage.
+
+The whole pipeline, in order (each step reuses what exists):
+    ablate corpus build debian --out data/corpus   # corpus.build_debian_corpus
+    ablate units split                             # units.split_units
+    ablate seed                                    # seed.make_seed (train_seed / import_seed)
+    ablate train-partition UNIT                    # train.train_member (one unit)
+    ablate train-mixture UNIT UNIT...              # train.train_member (union baseline)
+    ablate score-mixture UNIT UNIT...              # score.score_mixture
+    ablate sweep                                   # sweep.run_sweep
+    ablate sql "SELECT * FROM proxy_fidelity"      # index.Index.query (read-only)
+    ablate report                                  # report.write_report
+    ablate demo                                    # all of the above on configs/demo.yaml
+
+Every command takes `-c/--config FILE`, `--set key=value` (repeatable) and
+`--dry-run` (print the resolved config and stop). Errors print one line and exit
+1 (runtime) or 2 (usage); set ABLATE_DEBUG=1 for a traceback.
+
+This module is the table of commands (litgpt's __main__.py) and the error handling; each
+command is a function in cli_build, cli_score, cli_proxy or cli_pool, whose signature is
+its options; what they share (-c, --set, --dry-run, --force, the study, printing rows) is
+declared once in cli_shared.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable
+
+import typer
+
+from ablate.cli import build as cli_build
+from ablate.cli import pool as cli_pool
+from ablate.cli import proxy as cli_proxy
+from ablate.cli import score as cli_score
+from ablate.core.errors import AblateError, Interrupted
+
+# The command groups (`ablate pool ls`): name -> help.
+GROUPS = {
+    "pool": "Inspect and repair the pool.",
+    "units": "Base units and eval sets.",
+    "corpus": "Build or inspect corpora.",
+    "config": "Study configs.",
+}
+
+# Every command: its name (with a space: a group's subcommand) -> the function whose signature is its CLI.
+# `ablate --help` lists them in this order, then the groups.
+COMMANDS: dict[str, Callable] = {
+    "config show": cli_build.config_show,
+    "corpus build": cli_build.corpus_build,
+    "units split": cli_build.units_split,
+    "units ls": cli_build.units_ls,
+    "seed": cli_build.seed,
+    "train-partition": cli_build.train_partition,
+    "train-mixture": cli_build.train_mixture,
+    "score-mixture": cli_score.score_mixture_cmd,
+    "export-mixture": cli_score.export_mixture_cmd,
+    "sweep": cli_score.sweep,
+    "sql": cli_pool.sql,
+    "pool ls": cli_pool.pool_ls,
+    "pool verify": cli_pool.pool_verify,
+    "pool reindex": cli_pool.pool_reindex,
+    "report": cli_pool.report,
+    "demo": cli_build.demo,
+    "import-gguf": cli_build.import_gguf_cmd,
+    "calibrate": cli_proxy.calibrate,
+    "suggest-unions": cli_proxy.suggest_unions_cmd,
+    "fidelity": cli_proxy.fidelity_cmd,
+    "search": cli_score.search,
+}
+
+
+def build_app() -> typer.Typer:
+    """The typer app: the groups, then every command of the table on the app or its group."""
+    app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                      help="Simulate data ablations by training one model per data unit and averaging them.")
+    groups = {name: typer.Typer(no_args_is_help=True, help=text) for name, text in GROUPS.items()}
+    for name, group in groups.items():
+        app.add_typer(group, name=name)
+    for name, fn in COMMANDS.items():
+        group, _, command = name.rpartition(" ")
+        (groups[group] if group else app).command(command)(fn)
+    return app
+
+
+app = build_app()
+
+
+def _click_exceptions():
+    """Typer ≥ 0.2x vendors its own click; older ones use click itself."""
+    try:
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+    return exceptions
+
+
+def main() -> None:
+    click = _click_exceptions()
+    if len(sys.argv) == 1:
+        sys.argv.append("--help")
+    try:
+        rv = app(standalone_mode=False)
+        sys.exit(rv if isinstance(rv, int) else 0)
+    except AblateError as exc:
+        _die(str(exc), exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        _die("aborted", 130)
+    except click.ClickException as exc:
+        _die(exc.format_message(), 2)
+    except OSError as exc:  # disk full, permission denied, ...: name the file
+        where = f": {exc.filename}" if exc.filename else ""
+        _die(f"{exc.strerror or exc}{where}", 1)
+    except KeyboardInterrupt:
+        _die("interrupted; rerun the same command to resume", 130)
+    except Exception as exc:  # a bug: still one line, unless asked for the traceback
+        if isinstance(exc, Interrupted):
+            _die(str(exc), 130)
+        if os.environ.get("ABLATE_DEBUG"):
+            raise
+        _die(f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+             f"(set ABLATE_DEBUG=1 for a traceback)", 1)
+
+
+def _die(msg: str, code: int) -> None:
+    print(f"error: {' '.join(msg.split())}", file=sys.stderr)
+    sys.exit(code)

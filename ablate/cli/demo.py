@@ -1,0 +1,60 @@
+"""`ablate demo`: the whole study on the demo config, then the verdict.
+
+How to run:
+    ablate demo                         # configs/demo.yaml's values (the embedded default)
+    ablate demo --set demo_unions=pairs # fewer ground-truth unions, faster
+
+Steps (each reuses what the pool already has, so a rerun is quick):
+corpus → units → seed → one member per unit → union baselines → sweep → report.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ablate.core.config import StudyConfig
+from ablate.store.pool import Pool
+
+
+def run_demo(cfg: StudyConfig, pool: Pool, report_dir: Path, log=print) -> str:
+    from ablate.cli.steps import run_search, run_sweep
+    from ablate.fidelity.report import verdict_markdown, write_report
+    from ablate.models.device import describe
+    from ablate.train.members import build_members, train_truths, union_plan
+    from ablate.train.truths import DEFAULT_METHOD, DEFAULT_TRUTH
+
+    t0 = time.perf_counter()
+    log(f"training, merging and evaluating on {describe(cfg)}")  # a GPU asked for and missing: exit 2 now
+    units = build_members(cfg, pool, log, steps="[1-4/8] ")
+    plans = {"unit": union_plan(units, cfg.demo_unions), "sum": union_plan(units, cfg.demo_add_data_unions)}
+    truths = [DEFAULT_TRUTH] + [b for b in plans if b != DEFAULT_TRUTH]
+    plan = plans[DEFAULT_TRUTH]
+    log("[5/8] ground truths: " + ", ".join(f"{len(plans[b])} unions at budget {b}" for b in truths) +
+        " (unit: one unit's tokens, which composition at equal compute; sum: k x, what if I add data)")
+    for budget in truths:
+        train_truths(cfg, pool, plans[budget], budget, plans[budget][:cfg.demo_noise_unions], log)
+    log("[6/8] sweep: every mixture scored by merging")
+    out = run_sweep(cfg, pool, units)
+    log(f"      {out['mixtures']} mixtures ({out['scored']} scored, {out['cached']} cached) in {out['seconds']:.1f} s")
+    target = (sorted(cfg.eval_sets) or cfg.units.eval_only_domains or cfg.units.domains)[0]
+    if plan:
+        method = DEFAULT_METHOD[DEFAULT_TRUTH]
+        log(f"[7/8] mixture search for {target!r} ({method} proxy, weighted candidates): the top one and the best "
+            f"weighted one validated against the {DEFAULT_TRUTH!r} truth (a weighted one as a weighted union)")
+        found = run_search(cfg, pool, target, max_size=len(units), grid=cfg.demo_search_grid,
+                           method=method, truth=DEFAULT_TRUTH, validate=1, validate_weighted=True, log=log)
+        for r in found["rows"]:
+            if r["rank"] > 3 and not r["validated"]:
+                continue
+            log(f"      #{r['rank']} {'+'.join(r['mixture'])} w={[round(w, 2) for w in r['weights']]} "
+                f"proxy {r['proxy_ppl']:.1f}" + (f", {DEFAULT_TRUTH} union {r['union_ppl']:.1f} (rank {r['union_rank']} "
+                                                  f"of {r['n_unions_known']} trained; vs the best of them "
+                                                  f"{100 * (r['union_ppl'] / found['best_union_ppl'] - 1):+.2f} %)"
+                                                  if r["union_ppl"] else ""))
+    log("[8/8] verdict")
+    text = verdict_markdown(pool)
+    path = write_report(pool, report_dir)
+    log(text)
+    log(f"report: {path}   total demo time {time.perf_counter() - t0:.0f} s")
+    return text

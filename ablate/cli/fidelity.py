@@ -1,0 +1,126 @@
+"""The fidelity protocol: how well each proxy ranks mixtures, per ground truth, on several studies.
+
+How to run:
+    ablate fidelity                                        # every configs/fidelity/*.yaml → FIDELITY.md
+    ablate fidelity configs/fidelity/six-units.yaml --out /tmp/F.md
+
+For each study: build it (corpus, units, seed, one member per unit), train its ground
+truths — every multi-unit mixture (or a sample across sizes) under each budget (`unit`:
+one unit's tokens, "which composition at equal compute?"; `sum`: k x one unit's tokens,
+"what if I add data and train longer?") plus a few replicates for the noise floor — then
+score every mixture with the proxies that evaluate a model (`merged`, `task-sum`).
+
+Scoring (protocol.py) is out of sample: a fitted proxy (`calibrated`, `regression`) is fitted
+on m unions picked by `suggest-unions` (m = 0, n/2, n, 2n: realistic calibration budgets) and
+scored only on the other truths; the unfitted proxies are scored on the same held-out truths,
+so every comparison is paired. Everything is cached in each study's pool: a rerun only scores.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ablate.scoring import proxies
+from ablate.core.config import StudyConfig, load_config
+from ablate.core.errors import UsageError
+from ablate.store.pool import Pool
+from ablate.fidelity.protocol import score_study, write_markdown
+from ablate.store.results import existing_rows, write_rows
+from ablate.scoring.score import score_built_models, score_reference_models
+from ablate.train.study import load_study
+from ablate.cli.steps import run_sweep
+from ablate.train.members import build_members, train_truths
+
+DEFAULT_STUDIES = "configs/fidelity/*.yaml"
+
+
+def truth_mixtures(units: list[str], how: int | str, seed: int) -> list[list[str]]:
+    """Every multi-unit mixture, or `how` of them sampled so that every size k is represented."""
+    every = [list(c) for k in range(2, len(units) + 1) for c in itertools.combinations(units, k)]
+    if how == "all" or how >= len(every):
+        return every
+    rng = np.random.default_rng(seed)
+    by_k = {k: [m for m in every if len(m) == k] for k in range(2, len(units) + 1)}
+    quota = {k: max(1, round(how * len(ms) / len(every))) for k, ms in by_k.items()}
+    out = []
+    for k, ms in by_k.items():
+        pick = sorted(rng.choice(len(ms), size=min(quota[k], len(ms)), replace=False))
+        out += [ms[i] for i in pick]
+    return out
+
+
+def check_domains(cfg: StudyConfig, source: str) -> None:
+    """A fidelity config naming a domain the corpus cannot provide fails before any work."""
+    from ablate.data.corpus import corpus_domains
+
+    have = corpus_domains(cfg)
+    missing = sorted(set(cfg.all_domains) - set(have))
+    if missing:
+        raise UsageError(f"{source}: domain(s) {', '.join(missing)} not in the corpus "
+                         f"(available: {', '.join(sorted(have))})")
+
+
+def prepare_study(cfg: StudyConfig, log=print) -> dict:
+    """Build one study and train/evaluate everything its scoring needs; returns its units and truths."""
+    pool = Pool(cfg.pool)
+    t0 = time.perf_counter()
+    units = build_members(cfg, pool, log)
+    truths = truth_mixtures(units, cfg.fidelity.truth_mixtures, cfg.fidelity.sample_seed)
+    log(f"{cfg.name}: {len(truths)} ground-truth mixtures x budgets {', '.join(cfg.fidelity.budgets)}")
+    for budget in cfg.fidelity.budgets:
+        train_truths(cfg, pool, truths, budget, [m for m in truths if len(m) == 2][:cfg.fidelity.noise_unions], log)
+    run_sweep(cfg, pool, units, log=log)
+    study = load_study(cfg, pool)
+    write_rows(pool, score_reference_models(study, truths, existing_rows(pool, study.precision)))
+    for name in cfg.fidelity.proxies:
+        proxy = proxies.get(name)
+        if proxy.evaluated and name != "merged":  # merged rows come from the sweep; fitted ones need none
+            score_built_models(study, [(mix, [1.0 / len(mix)] * len(mix)) for mix in truths], name, proxy.build)
+    return {"units": units, "truths": truths, "seconds": time.perf_counter() - t0}
+
+
+def build_shared_corpora(cfgs: list[StudyConfig], log=print) -> None:
+    """Studies that share a Debian corpus folder get it built once, with every domain any of them needs."""
+    from ablate.data.corpus import build_debian_corpus
+
+    folders: dict[str, set[str]] = {}
+    for cfg in cfgs:
+        if cfg.corpus.source == "debian":
+            folders.setdefault(cfg.corpus.path, set()).update(cfg.all_domains)
+    for folder, domains in folders.items():
+        if not (Path(folder) / "manifest.json").exists():
+            log(f"building the Debian corpus in {folder} ({', '.join(sorted(domains))})")
+            first = next(c for c in cfgs if c.corpus.path == folder)
+            build_debian_corpus(Path(folder), sorted(domains), webster_max_bytes=first.corpus.webster_max_bytes,
+                                max_bytes_per_domain=first.corpus.max_bytes_per_domain,
+                                cache_dir=Path(folder) / ".cache")
+
+
+def study_configs(paths: list[str] | None) -> list[tuple[str, StudyConfig]]:
+    files = [Path(p) for p in paths] if paths else sorted(Path().glob(DEFAULT_STUDIES))
+    if not files:
+        raise UsageError(f"no study configs (looked for {DEFAULT_STUDIES})")
+    return [(str(f), load_config(f)) for f in files]
+
+
+def run_fidelity(paths: list[str] | None, out: Path | None, log=print, prepare_only: bool = False) -> dict:
+    """The whole protocol: prepare every study, score every proxy per truth, write the Markdown."""
+    studies = study_configs(paths)
+    for source, cfg in studies:  # every config is checked before any study starts training
+        check_domains(cfg, source)
+    build_shared_corpora([cfg for _, cfg in studies], log)
+    results, t0 = [], time.perf_counter()
+    for source, cfg in studies:
+        prep = prepare_study(cfg, log=log)
+        if not prepare_only:
+            results.append(score_study(cfg, prep, source))
+        log(f"{cfg.name}: ready in {prep['seconds']:.0f} s")
+    seconds = time.perf_counter() - t0
+    if out is not None and results:
+        write_markdown(results, out, seconds, [s for s, _ in studies])
+    return {"studies": results, "seconds": seconds, "minutes": math.ceil(seconds / 60)}

@@ -1,0 +1,79 @@
+"""Commands about trusting the proxy: calibrate, suggest-unions, fidelity.
+
+How to run:
+    ablate calibrate                               # calibrate.refresh, then each proxy's fidelity
+    ablate suggest-unions --budget 3 --truth unit  # calibrate.suggest_unions
+    ablate fidelity                                # fidelity.run_fidelity (configs/fidelity/*.yaml)
+
+Each function is one command's signature and a thin call into the library; ablate/cli/app.py
+registers them by name. (Using the proxy to pick a mixture, `search`, is in cli_score.py.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ablate.cli.shared import ConfigOpt, SetOpt, TruthOpt, open_study, print_rows, say
+from ablate.core.errors import UsageError
+from ablate.train.truths import BUDGETS, DEFAULT_TRUTH, QUESTIONS
+
+
+def _fmt_quality(q: dict) -> list:
+    return [q["n"], round(q["pearson"], 3), round(q["spearman"], 3), "yes" if q["top1"] else "no",
+            "yes" if q["top1_within_noise"] else "no", f"{100 * q['regret']:.2f} %",
+            round(q["pairwise_agreement"], 3)]
+
+
+def calibrate(config: ConfigOpt = None, set_: SetOpt = None):
+    """Fit the fitted proxies per ground truth; print every proxy's fidelity (fitted ones leave-one-union-out)."""
+    from ablate.fidelity.calibrate import fidelity, refresh
+
+    cfg, pool = open_study(config, set_)
+    fitted = refresh(pool, cfg.eval.seq_len, log=say)
+    if fitted is None:
+        raise UsageError("not enough unions to calibrate (3 per ground truth): see `ablate suggest-unions --budget 3`")
+    cols = ["eval_set", "proxy", "n", "pearson", "spearman", "top1", "top1_within_noise", "regret",
+            "pairwise_beyond_noise", "noise_sd"]
+    for budget in sorted(BUDGETS, key=lambda b: b != DEFAULT_TRUTH):  # the recommended question first
+        rows = fidelity(pool, budget)
+        if not rows:
+            continue
+        say(f"ground truth {budget!r}: {QUESTIONS[budget]} (fitted proxies: leave-one-union-out on this pool; "
+            f"FIDELITY.md has the protocol)")
+        print_rows(cols, [dict(zip(cols, [r["eval_set"], r["proxy"], *_fmt_quality(r), r["noise_sd"]]))
+                          for r in rows])
+
+
+def suggest_unions_cmd(budget: Annotated[int, typer.Option("--budget", help="how many unions to propose")] = 3,
+                       truth: TruthOpt = "unit", config: ConfigOpt = None, set_: SetOpt = None):
+    """Propose which unions to train next for the most informative calibration."""
+    from ablate.fidelity.calibrate import suggest_unions
+    from ablate.data.units import unit_ids
+
+    cfg, pool = open_study(config, set_)
+    if budget < 1:
+        raise UsageError("--budget must be at least 1")
+    if truth not in BUDGETS:
+        raise UsageError(f"--truth must be one of {', '.join(BUDGETS)}, not {truth!r}")
+    units = unit_ids(pool)
+    picks = suggest_unions(pool, units, budget, truth)
+    if not picks:
+        say("every multi-unit union is already trained")
+    for mix in picks:
+        say(f"ablate train-mixture {' '.join(mix)} --budget {truth}")
+
+
+def fidelity_cmd(configs: Annotated[Optional[list[str]], typer.Argument(
+                     help="study configs (default: configs/fidelity/*.yaml)")] = None,
+                 out: Annotated[Path, typer.Option("--out", help="Markdown report (and .json beside it)")] = Path("FIDELITY.md"),
+                 prepare_only: Annotated[bool, typer.Option("--prepare-only",
+                                                            help="train and evaluate, do not score")] = False):
+    """The fidelity protocol: every proxy vs each ground truth on several studies, out of sample."""
+    from ablate.cli.fidelity import run_fidelity
+
+    result = run_fidelity(configs, out, log=say, prepare_only=prepare_only)
+    say(f"{len(result['studies'])} studies scored in {result['seconds'] / 60:.1f} min" +
+        ("" if prepare_only else f"; wrote {out}"))

@@ -1,0 +1,130 @@
+"""Commands that score mixtures and rank them: score-mixture, export-mixture, sweep, search.
+
+How to run:
+    ablate score-mixture UNIT UNIT...              # score.score_mixture
+    ablate export-mixture UNIT UNIT... --out DIR   # inplace.export_mixture
+    ablate sweep                                   # sweep.run_sweep
+    ablate search --target quotes --validate 2     # search.run_search
+
+Each function is one command's signature and a thin call into the library; ablate/cli/app.py
+registers them by name. The library modules are imported inside the commands so that
+`ablate --help` does not load torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ablate.cli.shared import (ConfigOpt, DryOpt, ForceOpt, ScreenOpt, SetOpt, TruthOpt, WeightsOpt, open_study,
+                               print_rows, say, say_screen)
+from ablate.core.errors import UsageError
+from ablate.train.truths import DEFAULT_TRUTH
+
+
+def score_mixture_cmd(units: Annotated[list[str], typer.Argument(help="units of the mixture; a+b is a macro group")],
+                      weights: WeightsOpt = None,
+                      eval_: Annotated[Optional[list[str]], typer.Option("--eval", help="eval set (repeatable)")] = None,
+                      config: ConfigOpt = None, set_: SetOpt = None, dry_run: DryOpt = False, force: ForceOpt = False):
+    """Average the units' members in memory and evaluate; also the union (if trained) and the seed."""
+    from ablate.cli.steps import score_mixture
+
+    cfg, pool = open_study(config, set_, dry_run)
+    rows = score_mixture(cfg, pool, units, weights, eval_ or None, force)
+    print_rows(["method", "budget", "eval_set", "ppl", "bits_per_byte", "n_tokens", "eval_s"], rows)
+
+
+def export_mixture_cmd(units: Annotated[list[str], typer.Argument(help="units of the mixture; a+b is a macro group")],
+                       out: Annotated[Path, typer.Option("--out", help="output HF model directory")],
+                       weights: WeightsOpt = None, config: ConfigOpt = None, set_: SetOpt = None,
+                       dry_run: DryOpt = False):
+    """Write the merged model as a normal HF directory (config, safetensors, tokenizer)."""
+    from ablate.scoring.inplace import export_mixture
+    from ablate.scoring.merge import merge_id, parse_mixture
+    from ablate.train.study import load_study
+
+    cfg, pool = open_study(config, set_, dry_run)
+    units, w, spec = parse_mixture(units, weights)
+    study = load_study(cfg, pool)
+    members = [study.unit_member(u) for u in units]
+    meta = {"mixture": units, "weights": w, "spec": spec, "members": members, "seed_id": study.seed["model_id"],
+            "merge_id": merge_id(members, w), "merged_on": str(study.device)}
+    export_mixture(pool, study.seed["model_id"], members, w, out, meta, full_hash=cfg.verify_hash,
+                   device=study.device)
+    say(f"wrote {out} (load with AutoModelForCausalLM.from_pretrained({str(out)!r}))")
+
+
+def sweep(max_size: Annotated[Optional[int], typer.Option("--max-size", help="largest mixture size")] = None,
+          units: Annotated[Optional[str], typer.Option("--units", help="comma-separated unit ids (default all)")] = None,
+          jobs: Annotated[Optional[int], typer.Option("--jobs", help="worker processes")] = None,
+          eval_: Annotated[Optional[list[str]], typer.Option("--eval", help="eval set (repeatable)")] = None,
+          backend: Annotated[str, typer.Option("--backend", help="local (joblib) | dask | dask-local")] = "local",
+          scheduler: Annotated[Optional[str], typer.Option("--scheduler",
+                                                           help="Dask scheduler, tcp://HOST:PORT (--backend dask)")] = None,
+          workers: Annotated[Optional[int], typer.Option("--workers",
+                                                         help="LocalCluster processes (--backend dask-local)")] = None,
+          sample: Annotated[Optional[int], typer.Option("--sample", help="N distinct random mixtures")] = None,
+          sizes: Annotated[Optional[str], typer.Option("--sizes", help="mixture sizes A-B (default 1-n)")] = None,
+          sample_seed: Annotated[Optional[int], typer.Option("--seed", help="seed of --sample (default 0)")] = None,
+          mixtures: Annotated[Optional[Path], typer.Option(
+              "--mixtures", help="file, one mixture per line: UNIT [UNIT|UNIT+UNIT ...] [--weights W,...]")] = None,
+          screen: ScreenOpt = False,
+          config: ConfigOpt = None, set_: SetOpt = None, dry_run: DryOpt = False, force: ForceOpt = False):
+    """Score every mixture of the units (Gray-code order, one add/remove per step), a sample, or a file's."""
+    from ablate.cli.steps import run_sweep
+
+    cfg, pool = open_study(config, set_, dry_run)
+    unit_list = [u.strip() for u in units.split(",")] if units else None
+    if jobs is not None and jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    out = run_sweep(cfg, pool, unit_list, max_size=max_size, sizes=sizes, sample=sample, seed=sample_seed,
+                    mixtures_file=mixtures, jobs=jobs, eval_names=eval_ or None, force=force,
+                    backend=backend, scheduler=scheduler, workers=workers, screen=screen, log=say)
+    say(f"sweep: {out['mixtures']} mixtures ({out['scored']} scored, {out['cached']} cached), "
+        f"{out['reference_rows']} seed/union rows, {out['seconds']:.1f} s")
+    if out.get("screened"):
+        say_screen(out["screened"], out["dropped"])
+
+
+def search(target: Annotated[str, typer.Option("--target", help="eval set to optimize")],
+           max_size: Annotated[int, typer.Option("--max-size", help="largest mixture size")] = 3,
+           weights_grid: Annotated[Optional[str], typer.Option("--weights-grid", help="e.g. 1,2,4")] = None,
+           method: Annotated[Optional[str], typer.Option(
+               "--method", help="a proxy (merged, task-sum, additive, own-additive, calibrated, regression); "
+                                "default: the protocol's best for --truth, see FIDELITY.md")] = None,
+           truth: TruthOpt = DEFAULT_TRUTH,
+           validate: Annotated[int, typer.Option("--validate", help="train the top M as unions")] = 0,
+           validate_weighted: Annotated[bool, typer.Option("--validate-weighted",
+                                                           help="also train the best weighted candidate")] = False,
+           top: Annotated[int, typer.Option("--top", help="rows to show and store")] = 10,
+           max_candidates: Annotated[int, typer.Option(
+               "--max-candidates", help="above this many candidates, beam search instead of all")] = 2000,
+           beam: Annotated[int, typer.Option("--beam", help="beam width of that search")] = 4,
+           screen: ScreenOpt = False, config: ConfigOpt = None, set_: SetOpt = None):
+    """Rank candidate mixtures for a target eval set by the proxy; optionally validate by training."""
+    from ablate.core.weights import parse_weights
+    from ablate.cli.steps import run_search
+
+    cfg, pool = open_study(config, set_)
+    grid = None
+    if weights_grid:
+        grid = [float(x) for x in weights_grid.split(",")] if all(
+            x.replace(".", "", 1).isdigit() for x in weights_grid.split(",")) else None
+        if grid is None or any(g < 0 for g in grid) or not any(grid):
+            raise UsageError(f"--weights-grid must be non-negative numbers, e.g. 1,2,4 (got {weights_grid!r})")
+        parse_weights(grid, len(grid))
+    out = run_search(cfg, pool, target, max_size=max_size, grid=grid, method=method, truth=truth, validate=validate,
+                     validate_weighted=validate_weighted, top=top, max_candidates=max_candidates, beam=beam,
+                     screen=screen, log=say)
+    cols = ["rank", "mixture", "weights", "proxy_ppl", "union_ppl", "union_rank", "validated"] + (
+        ["screened"] if screen else [])
+    print_rows(cols, out["rows"][:top])
+    first = out["rows"][0]
+    if first["union_rank"]:
+        say(f"the proxy's choice ranks {first['union_rank']} of {first['n_unions_known']} trained unions "
+            f"(truth {truth!r}) on {target} (regret {100 * (first['union_ppl'] / out['best_union_ppl'] - 1):.2f} %)")
+    if out.get("screened"):
+        say_screen(out["screened"], out["dropped"])
+    say(f"{out['candidates']} candidates ({out['strategy']}); stored as {out['search_id']} in the `searches` table")

@@ -1,0 +1,114 @@
+"""What every `ablate` command shares: its options, the study it runs on, how it prints rows.
+
+How to run: not directly; the command modules (cli_build, cli_score, cli_proxy, cli_pool) import
+it, and `ablate --help` (ablate/cli/app.py) lists their commands. One declaration each:
+    ConfigOpt, SetOpt, DryOpt, ForceOpt    # -c/--config FILE, --set key=value, --dry-run, --force
+    open_study(config, set_, dry_run)      # the resolved config and its pool, checked against the pool's study
+    print_rows(cols, rows)                 # a result table, no column truncated
+    emit(cols, rows, fmt, out)             # table | csv | json | parquet, to stdout or a file
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ablate.core.config import StudyConfig, load_config
+from ablate.core.errors import UsageError
+from ablate.store.pool import Pool
+from ablate.core.progress import out as stdout
+from ablate.store.study_record import check_pool_study
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="study YAML (default: the demo study)")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override, e.g. train.lr=1e-4 (repeatable)")]
+ScreenOpt = Annotated[bool, typer.Option(
+    "--screen", help="race candidates on eval-set prefixes, evaluate only contenders in full (eval.screen_*)")]
+DryOpt = Annotated[bool, typer.Option("--dry-run", help="print the resolved config and exit")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="redo the work even if a result exists")]
+WeightsOpt = Annotated[Optional[str], typer.Option("--weights", help="comma-separated, one per unit (normalized)")]
+TruthOpt = Annotated[str, typer.Option("--truth", help="ground truth: unit (equal compute) or sum (add data, "
+                                                       "k x budget)")]
+
+
+def open_study(config: Path | None, overrides: list[str] | None, dry_run: bool = False,
+               check_study: bool = True) -> tuple[StudyConfig, Pool]:
+    """The command's config (-c, else $ABLATE_CONFIG, else the demo's) and pool; --dry-run prints it and exits."""
+    if config is None and os.environ.get("ABLATE_CONFIG"):
+        config = Path(os.environ["ABLATE_CONFIG"])
+    cfg = load_config(config, overrides)
+    if dry_run:
+        typer.echo(cfg.to_yaml(), nl=False)
+        raise typer.Exit(0)
+    pool = Pool(cfg.pool)
+    if check_study:  # a forgotten -c must not run the demo's settings on a user's pool
+        check_pool_study(cfg, pool, str(config) if config else "the embedded default config (no -c given)")
+    return cfg, pool
+
+
+def say(msg: str) -> None:
+    stdout.print(msg, markup=False)
+
+
+def say_screen(screened: dict, dropped: int) -> None:
+    """What `--screen` dropped and saved (sweep, search)."""
+    used, whole = screened["eval_tokens"], screened["eval_tokens_unscreened"]
+    say(f"screen {screened['screen_id']}: {dropped} (mixture, eval set) pairs dropped on a prefix "
+        f"(table screened_perplexity); {used:,} eval tokens instead of {whole:,} ({whole / max(1, used):.1f}x fewer)")
+
+
+def print_rows(cols: list[str], rows: list[dict]) -> None:
+    emit(cols, [tuple(r.get(c) for c in cols) for r in rows], "table", None)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, list):
+        return ",".join(_fmt(x) for x in v)
+    return "" if v is None else str(v)
+
+
+def emit(cols: list[str], rows: list[tuple], fmt: str, out: Path | None) -> None:
+    if fmt == "table":
+        from rich.table import Table
+
+        from rich.console import Console
+
+        cells = [[_fmt(v) for v in r] for r in rows]
+        table = Table(*cols, show_lines=False)
+        for r in cells:
+            table.add_row(*r)
+        # wide enough that no column is truncated: users copy these numbers
+        width = sum(max([len(c)] + [len(r[i]) for r in cells]) + 3 for i, c in enumerate(cols)) + 1
+        Console(file=open(out, "w") if out else sys.stdout, width=max(80, width)).print(table)
+    elif fmt == "csv":
+        import csv
+
+        fh = open(out, "w", newline="") if out else sys.stdout
+        w = csv.writer(fh)
+        w.writerow(cols)
+        w.writerows([[_fmt(v) if isinstance(v, list) else v for v in r] for r in rows])
+    elif fmt == "json":
+        text = json.dumps([dict(zip(cols, r)) for r in rows], default=str, indent=1)
+        (Path(out).write_text(text) if out else typer.echo(text))
+    elif fmt == "parquet":
+        if out is None:
+            raise UsageError("--format parquet needs --out FILE")
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.table({c: [r[i] for r in rows] for i, c in enumerate(cols)}), str(out))
+    else:
+        raise UsageError(f"unknown --format {fmt!r}: use table, csv, json or parquet")
+
+
+def print_query(pool: Pool, sql: str, fmt: str, out: Path | None) -> None:
+    from ablate.store.index import Index  # duckdb: loaded by the commands that query, not by `ablate --help`
+
+    cols, rows = Index(pool).query(sql)
+    emit(cols, rows, fmt, out)

@@ -1,0 +1,66 @@
+"""Stages composed: what a command does after scoring or ranking, that the scoring layer must not do itself.
+
+How to run (from Python; the commands, the demo and the protocol call these, never the bare stages):
+    from ablate.cli.steps import run_search, run_sweep, score_mixture
+    score_mixture(cfg, pool, ["fiction-00", "bible-00"], "3,1")   # rows written, fitted rows refreshed
+    run_sweep(cfg, pool, units)                                   # the same for every mixture
+    run_search(cfg, pool, "quotes", validate=2)                   # rank, train the top 2, record
+
+Scoring writes `merged` rows; the fitted proxies' rows (`calibrated`, `regression`) are derived from them
+and from the trained unions (fidelity.calibrate.refresh), so they are refreshed here, one floor up. A
+search ranks candidates (optimize.search.rank); validating the top ones trains them as the ground truth
+(train.loop.train_member), scores them on the target and only then records the ranking, so the recorded
+rows say where the proxy's pick landed among the trained unions.
+"""
+
+from __future__ import annotations
+
+from ablate.core.config import StudyConfig
+from ablate.core.weights import is_uniform, wkey
+from ablate.fidelity.calibrate import refresh
+from ablate.optimize import search
+from ablate.scoring import score, sweep
+from ablate.store.pool import Pool
+from ablate.store.results import existing_rows, write_rows
+from ablate.train.loop import train_member
+from ablate.train.study import load_study
+from ablate.train.truths import DEFAULT_TRUTH
+
+
+def refresh_fitted(cfg: StudyConfig, pool: Pool) -> None:
+    """The `calibrated` and `regression` rows beside the `merged` ones, when enough unions exist."""
+    refresh(pool, cfg.eval.seq_len, log=lambda *a: None)
+
+
+def score_mixture(cfg: StudyConfig, pool: Pool, items: list[str], weights: str | list[float] | None = None,
+                  eval_names: list[str] | None = None, force: bool = False) -> list[dict]:
+    """`ablate score-mixture`: score one mixture, refresh the fitted rows, return what it prints."""
+    scored = score.score_mixture(cfg, pool, items, weights, eval_names, force)
+    refresh_fitted(cfg, pool)
+    return score.shown_rows(scored)
+
+
+def run_sweep(cfg: StudyConfig, pool: Pool, unit_ids: list[str] | None = None, **options) -> dict:
+    """`ablate sweep`: every mixture scored (scoring.sweep.run_sweep's options), then the fitted rows."""
+    out = sweep.run_sweep(cfg, pool, unit_ids, **options)
+    refresh_fitted(cfg, pool)
+    return out
+
+
+def run_search(cfg: StudyConfig, pool: Pool, target: str, *, truth: str = DEFAULT_TRUTH, validate: int = 0,
+               validate_weighted: bool = False, top: int = 10, log=print, **options) -> dict:
+    """`ablate search`: rank (optimize.search.rank's options), train and score the picks, record the ranking."""
+    ranking = search.rank(cfg, pool, target, truth=truth, validate=validate, top=top, log=log, **options)
+    picks = search.validation_picks(ranking["ranked"], validate, validate_weighted) if validate else []
+    validated = [train_truth(cfg, pool, mix, w, truth, log) for mix, w in picks]
+    if picks:
+        study = load_study(cfg, pool, [target])
+        write_rows(pool, score.score_reference_models(study, [list(v[0]) for v in validated],
+                                                      existing_rows(pool, study.precision)))
+    return search.record(pool, ranking, validated, top=top, validate=validate)
+
+
+def train_truth(cfg: StudyConfig, pool: Pool, mix: list[str], weights: list[float], truth: str, log) -> tuple:
+    """A candidate trained as the ground truth (a weighted one as a weighted union); returns its search key."""
+    train_member(cfg, pool, mix, budget=truth, weights=None if is_uniform(weights) else weights, log=log)
+    return (tuple(mix), wkey(weights))

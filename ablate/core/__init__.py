@@ -1,0 +1,6 @@
+"""The ground floor: config, errors, progress, energy, fault points, mixture weights.
+
+Imported by every other package; imports none of them. Nothing here knows the pool, a model or a corpus.
+"""
+
+__all__ = ['config', 'energy', 'errors', 'faults', 'progress', 'weights']

@@ -1,0 +1,77 @@
+"""Eval sets from the user's own files, beside the held-out slices of corpus domains.
+
+How to run:
+    # in the study config (paths relative to the config file):
+    eval_sets:
+      paloma-c4: {path: heldout/c4.jsonl, text_field: text, max_bytes: 2000000}
+      notes: notes.txt                       # shorthand: the whole file, field "text"
+    ablate units split -c study.yaml         # adds them; every unit and member stays as it is
+    ablate score-mixture fiction-00 bible-00 --eval paloma-c4 -c study.yaml
+    ablate sql "SELECT unit_id, n_docs, contaminated_docs, source FROM units WHERE kind = 'eval'"
+
+An eval file is read with `datasets` (JSONL/JSON/Parquet by its text field; a .txt file is
+split into documents like a corpus file), capped at whole documents up to `max_bytes`,
+tokenized with the study tokenizer and cached like the units (by content and tokenizer),
+and stored as `eval/eval-<name>.npy` + sidecar: every command that takes an eval set
+(`--eval`, `sweep`, `search --target`, the views, the report) sees it like any other.
+
+Contamination: every eval set's sidecar and `units` row count the documents whose exact
+text (sha256) is also a document inside a training unit. Held-out corpus slices are split
+by document, so theirs count duplicated documents within the corpus.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from ablate.core.errors import UsageError
+
+
+def doc_digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def load_eval_file(name: str, spec) -> tuple[list[str], str]:
+    """(documents, sha256 of the file) of eval set `name` (an ablate.core.config.EvalFileConfig)."""
+    from pathlib import Path
+
+    from ablate.data.corpus import read_documents
+
+    path = Path(spec.path)
+    try:
+        docs = read_documents(path, spec.text_field)
+    except UsageError as exc:
+        raise UsageError(f"eval set {name!r}: {exc}") from None
+    if not docs:
+        raise UsageError(f"eval set {name!r}: {path} has no non-empty documents in field '{spec.text_field}'")
+    if spec.max_bytes is not None:  # whole documents, in file order
+        kept, total = [], 0
+        for doc in docs:
+            size = len(doc.encode("utf-8"))
+            if kept and total + size > spec.max_bytes:
+                break
+            kept.append(doc)
+            total += size
+        docs = kept
+    return docs, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def unit_documents(train_docs: list[str], train_tokens: np.ndarray, n_unit_tokens: int, eos: int) -> list[str]:
+    """The training documents with at least one token inside the domain's units (the first
+    n_unit_tokens of the EOS-joined stream): document i ends at the i-th EOS."""
+    n = int(np.count_nonzero(train_tokens[:n_unit_tokens] == eos))
+    partial = n_unit_tokens > 0 and n < len(train_docs) and train_tokens[n_unit_tokens - 1] != eos
+    return train_docs[:n + bool(partial)]
+
+
+def count_contaminated(eval_docs: list[str], train_digests: set[str]) -> int:
+    return sum(doc_digest(d) in train_digests for d in eval_docs)
+
+
+def check_window(name: str, n_tokens: int, seq_len: int) -> None:
+    if n_tokens < seq_len:
+        raise UsageError(f"eval set {name!r} has {n_tokens} tokens, shorter than one eval window "
+                         f"(eval.seq_len = {seq_len}): give it more text or lower eval.seq_len")
+

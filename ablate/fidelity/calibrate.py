@@ -1,0 +1,209 @@
+"""Fitted proxies on a user's pool, the noise floor, and which unions to train next.
+
+How to run:
+    ablate calibrate                         # per ground truth: every proxy, fitted ones out of sample
+    ablate suggest-unions --budget 4 --truth unit   # the next 4 unions worth training for a fit
+
+The fitted proxies themselves live in ablate/scoring/proxies/ (`calibrated`, `regression`); here
+they are fitted on every union the pool has for a ground truth (budget `unit` or `sum`) and
+their predictions stored as rows beside the `merged` ones (method = the proxy, budget = the
+truth they predict). Those rows are in-sample for the unions they were fitted on; the
+`in_sample` column of `mixture_vs_union` says so, and `ablate calibrate` reports each fitted
+proxy leave-one-union-out. The protocol (`ablate fidelity`, FIDELITY.md) is the headline.
+
+Noise floor: unions trained with other data orders (`train-mixture --replicates`) give the
+run-to-run spread of log union perplexity. Two mixtures closer than 2·√2·sd cannot be told
+apart by retraining either, so such rank flips are not counted as proxy errors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+
+import numpy as np
+from scipy.stats import pearsonr, spearmanr
+
+from ablate.scoring import proxies
+from ablate.scoring.proxies import MIN_UNIONS, union_keys  # noqa: F401  (calibration's vocabulary)
+from ablate.core.errors import UsageError
+from ablate.store.index import Index
+from ablate.store.pool import Pool
+from ablate.store.results import Row, make_row, row_id, write_rows
+from ablate.train.truths import BUDGETS
+from ablate.core.weights import is_uniform, wkey
+
+FITTED = ("calibrated", "regression")
+
+
+def _rows(pool: Pool, sql: str, params: list | None = None) -> list[dict]:
+    cols, rows = Index(pool).query(sql, params)
+    return [dict(zip(cols, r)) for r in rows]
+
+
+def noise_floor(pool: Pool, budget: str = "sum") -> dict[str, dict]:
+    """Per eval set: pooled sd of log union ppl across replicates of one ground truth, and the threshold."""
+    rows = _rows(pool, "SELECT eval_set, mixture, weights, ln(ppl) AS lu FROM mixture_perplexity "
+                       "WHERE method = 'union' AND coalesce(budget, 'sum') = ?", [budget])
+    groups: dict[tuple, list[float]] = {}
+    for r in rows:
+        groups.setdefault((r["eval_set"], tuple(r["mixture"]), wkey(r["weights"])), []).append(r["lu"])
+    out = {}
+    for ev in sorted({g[0] for g in groups}):
+        reps = [v for g, v in groups.items() if g[0] == ev and len(v) >= 2]
+        dof = sum(len(v) - 1 for v in reps)
+        if not dof:
+            continue
+        sd = math.sqrt(sum(sum((x - np.mean(v)) ** 2 for x in v) for v in reps) / dof)
+        out[ev] = {"sd_log_ppl": sd, "threshold": 2 * math.sqrt(2) * sd, "mixtures": len(reps)}
+    return out
+
+
+def ranking_quality(proxy: np.ndarray, truth: np.ndarray, threshold: float = 0.0) -> dict:
+    """Pearson/Spearman, top-1, regret, and pairwise agreement on pairs farther apart than the noise."""
+    best = int(np.argmin(proxy))
+    pairs = [(i, j) for i, j in itertools.combinations(range(len(truth)), 2)
+             if abs(truth[i] - truth[j]) > threshold]
+    agree = [np.sign(proxy[i] - proxy[j]) == np.sign(truth[i] - truth[j]) for i, j in pairs]
+    regret_log = float(truth[best] - truth.min())
+    flat = len(truth) <= 2 or np.ptp(proxy) == 0 or np.ptp(truth) == 0
+    return {
+        "n": len(truth),
+        "pearson": math.nan if flat else float(pearsonr(proxy, truth)[0]),
+        "spearman": math.nan if flat else float(spearmanr(proxy, truth)[0]),
+        "top1": bool(truth[best] == truth.min()),
+        "top1_within_noise": bool(regret_log <= threshold),
+        "regret": math.exp(regret_log) - 1,
+        "pairwise_agreement": float(np.mean(agree)) if agree else math.nan,
+        "pairs_beyond_noise": len(pairs),
+    }
+
+
+def held_out(method: str, cases: list, truths: dict, fit_on: list[tuple], budget: str) -> dict:
+    """Predictions of one proxy for the cases whose union is *not* in fit_on; it sees only fit_on's truths."""
+    known = {key: v for key, v in truths.items() if (key[0], key[1]) in set(fit_on)}
+    pred = proxies.get(method).predict(cases, known, budget)
+    return {c.key: float(p) for c, p in zip(cases, pred) if (c.mixture, c.weights) not in set(fit_on)}
+
+
+def score_predictions(pred: dict, truths: dict, noise: dict) -> list[dict]:
+    """ranking_quality per eval set over the uniform multi-unit cases that have a truth and a prediction."""
+    out = []
+    for ev in sorted({key[2] for key in truths}):
+        keys = [key for key in truths if key[2] == ev and key in pred and len(key[0]) > 1 and is_uniform(key[1])]
+        if len(keys) < 3:
+            continue
+        thr = noise.get(ev, {}).get("threshold", 0.0)
+        q = ranking_quality(np.asarray([pred[k] for k in keys]), np.asarray([truths[k] for k in keys]), thr)
+        out.append({"eval_set": ev, "noise_sd": noise.get(ev, {}).get("sd_log_ppl"), **q})
+    return out
+
+
+def fidelity(pool: Pool, budget: str, methods: list[str] | None = None) -> list[dict]:
+    """Every proxy against one ground truth on this pool; fitted ones leave-one-union-out."""
+    cases, truths = proxies.load_cases(pool), proxies.load_truths(pool, budget)
+    unions = union_keys(truths)
+    if len(unions) < MIN_UNIONS:
+        return []
+    has_tsum = all(c.task_sum is not None for c in cases if (c.mixture, c.weights) in set(unions))
+    methods = methods or [m for m in proxies.names() if m != "task-sum" or has_tsum]
+    cases = [c for c in cases if c.k == 1 or (c.mixture, c.weights) in set(unions)]
+    noise = noise_floor(pool, budget)
+    out = []
+    for method in methods:
+        try:
+            pred = _leave_one_union_out(method, cases, truths, unions, budget)
+        except UsageError:  # an optional dependency (scikit-learn for `regression`) is not installed
+            continue
+        out += [{"budget": budget, "proxy": method, **q} for q in score_predictions(pred, truths, noise)]
+    return out
+
+
+def _leave_one_union_out(method: str, cases: list, truths: dict, unions: list[tuple], budget: str) -> dict:
+    """Out-of-sample predictions on this pool: a fitted proxy predicts each union from all the others."""
+    if not proxies.get(method).fitted:
+        return held_out(method, cases, truths, [], budget)
+    pred = {}
+    for u in unions:
+        part = held_out(method, cases, truths, [x for x in unions if x != u], budget)
+        pred |= {key: v for key, v in part.items() if (key[0], key[1]) == u}
+    return pred
+
+
+def refresh(pool: Pool, seq_len: int, log=print) -> dict | None:
+    """Fit each fitted proxy on every union of each ground truth; store its rows (only those that changed)."""
+    merged = {(tuple(r["mixture"]), wkey(r["weights"]), r["eval_set"]): r for r in _rows(
+        pool, "SELECT * FROM mixture_perplexity WHERE method = 'merged'")}
+    if not merged:
+        return None
+    cases = proxies.load_cases(pool)
+    current = dict(Index(pool).query("SELECT row_id, model_id FROM mixture_perplexity WHERE method IN "
+                                     "('calibrated', 'regression')")[1])
+    fitted, rows = {}, []
+    for budget in BUDGETS:
+        truths = proxies.load_truths(pool, budget)
+        if len(union_keys(truths)) < MIN_UNIONS:
+            continue
+        for method in FITTED:
+            try:
+                pred = proxies.get(method).predict(cases, truths, budget)
+            except UsageError as exc:  # an optional dependency missing: say so, keep the others
+                log(f"{method}: skipped ({exc})")
+                continue
+            fit_id = f"{method}-" + hashlib.sha256(pred.tobytes() + budget.encode()).hexdigest()[:12]
+            fitted[(method, budget)] = {"fit_id": fit_id, "unions": len(union_keys(truths))}
+            for c, lp in zip(cases, pred):
+                rows += _fitted_row(merged[c.key], method, budget, float(lp), fit_id, seq_len, current)
+    write_rows(pool, rows)
+    return fitted or None
+
+
+def _fitted_row(m: dict, method: str, budget: str, lp: float, fit_id: str, seq_len: int,
+                current: dict) -> list[Row]:
+    """A fitted proxy's row beside its merged row `m`: no model run, so no energy; [] if unchanged."""
+    ev = {"domain": m["eval_set"], "data_sha256": m["eval_sha256"]}
+    rid = row_id(f"{method}:{budget}", m["model_id"], ev, seq_len)
+    if current.get(rid) == fit_id:
+        return []
+    nll = lp * m["n_tokens"]
+    stats = {"n_tokens": m["n_tokens"], "n_bytes": m["n_bytes"], "nll_sum": nll, "ppl": math.exp(lp),
+             "bits_per_byte": nll / math.log(2) / max(1, m["n_bytes"]), "eval_s": 0.0}
+    none = {"energy_kwh": 0.0, "co2_kg": 0.0, "energy_method": f"none: {method} formula over the merged row"}
+    return [make_row(rid, method=method, mixture=m["mixture"], weights=m["weights"], ev=ev, stats=stats,
+                     model_id=fit_id, seed_id=m["seed_id"], device="none", eval_precision=None, flops=0.0,
+                     spec=m["spec"], budget=budget, energy=none)]
+
+
+def plan_unions(units: list[str], existing: list[tuple], budget: int,
+                candidates: list[tuple] | None = None) -> list[list[str]]:
+    """Greedy: spread the next unions over sizes k and over units least covered so far.
+
+    Nested: the first m picks of a larger budget are the picks of budget m."""
+    existing = [tuple(sorted(m)) for m in existing]
+    cover = {u: 0 for u in units}
+    for mix in existing:
+        for u in mix:
+            cover[u] = cover.get(u, 0) + 1
+    sizes = {len(m) for m in existing}
+    if candidates is None:
+        candidates = [c for k in range(2, len(units) + 1) for c in itertools.combinations(sorted(units), k)]
+    pool_ = [tuple(sorted(c)) for c in candidates if tuple(sorted(c)) not in existing]
+    chosen: list[tuple] = []
+    for _ in range(min(budget, len(pool_))):
+        def score(c):  # unseen sizes first, then least-covered units, then smaller (cheaper) unions
+            return (len(c) in sizes, sum(cover[u] for u in c) / len(c), len(c), c)
+        best = min((c for c in pool_ if c not in chosen), key=score)
+        chosen.append(best)
+        sizes.add(len(best))
+        for u in best:
+            cover[u] += 1
+    return [list(c) for c in chosen]
+
+
+def suggest_unions(pool: Pool, units: list[str], budget: int, truth: str = "sum") -> list[list[str]]:
+    """The next `budget` unions of one ground truth worth training (uniform ones already there are skipped)."""
+    rows = _rows(pool, "SELECT units, weights FROM models WHERE kind = 'union' AND coalesce(budget, 'sum') = ?",
+                 [truth])
+    existing = [tuple(r["units"]) for r in rows if r["weights"] is None or is_uniform(r["weights"])]
+    return plan_unions(units, existing, budget)

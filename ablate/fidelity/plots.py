@@ -1,0 +1,137 @@
+"""The report's figures (matplotlib, Agg backend, PNG).
+
+Each function reads what it draws from the index, so a figure shows exactly what
+`ablate sql` would return.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from ablate.store.pool import Pool
+
+
+def _rows(pool: Pool, sql: str) -> list[dict]:
+    from ablate.store.index import Index
+
+    cols, rows = Index(pool).query(sql)
+    return [dict(zip(cols, r)) for r in rows]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_fidelity(pool: Pool, path: Path, budget: str = "sum") -> bool:
+    """Merged vs union perplexity against one ground truth, one panel per eval set."""
+    rows = _rows(pool, "SELECT eval_set, k, merged_ppl, union_ppl FROM mixture_vs_union WHERE k >= 2 "
+                       f"AND proxy = 'merged' AND uniform AND budget = '{budget}'")
+    if not rows:
+        return False
+    plt = _plt()
+    sets = sorted({r["eval_set"] for r in rows})
+    cols = max(1, min(3, len(sets)))
+    nrows = max(1, math.ceil(len(sets) / cols))
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.8 * nrows), squeeze=False)
+    for ax, name in zip(axes.flat, sets):
+        pts = [r for r in rows if r["eval_set"] == name]
+        for k in sorted({p["k"] for p in pts}):
+            sel = [p for p in pts if p["k"] == k]
+            ax.scatter([p["union_ppl"] for p in sel], [p["merged_ppl"] for p in sel], label=f"k={k}", s=22)
+        lo = min(min(p["union_ppl"], p["merged_ppl"]) for p in pts)
+        hi = max(max(p["union_ppl"], p["merged_ppl"]) for p in pts)
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="identity")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(name)
+        ax.set_xlabel(f"union ppl (retrained, budget {budget})")
+        ax.set_ylabel("merged ppl (proxy)")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(sets):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_cost(pool: Pool, path: Path) -> None:
+    """Cumulative energy as mixtures are added: pool (units once, then evals) vs retraining each."""
+    plt = _plt()
+    unit_kwh = _rows(pool, "SELECT coalesce(sum(energy_kwh), 0) AS e, count(*) AS n FROM models WHERE kind = 'unit'")[0]
+    mixes = _rows(pool, "SELECT mixture, k, sum(energy_kwh) AS e FROM mixture_perplexity WHERE method = 'merged' "
+                        "AND uniform GROUP BY mixture, k ORDER BY k, array_to_string(mixture, ',')")
+    mean_unit = unit_kwh["e"] / max(1, unit_kwh["n"])
+    sim, ret, s, r = [], [], unit_kwh["e"], 0.0
+    for m in mixes:
+        s += m["e"] or 0
+        r += m["k"] * mean_unit
+        sim.append(s * 1000)
+        ret.append(r * 1000)
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    x = list(range(1, len(mixes) + 1))
+    ax.plot(x, sim, label="simulation: unit members + merge/eval")
+    ax.plot(x, ret, label="retraining each mixture (k x unit cost)")
+    ax.set_xlabel("mixtures evaluated (by size k)")
+    ax.set_ylabel("cumulative energy (Wh)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+
+
+def plot_budget(pool: Pool, path: Path, budget: str = "sum") -> bool:
+    """Expected best union ppl after n mixtures vs cumulative cost: simulation and retraining, one chart."""
+    rows = _rows(pool, f"SELECT * FROM budget_curve WHERE budget = '{budget}'")
+    if not rows:
+        return False
+    plt = _plt()
+    sets = sorted({r["eval_set"] for r in rows})
+    fig, axes = plt.subplots(2, len(sets), figsize=(3.6 * len(sets), 6.4), squeeze=False)
+    for col, name in enumerate(sets):
+        pts = [r for r in rows if r["eval_set"] == name]
+        for row, (unit, sim_key, ret_key) in enumerate((("energy (kWh)", "sim_kwh", "retrain_kwh"),
+                                                         ("FLOPs", "sim_flops", "retrain_flops"))):
+            ax = axes[row][col]
+            for label, xk, yk, sk in (("simulation (proxy's pick)", sim_key, "proxy_expected_best_ppl", "proxy_sd"),
+                                      ("retraining", ret_key, "retrain_expected_best_ppl", "retrain_sd")):
+                x = [p[xk] for p in pts]
+                y = [p[yk] for p in pts]
+                sd = [p[sk] for p in pts]
+                ax.plot(x, y, marker=".", label=label)
+                ax.fill_between(x, [a - b for a, b in zip(y, sd)], [a + b for a, b in zip(y, sd)], alpha=0.15)
+            ax.set_xscale("log")
+            ax.set_xlabel(f"cumulative {unit}")
+            if col == 0:
+                ax.set_ylabel("expected best union ppl")
+            if row == 0:
+                ax.set_title(name)
+            ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def plot_growth(growth: list[dict], path: Path) -> None:
+    """Amortized cost per mixture as units are added to the pool."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    n = [g["units"] for g in growth]
+    ax.plot(n, [g["amortized_wh"] for g in growth], marker="o", label="simulation: Wh per mixture")
+    ax.plot(n, [g["retrain_wh_per_mixture"] for g in growth], marker="s", label="retraining: Wh per mixture")
+    ax.set_xlabel("units in the pool")
+    ax.set_ylabel("energy per mixture (Wh)")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

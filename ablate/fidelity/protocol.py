@@ -1,0 +1,206 @@
+"""Scoring for the fidelity protocol (ablate/cli/fidelity.py trains; this scores and writes FIDELITY.md).
+
+Per study, ground truth (budget) and calibration budget m ∈ {0, n/2, n, 2n} unions (picked by
+the same greedy as `suggest-unions`, nested, among the study's truths): every proxy predicts
+every held-out truth (the truths not among the m). Fitted proxies see only the m unions (and
+the units alone, which are free); unfitted ones ignore them. All proxies are scored on the same
+held-out truths, per eval set: Pearson and Spearman of log ppl, top-1, regret, pairwise
+agreement on pairs farther apart than the noise floor (2·√2·sd of replicate unions).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+from ablate.scoring import proxies
+from ablate.fidelity.calibrate import held_out, noise_floor, plan_unions, score_predictions, union_keys
+from ablate.core.config import StudyConfig
+from ablate.store.pool import Pool, atomic_write_bytes
+from ablate.train.truths import DEFAULT_METHOD, QUESTIONS
+
+MIN_HELD_OUT = 4  # a ranking of fewer held-out mixtures says little
+
+
+M_LABELS = ("0", "n/2", "n", "2n")
+
+
+def calibration_sizes_labels(n_units: int) -> list[int]:
+    """The calibration budgets of the protocol, in the order of M_LABELS."""
+    return [0, max(1, n_units // 2), n_units, 2 * n_units]
+
+
+def calibration_sizes(n_units: int, n_truths: int) -> list[int]:
+    return [m for m in sorted(set(calibration_sizes_labels(n_units))) if n_truths - m >= MIN_HELD_OUT]
+
+
+def score_study(cfg: StudyConfig, prep: dict, source: str) -> dict:
+    pool = Pool(cfg.pool)
+    units, n = prep["units"], len(prep["units"])
+    wanted = {tuple(sorted(m)) for m in prep["truths"]}
+    all_cases = proxies.load_cases(pool)
+    rows = []
+    for budget in cfg.fidelity.budgets:
+        truths = {k: v for k, v in proxies.load_truths(pool, budget).items() if k[0] in wanted}
+        unions = union_keys(truths)
+        cases = [c for c in all_cases if c.k == 1 or (c.mixture, c.weights) in set(unions)]
+        noise = noise_floor(pool, budget)
+        for m in calibration_sizes(n, len(unions)):
+            fit_on = [(tuple(mix), proxies.wkey([1 / len(mix)] * len(mix)))
+                      for mix in plan_unions(units, [], m, [u[0] for u in unions])]
+            label = dict(zip(calibration_sizes_labels(n), M_LABELS))[m]  # pooled across studies of other n
+            # what the calibration costs, in trainings of one unit: a sum union of k units costs k
+            cost = sum(len(mix) if budget == "sum" else 1 for mix, _ in fit_on)
+            for method in cfg.fidelity.proxies:
+                pred = held_out(method, cases, truths, fit_on, budget)
+                for q in score_predictions(pred, truths, noise):
+                    rows.append({"study": cfg.name, "budget": budget, "proxy": method, "m": m, "m_label": label,
+                                 "held_out": len(unions) - m, "fitted": proxies.get(method).fitted,
+                                 "calibration_unit_trainings": cost if proxies.get(method).fitted else 0, **q})
+    return {"study": cfg.name, "source": source, "units": units, "n_truths": len(wanted), "cost": study_cost(pool),
+            "eval_sets": sorted({c.eval_set for c in all_cases}), "rows": rows,
+            "seconds": prep["seconds"], "config": cfg.model_dump(mode="json")}
+
+
+def study_cost(pool: Pool) -> dict:
+    """What the study's pool cost to build, from its price tags (not this run's clock: stages are cached)."""
+    from ablate.store.index import Index
+
+    _, train = Index(pool).query("SELECT coalesce(sum(wall_s), 0), coalesce(sum(energy_kwh), 0) FROM models")
+    _, ev = Index(pool).query("SELECT coalesce(sum(eval_s + coalesce(merge_s, 0)), 0), coalesce(sum(energy_kwh), 0) "
+                              "FROM mixture_perplexity")
+    return {"train_s": train[0][0], "train_kwh": train[0][1], "eval_s": ev[0][0], "eval_kwh": ev[0][1]}
+
+
+# -- the report ---------------------------------------------------------------------------------
+def summarize(rows: list[dict]) -> dict:
+    """Aggregates over eval sets: top-1 count, median/min Spearman, worst regret, pairwise agreement."""
+    sp = [r["spearman"] for r in rows if not math.isnan(r["spearman"])]
+    pw = [r["pairwise_agreement"] for r in rows if not math.isnan(r["pairwise_agreement"])]
+    return {"evals": len(rows), "top1": sum(r["top1"] for r in rows),
+            "cost": statistics.mean(r["calibration_unit_trainings"] for r in rows) if rows else 0,
+            "top1_noise": sum(r["top1_within_noise"] for r in rows),
+            "median_spearman": statistics.median(sp) if sp else math.nan, "min_spearman": min(sp) if sp else math.nan,
+            "worst_regret": max(r["regret"] for r in rows) if rows else math.nan,
+            "pairwise": statistics.mean(pw) if pw else math.nan}
+
+
+def _f(v, digits=2, pct=False) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    return f"{100 * v:.{digits}f} %" if pct else f"{v:.{digits}f}"
+
+
+def _table(rows: list[dict], keys: list[str]) -> list[str]:
+    lines = [f"| {' | '.join(keys)} | fit cost (unit trainings) | eval sets | top-1 | top-1 within noise | "
+             "median Spearman | min Spearman | worst regret | pairwise beyond noise |", "|" + "---|" * (len(keys) + 8)]
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r[k] for k in keys), []).append(r)
+    for g, rs in groups.items():
+        s = summarize(rs)
+        lines.append(f"| {' | '.join(str(x) for x in g)} | {s['cost']:.1f} | {s['evals']} | {s['top1']}/{s['evals']} | "
+                     f"{s['top1_noise']}/{s['evals']} | {_f(s['median_spearman'])} | {_f(s['min_spearman'])} | "
+                     f"{_f(s['worst_regret'], 2, True)} | {_f(s['pairwise'])} |")
+    return lines
+
+
+def worse_than_merged(rows: list[dict], proxy: str) -> int:
+    """Paired count of (study, truth, m, eval set) where `proxy`'s pick is worse by retraining than merged's."""
+    merged = {(r["study"], r["budget"], r["m"], r["eval_set"]): r["regret"] for r in rows if r["proxy"] == "merged"}
+    return sum(r["regret"] > merged[(r["study"], r["budget"], r["m"], r["eval_set"])] + 1e-12
+               for r in rows if r["proxy"] == proxy and (r["study"], r["budget"], r["m"], r["eval_set"]) in merged)
+
+
+def ranked(rows: list[dict], budget: str) -> list[tuple]:
+    """(m label, proxy, summary, eval sets worse than merged), per m best first (top-1, median Spearman)."""
+    part = [r for r in rows if r["budget"] == budget]
+    out = []
+    for label in [x for x in M_LABELS if any(r["m_label"] == x for r in part)]:
+        at_m = [r for r in part if r["m_label"] == label]
+        group = [(summarize([r for r in at_m if r["proxy"] == p]), p, worse_than_merged(at_m, p))
+                 for p in sorted({r["proxy"] for r in at_m})]
+        group.sort(key=lambda t: (-t[0]["top1"], -t[0]["median_spearman"]))
+        out += [(label, p, s, worse) for s, p, worse in group]
+    return out
+
+
+def headline(rows: list[dict], budget: str) -> list[str]:
+    lines = ["| m | proxy | fit cost (unit trainings, mean) | top-1 | top-1 within noise | median Spearman | "
+             "worst regret | eval sets worse than merged |", "|---|---|---|---|---|---|---|---|"]
+    for label, proxy, s, worse in ranked(rows, budget):
+        lines.append(f"| {label} | {proxy} | {s['cost']:.1f} | {s['top1']}/{s['evals']} "
+                     f"({_f(s['top1'] / s['evals'], 0, True)}) | {s['top1_noise']}/{s['evals']} | "
+                     f"{_f(s['median_spearman'])} | {_f(s['worst_regret'], 2, True)} | {worse} |")
+    return lines
+
+
+def goals(rows: list[dict]) -> list[str]:
+    """The issue's targets, checked on these rows (so a regenerated report says whether they still hold)."""
+    lines = ["## Goals, checked", ""]
+    unit = [r for r in rows if r["budget"] == "unit" and r["m_label"] == "0" and r["proxy"] == DEFAULT_METHOD["unit"]]
+    if unit:
+        s = summarize(unit)
+        ok = s["top1"] >= 0.8 * s["evals"] and s["median_spearman"] >= 0.9 and s["worst_regret"] <= 0.02
+        lines.append(f"- Equal compute (`unit`), default proxy `{DEFAULT_METHOD['unit']}`, no union trained: top-1 "
+                     f"{s['top1']}/{s['evals']} ({_f(s['top1'] / s['evals'], 0, True)}; {s['top1_noise']}/{s['evals']} "
+                     f"within noise), median Spearman {_f(s['median_spearman'])}, worst regret "
+                     f"{_f(s['worst_regret'], 2, True)}. Target (top-1 ≥ 80 %, median Spearman ≥ 0.9, worst regret "
+                     f"≤ 2 %): {'met' if ok else 'NOT met'}.")
+    best = [t for t in ranked(rows, "sum") if t[0] in ("0", "n/2", "n")]
+    if best:
+        label, proxy, s, worse = max(best, key=lambda t: (t[2]["top1"], t[2]["median_spearman"]))
+        ok = worse == 0 and s["top1"] >= 0.8 * s["evals"]
+        lines.append(f"- Add data (`sum`), the best proxy with at most n calibration unions (by top-1, then median "
+                     f"Spearman): `{proxy}` at m = {label}: top-1 {s['top1']}/{s['evals']} "
+                     f"({_f(s['top1'] / s['evals'], 0, True)}; {s['top1_noise']}/{s['evals']} within noise), median "
+                     f"Spearman {_f(s['median_spearman'])}, worst regret {_f(s['worst_regret'], 2, True)}, worse than "
+                     f"merged in {worse} eval sets. Target (never worse than merged, top-1 ≥ 80 %): "
+                     f"{'met' if ok else 'NOT met'}.")
+    return lines + [""]
+
+
+def write_markdown(results: list[dict], out: Path, seconds: float, sources: list[str]) -> Path:
+    rows = [r for s in results for r in s["rows"]]
+    order = {"unit": 0, "sum": 1}
+    rows.sort(key=lambda r: (order.get(r["budget"], 9), M_LABELS.index(r["m_label"]), r["proxy"], r["study"],
+                             r["eval_set"]))
+    lines = ["# Fidelity: how well each proxy ranks mixtures, per ground truth", "",
+             "Regenerate: `make fidelity` (= `ablate fidelity --out FIDELITY.md`, every `configs/fidelity/*.yaml`;"
+             f" this run: {seconds / 60:.1f} min, reusing whatever its pools already held). Raw numbers: "
+             "`FIDELITY.json`.", "",
+             "Every figure is out of sample: a fitted proxy is fitted on m unions chosen by `suggest-unions` "
+             "(plus the units alone, which are free) and scored only on the other ground-truth mixtures; the "
+             "unfitted proxies are scored on the same held-out mixtures. m = 0 means no union was trained.", "",
+             "Studies:", ""]
+    for s in results:
+        lines.append(f"- **{s['study']}** (`{s['source']}`): units {', '.join(s['units'])}; seed on "
+                     f"{', '.join(s['config']['seed']['domains'])}; eval sets {', '.join(s['eval_sets'])}; "
+                     f"{s['n_truths']} ground-truth mixtures per budget; its pool's price tags: training "
+                     f"{s['cost']['train_s'] / 60:.1f} min, evaluation {s['cost']['eval_s'] / 60:.1f} min, "
+                     f"{1000 * (s['cost']['train_kwh'] + s['cost']['eval_kwh']):.1f} Wh.")
+    lines += ["", "Proxies:", ""] + [f"- `{name}`: {proxies.get(name).summary}" for name in proxies.names()]
+    lines += ["", "m: unions trained for fitting, per study: 0, n/2, n, 2n for n units (2n only where at least "
+              f"{MIN_HELD_OUT} truths stay held out). Top-1 within noise: the pick's truth is within 2·√2·sd of the "
+              "best (sd from replicate unions). Regret: how much worse, by retraining, the proxy's pick is than the "
+              "true best, in perplexity.", ""] + goals(rows)
+    for budget in sorted({r["budget"] for r in rows}, key=lambda b: order.get(b, 9)):
+        part = [r for r in rows if r["budget"] == budget]
+        lines += ["", f"## Ground truth `{budget}`: {QUESTIONS[budget]}", "",
+                  "### All studies pooled, by calibration budget m (unions trained for fitting), best first", ""]
+        lines += headline(rows, budget)
+        lines += ["", "### All studies pooled, min Spearman and pairwise agreement", ""] + _table(part, ["m_label", "proxy"])
+        lines += ["", "### Per study", ""] + _table(part, ["study", "m", "proxy"])
+    lines += ["", "## Per eval set (every study, truth, m and proxy)", "",
+              "| study | truth | m | held out | proxy | eval set | Pearson | Spearman | top-1 | regret | pairwise |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['study']} | {r['budget']} | {r['m']} | {r['held_out']} | {r['proxy']} | {r['eval_set']} | "
+                     f"{_f(r['pearson'])} | {_f(r['spearman'])} | {'yes' if r['top1'] else 'no'} | "
+                     f"{_f(r['regret'], 2, True)} | {_f(r['pairwise_agreement'])} |")
+    out = Path(out)
+    atomic_write_bytes(out, ("\n".join(lines) + "\n").encode())
+    atomic_write_bytes(out.with_suffix(".json"), json.dumps(results, indent=1, default=str).encode())
+    return out

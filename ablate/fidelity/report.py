@@ -1,0 +1,250 @@
+"""The verdict: how faithful the proxy is, and what it saved.
+
+How to run:
+    ablate report --out report/     # report.md + fidelity-<truth>.png + cost.png + budget-<truth>.png
+
+Everything here is read from the index views (`proxy_fidelity`,
+`mixture_vs_union`) and the `models` / `mixture_perplexity` tables, so the
+numbers in the report are the numbers a user gets from `ablate sql`.
+
+Cost accounting. Simulation = training one member per unit + merging and
+evaluating every mixture. Retraining = training every mixture's union (k units →
+k× the unit's tokens). Unions that were trained are measured; for the rest of
+the 2^n − 1 mixtures the retraining cost is extrapolated as k × the mean unit
+cost, and the report says so.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from ablate.store.index import Index
+from ablate.store.schema import MIN_MIXTURES
+from ablate.store.pool import Pool, atomic_write_bytes
+
+
+def _rows(pool: Pool, sql: str) -> list[dict]:
+    cols, rows = Index(pool).query(sql)
+    return [dict(zip(cols, r)) for r in rows]
+
+
+def fidelity(pool: Pool) -> list[dict]:
+    return _rows(pool, "SELECT * FROM proxy_fidelity")
+
+
+def costs(pool: Pool) -> dict:
+    """Measured and extrapolated costs of simulating vs retraining all mixtures."""
+    units = _rows(pool, "SELECT units[1] AS unit, energy_kwh, wall_s, flops FROM models WHERE kind = 'unit'")
+    unions = _rows(pool, "SELECT len(units) AS k, energy_kwh, wall_s, flops FROM models WHERE kind = 'union'")
+    merged = _rows(pool, "SELECT k, sum(energy_kwh) AS energy_kwh, sum(eval_s + coalesce(merge_s, 0)) AS wall_s, "
+                         "sum(flops) AS flops, count(DISTINCT mixture) AS n FROM mixture_perplexity "
+                         "WHERE method = 'merged' AND uniform GROUP BY k ORDER BY k")
+    n = len({u["unit"] for u in units})
+    out = {"n_units": n, "n_mixtures": sum(r["n"] for r in merged), "unions_trained": len(unions)}
+    for key in ("energy_kwh", "wall_s", "flops"):
+        unit_total = sum(u[key] or 0 for u in units)
+        unit_mean = unit_total / max(1, len(units))
+        sim = unit_total + sum(r[key] or 0 for r in merged)
+        measured_unions = sum(u[key] or 0 for u in unions)
+        # every mixture of k units retrained costs ~k unit trainings: sum_k C(n,k) k = n 2^(n-1)
+        all_mixtures = unit_mean * n * 2 ** (n - 1) if n else 0.0
+        out[key] = {"simulation": sim, "unions_measured": measured_unions, "unit_trainings": unit_total,
+                    "retrain_all_extrapolated": all_mixtures,
+                    "ratio": all_mixtures / sim if sim else math.nan}
+    return out
+
+
+def growth(pool: Pool) -> list[dict]:
+    """Amortized cost per mixture as the pool grew, units taken in the order they were trained."""
+    units = _rows(pool, "SELECT units[1] AS unit, energy_kwh FROM models WHERE kind = 'unit' ORDER BY created_at")
+    evals = _rows(pool, "SELECT mixture, sum(energy_kwh) AS e FROM mixture_perplexity "
+                        "WHERE method = 'merged' AND uniform GROUP BY mixture")
+    out, have, train = [], set(), 0.0
+    mean_unit = sum(u["energy_kwh"] for u in units) / max(1, len(units))
+    for u in units:
+        have.add(u["unit"])
+        train += u["energy_kwh"]
+        n = len(have)
+        scored = [e["e"] or 0 for e in evals if set(e["mixture"]) <= have]
+        mixtures = 2 ** n - 1
+        out.append({"units": n, "mixtures": mixtures, "scored": len(scored),
+                    "amortized_wh": 1000 * (train + sum(scored)) / mixtures,
+                    "retrain_wh_per_mixture": 1000 * mean_unit * n * 2 ** (n - 1) / mixtures})
+    return out
+
+
+def _quality_cells(q: dict) -> str:
+    return (f"{_num(q['pearson'], 3)} | {_num(q['spearman'], 3)} | {'yes' if q['top1'] else 'no'}"
+            f"{' (within noise)' if q['top1_within_noise'] and not q['top1'] else ''} | "
+            f"{_num(100 * q['regret'], 2)} % | {_num(q['pairwise_agreement'], 3)}")
+
+
+def truth_order(pool: Pool) -> list[str]:
+    """Ground truths present in the pool, the protocol's recommended question first."""
+    from ablate.train.truths import DEFAULT_TRUTH
+
+    have = {r["budget"] for r in _rows(pool, "SELECT DISTINCT coalesce(budget, 'sum') AS budget FROM "
+                                             "mixture_perplexity WHERE method = 'union'")}
+    return sorted(have, key=lambda b: (b != DEFAULT_TRUTH, b != "sum", b))
+
+
+def fidelity_markdown(pool: Pool) -> list[str]:
+    from ablate.fidelity.calibrate import fidelity as proxy_fidelity
+    from ablate.train.truths import QUESTIONS
+
+    lines = []
+    for budget in truth_order(pool):
+        rows = proxy_fidelity(pool, budget)
+        if not rows:
+            continue
+        question = QUESTIONS.get(budget.split("=")[0], budget)
+        lines += [f"## Proxy fidelity against the `{budget}` ground truth: {question}", "",
+                  "Multi-unit uniform mixtures with a trained union. Fitted proxies (calibrated, regression) "
+                  "leave-one-union-out on this pool; FIDELITY.md has the protocol on studies they were not tuned on. "
+                  "Noise floor: sd of log union ppl across replicate unions; pairs closer than 2·√2·sd are not "
+                  "counted as rank errors.", "",
+                  "| eval set | n | noise sd | proxy | Pearson | Spearman | top-1 | regret | pairwise (beyond noise) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in sorted(rows, key=lambda r: (r["eval_set"], r["proxy"] != "merged", r["proxy"])):
+            lines.append(f"| {r['eval_set']} | {r['n']} | {_num(r['noise_sd'], 3)} | {r['proxy']} | "
+                         + _quality_cells(r) + " |")
+        lines.append("")
+    return lines or _raw_fidelity_markdown(pool)
+
+
+def _raw_fidelity_markdown(pool: Pool) -> list[str]:
+    rows = [r for r in fidelity(pool) if r["proxy"] == "merged"]
+    few = [f"n/a: fewer than {MIN_MIXTURES} mixtures with a trained union, too few to rank.", ""]
+    lines = ["## Proxy fidelity (merged vs union, multi-unit mixtures)", "",
+             *(few if any(r["n_mixtures"] < MIN_MIXTURES for r in rows) else []),
+             "| ground truth | eval set | n | Pearson (log ppl) | Spearman | top-1 | regret | proxy's best | true best |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['budget']} | {r['eval_set']} | {r['n_mixtures']} | {_num(r['pearson_log_ppl'])} | "
+                     f"{_num(r['spearman_log_ppl'])} | {_yes_no(r['top1_agree'])} | "
+                     f"{_pct(r['regret'])} | {'+'.join(r['proxy_best'])} | {'+'.join(r['true_best'])} |")
+    return lines
+
+
+def cost_markdown(pool: Pool) -> list[str]:
+    c = costs(pool)
+    lines = ["", f"## Cost: simulation vs retraining ({c['n_units']} units, {c['n_mixtures']} mixtures scored, "
+                 f"{c['unions_trained']} unions trained)", "",
+             "| | simulation (units + merges + evals) | unions trained here (measured) | "
+             "retraining all mixtures (extrapolated: k x mean unit cost) | ratio |", "|---|---|---|---|---|"]
+    for key, label, scale in (("energy_kwh", "energy (Wh)", 1000), ("wall_s", "seconds", 1), ("flops", "FLOPs", 1)):
+        v = c[key]
+        lines.append(f"| {label} | {_num(v['simulation'] * scale)} | {_num(v['unions_measured'] * scale)} | "
+                     f"{_num(v['retrain_all_extrapolated'] * scale)} | {_num(v['ratio'], 2)}x |")
+    methods = _rows(pool, "SELECT DISTINCT energy_method FROM models WHERE kind <> 'seed'")
+    lines += ["", "Energy method: " + "; ".join(m["energy_method"] for m in methods)]
+    return lines
+
+
+def budget_markdown(pool: Pool) -> list[str]:
+    rows = _rows(pool, "SELECT * FROM budget_curve")
+    if not rows:
+        return []
+    lines = ["", "## Budget curves (expected best union ppl after n random mixtures; Dodge et al. 2019)", "",
+             "| ground truth | eval set | n | retraining: E[best] ± sd | its energy (Wh) | simulation: E[true ppl of "
+             "proxy's pick] ± sd | its energy (Wh) |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        big = max(x["n"] for x in rows if x["eval_set"] == r["eval_set"] and x["budget"] == r["budget"])
+        if r["n"] in (1, max(1, big // 2), big):
+            lines.append(f"| {r['budget']} | {r['eval_set']} | {r['n']} | {_num(r['retrain_expected_best_ppl'])} ± "
+                         f"{_num(r['retrain_sd'], 3)} | {_num(1000 * (r['retrain_kwh'] or 0))} | "
+                         f"{_num(r['proxy_expected_best_ppl'])} ± {_num(r['proxy_sd'], 3)} | "
+                         f"{_num(1000 * (r['sim_kwh'] or 0))} |")
+    return lines + ["", "Full curves: `ablate sql \"SELECT * FROM budget_curve\"`."]
+
+
+def search_markdown(pool: Pool) -> list[str]:
+    rows = _rows(pool, "SELECT * FROM searches WHERE search_id IN (SELECT arg_max(search_id, created_at) "
+                       "FROM searches GROUP BY target) ORDER BY target, rank")
+    if not rows:
+        return []
+    lines = ["", "## Mixture search (latest per target)", "",
+             "| target | method | truth | rank | mixture | weights | proxy ppl | union ppl | union rank | validated |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["rank"] <= 5 or r["validated"]:
+            lines.append(f"| {r['target']} | {r['method']} | {r.get('budget') or 'sum'} | {r['rank']} | "
+                         f"{'+'.join(r['mixture'])} | "
+                         f"{','.join(f'{w:.2f}' for w in r['weights'])} | {_num(r['proxy_ppl'])} | "
+                         f"{_num(r['union_ppl'])} | {r['union_rank'] or '-'} of {r['n_unions_known']} | "
+                         f"{'yes' if r['validated'] else 'no'} |")
+    return lines
+
+
+def eval_sets_markdown(pool: Pool) -> list[str]:
+    """Every eval set with where it came from and its contamination: documents whose exact text is
+    also a document inside a training unit (counted by `units split`)."""
+    rows = _rows(pool, "SELECT unit_id, source, n_docs, n_tokens, n_bytes, contaminated_docs FROM units "
+                       "WHERE kind = 'eval' ORDER BY unit_id")
+    if not rows:
+        return []
+    lines = ["", "## Eval sets and contamination", "",
+             "| eval set | source | documents | tokens | bytes | documents also in a training unit |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        dirty = r["contaminated_docs"]
+        lines.append(f"| {r['unit_id'].removeprefix('eval-')} | {r['source'] or 'corpus'} | {r['n_docs']} | "
+                     f"{r['n_tokens']} | {r['n_bytes']} | "
+                     f"{'not counted (split before ablate counted it)' if dirty is None else dirty} |")
+    return lines
+
+
+def growth_markdown(rows: list[dict]) -> list[str]:
+    lines = ["", "## A growing pool: amortized cost per mixture", "",
+             "| units | mixtures | scored | simulation Wh/mixture | retraining Wh/mixture |", "|---|---|---|---|---|"]
+    for g in rows:
+        lines.append(f"| {g['units']} | {g['mixtures']} | {g['scored']} | {_num(g['amortized_wh'])} | "
+                     f"{_num(g['retrain_wh_per_mixture'])} |")
+    return lines
+
+
+def verdict_markdown(pool: Pool) -> str:
+    return "\n".join(fidelity_markdown(pool) + cost_markdown(pool)) + "\n"
+
+
+def _yes_no(v) -> str:
+    return "n/a" if v is None else ("yes" if v else "no")
+
+
+def _pct(v) -> str:
+    return "n/a" if v is None else f"{_num(100 * v, 2)} %"
+
+
+def _num(v, digits: int = 4) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    return f"{v:.{digits}g}" if abs(v) < 1e4 else f"{v:.3e}"
+
+
+def write_report(pool: Pool, out: Path) -> Path:
+    from ablate.fidelity import plots
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    grown = growth(pool)
+    text = "# ablate report\n\n" + verdict_markdown(pool)
+    truths = truth_order(pool)
+    for budget in truths:
+        if plots.plot_fidelity(pool, out / f"fidelity-{budget}.png", budget):
+            text += f"\n![merged vs union perplexity, ground truth {budget}](fidelity-{budget}.png)\n"
+    plots.plot_cost(pool, out / "cost.png")
+    text += "\n![cost of simulation vs retraining](cost.png)\n"
+    text += "\n".join(budget_markdown(pool)) + "\n"
+    for budget in truths:
+        if plots.plot_budget(pool, out / f"budget-{budget}.png", budget):
+            text += f"\n![budget curves, ground truth {budget}](budget-{budget}.png)\n"
+    text += "\n".join(search_markdown(pool)) + "\n"
+    text += "\n".join(eval_sets_markdown(pool)) + "\n"
+    if grown:
+        text += "\n".join(growth_markdown(grown)) + "\n"
+        plots.plot_growth(grown, out / "growth.png")
+        text += "\n![amortized cost as the pool grows](growth.png)\n"
+    path = out / "report.md"
+    atomic_write_bytes(path, text.encode())
+    return path

@@ -1,0 +1,168 @@
+"""Models: the seed's architecture, finding the seed, loading and saving members, parameter counts.
+
+How to run (creating the seed, trained or imported, is ablate/train/seed.py):
+    ablate seed                       # train the config's tiny Llama seed on its seed mix
+    ablate seed --set seed.mode=import --set seed.import_path=/path/to/hf-model
+
+Every member is the seed's architecture with other weights, so a member is stored
+as weights only (`model.safetensors`) and loaded by building the seed's config and
+reading the weights into it. Tied weights (embedding = LM head) are stored once,
+under the first name in `state_dict()` order, the same way for every member so
+merges line up tensor by tensor.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+import ablate
+from ablate.core.config import StudyConfig
+from ablate.core.errors import AblateError, UsageError
+from ablate.store.pool import Pool, seed_of, sha256_file
+from ablate.data.units import study_tokenizer
+
+
+def versions() -> dict:
+    import duckdb
+    import safetensors
+    import transformers
+
+    return {"ablate": ablate.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "safetensors": safetensors.__version__, "duckdb": duckdb.__version__,
+            "python": platform.python_version()}
+
+
+def unique_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """state_dict without the second name of tied tensors, contiguous, on CPU."""
+    seen, out = set(), {}
+    for name, tensor in model.state_dict().items():
+        key = (tensor.data_ptr(), tensor.shape, tensor.dtype) if tensor.numel() else (name,)
+        if key in seen:
+            continue
+        seen.add(key)
+        out[name] = tensor.detach().to("cpu").contiguous()
+    return out
+
+
+def save_weights(state: dict[str, torch.Tensor], path: Path) -> str:
+    """Write safetensors with fsync; return the file's sha256."""
+    save_file(state, str(path), metadata={"format": "pt"})
+    with open(path, "rb") as fh:
+        import os
+        os.fsync(fh.fileno())
+    return sha256_file(path)
+
+
+def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """Load a weights-only state; names missing must be tied twins of loaded ones."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    current = model.state_dict()
+    loaded_ptrs = {t.data_ptr() for n, t in current.items() if n in state}
+    bad = [n for n in missing if current[n].data_ptr() not in loaded_ptrs]
+    if unexpected or bad:
+        raise AblateError(f"{where}: weights do not fit the seed architecture "
+                          f"(unexpected {unexpected[:3]}, missing {bad[:3]})")
+
+
+def check_fit(model: torch.nn.Module, names, where: str) -> dict[str, torch.Tensor]:
+    """load_state's check for weights written in place: `names` must all be the model's and every
+    other tensor a tied twin of one of them. Returns the state (it shares the parameters' storage)."""
+    current = model.state_dict()
+    unexpected = sorted(n for n in names if n not in current)
+    loaded = {current[n].data_ptr() for n in names if n in current}
+    bad = [n for n, t in current.items() if n not in names and t.data_ptr() not in loaded]
+    if unexpected or bad:
+        raise AblateError(f"{where}: weights do not fit the seed architecture "
+                          f"(unexpected {unexpected[:3]}, missing {bad[:3]})")
+    return current
+
+
+def count_params(model: torch.nn.Module) -> tuple[int, int]:
+    """(all unique parameters, non-embedding parameters: no token embedding / LM head)."""
+    seen, total = set(), 0  # unique_state's rule, without its copy to the host (a GPU model)
+    for name, t in model.state_dict().items():
+        key = (t.data_ptr(), t.shape, t.dtype) if t.numel() else (name,)
+        if key not in seen:
+            seen.add(key)
+            total += t.numel() if t.is_floating_point() else 0
+    emb = model.get_input_embeddings().weight.numel()
+    out = model.get_output_embeddings()
+    tied = out is None or out.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+    nonembed = total - emb - (0 if tied else out.weight.numel())
+    return total, nonembed
+
+
+def llama_config(cfg: StudyConfig, tok):
+    from transformers import LlamaConfig
+
+    s = cfg.seed
+    return LlamaConfig(
+        vocab_size=len(tok), hidden_size=s.hidden_size, intermediate_size=s.intermediate_size,
+        num_hidden_layers=s.layers, num_attention_heads=s.heads, num_key_value_heads=s.heads,
+        max_position_embeddings=max(s.seq_len, cfg.train.seq_len, cfg.eval.seq_len),
+        tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.eos_token_id, rms_norm_eps=1e-5)
+
+
+def model_from_config(config, device=None) -> torch.nn.Module:
+    """The architecture in float32, built directly on `device` (default CPU): no host copy of a GPU model."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device(device or "cpu"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    return model
+
+
+def seed_config(pool: Pool, seed_id: str):
+    from transformers import AutoConfig
+
+    seed_dir = pool.seed_dir(seed_id)
+    if not seed_dir.is_dir():  # never created here: a step to run, not a damaged pool
+        raise UsageError(f"seed {seed_id} is not in {pool.models_dir}: run `ablate seed` first")
+    if not (seed_dir / "config.json").exists():
+        raise AblateError(f"seed {seed_id} in {pool.models_dir} has no config.json (damaged pool?)")
+    return AutoConfig.from_pretrained(str(seed_dir), local_files_only=True, trust_remote_code=False)
+
+
+def check_weights_file(path: Path, meta: dict, full_hash: bool = False) -> None:
+    """Cheap checks always (size, header); the sha256 on request."""
+    if not path.exists():
+        raise AblateError(f"weights missing: {path}")
+    if "size" in meta and path.stat().st_size != meta["size"]:
+        raise AblateError(f"weights {path} have {path.stat().st_size} bytes, expected {meta['size']} (truncated?)")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            fh.keys()
+    except Exception as exc:  # safetensors raises its own error types
+        raise AblateError(f"weights {path} are not a valid safetensors file: {str(exc).splitlines()[0]}") from None
+    if full_hash and sha256_file(path) != meta.get("sha256"):
+        raise AblateError(f"weights {path} do not match their recorded sha256 (corrupted)")
+
+
+def load_member(pool: Pool, model_id: str, full_hash: bool = False, device=None) -> torch.nn.Module:
+    """A pool member as a float32 HF model on `device` (default CPU), its tensors read straight there."""
+    meta = pool.read_meta(model_id)
+    model = model_from_config(seed_config(pool, seed_of(meta)), device)
+    path = pool.weights_path(model_id)
+    check_weights_file(path, meta, full_hash)
+    state = {}
+    with safe_open(str(path), framework="pt", device=str(device or "cpu")) as fh:
+        for key in fh.keys():
+            state[key] = fh.get_tensor(key)
+    load_state(model, state, str(path))
+    model.eval()
+    return model
+
+
+def find_seed(pool: Pool) -> dict:
+    """The study's seed: the one seed member whose tokenizer matches the units."""
+    _, tok_id = study_tokenizer(pool)
+    seeds = [m for m in pool.iter_metas("seed") if m.get("tokenizer_id") == tok_id]
+    if not seeds:
+        raise UsageError(f"no seed in {pool.root} for tokenizer {tok_id}: run `ablate seed` first")
+    return max(seeds, key=lambda m: m["created_at"])

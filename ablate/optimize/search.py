@@ -1,0 +1,253 @@
+"""Mixture search: rank candidate mixtures by a proxy (`rank`), and record the ranking (`record`).
+
+How to run:
+    ablate search --target quotes --max-size 3                       # uniform mixtures
+    ablate search --target quotes --weights-grid 1,2 --validate 2    # + weighted; train the top 2
+    ablate search --target quotes --truth sum                        # the add-data question
+    ablate search --target quotes --max-candidates 500 --beam 8      # many units: beam search
+
+Candidates are every uniform mixture of up to `--max-size` units, plus weighted
+variants of the small ones (each unit's weight drawn from `--weights-grid`,
+normalized, duplicates removed). Each candidate is merged and evaluated on the
+target only (cached rows are reused). When there would be more than `--max-candidates`
+(default 2000; 64 units make 43,744 mixtures of up to 3), a beam search replaces the list:
+every single unit, then the `--beam` best mixtures of each size (by the proxy) grown by every
+other unit, up to `--max-size`, then the weighted variants of the `--beam` best of sizes 2-3;
+about n + beam·n·(max_size-1) candidates, and the best single is always among them. `--truth` names the question: `unit` (which
+composition at equal compute, the default) or `sum` (add data, k x budget). The proxy
+(`--method`) defaults to the protocol's best for the question (FIDELITY.md): `merged` for
+`unit`; for `sum`, `own-additive`, or `calibrated` once n unions of that truth exist.
+`--validate M` trains the top M candidates as that ground truth — a weighted candidate as
+a weighted union drawing each unit's share of the budget (`--validate-weighted` adds the
+best weighted one) — and reports where the proxy's choice landed among all unions known
+for the target; the training is ablate/cli/steps.py's `run_search`, which composes rank, train and
+record. Rankings go to the `searches` table.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import uuid
+from datetime import datetime, timezone
+
+from ablate.core.config import StudyConfig
+from ablate.core.errors import UsageError
+from ablate.store.index import Index
+from ablate.store.pool import Pool
+from ablate.scoring import proxies
+from ablate.scoring.proxies import MIN_UNIONS, union_keys
+from ablate.store.results import existing_rows, now, row_id, write_search_rows
+from ablate.scoring.score import score_built_models
+from ablate.scoring.screen import screen_candidates
+from ablate.train.study import load_study
+from ablate.train.truths import BUDGETS, DEFAULT_METHOD, DEFAULT_TRUTH, QUESTIONS
+from ablate.data.units import unit_ids
+from ablate.core.weights import is_uniform, wkey
+
+
+
+
+def candidates(units: list[str], max_size: int, grid: list[float], weighted_max_size: int = 3):
+    """(units, weights) pairs: uniform subsets, then weighted variants of subsets up to weighted_max_size."""
+    out, seen = [], set()
+    for k in range(1, max_size + 1):
+        for combo in itertools.combinations(sorted(units), k):
+            out.append((list(combo), [1.0 / k] * k))
+            seen.add((combo, tuple([round(1.0 / k, 9)] * k)))
+    for k in range(2, min(max_size, weighted_max_size) + 1):
+        for combo in itertools.combinations(sorted(units), k):
+            for raw in itertools.product(grid, repeat=k):
+                if sum(raw) <= 0:
+                    continue
+                w = tuple(round(x / sum(raw), 9) for x in raw)
+                if 0.0 in w or (combo, w) in seen:
+                    continue  # a zero weight is a smaller mixture, already a candidate
+                seen.add((combo, w))
+                out.append((list(combo), list(w)))
+    return out
+
+
+def weight_variants(k: int, grid: list[float]) -> list[tuple[float, ...]]:
+    """candidates()' weighted vectors for k units: normalized, no zero, not uniform, first seen first."""
+    uniform, out = tuple([round(1.0 / k, 9)] * k), []
+    for raw in itertools.product(grid, repeat=k):
+        if sum(raw) <= 0:
+            continue
+        w = tuple(round(x / sum(raw), 9) for x in raw)
+        if 0.0 not in w and w != uniform and w not in out:
+            out.append(w)
+    return out
+
+
+def exhaustive_count(n: int, max_size: int, grid: list[float], weighted_max_size: int = 3) -> int:
+    """len(candidates(...)) without listing them."""
+    return sum(math.comb(n, k) for k in range(1, max_size + 1)) + sum(
+        math.comb(n, k) * len(weight_variants(k, grid)) for k in range(2, min(max_size, weighted_max_size) + 1))
+
+
+def beam_search(units: list[str], max_size: int, grid: list[float], width: int, score,
+                weighted_max_size: int = 3) -> dict[tuple, float]:
+    """Forward selection on the proxy: `score([(units, weights)])` → {(mixture, wkey): ppl} for each round."""
+    def best(size: int) -> list[tuple]:
+        same = [(v, c) for (c, w), v in scores.items() if len(c) == size and is_uniform(w)]
+        return [c for _, c in sorted(same)[:width]]
+
+    scores = dict(score([([u], [1.0]) for u in sorted(units)]))
+    for size in range(2, max_size + 1):
+        grown = sorted({tuple(sorted({*mix, u})) for mix in best(size - 1) for u in units if u not in mix})
+        scores.update(score([(list(c), [1.0 / size] * size) for c in grown]))
+    weighted = [(list(c), list(w)) for k in range(2, min(max_size, weighted_max_size) + 1) for c in best(k)
+                for w in weight_variants(k, grid)]
+    if weighted:
+        scores.update(score(weighted))
+    return scores
+
+
+def _score(cfg: StudyConfig, pool: Pool, target: str, cands, method: str = "merged",
+           screen: dict | None = None) -> dict[tuple, float]:
+    """An evaluated proxy's perplexity on the target for every candidate (cached rows first, then build+eval).
+    With `screen` (an accumulator), candidates race on prefixes (ablate/scoring/screen.py): a dropped one's value is
+    its prefix perplexity and its key joins screen["keys"]."""
+    study = load_study(cfg, pool, [target])
+    if screen is not None:
+        ids = _screen(study, cands, method, screen)
+    else:
+        ids = score_built_models(study, cands, method, proxies.get(method).build, label=f"search {target}")
+    _, rows = Index(pool).query("SELECT model_id, ppl FROM mixture_perplexity WHERE method = ? "
+                                "AND eval_set = ?", [method, target])
+    known = {**dict(rows), **(screen or {}).get("prefix_ppl", {})}
+    return {key: known[mid] for key, mid in ids.items()}
+
+
+def _screen(study, cands, method: str, screen: dict) -> dict[tuple, str]:
+    """search --screen: race the candidates without a full row on the target; {(mixture, weights): model id}."""
+    proxy, ev = proxies.get(method), study.evals[0]
+    done = existing_rows(study.pool, study.precision)
+    ids, todo = {}, []
+    for mix, weights in cands:
+        members = [study.unit_member(u) for u in mix]
+        mid = ids[(tuple(mix), tuple(weights))] = proxies.model_id(method, members, weights)
+        if row_id(method, mid, ev, study.cfg.eval.seq_len) not in done:
+            todo.append({"mixture": mix, "weights": weights, "members": members, "model_id": mid})
+
+    def load(stack, slot, cand):
+        stack.load_state(slot, proxy.build(study.pool, study.seed["model_id"], cand["members"], cand["weights"],
+                                           device=study.device))
+
+    if todo:
+        out = screen_candidates(study, todo, load, method=method)
+        for r in out["screened_rows"]:
+            screen.setdefault("prefix_ppl", {})[r["model_id"]] = r["ppl"]
+            screen.setdefault("keys", set()).add((tuple(r["mixture"]), wkey(r["weights"])))
+        for k in ("eval_tokens", "eval_tokens_unscreened"):
+            screen[k] = screen.get(k, 0) + out[k]
+        screen["dropped"] = screen.get("dropped", 0) + len(out["screened_rows"])
+        screen["screen_id"] = out["screen_id"]
+    return ids
+
+
+def _predicted(pool: Pool, target: str, method: str, truth: str, keys: set) -> dict[tuple, float]:
+    """A proxy computed from scored rows (no model of its own), fitted on every union of the truth there is."""
+    known = proxies.load_truths(pool, truth)
+    if proxies.get(method).fitted and len(union_keys(known)) < MIN_UNIONS:
+        raise UsageError(f"--method {method} needs {MIN_UNIONS} trained unions of the {truth!r} ground truth: "
+                         f"see `ablate suggest-unions --truth {truth}`")
+    cases = [c for c in proxies.load_cases(pool) if c.eval_set == target and (c.mixture, c.weights) in keys]
+    pred = proxies.get(method).predict(cases, known, truth)
+    return {(c.mixture, c.weights): float(math.exp(p)) for c, p in zip(cases, pred)}
+
+
+def _proxy_scores(cfg: StudyConfig, pool: Pool, target: str, cands, method: str, truth: str,
+                  screen: dict | None = None) -> dict[tuple, float]:
+    """{(mixture, wkey): the method's perplexity on the target}; merged rows are every method's input."""
+    if screen is not None and not proxies.get(method).evaluated:
+        raise UsageError(f"--screen races evaluated proxies (merged, task-sum); {method} is fitted on their rows")
+    scores = {(c, wkey(w)): v for (c, w), v in _score(cfg, pool, target, cands, screen=screen).items()}
+    if proxies.get(method).evaluated and method != "merged":
+        return {(c, wkey(w)): v for (c, w), v in _score(cfg, pool, target, cands, method, screen).items()}
+    if method != "merged":
+        return _predicted(pool, target, method, truth, set(scores))
+    return scores
+
+
+def default_method(pool: Pool, truth: str) -> str:
+    """The protocol's best proxy for the question (FIDELITY.md): for the add-data truth, `calibrated` once
+    n unions of it are trained (n = units), `own-additive` before."""
+    if truth != "sum":
+        return DEFAULT_METHOD[truth]
+    n_units = len(unit_ids(pool))
+    have = len(union_keys(proxies.load_truths(pool, "sum")))
+    return "calibrated" if have >= max(n_units, 3) else DEFAULT_METHOD["sum"]
+
+
+def validation_picks(ranked: list, validate: int, validate_weighted: bool) -> list[tuple[list[str], list[float]]]:
+    """The candidates `--validate M` trains: the top M multi-unit ones (and, with `validate_weighted`, the best
+    weighted one when the top M are all uniform). Training them is the command's step (ablate/cli/steps.py)."""
+    picks = [(list(c), list(w)) for (c, w), _ in ranked if len(c) > 1][:validate]
+    if validate_weighted and all(is_uniform(w) for _, w in picks):  # also check the best weighted one
+        picks += [(list(c), list(w)) for (c, w), _ in ranked if len(c) > 1 and not is_uniform(w)][:1]
+    return picks
+
+
+def rank(cfg: StudyConfig, pool: Pool, target: str, *, max_size: int = 3, grid: list[float] | None = None,
+         method: str | None = None, truth: str = DEFAULT_TRUTH, validate: int = 0, top: int = 10,
+         max_candidates: int = 2000, beam: int = 4, screen: bool = False, log=print) -> dict:
+    """Every candidate scored by the proxy, best first (full evaluations before screened-out ones)."""
+    if truth not in BUDGETS:
+        raise UsageError(f"--truth must be one of {', '.join(BUDGETS)}, not {truth!r}")
+    method = method or default_method(pool, truth)
+    if method not in proxies.names():
+        raise UsageError(f"--method must be one of {', '.join(proxies.names())}, not {method!r}")
+    if max_size < 1 or validate < 0 or top < 1 or max_candidates < 1 or beam < 1:
+        raise UsageError("--max-size, --top, --max-candidates and --beam must be ≥ 1, --validate ≥ 0")
+    units = unit_ids(pool, required=True)
+    size, grid = min(max_size, len(units)), grid or [1.0]
+    screening = {} if screen else None  # what --screen dropped and saved, across the search's rounds
+    n_all = exhaustive_count(len(units), size, grid)
+    if n_all <= max_candidates:
+        n_cands, strategy = n_all, "exhaustive"
+        scores = _proxy_scores(cfg, pool, target, candidates(units, size, grid), method, truth, screening)
+    else:  # never list them all: 2^64 is not a list
+        log(f"search: {n_all} candidates over {len(units)} units exceed --max-candidates {max_candidates}: "
+            f"beam search of width {beam}")
+        scores = beam_search(units, size, grid, beam,
+                             lambda c: _proxy_scores(cfg, pool, target, c, method, truth, screening))
+        n_cands, strategy = len(scores), f"beam {beam}"
+    log(f"search: {method} proxy, {truth!r} ground truth ({QUESTIONS[truth]})")
+    dropped = (screening or {}).get("keys", set())
+    ranked = sorted(scores.items(), key=lambda kv: (kv[0] in dropped, kv[1]))  # full evaluations first
+    return {"target": target, "method": method, "truth": truth, "ranked": ranked, "dropped": dropped,
+            "candidates": n_cands, "strategy": strategy, "screening": screening}
+
+
+def record(pool: Pool, ranking: dict, validated: list[tuple], top: int = 10, validate: int = 0) -> dict:
+    """The ranking's shown rows (top ones and validated ones), with where each landed among the trained unions;
+    written to the `searches` table."""
+    target, truth, ranked, dropped = ranking["target"], ranking["truth"], ranking["ranked"], ranking["dropped"]
+    _, rows = Index(pool).query("SELECT mixture, weights, ppl FROM mixture_perplexity WHERE method = 'union' "
+                                "AND coalesce(replicate, 0) = 0 AND coalesce(budget, 'sum') = ? AND eval_set = ?",
+                                [truth, target])
+    union_ppl = {(tuple(m), wkey(w)): p for m, w, p in rows}
+    union_rank = {key: i + 1 for i, (key, _) in enumerate(sorted(union_ppl.items(), key=lambda kv: kv[1]))}
+    search_id = f"search-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    created = now()
+    out_rows = []
+    shown = {key for key, _ in ranked[:max(top, validate)]} | set(validated)
+    for rank_, (key, score) in enumerate(ranked, 1):
+        if key not in shown:
+            continue
+        out_rows.append({
+            "row_id": f"{search_id}:{rank_}", "search_id": search_id, "target": target, "method": ranking["method"],
+            "budget": truth, "rank": rank_, "mixture": list(key[0]), "weights": list(key[1]), "proxy_ppl": score,
+            "union_ppl": union_ppl.get(key), "union_rank": union_rank.get(key), "n_unions_known": len(union_ppl),
+            "validated": key in validated, "screened": key in dropped, "created_at": created})
+    write_search_rows(pool, search_id, out_rows)
+    best_true = min(union_ppl.values()) if union_ppl else math.nan
+    out = {"search_id": search_id, "rows": out_rows, "candidates": ranking["candidates"], "best_union_ppl": best_true,
+           "truth": truth, "strategy": ranking["strategy"]}
+    screening = ranking["screening"]
+    if screening and "screen_id" in screening:
+        out.update(screened={k: screening[k] for k in ("screen_id", "eval_tokens", "eval_tokens_unscreened")},
+                   dropped=screening["dropped"])
+    return out

@@ -1,0 +1,93 @@
+"""Proxy methods: predict a mixture's ground-truth perplexity without training the mixture.
+
+How to run:
+    ablate fidelity                      # scores every method here on the studies in configs/fidelity
+    ablate search --target quotes --method calibrated --truth unit
+
+One entry per method in a table (mergekit's merge_methods/registry.py); `get(name)`.
+Two kinds, scored by the same code (ablate/fidelity/protocol.py):
+- evaluated: build a model from the pool's members and measure its perplexity (`merged`, the
+  paper's uniform parameter average; `task-sum`, the seed plus the sum of the units' task
+  vectors). Their rows are in `mixture_perplexity` under the method's name.
+- fitted: a formula over evaluated rows fitted on a few trained unions of one ground truth
+  (`calibrated`, `regression`). They are scored only on unions they were not fitted on.
+
+Every method answers predict(cases, known, budget) -> one log perplexity per case, where
+`known` holds the ground truth of the unions it may learn from and nothing else.
+"""
+
+from __future__ import annotations
+
+from ablate.core.errors import UsageError
+from ablate.store.index import Index
+from ablate.scoring.merge import merge_id
+from ablate.store.pool import Pool
+from ablate.scoring.proxies import additive, calibrated, merged, own_additive, regression, task_sum
+from ablate.scoring.proxies.base import Case, Key, Proxy, free_truths, wkey  # noqa: F401  (the package's interface)
+
+# a fitted proxy needs this many trained unions of its ground truth before it may predict
+MIN_UNIONS = 3
+
+REGISTRY: dict[str, Proxy] = {p.name: p for p in (merged.PROXY, task_sum.PROXY, additive.PROXY, own_additive.PROXY,
+                                                   calibrated.PROXY, regression.PROXY)}
+
+
+def names() -> list[str]:
+    return list(REGISTRY)
+
+
+def get(name: str) -> Proxy:
+    table = REGISTRY
+    if name not in table:
+        raise UsageError(f"unknown proxy method {name!r}: use {', '.join(table)}")
+    return table[name]
+
+
+def union_keys(truths: dict) -> list[tuple]:
+    """(mixture, weights) of every multi-unit union in a truth table."""
+    return sorted({(m, w) for m, w, _ in truths if len(m) > 1})
+
+
+# -- reading cases and truths from a pool ------------------------------------------------------
+def _rows(pool: Pool, sql: str, params: list | None = None) -> list[dict]:
+    cols, rows = Index(pool).query(sql, params)
+    return [dict(zip(cols, r)) for r in rows]
+
+
+def load_cases(pool: Pool) -> list[Case]:
+    """Every merged row as a Case (with task-sum and the members' own perplexities where known)."""
+    merged = _rows(pool, "SELECT mixture, weights, eval_set, ln(ppl) AS lp FROM mixture_perplexity "
+                         "WHERE method = 'merged'")
+    tsum = {(tuple(r["mixture"]), wkey(r["weights"]), r["eval_set"]): r["lp"] for r in _rows(
+        pool, "SELECT mixture, weights, eval_set, ln(ppl) AS lp FROM mixture_perplexity WHERE method = 'task-sum'")}
+    domain = {r["unit_id"]: r["domain"] for r in _rows(pool, "SELECT unit_id, domain FROM units WHERE kind = 'unit'")}
+    seed_domains = {r["domain"] for r in _rows(pool, "SELECT domain FROM units WHERE kind = 'seedmix'")}
+    single = {(r["mixture"][0], r["eval_set"]): r["lp"] for r in merged if len(r["mixture"]) == 1}
+    seed = {r["eval_set"]: r["lp"] for r in _rows(pool, "SELECT eval_set, ln(ppl) AS lp FROM mixture_perplexity "
+                                                        "WHERE method = 'seed'")}
+    cases = []
+    for r in merged:
+        mix, ev = tuple(r["mixture"]), r["eval_set"]
+        if any((u, ev) not in single for u in mix):
+            continue  # a mixture whose units were not all scored alone on this eval set
+        relation = ("own" if any(domain.get(u) == ev for u in mix) else
+                    "seed" if ev in seed_domains else "other")
+        # one unit's task vector summed is that unit's member: its merged row is its task-sum row
+        ts = r["lp"] if len(mix) == 1 else tsum.get((mix, wkey(r["weights"]), ev))
+        cases.append(Case(mix, wkey(r["weights"]), ev, r["lp"], ts,
+                          tuple(single[(u, ev)] for u in mix), relation, seed.get(ev)))
+    return sorted(cases, key=lambda c: (c.eval_set, c.k, c.mixture, c.weights))
+
+
+def load_truths(pool: Pool, budget: str, replicate: int = 0) -> dict[Key, float]:
+    """Ground-truth log ppl of every trained union of one budget (k >= 2), by case key."""
+    rows = _rows(pool, "SELECT mixture, weights, eval_set, ln(ppl) AS lp FROM mixture_perplexity "
+                       "WHERE method = 'union' AND coalesce(budget, 'sum') = ? AND coalesce(replicate, 0) = ?",
+                 [budget, replicate])
+    return {(tuple(r["mixture"]), wkey(r["weights"]), r["eval_set"]): r["lp"] for r in rows}
+
+
+def model_id(method: str, members: list[str], weights: list[float]) -> str:
+    """The id of an evaluated proxy's model: the merge id for `merged` (as rows have always had)."""
+    mid = merge_id(members, weights)
+    return mid if method == "merged" else f"{method}-" + mid.removeprefix("merge-")

@@ -1,0 +1,260 @@
+"""The DuckDB index over a pool: locked writes, rebuilds, read-only SQL (tables and views: index_schema.py).
+
+How to run:
+    ablate sql "SELECT * FROM proxy_fidelity"
+    duckdb pool/index.duckdb -readonly -c "SELECT * FROM mixture_vs_union LIMIT 5"
+
+The index is derived data: member sidecars (`models/*/meta.json`), unit sidecars
+and `results/*.jsonl` are the truth and `rebuild()` recreates every table from
+them. DuckDB lets one process hold the file for writing, so every write takes an
+exclusive file lock, opens, commits one transaction and closes; other writers wait
+with backoff, and a reader that meets a writer retries.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+from ablate.core import faults
+from ablate.core.errors import AblateError, UsageError
+from ablate.store.schema import SCHEMA, TABLES, VIEWS
+from ablate.store.pool import Pool, read_json, staged_file
+
+
+def _schema_current(con) -> bool:
+    """True for a new, empty file or one built with this version's tables and views."""
+    names = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    if not names:
+        return True
+    if "ablate_meta" not in names:
+        return False
+    return con.execute("SELECT value FROM ablate_meta WHERE key = 'schema'").fetchone() == (SCHEMA,)
+
+
+def _has_tables(con) -> bool:
+    # re-creating every table and view on each write cost ~50 ms per upsert; only a new file needs it
+    return con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'ablate_meta'"
+                       ).fetchone()[0] > 0
+
+
+def _columns(table: str) -> list[str]:
+    cols = []
+    for part in TABLES[table].split(","):
+        part = part.strip()
+        if part:
+            cols.append(part.split()[0])
+    return cols
+
+
+def _holder(lock_path: Path) -> str:
+    try:
+        return lock_path.read_text().strip() or "unknown process"
+    except OSError:
+        return "unknown process"
+
+
+class Index:
+    def __init__(self, pool: Pool, timeout_s: float = 120.0):
+        self.pool = pool
+        self.timeout_s = timeout_s
+        self.lock_path = pool.root / ".index.lock"
+
+    @contextmanager
+    def _write_lock(self):
+        self.pool.ensure_writable()
+        fh = open(self.lock_path, "a+")
+        deadline = time.monotonic() + self.timeout_s
+        delay = 0.01
+        try:
+            while True:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise AblateError(
+                            f"index {self.pool.index_path} is busy for {self.timeout_s:.0f}s "
+                            f"(held by {_holder(self.lock_path)}); try again") from None
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.5)
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+            fh.flush()
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            fh.close()
+
+    def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        """Open the file, retrying while another process holds DuckDB's own lock."""
+        deadline = time.monotonic() + self.timeout_s
+        delay = 0.02
+        while True:
+            try:
+                return duckdb.connect(str(self.pool.index_path), read_only=read_only)
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise AblateError(f"cannot open index {self.pool.index_path}: {str(exc).splitlines()[0]}") from None
+            except duckdb.Error as exc:
+                raise AblateError(
+                    f"index {self.pool.index_path} is unreadable ({str(exc).splitlines()[0]}); "
+                    f"run `ablate pool reindex`") from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    @staticmethod
+    def _create(con) -> None:
+        for name, cols in TABLES.items():
+            con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({cols})")
+        for name, body in VIEWS.items():
+            con.execute(f"CREATE OR REPLACE VIEW {name} AS {body}")
+        con.execute("CREATE TABLE IF NOT EXISTS ablate_meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+        con.execute("INSERT OR REPLACE INTO ablate_meta VALUES ('schema', ?)", [SCHEMA])
+
+    def upsert(self, table: str, rows: list[dict]) -> None:
+        """Insert rows in one transaction under the write lock; on a key clash the newer row wins.
+
+        "Newer" is by `created_at`, not by commit order, so the index always
+        agrees with `rebuild()` even when concurrent writers commit out of order.
+        """
+        if not rows:
+            return
+        cols = _columns(table)
+        values = [[_sql_value(r.get(c)) for c in cols] for r in rows]
+        marks = ", ".join("?" for _ in cols)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in cols[1:])
+        sql = (f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks}) ON CONFLICT ({cols[0]}) "
+               f"DO UPDATE SET {updates} WHERE excluded.created_at >= {table}.created_at")
+        with self._write_lock():
+            con = self._connect(read_only=False)
+            if not _schema_current(con):  # an index from an older ablate: rebuild, then write
+                con.close()
+                self._rebuild_locked()
+                con = self._connect(read_only=False)
+            try:
+                if not _has_tables(con):  # a new file; an existing one is current (checked above)
+                    self._create(con)
+                con.execute("BEGIN")
+                con.executemany(sql, values)
+                faults.point("index.txn")
+                con.execute("COMMIT")
+            finally:
+                con.close()
+
+    def query(self, sql: str, params: list | None = None, sandboxed: bool = False) -> tuple[list[str], list[tuple]]:
+        """Run a read-only query. A missing index is built from the files first.
+
+        `sandboxed` (user SQL) also turns off DuckDB's access to other files and
+        extensions, so a SELECT cannot read or write outside the index.
+        """
+        if not self.pool.index_path.exists():
+            if not self.pool.root.exists():
+                raise UsageError(f"no pool at {self.pool.root}")
+            self.rebuild()
+        con = self._connect(read_only=True)
+        if not _schema_current(con):
+            con.close()
+            self.rebuild()
+            con = self._connect(read_only=True)
+        if sandboxed:
+            con.execute("SET enable_external_access = false")
+            con.execute("SET autoinstall_known_extensions = false")
+            con.execute("SET autoload_known_extensions = false")
+            con.execute("SET lock_configuration = true")
+        try:
+            cur = con.execute(sql, params or [])
+            cols = [d[0] for d in cur.description] if cur.description else []
+            return cols, cur.fetchall()
+        except duckdb.Error as exc:
+            raise UsageError(f"SQL error: {str(exc).splitlines()[0]}") from None
+        finally:
+            con.close()
+
+    def rebuild(self) -> dict[str, int]:
+        """Recreate index.duckdb from the sidecars and result files; return row counts."""
+        self.pool.clean_leftovers()
+        with self._write_lock():
+            return self._rebuild_locked()
+
+    def _rebuild_locked(self) -> dict[str, int]:
+        """rebuild() for a caller that already holds the write lock: a temp file, then one rename."""
+        tables = {
+            "units": [read_json(p, "unit sidecar") for d in (self.pool.units_dir, self.pool.eval_dir)
+                      if d.is_dir() for p in sorted(d.glob("*.json"))],
+            "models": [model_row(m) for m in self.pool.iter_metas()],
+            "mixture_perplexity": list(iter_result_rows(self.pool.results_dir)),
+            "searches": list(iter_result_rows(self.pool.root / "searches")),
+            "screened_perplexity": list(iter_result_rows(self.pool.root / "screened")),
+        }
+        with staged_file(self.pool.index_path, self.pool.index_path.with_name(f".index-{os.getpid()}.duckdb")) as tmp:
+            con = duckdb.connect(str(tmp))
+            try:
+                self._create(con)
+                for table, rows in tables.items():
+                    cols = _columns(table)
+                    if rows:
+                        con.executemany(f"INSERT OR REPLACE INTO {table} ({', '.join(cols)}) "
+                                        f"VALUES ({', '.join('?' for _ in cols)})",
+                                        [[_sql_value(r.get(c)) for c in cols] for r in rows])
+                con.execute("CHECKPOINT")
+            finally:
+                con.close()
+            faults.point("reindex.swap")
+        Path(str(self.pool.index_path) + ".wal").unlink(missing_ok=True)
+        return {table: len(rows) for table, rows in tables.items()}
+
+
+def check_read_only(sql: str) -> None:
+    """User SQL: exactly one SELECT (or EXPLAIN); writes, ATTACH, LOAD/INSTALL, COPY, SET refused."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise UsageError(f"SQL error: {str(exc).splitlines()[0]}") from None
+    if len(statements) != 1:
+        raise UsageError(f"give exactly one SQL statement (got {len(statements)})")
+    kind = statements[0].type
+    if kind not in (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN):
+        raise UsageError(f"only read-only SELECT queries are allowed, not {kind.name}")
+
+
+def _sql_value(v):
+    if isinstance(v, dict):
+        return json.dumps(v, sort_keys=True, default=str)
+    return v
+
+
+def model_row(meta: dict) -> dict:
+    row = dict(meta)
+    row["path"] = f"models/{meta['model_id']}"
+    if meta.get("kind") in ("unit", "union") and "budget" not in meta:  # trained before budgets existed
+        k = len(meta.get("units") or [1])
+        row.update(budget="sum", budget_tokens=meta.get("train_tokens"), weights=[1.0 / k] * k)
+    return row
+
+
+def iter_result_rows(folder: Path):
+    """Rows from folder/*.jsonl (results, searches); of rows sharing a row_id the newest wins."""
+    rows: dict[str, dict] = {}
+    if folder.is_dir():
+        for path in sorted(folder.glob("*.jsonl")):
+            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    raise AblateError(f"corrupted results file {path} line {n}") from None
+                prev = rows.get(row["row_id"])
+                # the same rule as upsert(): the newest measurement of a row wins
+                if prev is None or str(row["created_at"]) >= str(prev["created_at"]):
+                    rows[row["row_id"]] = row
+    yield from sorted(rows.values(), key=lambda r: r["row_id"])

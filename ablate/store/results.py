@@ -1,0 +1,133 @@
+"""Result rows on disk: `mixture_perplexity` (columns, ids, clock, files, cost shares) and `searches`.
+
+How to run (from Python; score-mixture, sweep, search, fidelity and calibrate all write through here):
+    from ablate.store.results import existing_rows, make_row, row_id, write_rows, write_search_rows
+    done = existing_rows(pool, "fp32")      # ids of the rows already measured in fp32
+    write_rows(pool, rows)                  # results/*.jsonl first (the truth), then the index
+    write_search_rows(pool, search_id, rows)  # a search's ranking: searches/*.jsonl, then the index
+
+This module alone knows the row layout (mergekit's io/ loaders): `Row` lists every column,
+`make_row` is the one builder, `row_id` the one key. A row is one model (a proxy's, a union,
+the seed) on one eval set; its id hashes (method, model, eval set, eval data, window), so
+measuring again gives the same id, and of two rows with one id the newer `created_at` wins,
+in the index (upsert) as on rebuild (index.iter_result_rows). That is why every `created_at`
+in ablate (rows, units, models) comes from `now()` here: one clock, ISO 8601 UTC to the
+microsecond, so two writes in the same second still order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from datetime import datetime, timezone
+from typing import TypedDict
+
+from ablate.core import faults
+from ablate.store.index import Index
+from ablate.store.pool import Pool, atomic_write_bytes
+from ablate.core.weights import is_uniform
+
+
+class Row(TypedDict):
+    """One `mixture_perplexity` row (index.TABLES holds the same columns as SQL types)."""
+
+    row_id: str
+    mixture: list[str]  # sorted unit ids; [] for the seed
+    weights: list[float]  # one per unit, in `mixture` order, normalized
+    k: int
+    uniform: bool  # weights.is_uniform
+    method: str  # merged | union | seed | an evaluated or fitted proxy's name
+    eval_set: str
+    eval_sha256: str
+    n_tokens: int
+    n_bytes: int
+    nll_sum: float
+    ppl: float
+    bits_per_byte: float
+    eval_s: float
+    merge_s: float  # on the first row of a merge only: the merge is paid once
+    energy_kwh: float | None  # None until attach_cost prices the block
+    co2_kg: float | None
+    energy_method: str | None
+    flops: float
+    model_id: str
+    seed_id: str
+    device: str
+    replicate: int
+    spec: str  # the mixture as asked for (macro groups, weights)
+    budget: str | None  # the ground truth a union row is, or a fitted proxy predicts; None otherwise
+    eval_precision: str | None  # fp32 | bf16; None: a fitted proxy's (no model run) or a row from before
+    created_at: str  # now(): the newest row of an id wins
+
+
+def now() -> str:
+    """The one clock for every `created_at`: ISO 8601 UTC, microseconds."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def row_id(method: str, model_id: str, ev: dict, seq_len: int) -> str:
+    key = f"{method}|{model_id}|{ev['domain']}|{ev['data_sha256']}|{seq_len}"
+    return hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def make_row(rid: str, *, method: str, mixture: list[str], weights: list[float], ev: dict, stats: dict,
+             model_id: str, seed_id: str, device: str, eval_precision: str | None, flops: float,
+             merge_s: float = 0.0, replicate: int = 0, spec: str | None = None, budget: str | None = None,
+             energy: dict | None = None) -> Row:
+    """Every row's one builder. `ev` is the eval set's sidecar (domain, data_sha256); `stats` are
+    evaluate.evaluate_tokens' sums (n_tokens, n_bytes, nll_sum, ppl, bits_per_byte, eval_s);
+    `energy` (energy_kwh, co2_kg, energy_method) is set here only for rows no meter prices."""
+    energy = energy or {}
+    return Row(row_id=rid, mixture=sorted(mixture), weights=weights, k=len(mixture), uniform=is_uniform(weights),
+               method=method, eval_set=ev["domain"], eval_sha256=ev["data_sha256"],
+               n_tokens=stats["n_tokens"], n_bytes=stats["n_bytes"], nll_sum=stats["nll_sum"], ppl=stats["ppl"],
+               bits_per_byte=stats["bits_per_byte"], eval_s=stats["eval_s"], merge_s=merge_s,
+               energy_kwh=energy.get("energy_kwh"), co2_kg=energy.get("co2_kg"),
+               energy_method=energy.get("energy_method"), flops=flops, model_id=model_id, seed_id=seed_id,
+               device=device, replicate=replicate, spec=spec or "+".join(sorted(mixture)), budget=budget,
+               eval_precision=eval_precision, created_at=now())
+
+
+def attach_cost(rows: list[Row], cost: dict) -> None:
+    """Share a metered block's energy among its rows in proportion to their seconds."""
+    total = sum(r["eval_s"] + (r.get("merge_s") or 0) for r in rows) or 1.0
+    for r in rows:
+        share = (r["eval_s"] + (r.get("merge_s") or 0)) / total
+        r["energy_kwh"] = cost["energy_kwh"] * share
+        r["co2_kg"] = cost["co2_kg"] * share
+        r["energy_method"] = cost["energy_method"] + " (block shared by eval seconds)"
+
+
+def write_rows(pool: Pool, rows: list[Row], table: str = "mixture_perplexity") -> None:
+    """Append-only results file (the truth), then the index. `screened_perplexity` rows (ablate/scoring/screen.py)
+    live in screened/, apart from the full evaluations in results/."""
+    if not rows:
+        return
+    folder = pool.results_dir if table == "mixture_perplexity" else pool.root / "screened"
+    name = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+    blob = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode()
+    atomic_write_bytes(folder / name, blob)
+    faults.point("results.written")
+    Index(pool).upsert(table, rows)
+
+
+def write_search_rows(pool: Pool, search_id: str, rows: list[dict]) -> None:
+    """A search's ranking (the `searches` table): its own file under searches/ (the truth), then the index."""
+    blob = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    atomic_write_bytes(pool.root / "searches" / f"{search_id}-{os.getpid()}.jsonl", blob)
+    Index(pool).upsert("searches", rows)
+
+
+def existing_rows(pool: Pool, precision: str | None = None) -> set[str]:
+    """Ids of the rows already measured; with `precision`, only those evaluated in it (rows from before
+    the column, NULL, were fp32): asking for bf16 after fp32, or back, measures again (newest wins)."""
+    if not pool.index_path.exists() and not pool.results_dir.exists():
+        return set()
+    if precision is None:
+        _, rows = Index(pool).query("SELECT row_id FROM mixture_perplexity")
+    else:
+        _, rows = Index(pool).query("SELECT row_id FROM mixture_perplexity WHERE coalesce(eval_precision, 'fp32') = ?",
+                                    [precision])
+    return {r[0] for r in rows}

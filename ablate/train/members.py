@@ -1,0 +1,57 @@
+"""The members a study needs: corpus → units → seed → one member per unit, then its ground-truth unions.
+
+How to run (from Python; `ablate demo` and `ablate fidelity` both build their studies with these):
+    from ablate.train.members import build_members, train_truths, union_plan
+    units = build_members(cfg, pool)                        # reuses whatever the pool already has
+    train_truths(cfg, pool, union_plan(units, "pairs"), "unit", noise=1)
+
+One home for both pipelines, so the demo and the protocol can never train a study differently.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+from ablate.core.config import StudyConfig
+from ablate.core.progress import price_line
+from ablate.data.corpus import build_debian_corpus, study_corpus
+from ablate.data.units import split_units
+from ablate.store.pool import Pool
+from ablate.train.loop import train_member
+from ablate.train.seed import make_seed
+
+
+def union_plan(unit_ids: list[str], which: str) -> list[list[str]]:
+    """Every mixture of 2 .. n units ("all"), only the pairs ("pairs"), or none ("none")."""
+    top = {"all": len(unit_ids), "pairs": 2, "none": 1}[which]
+    return [list(c) for k in range(2, top + 1) for c in itertools.combinations(unit_ids, k)]
+
+
+def build_members(cfg: StudyConfig, pool: Pool, log=print, steps: str = "") -> list[str]:
+    """Corpus (Debian) → units → seed → one member per unit; returns the unit ids. Reuses what exists."""
+    corpus_dir = Path(cfg.corpus.path)
+    if cfg.corpus.source == "debian" and not (corpus_dir / "manifest.json").exists():
+        log(f"{steps}building the Debian corpus in {corpus_dir} ({', '.join(cfg.all_domains)})")
+        build_debian_corpus(corpus_dir, cfg.all_domains, webster_max_bytes=cfg.corpus.webster_max_bytes,
+                            max_bytes_per_domain=cfg.corpus.max_bytes_per_domain, cache_dir=corpus_dir / ".cache")
+    log(f"{steps}holding out eval sets and cutting base units")
+    split = split_units(cfg, pool, study_corpus(cfg), log=log)
+    units = sorted(r["unit_id"] for r in split["rows"] if r["kind"] == "unit")
+    log(f"      {len(units)} units of {cfg.units.unit_tokens:,} tokens: {', '.join(units)}")
+    log(f"{steps}seed model")
+    log(price_line(make_seed(cfg, pool, log=log)))
+    log(f"{steps}one member per unit ({len(units)})")
+    for u in units:
+        log(price_line(train_member(cfg, pool, [u], log=log)))
+    return units
+
+
+def train_truths(cfg: StudyConfig, pool: Pool, mixtures: list[list[str]], budget: str,
+                 noise: list[list[str]], log=print) -> None:
+    """The ground truth of every mixture at one budget, then a second data order of each `noise` mixture
+    (replicate 1): the run-to-run noise floor."""
+    for mix in mixtures:
+        log(price_line(train_member(cfg, pool, mix, budget=budget, log=log)))
+    for mix in noise:
+        log(price_line(train_member(cfg, pool, mix, budget=budget, replicate=1, log=log)))

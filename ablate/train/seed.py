@@ -1,0 +1,136 @@
+"""The seed, the model every member starts from: pretrained here from random init or imported.
+
+How to run:
+    ablate seed                      # seed.mode: train: pretrain on the seed mix (seed.domains), or reuse it
+    ablate seed --force              # retrain
+    ablate seed --set seed.mode=import --set seed.import_path=/path/to/hf-model   # copy a local HF model
+
+`make_seed` picks by seed.mode. A trained seed's loop, checkpoints, resume, energy metering
+and publishing are train.run_training / train.run_and_publish, the same path as every
+member; this module owns the seed's recipe, its data (the seedmix-* token files `units
+split` wrote), its id and its directory in the pool (a complete HF model: config,
+tokenizer, weights, meta.json).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ablate.core.config import StudyConfig, config_hash
+from ablate.core.errors import AblateError, UsageError
+from ablate.train.locks import member_job
+from ablate.models.model import count_params, llama_config, model_from_config, save_weights, unique_state, versions
+from ablate.store.pool import Pool, sha256_file
+from ablate.store.results import now
+from ablate.train.study import Recipe
+from ablate.data.tokenizer_id import tokenizer_id_of
+from ablate.train.loop import as_sequences, index_member, run_and_publish
+from ablate.data.units import load_tokenizer, load_unit_tokens, seed_domains, study_tokenizer
+
+
+def make_seed(cfg: StudyConfig, pool: Pool, *, force: bool = False, log=print) -> dict:
+    """The study's seed as seed.mode says: imported (seed.import_path) or pretrained; returns its meta."""
+    if cfg.seed.mode == "import":
+        return import_seed(cfg, pool)
+    return train_seed(cfg, pool, force=force, log=log)
+
+
+def seed_recipe(cfg: StudyConfig) -> Recipe:
+    s, t = cfg.seed, cfg.train
+    return Recipe(s.seq_len, s.batch_size, s.lr, s.warmup_steps, 0.1, t.weight_decay, t.beta1, t.beta2,
+                  t.grad_clip, 1, s.init_seed)
+
+
+def write_seed(pool: Pool, model, tok, seed_id: str, meta: dict) -> Path:
+    """Store the seed as a complete HF directory (config, tokenizer, weights) plus meta.json."""
+    with pool.staged_member(meta) as staging:
+        model.config.save_pretrained(str(staging))
+        tok.save_pretrained(str(staging))
+        meta["sha256"] = save_weights(unique_state(model), staging / "model.safetensors")
+        meta["size"] = (staging / "model.safetensors").stat().st_size
+    return pool.member_dir(seed_id)
+
+
+def train_seed(cfg: StudyConfig, pool: Pool, *, force: bool = False, stop_after: int | None = None,
+               log=print) -> dict:
+    """Pretrain a tiny Llama from random init on the seed mix (seedmix-* token files)."""
+    from transformers import set_seed
+
+    pool.ensure_writable()
+    tok_dir, tok_id = study_tokenizer(pool)
+    tok = load_tokenizer(tok_dir)
+    if cfg.seed.domains == "auto":  # the resolved list goes into the seed's id, as if it were written out
+        cfg = cfg.model_copy(deep=True)
+        cfg.seed.domains = seed_domains(cfg, pool)
+    recipe = seed_recipe(cfg)
+    parts, metas = [], []
+    for domain in cfg.seed.domains:
+        tokens, meta = load_unit_tokens(pool, f"seedmix-{domain}")
+        parts.append(as_sequences(tokens, recipe.seq_len))
+        metas.append(meta)
+    seqs = np.concatenate(parts)
+    # Cap the mix at exactly `steps` batches: the seed's budget is set in steps.
+    need = cfg.seed.steps * recipe.batch_size
+    seqs = seqs[np.random.default_rng(recipe.data_seed).permutation(len(seqs))[:need]]
+    if len(seqs) < need:
+        log(f"note: the seed mix has {len(seqs)} sequences, fewer than {need}; the seed sees them once")
+    key = config_hash({"seed": cfg.seed.model_dump(), "tok": tok_id, "recipe": asdict(recipe),
+                       "data": sorted(m["data_sha256"] for m in metas)})
+    seed_id = f"seed-{key}"
+    if pool.has_member(seed_id) and not force:
+        log(f"{seed_id} is already in the pool; reusing it (--force retrains)")
+        meta = pool.read_meta(seed_id)
+        index_member(pool, meta)
+        return meta | {"reused": True}
+    set_seed(cfg.seed.init_seed)
+    model = model_from_config(llama_config(cfg, tok))
+    meta = {"model_id": seed_id, "kind": "seed", "units": [], "seed_id": seed_id, "replicate": 0,
+            "tokenizer_id": tok_id, "config_hash": key, "data_sha256": {m["unit_id"]: m["data_sha256"] for m in metas},
+            "config": {"seed": cfg.seed.model_dump(), "energy": cfg.energy.model_dump()}}
+
+    def publish(trained, meta):
+        write_seed(pool, trained, tok, seed_id, meta)
+
+    with member_job(pool, seed_id, force) as done:
+        meta = done or run_and_publish(pool, cfg, model, seqs, recipe, meta, description="pretrain seed",
+                                        stop_after=stop_after, publish=publish)
+    index_member(pool, meta)
+    return meta
+
+
+def import_seed(cfg: StudyConfig, pool: Pool) -> dict:
+    """Copy a local HF causal LM into the pool as the seed (weights re-saved as float32 safetensors)."""
+    from transformers import AutoModelForCausalLM
+
+    src = Path(cfg.seed.import_path)
+    if not (src / "config.json").exists():
+        raise UsageError(f"seed.import_path {src} is not a HF model directory (no config.json)")
+    weight_files = sorted(src.glob("*.safetensors"))
+    if not weight_files:
+        raise UsageError(f"{src} has no *.safetensors weights (only safetensors are accepted)")
+    tok_id = tokenizer_id_of(src)  # class, files and behaviour of the tokenizer as loaded
+    digest = config_hash({"files": [sha256_file(p) for p in weight_files], "tok": tok_id})
+    seed_id = f"seed-{digest}"
+    if pool.has_member(seed_id):
+        return pool.read_meta(seed_id) | {"reused": True}
+    tok = load_tokenizer(src)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(src), dtype=torch.float32, local_files_only=True,
+                                                     trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        raise AblateError(f"cannot load model from {src}: {str(exc).splitlines()[0]}") from None
+    n_params, n_nonembed = count_params(model)
+    meta = {"model_id": seed_id, "kind": "seed", "units": [], "seed_id": seed_id, "replicate": 0,
+            "source": str(src.resolve()), "n_params": n_params, "n_params_nonembed": n_nonembed,
+            "train_tokens": 0, "steps": 0, "wall_s": 0.0, "cpu_s": 0.0, "energy_kwh": 0.0, "co2_kg": 0.0,
+            "energy_method": "none (imported, not trained here)", "energy_assumptions": {},
+            "flops": 0.0, "flops_convention": "6*N_nonembed*tokens", "device": "none",
+            "config": {"import_path": str(src)}, "versions": versions(), "tokenizer_id": tok_id,
+            "created_at": now()}
+    write_seed(pool, model, tok, seed_id, meta)
+    index_member(pool, meta)
+    return meta

@@ -1,0 +1,133 @@
+"""The study context and member identity: which seed, which eval sets, which member is whose.
+
+How to run (from Python; every scoring command loads one of these first):
+    from ablate.train.study import load_study, member_id
+    study = load_study(cfg, pool, ["fortunes"])   # seed, eval tokens, byte table, device
+    study.unit_member("fortunes-00")               # that unit's member id, or "run train-partition"
+
+A member's id is a hash of everything that determines its weights (seed, unit data, recipe,
+replicate, budget), so training asks `member_id` whether the member already exists and
+scoring asks it which member a unit is: both sides use this one function, never a copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from ablate.core.config import StudyConfig, config_hash
+from ablate.models.device import eval_precision, resolve_device
+from ablate.core.errors import UsageError
+from ablate.models.model import find_seed
+from ablate.store.pool import Pool, check_name
+from ablate.models.threads import claim as claim_threads
+from ablate.train.truths import Budget
+from ablate.data.units import eval_sets, load_eval_tokens, load_tokenizer, study_tokenizer, token_byte_lengths, unit_meta
+
+
+@dataclass
+class Recipe:
+    """Everything that determines a training run besides the data and the start weights."""
+
+    seq_len: int
+    batch_size: int
+    lr: float
+    warmup_steps: int
+    min_lr_ratio: float
+    weight_decay: float
+    beta1: float
+    beta2: float
+    grad_clip: float
+    epochs: int
+    data_seed: int
+
+
+def member_recipe(cfg: StudyConfig, replicate: int = 0) -> Recipe:
+    t = cfg.train
+    return Recipe(t.seq_len, t.batch_size, t.lr, t.warmup_steps, t.min_lr_ratio, t.weight_decay, t.beta1,
+                  t.beta2, t.grad_clip, t.epochs, t.data_seed + 1000 * replicate)
+
+
+def run_hash(seed_id: str, unit_metas: list[dict], recipe: Recipe, replicate: int,
+             budget: Budget | None = None) -> str:
+    """Hash of everything that determines a member's weights (seed, data, recipe, replicate, budget).
+
+    The default budget (every unit once) adds nothing to the key, so members trained before
+    budgets existed keep their ids."""
+    key = {"seed": seed_id, "data": sorted(m["data_sha256"] for m in unit_metas),
+           "recipe": asdict(recipe), "replicate": replicate}
+    if budget is not None and not budget.is_default:
+        key |= budget.key()
+    return config_hash(key)
+
+
+def member_id(seed_id: str, unit_metas: list[dict], recipe: Recipe, replicate: int,
+              budget: Budget | None = None) -> str:
+    key = run_hash(seed_id, unit_metas, recipe, replicate, budget)
+    if len(unit_metas) == 1 and (budget is None or budget.is_default):
+        return f"unit-{unit_metas[0]['unit_id']}-{key[:10]}"
+    if budget is None or budget.is_default:
+        return f"union-k{len(unit_metas)}-{key[:10]}"
+    return f"union-k{len(unit_metas)}-{budget.kind}-{key[:10]}"
+
+
+def normalize_units(unit_ids: list[str]) -> list[str]:
+    if not unit_ids:
+        raise UsageError("name at least one unit")
+    for u in unit_ids:
+        check_name(u, "unit id")
+    dup = sorted({u for u in unit_ids if unit_ids.count(u) > 1})
+    if dup:
+        raise UsageError(f"unit listed twice: {', '.join(dup)}")
+    return sorted(unit_ids)
+
+
+@dataclass
+class Study:
+    """What every scoring step needs, loaded once: seed, eval sets, byte table."""
+
+    cfg: StudyConfig
+    pool: Pool
+    seed: dict
+    evals: list[dict]
+    eval_tokens: dict[str, np.ndarray] = field(default_factory=dict)
+    byte_len: np.ndarray | None = None
+    _unions: list[dict] | None = None  # union sidecars, read once
+    device: torch.device = torch.device("cpu")  # where models are built and evaluated (cfg.device)
+    precision: str = "fp32"  # what evaluation runs in there (ablate/models/device.py)
+
+    def unit_member(self, unit_id: str, required: bool = True) -> str | None:
+        mid = member_id(self.seed["model_id"], [unit_meta(self.pool, unit_id)], member_recipe(self.cfg), 0)
+        if not self.pool.has_member(mid):
+            if required:
+                raise UsageError(f"unit {unit_id} has no trained member for this seed and recipe: "
+                                 f"run `ablate train-partition {unit_id}`")
+            return None
+        return mid
+
+    def truths(self, unit_ids: list[str]) -> list[dict]:
+        """Sidecars of every trained union of exactly these units: any budget, weights, replicate."""
+        if self._unions is None:
+            self._unions = [m for m in self.pool.iter_metas("union") if m["seed_id"] == self.seed["model_id"]]
+        key = sorted(unit_ids)
+        return [m for m in self._unions if m["units"] == key]
+
+
+def load_study(cfg: StudyConfig, pool: Pool, eval_names: list[str] | None = None, device=None) -> Study:
+    """`device` overrides cfg.device (a sweep worker's own GPU)."""
+    device = resolve_device(cfg) if device is None else torch.device(device)  # first: a bad device is exit 2
+    claim_threads(cfg.train.threads)  # evaluation's share of the cores (ablate/models/threads.py)
+    seed = find_seed(pool)
+    evals = eval_sets(pool, eval_names)
+    tok_dir, _ = study_tokenizer(pool)
+    study = Study(cfg, pool, seed, evals, device=device, precision=eval_precision(device, cfg.eval.precision))
+    study.byte_len = token_byte_lengths(load_tokenizer(tok_dir))
+    for ev in evals:
+        tokens = load_eval_tokens(pool, ev)
+        if tokens.size < cfg.eval.seq_len:
+            raise UsageError(f"eval set {ev['domain']} has {tokens.size} tokens, shorter than one window "
+                             f"(eval.seq_len={cfg.eval.seq_len})")
+        study.eval_tokens[ev["domain"]] = tokens
+    return study

@@ -1,0 +1,75 @@
+import subprocess
+import sys
+from pathlib import Path
+
+from ablate.cli.steps import run_sweep
+from ablate.train.loop import train_member
+from conftest import copy_study, run_cli, write_config
+
+
+def test_python_dash_m_and_console_script():
+    out = subprocess.run([sys.executable, "-m", "ablate", "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "train-partition" in out.stdout
+    script = Path(sys.executable).with_name("ablate")
+    assert script.exists()
+    bad = subprocess.run([str(script), "train-partition"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and bad.stderr.startswith("error: ")
+
+
+def test_pool_verify_finds_a_flipped_bit_and_keeps_the_rest(study_copy, tmp_path, capsys):
+    cfg, pool, units, union = study_copy
+    cfg_path = write_config(cfg, tmp_path / "c.yaml")
+    code, out, err = run_cli(["pool", "verify", "-c", str(cfg_path)], capsys)
+    assert code == 0 and "6 members verified, 0 problems" in out
+    path = pool.weights_path(union["model_id"])
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0x01
+    path.write_bytes(bytes(data))
+    code, out, err = run_cli(["pool", "verify", "-c", str(cfg_path)], capsys)
+    assert code == 1 and "5 members verified, 1 problems" in out and str(path) in out.replace("\n", "")
+    code, out, err = run_cli(["pool", "ls", "-c", str(cfg_path)], capsys)
+    assert code == 0 and "union" in out
+
+
+def test_report_writes_markdown_and_plots(study_copy, tmp_path, capsys):
+    cfg, pool, units, _ = study_copy
+    run_sweep(cfg, pool, units, max_size=2, log=lambda *a: None)
+    code, out, err = run_cli(["report", "--out", str(tmp_path / "rep"), "-c",
+                              str(write_config(cfg, tmp_path / "c.yaml"))], capsys)
+    assert code == 0, err
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "Pearson" in text and "retraining" in text and "Energy method" in text
+    assert (tmp_path / "rep" / "fidelity-sum.png").stat().st_size > 1000  # one per ground truth
+    assert (tmp_path / "rep" / "cost.png").stat().st_size > 1000
+
+
+def test_codecarbon_meter_records_its_method_and_assumptions(study_copy):
+    cfg, pool, units, _ = study_copy
+    cfg.energy.backend = "codecarbon"
+    cfg.energy.grid_g_co2e_per_kwh = 100.0
+    meta = train_member(cfg, pool, ["literature-01"], force=True, log=lambda *a: None)
+    assert meta["energy_method"].startswith("codecarbon")
+    assert meta["energy_assumptions"]["grid_g_co2e_per_kwh"] == 100.0
+    assert meta["energy_kwh"] > 0
+    assert abs(meta["co2_kg"] - meta["energy_kwh"] * 0.1) < 1e-9 + 0.05 * meta["co2_kg"]
+
+
+def test_demo_trains_both_ground_truths_and_validates_a_weighted_search(study, tmp_path, capsys):
+    """`ablate demo` on the tiny study (pair unions only): both truths, per-truth verdict, validated search."""
+    from ablate.store.index import Index
+
+    cfg, pool = copy_study(study[0], tmp_path / "s")
+    cfg.demo_unions, cfg.demo_noise_unions, cfg.demo_search_grid = "pairs", 1, [1.0, 3.0]
+    path = write_config(cfg, tmp_path / "demo.yaml")
+    code, out, err = run_cli(["demo", "-c", str(path), "--report", str(tmp_path / "rep")], capsys)
+    assert code == 0, err
+    _, rows = Index(pool).query("SELECT budget, count(*) FROM models WHERE kind = 'union' GROUP BY ALL")
+    assert dict(rows)["unit"] >= 6 + 1 and dict(rows)["sum"] >= 6 + 1  # 6 pairs each, 1 replicate each
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert report.index("ground truth: which composition") < report.index("`sum` ground truth")  # unit first
+    _, searched = Index(pool).query("SELECT budget, validated, union_ppl, weights FROM searches")
+    assert {b for b, *_ in searched} == {"unit"}
+    validated = [(u, w) for _, v, u, w in searched if v]
+    assert len(validated) in (1, 2) and all(u is not None for u, _ in validated)  # the top one + best weighted
+    assert any(len(set(w)) > 1 for _, w in validated)  # the best weighted candidate is checked against its truth
+    assert "vs the best of them" in out

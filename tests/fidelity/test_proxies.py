@@ -1,0 +1,197 @@
+"""The proxy registry and the fidelity protocol, on a tiny real study with both ground truths."""
+
+from __future__ import annotations
+
+import math
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ablate.scoring import proxies
+from ablate.fidelity.calibrate import held_out, plan_unions, ranking_quality, refresh, union_keys
+from ablate.cli.fidelity import prepare_study, truth_mixtures
+from ablate.store.index import Index
+from ablate.fidelity.protocol import score_study
+
+from conftest import copy_study, run_cli, tree_digest, write_config
+
+quiet = dict(log=lambda *a: None)
+
+
+@pytest.fixture(scope="module")
+def both_truths(study, tmp_path_factory):
+    """The tiny study prepared by the protocol: every union under both budgets, replicates, task-sum."""
+    cfg, pool = copy_study(study[0], tmp_path_factory.mktemp("truths"))
+    cfg.name = "tiny"
+    return cfg, pool, prepare_study(cfg, **quiet)
+
+
+def test_truth_mixtures_sample_every_size():
+    units = [f"u{i}" for i in range(6)]
+    assert len(truth_mixtures(units, "all", 0)) == 57
+    sample = truth_mixtures(units, 12, 0)
+    assert {len(m) for m in sample} == {2, 3, 4, 5, 6}
+    assert sample == truth_mixtures(units, 12, 0) and len({tuple(m) for m in sample}) == len(sample)
+
+
+def test_plan_unions_is_nested_and_spread():
+    units = ["a", "b", "c", "d"]
+    four = plan_unions(units, [], 4)
+    assert plan_unions(units, [], 2) == four[:2]  # a larger calibration budget extends a smaller one
+    assert {len(m) for m in four} >= {2, 3, 4} and set().union(*map(set, four)) == set(units)
+
+
+def test_every_proxy_predicts_every_case(both_truths):
+    cfg, pool, prep = both_truths
+    cases = proxies.load_cases(pool)
+    evals = {c.eval_set for c in cases}
+    mixtures = {(c.mixture, c.weights) for c in cases}
+    assert len(cases) == len(evals) * len(mixtures) == 2 * 15  # 15 mixtures of 4 units x 2 eval sets
+    for budget in ("unit", "sum"):
+        truths = proxies.load_truths(pool, budget)
+        assert len(union_keys(truths)) == 11
+        for name in proxies.names():
+            pred = proxies.get(name).predict(cases, truths, budget)
+            assert pred.shape == (len(cases),) and np.isfinite(pred).all(), name
+
+
+def test_fitted_proxies_never_read_the_union_they_are_scored_on(both_truths):
+    cfg, pool, prep = both_truths
+    cases = proxies.load_cases(pool)
+    for budget in ("unit", "sum"):
+        truths = proxies.load_truths(pool, budget)
+        unions = union_keys(truths)
+        fit_on, scored = unions[:4], unions[4:]
+        hidden = {k: v for k, v in truths.items() if (k[0], k[1]) not in scored}
+        garbage = {k: (v if (k[0], k[1]) not in scored else v + 100.0) for k, v in truths.items()}
+        for name in proxies.names():
+            a = held_out(name, cases, truths, fit_on, budget)
+            assert a == held_out(name, cases, hidden, fit_on, budget) == held_out(name, cases, garbage, fit_on, budget)
+            assert {(k[0], k[1]) for k in a if len(k[0]) > 1} == set(scored)  # one prediction per held-out case
+        # and they do learn from what they are given: other unions, other predictions
+        assert held_out("regression", cases, truths, unions[:4], budget) != \
+            held_out("regression", cases, truths, unions[1:5], budget)
+
+
+def test_calibrated_without_evidence_ranks_like_merged(both_truths):
+    cfg, pool, prep = both_truths
+    cases = proxies.load_cases(pool)
+    merged = proxies.get("merged").predict(cases, {}, "sum")
+    for known in ({}, dict(list(proxies.load_truths(pool, "sum").items())[:2])):
+        cal = proxies.get("calibrated").predict(cases, known, "sum")
+        for ev in {c.eval_set for c in cases}:
+            idx = [i for i, c in enumerate(cases) if c.eval_set == ev]
+            assert np.argsort(cal[idx]).tolist() == np.argsort(merged[idx]).tolist()
+
+
+def test_calibrated_recovers_a_size_effect():
+    """Synthetic truths = merged + c_relation * log k (0 at k = 1, as for real unions of one unit):
+    the fit finds the slopes and, as they predict held-out unions better, keeps them."""
+    rng = np.random.default_rng(0)
+    units = [f"u{i}" for i in range(5)]
+    slope = {"own": -0.3, "seed": 0.2, "other": 0.05}
+    cases, truths = [], {}
+    for k in range(1, 6):
+        for mix in __import__("itertools").combinations(units, k):
+            for ev, rel in (("a", "own" if "u0" in mix else "other"), ("b", "seed")):
+                c = proxies.Case(mix, proxies.wkey([1 / k] * k), ev, float(rng.uniform(4, 6)), None,
+                                 tuple(float(rng.uniform(4, 6)) for _ in mix), rel)
+                cases.append(c)
+                truths[c.key] = c.merged + slope[rel] * math.log(k)
+    model = proxies.get("calibrated").fit(cases, {k: v for k, v in truths.items() if len(k[0]) > 1}, "sum")
+    assert model["with_size"]
+    assert np.allclose(model["coef"], [0.0, 0.0, -0.3, 0.2, 0.05], atol=1e-2)
+
+
+def test_task_sum_is_the_seed_plus_every_task_vector(both_truths):
+    cfg, pool, prep = both_truths
+    from ablate.scoring.proxies.task_sum import TaskSum
+    from ablate.train.study import load_study
+
+    study = load_study(cfg, pool)
+    a, b = (study.unit_member(u) for u in ("fortunes-00", "literature-00"))
+    seed = load_file(str(pool.weights_path(study.seed["model_id"])))
+    ta, tb = load_file(str(pool.weights_path(a))), load_file(str(pool.weights_path(b)))
+    state = TaskSum.build(pool, study.seed["model_id"], [a, b], [0.5, 0.5])
+    for name, t in state.items():
+        assert torch.allclose(t, ta[name] + tb[name] - seed[name], atol=1e-5), name
+    alone = TaskSum.build(pool, study.seed["model_id"], [a], [1.0])
+    assert all(torch.allclose(alone[n], ta[n], atol=1e-6) for n in alone)  # one unit: its member
+    cases = proxies.load_cases(pool)
+    assert all(c.task_sum is not None for c in cases if c.k > 1)
+    for c in cases:
+        if c.k == 1 and c.task_sum is not None:
+            assert math.isclose(c.task_sum, c.merged, rel_tol=1e-5)
+
+
+def test_protocol_scores_every_proxy_out_of_sample(both_truths):
+    cfg, pool, prep = both_truths
+    result = score_study(cfg, prep, "tiny.yaml")
+    rows = result["rows"]
+    assert {r["budget"] for r in rows} == {"unit", "sum"}
+    assert {r["proxy"] for r in rows} == set(cfg.fidelity.proxies)
+    for r in rows:
+        assert r["held_out"] == 11 - r["m"] and r["n"] == r["held_out"]
+    assert {r["m"] for r in rows} == {0, 2, 4}  # 2n = 8 would leave fewer than 4 held out
+    # unfitted proxies do not depend on the calibration budget except through the held-out set
+    m0 = [r for r in rows if r["m"] == 0 and r["proxy"] == "merged"]
+    direct = proxies.load_truths(pool, m0[0]["budget"])
+    assert all(0 <= r["pairwise_agreement"] <= 1 for r in m0) and direct
+
+
+def test_refresh_stores_fitted_rows_per_ground_truth(both_truths):
+    cfg, pool, prep = both_truths
+    fitted = refresh(pool, cfg.eval.seq_len, **quiet)
+    assert set(fitted) == {(m, b) for m in ("calibrated", "regression") for b in ("unit", "sum")}
+    _, rows = Index(pool).query("SELECT method, budget, count(*) FROM mixture_perplexity "
+                                "WHERE method IN ('calibrated', 'regression') GROUP BY ALL")
+    assert {(m, b): n for m, b, n in rows} == {k: 30 for k in fitted}
+    _, fid = Index(pool).query("SELECT DISTINCT budget, proxy, in_sample FROM proxy_fidelity")
+    assert ("unit", "calibrated", True) in fid and ("sum", "merged", False) in fid
+    assert refresh(pool, cfg.eval.seq_len, **quiet) == fitted  # unchanged fits write nothing new
+
+
+def test_ranking_quality_on_a_constant_proxy_is_not_a_crash():
+    q = ranking_quality(np.zeros(4), np.array([1.0, 2.0, 3.0, 4.0]))
+    assert math.isnan(q["spearman"]) and q["n"] == 4
+
+
+def test_fidelity_cli_end_to_end_and_bad_config(study, tmp_path, capsys):
+    cfg, _ = copy_study(study[0], tmp_path / "f")
+    cfg.name = "tiny-cli"
+    cfg.fidelity.truth_mixtures = 6
+    cfg.fidelity.proxies = ["merged", "calibrated"]
+    cfg.fidelity.budgets = ["unit"]
+    good = write_config(cfg, tmp_path / "tiny.yaml")
+    out = tmp_path / "F.md"
+    code, stdout, err = run_cli(["fidelity", str(good), "--out", str(out)], capsys)
+    assert code == 0, err
+    text = out.read_text()
+    assert "Ground truth `unit`" in text and "| merged |" in text and "ablate fidelity" in text
+    assert out.with_suffix(".json").exists()
+
+    bad = cfg.model_copy(deep=True)
+    bad.pool = str(tmp_path / "bad-pool")
+    bad.units.eval_only_domains = ["klingon"]
+    path = write_config(bad, tmp_path / "bad.yaml")
+    before = tree_digest(tmp_path)
+    code, _, err = run_cli(["fidelity", str(good), str(path), "--out", str(tmp_path / "G.md")], capsys)
+    assert code == 2 and err.count("error:") == 1 and "klingon" in err and "Traceback" not in err
+    assert tree_digest(tmp_path) == before and not (tmp_path / "bad-pool").exists()
+
+
+def test_additive_adds_each_units_own_effect(both_truths):
+    cfg, pool, prep = both_truths
+    cases = proxies.load_cases(pool)
+    for budget in ("unit", "sum"):
+        pred = proxies.get("additive").predict(cases, {}, budget)
+        for c, p in zip(cases, pred):
+            deltas = [m - c.seed for m in c.members]
+            expect = c.seed + (sum(deltas) if budget == "sum" else float(np.mean(deltas)))
+            assert math.isclose(p, expect, rel_tol=1e-6)  # weights are stored to 6 decimals
+            if c.k == 1:
+                assert math.isclose(p, c.merged, rel_tol=1e-12)  # one unit: its member
+    # with no union to learn from, the composition regression of the add-data truth is the additive proxy
+    reg = proxies.get("regression").predict(cases, {}, "sum")
+    assert np.allclose(reg, proxies.get("additive").predict(cases, {}, "sum"), atol=0.05)  # up to its ridge
