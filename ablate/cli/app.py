@@ -31,6 +31,7 @@ from typing import Callable
 import typer
 
 from ablate.cli import build as cli_build
+from ablate.cli import optimize as cli_optimize
 from ablate.cli import pool as cli_pool
 from ablate.cli import proxy as cli_proxy
 from ablate.cli import score as cli_score
@@ -68,6 +69,7 @@ COMMANDS: dict[str, Callable] = {
     "suggest-unions": cli_proxy.suggest_unions_cmd,
     "fidelity": cli_proxy.fidelity_cmd,
     "search": cli_score.search,
+    "optimize": cli_optimize.optimize,
 }
 
 

@@ -33,7 +33,9 @@ from ablate.fidelity.protocol import score_study, write_markdown
 from ablate.store.results import existing_rows, write_rows
 from ablate.scoring.score import score_built_models, score_reference_models
 from ablate.train.study import load_study
+from ablate.cli.fidelity_weights import optimized_mixtures
 from ablate.cli.steps import run_sweep
+from ablate.fidelity.weights_report import write_section
 from ablate.train.members import build_members, train_truths
 
 DEFAULT_STUDIES = "configs/fidelity/*.yaml"
@@ -108,19 +110,29 @@ def study_configs(paths: list[str] | None) -> list[tuple[str, StudyConfig]]:
     return [(str(f), load_config(f)) for f in files]
 
 
-def run_fidelity(paths: list[str] | None, out: Path | None, log=print, prepare_only: bool = False) -> dict:
-    """The whole protocol: prepare every study, score every proxy per truth, write the Markdown."""
+def run_fidelity(paths: list[str] | None, out: Path | None, log=print, prepare_only: bool = False,
+                 weights_only: bool = False) -> dict:
+    """The whole protocol: prepare every study, score every proxy per truth, write the Markdown; then the
+    optimized mixtures, retrained (its own section). `weights_only`: the equal-compute truth and that section."""
     studies = study_configs(paths)
     for source, cfg in studies:  # every config is checked before any study starts training
         check_domains(cfg, source)
+        if weights_only:
+            cfg.fidelity.budgets = ["unit"]  # the weights answer "which composition at equal compute?"
     build_shared_corpora([cfg for _, cfg in studies], log)
-    results, t0 = [], time.perf_counter()
+    results, weights, t0 = [], [], time.perf_counter()
     for source, cfg in studies:
         prep = prepare_study(cfg, log=log)
-        if not prepare_only:
+        if not prepare_only and not weights_only:
             results.append(score_study(cfg, prep, source))
         log(f"{cfg.name}: ready in {prep['seconds']:.0f} s")
     seconds = time.perf_counter() - t0
     if out is not None and results:
         write_markdown(results, out, seconds, [s for s, _ in studies])
-    return {"studies": results, "seconds": seconds, "minutes": math.ceil(seconds / 60)}
+    if not prepare_only:
+        t1 = time.perf_counter()
+        weights = [optimized_mixtures(cfg, log=log) for _, cfg in studies]
+        if out is not None:
+            write_section(out, weights, time.perf_counter() - t1)
+    seconds = time.perf_counter() - t0
+    return {"studies": results, "weights": weights, "seconds": seconds, "minutes": math.ceil(seconds / 60)}

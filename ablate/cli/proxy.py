@@ -70,10 +70,12 @@ def fidelity_cmd(configs: Annotated[Optional[list[str]], typer.Argument(
                      help="study configs (default: configs/fidelity/*.yaml)")] = None,
                  out: Annotated[Path, typer.Option("--out", help="Markdown report (and .json beside it)")] = Path("FIDELITY.md"),
                  prepare_only: Annotated[bool, typer.Option("--prepare-only",
-                                                            help="train and evaluate, do not score")] = False):
+                                                            help="train and evaluate, do not score")] = False,
+                 weights_only: Annotated[bool, typer.Option(
+                     "--weights-only", help="only the equal-compute truth and 'Optimized mixtures, retrained'")] = False):
     """The fidelity protocol: every proxy vs each ground truth on several studies, out of sample."""
     from ablate.cli.fidelity import run_fidelity
 
-    result = run_fidelity(configs, out, log=say, prepare_only=prepare_only)
-    say(f"{len(result['studies'])} studies scored in {result['seconds'] / 60:.1f} min" +
+    result = run_fidelity(configs, out, log=say, prepare_only=prepare_only, weights_only=weights_only)
+    say(f"{len(result['studies']) or len(result['weights'])} studies scored in {result['seconds'] / 60:.1f} min" +
         ("" if prepare_only else f"; wrote {out}"))

@@ -18,8 +18,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ablate.cli.shared import (ConfigOpt, DryOpt, ForceOpt, ScreenOpt, SetOpt, TruthOpt, WeightsOpt, open_study,
-                               print_rows, say, say_screen)
+from ablate.cli.shared import (ConfigOpt, DryOpt, ForceOpt, MaxLossOpt, ObjectiveOpt, ScreenOpt, SetOpt, TargetOpt,
+                               TargetWeightsOpt, TruthOpt, WeightsOpt, open_study, print_rows, say, say_screen)
 from ablate.core.errors import UsageError
 from ablate.train.truths import DEFAULT_TRUTH
 
@@ -70,15 +70,24 @@ def sweep(max_size: Annotated[Optional[int], typer.Option("--max-size", help="la
           sample_seed: Annotated[Optional[int], typer.Option("--seed", help="seed of --sample (default 0)")] = None,
           mixtures: Annotated[Optional[Path], typer.Option(
               "--mixtures", help="file, one mixture per line: UNIT [UNIT|UNIT+UNIT ...] [--weights W,...]")] = None,
-          screen: ScreenOpt = False,
+          screen: ScreenOpt = False, target: TargetOpt = None, target_weights: TargetWeightsOpt = None,
+          objective: ObjectiveOpt = "mean", max_loss: MaxLossOpt = None,
           config: ConfigOpt = None, set_: SetOpt = None, dry_run: DryOpt = False, force: ForceOpt = False):
-    """Score every mixture of the units (Gray-code order, one add/remove per step), a sample, or a file's."""
-    from ablate.cli.steps import run_sweep
+    """Score every mixture of the units (Gray-code order, one add/remove per step), a sample, or a file's;
+    with --target, end with the best mixtures for that objective."""
+    from ablate.cli.steps import run_sweep, score_mixture
 
     cfg, pool = open_study(config, set_, dry_run)
     unit_list = [u.strip() for u in units.split(",")] if units else None
     if jobs is not None and jobs < 1:
         raise UsageError("--jobs must be at least 1")
+    goal = None
+    if target or target_weights or max_loss:  # checked before any work
+        from ablate.data.units import eval_sets
+        from ablate.optimize.objectives import parse_objective
+
+        goal = parse_objective(target, [ev["domain"] for ev in eval_sets(pool)], kind=objective,
+                               target_weights=target_weights, max_loss=max_loss)
     out = run_sweep(cfg, pool, unit_list, max_size=max_size, sizes=sizes, sample=sample, seed=sample_seed,
                     mixtures_file=mixtures, jobs=jobs, eval_names=eval_ or None, force=force,
                     backend=backend, scheduler=scheduler, workers=workers, screen=screen, log=say)
@@ -86,9 +95,27 @@ def sweep(max_size: Annotated[Optional[int], typer.Option("--max-size", help="la
         f"{out['reference_rows']} seed/union rows, {out['seconds']:.1f} s")
     if out.get("screened"):
         say_screen(out["screened"], out["dropped"])
+    if goal is not None:
+        if goal.needs_reference:  # worst case and guards compare with the uniform mixture of all swept units
+            score_mixture(cfg, pool, out["units"], eval_names=goal.eval_sets)
+        show_best(pool, goal, out["units"])
 
 
-def search(target: Annotated[str, typer.Option("--target", help="eval set to optimize")],
+def show_best(pool, goal, units: list[str], top: int = 10) -> None:
+    """The sweep's best mixtures for an objective (merged rows; exp(value): see `ablate search`)."""
+    import math
+
+    from ablate.optimize.search import rank_scored
+
+    ranked = rank_scored(pool, goal, units)
+    print_rows(["rank", "mixture", "weights", "proxy_ppl"],
+               [{"rank": i + 1, "mixture": list(k[0]), "weights": list(k[1]), "proxy_ppl": math.exp(v)}
+                for i, (k, v) in enumerate(ranked[:top])])
+    say(f"best of {len(ranked)} scored mixtures for {goal.describe()} by the merged proxy")
+
+
+def search(target: TargetOpt = None, target_weights: TargetWeightsOpt = None, objective: ObjectiveOpt = "mean",
+           max_loss: MaxLossOpt = None,
            max_size: Annotated[int, typer.Option("--max-size", help="largest mixture size")] = 3,
            weights_grid: Annotated[Optional[str], typer.Option("--weights-grid", help="e.g. 1,2,4")] = None,
            method: Annotated[Optional[str], typer.Option(
@@ -103,9 +130,11 @@ def search(target: Annotated[str, typer.Option("--target", help="eval set to opt
                "--max-candidates", help="above this many candidates, beam search instead of all")] = 2000,
            beam: Annotated[int, typer.Option("--beam", help="beam width of that search")] = 4,
            screen: ScreenOpt = False, config: ConfigOpt = None, set_: SetOpt = None):
-    """Rank candidate mixtures for a target eval set by the proxy; optionally validate by training."""
-    from ablate.core.weights import parse_weights
+    """Rank candidate mixtures for an objective over eval sets by the proxy; optionally validate by training."""
     from ablate.cli.steps import run_search
+    from ablate.core.weights import parse_weights
+    from ablate.data.units import eval_sets
+    from ablate.optimize.objectives import parse_objective
 
     cfg, pool = open_study(config, set_)
     grid = None
@@ -115,7 +144,9 @@ def search(target: Annotated[str, typer.Option("--target", help="eval set to opt
         if grid is None or any(g < 0 for g in grid) or not any(grid):
             raise UsageError(f"--weights-grid must be non-negative numbers, e.g. 1,2,4 (got {weights_grid!r})")
         parse_weights(grid, len(grid))
-    out = run_search(cfg, pool, target, max_size=max_size, grid=grid, method=method, truth=truth, validate=validate,
+    goal = parse_objective(target, [ev["domain"] for ev in eval_sets(pool)], kind=objective,
+                           target_weights=target_weights, max_loss=max_loss)
+    out = run_search(cfg, pool, goal, max_size=max_size, grid=grid, method=method, truth=truth, validate=validate,
                      validate_weighted=validate_weighted, top=top, max_candidates=max_candidates, beam=beam,
                      screen=screen, log=say)
     cols = ["rank", "mixture", "weights", "proxy_ppl", "union_ppl", "union_rank", "validated"] + (
@@ -124,7 +155,7 @@ def search(target: Annotated[str, typer.Option("--target", help="eval set to opt
     first = out["rows"][0]
     if first["union_rank"]:
         say(f"the proxy's choice ranks {first['union_rank']} of {first['n_unions_known']} trained unions "
-            f"(truth {truth!r}) on {target} (regret {100 * (first['union_ppl'] / out['best_union_ppl'] - 1):.2f} %)")
+            f"(truth {truth!r}) for {out['objective']} (regret {100 * (first['union_ppl'] / out['best_union_ppl'] - 1):.2f} %)")
     if out.get("screened"):
         say_screen(out["screened"], out["dropped"])
     say(f"{out['candidates']} candidates ({out['strategy']}); stored as {out['search_id']} in the `searches` table")

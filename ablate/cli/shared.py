@@ -31,6 +31,14 @@ ScreenOpt = Annotated[bool, typer.Option(
 DryOpt = Annotated[bool, typer.Option("--dry-run", help="print the resolved config and exit")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="redo the work even if a result exists")]
 WeightsOpt = Annotated[Optional[str], typer.Option("--weights", help="comma-separated, one per unit (normalized)")]
+TargetOpt = Annotated[Optional[list[str]], typer.Option(
+    "--target", help="eval set(s) to optimize: comma list and/or repeated")]
+TargetWeightsOpt = Annotated[Optional[str], typer.Option(
+    "--target-weights", help="weights of the mean, one per target (e.g. 3,1), or `tokens`")]
+ObjectiveOpt = Annotated[str, typer.Option("--objective", help="mean (default) or worst (largest change vs uniform)")]
+MaxLossOpt = Annotated[Optional[list[str]], typer.Option(
+    "--max-loss", help="EVAL:PCT, at most PCT % worse than the uniform mixture on EVAL (repeatable)")]
+# the objective over eval sets (ablate/optimize/objectives.py): search, sweep --target and optimize share it
 TruthOpt = Annotated[str, typer.Option("--truth", help="ground truth: unit (equal compute) or sum (add data, "
                                                        "k x budget)")]
 

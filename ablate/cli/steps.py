@@ -47,14 +47,15 @@ def run_sweep(cfg: StudyConfig, pool: Pool, unit_ids: list[str] | None = None, *
     return out
 
 
-def run_search(cfg: StudyConfig, pool: Pool, target: str, *, truth: str = DEFAULT_TRUTH, validate: int = 0,
+def run_search(cfg: StudyConfig, pool: Pool, target, *, truth: str = DEFAULT_TRUTH, validate: int = 0,
                validate_weighted: bool = False, top: int = 10, log=print, **options) -> dict:
-    """`ablate search`: rank (optimize.search.rank's options), train and score the picks, record the ranking."""
+    """`ablate search`: rank (optimize.search.rank's options), train and score the picks, record the ranking.
+    `target`: an eval set's name or an optimize.objectives.Objective."""
     ranking = search.rank(cfg, pool, target, truth=truth, validate=validate, top=top, log=log, **options)
     picks = search.validation_picks(ranking["ranked"], validate, validate_weighted) if validate else []
     validated = [train_truth(cfg, pool, mix, w, truth, log) for mix, w in picks]
     if picks:
-        study = load_study(cfg, pool, [target])
+        study = load_study(cfg, pool, ranking["objective"].eval_sets)
         write_rows(pool, score.score_reference_models(study, [list(v[0]) for v in validated],
                                                       existing_rows(pool, study.precision)))
     return search.record(pool, ranking, validated, top=top, validate=validate)

@@ -15,176 +15,15 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal, Optional, get_args, get_origin
+from typing import Literal, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from ablate.core.errors import UsageError
-
-
-class _Strict(BaseModel):
-    # Unknown keys are almost always typos in a study file: refuse them.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _comma_lists(cls, data):
-        # `--set units.domains=a,b,c` arrives as the string "a,b,c": a list field takes it as a comma list
-        if not isinstance(data, dict):
-            return data
-        for name, field in cls.model_fields.items():
-            value = data.get(name)
-            if isinstance(value, str) and value != "auto" and _is_list(field.annotation):
-                data = {**data, name: [v.strip() for v in value.split(",") if v.strip()]}
-            elif value is None and name in data and get_origin(field.annotation) is list:
-                data = {**data, name: []}  # `--set units.eval_only_domains=`: none
-        return data
-
-
-def _is_list(annotation) -> bool:
-    return get_origin(annotation) is list or any(get_origin(a) is list for a in get_args(annotation))
-
-
-class CorpusConfig(_Strict):
-    source: Literal["debian", "files"] = "debian"
-    path: str = "data/corpus"  # where `corpus build` writes / where local files live
-    domain_field: str = "domain"
-    text_field: str = "text"
-    webster_max_bytes: int = Field(4_000_000, gt=0)
-    max_bytes_per_domain: Optional[int] = Field(None, gt=0)
-
-
-class TokenizerConfig(_Strict):
-    vocab_size: int = Field(4096, ge=300, le=65535)  # uint16 token files
-    train_bytes: int = Field(3_000_000, gt=0)  # text sampled across domains to fit the BPE
-
-
-class UnitsConfig(_Strict):
-    domains: list[str] = ["fiction", "bible", "computing", "pydocs"]
-    eval_only_domains: list[str] = ["quotes"]  # held-out domains no unit trains on
-    unit_tokens: int = Field(98_304, gt=0)  # equal budget of every unit: 48 steps of 16 x 128
-    units_per_domain: int = Field(1, ge=1)
-    allow_partial: bool = False  # allow fewer units than asked when a domain is small
-    eval_bytes: int = Field(40_000, gt=0)  # held-out text per domain, whole documents
-    split_seed: int = 0
-
-    @model_validator(mode="after")
-    def _no_overlap(self):
-        both = set(self.domains) & set(self.eval_only_domains)
-        if both:
-            raise ValueError(f"domains listed both as unit and eval-only: {sorted(both)}")
-        if len(set(self.domains)) != len(self.domains):
-            raise ValueError("units.domains has duplicates")
-        return self
-
-
-class SeedConfig(_Strict):
-    mode: Literal["train", "import"] = "train"
-    import_path: Optional[str] = None  # local HF causal-LM dir when mode=import
-    # The seed's pretraining mix, never unit domains. auto: webster for the Debian corpus; for your own
-    # files, every corpus domain that is neither a unit nor an eval-only domain (or import a seed).
-    domains: list[str] | Literal["auto"] = "auto"
-    hidden_size: int = Field(96, gt=0)
-    layers: int = Field(3, gt=0)
-    heads: int = Field(4, gt=0)
-    intermediate_size: int = Field(256, gt=0)
-    steps: int = Field(300, ge=1)
-    lr: float = Field(2e-3, gt=0)
-    warmup_steps: int = Field(30, ge=0)
-    batch_size: int = Field(16, ge=1)
-    seq_len: int = Field(128, ge=8)
-    init_seed: int = 0
-
-    @model_validator(mode="after")
-    def _check(self):
-        if self.mode == "import" and not self.import_path:
-            raise ValueError("seed.mode=import needs seed.import_path (a local HF model directory)")
-        if self.hidden_size % self.heads:
-            raise ValueError("seed.hidden_size must be divisible by seed.heads")
-        return self
-
-
-class TrainConfig(_Strict):
-    """Continued pretraining of one unit (and, k times longer, of a union)."""
-
-    seq_len: int = Field(128, ge=8)
-    batch_size: int = Field(16, ge=1)
-    lr: float = Field(5e-4, gt=0)  # the paper uses 6e-5 at 130M+; tiny models need more
-    warmup_steps: int = Field(0, ge=0)  # the paper: no warmup
-    min_lr_ratio: float = Field(0.1, ge=0, le=1)  # cosine decays to lr * min_lr_ratio
-    weight_decay: float = Field(0.1, ge=0)
-    beta1: float = Field(0.9, ge=0, lt=1)
-    beta2: float = Field(0.95, ge=0, lt=1)
-    grad_clip: float = Field(1.0, gt=0)
-    epochs: int = Field(1, ge=1)
-    data_seed: int = 0
-    checkpoint_every: int = Field(50, ge=1)
-    threads: Optional[int] = Field(None, ge=1)  # torch CPU threads; None = torch default
-    # Speed knobs, not part of a member's id: torch.compile the training model (pays off on
-    # GPUs; on CPU it needs a C++ compiler); TF32 tensor cores for fp32 matmuls (CUDA only).
-    compile: bool = False
-    tf32: bool = True
-
-
-DEVICE_SPEC = r"auto|cpu|cuda(:\d+)?"  # StudyConfig.device
-
-
-class EvalConfig(_Strict):
-    seq_len: int = Field(128, ge=8)
-    batch_size: int = Field(32, ge=1)
-    # on CUDA: bf16 autocast or plain fp32 (TF32 off); the CPU always evaluates in fp32. Recorded per row.
-    precision: Literal["bf16", "fp32"] = "bf16"
-    # sweep/search: merged models evaluated together in one pass (ablate/scoring/batched.py); None = as many as
-    # memory allows up to 8 on a GPU, 1 on a CPU (measured: on CPU the fused loss is the win, not M)
-    models_per_pass: Optional[int] = Field(None, ge=1, le=64)
-    # `--screen` (ablate/scoring/screen.py): each round evaluates every surviving candidate on a longer prefix of
-    # the eval set's shuffled windows and drops those significantly worse than each of the
-    # `screen_keep` best, at this level for the whole race
-    screen_confidence: float = Field(0.95, gt=0.0, lt=1.0)
-    screen_tokens: int = Field(1024, ge=1)  # first round's prefix (>= 2 windows); each later round x screen_growth
-    screen_growth: int = Field(2, ge=2)  # 1024 x 2: chosen leaving each study out (bench/bench_screen.py)
-    screen_keep: int = Field(3, ge=1)  # the top `screen_keep` always race to the full set
-
-
-class EnergyConfig(_Strict):
-    """Assumptions behind every kWh and kg CO2e the pool records."""
-
-    backend: Literal["codecarbon", "estimate"] = "codecarbon"
-    country_iso_code: str = "USA"
-    grid_g_co2e_per_kwh: Optional[float] = Field(None, gt=0)  # overrides the country mix
-    cpu_watts: Optional[float] = Field(None, gt=0)  # whole-CPU TDP when not in codecarbon's table
-    ram_watts: Optional[float] = Field(None, ge=0)
-    pue: float = Field(1.0, ge=1.0)
-    measure_power_secs: float = Field(15.0, ge=15.0)
-    # used by the "estimate" backend and when codecarbon cannot run:
-    watts_per_cpu_thread: float = Field(10.0, gt=0)
-    fallback_g_co2e_per_kwh: float = Field(369.0, gt=0)  # US average, 2023
-
-
-class EvalFileConfig(_Strict):
-    """An eval set from the user's own file (Paloma-style JSONL, JSON, Parquet or text)."""
-
-    path: str
-    text_field: str = "text"
-    max_bytes: Optional[int] = Field(None, gt=0)  # whole documents up to this many bytes; None = the whole file
-
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, data):  # `eval_sets: {heldout: my.jsonl}` = a path with the defaults
-        return {"path": data} if isinstance(data, str) else data
-
-
-class FidelityConfig(_Strict):
-    """What `ablate fidelity` trains and scores for a study (configs/fidelity/*.yaml)."""
-
-    # ground truths: unit = one unit's tokens (equal compute), sum = k x one unit's tokens (add data)
-    budgets: list[Literal["unit", "sum"]] = ["unit", "sum"]
-    # multi-unit mixtures with trained truths: "all", or a number sampled across sizes k
-    truth_mixtures: int | Literal["all"] = "all"
-    noise_unions: int = Field(2, ge=0)  # truths retrained with a 2nd data order, per budget: the noise floor
-    proxies: list[str] = ["merged", "task-sum", "additive", "own-additive", "calibrated", "regression"]
-    sample_seed: int = 0
+from ablate.core.sections import (DEVICE_SPEC, CorpusConfig, EnergyConfig, EvalConfig,  # noqa: F401  (re-exported)
+                                  EvalFileConfig, FidelityConfig, OptimizeConfig, SeedConfig, TokenizerConfig,
+                                  TrainConfig, UnitsConfig, _Strict)
 
 
 class StudyConfig(_Strict):
@@ -213,6 +52,7 @@ class StudyConfig(_Strict):
     demo_noise_unions: int = Field(1, ge=0)  # unions per truth the demo retrains with a 2nd data order (noise floor)
     demo_search_grid: list[float] = [1.0, 2.0]  # weights grid of the demo's mixture search
     fidelity: FidelityConfig = FidelityConfig()
+    optimize: OptimizeConfig = OptimizeConfig()
 
     @field_validator("device")
     @classmethod

@@ -5,6 +5,7 @@ How to run:
     ablate search --target quotes --weights-grid 1,2 --validate 2    # + weighted; train the top 2
     ablate search --target quotes --truth sum                        # the add-data question
     ablate search --target quotes --max-candidates 500 --beam 8      # many units: beam search
+    ablate search --target fiction,quotes --weights-grid 1,2         # the mean over two eval sets
 
 Candidates are every uniform mixture of up to `--max-size` units, plus weighted
 variants of the small ones (each unit's weight drawn from `--weights-grid`,
@@ -21,7 +22,12 @@ composition at equal compute, the default) or `sum` (add data, k x budget). The 
 a weighted union drawing each unit's share of the budget (`--validate-weighted` adds the
 best weighted one) — and reports where the proxy's choice landed among all unions known
 for the target; the training is ablate/cli/steps.py's `run_search`, which composes rank, train and
-record. Rankings go to the `searches` table.
+record. Rankings go to the `searches` table, each row with its objective.
+
+Several targets (`--target a,b`, repeatable; `--target-weights`, `--objective worst`, `--max-loss B:x`)
+rank by one objective over eval sets, defined once in ablate/optimize/objectives.py and shared with
+`ablate optimize` and `ablate sweep --target`: candidates are scored on every eval set the objective
+reads and ranked by its value.
 """
 
 from __future__ import annotations
@@ -42,7 +48,8 @@ from ablate.scoring.score import score_built_models
 from ablate.scoring.screen import screen_candidates
 from ablate.train.study import load_study
 from ablate.train.truths import BUDGETS, DEFAULT_METHOD, DEFAULT_TRUTH, QUESTIONS
-from ablate.data.units import unit_ids
+from ablate.data.units import eval_sets, unit_ids
+from ablate.optimize.objectives import Objective, parse_objective
 from ablate.core.weights import is_uniform, wkey
 
 
@@ -190,10 +197,40 @@ def validation_picks(ranked: list, validate: int, validate_weighted: bool) -> li
     return picks
 
 
-def rank(cfg: StudyConfig, pool: Pool, target: str, *, max_size: int = 3, grid: list[float] | None = None,
-         method: str | None = None, truth: str = DEFAULT_TRUTH, validate: int = 0, top: int = 10,
-         max_candidates: int = 2000, beam: int = 4, screen: bool = False, log=print) -> dict:
-    """Every candidate scored by the proxy, best first (full evaluations before screened-out ones)."""
+def objective_scores(cfg: StudyConfig, pool: Pool, objective: Objective, cands, method: str, truth: str,
+                     screen: dict | None = None) -> dict[tuple, float]:
+    """{(mixture, wkey): the objective's value by the proxy} (log ppl units; lower is better). Worst-case and
+    guarded objectives compare every candidate with the uniform mixture of all the pool's units, scored too."""
+    cands = list(cands)
+    ref_key = None
+    if objective.needs_reference:
+        units = unit_ids(pool, required=True)
+        ref_key = (tuple(units), wkey([1.0 / len(units)] * len(units)))
+        if ref_key not in {(tuple(c), wkey(w)) for c, w in cands}:
+            cands.append((list(units), [1.0 / len(units)] * len(units)))
+    per_set = {s: _proxy_scores(cfg, pool, s, cands, method, truth, screen) for s in objective.eval_sets}
+    keys = set.intersection(*(set(v) for v in per_set.values()))
+    ref = {s: math.log(per_set[s][ref_key]) for s in per_set} if ref_key else None
+    tokens = _eval_tokens(pool, objective) if objective.target_weights == "tokens" else None
+    return {k: objective.value({s: math.log(per_set[s][k]) for s in per_set}, ref, tokens) for k in keys}
+
+
+def _eval_tokens(pool: Pool, objective: Objective) -> dict[str, int]:
+    return {ev["domain"]: int(ev["n_tokens"]) for ev in eval_sets(pool, objective.eval_sets)}
+
+
+def as_objective(pool: Pool, target: str | Objective) -> Objective:
+    """A bare eval-set name is the one-set objective; checked against the pool's eval sets."""
+    if isinstance(target, Objective):
+        return target
+    return parse_objective([target], [ev["domain"] for ev in eval_sets(pool)])
+
+
+def rank(cfg: StudyConfig, pool: Pool, target: str | Objective, *, max_size: int = 3,
+         grid: list[float] | None = None, method: str | None = None, truth: str = DEFAULT_TRUTH, validate: int = 0,
+         top: int = 10, max_candidates: int = 2000, beam: int = 4, screen: bool = False, log=print) -> dict:
+    """Every candidate scored by the proxy for the objective, best first (full evaluations before screened-out
+    ones). Scores are the objective's value in log perplexity (ablate/optimize/objectives.py)."""
     if truth not in BUDGETS:
         raise UsageError(f"--truth must be one of {', '.join(BUDGETS)}, not {truth!r}")
     method = method or default_method(pool, truth)
@@ -201,35 +238,82 @@ def rank(cfg: StudyConfig, pool: Pool, target: str, *, max_size: int = 3, grid: 
         raise UsageError(f"--method must be one of {', '.join(proxies.names())}, not {method!r}")
     if max_size < 1 or validate < 0 or top < 1 or max_candidates < 1 or beam < 1:
         raise UsageError("--max-size, --top, --max-candidates and --beam must be ≥ 1, --validate ≥ 0")
+    objective = as_objective(pool, target)
+    if screen and len(objective.eval_sets) > 1:
+        raise UsageError("--screen races candidates on one eval set: give one --target, or drop --screen")
     units = unit_ids(pool, required=True)
     size, grid = min(max_size, len(units)), grid or [1.0]
     screening = {} if screen else None  # what --screen dropped and saved, across the search's rounds
     n_all = exhaustive_count(len(units), size, grid)
+
+    def score(cands):
+        return objective_scores(cfg, pool, objective, cands, method, truth, screening)
+
     if n_all <= max_candidates:
         n_cands, strategy = n_all, "exhaustive"
-        scores = _proxy_scores(cfg, pool, target, candidates(units, size, grid), method, truth, screening)
+        scores = score(candidates(units, size, grid))
     else:  # never list them all: 2^64 is not a list
         log(f"search: {n_all} candidates over {len(units)} units exceed --max-candidates {max_candidates}: "
             f"beam search of width {beam}")
-        scores = beam_search(units, size, grid, beam,
-                             lambda c: _proxy_scores(cfg, pool, target, c, method, truth, screening))
+        scores = beam_search(units, size, grid, beam, score)
         n_cands, strategy = len(scores), f"beam {beam}"
-    log(f"search: {method} proxy, {truth!r} ground truth ({QUESTIONS[truth]})")
+    log(f"search: {method} proxy, {truth!r} ground truth ({QUESTIONS[truth]}), objective {objective.describe()}")
     dropped = (screening or {}).get("keys", set())
     ranked = sorted(scores.items(), key=lambda kv: (kv[0] in dropped, kv[1]))  # full evaluations first
-    return {"target": target, "method": method, "truth": truth, "ranked": ranked, "dropped": dropped,
-            "candidates": n_cands, "strategy": strategy, "screening": screening}
+    return {"target": ",".join(objective.targets), "objective": objective, "method": method, "truth": truth,
+            "ranked": ranked, "dropped": dropped, "candidates": n_cands, "strategy": strategy,
+            "screening": screening}
+
+
+def union_values(pool: Pool, objective: Objective, truth: str) -> dict[tuple, float]:
+    """{(mixture, wkey): the objective's value} for every first-replicate union of the truth that was
+    evaluated on all the objective's eval sets (relative to the all-units uniform union where it needs one)."""
+    marks = ", ".join("?" for _ in objective.eval_sets)
+    _, rows = Index(pool).query(
+        "SELECT mixture, weights, eval_set, ln(ppl) FROM mixture_perplexity WHERE method = 'union' "
+        f"AND coalesce(replicate, 0) = 0 AND coalesce(budget, 'sum') = ? AND eval_set IN ({marks})",
+        [truth, *objective.eval_sets])
+    per: dict[tuple, dict[str, float]] = {}
+    for m, w, s, lp in rows:
+        per.setdefault((tuple(m), wkey(w)), {})[s] = lp
+    per = {k: v for k, v in per.items() if len(v) == len(objective.eval_sets)}
+    ref = None
+    if objective.needs_reference:
+        units = unit_ids(pool)
+        ref = per.get((tuple(units), wkey([1.0 / len(units)] * len(units))))
+        if ref is None:
+            return {}
+    tokens = _eval_tokens(pool, objective) if objective.target_weights == "tokens" else None
+    return {k: objective.value(v, ref, tokens) for k, v in per.items()}
+
+
+def rank_scored(pool: Pool, objective: Objective, units: list[str], method: str = "merged") -> list[tuple]:
+    """[((mixture, wkey), value)] best first, from the rows already scored for mixtures of `units` (a sweep's
+    output): only mixtures with a row on every eval set the objective reads."""
+    marks = ", ".join("?" for _ in objective.eval_sets)
+    _, rows = Index(pool).query(
+        f"SELECT mixture, weights, eval_set, ln(ppl) FROM mixture_perplexity WHERE method = ? AND eval_set IN ({marks})",
+        [method, *objective.eval_sets])
+    per: dict[tuple, dict[str, float]] = {}
+    for m, w, s, lp in rows:
+        if set(m) <= set(units):
+            per.setdefault((tuple(m), wkey(w)), {})[s] = lp
+    per = {k: v for k, v in per.items() if len(v) == len(objective.eval_sets)}
+    ref = per.get((tuple(sorted(units)), wkey([1.0 / len(units)] * len(units)))) if objective.needs_reference else None
+    if objective.needs_reference and ref is None:
+        raise UsageError(f"objective {objective.describe()} compares with the uniform mixture of all units, "
+                         f"which has no {method} row yet")
+    tokens = _eval_tokens(pool, objective) if objective.target_weights == "tokens" else None
+    return sorted(((k, objective.value(v, ref, tokens)) for k, v in per.items()), key=lambda kv: kv[1])
 
 
 def record(pool: Pool, ranking: dict, validated: list[tuple], top: int = 10, validate: int = 0) -> dict:
     """The ranking's shown rows (top ones and validated ones), with where each landed among the trained unions;
-    written to the `searches` table."""
-    target, truth, ranked, dropped = ranking["target"], ranking["truth"], ranking["ranked"], ranking["dropped"]
-    _, rows = Index(pool).query("SELECT mixture, weights, ppl FROM mixture_perplexity WHERE method = 'union' "
-                                "AND coalesce(replicate, 0) = 0 AND coalesce(budget, 'sum') = ? AND eval_set = ?",
-                                [truth, target])
-    union_ppl = {(tuple(m), wkey(w)): p for m, w, p in rows}
-    union_rank = {key: i + 1 for i, (key, _) in enumerate(sorted(union_ppl.items(), key=lambda kv: kv[1]))}
+    written to the `searches` table. `proxy_ppl` and `union_ppl` are exp(objective): the perplexity for one
+    eval set, the (weighted) geometric mean for a mean, the ratio to the uniform mixture for `worst`."""
+    objective, truth, ranked, dropped = ranking["objective"], ranking["truth"], ranking["ranked"], ranking["dropped"]
+    union_value = union_values(pool, objective, truth)
+    union_rank = {key: i + 1 for i, (key, _) in enumerate(sorted(union_value.items(), key=lambda kv: kv[1]))}
     search_id = f"search-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     created = now()
     out_rows = []
@@ -237,15 +321,17 @@ def record(pool: Pool, ranking: dict, validated: list[tuple], top: int = 10, val
     for rank_, (key, score) in enumerate(ranked, 1):
         if key not in shown:
             continue
+        union = union_value.get(key)
         out_rows.append({
-            "row_id": f"{search_id}:{rank_}", "search_id": search_id, "target": target, "method": ranking["method"],
-            "budget": truth, "rank": rank_, "mixture": list(key[0]), "weights": list(key[1]), "proxy_ppl": score,
-            "union_ppl": union_ppl.get(key), "union_rank": union_rank.get(key), "n_unions_known": len(union_ppl),
-            "validated": key in validated, "screened": key in dropped, "created_at": created})
+            "row_id": f"{search_id}:{rank_}", "search_id": search_id, "target": ranking["target"],
+            "method": ranking["method"], "budget": truth, "rank": rank_, "mixture": list(key[0]),
+            "weights": list(key[1]), "proxy_ppl": math.exp(score), "union_ppl": None if union is None else math.exp(union),
+            "union_rank": union_rank.get(key), "n_unions_known": len(union_value), "validated": key in validated,
+            "screened": key in dropped, "objective": objective.describe(), "created_at": created})
     write_search_rows(pool, search_id, out_rows)
-    best_true = min(union_ppl.values()) if union_ppl else math.nan
+    best_true = math.exp(min(union_value.values())) if union_value else math.nan
     out = {"search_id": search_id, "rows": out_rows, "candidates": ranking["candidates"], "best_union_ppl": best_true,
-           "truth": truth, "strategy": ranking["strategy"]}
+           "truth": truth, "strategy": ranking["strategy"], "objective": objective.describe()}
     screening = ranking["screening"]
     if screening and "screen_id" in screening:
         out.update(screened={k: screening[k] for k in ("screen_id", "eval_tokens", "eval_tokens_unscreened")},

@@ -167,7 +167,7 @@ def run_sweep(cfg: StudyConfig, pool: Pool, unit_ids: list[str] | None = None, *
     mixtures += [list(e.units) for e in entries]
     ref_rows = score_reference_models(study, mixtures, set() if force else existing_rows(pool, study.precision))
     write_rows(pool, ref_rows)
-    out = {"mixtures": total, "scored": scored, "cached": total - scored,
+    out = {"mixtures": total, "scored": scored, "cached": total - scored, "units": unit_ids,
            "reference_rows": len(ref_rows), "seconds": time.perf_counter() - t0}
     if screened:
         out.update(screened={k: v for k, v in screened.items() if not k.endswith("_rows")},

@@ -194,6 +194,7 @@ class Index:
             "mixture_perplexity": list(iter_result_rows(self.pool.results_dir)),
             "searches": list(iter_result_rows(self.pool.root / "searches")),
             "screened_perplexity": list(iter_result_rows(self.pool.root / "screened")),
+            "optimizations": list(iter_result_rows(self.pool.root / "optimizations")),
         }
         with staged_file(self.pool.index_path, self.pool.index_path.with_name(f".index-{os.getpid()}.duckdb")) as tmp:
             con = duckdb.connect(str(tmp))

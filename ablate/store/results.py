@@ -1,4 +1,4 @@
-"""Result rows on disk: `mixture_perplexity` (columns, ids, clock, files, cost shares) and `searches`.
+"""Result rows on disk: `mixture_perplexity` (columns, ids, clock, files, cost shares), `searches`, `optimizations`.
 
 How to run (from Python; score-mixture, sweep, search, fidelity and calibrate all write through here):
     from ablate.store.results import existing_rows, make_row, row_id, write_rows, write_search_rows
@@ -118,6 +118,15 @@ def write_search_rows(pool: Pool, search_id: str, rows: list[dict]) -> None:
     blob = "".join(json.dumps(r) + "\n" for r in rows).encode()
     atomic_write_bytes(pool.root / "searches" / f"{search_id}-{os.getpid()}.jsonl", blob)
     Index(pool).upsert("searches", rows)
+
+
+def write_optimization_row(pool: Pool, row: dict) -> None:
+    """One optimization (the `optimizations` table): its own file under optimizations/ (the truth), then the
+    index. Validation writes the row again with the same id and a newer created_at: the newer one wins."""
+    blob = (json.dumps(row, sort_keys=True) + "\n").encode()
+    stamp = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}"
+    atomic_write_bytes(pool.root / "optimizations" / f"{row['row_id']}-{stamp}-{os.getpid()}.jsonl", blob)
+    Index(pool).upsert("optimizations", [row])
 
 
 def existing_rows(pool: Pool, precision: str | None = None) -> set[str]:

@@ -42,7 +42,19 @@ TABLES = {
     "searches": """
         row_id VARCHAR PRIMARY KEY, search_id VARCHAR, target VARCHAR, method VARCHAR, budget VARCHAR, rank INTEGER,
         mixture VARCHAR[], weights DOUBLE[], proxy_ppl DOUBLE, union_ppl DOUBLE, union_rank INTEGER,
-        n_unions_known INTEGER, validated BOOLEAN, screened BOOLEAN, created_at TIMESTAMP""",
+        n_unions_known INTEGER, validated BOOLEAN, screened BOOLEAN, objective VARCHAR, created_at TIMESTAMP""",
+    # `ablate optimize` (ablate/optimize/): one row per optimization; values in the objective's units (log ppl),
+    # fit = the windows it optimized on, held = the rest. Validation rewrites the row (same id, newer
+    # created_at) with the retrained unions' realized objective.
+    "optimizations": """
+        row_id VARCHAR PRIMARY KEY, route VARCHAR, objective VARCHAR, eval_sets VARCHAR[], units VARCHAR[],
+        weights DOUBLE[], recommended VARCHAR, budget VARCHAR, budget_tokens BIGINT, tokens BIGINT[],
+        epochs DOUBLE[], max_epochs DOUBLE, fit_optimized DOUBLE, fit_uniform DOUBLE, held_optimized DOUBLE,
+        held_uniform DOUBLE, held_gain DOUBLE, held_gain_low DOUBLE, held_gain_high DOUBLE, resolved BOOLEAN,
+        guards_held BOOLEAN, steps INTEGER, settings JSON, seconds DOUBLE, energy_kwh DOUBLE, co2_kg DOUBLE,
+        energy_method VARCHAR, seed_id VARCHAR, validated BOOLEAN, union_optimized DOUBLE, union_uniform DOUBLE,
+        union_best DOUBLE, union_best_mixture VARCHAR[], union_best_weights DOUBLE[], unions_compared INTEGER,
+        noise_threshold DOUBLE, created_at TIMESTAMP""",
 }
 
 # Which question a ground truth answers, from its budget (truths.QUESTIONS says the same in Python).

@@ -1,0 +1,89 @@
+"""FIDELITY.md's "Optimized mixtures, retrained" section, from the cases ablate/cli/fidelity_weights.py measured.
+
+How to run: `ablate fidelity --weights-only` writes it (this module only renders; nothing trains here):
+    write_section(Path("FIDELITY.md"), studies, seconds)   # replaces the section, or appends it
+
+Values are objective units (log perplexity, nats per token) measured on the held windows; a gain is
+uniform union minus the union in question (> 0 is better); exp(x) - 1 turns one into a relative change.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+HEADING = "## Optimized mixtures, retrained (equal compute)"
+CAPTURE_GOAL, REGRET_GOAL = 0.8, math.log(1.01)
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.0f} %"
+
+
+def _rel(x: float) -> str:
+    return f"{100 * (math.exp(x) - 1):+.2f} %"
+
+
+def goals(studies: list[dict]) -> list[str]:
+    cases = [c for s in studies for c in s["cases"]]
+    n = len(cases)
+    never_worse = sum(c["realized_gain"] >= -c["noise"] for c in cases)
+    captured = [c for c in cases if c["captured"] is not None]
+    cap_ok = sum(c["captured"] >= CAPTURE_GOAL for c in captured)
+    regret_ok = sum(c["regret"] <= REGRET_GOAL for c in cases)
+    beat_grid = sum(c["realized_gain"] >= c["grid_gain"] for c in cases)
+    rec_ok = sum(c["recommended_gain"] >= -c["noise"] for c in cases)
+    return [
+        f"- Optimized weights (merged route, no union trained) never worse than the uniform union beyond the noise "
+        f"band: {never_worse}/{n}; following the recommendation (uniform when the held gain is not resolved): "
+        f"{rec_ok}/{n}. Goal: every case: {'met' if never_worse == n else 'NOT met'}.",
+        f"- Captured >= 80 % of the best known gain over uniform: {cap_ok}/{len(captured)} cases where some "
+        f"trained union beat uniform. Goal: every case: {'met' if cap_ok == len(captured) else 'NOT met'}.",
+        f"- Realized regret <= 1 % against the best union trained: {regret_ok}/{n}. "
+        f"Goal: every case: {'met' if regret_ok == n else 'NOT met'}.",
+        f"- At least as good as the grid search's top pick (weights grid 1,2, same budget, one training each): "
+        f"{beat_grid}/{n}.",
+    ]
+
+
+def section(studies: list[dict], seconds: float) -> str:
+    lines = [HEADING, "",
+             f"Regenerate: `ablate fidelity --weights-only` (this run: {seconds / 60:.1f} min). Per study, for each "
+             "eval set and for the mean over all of them: the merged route's weights (`ablate optimize`, fit on half "
+             "of each eval set's windows), the grid search's top pick for the same objective (`ablate search "
+             "--weights-grid 1,2`), both trained as weighted unions at one unit's budget beside the uniform union of "
+             "all units and a replicate of the optimized union (the noise band: |optimized - replicate|), and every "
+             "union the study trained, all measured on the held windows. Gains are over the uniform union, in "
+             "perplexity; captured = realized gain / best known gain; regret against the best union trained.", "",
+             "### Goals, checked", "", *goals(studies), ""]
+    for s in studies:
+        lines += [f"### {s['study']} (units {', '.join(s['units'])})", "",
+                  "| objective | recommended | predicted (held, merged) | optimized, retrained | noise band | grid pick, "
+                  "retrained | best known | captured | grid captured | regret | grid regret | unions |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for c in s["cases"]:
+            lines.append(f"| {c['objective']} | {c['recommended']} | {_rel(c['held_predicted_gain'])} | "
+                         f"{_rel(c['realized_gain'])} | ±{_rel(c['noise'])[1:]} | {_rel(c['grid_gain'])} | "
+                         f"{_rel(c['best_gain'])} | {_pct(c['captured'])} | {_pct(c['grid_captured'])} | "
+                         f"{_rel(c['regret'])} | {_rel(c['grid_regret'])} | {c['unions_compared']} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_section(path: Path, studies: list[dict], seconds: float) -> None:
+    """Replace the section in an existing FIDELITY.md (or append it); the raw cases go to FIDELITY.json's
+    `optimized_mixtures` beside it."""
+    text = path.read_text() if path.exists() else ""
+    new = section(studies, seconds)
+    if HEADING in text:
+        head, _, rest = text.partition(HEADING)
+        nxt = rest.find("\n## ")
+        text = head + new + ("\n" + rest[nxt + 1:] if nxt >= 0 else "\n")
+    else:
+        text = text.rstrip("\n") + "\n\n\n" + new + "\n"
+    path.write_text(text)
+    raw_path = path.with_suffix(".json")
+    raw = json.loads(raw_path.read_text()) if raw_path.exists() else {}
+    raw["optimized_mixtures"] = studies
+    raw_path.write_text(json.dumps(raw, indent=1, default=str) + "\n")
