@@ -44,6 +44,7 @@ BENCHES = [
     ("scaling", "bench_scaling.py", 0.6, 300),
     ("throughput", "bench_throughput.py", 0.5, 600),
     ("screen", "bench_screen.py", None, 1800),  # builds the 255-mixture per-window tables once (cached)
+    ("optimize", "bench_optimize.py", None, 600),
 ]
 
 
@@ -168,6 +169,10 @@ def summary_line(name: str, r: dict) -> str:
     if name == "screen":
         per = r["leave_one_out"] or r["default_scores"]
         return "savings " + ", ".join(f"{k} {v['saving']:.1f}x (top 3 kept {v['same_top3']:.0%})" for k, v in per.items())
+    if name == "optimize":
+        return ", ".join(f"n={c['n']} {'mem' if c['in_memory'] else 'mapped'}: {c['step_s']:.2f} s/step "
+                         f"({c['ratio']:.2f}x plain fwd+bwd, {c['rss_growth_model_sizes']:.1f} model sizes)"
+                         for c in r["cases"]) + f"; 64 units < 5 min: {r['goal_64_units_under_5_min']}"
     if name == "scaling":
         return f"n={r['rows'][-1]['n']} token ratio {r['rows'][-1]['token_ratio']:.0f}x" if r["rows"] else "-"
     return "done"

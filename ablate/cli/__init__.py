@@ -4,4 +4,4 @@
 May import every package below; nothing imports it (but `ablate.__main__`).
 """
 
-__all__ = ['app', 'build', 'demo', 'fidelity', 'pool', 'proxy', 'score', 'shared']
+__all__ = ['app', 'build', 'demo', 'fidelity', 'fidelity_weights', 'optimize', 'optimizing', 'pool', 'proxy', 'score', 'shared', 'steps']

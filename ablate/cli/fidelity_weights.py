@@ -7,9 +7,10 @@ How to run:
 Per study (its members and its equal-compute truths built as for the rest of the protocol, budget `unit`
 only), for each eval set alone and for the mean over all of them:
 1. the merged route optimizes weights on the fit windows (no union trained: `ablate optimize`);
-2. the grid search's top pick for the same objective (`ablate search --weights-grid 1,2`, every mixture of
+2. the regression route (a law linear in the weights, fitted on n unions picked by `suggest-unions` and the
+   units alone, on their fit-window values) and the grid search's top pick for the same objective (`ablate search --weights-grid 1,2`, every mixture of
    the units, merged proxy) is the alternative at about the same cost (one proxy pass, one training);
-3. both are trained at one unit's budget, with the uniform union of all units and a replicate of the
+3. all three are trained at one unit's budget, with the uniform union of all units and a replicate of the
    optimized union (the noise band), and every trained union of the study (weighted ones included) is
    measured on the held windows the optimizer never saw.
 Reported: realized gain over the uniform union, regret against the best union trained for the study, the
@@ -24,6 +25,7 @@ import time
 from ablate.cli.optimizing import realized_objectives, run_optimization
 from ablate.core.config import StudyConfig
 from ablate.data.units import eval_sets, unit_ids, unit_meta
+from ablate.fidelity.calibrate import plan_unions
 from ablate.optimize import search
 from ablate.optimize.objectives import Objective
 from ablate.optimize.simplex import repetition_caps
@@ -47,7 +49,7 @@ def optimized_mixtures(cfg: StudyConfig, log=print) -> dict:
     cases = []
     for objective in study_objectives(pool):
         plan = {"objective": objective, "units": units, "unit_tokens": unit_tokens, "budget_tokens": unit_tokens[0],
-                "budget": "unit", "tokens_option": None, "caps": caps}
+                "budget": "unit", "tokens_option": None, "caps": caps, "route": "merged", "unions": None}
         cases.append(one_case(cfg, pool, plan, log))
         log(f"{cfg.name} {objective.describe()}: optimized {cases[-1]['realized_gain']:+.4f}, grid pick "
             f"{cases[-1]['grid_gain']:+.4f} over uniform (best known {cases[-1]['best_gain']:+.4f})")
@@ -57,19 +59,26 @@ def optimized_mixtures(cfg: StudyConfig, log=print) -> dict:
 def one_case(cfg: StudyConfig, pool: Pool, plan: dict, log) -> dict:
     objective = plan["objective"]
     result = run_optimization(cfg, pool, plan)
+    # the regression route at the protocol's calibration budget: n unions (suggest-unions' picks) + units alone
+    regression_plan = dict(plan, route="regression", unions=plan_unions(plan["units"], [], len(plan["units"])))
+    regression = run_optimization(cfg, pool, regression_plan)
     t0 = time.perf_counter()
     ranking = search.rank(cfg, pool, objective, max_size=len(plan["units"]), grid=GRID, method="merged",
                           truth="unit", log=lambda *a: None)
     (grid_mix, grid_w), _ = ranking["ranked"][0]
     grid_s = time.perf_counter() - t0
-    realized = realized_objectives(cfg, pool, plan, result, extra=[(list(grid_mix), list(grid_w))], log=log)
+    realized = realized_objectives(cfg, pool, plan, result, log=log,
+                                   extra=[(list(grid_mix), list(grid_w)), (plan["units"], regression["weights"])])
     values, ids = realized["values"], realized["ids"]
     uniform, best = values[ids["uniform"]], values[realized["best_id"]]
-    optimized, grid = values[ids["optimized"]], values[ids["extra"][0]]
+    optimized, grid, reg = (values[ids["optimized"]], values[ids["extra"][0]], values[ids["extra"][1]])
     best_gain = uniform - best
     return {"objective": objective.describe(), "weights": dict(zip(plan["units"], result["weights"])),
             "recommended": result["row"]["recommended"], "held_predicted_gain": result["held"]["gain"],
             "grid_pick": {"mixture": list(grid_mix), "weights": list(grid_w)},
+            "regression_weights": dict(zip(plan["units"], regression["weights"])),
+            "regression_gain": uniform - reg, "regression_regret": reg - best,
+            "regression_captured": (uniform - reg) / best_gain if best_gain > 0 else None,
             "realized_gain": uniform - optimized,
             # what a user who follows the recommendation trains: the uniform weights when the held gain was not
             # resolved, so its realized gain is then 0 by construction

@@ -38,6 +38,9 @@ def optimize(target: TargetOpt = None, target_weights: TargetWeightsOpt = None, 
                  "--floor", help="drop weights below this, renormalize (default optimize.floor)")] = None,
              steps: Annotated[Optional[int], typer.Option("--steps", help="mirror-descent steps")] = None,
              out: Annotated[Optional[Path], typer.Option("--out", help="weights file: .json, .yaml or .yml")] = None,
+             route: Annotated[str, typer.Option(
+                 "--route", help="merged (gradients through the merge, no union needed) or regression (a law "
+                                 "fitted on the trained unions)")] = "merged",
              validate: Annotated[bool, typer.Option(
                  "--validate", help="train the weighted union, the uniform union and a replicate; compare")] = False,
              config: ConfigOpt = None, set_: SetOpt = None, dry_run: DryOpt = False):
@@ -49,7 +52,7 @@ def optimize(target: TargetOpt = None, target_weights: TargetWeightsOpt = None, 
         raise UsageError(f"--out must end in .json, .yaml or .yml (got {out.name!r})")
     from ablate.cli.optimizing import plan_optimization, run_optimization, validate_optimization
 
-    plan = plan_optimization(cfg, pool, target, target_weights, objective, max_loss, units, tokens)
+    plan = plan_optimization(cfg, pool, target, target_weights, objective, max_loss, units, tokens, route)
     result = run_optimization(cfg, pool, plan)
     show(result)
     if out is not None:
@@ -64,15 +67,19 @@ def show(result: dict) -> None:
     print_rows(["unit", "weight", "tokens", "epochs"],
                [{"unit": u, "weight": round(w, 4), "tokens": t, "epochs": round(e, 3)}
                 for u, w, t, e in zip(row["units"], row["weights"], row["tokens"], row["epochs"])])
-    say(f"objective {row['objective']} (log ppl; lower is better), budget {row['budget_tokens']:,} tokens: "
-        f"fit windows {row['fit_optimized']:.4f} vs uniform {row['fit_uniform']:.4f}; "
-        f"held windows {row['held_optimized']:.4f} vs uniform {row['held_uniform']:.4f}, gain {held['gain']:+.4f} "
-        f"[{held['gain_low']:+.4f}, {held['gain_high']:+.4f}] (95 %, bootstrap over held windows)")
+    interval = (f" [{held['gain_low']:+.4f}, {held['gain_high']:+.4f}] (95 %, bootstrap over held windows)"
+                if held["gain_low"] is not None else " (the law refitted on the held windows' values; no interval)")
+    say(f"{row['route']} route, objective {row['objective']} (log ppl; lower is better), budget "
+        f"{row['budget_tokens']:,} tokens: fit windows {row['fit_optimized']:.4f} vs uniform {row['fit_uniform']:.4f}; "
+        f"held windows {row['held_optimized']:.4f} vs uniform {row['held_uniform']:.4f}, gain {held['gain']:+.4f}"
+        + interval)
     if not held["guards_held"]:
         say("a --max-loss guard does not hold on the held windows: keep the uniform weights")
     elif not held["resolved"]:
         say("nothing beats uniform beyond what the proxy can resolve on the held windows: "
             "train with the uniform weights (the optimized ones are stored for reference)")
+    elif held["gain_low"] is None:
+        say("the law fitted on the held windows also predicts a gain; the proof is retraining (`--validate`)")
     else:
         say("the optimized weights beat uniform on the held windows beyond the bootstrap interval; the proof "
             "is retraining (`--validate`)")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 
 import numpy as np
 
@@ -27,6 +28,7 @@ from ablate.models.model import load_member
 from ablate.optimize.gradient import window_nll
 from ablate.optimize.merged_route import optimize_merged, split_windows
 from ablate.optimize.objectives import parse_objective
+from ablate.optimize.regression_route import fit_laws, law_objective, optimize_law
 from ablate.optimize.simplex import repetition_caps
 from ablate.scoring.score import score_reference_models
 from ablate.store.results import existing_rows, now, write_optimization_row, write_rows
@@ -34,8 +36,13 @@ from ablate.train.loop import train_member
 from ablate.train.study import load_study, normalize_units
 
 
-def plan_optimization(cfg, pool, target, target_weights, kind, max_loss, units, tokens) -> dict:
-    """Everything checked before any work: the objective, the units, the budget and its caps."""
+ROUTES = ("merged", "regression")
+
+
+def plan_optimization(cfg, pool, target, target_weights, kind, max_loss, units, tokens, route: str = "merged") -> dict:
+    """Everything checked before any work: the objective, the units, the budget and its caps, the route."""
+    if route not in ROUTES:
+        raise UsageError(f"--route must be one of {', '.join(ROUTES)}, not {route!r}")
     known = [ev["domain"] for ev in eval_sets(pool)]
     objective = parse_objective(target, known, kind=kind, target_weights=target_weights, max_loss=max_loss)
     chosen = normalize_units([u.strip() for u in units.split(",") if u.strip()]) if units else unit_ids(pool, required=True)
@@ -47,15 +54,19 @@ def plan_optimization(cfg, pool, target, target_weights, kind, max_loss, units, 
     budget_tokens = tokens if tokens is not None else unit_tokens[0]  # equal-compute: one unit's tokens
     caps = repetition_caps(unit_tokens, budget_tokens, cfg.optimize.max_epochs)
     return {"objective": objective, "units": chosen, "unit_tokens": unit_tokens, "budget_tokens": budget_tokens,
-            "budget": "unit" if tokens is None else f"tokens={tokens}", "tokens_option": tokens, "caps": caps}
+            "budget": "unit" if tokens is None else f"tokens={tokens}", "tokens_option": tokens, "caps": caps,
+            "route": route, "unions": None}  # unions: the regression route's training set (None: every one trained)
 
 
 def run_optimization(cfg, pool, plan: dict) -> dict:
-    """The merged route under an energy meter; the row stored in `optimizations`."""
+    """The plan's route under an energy meter; the row stored in `optimizations`."""
     study = load_study(cfg, pool, plan["objective"].eval_sets)
     caps = plan["caps"] if np.any(plan["caps"] < 1) else None
     with Meter(cfg.energy) as meter:
-        result = optimize_merged(study, plan["units"], plan["objective"], caps)
+        if plan["route"] == "merged":
+            result = optimize_merged(study, plan["units"], plan["objective"], caps)
+        else:
+            result = regression_route(cfg, pool, study, plan, caps)
     result.update(plan=plan, cost=meter.result, seed_id=study.seed["model_id"], settings=cfg.optimize.model_dump())
     result["row"] = optimization_row(result)
     _store(pool, result["row"])
@@ -67,9 +78,10 @@ def optimization_row(result: dict) -> dict:
     weights = result["weights"]
     recommended = "optimized" if held["resolved"] and held["guards_held"] else "uniform"
     key = json.dumps([result["seed_id"], plan["objective"].describe(), plan["units"], plan["budget"],
-                      result["settings"]], sort_keys=True)
+                      result["settings"]] + ([plan["route"], plan["unions"]] if plan["route"] != "merged" else []),
+                     sort_keys=True)
     tokens = [round(w * plan["budget_tokens"]) for w in weights]
-    return {"row_id": "opt-" + hashlib.sha256(key.encode()).hexdigest()[:16], "route": "merged",
+    return {"row_id": "opt-" + hashlib.sha256(key.encode()).hexdigest()[:16], "route": plan["route"],
             "objective": plan["objective"].describe(), "eval_sets": plan["objective"].eval_sets,
             "units": plan["units"], "weights": weights, "recommended": recommended, "budget": plan["budget"],
             "budget_tokens": plan["budget_tokens"], "tokens": tokens,
@@ -81,6 +93,52 @@ def optimization_row(result: dict) -> dict:
             "seconds": result["seconds"], "energy_kwh": result["cost"].get("energy_kwh"),
             "co2_kg": result["cost"].get("co2_kg"), "energy_method": result["cost"].get("energy_method"),
             "seed_id": result["seed_id"], "validated": False, "created_at": now()}
+
+
+def regression_route(cfg, pool, study, plan: dict, caps) -> dict:
+    """Fit the law on the trained mixtures' fit-window values, optimize it; 'held' is the same law fitted on
+    the held-window values (no window-level interval: the route sees mixtures, not windows)."""
+    t0 = time.perf_counter()
+    objective, units = plan["objective"], plan["units"]
+    split = split_windows(study, objective.eval_sets, cfg.optimize.fit_fraction, cfg.optimize.split_seed)
+    metas = trained_mixtures(pool, study, plan)
+    opt = cfg.optimize
+    fits = {}
+    for part in ("fit", "held"):  # the law fitted on each part's values: optimized on fit, reported on held
+        points = [(_weight_vector(m, units), split_logppl(pool, cfg, m["model_id"], split, study.device, part))
+                  for m in metas]
+        laws = fit_laws(points, objective.eval_sets)
+        fits[part] = (laws, optimize_law(laws, objective, len(units), caps, opt.steps, opt.lr, opt.floor))
+    weights = fits["fit"][1]["weights"]
+    held_uniform = law_objective(fits["held"][0], objective, np.full(len(units), 1.0 / len(units)))
+    held_opt = law_objective(fits["held"][0], objective, weights)
+    gain = held_uniform - held_opt
+    return {"units": units, "weights": weights, "raw_weights": weights, "history": [],
+            "fit": {"optimized": fits["fit"][1]["predicted"], "uniform": fits["fit"][1]["predicted_uniform"]},
+            "held": {"optimized": held_opt, "uniform": held_uniform, "gain": gain, "gain_low": None,
+                     "gain_high": None, "resolved": bool(gain > 0), "per_set": {}, "guards_held": True},
+            "steps": opt.steps, "seconds": time.perf_counter() - t0, "in_memory": None,
+            "trained_mixtures": [m["model_id"] for m in metas]}
+
+
+def trained_mixtures(pool, study, plan: dict) -> list[dict]:
+    """The regression route's points: first-replicate unions of the units at the plan's budget (only
+    plan["unions"] when given) and, at one unit's budget, the units alone."""
+    label = plan["budget"] if plan["tokens_option"] is None else None
+    keep = None if plan["unions"] is None else {tuple(sorted(u)) for u in plan["unions"]}
+    out = [m for m in pool.iter_metas("union") if m["seed_id"] == study.seed["model_id"]
+           and m.get("replicate", 0) == 0 and set(m["units"]) <= set(plan["units"])
+           and (m.get("budget") == label or (label is None and str(m.get("budget")).startswith("tokens=")
+                                              and m.get("budget_tokens") == plan["budget_tokens"]))
+           and (keep is None or tuple(m["units"]) in keep)]
+    if plan["tokens_option"] is None:
+        out += [pool.read_meta(study.unit_member(u)) for u in plan["units"]]
+    return sorted(out, key=lambda m: m["model_id"])
+
+
+def _weight_vector(meta: dict, units: list[str]) -> list[float]:
+    w = dict(zip(meta["units"], meta.get("weights") or [1.0 / len(meta["units"])] * len(meta["units"])))
+    return [w.get(u, 0.0) for u in units]
 
 
 def _store(pool, row: dict) -> None:
@@ -119,7 +177,7 @@ def realized_objectives(cfg, pool, plan: dict, result: dict, extra: list[tuple] 
                                             existing_rows(pool, study.precision)))
     candidates = _comparable(pool, study, plan, [optimized, replicate, *extras, uniform])
     split = split_windows(study, objective.eval_sets, cfg.optimize.fit_fraction, cfg.optimize.split_seed)
-    held = {m["model_id"]: _held_logppl(pool, cfg, m["model_id"], split, study.device) for m in candidates}
+    held = {m["model_id"]: split_logppl(pool, cfg, m["model_id"], split, study.device) for m in candidates}
     ref = held[uniform["model_id"]]
     value = {mid: objective.value(v, ref, {s: int(split[s]["held"].numel()) for s in split}) for mid, v in held.items()}
     originals = [m for m in candidates if m.get("replicate", 0) == 0]
@@ -152,7 +210,8 @@ def _comparable(pool, study, plan: dict, trained: list[dict]) -> list[dict]:
     return list(found.values())
 
 
-def _held_logppl(pool, cfg, model_id: str, split: dict, device) -> dict[str, float]:
+def split_logppl(pool, cfg, model_id: str, split: dict, device, part: str = "held") -> dict[str, float]:
+    """A trained model's log ppl on one part (fit | held) of every eval set's windows."""
     model = load_member(pool, model_id, full_hash=cfg.verify_hash, device=device)
-    return {s: float(window_nll(model, part["held"], cfg.eval.batch_size).sum()) /
-            (part["held"].size(0) * (part["held"].size(1) - 1)) for s, part in split.items()}
+    return {s: float(window_nll(model, p[part], cfg.eval.batch_size).sum()) / (p[part].size(0) * (p[part].size(1) - 1))
+            for s, p in split.items()}

@@ -83,14 +83,18 @@ def _fmt(v) -> str:
 
 def emit(cols: list[str], rows: list[tuple], fmt: str, out: Path | None) -> None:
     if fmt == "table":
-        from rich.table import Table
-
         from rich.console import Console
+        from rich.table import Table
+        from rich.text import Text
 
         cells = [[_fmt(v) for v in r] for r in rows]
-        table = Table(*cols, show_lines=False)
+        # every header and cell as plain Text: a value like `[bold]` or `[a,b]` is data, not console markup
+        # (read as markup it would vanish from the table without a word)
+        table = Table(show_lines=False)
+        for c in cols:
+            table.add_column(Text(c))
         for r in cells:
-            table.add_row(*r)
+            table.add_row(*(Text(c) for c in r))
         # wide enough that no column is truncated: users copy these numbers
         width = sum(max([len(c)] + [len(r[i]) for r in cells]) + 3 for i, c in enumerate(cols)) + 1
         Console(file=open(out, "w") if out else sys.stdout, width=max(80, width)).print(table)
@@ -98,7 +102,7 @@ def emit(cols: list[str], rows: list[tuple], fmt: str, out: Path | None) -> None
         import csv
 
         fh = open(out, "w", newline="") if out else sys.stdout
-        w = csv.writer(fh)
+        w = csv.writer(fh, lineterminator="\n")  # not the csv module's CRLF: `$(ablate sql ...)` must not end in \r
         w.writerow(cols)
         w.writerows([[_fmt(v) if isinstance(v, list) else v for v in r] for r in rows])
     elif fmt == "json":

@@ -3,4 +3,4 @@
 Imported by every other package; imports none of them. Nothing here knows the pool, a model or a corpus.
 """
 
-__all__ = ['config', 'energy', 'errors', 'faults', 'progress', 'weights']
+__all__ = ['config', 'energy', 'errors', 'faults', 'progress', 'sections', 'weights']

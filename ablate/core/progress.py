@@ -21,8 +21,10 @@ def bar(description: str, total: int, completed: int = 0, fields: dict | None = 
     """Yields update(advance, **fields). Extra fields show as text (tokens/s, loss, mixtures/min)."""
     fields = dict(fields or {})
     text = " ".join(f"{k}={{task.fields[{k}]}}" for k in fields)
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn(text), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+    # labels and fields carry user names (units, eval sets, files): plain text, never console markup
+    progress = Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(),
+                        MofNCompleteColumn(), TextColumn(text, markup=False), TimeElapsedColumn(),
+                        TextColumn("ETA"), TimeRemainingColumn(),
                         console=console, disable=quiet(), transient=False)
     with progress:
         task = progress.add_task(description, total=total, completed=completed, **fields)

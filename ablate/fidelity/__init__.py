@@ -3,4 +3,4 @@
 Imports core .. optimize.
 """
 
-__all__ = ['calibrate', 'plots', 'protocol', 'report']
+__all__ = ['calibrate', 'plots', 'protocol', 'report', 'weights_report']

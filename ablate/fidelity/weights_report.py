@@ -33,6 +33,8 @@ def goals(studies: list[dict]) -> list[str]:
     cap_ok = sum(c["captured"] >= CAPTURE_GOAL for c in captured)
     regret_ok = sum(c["regret"] <= REGRET_GOAL for c in cases)
     beat_grid = sum(c["realized_gain"] >= c["grid_gain"] for c in cases)
+    reg = [c for c in cases if "regression_gain" in c]
+    reg_worse = sum(c["regression_gain"] < -c["noise"] for c in reg)
     rec_ok = sum(c["recommended_gain"] >= -c["noise"] for c in cases)
     return [
         f"- Optimized weights (merged route, no union trained) never worse than the uniform union beyond the noise "
@@ -44,6 +46,9 @@ def goals(studies: list[dict]) -> list[str]:
         f"Goal: every case: {'met' if regret_ok == n else 'NOT met'}.",
         f"- At least as good as the grid search's top pick (weights grid 1,2, same budget, one training each): "
         f"{beat_grid}/{n}.",
+        f"- Regression route (n unions + units alone, a law linear in the weights): worse than uniform beyond the "
+        f"noise band in {reg_worse}/{len(reg)}; at least as good as the merged route in "
+        f"{sum(c['regression_gain'] >= c['realized_gain'] for c in reg)}/{len(reg)}.",
     ]
 
 
@@ -52,7 +57,8 @@ def section(studies: list[dict], seconds: float) -> str:
              f"Regenerate: `ablate fidelity --weights-only` (this run: {seconds / 60:.1f} min). Per study, for each "
              "eval set and for the mean over all of them: the merged route's weights (`ablate optimize`, fit on half "
              "of each eval set's windows), the grid search's top pick for the same objective (`ablate search "
-             "--weights-grid 1,2`), both trained as weighted unions at one unit's budget beside the uniform union of "
+             "--weights-grid 1,2`) and the regression route's weights (`ablate optimize --route regression`, fitted on "
+             "n unions picked by `suggest-unions` plus the units alone), all trained as weighted unions at one unit's budget beside the uniform union of "
              "all units and a replicate of the optimized union (the noise band: |optimized - replicate|), and every "
              "union the study trained, all measured on the held windows. Gains are over the uniform union, in "
              "perplexity; captured = realized gain / best known gain; regret against the best union trained.", "",
@@ -60,12 +66,14 @@ def section(studies: list[dict], seconds: float) -> str:
     for s in studies:
         lines += [f"### {s['study']} (units {', '.join(s['units'])})", "",
                   "| objective | recommended | predicted (held, merged) | optimized, retrained | noise band | grid pick, "
-                  "retrained | best known | captured | grid captured | regret | grid regret | unions |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "retrained | regression route, retrained | best known | captured | grid captured | regression captured "
+                  "| regret | grid regret | unions |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for c in s["cases"]:
             lines.append(f"| {c['objective']} | {c['recommended']} | {_rel(c['held_predicted_gain'])} | "
                          f"{_rel(c['realized_gain'])} | ±{_rel(c['noise'])[1:]} | {_rel(c['grid_gain'])} | "
-                         f"{_rel(c['best_gain'])} | {_pct(c['captured'])} | {_pct(c['grid_captured'])} | "
+                         f"{_rel(c['regression_gain'])} | {_rel(c['best_gain'])} | {_pct(c['captured'])} | "
+                         f"{_pct(c['grid_captured'])} | {_pct(c['regression_captured'])} | "
                          f"{_rel(c['regret'])} | {_rel(c['grid_regret'])} | {c['unions_compared']} |")
         lines.append("")
     return "\n".join(lines)

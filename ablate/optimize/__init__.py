@@ -1,6 +1,7 @@
-"""Which mixture to train: the search over candidate mixtures for an eval set.
+"""Which mixture to train: objectives over eval sets, the search over candidate mixtures, and continuous
+weights on the simplex by gradients through the merge (the merged route of `ablate optimize`).
 
 Imports core .. scoring. Training what it finds (validation) is the commands' job (cli/).
 """
 
-__all__ = ['search']
+__all__ = ['gradient', 'merged_route', 'objectives', 'search', 'simplex']

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ablate.core.config import StudyConfig
 from ablate.data.corpus import study_corpus
@@ -88,6 +89,11 @@ def test_the_readme_own_data_and_own_eval_recipes_run_as_printed(tmp_path):
     done = run(readme_recipe("own-eval"), tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "heldout" in done.stdout and (tmp_path / "my_pool" / "eval" / "eval-heldout.npy").is_file()
+    done = run(readme_recipe("own-weights"), tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    weights = yaml.safe_load((tmp_path / "weights.yaml").read_text())
+    assert weights["objective"] == "mean(heldout,licenses)" and sum(weights["weights"].values()) == pytest.approx(1)
+    assert "retrained on the held windows" in done.stdout and "heldout | licenses<=+2%" in done.stdout
 
 
 def test_seed_domains_auto_takes_the_domains_left_over(tmp_path):
