@@ -11,7 +11,8 @@ Reference, measured in the same run: forward + backward of the plain seed model 
 study's real ones are its members perturbed (timing does not care what the weights learned).
 Both routes are run: members stacked in memory (one [n, P] matrix) and members left mapped from their
 files (the route for members that do not all fit: the page cache holds what it can). Memory is the
-resident-set growth while building the space, in model sizes (P x 4 bytes). The goal: a whole
+resident-set growth while building the space and after the timed steps, in model sizes (P x 4 bytes;
+mapped pages count once read, but the kernel may drop them: they are the page cache, not the heap). The goal: a whole
 `ablate optimize` (40 steps + the held comparison) over 64 units of the demo model in < 5 min on 2 cores,
 projected from the measured per-step time at the demo's eval-set size (40 kB per domain, 5 domains).
 """
@@ -110,6 +111,7 @@ def main(argv=None) -> dict:
                 space = MemberSpace(paths[:n], model, keep_in_memory=in_memory)
                 grown = _rss_bytes() - before
                 ours = _step_times(space, model, fit, steps, batch)
+                stepped = _rss_bytes() - before  # mapped members count once their pages were read
                 plain = _plain_times(model, fit, steps, batch)
                 per_step = common.median(ours)
                 per_token = per_step / fit_tokens
@@ -117,6 +119,7 @@ def main(argv=None) -> dict:
                 cases.append({"n": n, "in_memory": in_memory, "step_s": per_step,
                               "plain_fwd_bwd_s": common.median(plain), "ratio": per_step / common.median(plain),
                               "rss_growth_model_sizes": grown / model_bytes,
+                              "rss_after_steps_model_sizes": stepped / model_bytes,
                               "projected_optimize_s_demo_eval": projected})
                 del space, model
     result = {"benchmark": "optimize", "fit_tokens": fit_tokens, "steps_timed": steps, "eval_sets": names,

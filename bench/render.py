@@ -97,6 +97,7 @@ def table(b: dict) -> list[str]:
     rows += device_rows(b.get("device", {}))
     rows += throughput_rows(b.get("throughput", {}))
     rows += screen_rows(b.get("screen", {}))
+    rows += optimize_rows(b.get("optimize", {}))
     for name, r in b.items():
         if "error" in r:
             rows.append(f"| - | {name} | - | - | - | - | **failed: {r['error']}** |")
@@ -149,6 +150,21 @@ def screen_rows(s: dict) -> list[str]:
             out.append(f"| 10 | the default on one long eval set, {name} ({r['mixtures']} mixtures, {r['windows']} "
                        f"windows): same top 3 in {r['same_top3']:.0%} of races; eval tokens full / screened | - | - | "
                        f"{r['saving']:.1f} | same top 3, >= 10x | {_met(r['same_top3'] == 1 and r['saving'] >= 10)} |")
+    return out
+
+
+def optimize_rows(o: dict) -> list[str]:
+    """Benchmark 11: `ablate optimize`'s step at n = 8, 16, 64 units, members in memory or mapped."""
+    out = []
+    for c in o.get("cases", []):
+        out.append(f"| 11 | optimize step, n={c['n']} {'in memory' if c['in_memory'] else 'mapped'} "
+                   f"({o['fit_tokens']} fit tokens; RSS after steps {c.get('rss_after_steps_model_sizes', 0):.1f} "
+                   f"model sizes) | {c['step_s']:.2f} s | {c['plain_fwd_bwd_s']:.2f} s | "
+                   f"{1 / c['ratio']:.2f} | - | - |")
+    if o.get("cases"):
+        worst = max(c["projected_optimize_s_demo_eval"] for c in o["cases"] if c["n"] == max(x["n"] for x in o["cases"]))
+        out.append(f"| 11 | whole `ablate optimize`, {max(c['n'] for c in o['cases'])} units, projected to the demo's "
+                   f"eval sets | {worst:.0f} s | - | - | < 300 s | {_met(o.get('goal_64_units_under_5_min'))} |")
     return out
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from ablate.core.energy import Meter
 from ablate.core.errors import UsageError
+from ablate.core.weights import is_uniform
 from ablate.data.units import eval_sets, unit_ids, unit_meta
 from ablate.models.model import load_member
 from ablate.optimize.gradient import window_nll
@@ -122,15 +123,16 @@ def regression_route(cfg, pool, study, plan: dict, caps) -> dict:
 
 
 def trained_mixtures(pool, study, plan: dict) -> list[dict]:
-    """The regression route's points: first-replicate unions of the units at the plan's budget (only
-    plan["unions"] when given) and, at one unit's budget, the units alone."""
+    """The regression route's points: first-replicate unions of the units at the plan's budget (only the
+    uniform unions of plan["unions"] when given: a fixed training set, whatever else the pool holds) and, at
+    one unit's budget, the units alone."""
     label = plan["budget"] if plan["tokens_option"] is None else None
     keep = None if plan["unions"] is None else {tuple(sorted(u)) for u in plan["unions"]}
     out = [m for m in pool.iter_metas("union") if m["seed_id"] == study.seed["model_id"]
            and m.get("replicate", 0) == 0 and set(m["units"]) <= set(plan["units"])
            and (m.get("budget") == label or (label is None and str(m.get("budget")).startswith("tokens=")
                                               and m.get("budget_tokens") == plan["budget_tokens"]))
-           and (keep is None or tuple(m["units"]) in keep)]
+           and (keep is None or (tuple(m["units"]) in keep and is_uniform(_weight_vector(m, m["units"]))))]
     if plan["tokens_option"] is None:
         out += [pool.read_meta(study.unit_member(u)) for u in plan["units"]]
     return sorted(out, key=lambda m: m["model_id"])

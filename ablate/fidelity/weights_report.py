@@ -52,7 +52,48 @@ def goals(studies: list[dict]) -> list[str]:
     ]
 
 
-def section(studies: list[dict], seconds: float) -> str:
+def mean_gain(study: dict) -> float:
+    """The selection score of a setting on a study: the mean realized gain of its optimized weights (log ppl)."""
+    return sum(c["realized_gain"] for c in study["cases"]) / len(study["cases"])
+
+
+def leave_one_study_out(runs: dict[float, list[dict]]) -> list[dict]:
+    """Per study, the step size chosen on the other studies (highest mean realized gain; ties: the smaller,
+    more conservative one) and that setting's result on the held-out study."""
+    lrs = sorted(runs)
+    names = [s["study"] for s in runs[lrs[0]]]
+    out = []
+    for name in names:
+        score = {lr: sum(mean_gain(s) for s in runs[lr] if s["study"] != name) for lr in lrs}
+        chosen = max(lrs, key=lambda lr: (round(score[lr], 9), -lr))
+        out.append({"study": name, "chosen_lr": chosen,
+                    "result": next(s for s in runs[chosen] if s["study"] == name)})
+    return out
+
+
+def loso_lines(runs: dict[float, list[dict]]) -> list[str]:
+    picks = leave_one_study_out(runs)
+    lines = ["### The step size, chosen leaving each study out", "",
+             "`optimize.lr` (the largest log-weight move of the first step; lr x steps / 2 bounds how far a weight "
+             f"can move) was run at {', '.join(f'{lr:g}' for lr in sorted(runs))} on every study. For each study the "
+             "setting with the higher mean realized gain on the *other* studies is chosen, and its result on the "
+             "held-out study is what counts:", "",
+             "| held-out study | lr chosen on the others | mean realized gain | never worse than uniform beyond noise "
+             "| captured >= 80 % | "
+             + " | ".join(f"mean gain at lr {lr:g}" for lr in sorted(runs)) + " |",
+             "|---|---|---|---|---|" + "---|" * len(runs)]
+    for p in picks:
+        cases = p["result"]["cases"]
+        cap = [c for c in cases if c["captured"] is not None]
+        lines.append(f"| {p['study']} | {p['chosen_lr']:g} | {_rel(mean_gain(p['result']))} | "
+                     f"{sum(c['realized_gain'] >= -c['noise'] for c in cases)}/{len(cases)} | "
+                     f"{sum(c['captured'] >= CAPTURE_GOAL for c in cap)}/{len(cap)} | "
+                     + " | ".join(_rel(mean_gain(next(s for s in runs[lr] if s["study"] == p["study"])))
+                                  for lr in sorted(runs)) + " |")
+    return lines + [""]
+
+
+def section(studies: list[dict], seconds: float, runs: dict[float, list[dict]] | None = None) -> str:
     lines = [HEADING, "",
              f"Regenerate: `ablate fidelity --weights-only` (this run: {seconds / 60:.1f} min). Per study, for each "
              "eval set and for the mean over all of them: the merged route's weights (`ablate optimize`, fit on half "
@@ -63,8 +104,11 @@ def section(studies: list[dict], seconds: float) -> str:
              "union the study trained, all measured on the held windows. Gains are over the uniform union, in "
              "perplexity; captured = realized gain / best known gain; regret against the best union trained.", "",
              "### Goals, checked", "", *goals(studies), ""]
+    if runs and len(runs) > 1:
+        lines += loso_lines(runs)
     for s in studies:
-        lines += [f"### {s['study']} (units {', '.join(s['units'])})", "",
+        lr = f", optimize.lr {s['lr']:g}" if "lr" in s else ""
+        lines += [f"### {s['study']} (units {', '.join(s['units'])}{lr})", "",
                   "| objective | recommended | predicted (held, merged) | optimized, retrained | noise band | grid pick, "
                   "retrained | regression route, retrained | best known | captured | grid captured | regression captured "
                   "| regret | grid regret | unions |",
@@ -79,11 +123,11 @@ def section(studies: list[dict], seconds: float) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, studies: list[dict], seconds: float) -> None:
+def write_section(path: Path, studies: list[dict], seconds: float, runs: dict[float, list[dict]] | None = None) -> None:
     """Replace the section in an existing FIDELITY.md (or append it); the raw cases go to FIDELITY.json's
     `optimized_mixtures` beside it."""
     text = path.read_text() if path.exists() else ""
-    new = section(studies, seconds)
+    new = section(studies, seconds, runs)
     if HEADING in text:
         head, _, rest = text.partition(HEADING)
         nxt = rest.find("\n## ")
@@ -94,4 +138,6 @@ def write_section(path: Path, studies: list[dict], seconds: float) -> None:
     raw_path = path.with_suffix(".json")
     raw = json.loads(raw_path.read_text()) if raw_path.exists() else {}
     raw["optimized_mixtures"] = studies
+    if runs and len(runs) > 1:
+        raw["optimized_mixtures_by_lr"] = {str(lr): r for lr, r in runs.items()}
     raw_path.write_text(json.dumps(raw, indent=1, default=str) + "\n")

@@ -21,8 +21,8 @@ import numpy as np
 from ablate.core.errors import UsageError
 from ablate.optimize.objectives import Objective
 from ablate.optimize.simplex import mirror_step, project, sparsify
+from ablate.scoring.proxies.regression import ridge
 
-ALPHA = 1e-2
 MIN_POINTS = 3
 
 
@@ -31,14 +31,10 @@ def fit_laws(points: list[tuple[list[float], dict[str, float]]], eval_names: lis
     if len(points) < MIN_POINTS:
         raise UsageError(f"the regression route needs {MIN_POINTS} or more trained mixtures of these units at this "
                          f"budget (units alone count at one unit's budget); it has {len(points)}")
-    try:
-        from sklearn.linear_model import Ridge
-    except ImportError:
-        raise UsageError("the regression route needs scikit-learn: pip install 'ablate[fit]'") from None
     x = np.asarray([w for w, _ in points])
     laws = {}
     for s in eval_names:
-        model = Ridge(alpha=ALPHA).fit(x, np.asarray([v[s] for _, v in points]))
+        model = ridge().fit(x, np.asarray([v[s] for _, v in points]))  # the `regression` proxy's own model
         laws[s] = (float(model.intercept_), np.asarray(model.coef_, dtype=np.float64))
     return laws
 

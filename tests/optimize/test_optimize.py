@@ -83,6 +83,19 @@ def test_the_repetition_cap_holds(study_copy, tmp_path, capsys):
     assert row["budget_tokens"] == 3 * 4096 and sum(row["tokens"]) == pytest.approx(3 * 4096, abs=4)
 
 
+def test_the_regression_route_fits_the_trained_mixtures(study_copy, tmp_path, capsys):
+    """Points: the one trained union and the four units alone (free at one unit's budget); literature's own
+    units have the lowest fitted slopes, so the law's optimum sits at a literature vertex."""
+    cfg, pool, _, _ = study_copy
+    code, out, err = run_cli(["optimize", "--target", "literature", "--route", "regression", "-c",
+                              str(write_config(cfg, tmp_path / "c.yaml"))], capsys)
+    assert code == 0, err
+    row = _rows(pool, "SELECT * FROM optimizations")[0]
+    assert row["route"] == "regression" and "no interval" in out
+    weights = dict(zip(row["units"], row["weights"]))
+    assert max(weights, key=weights.get).startswith("literature") and sum(row["weights"]) == pytest.approx(1)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--target", "nope"], "unknown eval set 'nope'"),
     (["--target", "fortunes", "--target", "fortunes"], "named twice"),

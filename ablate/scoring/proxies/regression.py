@@ -20,7 +20,7 @@ from ablate.core.errors import UsageError
 ALPHA = 1e-2
 
 
-def _ridge():
+def ridge():
     try:
         from sklearn.linear_model import Ridge
     except ImportError:
@@ -46,7 +46,7 @@ class Regression:
             seed = cases[idx[0]].seed
             if budget == "sum" and seed is not None:  # no data added is the seed itself: a free point
                 x, y = x + [[0.0] * len(units)], y + [seed]
-            model = _ridge().fit(np.asarray(x), np.asarray(y))
+            model = ridge().fit(np.asarray(x), np.asarray(y))
             out[idx] = model.predict(np.asarray([cases[i].composition(units, budget) for i in idx]))
         return out
 
