@@ -3,7 +3,7 @@
 How to run: `ablate fidelity --weights-only` writes it (this module only renders; nothing trains here):
     write_section(Path("FIDELITY.md"), studies, seconds)   # replaces the section, or appends it
 
-Values are objective units (log perplexity, nats per token) measured on the held windows; a gain is
+Raw cases: FIDELITY-weights.json beside FIDELITY.md. Values are objective units (log perplexity, nats per token) measured on the held windows; a gain is
 uniform union minus the union in question (> 0 is better); exp(x) - 1 turns one into a relative change.
 """
 
@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+
+from ablate.store.pool import atomic_write_bytes
 
 HEADING = "## Optimized mixtures, retrained (equal compute)"
 CAPTURE_GOAL, REGRET_GOAL = 0.8, math.log(1.01)
@@ -124,8 +126,8 @@ def section(studies: list[dict], seconds: float, runs: dict[float, list[dict]] |
 
 
 def write_section(path: Path, studies: list[dict], seconds: float, runs: dict[float, list[dict]] | None = None) -> None:
-    """Replace the section in an existing FIDELITY.md (or append it); the raw cases go to FIDELITY.json's
-    `optimized_mixtures` beside it."""
+    """Replace the section in an existing FIDELITY.md (or append it); the raw cases go to FIDELITY-weights.json
+    beside it (FIDELITY.json is the ranking protocol's, rewritten by every full run)."""
     text = path.read_text() if path.exists() else ""
     new = section(studies, seconds, runs)
     if HEADING in text:
@@ -134,10 +136,12 @@ def write_section(path: Path, studies: list[dict], seconds: float, runs: dict[fl
         text = head + new + ("\n" + rest[nxt + 1:] if nxt >= 0 else "\n")
     else:
         text = text.rstrip("\n") + "\n\n\n" + new + "\n"
-    path.write_text(text)
-    raw_path = path.with_suffix(".json")
-    raw = json.loads(raw_path.read_text()) if raw_path.exists() else {}
-    raw["optimized_mixtures"] = studies
+    atomic_write_bytes(path, text.encode())
+    raw = {"optimized_mixtures": studies}
     if runs and len(runs) > 1:
-        raw["optimized_mixtures_by_lr"] = {str(lr): r for lr, r in runs.items()}
-    raw_path.write_text(json.dumps(raw, indent=1, default=str) + "\n")
+        raw["by_lr"] = {str(lr): r for lr, r in runs.items()}
+    atomic_write_bytes(weights_json(path), (json.dumps(raw, indent=1, default=str) + "\n").encode())
+
+
+def weights_json(path: Path) -> Path:
+    return path.with_name(path.stem + "-weights.json")

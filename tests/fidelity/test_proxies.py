@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import numpy as np
 import pytest
@@ -163,6 +164,7 @@ def test_fidelity_cli_end_to_end_and_bad_config(study, tmp_path, capsys):
     cfg.fidelity.truth_mixtures = 6
     cfg.fidelity.proxies = ["merged", "calibrated"]
     cfg.fidelity.budgets = ["unit"]
+    cfg.optimize.steps = 10
     good = write_config(cfg, tmp_path / "tiny.yaml")
     out = tmp_path / "F.md"
     code, stdout, err = run_cli(["fidelity", str(good), "--out", str(out)], capsys)
@@ -170,6 +172,11 @@ def test_fidelity_cli_end_to_end_and_bad_config(study, tmp_path, capsys):
     text = out.read_text()
     assert "Ground truth `unit`" in text and "| merged |" in text and "ablate fidelity" in text
     assert out.with_suffix(".json").exists()
+    # and the optimized mixtures, retrained: every eval set alone and their mean, three routes trained
+    weights = text.split("## Optimized mixtures, retrained")[1]
+    assert "| fortunes |" in weights and "| literature |" in weights and "| mean(fortunes,literature) |" in weights
+    raw = json.loads((tmp_path / "F-weights.json").read_text())["optimized_mixtures"][0]
+    assert raw["study"] == "tiny-cli" and all(c["unions_compared"] >= 4 for c in raw["cases"])
 
     bad = cfg.model_copy(deep=True)
     bad.pool = str(tmp_path / "bad-pool")

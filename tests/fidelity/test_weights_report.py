@@ -40,4 +40,4 @@ def test_the_section_is_replaced_in_place(tmp_path):
     write_section(path, studies, 30)
     text = path.read_text()
     assert text.count(HEADING) == 1 and "kept" in text and text.startswith("# Fidelity")
-    assert json.loads(path.with_suffix(".json").read_text())["optimized_mixtures"][0]["study"] == "s1"
+    assert json.loads((tmp_path / "FIDELITY-weights.json").read_text())["optimized_mixtures"][0]["study"] == "s1"

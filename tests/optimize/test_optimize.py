@@ -96,7 +96,7 @@ def test_the_regression_route_fits_the_trained_mixtures(study_copy, tmp_path, ca
     assert max(weights, key=weights.get).startswith("literature") and sum(row["weights"]) == pytest.approx(1)
 
 
-@pytest.mark.parametrize("args, message", [
+BAD = [
     (["--target", "nope"], "unknown eval set 'nope'"),
     (["--target", "fortunes", "--target", "fortunes"], "named twice"),
     (["--target", "fortunes,literature", "--target-weights", "1,x"], "--target-weights"),
@@ -107,14 +107,19 @@ def test_the_regression_route_fits_the_trained_mixtures(study_copy, tmp_path, ca
     (["--target", "fortunes", "--units", "fortunes-00"], "2 or more units"),
     (["--target", "fortunes", "--out", "weights.txt"], ".json, .yaml or .yml"),
     (["--target", "fortunes", "--objective", "best"], "--objective"),
-])
-def test_bad_objectives_are_one_line_exit_2_and_touch_nothing(args, message, study_copy, tmp_path, capsys):
+    (["--target", "fortunes", "--route", "bogus"], "--route"),
+]
+
+
+def test_bad_objectives_are_one_line_exit_2_and_touch_nothing(study_copy, tmp_path, capsys):
+    """One pool for every case (each must leave it as it was, so they cannot disturb each other)."""
     cfg, pool, _, _ = study_copy
     path = str(write_config(cfg, tmp_path / "c.yaml"))
     before = tree_digest(pool.root)
-    code, _, err = run_cli(["optimize", *args, "-c", path], capsys)
-    assert code == 2 and err.count("\n") == 1 and message in err, err
-    assert tree_digest(pool.root) == before
+    for args, message in BAD:
+        code, _, err = run_cli(["optimize", *args, "-c", path], capsys)
+        assert code == 2 and err.count("\n") == 1 and message in err, (args, err)
+        assert tree_digest(pool.root) == before, args
 
 
 def test_search_and_sweep_rank_by_the_shared_objective(study_copy, tmp_path, capsys):
