@@ -23,6 +23,11 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.0f} %"
 
 
+def _captured(c: dict, key: str) -> str:
+    """A share of the best known gain; meaningless (n/a) when that gain is inside the noise band."""
+    return _pct(c[key]) if c["best_gain"] > c["noise"] else "n/a (best within noise)"
+
+
 def _rel(x: float) -> str:
     return f"{100 * (math.exp(x) - 1):+.2f} %"
 
@@ -31,7 +36,7 @@ def goals(studies: list[dict]) -> list[str]:
     cases = [c for s in studies for c in s["cases"]]
     n = len(cases)
     never_worse = sum(c["realized_gain"] >= -c["noise"] for c in cases)
-    captured = [c for c in cases if c["captured"] is not None]
+    captured = [c for c in cases if c["captured"] is not None and c["best_gain"] > c["noise"]]
     cap_ok = sum(c["captured"] >= CAPTURE_GOAL for c in captured)
     regret_ok = sum(c["regret"] <= REGRET_GOAL for c in cases)
     beat_grid = sum(c["realized_gain"] >= c["grid_gain"] for c in cases)
@@ -43,7 +48,8 @@ def goals(studies: list[dict]) -> list[str]:
         f"band: {never_worse}/{n}; following the recommendation (uniform when the held gain is not resolved): "
         f"{rec_ok}/{n}. Goal: every case: {'met' if never_worse == n else 'NOT met'}.",
         f"- Captured >= 80 % of the best known gain over uniform: {cap_ok}/{len(captured)} cases where some "
-        f"trained union beat uniform. Goal: every case: {'met' if cap_ok == len(captured) else 'NOT met'}.",
+        f"trained union beat uniform beyond the noise band. Goal: every case: "
+        f"{'met' if cap_ok == len(captured) else 'NOT met'}.",
         f"- Realized regret <= 1 % against the best union trained: {regret_ok}/{n}. "
         f"Goal: every case: {'met' if regret_ok == n else 'NOT met'}.",
         f"- At least as good as the grid search's top pick (weights grid 1,2, same budget, one training each): "
@@ -104,7 +110,8 @@ def section(studies: list[dict], seconds: float, runs: dict[float, list[dict]] |
              "n unions picked by `suggest-unions` plus the units alone), all trained as weighted unions at one unit's budget beside the uniform union of "
              "all units and a replicate of the optimized union (the noise band: |optimized - replicate|), and every "
              "union the study trained, all measured on the held windows. Gains are over the uniform union, in "
-             "perplexity; captured = realized gain / best known gain; regret against the best union trained.", "",
+             "perplexity; captured = realized gain / best known gain (n/a where the best known gain is inside the noise "
+             "band); regret against the best union trained.", "",
              "### Goals, checked", "", *goals(studies), ""]
     if runs and len(runs) > 1:
         lines += loso_lines(runs)
@@ -118,8 +125,8 @@ def section(studies: list[dict], seconds: float, runs: dict[float, list[dict]] |
         for c in s["cases"]:
             lines.append(f"| {c['objective']} | {c['recommended']} | {_rel(c['held_predicted_gain'])} | "
                          f"{_rel(c['realized_gain'])} | ±{_rel(c['noise'])[1:]} | {_rel(c['grid_gain'])} | "
-                         f"{_rel(c['regression_gain'])} | {_rel(c['best_gain'])} | {_pct(c['captured'])} | "
-                         f"{_pct(c['grid_captured'])} | {_pct(c['regression_captured'])} | "
+                         f"{_rel(c['regression_gain'])} | {_rel(c['best_gain'])} | {_captured(c, 'captured')} | "
+                         f"{_captured(c, 'grid_captured')} | {_captured(c, 'regression_captured')} | "
                          f"{_rel(c['regret'])} | {_rel(c['grid_regret'])} | {c['unions_compared']} |")
         lines.append("")
     return "\n".join(lines)
