@@ -138,8 +138,13 @@ def trained_mixtures(pool, study, plan: dict) -> list[dict]:
     return sorted(out, key=lambda m: m["model_id"])
 
 
+def _weights_of(meta: dict) -> list[float]:
+    """A trained member's weights over its own units (uniform when its sidecar has none)."""
+    return meta.get("weights") or [1.0 / len(meta["units"])] * len(meta["units"])
+
+
 def _weight_vector(meta: dict, units: list[str]) -> list[float]:
-    w = dict(zip(meta["units"], meta.get("weights") or [1.0 / len(meta["units"])] * len(meta["units"])))
+    w = dict(zip(meta["units"], _weights_of(meta)))
     return [w.get(u, 0.0) for u in units]
 
 
@@ -185,14 +190,14 @@ def realized_objectives(cfg, pool, plan: dict, result: dict, extra: list[tuple] 
     originals = [m for m in candidates if m.get("replicate", 0) == 0]
     best = min(originals, key=lambda m: value[m["model_id"]])
     table = [{"union": "+".join(m["units"]) + (" (replicate)" if m.get("replicate") else ""),
-              "weights": [round(x, 4) for x in (m.get("weights") or [1 / len(m["units"])] * len(m["units"]))],
+              "weights": [round(x, 4) for x in _weights_of(m)],
               "held_objective": round(value[m["model_id"]], 5)} for m in sorted(candidates, key=lambda m: value[m["model_id"]])]
     return {"table": table, "values": value, "best_id": best["model_id"],
             "ids": {"optimized": optimized["model_id"], "replicate": replicate["model_id"],
                     "uniform": uniform["model_id"], "extra": [m["model_id"] for m in extras]}, "row": {
         "union_optimized": value[optimized["model_id"]], "union_uniform": value[uniform["model_id"]],
         "union_best": value[best["model_id"]], "union_best_mixture": best["units"],
-        "union_best_weights": best.get("weights") or [1 / len(best["units"])] * len(best["units"]),
+        "union_best_weights": _weights_of(best),
         "unions_compared": len(originals),
         "noise_threshold": 2 * abs(value[optimized["model_id"]] - value[replicate["model_id"]])}}
 

@@ -205,7 +205,7 @@ def objective_scores(cfg: StudyConfig, pool: Pool, objective: Objective, cands, 
     ref_key = None
     if objective.needs_reference:
         units = unit_ids(pool, required=True)
-        ref_key = (tuple(units), wkey([1.0 / len(units)] * len(units)))
+        ref_key = _uniform_key(units)
         if ref_key not in {(tuple(c), wkey(w)) for c, w in cands}:
             cands.append((list(units), [1.0 / len(units)] * len(units)))
     per_set = {s: _proxy_scores(cfg, pool, s, cands, method, truth, screen) for s in objective.eval_sets}
@@ -273,18 +273,28 @@ def union_values(pool: Pool, objective: Objective, truth: str) -> dict[tuple, fl
         "SELECT mixture, weights, eval_set, ln(ppl) FROM mixture_perplexity WHERE method = 'union' "
         f"AND coalesce(replicate, 0) = 0 AND coalesce(budget, 'sum') = ? AND eval_set IN ({marks})",
         [truth, *objective.eval_sets])
-    per: dict[tuple, dict[str, float]] = {}
-    for m, w, s, lp in rows:
-        per.setdefault((tuple(m), wkey(w)), {})[s] = lp
-    per = {k: v for k, v in per.items() if len(v) == len(objective.eval_sets)}
+    per = _complete(rows, objective)
     ref = None
     if objective.needs_reference:
-        units = unit_ids(pool)
-        ref = per.get((tuple(units), wkey([1.0 / len(units)] * len(units))))
+        ref = per.get(_uniform_key(unit_ids(pool)))
         if ref is None:
             return {}
     tokens = _eval_tokens(pool, objective) if objective.target_weights == "tokens" else None
     return {k: objective.value(v, ref, tokens) for k, v in per.items()}
+
+
+def _complete(rows, objective: Objective) -> dict[tuple, dict[str, float]]:
+    """(mixture, weights, eval set, log ppl) rows -> {(mixture, wkey): {eval set: log ppl}}, only the mixtures
+    with a row on every eval set the objective reads."""
+    per: dict[tuple, dict[str, float]] = {}
+    for m, w, s, lp in rows:
+        per.setdefault((tuple(m), wkey(w)), {})[s] = lp
+    return {k: v for k, v in per.items() if len(v) == len(objective.eval_sets)}
+
+
+def _uniform_key(units: list[str]) -> tuple:
+    """The search key of the uniform mixture of all `units` (the reference of worst-case and guards)."""
+    return tuple(sorted(units)), wkey([1.0 / len(units)] * len(units))
 
 
 def rank_scored(pool: Pool, objective: Objective, units: list[str], method: str = "merged") -> list[tuple]:
@@ -294,12 +304,8 @@ def rank_scored(pool: Pool, objective: Objective, units: list[str], method: str 
     _, rows = Index(pool).query(
         f"SELECT mixture, weights, eval_set, ln(ppl) FROM mixture_perplexity WHERE method = ? AND eval_set IN ({marks})",
         [method, *objective.eval_sets])
-    per: dict[tuple, dict[str, float]] = {}
-    for m, w, s, lp in rows:
-        if set(m) <= set(units):
-            per.setdefault((tuple(m), wkey(w)), {})[s] = lp
-    per = {k: v for k, v in per.items() if len(v) == len(objective.eval_sets)}
-    ref = per.get((tuple(sorted(units)), wkey([1.0 / len(units)] * len(units)))) if objective.needs_reference else None
+    per = _complete([r for r in rows if set(r[0]) <= set(units)], objective)
+    ref = per.get(_uniform_key(units)) if objective.needs_reference else None
     if objective.needs_reference and ref is None:
         raise UsageError(f"objective {objective.describe()} compares with the uniform mixture of all units, "
                          f"which has no {method} row yet")
