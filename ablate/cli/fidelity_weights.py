@@ -49,7 +49,9 @@ def optimized_mixtures(cfg: StudyConfig, log=print) -> dict:
     cases = []
     for objective in study_objectives(pool):
         plan = {"objective": objective, "units": units, "unit_tokens": unit_tokens, "budget_tokens": unit_tokens[0],
-                "budget": "unit", "tokens_option": None, "caps": caps, "route": "merged", "unions": None}
+                "budget": "unit", "tokens_option": None, "caps": caps, "route": "merged", "unions": None,
+                # the proxy-error gate sees the same n unions the regression route is fitted on
+                "calibration": plan_unions(units, [], len(units))}
         cases.append(one_case(cfg, pool, plan, log))
         log(f"{cfg.name} {objective.describe()}: optimized {cases[-1]['realized_gain']:+.4f}, grid pick "
             f"{cases[-1]['grid_gain']:+.4f} over uniform (best known {cases[-1]['best_gain']:+.4f})")
@@ -60,7 +62,7 @@ def one_case(cfg: StudyConfig, pool: Pool, plan: dict, log) -> dict:
     objective = plan["objective"]
     result = run_optimization(cfg, pool, plan)
     # the regression route at the protocol's calibration budget: n unions (suggest-unions' picks) + units alone
-    regression_plan = dict(plan, route="regression", unions=plan_unions(plan["units"], [], len(plan["units"])))
+    regression_plan = dict(plan, route="regression", unions=plan["calibration"])
     regression = run_optimization(cfg, pool, regression_plan)
     t0 = time.perf_counter()
     ranking = search.rank(cfg, pool, objective, max_size=len(plan["units"]), grid=GRID, method="merged",
@@ -75,6 +77,7 @@ def one_case(cfg: StudyConfig, pool: Pool, plan: dict, log) -> dict:
     best_gain = uniform - best
     return {"objective": objective.describe(), "weights": dict(zip(plan["units"], result["weights"])),
             "recommended": result["row"]["recommended"], "held_predicted_gain": result["held"]["gain"],
+            "held_resolved": result["held"]["resolved"], "proxy_error": result["row"]["proxy_error"],
             "grid_pick": {"mixture": list(grid_mix), "weights": list(grid_w)},
             "regression_weights": dict(zip(plan["units"], regression["weights"])),
             "regression_gain": uniform - reg, "regression_regret": reg - best,

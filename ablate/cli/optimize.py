@@ -73,18 +73,33 @@ def show(result: dict) -> None:
         f"{row['budget_tokens']:,} tokens: fit windows {row['fit_optimized']:.4f} vs uniform {row['fit_uniform']:.4f}; "
         f"held windows {row['held_optimized']:.4f} vs uniform {row['held_uniform']:.4f}, gain {held['gain']:+.4f}"
         + interval)
-    if not held["guards_held"]:
-        say("a --max-loss guard does not hold on the held windows: keep the uniform weights")
-    elif not held["resolved"]:
-        say("nothing beats uniform beyond what the proxy can resolve on the held windows: "
-            "train with the uniform weights (the optimized ones are stored for reference)")
-    elif held["gain_low"] is None:
-        say("the law fitted on the held windows also predicts a gain; the proof is retraining (`--validate`)")
-    else:
-        say("the optimized weights beat uniform on the held windows beyond the bootstrap interval; the proof "
-            "is retraining (`--validate`)")
+    error = result.get("proxy_error")
+    if error is not None:
+        say(f"the proxy's own error on this objective: +-{error['rms']:.4f} (root mean square over "
+            f"{error['unions']} trained unions' gains over the uniform union, fit windows)")
+    say(verdict(row, held, error))
     say(f"stored as {row['row_id']} in the `optimizations` table ({result['seconds']:.1f} s, "
         f"{(row['energy_kwh'] or 0) * 1000:.3f} Wh [{row['energy_method']}])")
+
+
+def verdict(row: dict, held: dict, error: dict | None) -> str:
+    """What to train with, and why (the row's `recommended`)."""
+    if not held["guards_held"]:
+        return "a --max-loss guard does not hold on the held windows: keep the uniform weights"
+    if not held["resolved"]:
+        return ("nothing beats uniform beyond what the proxy can resolve on the held windows: "
+                "train with the uniform weights (the optimized ones are stored for reference)")
+    if held["gain_low"] is None:
+        return "the law fitted on the held windows also predicts a gain; the proof is retraining (`--validate`)"
+    if row["recommended"] == "uniform":
+        return ("the held gain is within the proxy's own error on trained unions: train with the uniform weights "
+                "(the optimized ones are stored for reference)")
+    if error is None:
+        return ("the optimized weights beat uniform on the held windows beyond the bootstrap interval, which "
+                "measures window noise only: train the uniform union and a few others (`ablate suggest-unions`) "
+                "to check the gain against the proxy's own error; the proof is retraining (`--validate`)")
+    return ("the optimized weights beat uniform on the held windows beyond the bootstrap interval and the proxy's "
+            "error; the proof is retraining (`--validate`)")
 
 
 def write_weights_file(result: dict, out: Path) -> None:

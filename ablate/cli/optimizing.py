@@ -56,7 +56,8 @@ def plan_optimization(cfg, pool, target, target_weights, kind, max_loss, units, 
     caps = repetition_caps(unit_tokens, budget_tokens, cfg.optimize.max_epochs)
     return {"objective": objective, "units": chosen, "unit_tokens": unit_tokens, "budget_tokens": budget_tokens,
             "budget": "unit" if tokens is None else f"tokens={tokens}", "tokens_option": tokens, "caps": caps,
-            "route": route, "unions": None}  # unions: the regression route's training set (None: every one trained)
+            "route": route, "unions": None,  # unions: the regression route's training set (None: every one trained)
+            "calibration": None}  # the unions the merged route's proxy error is measured on (None: every one)
 
 
 def run_optimization(cfg, pool, plan: dict) -> dict:
@@ -65,7 +66,8 @@ def run_optimization(cfg, pool, plan: dict) -> dict:
     caps = plan["caps"] if np.any(plan["caps"] < 1) else None
     with Meter(cfg.energy) as meter:
         if plan["route"] == "merged":
-            result = optimize_merged(study, plan["units"], plan["objective"], caps)
+            result = optimize_merged(study, plan["units"], plan["objective"], caps,
+                                     calibration=calibration_values(cfg, pool, study, plan))
         else:
             result = regression_route(cfg, pool, study, plan, caps)
     result.update(plan=plan, cost=meter.result, seed_id=study.seed["model_id"], settings=cfg.optimize.model_dump())
@@ -77,7 +79,9 @@ def run_optimization(cfg, pool, plan: dict) -> dict:
 def optimization_row(result: dict) -> dict:
     plan, held = result["plan"], result["held"]
     weights = result["weights"]
-    recommended = "optimized" if held["resolved"] and held["guards_held"] else "uniform"
+    error = result.get("proxy_error")
+    believed = error is None or held["gain"] > error["rms"]
+    recommended = "optimized" if held["resolved"] and held["guards_held"] and believed else "uniform"
     key = json.dumps([result["seed_id"], plan["objective"].describe(), plan["units"], plan["budget"],
                       result["settings"]] + ([plan["route"], plan["unions"]] if plan["route"] != "merged" else []),
                      sort_keys=True)
@@ -90,7 +94,8 @@ def optimization_row(result: dict) -> dict:
             "fit_optimized": result["fit"]["optimized"], "fit_uniform": result["fit"]["uniform"],
             "held_optimized": held["optimized"], "held_uniform": held["uniform"], "held_gain": held["gain"],
             "held_gain_low": held["gain_low"], "held_gain_high": held["gain_high"], "resolved": held["resolved"],
-            "guards_held": held["guards_held"], "steps": result["steps"], "settings": result["settings"],
+            "guards_held": held["guards_held"], "proxy_error": None if error is None else error["rms"],
+            "proxy_error_unions": None if error is None else error["unions"], "steps": result["steps"], "settings": result["settings"],
             "seconds": result["seconds"], "energy_kwh": result["cost"].get("energy_kwh"),
             "co2_kg": result["cost"].get("co2_kg"), "energy_method": result["cost"].get("energy_method"),
             "seed_id": result["seed_id"], "validated": False, "created_at": now()}
@@ -136,6 +141,25 @@ def trained_mixtures(pool, study, plan: dict) -> list[dict]:
     if plan["tokens_option"] is None:
         out += [pool.read_meta(study.unit_member(u)) for u in plan["units"]]
     return sorted(out, key=lambda m: m["model_id"])
+
+
+def calibration_values(cfg, pool, study, plan: dict) -> dict | None:
+    """Fit-window log ppl of the trained unions the proxy's error is measured on (optimize_merged's
+    `calibration`): the uniform union of all the units (the reference) and every other first-replicate union
+    of 2+ of them at the plan's budget (plan["calibration"]: only those uniform unions, the protocol's picks).
+    None when the uniform union or every other one is missing: the gate then knows window noise only."""
+    units = plan["units"]
+    metas = [m for m in trained_mixtures(pool, study, dict(plan, unions=None)) if len(m["units"]) >= 2]
+    keep = None if plan.get("calibration") is None else {tuple(sorted(u)) for u in plan["calibration"]}
+    uniform = [m for m in metas if m["units"] == units and is_uniform(_weights_of(m))]
+    others = [m for m in metas if m not in uniform
+              and (keep is None or (tuple(m["units"]) in keep and is_uniform(_weights_of(m))))]
+    if not uniform or not others:
+        return None
+    split = split_windows(study, plan["objective"].eval_sets, cfg.optimize.fit_fraction, cfg.optimize.split_seed)
+    return {"uniform": split_logppl(pool, cfg, uniform[0]["model_id"], split, study.device, "fit"),
+            "unions": [(_weight_vector(m, units), split_logppl(pool, cfg, m["model_id"], split, study.device, "fit"))
+                       for m in others]}
 
 
 def _weights_of(meta: dict) -> list[float]:

@@ -15,7 +15,10 @@ region whose size does not depend on the gradients' scale). After `optimize.step
 dropped. The optimized and the uniform weights are then both measured on the held windows, paired window
 by window, and a bootstrap over those windows gives the held gain's 95 % interval: when it reaches 0 the
 answer is "nothing beats uniform beyond what the proxy can resolve", and the uniform weights are the
-recommendation (the optimized ones are still reported).
+recommendation (the optimized ones are still reported). The bootstrap knows window noise, not the proxy's
+bias: where trained unions of these units exist (the uniform one and others), `proxy_error` measures how far
+the merged gain over uniform is from the trained one on them, and a held gain not above that error is not
+believed either (ablate/cli/optimizing.py decides; FIDELITY.md "Optimized mixtures, retrained" shows why).
 """
 
 from __future__ import annotations
@@ -54,8 +57,11 @@ def split_windows(study: Study, names: list[str], fit_fraction: float, seed: int
 
 
 def optimize_merged(study: Study, units: list[str], objective: Objective, caps: np.ndarray | None,
-                    prior: np.ndarray | None = None, log=print) -> dict:
-    """Mirror descent on the fit windows, then both weights measured on the held ones; returns the result."""
+                    prior: np.ndarray | None = None, calibration: dict | None = None, log=print) -> dict:
+    """Mirror descent on the fit windows, then both weights measured on the held ones; returns the result.
+
+    `calibration` ({"uniform": fit values, "unions": [(weights over `units`, fit values)]}: trained unions'
+    log ppl per eval set on the fit windows) adds the proxy's own error on this objective (proxy_error)."""
     # long: one loop read top to bottom; its parts (space, split, step, report) are already helpers
     opt, cfg = study.cfg.optimize, study.cfg
     n = len(units)
@@ -67,7 +73,7 @@ def optimize_merged(study: Study, units: list[str], objective: Objective, caps: 
     split = split_windows(study, objective.eval_sets, opt.fit_fraction, opt.split_seed)
     tokens = {s: int(split[s]["fit"].numel()) for s in split}
     uniform = np.full(n, 1.0 / n)
-    reference = _fit_values(space, model, split, uniform, cfg.eval.batch_size) if objective.needs_reference else None
+    reference = fit_values(space, model, split, uniform, cfg.eval.batch_size) if objective.needs_reference else None
     w, history = project(prior, caps), []
     with bar("optimize", opt.steps, 0, {"objective": "-"}) as update:
         for step in range(opt.steps):
@@ -80,17 +86,41 @@ def optimize_merged(study: Study, units: list[str], objective: Objective, caps: 
     final = sparsify(w, opt.floor, caps)
     held = held_comparison(space, model, split, final, uniform, objective, cfg.eval.batch_size, opt.bootstrap,
                            opt.split_seed)
-    fit_final = objective.value(_fit_values(space, model, split, final, cfg.eval.batch_size), reference, tokens)
-    fit_uniform = objective.value(reference or _fit_values(space, model, split, uniform, cfg.eval.batch_size),
+    fit_final = objective.value(fit_values(space, model, split, final, cfg.eval.batch_size), reference, tokens)
+    fit_uniform = objective.value(reference or fit_values(space, model, split, uniform, cfg.eval.batch_size),
                                   reference, tokens)
+    error = None if calibration is None else proxy_error(space, model, split, objective, calibration, tokens,
+                                                         cfg.eval.batch_size)
     return {"units": units, "members": members, "weights": final.tolist(), "raw_weights": w.tolist(),
+            "proxy_error": error,
             "fit": {"optimized": fit_final, "uniform": fit_uniform}, "held": held, "history": history,
             "steps": opt.steps, "seconds": time.perf_counter() - t0, "in_memory": space.in_memory,
             "fit_windows": {s: int(split[s]["fit"].size(0)) for s in split},
             "held_windows": {s: int(split[s]["held"].size(0)) for s in split}}
 
 
-def _fit_values(space: MemberSpace, model, split: dict, w: np.ndarray, batch_size: int) -> dict[str, float]:
+def proxy_error(space: MemberSpace, model, split: dict, objective: Objective, calibration: dict,
+                tokens: dict, batch_size: int) -> dict:
+    """How far the merged proxy's gain over uniform is from the trained one's, on this objective's fit windows.
+
+    The held bootstrap only measures window noise; where the proxy is biased (an eval set no unit resembles,
+    a mean over many sets whose gains cancel) a resolved held gain can still be a loss once trained. Every
+    trained union of these units gives one error: (trained gain over the uniform union) - (merged gain over
+    the uniform merge); their root mean square is the size a predicted gain must exceed to be believed."""
+    n = len(calibration["unions"][0][0])
+    merged_ref = fit_values(space, model, split, np.full(n, 1.0 / n), batch_size)
+    trained_ref = calibration["uniform"]
+    errors = []
+    for weights, trained in calibration["unions"]:
+        merged = fit_values(space, model, split, np.asarray(weights, dtype=float), batch_size)
+        predicted = objective.value(merged_ref, merged_ref, tokens) - objective.value(merged, merged_ref, tokens)
+        realized = objective.value(trained_ref, trained_ref, tokens) - objective.value(trained, trained_ref, tokens)
+        errors.append(realized - predicted)
+    return {"rms": float(np.sqrt(np.mean(np.square(errors)))), "unions": len(errors),
+            "errors": [float(e) for e in errors]}
+
+
+def fit_values(space: MemberSpace, model, split: dict, w: np.ndarray, batch_size: int) -> dict[str, float]:
     space.load(w)
     return {s: _logppl(*set_nll(model, part["fit"], batch_size, grad=False)) for s, part in split.items()}
 

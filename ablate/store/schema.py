@@ -51,10 +51,10 @@ TABLES = {
         weights DOUBLE[], recommended VARCHAR, budget VARCHAR, budget_tokens BIGINT, tokens BIGINT[],
         epochs DOUBLE[], max_epochs DOUBLE, fit_optimized DOUBLE, fit_uniform DOUBLE, held_optimized DOUBLE,
         held_uniform DOUBLE, held_gain DOUBLE, held_gain_low DOUBLE, held_gain_high DOUBLE, resolved BOOLEAN,
-        guards_held BOOLEAN, steps INTEGER, settings JSON, seconds DOUBLE, energy_kwh DOUBLE, co2_kg DOUBLE,
-        energy_method VARCHAR, seed_id VARCHAR, validated BOOLEAN, union_optimized DOUBLE, union_uniform DOUBLE,
-        union_best DOUBLE, union_best_mixture VARCHAR[], union_best_weights DOUBLE[], unions_compared INTEGER,
-        noise_threshold DOUBLE, created_at TIMESTAMP""",
+        guards_held BOOLEAN, proxy_error DOUBLE, proxy_error_unions INTEGER, steps INTEGER, settings JSON,
+        seconds DOUBLE, energy_kwh DOUBLE, co2_kg DOUBLE, energy_method VARCHAR, seed_id VARCHAR, validated BOOLEAN,
+        union_optimized DOUBLE, union_uniform DOUBLE, union_best DOUBLE, union_best_mixture VARCHAR[],
+        union_best_weights DOUBLE[], unions_compared INTEGER, noise_threshold DOUBLE, created_at TIMESTAMP""",
 }
 
 # Which question a ground truth answers, from its budget (truths.QUESTIONS says the same in Python).

@@ -9,7 +9,9 @@ import math
 import numpy as np
 import pytest
 
-from ablate.optimize.merged_route import optimize_merged, split_windows
+from ablate.models.model import model_from_config, seed_config
+from ablate.optimize.gradient import MemberSpace
+from ablate.optimize.merged_route import fit_values, optimize_merged, proxy_error, split_windows
 from ablate.optimize.objectives import parse_objective
 from ablate.store.index import Index
 from ablate.train.study import load_study
@@ -44,10 +46,16 @@ def test_planted_target_validated_and_written_out(study_copy, tmp_path, capsys):
     unions = list(pool.iter_metas("union"))
     assert any(m["units"] == UNITS and m["budget"] == "unit" for m in unions)  # the uniform union
     assert any(m.get("replicate") == 1 and m["budget"] == "unit" for m in unions)  # the noise band
-    code, _, err = run_cli(["optimize", "--target", "literature", "-c", path], capsys)
+    assert row["proxy_error"] is None and "check the gain against the proxy's own error" in out  # no union yet
+    code, out, err = run_cli(["optimize", "--target", "literature", "-c", path], capsys)
     assert code == 0, err
-    again = _rows(pool, "SELECT weights FROM optimizations")
+    again = _rows(pool, "SELECT * FROM optimizations")
     assert len(again) == 1 and again[0]["weights"] == row["weights"]  # same id, same numbers
+    # the validation trained the uniform union and the weighted one: now the gate knows the proxy's error
+    again = again[0]
+    assert again["proxy_error_unions"] == 1 and "the proxy's own error on this objective" in out
+    believed = again["resolved"] and again["held_gain"] > again["proxy_error"]
+    assert again["recommended"] == ("optimized" if believed else "uniform")
 
 
 def test_the_held_windows_are_never_seen(study):
@@ -70,6 +78,26 @@ def test_the_held_windows_are_never_seen(study):
     assert second["weights"] == first["weights"] and second["history"] == first["history"]
     assert second["fit"] == first["fit"]
     assert second["held"]["uniform"] != first["held"]["uniform"]
+
+
+def test_the_proxy_error_is_the_trained_minus_the_merged_gain(study):
+    """Trained values equal to the merged ones: no error; one union 0.3 nats worse once trained: its error is
+    -0.3 and the root mean square over the two unions 0.3 / sqrt(2)."""
+    cfg, pool, _, _ = study
+    objective = parse_objective(["literature"], ["fortunes", "literature"])
+    st = load_study(cfg, pool, objective.eval_sets)
+    model = model_from_config(seed_config(pool, st.seed["model_id"]), st.device)
+    space = MemberSpace.of_members(pool, [st.unit_member(u) for u in UNITS], model)
+    split = split_windows(st, ["literature"], cfg.optimize.fit_fraction, cfg.optimize.split_seed)
+    tokens = {s: int(part["fit"].numel()) for s, part in split.items()}
+    uniform, pair, own = np.full(4, 0.25), np.array([0.5, 0, 0.5, 0]), np.array([0, 0, 0.5, 0.5])
+    merged = [fit_values(space, model, split, w, 8) for w in (uniform, pair, own)]
+    exact = {"uniform": merged[0], "unions": [(pair, merged[1]), (own, merged[2])]}
+    assert proxy_error(space, model, split, objective, exact, tokens, 8)["rms"] == pytest.approx(0, abs=1e-6)
+    worse = dict(exact, unions=[(pair, {"literature": merged[1]["literature"] + 0.3}), (own, merged[2])])
+    error = proxy_error(space, model, split, objective, worse, tokens, 8)
+    assert error["errors"] == pytest.approx([-0.3, 0], abs=1e-6) and error["unions"] == 2
+    assert error["rms"] == pytest.approx(0.3 / math.sqrt(2), abs=1e-6)
 
 
 def test_the_repetition_cap_holds(study_copy, tmp_path, capsys):
