@@ -24,7 +24,8 @@ import torch
 from ablate.core.config import StudyConfig, config_hash
 from ablate.core.errors import AblateError, UsageError
 from ablate.train.locks import member_job
-from ablate.models.model import count_params, dropout_of, llama_config, model_from_config, save_weights, unique_state, versions
+from ablate.models.model import (count_params, dropout_of, llama_config, model_from_config, save_weights, unique_state,
+                                 versions)
 from ablate.store.pool import Pool, sha256_file
 from ablate.store.results import now
 from ablate.train.study import Recipe
