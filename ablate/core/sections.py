@@ -110,6 +110,13 @@ class TrainConfig(_Strict):
     grad_clip: float = Field(1.0, gt=0)
     epochs: int = Field(1, ge=1)
     data_seed: int = 0
+    # The seed's own dropout (GPT-2's config: 0.1) during continued pretraining: keep = train with the
+    # probabilities in its config.json, zero = set every one to 0. Default keep: ablate trains the model as
+    # its config says, as it always has (HF Trainer does the same), so no import changes behaviour
+    # unannounced; a run with non-zero dropout prints a note pointing here, because continued pretraining
+    # (the paper's OLMo, Llama, SmolLM2) usually runs without. Seeds trained here have none: a no-op.
+    # Enters a member's id only when the effective dropout is non-zero (ablate/train/study.py run_hash).
+    dropout: Literal["keep", "zero"] = "keep"
     checkpoint_every: int = Field(50, ge=1)
     threads: Optional[int] = Field(None, ge=1)  # torch CPU threads; None = torch default
     # Speed knobs, not part of a member's id: torch.compile the training model (pays off on

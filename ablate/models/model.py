@@ -13,7 +13,9 @@ merges line up tensor by tensor.
 
 from __future__ import annotations
 
+import copy
 import platform
+import re
 from pathlib import Path
 
 import torch
@@ -109,6 +111,29 @@ def llama_config(cfg: StudyConfig, tok):
         pad_token_id=tok.eos_token_id, rms_norm_eps=1e-5)
 
 
+# Config keys that are dropout-like probabilities (GPT-2's *_pdrop, OPT's layerdrop, *dropout* elsewhere),
+# minus those of heads a causal LM never runs (classifier_dropout, GPT-2's summary_* for double heads):
+# counting those would give GPT-NeoX (classifier_dropout 0.1) a dropout it does not train with.
+_DROPOUT = re.compile(r"dropout|pdrop|layerdrop")
+_HEAD_ONLY = re.compile(r"^(classifier|summary)_")
+
+
+def dropout_of(config) -> dict[str, float]:
+    """The stochastic-regularization probabilities a causal LM built from `config` trains with, by key."""
+    return {k: float(v) for k, v in sorted(config.to_dict().items())
+            if _DROPOUT.search(k) and not _HEAD_ONLY.search(k)
+            and isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def without_dropout(config):
+    """A copy of `config` with every dropout_of probability set to 0 (the model must be built from it:
+    nn.Dropout modules and attention layers copy their p at construction)."""
+    config = copy.deepcopy(config)
+    for key in dropout_of(config):
+        setattr(config, key, 0.0)
+    return config
+
+
 def model_from_config(config, device=None) -> torch.nn.Module:
     """The architecture in float32, built directly on `device` (default CPU): no host copy of a GPU model."""
     from transformers import AutoModelForCausalLM
@@ -144,10 +169,11 @@ def check_weights_file(path: Path, meta: dict, full_hash: bool = False) -> None:
         raise AblateError(f"weights {path} do not match their recorded sha256 (corrupted)")
 
 
-def load_member(pool: Pool, model_id: str, full_hash: bool = False, device=None) -> torch.nn.Module:
-    """A pool member as a float32 HF model on `device` (default CPU), its tensors read straight there."""
+def load_member(pool: Pool, model_id: str, full_hash: bool = False, device=None, config=None) -> torch.nn.Module:
+    """A pool member as a float32 HF model on `device` (default CPU), its tensors read straight there.
+    `config` replaces the seed's (the same architecture with other dropout, for training)."""
     meta = pool.read_meta(model_id)
-    model = model_from_config(seed_config(pool, seed_of(meta)), device)
+    model = model_from_config(config or seed_config(pool, seed_of(meta)), device)
     path = pool.weights_path(model_id)
     check_weights_file(path, meta, full_hash)
     state = {}

@@ -8,10 +8,11 @@ How to run:
 A run is determined by its seed, its data (unit hashes) and its training config,
 so its id is a hash of those: asking twice finds the member instead of training
 again (`--force` retrains). Every `train.checkpoint_every` steps the model,
-optimizer, scheduler and RNG state go to `pool/work/<id>/ckpt.pt`; rerunning the
+optimizer and scheduler state go to `pool/work/<id>/ckpt.pt`; rerunning the
 same command after a crash resumes there and ends with the same weights as an
-uninterrupted run (CPU). Data order is a seeded permutation computed up front, so
-resuming needs no data-loader state. Only a finished run is published.
+uninterrupted run (CPU). Data order is a seeded permutation computed up front, and
+torch's generators (dropout) are reseeded from the run's id at every step, so
+resuming needs no data-loader or RNG state. Only a finished run is published.
 
 `run_training` reads top to bottom as one loop around small helpers: device set-up
 (`_accelerator`), resume (`_resume`), one optimizer step (`_step`) and a checkpoint
@@ -21,6 +22,8 @@ splitting a batch over processes is data_parallel's.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import math
 import os
 import shutil
@@ -43,7 +46,7 @@ from ablate.models.model import count_params, find_seed, load_member, save_weigh
 from ablate.store.pool import Pool, staged_file
 from ablate.core.progress import bar, console, final_loss_window
 from ablate.store.results import now
-from ablate.train.study import Recipe, member_id, member_recipe, normalize_units, run_hash
+from ablate.train.study import Recipe, member_id, member_recipe, normalize_units, run_hash, training_dropout
 from ablate.models.threads import claim as claim_threads
 from ablate.train.truths import BUDGETS, QUESTIONS, Budget, draw_sequences, parse_budget
 from ablate.data.units import load_unit_tokens
@@ -124,15 +127,14 @@ def _load_ckpt(path: Path) -> dict | None:
 
 
 def _resume(path: Path, job_key: str, model, optimizer, scheduler) -> tuple[int, list[float], dict]:
-    """Load this job's last checkpoint into the model, optimizer, scheduler and RNG:
+    """Load this job's last checkpoint into the model, optimizer and scheduler:
     (first step to run, losses so far, seconds spent by the earlier sessions)."""
     ckpt = _load_ckpt(path)
     if ckpt is None or ckpt.get("job") != job_key:  # another recipe's checkpoint: start over
         return 0, [], dict(NO_COST)
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
-    scheduler.load_state_dict(ckpt["scheduler"])
-    torch.set_rng_state(ckpt["rng"])
+    scheduler.load_state_dict(ckpt["scheduler"])  # no RNG state: _seed_step derives it from the step
     return ckpt["step"], list(ckpt["losses"]), dict(ckpt["carried"])
 
 
@@ -160,16 +162,38 @@ def _step(accelerator, model, optimizer, scheduler, batch: torch.Tensor, scale: 
 
 
 def _checkpoint(path: Path, accelerator, model, optimizer, scheduler, progress: dict) -> None:
-    """Model, optimizer, scheduler and RNG state plus `progress` (job, step, losses, seconds so far)."""
+    """Model, optimizer and scheduler state plus `progress` (job, step, losses, seconds so far)."""
     if accelerator.is_main_process:  # replicas hold identical states: one writer
         path.parent.mkdir(parents=True, exist_ok=True)
         with staged_file(path) as tmp:
             torch.save(progress | {"model": unwrap(accelerator, model).state_dict(),
-                                   "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                   "rng": torch.get_rng_state()}, tmp)
+                                   "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+                       tmp)
             faults.point("ckpt.saved")
     if accelerator.num_processes > 1:  # no rank may exit (Interrupted) while the checkpoint is being written
         accelerator.wait_for_everyone()
+
+
+@contextlib.contextmanager
+def _private_rng(device: torch.device):
+    """Training draws from torch's global generators (HF models call nn.Dropout / F.dropout, which take
+    no generator argument), so the loop sets them itself; fork_rng hands the caller's state back
+    afterwards, so code that runs after training in this process (the next member of `ablate demo`,
+    a test) sees its own random stream untouched."""
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        yield
+
+
+def _seed_step(job_key: str, step: int, rank: int, cuda: bool) -> None:
+    """Seed torch's CPU generator (and this process's GPU's) from the run's identity (job_key: recipe, whose
+    data_seed carries the replicate, and member id), the step and the rank: dropout masks are the same on
+    every rerun, and a resumed run draws at step s what an uninterrupted one draws there, with no RNG state
+    to checkpoint (and none to gather from every rank of a data-parallel run, whose ranks draw apart)."""
+    seed = int.from_bytes(hashlib.sha256(f"{job_key}/{step}/{rank}".encode()).digest()[:8], "big") >> 1
+    torch.default_generator.manual_seed(seed)
+    if cuda:
+        torch.cuda.manual_seed(seed)  # the current device: this process's GPU
 
 
 def run_training(model, seqs: np.ndarray, recipe: Recipe, work_dir: Path, job_key: str, *,
@@ -207,10 +231,11 @@ def run_training(model, seqs: np.ndarray, recipe: Recipe, work_dir: Path, job_ke
                     {"job": job_key, "step": step, "losses": losses, "carried": clock.so_far()})
 
     tokens_per_step = recipe.batch_size * recipe.seq_len
-    with bar(description, steps, start, {"loss": "-", "tok_s": "-"}) as update:
+    with bar(description, steps, start, {"loss": "-", "tok_s": "-"}) as update, _private_rng(accelerator.device):
         t0 = time.perf_counter()
         try:
             for step in range(start, steps):
+                _seed_step(job_key, step, accelerator.process_index, cuda)
                 batch, scale = _batch(data, order, step, recipe.batch_size, accelerator, pin)
                 losses.append(_step(accelerator, model, optimizer, scheduler, batch, scale, recipe.grad_clip))
                 done = step + 1
@@ -298,12 +323,13 @@ def train_member(cfg: StudyConfig, pool: Pool, unit_ids: list[str], *, force: bo
     pool.ensure_writable()
     pool.clean_leftovers()
     seed = find_seed(pool)
+    config, dropout = training_dropout(pool, seed["model_id"], cfg.train.dropout)
     parts, metas = unit_sequences(pool, unit_ids, recipe.seq_len)
     for m in metas:
         if m["tokenizer_id"] != seed["tokenizer_id"]:
             raise UsageError(f"unit {m['unit_id']} was tokenized with {m['tokenizer_id']}, "
                              f"the seed uses {seed['tokenizer_id']}")
-    model_id = member_id(seed["model_id"], metas, recipe, replicate, plan)
+    model_id = member_id(seed["model_id"], metas, recipe, replicate, plan, dropout)
     if pool.has_member(model_id) and not force:
         meta = pool.read_meta(model_id)
         log(f"{model_id} is already in the pool (trained {meta['created_at']}); reusing it (--force retrains)")
@@ -314,17 +340,20 @@ def train_member(cfg: StudyConfig, pool: Pool, unit_ids: list[str], *, force: bo
     n = len(unit_ids)
     meta = {"model_id": model_id, "kind": kind, "units": unit_ids, "seed_id": seed["model_id"],
             "replicate": replicate, "tokenizer_id": seed["tokenizer_id"],
-            "config_hash": run_hash(seed["model_id"], metas, recipe, replicate, plan),
+            "config_hash": run_hash(seed["model_id"], metas, recipe, replicate, plan, dropout),
             "data_sha256": {m["unit_id"]: m["data_sha256"] for m in metas},
             "budget": plan.label(), "budget_tokens": int(len(seqs) * recipe.seq_len),
             "weights": list(plan.weights) if plan.weights else [1.0 / n] * n,
-            "draw": draw, "question": QUESTIONS[plan.kind],
+            "draw": draw, "question": QUESTIONS[plan.kind], "dropout": dropout,
             "config": {"train": cfg.train.model_dump(), "energy": cfg.energy.model_dump()}}
     for uid, d in draw.items():
         if d["repeated"]:
             log(f"note: {uid} is smaller than its share ({d['sequences']} of {d['available']} sequences): "
                 f"repeated over {d['epochs']:.2f} epochs")
-    model = load_member(pool, seed["model_id"], full_hash=cfg.verify_hash)
+    if any(dropout.values()):
+        log(f"note: training with the seed's dropout ({', '.join(f'{k} {v:g}' for k, v in dropout.items() if v)}); "
+            f"continued pretraining usually runs without: --set train.dropout=zero")
+    model = load_member(pool, seed["model_id"], full_hash=cfg.verify_hash, config=config)
     label = unit_ids[0] if kind == "unit" else f"union of {n} (budget {plan.label()})"
     with member_job(pool, model_id, force) as done:  # one job per member: a second one is refused
         meta = done or run_and_publish(pool, cfg, model, seqs, recipe, meta, description=f"train {label}",

@@ -14,6 +14,7 @@ tokenizer, weights, meta.json).
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -23,7 +24,8 @@ import torch
 from ablate.core.config import StudyConfig, config_hash
 from ablate.core.errors import AblateError, UsageError
 from ablate.train.locks import member_job
-from ablate.models.model import count_params, llama_config, model_from_config, save_weights, unique_state, versions
+from ablate.models.model import (count_params, dropout_of, llama_config, model_from_config, save_weights, unique_state,
+                                 versions)
 from ablate.store.pool import Pool, sha256_file
 from ablate.store.results import now
 from ablate.train.study import Recipe
@@ -113,8 +115,11 @@ def import_seed(cfg: StudyConfig, pool: Pool) -> dict:
     if not weight_files:
         raise UsageError(f"{src} has no *.safetensors weights (only safetensors are accepted)")
     tok_id = tokenizer_id_of(src)  # class, files and behaviour of the tokenizer as loaded
-    digest = config_hash({"files": [sha256_file(p) for p in weight_files], "tok": tok_id})
-    seed_id = f"seed-{digest}"
+    files = [sha256_file(p) for p in weight_files]
+    seed_id = _import_id(files, tok_id, _config_json(src))
+    legacy = _legacy_import_id(files, tok_id)
+    if not pool.has_member(seed_id) and pool.has_member(legacy) and _same_config(pool, legacy, src):
+        seed_id = legacy  # imported before the id covered config.json: the same model, its members stay valid
     if pool.has_member(seed_id):
         return pool.read_meta(seed_id) | {"reused": True}
     tok = load_tokenizer(src)
@@ -130,7 +135,52 @@ def import_seed(cfg: StudyConfig, pool: Pool) -> dict:
             "energy_method": "none (imported, not trained here)", "energy_assumptions": {},
             "flops": 0.0, "flops_convention": "6*N_nonembed*tokens", "device": "none",
             "config": {"import_path": str(src)}, "versions": versions(), "tokenizer_id": tok_id,
-            "created_at": now()}
+            "dropout": dropout_of(model.config), "created_at": now()}
     write_seed(pool, model, tok, seed_id, meta)
     index_member(pool, meta)
     return meta
+
+
+# config.json keys that say where a model was loaded from or which transformers wrote it, not what it is
+_COSMETIC = ("_name_or_path", "transformers_version")
+
+
+def _config_json(src: Path) -> dict:
+    """config.json as the id sees it: its contents minus _COSMETIC (config_hash sorts the keys)."""
+    try:
+        data = json.loads((src / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{src / 'config.json'} is not readable JSON: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{src / 'config.json'} is not a JSON object")
+    return {k: v for k, v in data.items() if k not in _COSMETIC}
+
+
+def _import_id(files: list[str], tok_id: str, config: dict) -> str:
+    """An imported seed's id: its weight files, its tokenizer and its architecture config (dropout
+    included: the same weights with dropout 0.1 and 0.0 train different members)."""
+    return f"seed-{config_hash({'files': files, 'tok': tok_id, 'config': config})}"
+
+
+def _legacy_import_id(files: list[str], tok_id: str) -> str:
+    """The id imports had before config.json counted (weights and tokenizer only)."""
+    return f"seed-{config_hash({'files': files, 'tok': tok_id})}"
+
+
+def _same_config(pool: Pool, seed_id: str, src: Path) -> bool:
+    """Whether the pool's seed `seed_id` (imported under the legacy id) has src's architecture and no
+    dropout: then it is this model, and keeping its id keeps its members. With dropout its members were
+    trained without seeded masks: a fresh id makes them train again, reproducibly."""
+    from transformers import AutoConfig
+
+    def comparable(config) -> dict:
+        # the pool's copy was re-saved as float32 by the transformers of the time: dtype and origin differ
+        return {k: v for k, v in config.to_dict().items()
+                if k not in _COSMETIC + ("dtype", "torch_dtype", "architectures", "_commit_hash")}
+
+    try:
+        ours, theirs = (AutoConfig.from_pretrained(str(p), local_files_only=True, trust_remote_code=False)
+                        for p in (pool.seed_dir(seed_id), src))
+    except (OSError, ValueError):  # unreadable: not provably the same model, import afresh
+        return False
+    return comparable(ours) == comparable(theirs) and not any(dropout_of(theirs).values())

@@ -6,7 +6,7 @@ How to run (from Python; every scoring command loads one of these first):
     study.unit_member("fortunes-00")               # that unit's member id, or "run train-partition"
 
 A member's id is a hash of everything that determines its weights (seed, unit data, recipe,
-replicate, budget), so training asks `member_id` whether the member already exists and
+replicate, budget, dropout), so training asks `member_id` whether the member already exists and
 scoring asks it which member a unit is: both sides use this one function, never a copy.
 """
 
@@ -20,7 +20,7 @@ import torch
 from ablate.core.config import StudyConfig, config_hash
 from ablate.models.device import eval_precision, resolve_device
 from ablate.core.errors import UsageError
-from ablate.models.model import find_seed
+from ablate.models.model import dropout_of, find_seed, seed_config, without_dropout
 from ablate.store.pool import Pool, check_name
 from ablate.models.threads import claim as claim_threads
 from ablate.train.truths import Budget
@@ -50,22 +50,35 @@ def member_recipe(cfg: StudyConfig, replicate: int = 0) -> Recipe:
                   t.beta2, t.grad_clip, t.epochs, t.data_seed + 1000 * replicate)
 
 
+def training_dropout(pool: Pool, seed_id: str, setting: str) -> tuple[object, dict[str, float]]:
+    """The seed's HF config as members of it train (train.dropout: keep | zero) and its dropout by key."""
+    config = seed_config(pool, seed_id)
+    if setting == "zero":
+        config = without_dropout(config)
+    return config, dropout_of(config)
+
+
 def run_hash(seed_id: str, unit_metas: list[dict], recipe: Recipe, replicate: int,
-             budget: Budget | None = None) -> str:
-    """Hash of everything that determines a member's weights (seed, data, recipe, replicate, budget).
+             budget: Budget | None = None, dropout: dict[str, float] | None = None) -> str:
+    """Hash of everything that determines a member's weights (seed, data, recipe, replicate, budget,
+    the dropout it trains with).
 
     The default budget (every unit once) adds nothing to the key, so members trained before
-    budgets existed keep their ids."""
+    budgets existed keep their ids; no dropout (every seed trained here; train.dropout=zero) adds
+    nothing either, so members trained before dropout was counted keep theirs. The setting itself
+    stays out: `zero` on a seed without dropout trains the same weights as `keep`."""
     key = {"seed": seed_id, "data": sorted(m["data_sha256"] for m in unit_metas),
            "recipe": asdict(recipe), "replicate": replicate}
     if budget is not None and not budget.is_default:
         key |= budget.key()
+    if dropout and any(dropout.values()):
+        key |= {"dropout": dropout}
     return config_hash(key)
 
 
 def member_id(seed_id: str, unit_metas: list[dict], recipe: Recipe, replicate: int,
-              budget: Budget | None = None) -> str:
-    key = run_hash(seed_id, unit_metas, recipe, replicate, budget)
+              budget: Budget | None = None, dropout: dict[str, float] | None = None) -> str:
+    key = run_hash(seed_id, unit_metas, recipe, replicate, budget, dropout)
     if len(unit_metas) == 1 and (budget is None or budget.is_default):
         return f"unit-{unit_metas[0]['unit_id']}-{key[:10]}"
     if budget is None or budget.is_default:
@@ -95,11 +108,15 @@ class Study:
     eval_tokens: dict[str, np.ndarray] = field(default_factory=dict)
     byte_len: np.ndarray | None = None
     _unions: list[dict] | None = None  # union sidecars, read once
+    _dropout: dict[str, float] | None = None  # the dropout unit members train with (training_dropout)
     device: torch.device = torch.device("cpu")  # where models are built and evaluated (cfg.device)
     precision: str = "fp32"  # what evaluation runs in there (ablate/models/device.py)
 
     def unit_member(self, unit_id: str, required: bool = True) -> str | None:
-        mid = member_id(self.seed["model_id"], [unit_meta(self.pool, unit_id)], member_recipe(self.cfg), 0)
+        if self._dropout is None:  # the seed's config, read once
+            self._dropout = training_dropout(self.pool, self.seed["model_id"], self.cfg.train.dropout)[1]
+        mid = member_id(self.seed["model_id"], [unit_meta(self.pool, unit_id)], member_recipe(self.cfg), 0,
+                        dropout=self._dropout)
         if not self.pool.has_member(mid):
             if required:
                 raise UsageError(f"unit {unit_id} has no trained member for this seed and recipe: "
