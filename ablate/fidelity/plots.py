@@ -61,16 +61,16 @@ def plot_fidelity(pool: Pool, path: Path, budget: str = "sum") -> bool:
     return True
 
 
-def plot_cost(pool: Pool, path: Path) -> None:
-    """Cumulative energy as mixtures are added: pool (units once, then evals) vs retraining each."""
+def plot_cost(units: list[dict], mixes: list[dict], path: Path) -> None:
+    """Cumulative energy as mixtures are added: pool (units once, then evals) vs retraining each.
+
+    `units` and `mixes` are the study's own members and merges (report.unit_members, report.merged_evals)."""
     plt = _plt()
-    unit_kwh = _rows(pool, "SELECT coalesce(sum(energy_kwh), 0) AS e, count(*) AS n FROM models WHERE kind = 'unit'")[0]
-    mixes = _rows(pool, "SELECT mixture, k, sum(energy_kwh) AS e FROM mixture_perplexity WHERE method = 'merged' "
-                        "AND uniform GROUP BY mixture, k ORDER BY k, array_to_string(mixture, ',')")
-    mean_unit = unit_kwh["e"] / max(1, unit_kwh["n"])
-    sim, ret, s, r = [], [], unit_kwh["e"], 0.0
+    unit_total = sum(u["energy_kwh"] or 0 for u in units)
+    mean_unit = unit_total / max(1, len(units))
+    sim, ret, s, r = [], [], unit_total, 0.0
     for m in mixes:
-        s += m["e"] or 0
+        s += m["energy_kwh"] or 0
         r += m["k"] * mean_unit
         sim.append(s * 1000)
         ret.append(r * 1000)
@@ -88,9 +88,9 @@ def plot_cost(pool: Pool, path: Path) -> None:
 
 
 
-def plot_budget(pool: Pool, path: Path, budget: str = "sum") -> bool:
-    """Expected best union ppl after n mixtures vs cumulative cost: simulation and retraining, one chart."""
-    rows = _rows(pool, f"SELECT * FROM budget_curve WHERE budget = '{budget}'")
+def plot_budget(pool: Pool, path: Path, budget: str, recipe_id: str) -> bool:
+    """Expected best union ppl after n mixtures vs cumulative cost (the study's recipe): simulation and retraining."""
+    rows = _rows(pool, f"SELECT * FROM budget_curve WHERE budget = '{budget}' AND recipe_id = '{recipe_id}'")
     if not rows:
         return False
     plt = _plt()

@@ -21,6 +21,7 @@ from ablate.core.config import StudyConfig, config_hash
 from ablate.models.device import eval_precision, resolve_device
 from ablate.core.errors import UsageError
 from ablate.models.model import find_seed
+from ablate.store.index import recipe_id
 from ablate.store.pool import Pool, check_name
 from ablate.models.threads import claim as claim_threads
 from ablate.train.truths import Budget
@@ -48,6 +49,12 @@ def member_recipe(cfg: StudyConfig, replicate: int = 0) -> Recipe:
     t = cfg.train
     return Recipe(t.seq_len, t.batch_size, t.lr, t.warmup_steps, t.min_lr_ratio, t.weight_decay, t.beta1,
                   t.beta2, t.grad_clip, t.epochs, t.data_seed + 1000 * replicate)
+
+
+def study_recipe_id(cfg: StudyConfig) -> str:
+    """The recipe key (models.recipe_id) of the members this config trains and merges: what cost views and
+    the report price, so members another recipe left in the pool are not counted."""
+    return recipe_id(asdict(member_recipe(cfg)), 0)
 
 
 def run_hash(seed_id: str, unit_metas: list[dict], recipe: Recipe, replicate: int,
