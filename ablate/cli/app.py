@@ -35,6 +35,7 @@ from ablate.cli import optimize as cli_optimize
 from ablate.cli import pool as cli_pool
 from ablate.cli import proxy as cli_proxy
 from ablate.cli import score as cli_score
+from ablate.cli.shared import with_invocation
 from ablate.core.errors import AblateError, Interrupted
 
 # The command groups (`ablate pool ls`): name -> help.
@@ -106,7 +107,7 @@ def main() -> None:
         rv = app(standalone_mode=False)
         sys.exit(rv if isinstance(rv, int) else 0)
     except AblateError as exc:
-        _die(str(exc), exc.exit_code)
+        _die(with_invocation(str(exc)), exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
