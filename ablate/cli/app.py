@@ -12,8 +12,8 @@ The whole pipeline, in order (each step reuses what exists):
     ablate report                                  # report.write_report
     ablate demo                                    # all of the above on configs/demo.yaml
 
-Every command takes `-c/--config FILE`, `--set key=value` (repeatable) and
-`--dry-run` (print the resolved config and stop). Errors print one line and exit
+Every command of a study takes `-c/--config FILE` and `--set key=value` (repeatable); those that build,
+train, score or search also `--dry-run` (print the resolved config and stop). Errors print one line and exit
 1 (runtime) or 2 (usage); set ABLATE_DEBUG=1 for a traceback.
 
 This module is the table of commands (litgpt's __main__.py) and the error handling; each
