@@ -39,10 +39,11 @@ class _FittedProgress(Progress):
 
 
 @contextmanager
-def bar(description: str, total: int, completed: int = 0, fields: dict | None = None):
-    """Yields update(advance, **fields). Extra fields show as text (tokens/s, loss, mixtures/min)."""
-    fields = dict(fields or {})
-    text = " ".join(f"{k}={{task.fields[{k}]}}" for k in fields)
+def bar(description: str, total: int, completed: int = 0, fields: dict | None = None, labels: dict | None = None):
+    """Yields update(advance, **fields). Extra fields show as text: `key=value`, or as `labels[key]` with the
+    value in place of {} when the key alone would not say what it is ({"rate": "{} mixtures/min"})."""
+    fields, labels = dict(fields or {}), dict(labels or {})
+    text = " ".join(labels.get(k, f"{k}={{}}").replace("{}", f"{{task.fields[{k}]}}") for k in fields)
     # labels and fields carry user names (units, eval sets, files): plain text, never console markup
     def fixed():
         return Column(no_wrap=True)
