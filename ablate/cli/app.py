@@ -12,8 +12,8 @@ The whole pipeline, in order (each step reuses what exists):
     ablate report                                  # report.write_report
     ablate demo                                    # all of the above on configs/demo.yaml
 
-Every command takes `-c/--config FILE`, `--set key=value` (repeatable) and
-`--dry-run` (print the resolved config and stop). Errors print one line and exit
+Every command of a study takes `-c/--config FILE` and `--set key=value` (repeatable); those that build,
+train, score or search also `--dry-run` (print the resolved config and stop). Errors print one line and exit
 1 (runtime) or 2 (usage); set ABLATE_DEBUG=1 for a traceback.
 
 This module is the table of commands (litgpt's __main__.py) and the error handling; each
@@ -35,6 +35,7 @@ from ablate.cli import optimize as cli_optimize
 from ablate.cli import pool as cli_pool
 from ablate.cli import proxy as cli_proxy
 from ablate.cli import score as cli_score
+from ablate.cli.shared import INVOKED, with_invocation
 from ablate.core.errors import AblateError, Interrupted
 
 # The command groups (`ablate pool ls`): name -> help.
@@ -102,11 +103,12 @@ def main() -> None:
     click = _click_exceptions()
     if len(sys.argv) == 1:
         sys.argv.append("--help")
+    INVOKED.clear()  # an earlier command in this process (tests) must not lend its -c to this one's hints
     try:
         rv = app(standalone_mode=False)
         sys.exit(rv if isinstance(rv, int) else 0)
     except AblateError as exc:
-        _die(str(exc), exc.exit_code)
+        _die(with_invocation(str(exc)), exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:

@@ -19,7 +19,7 @@ from ablate.store.pool import Pool
 
 def run_demo(cfg: StudyConfig, pool: Pool, report_dir: Path, log=print) -> str:
     from ablate.cli.steps import run_search, run_sweep
-    from ablate.fidelity.report import verdict_markdown, write_report
+    from ablate.fidelity.report import priced, verdict_markdown, write_report
     from ablate.models.device import describe
     from ablate.train.members import build_members, train_truths, union_plan
     from ablate.train.truths import DEFAULT_METHOD, DEFAULT_TRUTH
@@ -53,8 +53,9 @@ def run_demo(cfg: StudyConfig, pool: Pool, report_dir: Path, log=print) -> str:
                                                   f"{100 * (r['union_ppl'] / found['best_union_ppl'] - 1):+.2f} %)"
                                                   if r["union_ppl"] else ""))
     log("[8/8] verdict")
-    text = verdict_markdown(pool)
-    path = write_report(pool, report_dir)
+    scope = priced(cfg, pool)
+    text = verdict_markdown(pool, scope)
+    path = write_report(pool, report_dir, scope)
     log(text)
     log(f"report: {path}   total demo time {time.perf_counter() - t0:.0f} s")
     return text

@@ -72,8 +72,8 @@ def pool_reindex(config: ConfigOpt = None, set_: SetOpt = None):
 def report(out: Annotated[Path, typer.Option("--out", help="directory for report.md and plots")] = Path("report"),
            config: ConfigOpt = None, set_: SetOpt = None):
     """Write the fidelity and cost report (Markdown + PNG plots)."""
-    from ablate.fidelity.report import write_report
+    from ablate.fidelity.report import priced, write_report
 
     cfg, pool = open_study(config, set_)
-    path = write_report(pool, out)
+    path = write_report(pool, out, priced(cfg, pool))
     say(f"wrote {path}")

@@ -129,7 +129,9 @@ def search(target: TargetOpt = None, target_weights: TargetWeightsOpt = None, ob
            max_candidates: Annotated[int, typer.Option(
                "--max-candidates", help="above this many candidates, beam search instead of all")] = 2000,
            beam: Annotated[int, typer.Option("--beam", help="beam width of that search")] = 4,
-           screen: ScreenOpt = False, config: ConfigOpt = None, set_: SetOpt = None):
+           screen: ScreenOpt = False, config: ConfigOpt = None, set_: SetOpt = None,
+           dry_run: Annotated[bool, typer.Option("--dry-run", help="print the resolved config and the search's "
+                                                                   "plan (candidates, proxy, truth) and exit")] = False):
     """Rank candidate mixtures for an objective over eval sets by the proxy; optionally validate by training."""
     from ablate.cli.steps import run_search
     from ablate.core.weights import parse_weights
@@ -146,6 +148,10 @@ def search(target: TargetOpt = None, target_weights: TargetWeightsOpt = None, ob
         parse_weights(grid, len(grid))
     goal = parse_objective(target, [ev["domain"] for ev in eval_sets(pool)], kind=objective,
                            target_weights=target_weights, max_loss=max_loss)
+    if dry_run:
+        return print_search_plan(cfg, pool, goal, max_size=max_size, grid=grid, method=method, truth=truth,
+                                 validate=validate, top=top, max_candidates=max_candidates, beam=beam, screen=screen,
+                                 validate_weighted=validate_weighted)
     out = run_search(cfg, pool, goal, max_size=max_size, grid=grid, method=method, truth=truth, validate=validate,
                      validate_weighted=validate_weighted, top=top, max_candidates=max_candidates, beam=beam,
                      screen=screen, log=say)
@@ -159,3 +165,22 @@ def search(target: TargetOpt = None, target_weights: TargetWeightsOpt = None, ob
     if out.get("screened"):
         say_screen(out["screened"], out["dropped"])
     say(f"{out['candidates']} candidates ({out['strategy']}); stored as {out['search_id']} in the `searches` table")
+
+
+def print_search_plan(cfg, pool, goal, *, validate_weighted: bool, **options) -> None:
+    """`search --dry-run`: the resolved config, then what the search would score and train, as YAML comments
+    (the output stays a loadable config), checked like a real run; nothing is merged, trained or written."""
+    from ablate.optimize.search import plan
+
+    p = plan(pool, goal, **options)
+    trains = options["validate"] + (1 if validate_weighted else 0)
+    how = ("all scored (exhaustive)" if p["strategy"] == "exhaustive" else
+           f"more than --max-candidates {p['max_candidates']}: a beam search of width {p['beam']}")
+    typer.echo(cfg.to_yaml(), nl=False)
+    for line in (f"search plan: objective {p['objective'].describe()}",
+                 f"  {len(p['units'])} units, mixtures of up to {p['size']}, weights grid {p['grid']}: "
+                 f"{p['n_all']} candidates, {how}",
+                 f"  proxy {p['method']}, ground truth {p['truth']!r}; "
+                 + (f"trains up to {trains} union(s) to validate" if trains else "trains nothing (no --validate)"),
+                 "  dry run: nothing scored, trained or written"):
+        typer.echo(f"# {line}")

@@ -4,6 +4,7 @@ How to run: not directly; the command modules (cli_build, cli_score, cli_proxy, 
 it, and `ablate --help` (ablate/cli/app.py) lists their commands. One declaration each:
     ConfigOpt, SetOpt, DryOpt, ForceOpt    # -c/--config FILE, --set key=value, --dry-run, --force
     open_study(config, set_, dry_run)      # the resolved config and its pool, checked against the pool's study
+    with_invocation(message)               # an error's hint, with the -c FILE given (or the pool and config used)
     print_rows(cols, rows)                 # a result table, no column truncated
     emit(cols, rows, fmt, out)             # table | csv | json | parquet, to stdout or a file
 """
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -43,12 +46,24 @@ TruthOpt = Annotated[str, typer.Option("--truth", help="ground truth: unit (equa
                                                        "k x budget)")]
 
 
+# What the running command was started with (open_study records it, app.main reads it on an error): a hint
+# that prints a command must repeat the user's -c FILE, or the user follows it into the default study.
+INVOKED: dict = {}
+HINT = re.compile(r"`(ablate [^`]*)`")
+DEFAULT_POOL = StudyConfig.model_fields["pool"].default
+
+
 def open_study(config: Path | None, overrides: list[str] | None, dry_run: bool = False,
                check_study: bool = True) -> tuple[StudyConfig, Pool]:
     """The command's config (-c, else $ABLATE_CONFIG, else the demo's) and pool; --dry-run prints it and exits."""
+    INVOKED.clear()
+    INVOKED["flag"] = str(config) if config is not None else None
     if config is None and os.environ.get("ABLATE_CONFIG"):
         config = Path(os.environ["ABLATE_CONFIG"])
+    INVOKED["label"] = (f"$ABLATE_CONFIG={config}" if INVOKED["flag"] is None and config else
+                        str(config) if config else "the embedded default config, no -c given")
     cfg = load_config(config, overrides)
+    INVOKED["pool"] = cfg.pool
     if dry_run:
         typer.echo(cfg.to_yaml(), nl=False)
         raise typer.Exit(0)
@@ -56,6 +71,25 @@ def open_study(config: Path | None, overrides: list[str] | None, dry_run: bool =
     if check_study:  # a forgotten -c must not run the demo's settings on a user's pool
         check_pool_study(cfg, pool, str(config) if config else "the embedded default config (no -c given)")
     return cfg, pool
+
+
+def with_invocation(message: str) -> str:
+    """An error whose hint prints an `ablate ...` command, made to work as printed: with the -c FILE the
+    user gave; without one, naming the pool and config it looked at and suggesting -c where the user's
+    study is likely in a file (a YAML here, or the default pool)."""
+    if not INVOKED or not HINT.search(message):
+        return message
+    flag = INVOKED["flag"]
+    if flag is not None:
+        return HINT.sub(lambda m: m.group(0) if " -c " in m.group(1) else f"`{m.group(1)} -c {shlex.quote(flag)}`",
+                        message)
+    text = f"{message} (pool {Path(INVOKED['pool']).resolve()}, config: {INVOKED['label']})"
+    if os.environ.get("ABLATE_CONFIG"):
+        return text
+    yamls = sorted(p.name for p in Path.cwd().glob("*.y*ml") if p.is_file())
+    if yamls or INVOKED["pool"] == DEFAULT_POOL:
+        text += f"; if your study is in a config file, pass it: -c {yamls[0] if len(yamls) == 1 else 'FILE'}"
+    return text
 
 
 def say(msg: str) -> None:

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Column
 
 console = Console(stderr=True)  # progress bars and warnings
 out = Console(highlight=False, soft_wrap=True)  # results, so they pipe cleanly
@@ -16,16 +17,45 @@ def quiet() -> bool:
     return os.environ.get("ABLATE_QUIET", "") not in ("", "0")
 
 
+# A bar line is never wider than this: on a wide terminal the bar stays readable instead of spanning it.
+WIDEST = 100
+
+
+class _FittedProgress(Progress):
+    """Progress whose line fits the terminal by shortening the description and the bar, never the numbers.
+
+    Rich shrinks every column of a line too long for the terminal, so at 80 columns a training bar read
+    "0:0… ETA -:--…". Here the count, fields and times are fixed-width columns (no_wrap) and only the
+    description (cut with "…") and the bar (ratio columns) give way; the line spans min(terminal, WIDEST)."""
+
+    def __init__(self, *columns, console: Console, **options):
+        self._screen = console  # Progress renders once inside its own __init__, before self.console exists
+        super().__init__(*columns, console=console, **options)
+
+    def make_tasks_table(self, tasks):
+        table = super().make_tasks_table(tasks)
+        table.width = min(self._screen.width, WIDEST)
+        return table
+
+
 @contextmanager
-def bar(description: str, total: int, completed: int = 0, fields: dict | None = None):
-    """Yields update(advance, **fields). Extra fields show as text (tokens/s, loss, mixtures/min)."""
-    fields = dict(fields or {})
-    text = " ".join(f"{k}={{task.fields[{k}]}}" for k in fields)
+def bar(description: str, total: int, completed: int = 0, fields: dict | None = None, labels: dict | None = None):
+    """Yields update(advance, **fields). Extra fields show as text: `key=value`, or as `labels[key]` with the
+    value in place of {} when the key alone would not say what it is ({"rate": "{} mixtures/min"})."""
+    fields, labels = dict(fields or {}), dict(labels or {})
+    text = " ".join(labels.get(k, f"{k}={{}}").replace("{}", f"{{task.fields[{k}]}}") for k in fields)
     # labels and fields carry user names (units, eval sets, files): plain text, never console markup
-    progress = Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(),
-                        MofNCompleteColumn(), TextColumn(text, markup=False), TimeElapsedColumn(),
-                        TextColumn("ETA"), TimeRemainingColumn(),
-                        console=console, disable=quiet(), transient=False)
+    def fixed():
+        return Column(no_wrap=True)
+
+    progress = _FittedProgress(
+        TextColumn("{task.description}", style="bold", markup=False,
+                   table_column=Column(ratio=2, no_wrap=True, overflow="ellipsis")),
+        BarColumn(bar_width=None, table_column=Column(ratio=1)),
+        MofNCompleteColumn(table_column=fixed()), TextColumn(text, markup=False, table_column=fixed()),
+        TimeElapsedColumn(table_column=fixed()), TextColumn("ETA", table_column=fixed()),
+        TimeRemainingColumn(table_column=fixed()),
+        console=console, disable=quiet(), transient=False, expand=True)
     with progress:
         task = progress.add_task(description, total=total, completed=completed, **fields)
 

@@ -149,6 +149,14 @@ def _decode(path: Path) -> str:
         raise UsageError(f"{path} is not UTF-8 text (bad byte at offset {e.start})") from None
 
 
+def _json_error(path: Path, e: ValueError, line: int) -> str:
+    """File, line and column of a JSON error: json's own message ("Unterminated string starting at") ends
+    where its position was, which `e.msg` leaves off."""
+    msg, col = getattr(e, "msg", str(e)), getattr(e, "colno", None)
+    where = f"line {line} column {col}" if col else f"line {line}"
+    return f"{path}:{line}:{col or 1}: invalid JSON: {msg}{'' if msg.endswith(' at') else ' at'} {where}"
+
+
 def _check_json(path: Path, fields: tuple[str, str]) -> int:
     """Validate a JSON Lines (or JSON array) file row by row; return the row count."""
     text = _decode(path)
@@ -156,7 +164,7 @@ def _check_json(path: Path, fields: tuple[str, str]) -> int:
         try:
             rows = [(1, r) for r in json.loads(text)]
         except ValueError as e:
-            raise UsageError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+            raise UsageError(_json_error(path, e, getattr(e, "lineno", 1))) from None
     else:
         rows = []
         for n, line in enumerate(text.splitlines(), 1):
@@ -164,7 +172,7 @@ def _check_json(path: Path, fields: tuple[str, str]) -> int:
                 try:
                     rows.append((n, json.loads(line)))
                 except ValueError as e:
-                    raise UsageError(f"{path}:{n}: invalid JSON ({e.msg})") from None
+                    raise UsageError(_json_error(path, e, n)) from None
     for n, row in rows:
         if not isinstance(row, dict):
             raise UsageError(f"{path}:{n}: expected a JSON object per line")

@@ -34,6 +34,14 @@ def plot_fidelity(pool: Pool, path: Path, budget: str = "sum") -> bool:
                        f"AND proxy = 'merged' AND uniform AND budget = '{budget}'")
     if not rows:
         return False
+    fig = fidelity_figure(rows, budget)
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+    return True
+
+
+def fidelity_figure(rows: list[dict], budget: str):
+    """The figure of plot_fidelity from its rows (eval_set, k, merged_ppl, union_ppl)."""
     plt = _plt()
     sets = sorted({r["eval_set"] for r in rows})
     cols = max(1, min(3, len(sets)))
@@ -49,6 +57,8 @@ def plot_fidelity(pool: Pool, path: Path, budget: str = "sum") -> bool:
         ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="identity")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        log_ticks(ax.xaxis)
+        log_ticks(ax.yaxis)
         ax.set_title(name)
         ax.set_xlabel(f"union ppl (retrained, budget {budget})")
         ax.set_ylabel("merged ppl (proxy)")
@@ -56,21 +66,37 @@ def plot_fidelity(pool: Pool, path: Path, budget: str = "sum") -> bool:
     for ax in list(axes.flat)[len(sets):]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return fig
 
 
-def plot_cost(pool: Pool, path: Path) -> None:
-    """Cumulative energy as mixtures are added: pool (units once, then evals) vs retraining each."""
+def log_ticks(axis, n: int = 4) -> None:
+    """At most n labelled ticks on a log axis, plain numbers, minor ticks unlabelled.
+
+    matplotlib labels the minor ticks of a log axis that spans less than a decade (perplexities 20-40:
+    "2x10^1 3x10^1 4x10^1 ..."), and they run into each other on a 4-inch panel; over many decades its
+    major labels crowd too. n ticks spaced evenly in log between the axis limits, rounded to 2 significant
+    digits, never overlap at this size."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    lo, hi = sorted(axis.get_view_interval())
+    if not (lo > 0 and hi > lo):
+        return
+    ticks = sorted({float(f"{lo * (hi / lo) ** (i / (n - 1)):.2g}") for i in range(n)})
+    axis.set_major_locator(FixedLocator([t for t in ticks if lo <= t <= hi] or ticks))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def plot_cost(units: list[dict], mixes: list[dict], path: Path) -> None:
+    """Cumulative energy as mixtures are added: pool (units once, then evals) vs retraining each.
+
+    `units` and `mixes` are the study's own members and merges (report.unit_members, report.merged_evals)."""
     plt = _plt()
-    unit_kwh = _rows(pool, "SELECT coalesce(sum(energy_kwh), 0) AS e, count(*) AS n FROM models WHERE kind = 'unit'")[0]
-    mixes = _rows(pool, "SELECT mixture, k, sum(energy_kwh) AS e FROM mixture_perplexity WHERE method = 'merged' "
-                        "AND uniform GROUP BY mixture, k ORDER BY k, array_to_string(mixture, ',')")
-    mean_unit = unit_kwh["e"] / max(1, unit_kwh["n"])
-    sim, ret, s, r = [], [], unit_kwh["e"], 0.0
+    unit_total = sum(u["energy_kwh"] or 0 for u in units)
+    mean_unit = unit_total / max(1, len(units))
+    sim, ret, s, r = [], [], unit_total, 0.0
     for m in mixes:
-        s += m["e"] or 0
+        s += m["energy_kwh"] or 0
         r += m["k"] * mean_unit
         sim.append(s * 1000)
         ret.append(r * 1000)
@@ -88,9 +114,9 @@ def plot_cost(pool: Pool, path: Path) -> None:
 
 
 
-def plot_budget(pool: Pool, path: Path, budget: str = "sum") -> bool:
-    """Expected best union ppl after n mixtures vs cumulative cost: simulation and retraining, one chart."""
-    rows = _rows(pool, f"SELECT * FROM budget_curve WHERE budget = '{budget}'")
+def plot_budget(pool: Pool, path: Path, budget: str, recipe_id: str) -> bool:
+    """Expected best union ppl after n mixtures vs cumulative cost (the study's recipe): simulation and retraining."""
+    rows = _rows(pool, f"SELECT * FROM budget_curve WHERE budget = '{budget}' AND recipe_id = '{recipe_id}'")
     if not rows:
         return False
     plt = _plt()
@@ -109,6 +135,7 @@ def plot_budget(pool: Pool, path: Path, budget: str = "sum") -> bool:
                 ax.plot(x, y, marker=".", label=label)
                 ax.fill_between(x, [a - b for a, b in zip(y, sd)], [a + b for a, b in zip(y, sd)], alpha=0.15)
             ax.set_xscale("log")
+            log_ticks(ax.xaxis, 3)  # these panels are 3.6 inches wide
             ax.set_xlabel(f"cumulative {unit}")
             if col == 0:
                 ax.set_ylabel("expected best union ppl")
@@ -131,6 +158,7 @@ def plot_growth(growth: list[dict], path: Path) -> None:
     ax.set_xlabel("units in the pool")
     ax.set_ylabel("energy per mixture (Wh)")
     ax.set_yscale("log")
+    log_ticks(ax.yaxis)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

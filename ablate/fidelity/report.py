@@ -11,21 +11,48 @@ Cost accounting. Simulation = training one member per unit + merging and
 evaluating every mixture. Retraining = training every mixture's union (k units →
 k× the unit's tokens). Unions that were trained are measured; for the rest of
 the 2^n − 1 mixtures the retraining cost is extrapolated as k × the mean unit
-cost, and the report says so.
+cost, and the report says so. Only the study's own members are priced: those of
+its seed and training recipe (`Priced`), and merges of them; members that another
+recipe (other epochs, lr) left in the pool are another study's spending.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
+from ablate.core.config import StudyConfig
+from ablate.core.errors import UsageError
+from ablate.scoring.merge import merge_id
 from ablate.store.index import Index
 from ablate.store.schema import MIN_MIXTURES
 from ablate.store.pool import Pool, atomic_write_bytes
 
 
-def _rows(pool: Pool, sql: str) -> list[dict]:
-    cols, rows = Index(pool).query(sql)
+@dataclass(frozen=True)
+class Priced:
+    """Whose training the report prices: the study's seed and recipe (models.seed_id, models.recipe_id)."""
+
+    seed_id: str | None
+    recipe_id: str
+    epochs: int
+    lr: float
+
+
+def priced(cfg: StudyConfig, pool: Pool) -> Priced:
+    from ablate.models.model import find_seed
+    from ablate.train.study import study_recipe_id
+
+    try:
+        seed = find_seed(pool)["model_id"]
+    except UsageError:  # nothing trained yet: an empty report, not an error
+        seed = None
+    return Priced(seed, study_recipe_id(cfg), cfg.train.epochs, cfg.train.lr)
+
+
+def _rows(pool: Pool, sql: str, params: list | None = None) -> list[dict]:
+    cols, rows = Index(pool).query(sql, params)
     return [dict(zip(cols, r)) for r in rows]
 
 
@@ -33,15 +60,32 @@ def fidelity(pool: Pool) -> list[dict]:
     return _rows(pool, "SELECT * FROM proxy_fidelity")
 
 
-def costs(pool: Pool) -> dict:
-    """Measured and extrapolated costs of simulating vs retraining all mixtures."""
-    units = _rows(pool, "SELECT units[1] AS unit, energy_kwh, wall_s, flops FROM models WHERE kind = 'unit'")
-    unions = _rows(pool, "SELECT len(units) AS k, energy_kwh, wall_s, flops FROM models WHERE kind = 'union'")
-    merged = _rows(pool, "SELECT k, sum(energy_kwh) AS energy_kwh, sum(eval_s + coalesce(merge_s, 0)) AS wall_s, "
-                         "sum(flops) AS flops, count(DISTINCT mixture) AS n FROM mixture_perplexity "
-                         "WHERE method = 'merged' AND uniform GROUP BY k ORDER BY k")
+def unit_members(pool: Pool, scope: Priced) -> list[dict]:
+    """The study's unit members (replicate 0 of its seed and recipe), oldest first."""
+    return _rows(pool, "SELECT units[1] AS unit, model_id, energy_kwh, wall_s, flops FROM models WHERE kind = 'unit' "
+                       "AND coalesce(replicate, 0) = 0 AND seed_id = ? AND recipe_id = ? ORDER BY created_at",
+                 [scope.seed_id, scope.recipe_id])
+
+
+def merged_evals(pool: Pool, members: list[dict]) -> list[dict]:
+    """Cost per uniform mixture of merging and evaluating the study's own members (a merge's id names them)."""
+    member = {m["unit"]: m["model_id"] for m in members}
+    rows = _rows(pool, "SELECT mixture, k, model_id, sum(energy_kwh) AS energy_kwh, "
+                       "sum(eval_s + coalesce(merge_s, 0)) AS wall_s, sum(flops) AS flops FROM mixture_perplexity "
+                       "WHERE method = 'merged' AND uniform GROUP BY mixture, k, model_id "
+                       "ORDER BY k, array_to_string(mixture, ',')")
+    return [r for r in rows if all(u in member for u in r["mixture"])
+            and r["model_id"] == merge_id([member[u] for u in r["mixture"]], [1.0 / r["k"]] * r["k"])]
+
+
+def costs(pool: Pool, scope: Priced) -> dict:
+    """Measured and extrapolated costs of simulating vs retraining all mixtures, for the study's members."""
+    units = unit_members(pool, scope)
+    unions = _rows(pool, "SELECT len(units) AS k, energy_kwh, wall_s, flops FROM models WHERE kind = 'union' "
+                         "AND seed_id = ? AND recipe_id = ?", [scope.seed_id, scope.recipe_id])
+    merged = merged_evals(pool, units)
     n = len({u["unit"] for u in units})
-    out = {"n_units": n, "n_mixtures": sum(r["n"] for r in merged), "unions_trained": len(unions)}
+    out = {"n_units": n, "n_mixtures": len(merged), "unions_trained": len(unions)}
     for key in ("energy_kwh", "wall_s", "flops"):
         unit_total = sum(u[key] or 0 for u in units)
         unit_mean = unit_total / max(1, len(units))
@@ -55,18 +99,17 @@ def costs(pool: Pool) -> dict:
     return out
 
 
-def growth(pool: Pool) -> list[dict]:
-    """Amortized cost per mixture as the pool grew, units taken in the order they were trained."""
-    units = _rows(pool, "SELECT units[1] AS unit, energy_kwh FROM models WHERE kind = 'unit' ORDER BY created_at")
-    evals = _rows(pool, "SELECT mixture, sum(energy_kwh) AS e FROM mixture_perplexity "
-                        "WHERE method = 'merged' AND uniform GROUP BY mixture")
+def growth(pool: Pool, scope: Priced) -> list[dict]:
+    """Amortized cost per mixture as the pool grew, the study's units taken in the order they were trained."""
+    units = unit_members(pool, scope)
+    evals = merged_evals(pool, units)
     out, have, train = [], set(), 0.0
     mean_unit = sum(u["energy_kwh"] for u in units) / max(1, len(units))
     for u in units:
         have.add(u["unit"])
         train += u["energy_kwh"]
         n = len(have)
-        scored = [e["e"] or 0 for e in evals if set(e["mixture"]) <= have]
+        scored = [e["energy_kwh"] or 0 for e in evals if set(e["mixture"]) <= have]
         mixtures = 2 ** n - 1
         out.append({"units": n, "mixtures": mixtures, "scored": len(scored),
                     "amortized_wh": 1000 * (train + sum(scored)) / mixtures,
@@ -127,23 +170,28 @@ def _raw_fidelity_markdown(pool: Pool) -> list[str]:
     return lines
 
 
-def cost_markdown(pool: Pool) -> list[str]:
-    c = costs(pool)
+def cost_markdown(pool: Pool, scope: Priced) -> list[str]:
+    c = costs(pool, scope)
     lines = ["", f"## Cost: simulation vs retraining ({c['n_units']} units, {c['n_mixtures']} mixtures scored, "
                  f"{c['unions_trained']} unions trained)", "",
+             f"Priced: this study's members only (seed {scope.seed_id}, training recipe {scope.recipe_id}: "
+             f"train.epochs {scope.epochs}, train.lr {scope.lr:g}) and merges of them; members another recipe "
+             "left in the pool are not counted (`ablate sql \"SELECT * FROM ablation_cost WHERE recipe_id = "
+             f"'{scope.recipe_id}'\"`).", "",
              "| | simulation (units + merges + evals) | unions trained here (measured) | "
              "retraining all mixtures (extrapolated: k x mean unit cost) | ratio |", "|---|---|---|---|---|"]
     for key, label, scale in (("energy_kwh", "energy (Wh)", 1000), ("wall_s", "seconds", 1), ("flops", "FLOPs", 1)):
         v = c[key]
         lines.append(f"| {label} | {_num(v['simulation'] * scale)} | {_num(v['unions_measured'] * scale)} | "
-                     f"{_num(v['retrain_all_extrapolated'] * scale)} | {_num(v['ratio'], 2)}x |")
-    methods = _rows(pool, "SELECT DISTINCT energy_method FROM models WHERE kind <> 'seed'")
-    lines += ["", "Energy method: " + "; ".join(m["energy_method"] for m in methods)]
+                     f"{_num(v['retrain_all_extrapolated'] * scale)} | {_ratio(v['ratio'])} |")
+    methods = _rows(pool, "SELECT DISTINCT energy_method FROM models WHERE kind <> 'seed' AND recipe_id = ? "
+                          "ORDER BY 1", [scope.recipe_id])
+    lines += ["", "Energy method: " + ("; ".join(m["energy_method"] for m in methods) or "n/a (nothing trained)")]
     return lines
 
 
-def budget_markdown(pool: Pool) -> list[str]:
-    rows = _rows(pool, "SELECT * FROM budget_curve")
+def budget_markdown(pool: Pool, scope: Priced) -> list[str]:
+    rows = _rows(pool, "SELECT * FROM budget_curve WHERE recipe_id = ?", [scope.recipe_id])
     if not rows:
         return []
     lines = ["", "## Budget curves (expected best union ppl after n random mixtures; Dodge et al. 2019)", "",
@@ -156,7 +204,7 @@ def budget_markdown(pool: Pool) -> list[str]:
                          f"{_num(r['retrain_sd'], 3)} | {_num(1000 * (r['retrain_kwh'] or 0))} | "
                          f"{_num(r['proxy_expected_best_ppl'])} ± {_num(r['proxy_sd'], 3)} | "
                          f"{_num(1000 * (r['sim_kwh'] or 0))} |")
-    return lines + ["", "Full curves: `ablate sql \"SELECT * FROM budget_curve\"`."]
+    return lines + ["", f"Full curves: `ablate sql \"SELECT * FROM budget_curve WHERE recipe_id = '{scope.recipe_id}'\"`."]
 
 
 def search_markdown(pool: Pool) -> list[str]:
@@ -204,8 +252,8 @@ def growth_markdown(rows: list[dict]) -> list[str]:
     return lines
 
 
-def verdict_markdown(pool: Pool) -> str:
-    return "\n".join(fidelity_markdown(pool) + cost_markdown(pool)) + "\n"
+def verdict_markdown(pool: Pool, scope: Priced) -> str:
+    return "\n".join(fidelity_markdown(pool) + cost_markdown(pool, scope)) + "\n"
 
 
 def _yes_no(v) -> str:
@@ -216,28 +264,35 @@ def _pct(v) -> str:
     return "n/a" if v is None else f"{_num(100 * v, 2)} %"
 
 
+def _ratio(v) -> str:
+    """A ratio with its x, or n/a alone (never "n/ax")."""
+    text = _num(v, 2)
+    return text if text == "n/a" else f"{text}x"
+
+
 def _num(v, digits: int = 4) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "n/a"
     return f"{v:.{digits}g}" if abs(v) < 1e4 else f"{v:.3e}"
 
 
-def write_report(pool: Pool, out: Path) -> Path:
+def write_report(pool: Pool, out: Path, scope: Priced) -> Path:
     from ablate.fidelity import plots
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    grown = growth(pool)
-    text = "# ablate report\n\n" + verdict_markdown(pool)
+    grown = growth(pool, scope)
+    text = "# ablate report\n\n" + verdict_markdown(pool, scope)
     truths = truth_order(pool)
     for budget in truths:
         if plots.plot_fidelity(pool, out / f"fidelity-{budget}.png", budget):
             text += f"\n![merged vs union perplexity, ground truth {budget}](fidelity-{budget}.png)\n"
-    plots.plot_cost(pool, out / "cost.png")
+    members = unit_members(pool, scope)
+    plots.plot_cost(members, merged_evals(pool, members), out / "cost.png")
     text += "\n![cost of simulation vs retraining](cost.png)\n"
-    text += "\n".join(budget_markdown(pool)) + "\n"
+    text += "\n".join(budget_markdown(pool, scope)) + "\n"
     for budget in truths:
-        if plots.plot_budget(pool, out / f"budget-{budget}.png", budget):
+        if plots.plot_budget(pool, out / f"budget-{budget}.png", budget, scope.recipe_id):
             text += f"\n![budget curves, ground truth {budget}](budget-{budget}.png)\n"
     text += "\n".join(search_markdown(pool)) + "\n"
     text += "\n".join(eval_sets_markdown(pool)) + "\n"

@@ -73,6 +73,9 @@ def _load(src: Path, eos: str | None):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from ablate.models.model import quiet_transformers
+
+    quiet_transformers()
     try:
         model = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name, dtype=torch.float32,
                                                      local_files_only=True, trust_remote_code=False)

@@ -14,6 +14,7 @@ merges line up tensor by tensor.
 from __future__ import annotations
 
 import copy
+import logging
 import platform
 import re
 from pathlib import Path
@@ -37,6 +38,28 @@ def versions() -> dict:
     return {"ablate": ablate.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
             "safetensors": safetensors.__version__, "duckdb": duckdb.__version__,
             "python": platform.python_version()}
+
+
+class _DefaultLossNotice(logging.Filter):
+    """Drops transformers' "`loss_type=None` ... Using the default loss: `ForCausalLMLoss`": it is said for
+    every model whose class name does not end in ForCausalLM (GPT-2's LMHeadModel), and the default is the
+    causal-LM loss ablate trains with, so it tells the user nothing. Every other warning passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("loss_type=" in message and "Using the default loss" in message)
+
+
+def quiet_transformers() -> None:
+    """While ablate loads, builds and saves models: no transformers progress bars ("Loading weights",
+    "Writing model shards") in front of ablate's own lines or one-line errors, and no default-loss notice.
+    Idempotent; transformers' other warnings (a config it cannot honour, say) still reach the user."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    logger = logging.getLogger("transformers.modeling_utils")
+    if not any(isinstance(f, _DefaultLossNotice) for f in logger.filters):
+        logger.addFilter(_DefaultLossNotice())
 
 
 def unique_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -138,6 +161,7 @@ def model_from_config(config, device=None) -> torch.nn.Module:
     """The architecture in float32, built directly on `device` (default CPU): no host copy of a GPU model."""
     from transformers import AutoModelForCausalLM
 
+    quiet_transformers()
     with torch.device(device or "cpu"):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     return model
@@ -146,6 +170,7 @@ def model_from_config(config, device=None) -> torch.nn.Module:
 def seed_config(pool: Pool, seed_id: str):
     from transformers import AutoConfig
 
+    quiet_transformers()
     seed_dir = pool.seed_dir(seed_id)
     if not seed_dir.is_dir():  # never created here: a step to run, not a damaged pool
         raise UsageError(f"seed {seed_id} is not in {pool.models_dir}: run `ablate seed` first")

@@ -226,11 +226,10 @@ def as_objective(pool: Pool, target: str | Objective) -> Objective:
     return parse_objective([target], [ev["domain"] for ev in eval_sets(pool)])
 
 
-def rank(cfg: StudyConfig, pool: Pool, target: str | Objective, *, max_size: int = 3,
-         grid: list[float] | None = None, method: str | None = None, truth: str = DEFAULT_TRUTH, validate: int = 0,
-         top: int = 10, max_candidates: int = 2000, beam: int = 4, screen: bool = False, log=print) -> dict:
-    """Every candidate scored by the proxy for the objective, best first (full evaluations before screened-out
-    ones). Scores are the objective's value in log perplexity (ablate/optimize/objectives.py)."""
+def plan(pool: Pool, target: str | Objective, *, max_size: int = 3, grid: list[float] | None = None,
+         method: str | None = None, truth: str = DEFAULT_TRUTH, validate: int = 0, top: int = 10,
+         max_candidates: int = 2000, beam: int = 4, screen: bool = False) -> dict:
+    """What a search would do, checked and nothing scored: `rank` runs it, `ablate search --dry-run` prints it."""
     if truth not in BUDGETS:
         raise UsageError(f"--truth must be one of {', '.join(BUDGETS)}, not {truth!r}")
     method = method or default_method(pool, truth)
@@ -243,17 +242,30 @@ def rank(cfg: StudyConfig, pool: Pool, target: str | Objective, *, max_size: int
         raise UsageError("--screen races candidates on one eval set: give one --target, or drop --screen")
     units = unit_ids(pool, required=True)
     size, grid = min(max_size, len(units)), grid or [1.0]
-    screening = {} if screen else None  # what --screen dropped and saved, across the search's rounds
     n_all = exhaustive_count(len(units), size, grid)
+    strategy = "exhaustive" if n_all <= max_candidates else f"beam {beam}"
+    return {"objective": objective, "method": method, "truth": truth, "units": units, "size": size, "grid": grid,
+            "n_all": n_all, "strategy": strategy, "beam": beam, "max_candidates": max_candidates}
+
+
+def rank(cfg: StudyConfig, pool: Pool, target: str | Objective, *, max_size: int = 3,
+         grid: list[float] | None = None, method: str | None = None, truth: str = DEFAULT_TRUTH, validate: int = 0,
+         top: int = 10, max_candidates: int = 2000, beam: int = 4, screen: bool = False, log=print) -> dict:
+    """Every candidate scored by the proxy for the objective, best first (full evaluations before screened-out
+    ones). Scores are the objective's value in log perplexity (ablate/optimize/objectives.py)."""
+    p = plan(pool, target, max_size=max_size, grid=grid, method=method, truth=truth, validate=validate, top=top,
+             max_candidates=max_candidates, beam=beam, screen=screen)
+    objective, method, units, size, grid = p["objective"], p["method"], p["units"], p["size"], p["grid"]
+    screening = {} if screen else None  # what --screen dropped and saved, across the search's rounds
 
     def score(cands):
         return objective_scores(cfg, pool, objective, cands, method, truth, screening)
 
-    if n_all <= max_candidates:
-        n_cands, strategy = n_all, "exhaustive"
+    if p["strategy"] == "exhaustive":
+        n_cands, strategy = p["n_all"], "exhaustive"
         scores = score(candidates(units, size, grid))
     else:  # never list them all: 2^64 is not a list
-        log(f"search: {n_all} candidates over {len(units)} units exceed --max-candidates {max_candidates}: "
+        log(f"search: {p['n_all']} candidates over {len(units)} units exceed --max-candidates {max_candidates}: "
             f"beam search of width {beam}")
         scores = beam_search(units, size, grid, beam, score)
         n_cands, strategy = len(scores), f"beam {beam}"

@@ -153,14 +153,16 @@ def run_sweep(cfg: StudyConfig, pool: Pool, unit_ids: list[str] | None = None, *
         scored, todo = len(todo), []
     threads = cfg.train.threads or max(1, (os.cpu_count() or 1) // jobs)  # share the cores, never fight
     total = len(masks) + len(entries)
-    with bar("sweep", total, len(masks) - len(todo), {"mix_min": "-"}) as update, paused():  # workers compute
+    # the rate reads "12.3 mixtures/min" (it was "mix_min=12.3", which no reader could decode)
+    with bar("sweep", total, len(masks) - len(todo), {"rate": "-"}, {"rate": "{} mixtures/min"}) as update, \
+            paused():  # workers compute
         results = runner.run(cfg, pool, unit_ids, todo, eval_names, jobs=jobs, threads=threads,
                              scheduler=scheduler, workers=workers, log=log)
         for rows in results:  # rows come back here to be written, whichever backend scored them
             write_rows(pool, rows)
             n = len({tuple(r["mixture"]) for r in rows})
             scored += n
-            update(n, mix_min=f"{scored / max(1e-9, time.perf_counter() - t0) * 60:.1f}")
+            update(n, rate=f"{scored / max(1e-9, time.perf_counter() - t0) * 60:.1f}")
         n_entries = score_entries(study, entries, done, on_rows=update)  # weighted/macro: one merge each
     scored += n_entries
     mixtures = [[unit_ids[i] for i in range(len(unit_ids)) if m >> i & 1] for m in masks]

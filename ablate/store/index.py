@@ -24,6 +24,7 @@ from pathlib import Path
 import duckdb
 
 from ablate.core import faults
+from ablate.core.config import config_hash
 from ablate.core.errors import AblateError, UsageError
 from ablate.store.schema import SCHEMA, TABLES, VIEWS
 from ablate.store.pool import Pool, read_json, staged_file
@@ -233,9 +234,19 @@ def _sql_value(v):
     return v
 
 
+def recipe_id(recipe: dict, replicate: int = 0) -> str:
+    """The training recipe a member was trained with, replicates folded in (a replicate only moves the
+    data seed by 1000 each): the key cost views group by, so members of other recipes (another
+    `train.epochs` or lr) are never priced with the study's own."""
+    base = dict(recipe, data_seed=recipe["data_seed"] - 1000 * replicate) if "data_seed" in recipe else recipe
+    return config_hash(base)
+
+
 def model_row(meta: dict) -> dict:
     row = dict(meta)
     row["path"] = f"models/{meta['model_id']}"
+    if meta.get("kind") in ("unit", "union") and meta.get("recipe"):
+        row["recipe_id"] = recipe_id(meta["recipe"], int(meta.get("replicate") or 0))
     if meta.get("kind") in ("unit", "union") and "budget" not in meta:  # trained before budgets existed
         k = len(meta.get("units") or [1])
         row.update(budget="sum", budget_tokens=meta.get("train_tokens"), weights=[1.0 / k] * k)

@@ -33,7 +33,8 @@ TABLES = {
         train_tokens BIGINT, steps INTEGER, final_loss DOUBLE, wall_s DOUBLE, cpu_s DOUBLE,
         energy_kwh DOUBLE, co2_kg DOUBLE, energy_method VARCHAR, energy_assumptions JSON,
         flops DOUBLE, flops_convention VARCHAR, device VARCHAR, config JSON, versions JSON,
-        budget VARCHAR, budget_tokens BIGINT, weights DOUBLE[], draw JSON, created_at TIMESTAMP""",
+        budget VARCHAR, budget_tokens BIGINT, weights DOUBLE[], draw JSON, recipe_id VARCHAR,
+        created_at TIMESTAMP""",
     "mixture_perplexity": ROW_COLUMNS,
     # `--screen` (ablate/scoring/screen.py): candidates dropped on a prefix of an eval set; n_tokens is what the
     # prefix held. Apart from mixture_perplexity, so no view, fit or verdict meets a partial evaluation.
@@ -124,16 +125,17 @@ VIEWS = {
                    pow(r.i_proxy / r.big_n, g.n) - pow((r.i_proxy - 1) / r.big_n, g.n) AS p_proxy
             FROM r JOIN (SELECT range AS n FROM range(1, 1025)) g ON g.n <= r.big_n),
         cu AS (
-            SELECT coalesce(budget, 'sum') AS budget, avg(energy_kwh) AS union_kwh, avg(flops) AS union_flops
+            SELECT coalesce(budget, 'sum') AS budget, recipe_id, avg(energy_kwh) AS union_kwh,
+                   avg(flops) AS union_flops
             FROM models WHERE kind = 'union' AND coalesce(replicate, 0) = 0 GROUP BY ALL),
-        c AS (
-            SELECT (SELECT coalesce(sum(energy_kwh), 0) FROM models WHERE kind = 'unit') AS units_kwh,
-                   (SELECT coalesce(sum(flops), 0) FROM models WHERE kind = 'unit') AS units_flops,
-                   (SELECT sum(energy_kwh) / count(DISTINCT mixture) FROM mixture_perplexity
-                        WHERE method = 'merged' AND uniform) AS eval_kwh,
-                   (SELECT sum(flops) / count(DISTINCT mixture) FROM mixture_perplexity
-                        WHERE method = 'merged' AND uniform) AS eval_flops)
-        SELECT p.budget, any_value(p.question) AS question, p.eval_set, p.n,
+        e AS (
+            SELECT sum(energy_kwh) / count(DISTINCT mixture) AS eval_kwh, sum(flops) / count(DISTINCT mixture)
+                   AS eval_flops FROM mixture_perplexity WHERE method = 'merged' AND uniform),
+        c AS (  -- per training recipe, as in ablation_cost: another recipe's members are not this study's
+            SELECT m.recipe_id, sum(m.energy_kwh) AS units_kwh, sum(m.flops) AS units_flops,
+                   any_value(e.eval_kwh) AS eval_kwh, any_value(e.eval_flops) AS eval_flops
+            FROM models m, e WHERE m.kind = 'unit' AND coalesce(m.replicate, 0) = 0 GROUP BY m.recipe_id)
+        SELECT p.budget, any_value(p.question) AS question, c.recipe_id, p.eval_set, p.n,
                sum(p.v * p.p_true) AS retrain_expected_best_ppl,
                sqrt(greatest(sum(p.v * p.v * p.p_true) - pow(sum(p.v * p.p_true), 2), 0)) AS retrain_sd,
                sum(p.v * p.p_proxy) AS proxy_expected_best_ppl,
@@ -141,8 +143,8 @@ VIEWS = {
                any_value(p.n * cu.union_kwh) AS retrain_kwh, any_value(c.units_kwh + p.n * c.eval_kwh) AS sim_kwh,
                any_value(p.n * cu.union_flops) AS retrain_flops,
                any_value(c.units_flops + p.n * c.eval_flops) AS sim_flops
-        FROM p LEFT JOIN cu ON cu.budget = p.budget, c
-        GROUP BY p.budget, p.eval_set, p.n ORDER BY p.budget DESC, p.eval_set, p.n""",
+        FROM p CROSS JOIN c LEFT JOIN cu ON cu.budget = p.budget AND cu.recipe_id IS NOT DISTINCT FROM c.recipe_id
+        GROUP BY p.budget, c.recipe_id, p.eval_set, p.n ORDER BY p.budget DESC, c.recipe_id, p.eval_set, p.n""",
     # What a screened run spent on the candidates it dropped (their rows are not in mixture_perplexity,
     # so ablation_cost does not see them): per screen and eval set, tokens, seconds and energy.
     "screening_cost": """
@@ -150,36 +152,36 @@ VIEWS = {
                sum(eval_s + coalesce(merge_s, 0)) AS dropped_s, sum(energy_kwh) AS dropped_kwh,
                sum(flops) AS dropped_flops, any_value(energy_method) AS energy_method, min(created_at) AS created_at
         FROM screened_perplexity GROUP BY screen_id, eval_set ORDER BY created_at, eval_set""",
+    # Priced per training recipe (seed_id, recipe_id: index.recipe_id): a unit's members trained with another
+    # recipe (other epochs, lr) are other studies' spending, never summed into this one's. A mixture appears
+    # under a recipe only when that recipe has a member for each of its units. Merged evaluations carry no
+    # recipe, so eval costs are per seed and mixture (the report prices the study's own merges exactly).
     "ablation_cost": """
-        WITH unit_cost AS (
-            SELECT model_id, units, kind, wall_s, energy_kwh, co2_kg, flops,
-                   coalesce(budget, 'sum') AS budget, coalesce(replicate, 0) AS replicate FROM models),
-        mixes AS (SELECT DISTINCT mixture, k FROM mixture_perplexity WHERE method = 'merged' AND uniform),
+        WITH cost AS (
+            SELECT model_id, units, kind, wall_s, energy_kwh, co2_kg, flops, seed_id, recipe_id,
+                   coalesce(budget, 'sum') AS budget, coalesce(replicate, 0) AS replicate FROM models
+            WHERE kind IN ('unit', 'union') AND recipe_id IS NOT NULL),
+        members AS (SELECT seed_id, recipe_id, units[1] AS unit, energy_kwh, wall_s, flops FROM cost
+                    WHERE kind = 'unit' AND len(units) = 1 AND replicate = 0),
+        ev AS (
+            SELECT seed_id, mixture, any_value(k) AS k, sum(energy_kwh) AS eval_kwh,
+                   sum(eval_s + coalesce(merge_s, 0)) AS eval_s, sum(flops) AS eval_flops
+            FROM mixture_perplexity WHERE method = 'merged' AND uniform GROUP BY seed_id, mixture),
         sim AS (
-            SELECT x.mixture, x.k,
-                   (SELECT sum(c.energy_kwh) FROM unit_cost c WHERE c.kind = 'unit'
-                        AND len(c.units) = 1 AND list_contains(x.mixture, c.units[1])) AS train_kwh,
-                   (SELECT sum(c.wall_s) FROM unit_cost c WHERE c.kind = 'unit'
-                        AND len(c.units) = 1 AND list_contains(x.mixture, c.units[1])) AS train_s,
-                   (SELECT sum(c.flops) FROM unit_cost c WHERE c.kind = 'unit'
-                        AND len(c.units) = 1 AND list_contains(x.mixture, c.units[1])) AS train_flops,
-                   (SELECT sum(p.energy_kwh) FROM mixture_perplexity p WHERE p.method = 'merged'
-                        AND p.uniform AND p.mixture = x.mixture) AS eval_kwh,
-                   (SELECT sum(p.eval_s + coalesce(p.merge_s, 0)) FROM mixture_perplexity p
-                        WHERE p.method = 'merged' AND p.uniform AND p.mixture = x.mixture) AS eval_s,
-                   (SELECT sum(p.flops) FROM mixture_perplexity p WHERE p.method = 'merged'
-                        AND p.uniform AND p.mixture = x.mixture) AS eval_flops
-            FROM mixes x),
+            SELECT c.seed_id, c.recipe_id, x.mixture, x.k, sum(c.energy_kwh) AS train_kwh, sum(c.wall_s) AS train_s,
+                   sum(c.flops) AS train_flops, any_value(x.eval_kwh) AS eval_kwh, any_value(x.eval_s) AS eval_s,
+                   any_value(x.eval_flops) AS eval_flops
+            FROM ev x JOIN members c ON c.seed_id = x.seed_id AND list_contains(x.mixture, c.unit)
+            GROUP BY c.seed_id, c.recipe_id, x.mixture, x.k HAVING count(*) = x.k),
         ret AS (  -- one retraining per ground truth: k x budget (sum) and one unit's budget (unit)
-            SELECT c.units AS mixture,
-                   sum(c.energy_kwh) FILTER (WHERE c.budget = 'sum') AS retrain_kwh,
-                   sum(c.wall_s) FILTER (WHERE c.budget = 'sum') AS retrain_s,
-                   sum(c.flops) FILTER (WHERE c.budget = 'sum') AS retrain_flops,
-                   sum(c.energy_kwh) FILTER (WHERE c.budget = 'unit' OR c.kind = 'unit') AS fixed_budget_kwh,
-                   sum(c.wall_s) FILTER (WHERE c.budget = 'unit' OR c.kind = 'unit') AS fixed_budget_s
-            FROM unit_cost c WHERE c.kind IN ('union', 'unit') AND c.replicate = 0
-                 AND (c.budget IN ('sum', 'unit')) GROUP BY c.units)
-        SELECT s.mixture, s.k, s.train_kwh AS unit_train_kwh, s.eval_kwh AS merged_eval_kwh,
+            SELECT seed_id, recipe_id, units AS mixture,
+                   sum(energy_kwh) FILTER (WHERE budget = 'sum') AS retrain_kwh,
+                   sum(wall_s) FILTER (WHERE budget = 'sum') AS retrain_s,
+                   sum(flops) FILTER (WHERE budget = 'sum') AS retrain_flops,
+                   sum(energy_kwh) FILTER (WHERE budget = 'unit' OR kind = 'unit') AS fixed_budget_kwh,
+                   sum(wall_s) FILTER (WHERE budget = 'unit' OR kind = 'unit') AS fixed_budget_s
+            FROM cost WHERE replicate = 0 AND budget IN ('sum', 'unit') GROUP BY seed_id, recipe_id, units)
+        SELECT s.seed_id, s.recipe_id, s.mixture, s.k, s.train_kwh AS unit_train_kwh, s.eval_kwh AS merged_eval_kwh,
                s.train_s AS unit_train_s, s.eval_s AS merged_eval_s,
                s.train_flops AS unit_train_flops, s.eval_flops AS merged_eval_flops,
                r.retrain_kwh, r.retrain_s, r.retrain_flops, r.fixed_budget_kwh, r.fixed_budget_s,
@@ -187,10 +189,10 @@ VIEWS = {
                sum(coalesce(r.retrain_kwh, 0)) OVER w AS cum_retrain_kwh,
                sum(coalesce(r.retrain_flops, 0)) OVER w AS cum_retrain_flops,
                sum(coalesce(s.eval_flops, 0)) OVER w AS cum_sim_eval_flops
-        FROM sim s LEFT JOIN ret r ON r.mixture = s.mixture
-        WINDOW w AS (ORDER BY s.k, array_to_string(s.mixture, ',')
+        FROM sim s LEFT JOIN ret r ON r.seed_id = s.seed_id AND r.recipe_id = s.recipe_id AND r.mixture = s.mixture
+        WINDOW w AS (PARTITION BY s.seed_id, s.recipe_id ORDER BY s.k, array_to_string(s.mixture, ',')
                      ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
-        ORDER BY s.k, array_to_string(s.mixture, ',')""",
+        ORDER BY s.seed_id, s.recipe_id, s.k, array_to_string(s.mixture, ',')""",
 }
 
 

@@ -45,7 +45,10 @@ def check_pool_study(cfg, pool: Pool, config_label: str) -> None:
     mine = identity(cfg)
     differ = [k for k in IDENTITY_KEYS if k in recorded and recorded[k] != mine[k]]
     if differ:
-        what = ", ".join(f"{k} {recorded[k]!r} vs {mine[k]!r}" for k in differ)
+        what = "pool vs config: " + ", ".join(f"{k} {recorded[k]!r} vs {mine[k]!r}" for k in differ)
+        advice = "pass the config it was split with (-c), or --set pool=DIR for a new pool"
+        if recorded.get("name") == cfg.name:  # same name, other settings: say so, not "study X, not study X"
+            raise UsageError(f"pool {pool.root} was split for study {cfg.name!r} with other settings than "
+                             f"{config_label} gives ({what}): {advice}")
         raise UsageError(f"pool {pool.root} belongs to study {recorded.get('name')!r}, not to study {cfg.name!r} "
-                         f"of {config_label} ({what}): pass that study's config with -c, or --set pool=DIR "
-                         f"for a new pool")
+                         f"of {config_label} ({what}): {advice}")

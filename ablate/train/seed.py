@@ -24,8 +24,8 @@ import torch
 from ablate.core.config import StudyConfig, config_hash
 from ablate.core.errors import AblateError, UsageError
 from ablate.train.locks import member_job
-from ablate.models.model import (count_params, dropout_of, llama_config, model_from_config, save_weights, unique_state,
-                                 versions)
+from ablate.models.model import (count_params, dropout_of, llama_config, model_from_config, quiet_transformers,
+                                 save_weights, unique_state, versions)
 from ablate.store.pool import Pool, sha256_file
 from ablate.store.results import now
 from ablate.train.study import Recipe
@@ -108,6 +108,7 @@ def import_seed(cfg: StudyConfig, pool: Pool) -> dict:
     """Copy a local HF causal LM into the pool as the seed (weights re-saved as float32 safetensors)."""
     from transformers import AutoModelForCausalLM
 
+    quiet_transformers()  # no "Loading weights" bar in front of ablate's lines
     src = Path(cfg.seed.import_path)
     if not (src / "config.json").exists():
         raise UsageError(f"seed.import_path {src} is not a HF model directory (no config.json)")

@@ -21,6 +21,7 @@ from ablate.core.config import StudyConfig, config_hash
 from ablate.models.device import eval_precision, resolve_device
 from ablate.core.errors import UsageError
 from ablate.models.model import dropout_of, find_seed, seed_config, without_dropout
+from ablate.store.index import recipe_id
 from ablate.store.pool import Pool, check_name
 from ablate.models.threads import claim as claim_threads
 from ablate.train.truths import Budget
@@ -56,6 +57,12 @@ def training_dropout(pool: Pool, seed_id: str, setting: str) -> tuple[object, di
     if setting == "zero":
         config = without_dropout(config)
     return config, dropout_of(config)
+
+
+def study_recipe_id(cfg: StudyConfig) -> str:
+    """The recipe key (models.recipe_id) of the members this config trains and merges: what cost views and
+    the report price, so members another recipe left in the pool are not counted."""
+    return recipe_id(asdict(member_recipe(cfg)), 0)
 
 
 def run_hash(seed_id: str, unit_metas: list[dict], recipe: Recipe, replicate: int,

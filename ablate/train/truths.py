@@ -17,6 +17,7 @@ them; this module owns what they draw):
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +30,9 @@ BUDGETS = ("sum", "unit")
 # fidelity protocol (FIDELITY.md), not from the demo; search.default_method refines "sum".
 DEFAULT_TRUTH = "unit"
 DEFAULT_METHOD = {"unit": "merged", "sum": "own-additive"}
+# No union repeats a unit more than this often: a budget past it is a typo (an extra 0 in --tokens), and
+# drawing it would run for hours or out of memory before one step trains.
+MAX_EPOCHS = 10_000
 QUESTIONS = {
     "unit": "which composition is best at equal compute (the budget of one unit)?",
     "sum": "what if I add these units' data and train longer (k x the budget of one unit)?",
@@ -100,6 +104,24 @@ def _shares(n_total: int, weights: list[float]) -> list[int]:
     return counts
 
 
+def check_draw(parts: list[np.ndarray], unit_ids: list[str], counts: list[int], budget: Budget) -> None:
+    """Refuse, in one line and before anything is drawn, a budget no machine trains: more than MAX_EPOCHS
+    passes over a unit, or more sequences than this machine's memory holds."""
+    what = f"--tokens {budget.tokens}" if budget.kind == "tokens" else f"the {budget.label()} budget"
+    for uid, part, need in zip(unit_ids, parts, counts):
+        if need > MAX_EPOCHS * part.shape[0]:
+            raise UsageError(f"{what} asks for {need / part.shape[0]:,.0f} passes over unit {uid} "
+                             f"({part.shape[0] * part.shape[1]:,} tokens), more than {MAX_EPOCHS:,}: lower --tokens")
+    need_bytes = sum(counts) * parts[0].shape[1] * parts[0].itemsize
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system: no memory figure to check against
+        return
+    if need_bytes > memory:
+        raise UsageError(f"{what} needs {need_bytes / 1e9:,.1f} GB for its training sequences, more than this "
+                         f"machine's {memory / 1e9:,.1f} GB of memory: lower --tokens")
+
+
 def draw_sequences(parts: list[np.ndarray], unit_ids: list[str], budget: Budget,
                    data_seed: int) -> tuple[np.ndarray, dict]:
     """The union's training sequences under a budget, and what was drawn from each unit.
@@ -123,6 +145,7 @@ def draw_sequences(parts: list[np.ndarray], unit_ids: list[str], budget: Budget,
             if need == 0:  # a union that trains on none of a unit's data is not a union of it
                 raise UsageError(f"unit {uid} gets 0 of the budget's {n_total} sequences (weight {w:.3g}): "
                                  f"leave it out of the mixture or raise its weight")
+        check_draw(parts, unit_ids, counts, budget)
     chosen, draw = [], {}
     for i, (part, uid, need) in enumerate(zip(parts, unit_ids, counts)):
         if need == part.shape[0]:

@@ -199,3 +199,15 @@ def test_bad_input(name, study_copy, tmp_path, capsys, monkeypatch):
 
 def test_catalogue_is_large_enough():
     assert len(CASES) >= 30
+
+
+def test_an_absurd_token_budget_is_one_clear_line(study_copy, tmp_path, capsys):
+    """10^13 tokens used to end in "internal error: MemoryError" after minutes of drawing: now exit 2 at once."""
+    cfg, pool, _, _ = study_copy
+    path = write_config(cfg, tmp_path / "c.yaml")
+    before = tree_digest(pool.root)
+    code, _, err = run_cli(["train-mixture", "fortunes-00", "literature-00", "--tokens", "10000000000000",
+                            "-c", str(path)], capsys)
+    assert code == 2 and err.count("\n") == 1 and "MemoryError" not in err, err
+    assert "--tokens 10000000000000" in err and "passes over unit" in err and "lower --tokens" in err
+    assert tree_digest(pool.root) == before

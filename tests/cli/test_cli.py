@@ -73,3 +73,21 @@ def test_demo_trains_both_ground_truths_and_validates_a_weighted_search(study, t
     assert len(validated) in (1, 2) and all(u is not None for u, _ in validated)  # the top one + best weighted
     assert any(len(set(w)) > 1 for _, w in validated)  # the best weighted candidate is checked against its truth
     assert "vs the best of them" in out
+
+
+def test_search_dry_run_prints_its_plan_and_writes_nothing(study_copy, tmp_path, capsys):
+    import yaml
+
+    from conftest import tree_digest
+
+    cfg, pool, units, _ = study_copy
+    before = tree_digest(pool.root)
+    code, out, err = run_cli(["search", "--target", "literature", "--max-size", "2", "--validate", "1", "--dry-run",
+                              "-c", str(write_config(cfg, tmp_path / "c.yaml"))], capsys)
+    assert code == 0, err
+    assert yaml.safe_load(out)["pool"] == cfg.pool  # the resolved config; the plan rides along as comments
+    assert "# search plan: objective" in out and "4 units, mixtures of up to 2" in out
+    assert "10 candidates, all scored (exhaustive)" in out and "trains up to 1 union(s)" in out
+    assert tree_digest(pool.root) == before
+    code, _, err = run_cli(["search", "--target", "nope", "--dry-run", "-c", str(tmp_path / "c.yaml")], capsys)
+    assert code == 2 and "nope" in err  # checked like a real run

@@ -20,8 +20,24 @@ def test_run_x_first_hints_exit_2(args, hint, study, tmp_path, capsys):
     empty = cfg.model_copy(deep=True)
     empty.pool = str(tmp_path / "empty-pool")
     (tmp_path / "empty-pool").mkdir()
-    code, _, err = run_cli([*args, "-c", str(write_config(empty, tmp_path / "c.yaml"))], capsys)
-    assert code == 2 and err.count("\n") == 1 and f"run `{hint}` first" in err, err
+    path = write_config(empty, tmp_path / "c.yaml")
+    code, _, err = run_cli([*args, "-c", str(path)], capsys)
+    # the printed command repeats the user's -c: followed as printed, it runs on this study, not the demo's
+    assert code == 2 and err.count("\n") == 1 and f"run `{hint} -c {path}` first" in err, err
+
+
+def test_a_hint_without_c_names_the_pool_and_config_and_suggests_c(study, tmp_path, monkeypatch, capsys):
+    cfg, _, _, _ = study
+    mine = cfg.model_copy(deep=True)
+    mine.pool = str(tmp_path / "my_pool")  # the user's study, in a file; the default pool is empty
+    write_config(mine, tmp_path / "my_study.yaml")
+    (tmp_path / "pool").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ABLATE_CONFIG", raising=False)
+    code, _, err = run_cli(["sweep"], capsys)  # the -c forgotten
+    assert code == 2 and err.count("\n") == 1, err
+    assert "run `ablate units split` first" in err and f"pool {tmp_path / 'pool'}" in err
+    assert "embedded default config, no -c given" in err and "pass it: -c my_study.yaml" in err
 
 
 def test_no_seed_hint_exits_2(study_copy, tmp_path, capsys):
@@ -30,9 +46,9 @@ def test_no_seed_hint_exits_2(study_copy, tmp_path, capsys):
     cfg, pool, _, _ = study_copy
     seed = next(pool.iter_metas("seed"))
     shutil.rmtree(pool.seed_dir(seed["model_id"]))
-    code, _, err = run_cli(["train-partition", "fortunes-00", "--force", "-c",
-                            str(write_config(cfg, tmp_path / "c.yaml"))], capsys)
-    assert code == 2 and "run `ablate seed` first" in err, err
+    path = write_config(cfg, tmp_path / "c.yaml")
+    code, _, err = run_cli(["train-partition", "fortunes-00", "--force", "-c", str(path)], capsys)
+    assert code == 2 and f"run `ablate seed -c {path}` first" in err, err
     from ablate.core.errors import UsageError
     with pytest.raises(UsageError, match="run `ablate seed` first"):
         seed_config(pool, seed["model_id"])

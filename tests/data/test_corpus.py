@@ -180,7 +180,12 @@ def test_load_text_files(tmp_path):
 
 @pytest.mark.parametrize("name, content, cls, needle", [
     ("bad.jsonl", '{"text": "a", "domain": "x"}\n\n{"text": "b", "domain": \n', UsageError,
-     "bad.jsonl:3: invalid JSON"),
+     "bad.jsonl:3:25: invalid JSON: Expecting value at line 3 column 25"),
+    # the position json's message ends on is kept: file, line and column
+    ("cut.jsonl", '{"text": "a", "domain": "x"}\n{"text": "a", "domain": "x}\n', UsageError,
+     "cut.jsonl:2:25: invalid JSON: Unterminated string starting at line 2 column 25"),
+    ("cut.json", '[{"text": "a", "domain": "x"},\n {"text": "b', UsageError,
+     "cut.json:2:11: invalid JSON: Unterminated string starting at line 2 column 11"),
     ("nofield.jsonl", '{"text": "a", "domain": "x"}\n{"domain": "x"}\n', UsageError,
      "nofield.jsonl:2: missing field 'text'"),
     ("nodomain.jsonl", '{"text": "a"}\n', UsageError, "missing field 'domain'"),

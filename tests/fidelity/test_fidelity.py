@@ -197,7 +197,7 @@ def test_search_defaults_follow_the_protocol(study_copy):
 
 
 def test_fidelity_with_fewer_than_3_unions_says_n_a(study_copy):
-    from ablate.fidelity.report import verdict_markdown
+    from ablate.fidelity.report import priced, verdict_markdown
     from ablate.cli.steps import score_mixture
 
     cfg, pool, _, union = study_copy
@@ -205,7 +205,7 @@ def test_fidelity_with_fewer_than_3_unions_says_n_a(study_copy):
     _, rows = Index(pool).query("SELECT n_mixtures, pearson_log_ppl, spearman_log_ppl, top1_agree, regret "
                                 "FROM proxy_fidelity WHERE proxy = 'merged'")
     assert rows and all(r[0] == 1 and r[1:] == (None,) * 4 for r in rows)
-    text = verdict_markdown(pool)
+    text = verdict_markdown(pool, priced(cfg, pool))
     table = [line for line in text.splitlines() if line.startswith("| sum |")]
     assert table and all(line.split(" | ")[3:7] == ["n/a"] * 4 for line in table), table
     assert "yes" not in " ".join(table) and "0 %" not in " ".join(table)

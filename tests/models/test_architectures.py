@@ -174,3 +174,40 @@ def test_architecture_runs_the_pipeline_and_exports_what_it_scored(arch, corpus_
         assert math.isfinite(ppl) and 1 < ppl < len(model.get_input_embeddings().weight) * 2
         assert math.isclose(ppl, want_ppl, rel_tol=1e-5), (arch, ev["domain"], ppl, want_ppl)
         assert math.isclose(math.log(ppl) * n_tokens, nll_sum, rel_tol=1e-5)
+
+
+def test_a_gpt2_seed_loads_without_transformers_bars_or_the_default_loss_notice(corpus_and_tokenizer, tmp_path):
+    """`ablate seed` (from_pretrained) and `train-partition` (a forward with labels) of a GPT-2 seed, in a fresh
+    process: no "Loading weights" bar, no `loss_type=None` notice; transformers' other warnings still pass."""
+    import logging
+    import os
+    import subprocess
+    import sys
+
+    from ablate.data.corpus import study_corpus
+    from ablate.data.units import split_units
+    from ablate.models.model import _DefaultLossNotice
+    from ablate.store.pool import Pool
+
+    corpus, tok_src = corpus_and_tokenizer
+    cfg = tiny_config(tmp_path, **{"seed.mode": "import", "seed.import_path": str(_seed_dir("gpt2", tok_src,
+                                                                                               tmp_path / "seed")),
+                                   "units.unit_tokens": 2048, "units.units_per_domain": 1, "units.eval_bytes": 3000,
+                                   "train.seq_len": SEQ_LEN, "eval.seq_len": SEQ_LEN})
+    cfg.corpus.path = str(corpus)
+    split_units(cfg, Pool(cfg.pool), study_corpus(cfg), log=lambda *a: None)
+    conf = str(write_config(cfg, tmp_path / "study.yaml"))
+    script = ("import sys; from ablate.cli.app import app\n"
+              f"for args in (['seed'], ['train-partition', '{UNITS[0]}']):\n"
+              f"    app([*args, '-c', {conf!r}], standalone_mode=False)\n")
+    env = dict(os.environ, ABLATE_QUIET="0", TQDM_DISABLE="", HF_HUB_DISABLE_PROGRESS_BARS="")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 0, run.stderr
+    both = run.stdout + run.stderr
+    assert "Loading weights" not in both and "loss_type" not in both, both
+    assert "trained" in both or "tokens in" in both, both  # ablate's own lines still print
+    keep = logging.LogRecord("transformers.modeling_utils", logging.WARNING, "", 0, "a real warning", None, None)
+    drop = logging.LogRecord("transformers.modeling_utils", logging.WARNING, "", 0,
+                             "`loss_type=None` was set in the config but it is unrecognized. Using the default "
+                             "loss: `ForCausalLMLoss`.", None, None)
+    assert _DefaultLossNotice().filter(keep) and not _DefaultLossNotice().filter(drop)

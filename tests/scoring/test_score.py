@@ -157,3 +157,21 @@ def test_export_mixture_loads_with_from_pretrained(study, tmp_path, capsys):
     ref = merge_members(pool, _members(pool, ["fortunes-00", "literature-00"]))
     state = model.state_dict()
     assert all(torch.equal(state[k], ref[k]) for k in ref)
+
+
+def test_the_sweep_bar_says_mixtures_per_minute(study_copy, monkeypatch):
+    """The sweep's rate reads "N mixtures/min", not the cryptic "mix_min=N"."""
+    import io
+    import re
+
+    from rich.console import Console
+
+    import ablate.core.progress as progress
+
+    cfg, pool, units, _ = study_copy
+    screen = io.StringIO()
+    monkeypatch.setenv("ABLATE_QUIET", "0")
+    monkeypatch.setattr(progress, "console", Console(file=screen, width=100, force_terminal=True, color_system=None))
+    run_sweep(cfg, pool, units[:2], max_size=1, eval_names=["fortunes"], log=lambda *a: None)
+    text = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", screen.getvalue())
+    assert re.search(r"\d+\.\d mixtures/min", text) and "mix_min" not in text, text
