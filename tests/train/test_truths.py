@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections import Counter
+from pathlib import Path
 from dataclasses import asdict
 from types import SimpleNamespace
 
@@ -25,7 +27,8 @@ from ablate.train.loop import train_member, unit_sequences
 from ablate.train.truths import draw_sequences, parse_budget
 from ablate.data.units import unit_meta
 from conftest import copy_study, run_cli, tree_digest, write_config
-from test_crash import crash_and_recover
+sys.path.insert(0, str(Path(__file__).parents[1] / "store"))  # tests/store: run alone, this file still finds it
+from test_crash import crash_and_recover  # noqa: E402
 
 quiet = dict(log=lambda *a: None)
 PAIR = ["fortunes-00", "literature-00"]  # sorted: weights below are in this order unless said otherwise
