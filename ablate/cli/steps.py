@@ -8,9 +8,10 @@ How to run (from Python; the commands, the demo and the protocol call these, nev
 
 Scoring writes `merged` rows; the fitted proxies' rows (`calibrated`, `regression`) are derived from them
 and from the trained unions (fidelity.calibrate.refresh), so they are refreshed here, one floor up. A
-search ranks candidates (optimize.search.rank); validating the top ones trains them as the ground truth
-(train.loop.train_member), scores them on the target and only then records the ranking, so the recorded
-rows say where the proxy's pick landed among the trained unions.
+search ranks candidates (optimize.search.rank); validating measures the unions the pool already has on the
+target, trains the top ones as the ground truth (train.loop.train_member), scores them on the target and only
+then records the ranking with each shown candidate's gap to #1 (optimize.ranks), so the recorded rows say where
+the proxy's pick landed among the known truths (trained unions and units alone) and how sure the ranking is.
 """
 
 from __future__ import annotations

@@ -18,11 +18,13 @@ about n + beam·n·(max_size-1) candidates, and the best single is always among 
 composition at equal compute, the default) or `sum` (add data, k x budget). The proxy
 (`--method`) defaults to the protocol's best for the question (FIDELITY.md): `merged` for
 `unit`; for `sum`, `own-additive`, or `calibrated` once n unions of that truth exist.
-`--validate M` trains the top M candidates as that ground truth — a weighted candidate as
-a weighted union drawing each unit's share of the budget (`--validate-weighted` adds the
-best weighted one) — and reports where the proxy's choice landed among all unions known
-for the target; the training is ablate/cli/steps.py's `run_search`, which composes rank, train and
-record. Rankings go to the `searches` table, each row with its objective.
+Units alone are candidates too, and known truths: the seed trained on one unit for one unit's tokens is that
+unit's member (at either budget), which its merged row measures. `--validate M` first measures every union of
+the truth the pool already has on the target, then trains the top M multi-unit candidates as that ground truth —
+a weighted candidate as a weighted union drawing each unit's share of the budget (`--validate-weighted` adds the
+best weighted one) — and reports where the proxy's choice landed among all truths known for the target; that is
+ablate/cli/steps.py's `run_search`, which composes rank, train, the gaps to #1 (ablate/optimize/ranks.py) and
+record. Rankings go to the `searches` table, each row with its objective and its gap to #1.
 
 Several targets (`--target a,b`, repeatable; `--target-weights`, `--objective worst`, `--max-loss B:x`)
 rank by one objective over eval sets, defined once in ablate/optimize/objectives.py and shared with

@@ -183,7 +183,8 @@ def screen_candidates(study, cands: list[dict], load, *, method: str = "merged")
                                n_nonembed=n_nonembed, device=study.device)
                 if result.dropped_in[c] < 0:  # per-window losses back in file order, as every other row keeps them
                     order = shuffle_order(w.full.size(0), len(w), WINDOW_ORDER_SEED)
-                    row["window_nll"] = [float(x) for x in np.asarray(result.nll[c], dtype=np.float64)[np.argsort(order)]]
+                    nll = np.asarray(result.nll[c], dtype=np.float64)[np.argsort(order)]
+                    row["window_nll"] = [float(x) for x in nll]
                     full.append(row)
                 else:
                     row.pop("window_nll", None)  # a prefix: no bootstrap reads it

@@ -59,9 +59,8 @@ def test_search_ranks_units_alone_and_validate_measures_existing_unions(study_co
     trained = []
     monkeypatch.setattr("ablate.cli.steps.train_member", lambda cfg, pool, mix, **kw: trained.append(mix))
     path = str(write_config(cfg, tmp_path / "c.yaml"))
-    code, out, err = run_cli(["search", "--target", "fortunes", "--truth", "sum", "--method", "merged", "--validate", "1",
-                              "--max-size", "2",
-                              "-c", path], capsys)
+    code, out, err = run_cli(["search", "--target", "fortunes", "--truth", "sum", "--method", "merged",
+                              "--validate", "1", "--max-size", "2", "-c", path], capsys)
     assert code == 0, err
     assert len(trained) == 1 and len(trained[0]) == 2  # the top pair; units alone are never trained
     rows = _rows(pool, "SELECT * FROM searches ORDER BY rank")
@@ -82,7 +81,8 @@ def test_search_ranks_units_alone_and_validate_measures_existing_unions(study_co
     assert "vs_top" in out and "tied_top" in out and "indistinguishable from #1" in out
     if rows[0]["union_rank"]:  # here the top pair's training was skipped: no truth of its own
         assert "of 5 known truths" in out
-    seed_ppl = _rows(pool, "SELECT ppl FROM mixture_perplexity WHERE method = 'seed' AND eval_set = 'fortunes'")[0]["ppl"]
+    seed_ppl = _rows(pool, "SELECT ppl FROM mixture_perplexity WHERE method = 'seed' "
+                           "AND eval_set = 'fortunes'")[0]["ppl"]
     assert seed_ppl >= 0.25 * 512 and "nearly untrained" in out  # the test seed: 16 steps
 
     # an index rebuilt from results files that predate per-window losses: the shown candidates are measured again
@@ -104,7 +104,8 @@ def test_search_ranks_units_alone_and_validate_measures_existing_unions(study_co
 def test_score_mixture_and_sweep_show_gaps_and_a_ranking_within_noise_warns(study_copy, tmp_path, capsys):
     cfg, pool, _, _ = study_copy
     path = str(write_config(cfg, tmp_path / "c.yaml"))
-    code, out, err = run_cli(["score-mixture", "fortunes-00", "literature-00", "--eval", "fortunes", "-c", path], capsys)
+    code, out, err = run_cli(["score-mixture", "fortunes-00", "literature-00", "--eval", "fortunes", "-c", path],
+                             capsys)
     assert code == 0, err
     assert "vs_best" in out and "tied_best" in out
     code, out, err = run_cli(["sweep", "--max-size", "1", "--target", "literature", "-c", path], capsys)
