@@ -140,7 +140,9 @@ def search(target: TargetOpt = None, target_weights: TargetWeightsOpt = None, ob
                "--method", help="a proxy (merged, task-sum, additive, own-additive, calibrated, regression); "
                                 "default: the protocol's best for --truth, see FIDELITY.md")] = None,
            truth: TruthOpt = DEFAULT_TRUTH,
-           validate: Annotated[int, typer.Option("--validate", help="train the top M as unions")] = 0,
+           validate: Annotated[int, typer.Option(
+               "--validate", help="measure the pool's unions on the target, then train the top M multi-unit "
+                                  "candidates as unions")] = 0,
            validate_weighted: Annotated[bool, typer.Option("--validate-weighted",
                                                            help="also train the best weighted candidate")] = False,
            top: Annotated[int, typer.Option("--top", help="rows to show and store")] = 10,

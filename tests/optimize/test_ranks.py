@@ -13,6 +13,7 @@ from ablate.optimize import ranks
 from ablate.optimize.objectives import parse_objective
 from ablate.scoring.uncertainty import bootstrap_values, gap_intervals, point_values, unigram_ppl, untrained_seed
 from ablate.store.index import Index
+from ablate.train.loop import train_member
 from conftest import run_cli, write_config
 
 
@@ -56,6 +57,7 @@ def test_search_ranks_units_alone_and_validate_measures_existing_unions(study_co
     without training, and every shown row carries its gap to #1; a pool whose rows predate per-window losses
     gets them measured again."""
     cfg, pool, _, union = study_copy
+    train_member(cfg, pool, union["units"], replicate=1, log=lambda *a: None)  # another data order: the noise floor
     trained = []
     monkeypatch.setattr("ablate.cli.steps.train_member", lambda cfg, pool, mix, **kw: trained.append(mix))
     path = str(write_config(cfg, tmp_path / "c.yaml"))
@@ -84,6 +86,12 @@ def test_search_ranks_units_alone_and_validate_measures_existing_unions(study_co
     seed_ppl = _rows(pool, "SELECT ppl FROM mixture_perplexity WHERE method = 'seed' "
                            "AND eval_set = 'fortunes'")[0]["ppl"]
     assert seed_ppl >= 0.25 * 512 and "nearly untrained" in out  # the test seed: 16 steps
+    reps = [r["ppl"] for r in _rows(pool, "SELECT ppl FROM mixture_perplexity WHERE method = 'union' "
+                                          "AND eval_set = 'fortunes' ORDER BY replicate")]
+    assert len(reps) == 2  # the validate measured the replicate too
+    noise = abs(max(reps) / min(reps) - 1)
+    assert all(r["noise_floor"] == pytest.approx(noise) for r in rows) and "noise floor" in out
+    assert all(r["within_noise"] == (math.expm1(r["gap"]) <= noise) for r in rows)
 
     # an index rebuilt from results files that predate per-window losses: the shown candidates are measured again
     before = {tuple(r["mixture"]): (r["gap"], r["gap_low"]) for r in rows}
