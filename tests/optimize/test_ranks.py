@@ -78,7 +78,8 @@ def test_search_ranks_units_alone_and_validate_measures_existing_unions(study_co
     assert rows[0]["gap"] == 0 and rows[0]["tied_top"] and rows[0]["bootstrap"] == cfg.eval.bootstrap
     for r in rows:
         assert r["gap_low"] <= r["gap"] + 1e-12 and r["gap"] <= r["gap_high"] + 1e-12
-        assert r["gap"] == pytest.approx(math.log(r["proxy_ppl"] / rows[0]["proxy_ppl"]), abs=1e-9)
+        # the rows sum in float32 per batch (bit-identical to before), the windows in float64: 1e-7 apart
+        assert r["gap"] == pytest.approx(math.log(r["proxy_ppl"] / rows[0]["proxy_ppl"]), abs=1e-5)
         assert r["tied_top"] == (r["gap_low"] <= 0)
     assert "vs_top" in out and "tied_top" in out and "indistinguishable from #1" in out
     if rows[0]["union_rank"]:  # here the top pair's training was skipped: no truth of its own
