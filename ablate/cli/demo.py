@@ -48,10 +48,12 @@ def run_demo(cfg: StudyConfig, pool: Pool, report_dir: Path, log=print) -> str:
             if r["rank"] > 3 and not r["validated"]:
                 continue
             log(f"      #{r['rank']} {'+'.join(r['mixture'])} w={[round(w, 2) for w in r['weights']]} "
-                f"proxy {r['proxy_ppl']:.1f}" + (f", {DEFAULT_TRUTH} union {r['union_ppl']:.1f} (rank {r['union_rank']} "
-                                                  f"of {r['n_unions_known']} trained; vs the best of them "
-                                                  f"{100 * (r['union_ppl'] / found['best_union_ppl'] - 1):+.2f} %)"
-                                                  if r["union_ppl"] else ""))
+                f"proxy {r['proxy_ppl']:.1f}" + (" (tied with #1)" if r["tied_top"] and r["rank"] > 1 else "")
+                + (f", {DEFAULT_TRUTH} union {r['union_ppl']:.1f} (rank {r['union_rank']} "
+                   f"of {r['n_unions_known']} known, units alone included; vs the best of them "
+                   f"{100 * (r['union_ppl'] / found['best_union_ppl'] - 1):+.2f} %)" if r["union_ppl"] else ""))
+        for line in found["notes"]:
+            log(f"      {line}")
     log("[8/8] verdict")
     scope = priced(cfg, pool)
     text = verdict_markdown(pool, scope)

@@ -32,8 +32,14 @@ def score_mixture_cmd(units: Annotated[list[str], typer.Argument(help="units of 
     from ablate.cli.steps import score_mixture
 
     cfg, pool = open_study(config, set_, dry_run)
-    rows = score_mixture(cfg, pool, units, weights, eval_ or None, force)
-    print_rows(["method", "budget", "eval_set", "ppl", "bits_per_byte", "n_tokens", "eval_s"], rows)
+    notes: list[str] = []  # said after the table, where the reader's eye is
+    rows = score_mixture(cfg, pool, units, weights, eval_ or None, force, warn=notes.append)
+    print_rows(["method", "budget", "eval_set", "ppl", "bits_per_byte", "n_tokens", "eval_s", "vs_best", "tied_best"],
+               rows)
+    say("vs_best: perplexity against the eval set's best measured row, with its 95 % paired bootstrap interval over "
+        "eval windows; tied_best: the interval reaches 0 (not distinguishable)")
+    for line in notes:
+        say(line)
 
 
 def export_mixture_cmd(units: Annotated[list[str], typer.Argument(help="units of the mixture; a+b is a macro group")],
@@ -98,20 +104,32 @@ def sweep(max_size: Annotated[Optional[int], typer.Option("--max-size", help="la
     if goal is not None:
         if goal.needs_reference:  # worst case and guards compare with the uniform mixture of all swept units
             score_mixture(cfg, pool, out["units"], eval_names=goal.eval_sets)
-        show_best(pool, goal, out["units"])
+        show_best(cfg, pool, goal, out["units"])
 
 
-def show_best(pool, goal, units: list[str], top: int = 10) -> None:
-    """The sweep's best mixtures for an objective (merged rows; exp(value): see `ablate search`)."""
+def show_best(cfg, pool, goal, units: list[str], top: int = 10) -> None:
+    """The sweep's best mixtures for an objective (merged rows; exp(value): see `ablate search`), units alone
+    among them, each with its gap to #1 and that gap's paired bootstrap interval (ablate/optimize/ranks.py)."""
     import math
 
+    from ablate.optimize import ranks
     from ablate.optimize.search import rank_scored
+    from ablate.scoring.uncertainty import describe_gap
 
     ranked = rank_scored(pool, goal, units)
-    print_rows(["rank", "mixture", "weights", "proxy_ppl"],
-               [{"rank": i + 1, "mixture": list(k[0]), "weights": list(k[1]), "proxy_ppl": math.exp(v)}
-                for i, (k, v) in enumerate(ranked[:top])])
-    say(f"best of {len(ranked)} scored mixtures for {goal.describe()} by the merged proxy")
+    keys = [k for k, _ in ranked[:top]]
+    gaps = ranks.ranking_gaps(cfg, pool, goal, "merged", keys, best=keys[0] if keys else None)
+    rows = []
+    for i, (k, v) in enumerate(ranked[:top]):
+        g = gaps.get(k, {})
+        rows.append({"rank": i + 1, "mixture": list(k[0]), "weights": list(k[1]), "proxy_ppl": math.exp(v),
+                     "vs_top": describe_gap(g.get("gap"), g.get("gap_low"), g.get("gap_high")),
+                     "tied_top": g.get("tied_top")})
+    print_rows(["rank", "mixture", "weights", "proxy_ppl", "vs_top", "tied_top"], rows)
+    say(f"best of {len(ranked)} scored mixtures for {goal.describe()} by the merged proxy; vs_top: against #1, with "
+        f"its 95 % paired bootstrap interval over eval windows; tied_top: indistinguishable from #1")
+    for line in ranks.ranking_notes(cfg, pool, goal, gaps, None):
+        say(line)
 
 
 def search(target: TargetOpt = None, target_weights: TargetWeightsOpt = None, objective: ObjectiveOpt = "mean",
@@ -122,7 +140,9 @@ def search(target: TargetOpt = None, target_weights: TargetWeightsOpt = None, ob
                "--method", help="a proxy (merged, task-sum, additive, own-additive, calibrated, regression); "
                                 "default: the protocol's best for --truth, see FIDELITY.md")] = None,
            truth: TruthOpt = DEFAULT_TRUTH,
-           validate: Annotated[int, typer.Option("--validate", help="train the top M as unions")] = 0,
+           validate: Annotated[int, typer.Option(
+               "--validate", help="measure the pool's unions on the target, then train the top M multi-unit "
+                                  "candidates as unions")] = 0,
            validate_weighted: Annotated[bool, typer.Option("--validate-weighted",
                                                            help="also train the best weighted candidate")] = False,
            top: Annotated[int, typer.Option("--top", help="rows to show and store")] = 10,
@@ -137,6 +157,8 @@ def search(target: TargetOpt = None, target_weights: TargetWeightsOpt = None, ob
     from ablate.core.weights import parse_weights
     from ablate.data.units import eval_sets
     from ablate.optimize.objectives import parse_objective
+
+    from ablate.scoring.uncertainty import describe_gap
 
     cfg, pool = open_study(config, set_)
     grid = None
@@ -155,13 +177,10 @@ def search(target: TargetOpt = None, target_weights: TargetWeightsOpt = None, ob
     out = run_search(cfg, pool, goal, max_size=max_size, grid=grid, method=method, truth=truth, validate=validate,
                      validate_weighted=validate_weighted, top=top, max_candidates=max_candidates, beam=beam,
                      screen=screen, log=say)
-    cols = ["rank", "mixture", "weights", "proxy_ppl", "union_ppl", "union_rank", "validated"] + (
-        ["screened"] if screen else [])
-    print_rows(cols, out["rows"][:top])
-    first = out["rows"][0]
-    if first["union_rank"]:
-        say(f"the proxy's choice ranks {first['union_rank']} of {first['n_unions_known']} trained unions "
-            f"(truth {truth!r}) for {out['objective']} (regret {100 * (first['union_ppl'] / out['best_union_ppl'] - 1):.2f} %)")
+    cols = ["rank", "mixture", "weights", "proxy_ppl", "vs_top", "tied_top", "union_ppl", "union_rank",
+            "validated"] + (["screened"] if screen else [])
+    print_rows(cols, [r | {"vs_top": describe_gap(r["gap"], r["gap_low"], r["gap_high"])} for r in out["rows"][:top]])
+    say_ranking_notes(out, truth)
     if out.get("screened"):
         say_screen(out["screened"], out["dropped"])
     say(f"{out['candidates']} candidates ({out['strategy']}); stored as {out['search_id']} in the `searches` table")
@@ -184,3 +203,20 @@ def print_search_plan(cfg, pool, goal, *, validate_weighted: bool, **options) ->
                  + (f"trains up to {trains} union(s) to validate" if trains else "trains nothing (no --validate)"),
                  "  dry run: nothing scored, trained or written"):
         typer.echo(f"# {line}")
+
+
+def say_ranking_notes(out: dict, truth: str) -> None:
+    """Below a search's table: what vs_top means, where the pick landed among the truths, the noise, warnings."""
+    first = out["rows"][0]
+    if any(r["gap"] is not None for r in out["rows"]):
+        say(f"vs_top: the proxy's objective against #1's, with its 95 % paired bootstrap interval over eval windows "
+            f"({first['bootstrap'] or 0} resamples); tied_top: the interval reaches 0, indistinguishable from #1")
+    if first["union_rank"]:
+        say(f"the proxy's choice ranks {first['union_rank']} of {first['n_unions_known']} known truths (trained "
+            f"unions and units alone: a unit's truth is its member) (truth {truth!r}) for {out['objective']} "
+            f"(regret {100 * (first['union_ppl'] / out['best_union_ppl'] - 1):.2f} %)")
+    if first["noise_floor"] is not None:
+        say(f"noise floor: unions retrained with another data order differ by up to {first['noise_floor']:.2%} "
+            f"(truth {truth!r}); candidates closer than that cannot be told apart by training them either")
+    for line in out.get("notes", []):
+        say(line)

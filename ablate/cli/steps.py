@@ -8,9 +8,10 @@ How to run (from Python; the commands, the demo and the protocol call these, nev
 
 Scoring writes `merged` rows; the fitted proxies' rows (`calibrated`, `regression`) are derived from them
 and from the trained unions (fidelity.calibrate.refresh), so they are refreshed here, one floor up. A
-search ranks candidates (optimize.search.rank); validating the top ones trains them as the ground truth
-(train.loop.train_member), scores them on the target and only then records the ranking, so the recorded
-rows say where the proxy's pick landed among the trained unions.
+search ranks candidates (optimize.search.rank); validating measures the unions the pool already has on the
+target, trains the top ones as the ground truth (train.loop.train_member), scores them on the target and only
+then records the ranking with each shown candidate's gap to #1 (optimize.ranks), so the recorded rows say where
+the proxy's pick landed among the known truths (trained unions and units alone) and how sure the ranking is.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from __future__ import annotations
 from ablate.core.config import StudyConfig
 from ablate.core.weights import is_uniform, wkey
 from ablate.fidelity.calibrate import refresh
-from ablate.optimize import search
+from ablate.optimize import ranks, search
 from ablate.scoring import score, sweep
+from ablate.scoring.uncertainty import seed_warnings
+from ablate.store.index import Index
 from ablate.store.pool import Pool
 from ablate.store.results import existing_rows, write_rows
 from ablate.train.loop import train_member
@@ -33,11 +36,15 @@ def refresh_fitted(cfg: StudyConfig, pool: Pool) -> None:
 
 
 def score_mixture(cfg: StudyConfig, pool: Pool, items: list[str], weights: str | list[float] | None = None,
-                  eval_names: list[str] | None = None, force: bool = False) -> list[dict]:
-    """`ablate score-mixture`: score one mixture, refresh the fitted rows, return what it prints."""
+                  eval_names: list[str] | None = None, force: bool = False, warn=None) -> list[dict]:
+    """`ablate score-mixture`: score one mixture, refresh the fitted rows, return what it prints; `warn(line)`
+    hears when the seed is nearly untrained (ablate/scoring/uncertainty.py)."""
     scored = score.score_mixture(cfg, pool, items, weights, eval_names, force)
     refresh_fitted(cfg, pool)
-    return score.shown_rows(scored)
+    rows = score.shown_rows(scored)
+    for line in seed_warnings(scored.study, {r["eval_set"]: r["ppl"] for r in rows if r["method"] == "seed"}):
+        (warn or (lambda *a: None))(line)
+    return rows
 
 
 def run_sweep(cfg: StudyConfig, pool: Pool, unit_ids: list[str] | None = None, **options) -> dict:
@@ -49,16 +56,37 @@ def run_sweep(cfg: StudyConfig, pool: Pool, unit_ids: list[str] | None = None, *
 
 def run_search(cfg: StudyConfig, pool: Pool, target, *, truth: str = DEFAULT_TRUTH, validate: int = 0,
                validate_weighted: bool = False, top: int = 10, log=print, **options) -> dict:
-    """`ablate search`: rank (optimize.search.rank's options), train and score the picks, record the ranking.
-    `target`: an eval set's name or an optimize.objectives.Objective."""
+    """`ablate search`: rank (optimize.search.rank's options); with `validate`, measure the unions the pool already
+    has on the target, then train and score the picks; record the ranking with each shown candidate's gap to #1
+    (ablate/optimize/ranks.py). `target`: an eval set's name or an optimize.objectives.Objective.
+    Returns record's dict plus `notes`: the warnings to print beside the ranking."""
     ranking = search.rank(cfg, pool, target, truth=truth, validate=validate, top=top, log=log, **options)
+    objective = ranking["objective"]
     picks = search.validation_picks(ranking["ranked"], validate, validate_weighted) if validate else []
+    if validate:  # what is known costs one evaluation each: a validate never trains nothing and says nothing
+        measure_truths(cfg, pool, objective.eval_sets, [list(m) for m in pool_unions(pool, truth)], truth)
     validated = [train_truth(cfg, pool, mix, w, truth, log) for mix, w in picks]
     if picks:
-        study = load_study(cfg, pool, ranking["objective"].eval_sets)
-        write_rows(pool, score.score_reference_models(study, [list(v[0]) for v in validated],
-                                                      existing_rows(pool, study.precision)))
-    return search.record(pool, ranking, validated, top=top, validate=validate)
+        measure_truths(cfg, pool, objective.eval_sets, [list(v[0]) for v in validated], truth)
+    keys = search.shown_keys(ranking, validated, top, validate)
+    gaps = ranks.ranking_gaps(cfg, pool, objective, ranking["method"], keys, best=ranking["ranked"][0][0])
+    noise = ranks.noise_level(pool, objective, truth)
+    out = search.record(pool, ranking, validated, top=top, validate=validate, gaps=gaps, noise=noise)
+    return out | {"notes": ranks.ranking_notes(cfg, pool, objective, gaps, noise)}
+
+
+def measure_truths(cfg: StudyConfig, pool: Pool, sets: list[str], mixtures: list[list[str]], truth: str) -> None:
+    """The trained unions of `mixtures` for one ground truth (every replicate: the noise floor) and the seed,
+    measured on `sets` where they were not."""
+    study = load_study(cfg, pool, sets)
+    write_rows(pool, score.score_reference_models(study, mixtures, existing_rows(pool, study.precision), budget=truth))
+
+
+def pool_unions(pool: Pool, truth: str) -> list[tuple[str, ...]]:
+    """The unit sets of the pool's trained unions of one ground truth (members trained before budgets: `sum`)."""
+    _, rows = Index(pool).query("SELECT DISTINCT units FROM models WHERE kind = 'union' "
+                                "AND coalesce(budget, 'sum') = ?", [truth])
+    return sorted(tuple(sorted(u)) for (u,) in rows)
 
 
 def train_truth(cfg: StudyConfig, pool: Pool, mix: list[str], weights: list[float], truth: str, log) -> tuple:

@@ -143,6 +143,10 @@ class EvalConfig(_Strict):
     screen_tokens: int = Field(1024, ge=1)  # first round's prefix (>= 2 windows); each later round x screen_growth
     screen_growth: int = Field(2, ge=2)  # 1024 x 2: chosen leaving each study out (bench/bench_screen.py)
     screen_keep: int = Field(3, ge=1)  # the top `screen_keep` always race to the full set
+    # rankings (search, sweep --target, score-mixture): resamples of the eval windows for each candidate's gap to #1
+    # (ablate/scoring/uncertainty.py); 0 = no intervals. Seeded by bootstrap_seed: the same table twice.
+    bootstrap: int = Field(1000, ge=0)
+    bootstrap_seed: int = 0
 
 
 class EnergyConfig(_Strict):

@@ -27,6 +27,7 @@ from scipy.stats import pearsonr, spearmanr
 
 from ablate.scoring import proxies
 from ablate.scoring.proxies import MIN_UNIONS, union_keys  # noqa: F401  (calibration's vocabulary)
+from ablate.scoring.uncertainty import noise_floor  # its owner (search reads it too); the protocol reads it here
 from ablate.core.errors import UsageError
 from ablate.store.index import Index
 from ablate.store.pool import Pool
@@ -40,24 +41,6 @@ FITTED = ("calibrated", "regression")
 def _rows(pool: Pool, sql: str, params: list | None = None) -> list[dict]:
     cols, rows = Index(pool).query(sql, params)
     return [dict(zip(cols, r)) for r in rows]
-
-
-def noise_floor(pool: Pool, budget: str = "sum") -> dict[str, dict]:
-    """Per eval set: pooled sd of log union ppl across replicates of one ground truth, and the threshold."""
-    rows = _rows(pool, "SELECT eval_set, mixture, weights, ln(ppl) AS lu FROM mixture_perplexity "
-                       "WHERE method = 'union' AND coalesce(budget, 'sum') = ?", [budget])
-    groups: dict[tuple, list[float]] = {}
-    for r in rows:
-        groups.setdefault((r["eval_set"], tuple(r["mixture"]), wkey(r["weights"])), []).append(r["lu"])
-    out = {}
-    for ev in sorted({g[0] for g in groups}):
-        reps = [v for g, v in groups.items() if g[0] == ev and len(v) >= 2]
-        dof = sum(len(v) - 1 for v in reps)
-        if not dof:
-            continue
-        sd = math.sqrt(sum(sum((x - np.mean(v)) ** 2 for x in v) for v in reps) / dof)
-        out[ev] = {"sd_log_ppl": sd, "threshold": 2 * math.sqrt(2) * sd, "mixtures": len(reps)}
-    return out
 
 
 def ranking_quality(proxy: np.ndarray, truth: np.ndarray, threshold: float = 0.0) -> dict:

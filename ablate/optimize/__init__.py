@@ -1,7 +1,8 @@
-"""Which mixture to train: objectives over eval sets, the search over candidate mixtures, and continuous
-weights on the simplex by gradients through the merge (the merged route of `ablate optimize`).
+"""Which mixture to train: objectives over eval sets, the search over candidate mixtures (and how sure its
+ranking is: ranks), and continuous weights on the simplex by gradients through the merge (the merged route of
+`ablate optimize`).
 
 Imports core .. scoring. Training what it finds (validation) is the commands' job (cli/).
 """
 
-__all__ = ['gradient', 'merged_route', 'objectives', 'search', 'simplex']
+__all__ = ['gradient', 'merged_route', 'objectives', 'ranks', 'search', 'simplex']

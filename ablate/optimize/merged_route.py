@@ -35,6 +35,7 @@ from ablate.optimize.gradient import MemberSpace, set_nll, window_nll
 from ablate.optimize.objectives import Objective
 from ablate.optimize.simplex import kl, mirror_step, project, sparsify
 from ablate.scoring.batched import EvalWindows
+from ablate.scoring.uncertainty import bootstrap_values, point_values
 from ablate.train.study import Study
 
 
@@ -149,22 +150,22 @@ def held_comparison(space: MemberSpace, model, split: dict, w: np.ndarray, unifo
     for label, weights in (("optimized", w), ("uniform", uniform)):
         space.load(weights)
         per[label] = {s: window_nll(model, part["held"], batch_size) for s, part in split.items()}
-    n_pred = {s: split[s]["held"].size(1) - 1 for s in split}
+    n_pred = {s: np.full(len(per["uniform"][s]), split[s]["held"].size(1) - 1) for s in split}
     tokens = {s: int(split[s]["held"].numel()) for s in split}
+    nll = {s: np.stack([per["optimized"][s], per["uniform"][s]]) for s in split}  # [2, windows]: paired
 
-    def values(label, idx=None):
-        return {s: float((v if idx is None else v[idx[s]]).mean()) / n_pred[s] for s, v in per[label].items()}
+    def value(logppl):  # [optimized, uniform] objective values, both relative to the uniform weights
+        uni = {s: float(v[1]) for s, v in logppl.items()}
+        return [objective.value({s: float(v[0]) for s, v in logppl.items()}, uni, tokens),
+                objective.value(uni, uni, tokens)]
 
-    opt_v, uni_v = values("optimized"), values("uniform")
-    gain = objective.value(uni_v, uni_v, tokens) - objective.value(opt_v, uni_v, tokens)
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(resamples):
-        idx = {s: rng.integers(0, len(v), len(v)) for s, v in per["uniform"].items()}
-        u = values("uniform", idx)
-        draws.append(objective.value(u, u, tokens) - objective.value(values("optimized", idx), u, tokens))
-    lo, hi = np.percentile(draws, [2.5, 97.5])
-    return {"optimized": objective.value(opt_v, uni_v, tokens), "uniform": objective.value(uni_v, uni_v, tokens),
-            "gain": gain, "gain_low": float(lo), "gain_high": float(hi), "resolved": bool(lo > 0),
+    opt_value, uni_value = point_values(nll, n_pred, value)
+    gain = uni_value - opt_value
+    draws = bootstrap_values(nll, n_pred, value, resamples, seed)
+    lo, hi = np.percentile(draws[:, 1] - draws[:, 0], [2.5, 97.5])
+    opt_v = {s: float(per["optimized"][s].sum() / n_pred[s].sum()) for s in split}
+    uni_v = {s: float(per["uniform"][s].sum() / n_pred[s].sum()) for s in split}
+    return {"optimized": float(opt_value), "uniform": float(uni_value), "gain": float(gain),
+            "gain_low": float(lo), "gain_high": float(hi), "resolved": bool(lo > 0),
             "per_set": {s: {"optimized": opt_v[s], "uniform": uni_v[s]} for s in split},
             "guards_held": objective.guards_held(opt_v, uni_v)}

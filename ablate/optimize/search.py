@@ -18,11 +18,13 @@ about n + beam·n·(max_size-1) candidates, and the best single is always among 
 composition at equal compute, the default) or `sum` (add data, k x budget). The proxy
 (`--method`) defaults to the protocol's best for the question (FIDELITY.md): `merged` for
 `unit`; for `sum`, `own-additive`, or `calibrated` once n unions of that truth exist.
-`--validate M` trains the top M candidates as that ground truth — a weighted candidate as
-a weighted union drawing each unit's share of the budget (`--validate-weighted` adds the
-best weighted one) — and reports where the proxy's choice landed among all unions known
-for the target; the training is ablate/cli/steps.py's `run_search`, which composes rank, train and
-record. Rankings go to the `searches` table, each row with its objective.
+Units alone are candidates too, and known truths: the seed trained on one unit for one unit's tokens is that
+unit's member (at either budget), which its merged row measures. `--validate M` first measures every union of
+the truth the pool already has on the target, then trains the top M multi-unit candidates as that ground truth —
+a weighted candidate as a weighted union drawing each unit's share of the budget (`--validate-weighted` adds the
+best weighted one) — and reports where the proxy's choice landed among all truths known for the target; that is
+ablate/cli/steps.py's `run_search`, which composes rank, train, the gaps to #1 (ablate/optimize/ranks.py) and
+record. Rankings go to the `searches` table, each row with its objective and its gap to #1.
 
 Several targets (`--target a,b`, repeatable; `--target-weights`, `--objective worst`, `--max-loss B:x`)
 rank by one objective over eval sets, defined once in ablate/optimize/objectives.py and shared with
@@ -190,7 +192,9 @@ def default_method(pool: Pool, truth: str) -> str:
 
 def validation_picks(ranked: list, validate: int, validate_weighted: bool) -> list[tuple[list[str], list[float]]]:
     """The candidates `--validate M` trains: the top M multi-unit ones (and, with `validate_weighted`, the best
-    weighted one when the top M are all uniform). Training them is the command's step (ablate/cli/steps.py)."""
+    weighted one when the top M are all uniform); a unit alone needs no training (its truth is its member,
+    measured by the search itself). Training them is the command's step (ablate/cli/steps.py), after the unions
+    the pool already has are measured on the target."""
     picks = [(list(c), list(w)) for (c, w), _ in ranked if len(c) > 1][:validate]
     if validate_weighted and all(is_uniform(w) for _, w in picks):  # also check the best weighted one
         picks += [(list(c), list(w)) for (c, w), _ in ranked if len(c) > 1 and not is_uniform(w)][:1]
@@ -205,7 +209,7 @@ def objective_scores(cfg: StudyConfig, pool: Pool, objective: Objective, cands, 
     ref_key = None
     if objective.needs_reference:
         units = unit_ids(pool, required=True)
-        ref_key = _uniform_key(units)
+        ref_key = uniform_key(units)
         if ref_key not in {(tuple(c), wkey(w)) for c, w in cands}:
             cands.append((list(units), [1.0 / len(units)] * len(units)))
     per_set = {s: _proxy_scores(cfg, pool, s, cands, method, truth, screen) for s in objective.eval_sets}
@@ -279,16 +283,18 @@ def rank(cfg: StudyConfig, pool: Pool, target: str | Objective, *, max_size: int
 
 def union_values(pool: Pool, objective: Objective, truth: str) -> dict[tuple, float]:
     """{(mixture, wkey): the objective's value} for every first-replicate union of the truth that was
-    evaluated on all the objective's eval sets (relative to the all-units uniform union where it needs one)."""
+    evaluated on all the objective's eval sets (relative to the all-units uniform union where it needs one),
+    and every unit alone: the seed trained on one unit for one unit's tokens is that unit's member, whatever
+    the question (train_member trains it so), and its merged row of one member measures exactly that model."""
     marks = ", ".join("?" for _ in objective.eval_sets)
     _, rows = Index(pool).query(
-        "SELECT mixture, weights, eval_set, ln(ppl) FROM mixture_perplexity WHERE method = 'union' "
-        f"AND coalesce(replicate, 0) = 0 AND coalesce(budget, 'sum') = ? AND eval_set IN ({marks})",
-        [truth, *objective.eval_sets])
+        "SELECT mixture, weights, eval_set, ln(ppl) FROM mixture_perplexity WHERE ((method = 'union' "
+        "AND coalesce(replicate, 0) = 0 AND coalesce(budget, 'sum') = ?) OR (method = 'merged' AND k = 1)) "
+        f"AND eval_set IN ({marks})", [truth, *objective.eval_sets])
     per = _complete(rows, objective)
     ref = None
     if objective.needs_reference:
-        ref = per.get(_uniform_key(unit_ids(pool)))
+        ref = per.get(uniform_key(unit_ids(pool)))
         if ref is None:
             return {}
     tokens = _eval_tokens(pool, objective) if objective.target_weights == "tokens" else None
@@ -304,7 +310,7 @@ def _complete(rows, objective: Objective) -> dict[tuple, dict[str, float]]:
     return {k: v for k, v in per.items() if len(v) == len(objective.eval_sets)}
 
 
-def _uniform_key(units: list[str]) -> tuple:
+def uniform_key(units: list[str]) -> tuple:
     """The search key of the uniform mixture of all `units` (the reference of worst-case and guards)."""
     return tuple(sorted(units)), wkey([1.0 / len(units)] * len(units))
 
@@ -317,7 +323,7 @@ def rank_scored(pool: Pool, objective: Objective, units: list[str], method: str 
         f"SELECT mixture, weights, eval_set, ln(ppl) FROM mixture_perplexity WHERE method = ? AND eval_set IN ({marks})",
         [method, *objective.eval_sets])
     per = _complete([r for r in rows if set(r[0]) <= set(units)], objective)
-    ref = per.get(_uniform_key(units)) if objective.needs_reference else None
+    ref = per.get(uniform_key(units)) if objective.needs_reference else None
     if objective.needs_reference and ref is None:
         raise UsageError(f"objective {objective.describe()} compares with the uniform mixture of all units, "
                          f"which has no {method} row yet")
@@ -325,27 +331,39 @@ def rank_scored(pool: Pool, objective: Objective, units: list[str], method: str 
     return sorted(((k, objective.value(v, ref, tokens)) for k, v in per.items()), key=lambda kv: kv[1])
 
 
-def record(pool: Pool, ranking: dict, validated: list[tuple], top: int = 10, validate: int = 0) -> dict:
-    """The ranking's shown rows (top ones and validated ones), with where each landed among the trained unions;
-    written to the `searches` table. `proxy_ppl` and `union_ppl` are exp(objective): the perplexity for one
-    eval set, the (weighted) geometric mean for a mean, the ratio to the uniform mixture for `worst`."""
+def shown_keys(ranking: dict, validated: list[tuple], top: int = 10, validate: int = 0) -> list[tuple]:
+    """The candidates a search shows and stores: the top ones and the validated ones, in rank order."""
+    shown = {key for key, _ in ranking["ranked"][:max(top, validate)]} | set(validated)
+    return [key for key, _ in ranking["ranked"] if key in shown]
+
+
+def record(pool: Pool, ranking: dict, validated: list[tuple], top: int = 10, validate: int = 0,
+           gaps: dict | None = None, noise: float | None = None) -> dict:
+    """The ranking's shown rows (top ones and validated ones), with where each landed among the known truths
+    (trained unions and units alone); written to the `searches` table. `proxy_ppl` and `union_ppl` are
+    exp(objective): the perplexity for one eval set, the (weighted) geometric mean for a mean, the ratio to the
+    uniform mixture for `worst`. `gaps` (ablate/optimize/ranks.py): each row's gap to #1 with its bootstrap
+    interval; `noise`: the retraining noise floor (relative), for `within_noise`."""
     objective, truth, ranked, dropped = ranking["objective"], ranking["truth"], ranking["ranked"], ranking["dropped"]
     union_value = union_values(pool, objective, truth)
     union_rank = {key: i + 1 for i, (key, _) in enumerate(sorted(union_value.items(), key=lambda kv: kv[1]))}
     search_id = f"search-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     created = now()
-    out_rows = []
-    shown = {key for key, _ in ranked[:max(top, validate)]} | set(validated)
+    out_rows, gaps = [], gaps or {}
+    shown = set(shown_keys(ranking, validated, top, validate))
     for rank_, (key, score) in enumerate(ranked, 1):
         if key not in shown:
             continue
-        union = union_value.get(key)
+        union, gap = union_value.get(key), gaps.get(key, {})
         out_rows.append({
             "row_id": f"{search_id}:{rank_}", "search_id": search_id, "target": ranking["target"],
             "method": ranking["method"], "budget": truth, "rank": rank_, "mixture": list(key[0]),
             "weights": list(key[1]), "proxy_ppl": math.exp(score), "union_ppl": None if union is None else math.exp(union),
             "union_rank": union_rank.get(key), "n_unions_known": len(union_value), "validated": key in validated,
-            "screened": key in dropped, "objective": objective.describe(), "created_at": created})
+            "screened": key in dropped, "objective": objective.describe(), "created_at": created,
+            "gap": gap.get("gap"), "gap_low": gap.get("gap_low"), "gap_high": gap.get("gap_high"),
+            "tied_top": gap.get("tied_top"), "bootstrap": gap.get("bootstrap"), "noise_floor": noise,
+            "within_noise": None if noise is None or "gap" not in gap else bool(math.expm1(gap["gap"]) <= noise)})
     write_search_rows(pool, search_id, out_rows)
     best_true = math.exp(min(union_value.values())) if union_value else math.nan
     out = {"search_id": search_id, "rows": out_rows, "candidates": ranking["candidates"], "best_union_ppl": best_true,

@@ -118,7 +118,7 @@ def window_stats(windows: EvalWindows, nll: np.ndarray, eval_s: float, stop: int
     """evaluate_tokens' dict from one model's per-window NLL over windows 0..stop (all by default)."""
     stop = len(windows) if stop is None else stop
     return nll_stats(float(nll[:stop].sum()), int(windows.n_pred[:stop].sum()), int(windows.n_bytes[:stop].sum()),
-                     eval_s)
+                     eval_s, nll[:stop])
 
 
 def free_memory_bytes(device: torch.device) -> int:

@@ -56,6 +56,7 @@ def evaluate_tokens(model, tokens: np.ndarray, byte_lengths: np.ndarray, *, seq_
     model.eval()
     t0 = time.perf_counter()
     nll = torch.zeros((), dtype=torch.float64, device=device)
+    per_window = []  # [b] float64 NLL sums per window, in window order: what a paired bootstrap resamples
     n_pred, n_bytes = 0, 0
     spans = windows(int(tokens.size), seq_len)
     autocast = precision_context(device, eval_precision(device, precision))
@@ -80,17 +81,23 @@ def evaluate_tokens(model, tokens: np.ndarray, byte_lengths: np.ndarray, *, seq_
             if logits is None:
                 logits = model(input_ids=ids).logits[:, :-1]
         target = ids[:, 1:]
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), target.reshape(-1),
-                               reduction="sum")
-        nll += loss.double()
+        # cross_entropy is log_softmax then nll_loss: split, the sum stays bit-identical to it, and each token's
+        # loss is one gather away (the per-window sums a ranking's bootstrap resamples; no second softmax)
+        logp = F.log_softmax(logits.float().reshape(-1, logits.size(-1)), -1)
+        nll += F.nll_loss(logp, target.reshape(-1), reduction="sum").double()
+        per_window.append(-logp.gather(1, target.reshape(-1, 1)).view(target.shape).double().sum(1))
         n_pred += target.numel()
         n_bytes += int(byte_lengths[batch[:, 1:]].sum())
-    total = float(nll)  # one sync at the end, not per batch
+    total, window_nll = float(nll), torch.cat(per_window).cpu().numpy()  # one sync at the end, not per batch
     model.train(was_training)
-    return nll_stats(total, n_pred, n_bytes, time.perf_counter() - t0)
+    return nll_stats(total, n_pred, n_bytes, time.perf_counter() - t0, window_nll)
 
 
-def nll_stats(total: float, n_pred: int, n_bytes: int, eval_s: float) -> dict:
-    """An evaluation's dict (every row's perplexity numbers) from its Σ NLL, predicted tokens and bytes."""
-    return {"nll_sum": total, "n_tokens": n_pred, "n_bytes": n_bytes, "ppl": math.exp(total / n_pred),
-            "bits_per_byte": total / math.log(2) / max(1, n_bytes), "eval_s": eval_s}
+def nll_stats(total: float, n_pred: int, n_bytes: int, eval_s: float, window_nll=None) -> dict:
+    """An evaluation's dict (every row's perplexity numbers) from its Σ NLL, predicted tokens and bytes;
+    `window_nll` (each window's NLL sum, in window order) rides along for the rankings' bootstrap."""
+    out = {"nll_sum": total, "n_tokens": n_pred, "n_bytes": n_bytes, "ppl": math.exp(total / n_pred),
+           "bits_per_byte": total / math.log(2) / max(1, n_bytes), "eval_s": eval_s}
+    if window_nll is not None:
+        out["window_nll"] = [float(x) for x in window_nll]
+    return out

@@ -28,7 +28,8 @@ from ablate.scoring.merge import merge_id, parse_mixture
 from ablate.models.model import count_params, load_member
 from ablate.store.pool import Pool
 from ablate.core.progress import bar
-from ablate.store.results import Row, attach_cost, existing_rows, make_row, row_id, write_rows
+from ablate.store.results import Row, attach_cost, existing_rows, make_row, row_id, window_losses, write_rows
+from ablate.scoring.uncertainty import describe_gap, gaps_to_best, window_tokens
 from ablate.train.study import Study, load_study
 from ablate.train.truths import BUDGETS
 from ablate.core.weights import wkey
@@ -68,14 +69,16 @@ def study_row(study: Study, ev: dict, stats: dict, *, method: str, mixture: list
                     budget=budget)
 
 
-def score_reference_models(study: Study, mixtures: list[list[str]], done: set[str]) -> list[Row]:
+def score_reference_models(study: Study, mixtures: list[list[str]], done: set[str],
+                           budget: str | None = None) -> list[Row]:
     """Rows for what exists to compare against: the seed and every trained union of the mixtures
-    (each ground truth: budget, weights, and every replicate, whose spread is the noise floor)."""
+    (each ground truth: budget, weights, and every replicate, whose spread is the noise floor);
+    with `budget`, only the unions of that ground truth."""
     todo = [("seed", [], study.seed["model_id"], 0, [], None)]
     for mix in mixtures:
         if len(mix) > 1:
             todo += [("union", mix, m["model_id"], m.get("replicate", 0), m.get("weights") or [1.0 / len(mix)] * len(mix),
-                      m.get("budget", "sum")) for m in study.truths(mix)]
+                      m.get("budget", "sum")) for m in study.truths(mix) if budget in (None, m.get("budget", "sum"))]
     rows = []
     with Meter(study.cfg.energy) as meter:
         for method, mix, mid, rep, weights, budget in todo:
@@ -89,12 +92,12 @@ def score_reference_models(study: Study, mixtures: list[list[str]], done: set[st
 
 
 def score_built_models(study: Study, mixtures: list[tuple[list[str], list[float]]], method: str, build,
-                       label: str | None = None) -> dict[tuple, str]:
+                       label: str | None = None, force: bool = False) -> dict[tuple, str]:
     """Rows for an evaluated proxy (merged, task-sum): `build(pool, seed_id, members, weights)` gives each
-    (mixture, weights)'s state dict; evaluated on the study's eval sets unless cached, priced, written.
-    Returns {(mixture, weights): model id}."""
+    (mixture, weights)'s state dict; evaluated on the study's eval sets unless cached (or `force`), priced,
+    written. Returns {(mixture, weights): model id}."""
     cfg, pool = study.cfg, study.pool
-    done = existing_rows(pool, study.precision)
+    done = set() if force else existing_rows(pool, study.precision)
     ids, todo = {}, []
     for mix, weights in mixtures:
         members = [study.unit_member(u) for u in mix]
@@ -165,6 +168,14 @@ def shown_rows(scored: Scored) -> list[dict]:
             ids += [row_id("union", truth["model_id"], ev, seq_len) for ev in study.evals]
     marks = ", ".join("?" for _ in ids)
     cols, table = Index(study.pool).query(
-        f"SELECT method, coalesce(budget, '') AS budget, eval_set, ppl, bits_per_byte, n_tokens, eval_s "
+        f"SELECT row_id, method, coalesce(budget, '') AS budget, eval_set, ppl, bits_per_byte, n_tokens, eval_s "
         f"FROM mixture_perplexity WHERE row_id IN ({marks}) ORDER BY eval_set, method, budget", ids)
-    return [dict(zip(cols, r)) for r in table]
+    rows = [dict(zip(cols, r)) for r in table]
+    # how sure "merged beats the seed" or "the union beats the merge" is: each measured row against the eval
+    # set's best, paired over its windows (fitted rows and rows measured before windows were kept: blank)
+    n_pred = {ev["domain"]: window_tokens(study.eval_tokens[ev["domain"]].size, seq_len) for ev in study.evals}
+    gaps_to_best(rows, window_losses(study.pool, [r["row_id"] for r in rows]), n_pred,
+                 resamples=study.cfg.eval.bootstrap, seed=study.cfg.eval.bootstrap_seed)
+    for r in rows:
+        r["vs_best"] = describe_gap(r.get("vs_best"), r.get("vs_best_low"), r.get("vs_best_high"))
+    return rows

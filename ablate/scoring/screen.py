@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
-from ablate.scoring.batched import study_stack, window_stats
+from ablate.scoring.batched import shuffle_order, study_stack, window_stats
 from ablate.core.energy import Meter
 from ablate.store.results import attach_cost, write_rows
 from ablate.scoring.score import study_row
@@ -181,9 +181,13 @@ def screen_candidates(study, cands: list[dict], load, *, method: str = "merged")
                 row = study_row(study, ev, window_stats(w, result.nll[c], float(seconds[c]), stop), method=method,
                                mixture=cand["mixture"], weights=cand["weights"], model_id=cand["model_id"],
                                n_nonembed=n_nonembed, device=study.device)
-                if result.dropped_in[c] < 0:
+                if result.dropped_in[c] < 0:  # per-window losses back in file order, as every other row keeps them
+                    order = shuffle_order(w.full.size(0), len(w), WINDOW_ORDER_SEED)
+                    nll = np.asarray(result.nll[c], dtype=np.float64)[np.argsort(order)]
+                    row["window_nll"] = [float(x) for x in nll]
                     full.append(row)
                 else:
+                    row.pop("window_nll", None)  # a prefix: no bootstrap reads it
                     dropped.append(screened_row(row, result, c, w, screen_id, cfg.eval.screen_confidence))
                 used += int(w.n_pred[:stop].sum())
             whole += len(cands) * int(w.n_pred.sum())

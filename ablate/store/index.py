@@ -55,6 +55,15 @@ def _columns(table: str) -> list[str]:
     return cols
 
 
+def _upsert_sql(table: str) -> str:
+    """INSERT ... ON CONFLICT: the row with the newer created_at wins."""
+    cols = _columns(table)
+    marks = ", ".join("?" for _ in cols)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in cols[1:])
+    return (f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks}) ON CONFLICT ({cols[0]}) "
+            f"DO UPDATE SET {updates} WHERE excluded.created_at >= {table}.created_at")
+
+
 def _holder(lock_path: Path) -> str:
     try:
         return lock_path.read_text().strip() or "unknown process"
@@ -121,20 +130,17 @@ class Index:
         con.execute("CREATE TABLE IF NOT EXISTS ablate_meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
         con.execute("INSERT OR REPLACE INTO ablate_meta VALUES ('schema', ?)", [SCHEMA])
 
-    def upsert(self, table: str, rows: list[dict]) -> None:
+    def upsert(self, table: str, rows: list[dict], also: dict[str, list[dict]] | None = None) -> None:
         """Insert rows in one transaction under the write lock; on a key clash the newer row wins.
+        `also`: other tables' rows committed in the same transaction (a row's per-window losses).
 
         "Newer" is by `created_at`, not by commit order, so the index always
         agrees with `rebuild()` even when concurrent writers commit out of order.
         """
-        if not rows:
+        batches = [(t, r) for t, r in [(table, rows), *(also or {}).items()] if r]
+        if not batches:
             return
-        cols = _columns(table)
-        values = [[_sql_value(r.get(c)) for c in cols] for r in rows]
-        marks = ", ".join("?" for _ in cols)
-        updates = ", ".join(f"{c} = excluded.{c}" for c in cols[1:])
-        sql = (f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks}) ON CONFLICT ({cols[0]}) "
-               f"DO UPDATE SET {updates} WHERE excluded.created_at >= {table}.created_at")
+        statements = [(_upsert_sql(t), [[_sql_value(r.get(c)) for c in _columns(t)] for r in rs]) for t, rs in batches]
         with self._write_lock():
             con = self._connect(read_only=False)
             if not _schema_current(con):  # an index from an older ablate: rebuild, then write
@@ -145,7 +151,8 @@ class Index:
                 if not _has_tables(con):  # a new file; an existing one is current (checked above)
                     self._create(con)
                 con.execute("BEGIN")
-                con.executemany(sql, values)
+                for sql, values in statements:
+                    con.executemany(sql, values)
                 faults.point("index.txn")
                 con.execute("COMMIT")
             finally:
@@ -197,6 +204,7 @@ class Index:
             "screened_perplexity": list(iter_result_rows(self.pool.root / "screened")),
             "optimizations": list(iter_result_rows(self.pool.root / "optimizations")),
         }
+        tables["window_losses"] = window_loss_rows(tables["mixture_perplexity"])  # the same newest-wins rows
         with staged_file(self.pool.index_path, self.pool.index_path.with_name(f".index-{os.getpid()}.duckdb")) as tmp:
             con = duckdb.connect(str(tmp))
             try:
@@ -251,6 +259,14 @@ def model_row(meta: dict) -> dict:
         k = len(meta.get("units") or [1])
         row.update(budget="sum", budget_tokens=meta.get("train_tokens"), weights=[1.0 / k] * k)
     return row
+
+
+def window_loss_rows(rows: list[dict]) -> list[dict]:
+    """The `window_losses` rows of measured rows that kept their per-window losses (a row's `window_nll` rides in
+    its results line; one window_losses row per such row, same id and created_at, so both tables agree)."""
+    return [{"row_id": r["row_id"], "method": r["method"], "model_id": r["model_id"], "eval_set": r["eval_set"],
+             "eval_sha256": r["eval_sha256"], "n_windows": len(r["window_nll"]), "window_nll": r["window_nll"],
+             "created_at": r["created_at"]} for r in rows if r.get("window_nll")]
 
 
 def iter_result_rows(folder: Path):

@@ -24,8 +24,10 @@ import uuid
 from datetime import datetime, timezone
 from typing import TypedDict
 
+import numpy as np
+
 from ablate.core import faults
-from ablate.store.index import Index
+from ablate.store.index import Index, window_loss_rows
 from ablate.store.pool import Pool, atomic_write_bytes
 from ablate.core.weights import is_uniform
 
@@ -60,6 +62,9 @@ class Row(TypedDict):
     budget: str | None  # the ground truth a union row is, or a fitted proxy predicts; None otherwise
     eval_precision: str | None  # fp32 | bf16; None: a fitted proxy's (no model run) or a row from before
     created_at: str  # now(): the newest row of an id wins
+    # each eval window's NLL sum, in window order (rows from before it was kept, and fitted rows: absent): kept
+    # in the results file and the `window_losses` table, not in mixture_perplexity, for the rankings' bootstrap
+    window_nll: list[float]  # may be absent (see above)
 
 
 def now() -> str:
@@ -80,7 +85,7 @@ def make_row(rid: str, *, method: str, mixture: list[str], weights: list[float],
     evaluate.evaluate_tokens' sums (n_tokens, n_bytes, nll_sum, ppl, bits_per_byte, eval_s);
     `energy` (energy_kwh, co2_kg, energy_method) is set here only for rows no meter prices."""
     energy = energy or {}
-    return Row(row_id=rid, mixture=sorted(mixture), weights=weights, k=len(mixture), uniform=is_uniform(weights),
+    row = Row(row_id=rid, mixture=sorted(mixture), weights=weights, k=len(mixture), uniform=is_uniform(weights),
                method=method, eval_set=ev["domain"], eval_sha256=ev["data_sha256"],
                n_tokens=stats["n_tokens"], n_bytes=stats["n_bytes"], nll_sum=stats["nll_sum"], ppl=stats["ppl"],
                bits_per_byte=stats["bits_per_byte"], eval_s=stats["eval_s"], merge_s=merge_s,
@@ -88,6 +93,9 @@ def make_row(rid: str, *, method: str, mixture: list[str], weights: list[float],
                energy_method=energy.get("energy_method"), flops=flops, model_id=model_id, seed_id=seed_id,
                device=device, replicate=replicate, spec=spec or "+".join(sorted(mixture)), budget=budget,
                eval_precision=eval_precision, created_at=now())
+    if stats.get("window_nll") is not None:
+        row["window_nll"] = list(stats["window_nll"])
+    return row
 
 
 def attach_cost(rows: list[Row], cost: dict) -> None:
@@ -110,7 +118,18 @@ def write_rows(pool: Pool, rows: list[Row], table: str = "mixture_perplexity") -
     blob = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode()
     atomic_write_bytes(folder / name, blob)
     faults.point("results.written")
-    Index(pool).upsert(table, rows)
+    windows = {"window_losses": window_loss_rows(rows)} if table == "mixture_perplexity" else None
+    Index(pool).upsert(table, rows, also=windows)  # a row and its per-window losses in one transaction
+
+
+def window_losses(pool: Pool, row_ids: list[str]) -> dict[str, np.ndarray]:
+    """{row id: its per-window NLL sums} for the rows that kept them (missing ids: measured before, or fitted)."""
+    if not row_ids:
+        return {}
+    marks = ", ".join("?" for _ in row_ids)
+    _, rows = Index(pool).query(f"SELECT row_id, window_nll FROM window_losses WHERE row_id IN ({marks})",
+                                list(row_ids))
+    return {rid: np.asarray(v, dtype=np.float64) for rid, v in rows}
 
 
 def write_search_rows(pool: Pool, search_id: str, rows: list[dict]) -> None:

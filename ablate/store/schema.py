@@ -40,10 +40,19 @@ TABLES = {
     # prefix held. Apart from mixture_perplexity, so no view, fit or verdict meets a partial evaluation.
     "screened_perplexity": ROW_COLUMNS + """, screened BOOLEAN, screen_id VARCHAR, screen_round INTEGER,
         screen_windows INTEGER, full_windows INTEGER, confidence DOUBLE, leader_gap DOUBLE""",
+    # Each measured row's per-window NLL sums (same row_id as its mixture_perplexity row), in window order: what
+    # the rankings' paired bootstrap resamples (ablate/scoring/uncertainty.py). Rows from before it: absent.
+    "window_losses": """
+        row_id VARCHAR PRIMARY KEY, method VARCHAR, model_id VARCHAR, eval_set VARCHAR, eval_sha256 VARCHAR,
+        n_windows INTEGER, window_nll DOUBLE[], created_at TIMESTAMP""",
+    # gap* = the candidate's objective minus #1's (log ppl) with its paired bootstrap interval over eval windows;
+    # tied_top: that interval reaches 0; noise_floor: retraining noise from replicate unions (relative), NULL if none
     "searches": """
         row_id VARCHAR PRIMARY KEY, search_id VARCHAR, target VARCHAR, method VARCHAR, budget VARCHAR, rank INTEGER,
         mixture VARCHAR[], weights DOUBLE[], proxy_ppl DOUBLE, union_ppl DOUBLE, union_rank INTEGER,
-        n_unions_known INTEGER, validated BOOLEAN, screened BOOLEAN, objective VARCHAR, created_at TIMESTAMP""",
+        n_unions_known INTEGER, validated BOOLEAN, screened BOOLEAN, objective VARCHAR, created_at TIMESTAMP,
+        gap DOUBLE, gap_low DOUBLE, gap_high DOUBLE, tied_top BOOLEAN, bootstrap INTEGER, noise_floor DOUBLE,
+        within_noise BOOLEAN""",
     # `ablate optimize` (ablate/optimize/): one row per optimization; values in the objective's units (log ppl),
     # fit = the windows it optimized on, held = the rest. Validation rewrites the row (same id, newer
     # created_at) with the retrained unions' realized objective.
