@@ -45,8 +45,8 @@ from ablate.store.index import Index
 from ablate.store.pool import Pool
 from ablate.scoring import proxies
 from ablate.scoring.proxies import MIN_UNIONS, union_keys
-from ablate.store.results import existing_rows, now, row_id, write_search_rows
-from ablate.scoring.score import score_built_models
+from ablate.store.results import existing_rows, now, row_id, write_rows, write_search_rows
+from ablate.scoring.score import score_built_models, score_reference_models
 from ablate.scoring.screen import screen_candidates
 from ablate.train.study import load_study
 from ablate.train.truths import BUDGETS, DEFAULT_METHOD, DEFAULT_TRUTH, QUESTIONS
@@ -176,8 +176,15 @@ def _proxy_scores(cfg: StudyConfig, pool: Pool, target: str, cands, method: str,
     if proxies.get(method).evaluated and method != "merged":
         return {(c, wkey(w)): v for (c, w), v in _score(cfg, pool, target, cands, method, screen).items()}
     if method != "merged":
+        _measure_seed(cfg, pool, target)  # additive proxies start from the seed's perplexity on the target
         return _predicted(pool, target, method, truth, set(scores))
     return scores
+
+
+def _measure_seed(cfg: StudyConfig, pool: Pool, target: str) -> None:
+    """The seed's row on the target, if missing (a target added after the sweep): one evaluation, written."""
+    study = load_study(cfg, pool, [target])
+    write_rows(pool, score_reference_models(study, [], existing_rows(pool, study.precision)))
 
 
 def default_method(pool: Pool, truth: str) -> str:

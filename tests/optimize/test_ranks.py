@@ -127,3 +127,15 @@ def test_score_mixture_and_sweep_show_gaps_and_a_ranking_within_noise_warns(stud
     apart = {**tied, ("b",): {"gap": 0.001, "gap_low": 0.0005, "gap_high": 0.002, "tied_top": False}}
     assert not any("indistinguishable" in n for n in ranks.ranking_notes(cfg, pool, objective, apart, None))
     assert any("retraining noise" in n for n in ranks.ranking_notes(cfg, pool, objective, apart, 0.01))
+
+
+def test_an_additive_search_measures_the_seed_it_starts_from(study_copy, tmp_path, capsys):
+    """`search --truth sum` defaults to own-additive, which starts from the seed's perplexity on the target: on a
+    pool where the seed was never measured there, the search measures it (was: internal error, exit 1)."""
+    cfg, pool, _, _ = study_copy
+    assert not _rows(pool, "SELECT * FROM mixture_perplexity WHERE method = 'seed' AND eval_set = 'fortunes'")
+    code, out, err = run_cli(["search", "--target", "fortunes", "--truth", "sum", "--max-size", "2",
+                              "-c", str(write_config(cfg, tmp_path / "c.yaml"))], capsys)
+    assert code == 0, err
+    assert _rows(pool, "SELECT * FROM mixture_perplexity WHERE method = 'seed' AND eval_set = 'fortunes'")
+    assert _rows(pool, "SELECT count(*) AS n FROM searches")[0]["n"] == 10
