@@ -121,3 +121,21 @@ def tree_digest(root: Path) -> dict[str, str]:
         if p.is_file() and p.name != ".index.lock":
             out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
+
+
+def bpe_tokenizer(corpus: Path, out: Path, eos: str = "<|endoftext|>") -> None:
+    """A 512-token byte-level BPE trained on the corpus at `corpus`, saved as an HF fast tokenizer at `out`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from ablate.data.corpus import load_corpus
+
+    docs = load_corpus(corpus)
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=[eos], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator([d for name in sorted(docs) for d in docs[name]], trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=eos, bos_token=eos, unk_token=eos)
+    fast.save_pretrained(str(out))

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli, tiny_config, write_config
+from conftest import bpe_tokenizer, run_cli, tiny_config, write_config
 
 EOS = "<|endoftext|>"
 UNITS = ["fortunes-00", "literature-00"]
@@ -62,22 +62,11 @@ def _config(arch: str, vocab: int, eos: int):
 @pytest.fixture(scope="module")
 def corpus_and_tokenizer(tmp_path_factory):
     """The fortunes-min corpus and one byte-level BPE (vocab 512) trained on its text."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    from ablate.data.corpus import fortunes_min_corpus, load_corpus
+    from ablate.data.corpus import fortunes_min_corpus
 
     root = tmp_path_factory.mktemp("arch")
     fortunes_min_corpus(root / "corpus")
-    docs = load_corpus(root / "corpus")
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=[EOS], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    bpe.train_from_iterator([d for name in sorted(docs) for d in docs[name]], trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=EOS, bos_token=EOS, unk_token=EOS)
-    fast.save_pretrained(str(root / "tokenizer"))
+    bpe_tokenizer(root / "corpus", root / "tokenizer", EOS)
     return root / "corpus", root / "tokenizer"
 
 

@@ -16,28 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import bpe_tokenizer, tiny_config
 
 EOS = "<|endoftext|>"
 UNIT = ["fortunes-00"]
 PDROP = ("attn_pdrop", "embd_pdrop", "resid_pdrop")
-
-
-def _tokenizer(corpus: Path, out: Path) -> None:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    from ablate.data.corpus import load_corpus
-
-    docs = load_corpus(corpus)
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=[EOS], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    bpe.train_from_iterator([d for name in sorted(docs) for d in docs[name]], trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=EOS, bos_token=EOS, unk_token=EOS)
-    fast.save_pretrained(str(out))
 
 
 def _gpt2_seeds(tok_dir: Path, root: Path) -> tuple[Path, Path]:
@@ -69,7 +52,7 @@ def gpt2_study(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("repro")
     fortunes_min_corpus(root / "corpus")
-    _tokenizer(root / "corpus", root / "tokenizer")
+    bpe_tokenizer(root / "corpus", root / "tokenizer", EOS)
     drop, plain = _gpt2_seeds(root / "tokenizer", root)
     cfg = tiny_config(root, **{"seed.mode": "import", "seed.import_path": str(drop), "units.units_per_domain": 1,
                                "units.eval_bytes": 3000, "train.checkpoint_every": 100})
