@@ -95,7 +95,8 @@ def optimization_row(result: dict) -> dict:
             "held_optimized": held["optimized"], "held_uniform": held["uniform"], "held_gain": held["gain"],
             "held_gain_low": held["gain_low"], "held_gain_high": held["gain_high"], "resolved": held["resolved"],
             "guards_held": held["guards_held"], "proxy_error": None if error is None else error["rms"],
-            "proxy_error_unions": None if error is None else error["unions"], "steps": result["steps"], "settings": result["settings"],
+            "proxy_error_unions": None if error is None else error["unions"], "steps": result["steps"],
+            "settings": result["settings"],
             "seconds": result["seconds"], "energy_kwh": result["cost"].get("energy_kwh"),
             "co2_kg": result["cost"].get("co2_kg"), "energy_method": result["cost"].get("energy_method"),
             "seed_id": result["seed_id"], "validated": False, "created_at": now()}

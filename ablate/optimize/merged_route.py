@@ -87,11 +87,11 @@ def optimize_merged(study: Study, units: list[str], objective: Objective, caps: 
     final = sparsify(w, opt.floor, caps)
     held = held_comparison(space, model, split, final, uniform, objective, cfg.eval.batch_size, opt.bootstrap,
                            opt.split_seed)
+    uniform_values = reference or fit_values(space, model, split, uniform, cfg.eval.batch_size)
     fit_final = objective.value(fit_values(space, model, split, final, cfg.eval.batch_size), reference, tokens)
-    fit_uniform = objective.value(reference or fit_values(space, model, split, uniform, cfg.eval.batch_size),
-                                  reference, tokens)
-    error = None if calibration is None else proxy_error(space, model, split, objective, calibration, tokens,
-                                                         cfg.eval.batch_size)
+    fit_uniform = objective.value(uniform_values, reference, tokens)
+    error = None if calibration is None else proxy_error(space, model, split, objective, calibration,
+                                                         uniform_values, tokens, cfg.eval.batch_size)
     return {"units": units, "members": members, "weights": final.tolist(), "raw_weights": w.tolist(),
             "proxy_error": error,
             "fit": {"optimized": fit_final, "uniform": fit_uniform}, "held": held, "history": history,
@@ -101,15 +101,14 @@ def optimize_merged(study: Study, units: list[str], objective: Objective, caps: 
 
 
 def proxy_error(space: MemberSpace, model, split: dict, objective: Objective, calibration: dict,
-                tokens: dict, batch_size: int) -> dict:
+                merged_ref: dict[str, float], tokens: dict, batch_size: int) -> dict:
     """How far the merged proxy's gain over uniform is from the trained one's, on this objective's fit windows.
 
     The held bootstrap only measures window noise; where the proxy is biased (an eval set no unit resembles,
     a mean over many sets whose gains cancel) a resolved held gain can still be a loss once trained. Every
     trained union of these units gives one error: (trained gain over the uniform union) - (merged gain over
-    the uniform merge); their root mean square is the size a predicted gain must exceed to be believed."""
-    n = len(calibration["unions"][0][0])
-    merged_ref = fit_values(space, model, split, np.full(n, 1.0 / n), batch_size)
+    the uniform merge); their root mean square is the size a predicted gain must exceed to be believed.
+    `merged_ref`: the uniform merge's fit-window log ppl, which the caller has already measured."""
     trained_ref = calibration["uniform"]
     errors = []
     for weights, trained in calibration["unions"]:
