@@ -13,7 +13,7 @@ DEB_PACKAGES := bible-kjv dict-gcide dict-foldoc dict-jargon fortunes fortunes-m
 # The fidelity protocol also renders man pages (configs/fidelity/*.yaml use the manpages domain).
 FIDELITY_PACKAGES := manpages manpages-dev man-db bsdextrautils
 
-.PHONY: demo test bench fidelity debian-packages clean
+.PHONY: demo test bench fidelity fidelity-real fidelity-lengths debian-packages clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,5 +55,17 @@ fidelity: $(VENV)/.installed
 	$(MAKE) debian-packages EXTRA_PACKAGES="$(FIDELITY_PACKAGES)"
 	HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 $(BIN)/ablate fidelity --out FIDELITY.md
 
+# Studies too slow for `make fidelity`, each its own section of FIDELITY.md (kept when `make fidelity` rewrites it).
+# A real pretrained seed: SmolLM2-135M on 4 units, sized for <= 2 h on 2 cores at one torch thread.
+fidelity-real: $(VENV)/.installed
+	$(MAKE) debian-packages EXTRA_PACKAGES="$(FIDELITY_PACKAGES)"
+	test -f models/smollm2-135m/config.json || $(BIN)/ablate import-gguf --out models/smollm2-135m
+	HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 $(BIN)/ablate fidelity configs/fidelity-real/smollm2-cpu.yaml --section --out FIDELITY.md
+
+# Does fidelity survive longer training? literary-code with units of 32, 128 and 512 steps (~1.5 h at one thread).
+fidelity-lengths: $(VENV)/.installed
+	$(MAKE) debian-packages EXTRA_PACKAGES="$(FIDELITY_PACKAGES)"
+	HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 $(BIN)/ablate fidelity configs/fidelity/literary-code.yaml --unit-steps 32,128,512 --out FIDELITY.md
+
 clean:
-	rm -rf $(VENV) pool-fidelity pool/index.duckdb pool/models pool/units pool/eval pool/cache pool/results pool/work pool/tokenizers report data
+	rm -rf $(VENV) pool-fidelity models pool/index.duckdb pool/models pool/units pool/eval pool/cache pool/results pool/work pool/tokenizers report data

@@ -3,6 +3,8 @@
 How to run:
     ablate fidelity                                        # every configs/fidelity/*.yaml → FIDELITY.md
     ablate fidelity configs/fidelity/six-units.yaml --out /tmp/F.md
+    ablate fidelity configs/fidelity/literary-code.yaml --unit-steps 32,128,512   # its section of FIDELITY.md
+    ablate fidelity configs/fidelity-real/smollm2-cpu.yaml --section              # a study as its own section
 
 For each study: build it (corpus, units, seed, one member per unit), train its ground
 truths — every multi-unit mixture (or a sample across sizes) under each budget (`unit`:
@@ -13,7 +15,9 @@ score every mixture with the proxies that evaluate a model (`merged`, `task-sum`
 Scoring (protocol.py) is out of sample: a fitted proxy (`calibrated`, `regression`) is fitted
 on m unions picked by `suggest-unions` (m = 0, n/2, n, 2n: realistic calibration budgets) and
 scored only on the other truths; the unfitted proxies are scored on the same held-out truths,
-so every comparison is paired. Everything is cached in each study's pool: a rerun only scores.
+so every comparison is paired. Everything is cached in each study's pool: a rerun only scores. `--unit-steps` reruns one study
+with units of several lengths (fidelity/lengths.py); `--section` writes a slow study (the real seed's)
+as its own section of FIDELITY.md instead of into the protocol's pooled tables (fidelity/study_section.py).
 """
 
 from __future__ import annotations
@@ -111,10 +115,13 @@ def study_configs(paths: list[str] | None) -> list[tuple[str, StudyConfig]]:
 
 
 def run_fidelity(paths: list[str] | None, out: Path | None, log=print, prepare_only: bool = False,
-                 weights_only: bool = False) -> dict:
+                 weights_only: bool = False, as_sections: bool = False) -> dict:
     """The whole protocol: prepare every study, score every proxy per truth, write the Markdown; then the
-    optimized mixtures, retrained (its own section). `weights_only`: the equal-compute truth and that section."""
+    optimized mixtures, retrained (its own section). `weights_only`: the equal-compute truth and that section.
+    `as_sections`: each study scored into its own section of `out` (no pooled tables, no weights)."""
     studies = study_configs(paths)
+    if as_sections:
+        return run_study_sections(studies, out, log, prepare_only)
     for source, cfg in studies:  # every config is checked before any study starts training
         check_domains(cfg, source)
         if weights_only:
@@ -136,3 +143,47 @@ def run_fidelity(paths: list[str] | None, out: Path | None, log=print, prepare_o
             write_section(out, weights, time.perf_counter() - t1)
     seconds = time.perf_counter() - t0
     return {"studies": results, "weights": weights, "seconds": seconds, "minutes": math.ceil(seconds / 60)}
+
+
+def run_lengths(path: str, steps: list[int], out: Path, log=print) -> dict:
+    """One study at several unit lengths: prepare each (own pool), score the merge vs the equal-compute
+    truth, measure how far members moved; FIDELITY.md's unit-length section, its plot and raw JSON."""
+    import json
+
+    from ablate.fidelity import lengths
+    from ablate.fidelity.markdown import LENGTHS_HEADING, replace_section
+    from ablate.store.pool import atomic_write_bytes
+
+    (source, cfg), = study_configs([path])
+    check_domains(cfg, source)
+    build_shared_corpora([cfg], log)
+    t0, results = time.perf_counter(), []
+    for n in steps:
+        variant = lengths.length_variant(cfg, n)
+        log(f"{variant.name}: units of {n} steps ({variant.units.unit_tokens:,} tokens) in {variant.pool}")
+        results.append(lengths.score_length(variant, n, prepare_study(variant, log=log), source))
+    seconds = time.perf_counter() - t0
+    png = lengths.plot(results, out.with_name(out.stem + "-lengths.png"))
+    replace_section(out, LENGTHS_HEADING, lengths.section(results, source, seconds, png.name))
+    atomic_write_bytes(out.with_name(out.stem + "-lengths.json"), json.dumps(results, indent=1, default=str).encode())
+    return {"lengths": results, "seconds": seconds}
+
+
+def run_study_sections(studies: list[tuple[str, StudyConfig]], out: Path | None, log, prepare_only: bool) -> dict:
+    """Studies reported on their own (fidelity/study_section.py): prepared, scored, one section each."""
+    from ablate.fidelity.study_section import write_study_section
+
+    for source, cfg in studies:
+        check_domains(cfg, source)
+    build_shared_corpora([cfg for _, cfg in studies], log)
+    results, t0 = [], time.perf_counter()
+    for source, cfg in studies:
+        prep = prepare_study(cfg, log=log)
+        log(f"{cfg.name}: ready in {prep['seconds']:.0f} s")
+        if prepare_only:
+            continue
+        results.append(score_study(cfg, prep, source))
+        if out is not None:
+            write_study_section(out, results[-1], source, time.perf_counter() - t0)
+    seconds = time.perf_counter() - t0
+    return {"studies": results, "weights": [], "seconds": seconds, "minutes": math.ceil(seconds / 60)}

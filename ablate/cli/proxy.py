@@ -72,10 +72,27 @@ def fidelity_cmd(configs: Annotated[Optional[list[str]], typer.Argument(
                  prepare_only: Annotated[bool, typer.Option("--prepare-only",
                                                             help="train and evaluate, do not score")] = False,
                  weights_only: Annotated[bool, typer.Option(
-                     "--weights-only", help="only the equal-compute truth and 'Optimized mixtures, retrained'")] = False):
+                     "--weights-only", help="only the equal-compute truth and 'Optimized mixtures, retrained'")] = False,
+                 unit_steps: Annotated[Optional[str], typer.Option(
+                     "--unit-steps", help="one study at several unit lengths, e.g. 32,128,512: "
+                     "its 'Fidelity vs unit length' section")] = None,
+                 section: Annotated[bool, typer.Option(
+                     "--section", help="write each study as its own section of --out (slow studies: the real "
+                     "seed's), keeping the rest of the file")] = False):
     """The fidelity protocol: every proxy vs each ground truth on several studies, out of sample."""
-    from ablate.cli.fidelity import run_fidelity
+    from ablate.cli.fidelity import run_fidelity, run_lengths
 
-    result = run_fidelity(configs, out, log=say, prepare_only=prepare_only, weights_only=weights_only)
+    if unit_steps is not None:
+        from ablate.fidelity.lengths import parse_steps
+
+        steps = parse_steps(unit_steps)
+        if len(configs or []) != 1:
+            raise UsageError("--unit-steps takes exactly one study config, e.g. configs/fidelity/literary-code.yaml")
+        result = run_lengths(configs[0], steps, out, log=say)
+        say(f"{len(steps)} unit lengths scored in {result['seconds'] / 60:.1f} min; wrote {out}")
+        return
+
+    result = run_fidelity(configs, out, log=say, prepare_only=prepare_only, weights_only=weights_only,
+                          as_sections=section)
     say(f"{len(result['studies']) or len(result['weights'])} studies scored in {result['seconds'] / 60:.1f} min" +
         ("" if prepare_only else f"; wrote {out}"))

@@ -187,6 +187,8 @@ class FidelityConfig(_Strict):
     noise_unions: int = Field(2, ge=0)  # truths retrained with a 2nd data order, per budget: the noise floor
     proxies: list[str] = ["merged", "task-sum", "additive", "own-additive", "calibrated", "regression"]
     sample_seed: int = 0
+    # the heading of the study's own FIDELITY.md section (`ablate fidelity CONFIG --section`); None = its name
+    title: Optional[str] = None
 
 
 class OptimizeConfig(_Strict):

@@ -16,6 +16,7 @@ import statistics
 from pathlib import Path
 
 from ablate.scoring import proxies
+from ablate.fidelity.markdown import own_sections
 from ablate.fidelity.calibrate import held_out, noise_floor, plan_unions, score_predictions, union_keys
 from ablate.core.config import StudyConfig
 from ablate.store.pool import Pool, atomic_write_bytes
@@ -87,7 +88,7 @@ def summarize(rows: list[dict]) -> dict:
             "pairwise": statistics.mean(pw) if pw else math.nan}
 
 
-def _f(v, digits=2, pct=False) -> str:
+def fmt(v, digits=2, pct=False) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "n/a"
     return f"{100 * v:.{digits}f} %" if pct else f"{v:.{digits}f}"
@@ -102,8 +103,8 @@ def _table(rows: list[dict], keys: list[str]) -> list[str]:
     for g, rs in groups.items():
         s = summarize(rs)
         lines.append(f"| {' | '.join(str(x) for x in g)} | {s['cost']:.1f} | {s['evals']} | {s['top1']}/{s['evals']} | "
-                     f"{s['top1_noise']}/{s['evals']} | {_f(s['median_spearman'])} | {_f(s['min_spearman'])} | "
-                     f"{_f(s['worst_regret'], 2, True)} | {_f(s['pairwise'])} |")
+                     f"{s['top1_noise']}/{s['evals']} | {fmt(s['median_spearman'])} | {fmt(s['min_spearman'])} | "
+                     f"{fmt(s['worst_regret'], 2, True)} | {fmt(s['pairwise'])} |")
     return lines
 
 
@@ -132,8 +133,8 @@ def headline(rows: list[dict], budget: str) -> list[str]:
              "worst regret | eval sets worse than merged |", "|---|---|---|---|---|---|---|---|"]
     for label, proxy, s, worse in ranked(rows, budget):
         lines.append(f"| {label} | {proxy} | {s['cost']:.1f} | {s['top1']}/{s['evals']} "
-                     f"({_f(s['top1'] / s['evals'], 0, True)}) | {s['top1_noise']}/{s['evals']} | "
-                     f"{_f(s['median_spearman'])} | {_f(s['worst_regret'], 2, True)} | {worse} |")
+                     f"({fmt(s['top1'] / s['evals'], 0, True)}) | {s['top1_noise']}/{s['evals']} | "
+                     f"{fmt(s['median_spearman'])} | {fmt(s['worst_regret'], 2, True)} | {worse} |")
     return lines
 
 
@@ -145,9 +146,9 @@ def goals(rows: list[dict]) -> list[str]:
         s = summarize(unit)
         ok = s["top1"] >= 0.8 * s["evals"] and s["median_spearman"] >= 0.9 and s["worst_regret"] <= 0.02
         lines.append(f"- Equal compute (`unit`), default proxy `{DEFAULT_METHOD['unit']}`, no union trained: top-1 "
-                     f"{s['top1']}/{s['evals']} ({_f(s['top1'] / s['evals'], 0, True)}; {s['top1_noise']}/{s['evals']} "
-                     f"within noise), median Spearman {_f(s['median_spearman'])}, worst regret "
-                     f"{_f(s['worst_regret'], 2, True)}. Target (top-1 ≥ 80 %, median Spearman ≥ 0.9, worst regret "
+                     f"{s['top1']}/{s['evals']} ({fmt(s['top1'] / s['evals'], 0, True)}; {s['top1_noise']}/{s['evals']} "
+                     f"within noise), median Spearman {fmt(s['median_spearman'])}, worst regret "
+                     f"{fmt(s['worst_regret'], 2, True)}. Target (top-1 ≥ 80 %, median Spearman ≥ 0.9, worst regret "
                      f"≤ 2 %): {'met' if ok else 'NOT met'}.")
     best = [t for t in ranked(rows, "sum") if t[0] in ("0", "n/2", "n")]
     if best:
@@ -155,8 +156,8 @@ def goals(rows: list[dict]) -> list[str]:
         ok = worse == 0 and s["top1"] >= 0.8 * s["evals"]
         lines.append(f"- Add data (`sum`), the best proxy with at most n calibration unions (by top-1, then median "
                      f"Spearman): `{proxy}` at m = {label}: top-1 {s['top1']}/{s['evals']} "
-                     f"({_f(s['top1'] / s['evals'], 0, True)}; {s['top1_noise']}/{s['evals']} within noise), median "
-                     f"Spearman {_f(s['median_spearman'])}, worst regret {_f(s['worst_regret'], 2, True)}, worse than "
+                     f"({fmt(s['top1'] / s['evals'], 0, True)}; {s['top1_noise']}/{s['evals']} within noise), median "
+                     f"Spearman {fmt(s['median_spearman'])}, worst regret {fmt(s['worst_regret'], 2, True)}, worse than "
                      f"merged in {worse} eval sets. Target (never worse than merged, top-1 ≥ 80 %): "
                      f"{'met' if ok else 'NOT met'}.")
     return lines + [""]
@@ -198,9 +199,10 @@ def write_markdown(results: list[dict], out: Path, seconds: float, sources: list
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['study']} | {r['budget']} | {r['m']} | {r['held_out']} | {r['proxy']} | {r['eval_set']} | "
-                     f"{_f(r['pearson'])} | {_f(r['spearman'])} | {'yes' if r['top1'] else 'no'} | "
-                     f"{_f(r['regret'], 2, True)} | {_f(r['pairwise_agreement'])} |")
+                     f"{fmt(r['pearson'])} | {fmt(r['spearman'])} | {'yes' if r['top1'] else 'no'} | "
+                     f"{fmt(r['regret'], 2, True)} | {fmt(r['pairwise_agreement'])} |")
     out = Path(out)
-    atomic_write_bytes(out, ("\n".join(lines) + "\n").encode())
+    kept = own_sections(out.read_text()) if out.exists() else ""  # slow sections other commands own
+    atomic_write_bytes(out, ("\n".join(lines) + "\n" + ("\n\n" + kept if kept else "")).encode())
     atomic_write_bytes(out.with_suffix(".json"), json.dumps(results, indent=1, default=str).encode())
     return out

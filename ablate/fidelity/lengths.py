@@ -1,0 +1,187 @@
+"""Does fidelity survive longer training? One study rerun with units of several lengths (optimizer steps).
+
+How to run:
+    ablate fidelity configs/fidelity/literary-code.yaml --unit-steps 32,128,512 --out FIDELITY.md
+
+Each length is the same study (same domains, eval sets, seed recipe) with `units.unit_tokens` = steps x
+batch x seq, in its own pool (`<pool>-<steps>steps`; the study's own length keeps its pool, so its members
+and truths are reused). Per length: the merged proxy against the equal-compute truth (all multi-unit
+mixtures, replicates for the noise floor), scored by protocol.score_study with m = 0 (the raw merge is not
+fitted), and how far the members moved from the seed: ||θ_member − θ_seed|| / ||θ_seed|| over every
+parameter (members of units and of the truths' unions, separately). Rendered as a table and a plot.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+import torch
+from safetensors.torch import load_file
+
+from ablate.core.config import StudyConfig
+from ablate.core.errors import UsageError
+
+
+def unit_steps(cfg: StudyConfig) -> int:
+    """A unit's optimizer steps under the study's recipe (one epoch)."""
+    return cfg.units.unit_tokens * cfg.train.epochs // (cfg.train.batch_size * cfg.train.seq_len)
+
+
+def length_variant(cfg: StudyConfig, steps: int) -> StudyConfig:
+    """The same study with units of `steps` optimizer steps; the equal-compute truth and the merge only."""
+    out = cfg.model_copy(deep=True)
+    if steps != unit_steps(cfg):
+        out.units.unit_tokens = steps * cfg.train.batch_size * cfg.train.seq_len // cfg.train.epochs
+        out.pool = f"{cfg.pool}-{steps}steps"
+        out.name = f"{cfg.name}-{steps}steps"
+    out.fidelity.budgets = ["unit"]
+    out.fidelity.proxies = ["merged"]
+    return out
+
+
+def parse_steps(text: str) -> list[int]:
+    try:
+        steps = sorted({int(s) for s in text.split(",") if s.strip()})
+    except ValueError:
+        raise UsageError(f"--unit-steps {text!r}: give optimizer steps per unit, e.g. 32,128,512") from None
+    if not steps or steps[0] < 1:
+        raise UsageError(f"--unit-steps {text!r}: give positive step counts, e.g. 32,128,512")
+    return steps
+
+
+def relative_distance(seed: dict[str, torch.Tensor], member: dict[str, torch.Tensor]) -> float:
+    """||θ_member − θ_seed|| / ||θ_seed|| over every shared floating-point tensor (float64 sums)."""
+    num = den = 0.0
+    for name, base in seed.items():
+        if name in member and base.is_floating_point():
+            num += float((member[name].double() - base.double()).pow(2).sum())
+            den += float(base.double().pow(2).sum())
+    return (num / den) ** 0.5 if den else float("nan")
+
+
+def member_distances(pool_path: str) -> dict:
+    """Median relative distance from the seed of the pool's unit members and of its equal-compute unions."""
+    from ablate.store.index import Index
+    from ablate.store.pool import Pool
+
+    pool = Pool(pool_path)
+    # first replicates only; unions: the equal-compute truths (uniform weights), not weighted validations
+    _, rows = Index(pool).query(
+        "SELECT m.path, m.kind, s.path FROM models m JOIN models s ON s.model_id = m.seed_id "
+        "WHERE coalesce(m.replicate, 0) = 0 AND (m.kind = 'unit' OR (m.kind = 'union' AND m.budget = 'unit' "
+        "AND (m.weights IS NULL OR list_min(m.weights) = list_max(m.weights))))")
+    seeds: dict[str, dict] = {}
+    found: dict[str, list[float]] = {"unit": [], "union": []}
+    for path, kind, seed_path in rows:
+        if seed_path not in seeds:  # paths are relative to the pool's root
+            seeds[seed_path] = load_file(str(pool.root / seed_path / "model.safetensors"))
+        found[kind].append(relative_distance(seeds[seed_path], load_file(str(pool.root / path / "model.safetensors"))))
+    return {kind: statistics.median(v) if v else float("nan") for kind, v in found.items()}
+
+
+def score_length(cfg: StudyConfig, steps: int, prep: dict, source: str) -> dict:
+    """One length's verdict: the raw merge (m = 0) against the equal-compute truth, per eval set."""
+    from ablate.fidelity.protocol import score_study, summarize
+
+    scored = score_study(cfg, prep, source)
+    rows = [r for r in scored["rows"] if r["proxy"] == "merged" and r["m"] == 0 and r["budget"] == "unit"]
+    noise = [r["noise_sd"] for r in rows if r.get("noise_sd") is not None]
+    return {"steps": steps, "study": cfg.name, "pool": cfg.pool, "unit_tokens": cfg.units.unit_tokens,
+            "n_truths": scored["n_truths"], "rows": rows, "summary": summarize(rows),
+            "noise_sd": statistics.median(noise) if noise else None,
+            "distance": member_distances(cfg.pool), "cost": scored["cost"]}
+
+
+def _pct(x: float | None, digits: int = 2) -> str:
+    return "n/a" if x is None or x != x else f"{100 * x:.{digits}f} %"
+
+
+def section(results: list[dict], source: str, seconds: float, plot_name: str | None) -> str:
+    """FIDELITY.md's unit-length section: one row per length, the trend said in words, the plot."""
+    from ablate.fidelity.markdown import LENGTHS_HEADING
+
+    steps = ",".join(str(r["steps"]) for r in results)
+    lines = [LENGTHS_HEADING, "",
+             f"Regenerate: `ablate fidelity {source} --unit-steps {steps} --out FIDELITY.md` (`make fidelity-lengths`; this run: "
+             f"{seconds / 60:.1f} min, reusing what the pools held). Raw numbers: `FIDELITY-lengths.json`.", "",
+             f"The study `{source}` rerun with units of {steps.replace(",", ", ")} optimizer steps (same domains, eval sets, seed "
+             "and recipe; only `units.unit_tokens` changes, each length in its own pool). Per length: the raw "
+             "uniform merge against the equal-compute truth (every multi-unit mixture trained with one unit's "
+             "tokens), per eval set; the noise floor is the median over eval sets of the sd of log perplexity "
+             "between replicate unions (another data order); distance = ||θ − θ_seed|| / ||θ_seed||, median "
+             "over the units' members and over the truths' unions.", "",
+             "| unit steps | unit tokens | truths | top-1 | top-1 within noise | median Spearman | min Spearman "
+             "| worst regret | noise floor (sd) | distance, units | distance, unions | training | evaluation |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        s, d, c = r["summary"], r["distance"], r["cost"]
+        lines.append(f"| {r['steps']} | {r['unit_tokens']:,} | {r['n_truths']} | {s['top1']}/{s['evals']} | "
+                     f"{s['top1_noise']}/{s['evals']} | {s['median_spearman']:.2f} | {s['min_spearman']:.2f} | "
+                     f"{_pct(s['worst_regret'])} | {_pct(r['noise_sd'])} | {_pct(d.get('unit'), 1)} | "
+                     f"{_pct(d.get('union'), 1)} | {c['train_s'] / 60:.1f} min | {c['eval_s'] / 60:.1f} min |")
+    lines += ["", trend(results), ""]
+    if plot_name:
+        lines += [f"![fidelity vs unit length]({plot_name})", ""]
+    lines += ["Per eval set:", "", "| unit steps | eval set | Spearman | top-1 | within noise | regret |",
+              "|---|---|---|---|---|---|"]
+    for r in results:
+        for q in r["rows"]:
+            lines.append(f"| {r['steps']} | {q['eval_set']} | {q['spearman']:.2f} | {'yes' if q['top1'] else 'no'} | "
+                         f"{'yes' if q['top1_within_noise'] else 'no'} | {_pct(q['regret'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def trend(results: list[dict]) -> str:
+    """Whether fidelity falls as units grow, in one sentence a reader can check against the table."""
+    first, last = results[0], results[-1]
+    drop = first["summary"]["median_spearman"] - last["summary"]["median_spearman"]
+    top_drop = first["summary"]["top1_noise"] - last["summary"]["top1_noise"]
+    if len(results) < 2:
+        return "One length only: no trend."
+    falls = [b["steps"] for a, b in zip(results, results[1:])
+             if b["summary"]["median_spearman"] < a["summary"]["median_spearman"] - 0.05
+             or b["summary"]["top1_noise"] < a["summary"]["top1_noise"]]
+    verdict = (f"Fidelity falls as units grow: first at {falls[0]} steps" if falls else
+               "Fidelity does not fall as units grow (no drop of median Spearman > 0.05 and no loss of a "
+               "within-noise top-1 from one length to the next)")
+    return (f"{verdict}. From {first['steps']} to {last['steps']} steps: median Spearman "
+            f"{first['summary']['median_spearman']:.2f} → {last['summary']['median_spearman']:.2f} "
+            f"({-drop:+.2f}), top-1 within noise {first['summary']['top1_noise']} → {last['summary']['top1_noise']} "
+            f"of {last['summary']['evals']} ({-top_drop:+d}); members moved "
+            f"{_pct(first['distance'].get('unit'), 1)} → {_pct(last['distance'].get('unit'), 1)} from the seed.")
+
+
+def plot(results: list[dict], path: Path) -> Path:
+    """Three panels against unit steps (log scale): rank agreement, regret vs noise, distance from the seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = [r["steps"] for r in results]
+    fig, ax = plt.subplots(1, 3, figsize=(12, 3.4))
+    ax[0].plot(x, [r["summary"]["median_spearman"] for r in results], "o-", label="median Spearman")
+    ax[0].plot(x, [r["summary"]["min_spearman"] for r in results], "s--", label="min Spearman")
+    ax[0].plot(x, [r["summary"]["top1_noise"] / r["summary"]["evals"] for r in results], "^:",
+               label="top-1 within noise (share)")
+    ax[0].set_ylim(min(0, *[r["summary"]["min_spearman"] for r in results]) - 0.05, 1.05)
+    ax[0].set_title("merged vs equal-compute truth")
+    ax[1].plot(x, [100 * r["summary"]["worst_regret"] for r in results], "o-", label="worst regret")
+    ax[1].plot(x, [100 * (r["noise_sd"] or 0) for r in results], "s--", label="noise floor (sd)")
+    ax[1].set_ylabel("% perplexity")
+    ax[1].set_title("regret vs retraining noise")
+    ax[2].plot(x, [100 * r["distance"].get("unit", float("nan")) for r in results], "o-", label="units")
+    ax[2].plot(x, [100 * r["distance"].get("union", float("nan")) for r in results], "s--", label="unions")
+    ax[2].set_ylabel("% of ||θ_seed||")
+    ax[2].set_title("distance from the seed")
+    for a in ax:
+        a.set_xscale("log", base=2)
+        a.set_xticks(x, [str(v) for v in x])
+        a.minorticks_off()
+        a.set_xlabel("unit steps")
+        a.legend(fontsize=7)
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

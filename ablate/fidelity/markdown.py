@@ -1,0 +1,55 @@
+"""FIDELITY.md is written by several commands, each owning one `## ` section; this keeps them apart.
+
+How to run (from Python):
+    replace_section(Path("FIDELITY.md"), "## Fidelity vs unit length", text)   # replaces it, or appends it
+    kept = own_sections(old_text)                                              # what a full rewrite keeps
+
+The ranking protocol (`make fidelity`) rewrites the whole file; the sections other commands own
+(`OWNED_HEADINGS`: unit lengths, studies reported on their own such as the real seed's) survive that rewrite, because they are slow to
+regenerate (hours on a CPU) and do not depend on the protocol's studies.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ablate.store.pool import atomic_write_bytes
+
+LENGTHS_HEADING = "## Fidelity vs unit length"
+STUDY_PREFIX = "## Study: "  # a study reported on its own (`ablate fidelity CONFIG --section`)
+OWNED_HEADINGS = (LENGTHS_HEADING, STUDY_PREFIX)
+
+
+def _split(text: str) -> list[str]:
+    """The text before the first `## ` heading, then one string per `## ` section (heading included)."""
+    parts, current = [], []
+    for line in text.splitlines(keepends=True):
+        if line.startswith("## ") and current:
+            parts.append("".join(current))
+            current = []
+        current.append(line)
+    if current:
+        parts.append("".join(current))
+    return parts
+
+
+def replace_section(path: Path, heading: str, new: str) -> None:
+    """Put `new` (starting with its heading line) where the section whose heading starts with `heading` was,
+    or at the end; the rest of the file is untouched. Atomic: a crash leaves the old file."""
+    path = Path(path)
+    parts = _split(path.read_text()) if path.exists() else []
+    block = new.rstrip("\n") + "\n\n"
+    hits = [i for i, p in enumerate(parts) if p.startswith(heading)]
+    if hits:
+        parts[hits[0]] = block
+        parts = [p for i, p in enumerate(parts) if i not in hits[1:]]
+    else:
+        if parts:
+            parts[-1] = parts[-1].rstrip("\n") + "\n\n\n"
+        parts.append(block)
+    atomic_write_bytes(path, "".join(parts).encode())
+
+
+def own_sections(text: str) -> str:
+    """The sections of an existing FIDELITY.md that other commands own (empty if none)."""
+    return "".join(p.rstrip("\n") + "\n\n" for p in _split(text) if p.startswith(OWNED_HEADINGS))

@@ -1,0 +1,107 @@
+"""A fidelity study reported as its own section of FIDELITY.md (`ablate fidelity CONFIG --section`).
+
+How to run:
+    ablate fidelity configs/fidelity-real/smollm2-cpu.yaml --section --out FIDELITY.md   # make fidelity-real
+
+For studies too slow to rerun with the protocol (the real pretrained seed: hours on a CPU) and too
+different to pool with it (another model family and size): the same scoring (protocol.score_study),
+rendered on its own: what was trained and why that size, the verdict of the raw merge against the
+equal-compute truth with the noise floor, every proxy by calibration budget, the price tag with how its
+energy was obtained, and how far the members moved from the seed.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from ablate.fidelity.markdown import STUDY_PREFIX, replace_section
+from ablate.fidelity.protocol import fmt, headline, summarize
+from ablate.store.pool import Pool, atomic_write_bytes
+
+GOAL_TOP1_SHARE, GOAL_SPEARMAN = 0.8, 0.9  # issue 23: top-1 on >= 4 of 5 eval sets, median Spearman >= 0.9
+
+
+def heading(result: dict) -> str:
+    cfg = result["config"]
+    return STUDY_PREFIX + (cfg["fidelity"].get("title") or result["study"])
+
+
+def energy_methods(pool_path: str) -> str:
+    """How the pool's energy numbers were obtained (measured counter or estimate, with its assumption),
+    for training and for evaluation; formula rows (fitted proxies: no compute) are left out."""
+    from ablate.store.index import Index
+
+    index = Index(Pool(pool_path))
+    said = []
+    for stage, table in (("training", "models"), ("evaluation", "mixture_perplexity")):
+        _, rows = index.query(f"SELECT DISTINCT energy_method FROM {table} WHERE energy_method IS NOT NULL "
+                              "AND energy_method NOT LIKE 'none%' ORDER BY 1")
+        if rows:
+            said.append(f"{stage}: {'; '.join(r[0] for r in rows)}")
+    return "; ".join(said) or "n/a"
+
+
+def verdict(rows: list[dict]) -> list[str]:
+    merged = [r for r in rows if r["proxy"] == "merged" and r["m"] == 0 and r["budget"] == "unit"]
+    if not merged:
+        return ["No equal-compute rows: nothing to judge."]
+    s = summarize(merged)
+    ok = s["top1"] >= GOAL_TOP1_SHARE * s["evals"] and s["median_spearman"] >= GOAL_SPEARMAN
+    ok_noise = s["top1_noise"] >= GOAL_TOP1_SHARE * s["evals"] and s["median_spearman"] >= GOAL_SPEARMAN
+    noise = [r["noise_sd"] for r in merged if r.get("noise_sd") is not None]
+    return [f"**Verdict (raw uniform merge, no union trained, vs the equal-compute truth):** top-1 "
+            f"{s['top1']}/{s['evals']} eval sets, {s['top1_noise']}/{s['evals']} within the noise floor; median "
+            f"Spearman {fmt(s['median_spearman'])} (min {fmt(s['min_spearman'])}); worst regret "
+            f"{fmt(s['worst_regret'], 2, True)}. Target (top-1 on ≥ 80 % of eval sets, median Spearman ≥ 0.9): "
+            f"{'met' if ok else 'NOT met'} exactly; {'met' if ok_noise else 'NOT met'} counting picks within noise.",
+            "",
+            f"Noise floor: sd of log perplexity between replicate unions (same mixture, another data order), "
+            f"median over eval sets {fmt(statistics.median(noise), 2, True) if noise else 'n/a (no replicates)'}; "
+            "two mixtures closer than 2·√2·sd cannot be told apart by retraining."]
+
+
+def section(result: dict, source: str, seconds: float, distance: dict) -> str:
+    cfg, cost = result["config"], result["cost"]
+    tr, un = cfg["train"], cfg["units"]
+    steps = un["unit_tokens"] // (tr["batch_size"] * tr["seq_len"])
+    methods = energy_methods(cfg["pool"])
+    from ablate.store.index import Index
+
+    _, seed = Index(Pool(cfg["pool"])).query("SELECT max(n_params) FROM models WHERE kind = 'seed'")
+    lines = [heading(result), "",
+             f"Regenerate: `ablate fidelity {source} --section --out FIDELITY.md` (`make fidelity-real`; this run: "
+             f"{seconds / 60:.1f} min, reusing what its pool held). Raw numbers: `FIDELITY-{result['study']}.json`. "
+             "Not part of `make fidelity` (too slow to rerun with it) and not pooled with its studies.", "",
+             f"- Seed: `{cfg['seed']['import_path'] or 'trained here'}` ({seed[0][0] or 0:,} "
+             f"parameters); units {', '.join(result['units'])} of {un['unit_tokens']:,} tokens = {steps} steps of "
+             f"{tr['batch_size']} x {tr['seq_len']} at lr {tr['lr']:g} (cosine to {tr['min_lr_ratio']:g}x, "
+             f"{tr['warmup_steps']} warmup), {tr['threads'] or 'shared'} torch thread(s); eval sets "
+             f"{', '.join(result['eval_sets'])} ({un['eval_bytes']:,} bytes of held-out whole documents each, "
+             f"windows of {cfg['eval']['seq_len']}); {result['n_truths']} ground-truth mixtures at equal compute.",
+             f"- How far members moved from the seed (||θ − θ_seed|| / ||θ_seed||, median): units "
+             f"{fmt(distance.get('unit'), 2, True)}, equal-compute unions {fmt(distance.get('union'), 2, True)}.",
+             f"- Price tag (its pool, every stage): training {cost['train_s'] / 60:.1f} min, evaluation "
+             f"{cost['eval_s'] / 60:.1f} min, {1000 * (cost['train_kwh'] + cost['eval_kwh']):.1f} Wh; energy: "
+             f"{methods}.", ""]
+    lines += verdict(result["rows"]) + ["", "Every proxy, by calibration budget m (unions fitted on, the rest held "
+                                         "out; best first):", ""]
+    lines += headline(result["rows"], "unit")
+    lines += ["", "Per eval set (m = 0):", "", "| proxy | eval set | Spearman | top-1 | within noise | regret | noise sd |",
+              "|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        if r["m"] == 0 and r["budget"] == "unit":
+            lines.append(f"| {r['proxy']} | {r['eval_set']} | {fmt(r['spearman'])} | {'yes' if r['top1'] else 'no'} | "
+                         f"{'yes' if r['top1_within_noise'] else 'no'} | {fmt(r['regret'], 2, True)} | "
+                         f"{fmt(r.get('noise_sd'), 2, True)} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_study_section(out: Path, result: dict, source: str, seconds: float) -> None:
+    from ablate.fidelity.lengths import member_distances
+
+    text = section(result, source, seconds, member_distances(result["config"]["pool"]))
+    replace_section(out, heading(result), text)
+    atomic_write_bytes(out.with_name(f"{out.stem}-{result['study']}.json"),
+                       json.dumps(result, indent=1, default=str).encode())
