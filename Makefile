@@ -13,7 +13,7 @@ DEB_PACKAGES := bible-kjv dict-gcide dict-foldoc dict-jargon fortunes fortunes-m
 # The fidelity protocol also renders man pages (configs/fidelity/*.yaml use the manpages domain).
 FIDELITY_PACKAGES := manpages manpages-dev man-db bsdextrautils
 
-.PHONY: demo test bench fidelity fidelity-real fidelity-lengths debian-packages clean
+.PHONY: demo test bench bench-135m fidelity fidelity-real fidelity-lengths debian-packages clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ test: $(VENV)/.installed debian-packages
 # on 2 cores. Writes bench/results.json and bench/RESULTS.md.
 bench: $(VENV)/.installed debian-packages
 	HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 $(BIN)/python bench/run.py
+
+# The speed benchmarks again at SmolLM2-135M (GEMMs dominate; ~10 min on 2 cores), kept beside the demo-size ones.
+bench-135m: $(VENV)/.installed debian-packages
+	HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 $(BIN)/python bench/run.py --size 135m
 
 # The fidelity protocol (FIDELITY.md): three studies x two ground truths. Its pools' price tags add up to
 # 71 min of training + evaluation at 1 torch thread on a shared 2-core VM (FIDELITY.md lists them per study);

