@@ -104,7 +104,7 @@ def section(results: list[dict], source: str, seconds: float, plot_name: str | N
     lines = [LENGTHS_HEADING, "",
              f"Regenerate: `ablate fidelity {source} --unit-steps {steps} --out FIDELITY.md` (`make fidelity-lengths`; this run: "
              f"{seconds / 60:.1f} min, reusing what the pools held). Raw numbers: `FIDELITY-lengths.json`.", "",
-             f"The study `{source}` rerun with units of {steps.replace(",", ", ")} optimizer steps (same domains, eval sets, seed "
+             f"The study `{source}` rerun with units of {steps.replace(',', ', ')} optimizer steps (same domains, eval sets, seed "
              "and recipe; only `units.unit_tokens` changes, each length in its own pool). Per length: the raw "
              "uniform merge against the equal-compute truth (every multi-unit mixture trained with one unit's "
              "tokens), per eval set; the noise floor is the median over eval sets of the sd of log perplexity "
