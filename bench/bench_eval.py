@@ -92,6 +92,27 @@ def gemm_peak(m: int, k: int, n: int, repeats: int = 7) -> float:
     return 2 * m * k * n / min(common.timed(torch.mm, a, b)[0] for _ in range(repeats))
 
 
+GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_scaled_dot_product_flash_attention_for_cpu")
+
+
+def op_shares(model, tokens, byte_len, seq_len: int, batch_size: int) -> dict:
+    """Where one evaluate_tokens call spends its time, by torch op (self CPU time, torch.profiler): the share
+    in matrix multiplies (and CPU flash attention) vs everything else — the measured reason when the achieved
+    FLOP/s stay far from the GEMM peak."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from ablate.scoring.evaluate import evaluate_tokens
+
+    n = min(int(tokens.size), batch_size * seq_len + 1)  # one full batch of windows
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        evaluate_tokens(model, tokens[:n], byte_len, seq_len=seq_len, batch_size=batch_size)
+    ops = {e.key: e.self_cpu_time_total for e in prof.key_averages()}
+    total = sum(ops.values()) or 1.0
+    top = sorted(ops.items(), key=lambda kv: -kv[1])[:8]
+    return {"gemm_share": sum(v for k, v in ops.items() if k in GEMM_OPS) / total,
+            "top_ops": {k: v / total for k, v in top}}
+
+
 def main(argv=None) -> dict:
     args = common.base_parser(__doc__).parse_args(argv)
     import torch
@@ -157,6 +178,7 @@ def main(argv=None) -> dict:
         "achieved_gflop_s": flops / min(times["ours"]) / 1e9,
         "gemm_peak_gflop_s": {"1024^3": peak_1024 / 1e9, f"{bs * (seq_len - 1)}x{d}x{vocab}": peak_model / 1e9},
         "fraction_of_peak": flops / min(times["ours"]) / peak_1024,
+        "profile": op_shares(model, next(iter(sets.values())), study.byte_len, seq_len, bs),
     }
     common.emit(result, args.out)
     return result

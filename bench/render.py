@@ -12,6 +12,9 @@ from __future__ import annotations
 import json
 import sys
 
+# as bench_eval.GEMM_OPS (not imported: rendering must not import torch)
+GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_scaled_dot_product_flash_attention_for_cpu")
+
 
 def _f(x, fmt=".2f", unit=""):
     return "-" if x is None else f"{x:{fmt}}{unit}"
@@ -221,6 +224,10 @@ def at_135m(part: dict) -> list[str]:
                      f"{peaks['1024^3']:.1f} | {e['fraction_of_peak']:.2f} | >= 0.70 | {_met(e['fraction_of_peak'] >= 0.7)} |")
         lines.append(f"| 2 | the same vs the LM head's own GEMM ({shape}) | {e['achieved_gflop_s']:.1f} | {head:.1f} | "
                      f"{e['achieved_gflop_s'] / head:.2f} | report | - |")
+        if e.get("profile"):
+            others = ", ".join(f"{k} {v:.0%}" for k, v in e["profile"]["top_ops"].items() if k not in GEMM_OPS)
+            lines.append(f"| 2 | eval time in matrix multiplies (torch.profiler, self CPU time; the largest others: "
+                         f"{others}) | {e['profile']['gemm_share']:.0%} | - | - | report | - |")
     for r in d.get("rows", []):
         lines.append(f"| 8 | build a merged model of k={r['k']} members ({r['how']}): seconds, peak host RSS in model "
                      f"sizes | {r['seconds']:.2f} s, {r['model_sizes']:.2f} | - | - | <= 3 model sizes | "
