@@ -42,6 +42,8 @@ def test_unit_lengths_and_a_study_section_survive_the_protocol_rewrite(study, tm
     short, long = (r["distance"]["unit"] for r in raw)
     assert 0 < short < long  # members trained twice as long moved further from the seed
     assert raw[0]["summary"]["evals"] == raw[1]["summary"]["evals"] == 2 and raw[0]["n_truths"] == raw[1]["n_truths"] >= 5
+    assert all(set(r["true_best_rank"]) == {"fortunes", "literature"} and min(r["true_best_rank"].values()) >= 1
+               for r in raw)
     assert (tmp_path / "F-lengths.png").stat().st_size > 10_000
     text = out.read_text()
     assert text.startswith(LENGTHS_HEADING) and f"| {base_steps // 2} | " in text and "![fidelity vs unit length]" in text
