@@ -23,6 +23,13 @@ from ablate.store.pool import Pool, atomic_write_bytes
 GOAL_TOP1_SHARE, GOAL_SPEARMAN = 0.8, 0.9  # issue 23: top-1 on >= 4 of 5 eval sets, median Spearman >= 0.9
 
 
+def _shown(path: str | None) -> str | None:
+    """A path as the reader's checkout would have it (relative to the working directory when inside it)."""
+    import os
+
+    return path if not path or not path.startswith(os.getcwd() + os.sep) else os.path.relpath(path)
+
+
 def heading(result: dict) -> str:
     cfg = result["config"]
     return STUDY_PREFIX + (cfg["fidelity"].get("title") or result["study"])
@@ -74,7 +81,7 @@ def section(result: dict, source: str, seconds: float, distance: dict) -> str:
              f"Regenerate: `ablate fidelity {source} --section --out FIDELITY.md` (`make fidelity-real`; this run: "
              f"{seconds / 60:.1f} min, reusing what its pool held). Raw numbers: `FIDELITY-{result['study']}.json`. "
              "Not part of `make fidelity` (too slow to rerun with it) and not pooled with its studies.", "",
-             f"- Seed: `{cfg['seed']['import_path'] or 'trained here'}` ({seed[0][0] or 0:,} "
+             f"- Seed: `{_shown(cfg['seed']['import_path']) or 'trained here'}` ({seed[0][0] or 0:,} "
              f"parameters); units {', '.join(result['units'])} of {un['unit_tokens']:,} tokens = {steps} steps of "
              f"{tr['batch_size']} x {tr['seq_len']} at lr {tr['lr']:g} (cosine to {tr['min_lr_ratio']:g}x, "
              f"{tr['warmup_steps']} warmup), {tr['threads'] or 'shared'} torch thread(s); eval sets "
