@@ -12,6 +12,10 @@ from __future__ import annotations
 import json
 import sys
 
+# The generated part ends here; what follows in RESULTS.md was written by hand (benchmarks measured on their own)
+# and survives a rerun (run.py keeps it).
+END_OF_GENERATED = "Raw numbers: `bench/results.json`."
+
 # as bench_eval.GEMM_OPS (not imported: rendering must not import torch)
 GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_scaled_dot_product_flash_attention_for_cpu")
 
@@ -367,7 +371,7 @@ def render_markdown(r: dict) -> str:
                   + per_bench_contention(b), ""]
     if r.get("at_135m"):
         lines += at_135m(r["at_135m"])
-    lines += [notes(b), "", "Raw numbers: `bench/results.json`.", ""]
+    lines += [notes(b), "", END_OF_GENERATED, ""]
     return "\n".join(lines)
 
 

@@ -173,11 +173,14 @@ def run_135m(args, out_dir: Path, previous: dict) -> int:
 
 
 def write_results(results: dict, out_dir: Path, seconds: float) -> int:
-    from render import render_markdown
+    """results.json, and RESULTS.md rendered from it with the hand-written sections after the generated part kept."""
+    from render import END_OF_GENERATED, render_markdown
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=float))
-    (out_dir / "RESULTS.md").write_text(render_markdown(results))
+    md = out_dir / "RESULTS.md"
+    by_hand = md.read_text().partition(END_OF_GENERATED)[2] if md.exists() else ""
+    md.write_text(render_markdown(results).rstrip("\n") + by_hand if by_hand.strip() else render_markdown(results))
     print(f"wrote {out_dir / 'results.json'} and {out_dir / 'RESULTS.md'} in {seconds:.0f} s")
     return 1 if any("error" in r for r in results["benchmarks"].values()) else 0
 
