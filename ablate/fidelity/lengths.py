@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 
 from ablate.core.config import StudyConfig
 from ablate.core.errors import UsageError
+from ablate.fidelity.protocol import fmt
 
 
 def unit_steps(cfg: StudyConfig) -> int:
@@ -121,20 +122,18 @@ def true_best_ranks(pool_path: str) -> dict[str, int]:
     return {ev: int(rank) for ev, rank in rows}
 
 
-def _pct(x: float | None, digits: int = 2) -> str:
-    return "n/a" if x is None or x != x else f"{100 * x:.{digits}f} %"
-
-
 def section(results: list[dict], source: str, seconds: float, plot_name: str | None) -> str:
     """FIDELITY.md's unit-length section: one row per length, the trend said in words, the plot."""
     from ablate.fidelity.markdown import LENGTHS_HEADING
 
     steps = ",".join(str(r["steps"]) for r in results)
     lines = [LENGTHS_HEADING, "",
-             f"Regenerate: `ablate fidelity {source} --unit-steps {steps} --out FIDELITY.md` (`make fidelity-lengths`; this run: "
-             f"{seconds / 60:.1f} min, reusing what the pools held). Raw numbers: `FIDELITY-lengths.json`.", "",
-             f"The study `{source}` rerun with units of {steps.replace(',', ', ')} optimizer steps (same domains, eval sets, seed "
-             "and recipe; only `units.unit_tokens` changes, each length in its own pool). Per length: the raw "
+             f"Regenerate: `ablate fidelity {source} --unit-steps {steps} --out FIDELITY.md` "
+             f"(`make fidelity-lengths`; this run: {seconds / 60:.1f} min, reusing what the pools held). "
+             "Raw numbers: `FIDELITY-lengths.json`.", "",
+             f"The study `{source}` rerun with units of {steps.replace(',', ', ')} optimizer steps (same domains, "
+             "eval sets, seed and recipe; only `units.unit_tokens` changes, each length in its own pool). "
+             "Per length: the raw "
              "uniform merge against the equal-compute truth (every multi-unit mixture trained with one unit's "
              "tokens), per eval set; the noise floor is the median over eval sets of the sd of log perplexity "
              "between replicate unions (another data order); distance = ||θ − θ_seed|| / ||θ_seed||, median "
@@ -147,9 +146,9 @@ def section(results: list[dict], source: str, seconds: float, plot_name: str | N
         s, d = r["summary"], r["distance"]
         lines.append(f"| {r['steps']} | {r['unit_tokens']:,} | {r['n_truths']} | {s['top1']}/{s['evals']} | "
                      f"{s['top1_noise']}/{s['evals']} | {s['median_spearman']:.2f} | {s['min_spearman']:.2f} | "
-                     f"{_pct(s['worst_regret'])} | {max(r['true_best_rank'].values(), default=0)} | "
-                     f"{_pct(r['noise_sd'])} | {_pct(d.get('unit'), 1)} | "
-                     f"{_pct(d.get('union'), 1)} | {r['train_s'] / 60:.1f} min |")
+                     f"{fmt(s['worst_regret'], 2, True)} | {max(r['true_best_rank'].values(), default=0)} | "
+                     f"{fmt(r['noise_sd'], 2, True)} | {fmt(d.get('unit'), 1, True)} | "
+                     f"{fmt(d.get('union'), 1, True)} | {r['train_s'] / 60:.1f} min |")
     lines += ["", trend(results), ""]
     if plot_name:
         lines += [f"![fidelity vs unit length]({plot_name})", ""]
@@ -159,7 +158,8 @@ def section(results: list[dict], source: str, seconds: float, plot_name: str | N
     for r in results:
         for q in r["rows"]:
             lines.append(f"| {r['steps']} | {q['eval_set']} | {q['spearman']:.2f} | {'yes' if q['top1'] else 'no'} | "
-                         f"{'yes' if q['top1_within_noise'] else 'no'} | {_pct(q['regret'])} | {_pct(q['noise_sd'])} | "
+                         f"{'yes' if q['top1_within_noise'] else 'no'} | {fmt(q['regret'], 2, True)} | "
+                         f"{fmt(q['noise_sd'], 2, True)} | "
                          f"{r['true_best_rank'].get(q['eval_set'], 'n/a')} |")
     return "\n".join(lines) + "\n"
 
@@ -177,19 +177,22 @@ def trend(results: list[dict]) -> str:
             f"median Spearman {' → '.join(f'{v:.2f}' for v in sp)}, min "
             f"{' → '.join(format(r['summary']['min_spearman'], '.2f') for r in results)}."]
     ok_first = {q["eval_set"] for q in first["rows"] if q["top1_within_noise"]}
+    any_lost = False
     for r in results[1:]:
         lost = [q for q in r["rows"] if q["eval_set"] in ok_first and not q["top1_within_noise"]]
         if lost:
-            said.append(f"At {r['steps']} steps the top pick leaves the noise floor on "
-                        + ", ".join(f"`{q['eval_set']}` (regret {_pct(q['regret'])}, noise sd {_pct(q['noise_sd'])})"
-                                    for q in lost) + ".")
+            any_lost = True
+            said.append(f"At {r['steps']} steps the top pick leaves the noise floor on " + ", ".join(
+                f"`{q['eval_set']}` (regret {fmt(q['regret'], 2, True)}, noise sd {fmt(q['noise_sd'], 2, True)})"
+                for q in lost) + ".")
     worst = max(max(r["true_best_rank"].values(), default=0) for r in results)
     said.append(f"The mixture retraining found best was within the merge's top {worst} on every eval set at every "
                 "length: retraining that many of its top candidates (`search --validate`) finds it.")
-    if len(said) == 2:
+    if not any_lost:
         said.append(f"Top-1 within noise holds at every length ({last['summary']['top1_noise']}/"
                     f"{last['summary']['evals']} at {last['steps']} steps).")
-    said.append(f"Members moved {' → '.join(_pct(r['distance'].get('unit'), 1) for r in results)} from the seed.")
+    moved = " → ".join(fmt(r["distance"].get("unit"), 1, True) for r in results)
+    said.append(f"Members moved {moved} from the seed.")
     return " ".join(said)
 
 
