@@ -27,7 +27,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "ablate"
 # The floors of ablate/, bottom first (README "Layout" says what each holds). The root package (its
 # version) and __main__ (the entry point) stand outside them.
-LAYERS = ("core", "store", "data", "models", "train", "scoring", "optimize", "fidelity", "cli")
+LAYERS = ("core", "store", "data", "models", "train", "scoring", "optimize", "fidelity", "workflows", "cli")
 OUTSIDE = ("ablate", "ablate.__main__")
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60

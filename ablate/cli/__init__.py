@@ -1,7 +1,8 @@
-"""The top floor: the command table and thin command wrappers, and the pipelines that compose stages
-(the demo, the fidelity protocol's studies, search validation, the post-scoring calibration refresh).
+"""The top floor: the command table (app) and one module of thin commands per group (build, score, proxy,
+pool, optimize), with what they share (shared: options, the study loader, printing). A command parses its
+options, calls one library or workflow function and prints; the pipelines are one floor down (workflows/).
 
 May import every package below; nothing imports it (but `ablate.__main__`).
 """
 
-__all__ = ['app', 'build', 'demo', 'fidelity', 'fidelity_weights', 'optimize', 'optimizing', 'pool', 'proxy', 'score', 'shared', 'steps']
+__all__ = ['app', 'build', 'optimize', 'pool', 'proxy', 'score', 'shared']

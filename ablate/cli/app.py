@@ -17,9 +17,9 @@ train, score or search also `--dry-run` (print the resolved config and stop). Er
 1 (runtime) or 2 (usage); set ABLATE_DEBUG=1 for a traceback.
 
 This module is the table of commands (litgpt's __main__.py) and the error handling; each
-command is a function in cli_build, cli_score, cli_proxy or cli_pool, whose signature is
-its options; what they share (-c, --set, --dry-run, --force, the study, printing rows) is
-declared once in cli_shared.
+command is a function in cli/build.py, score.py, proxy.py, pool.py or optimize.py, whose signature
+is its options; what they share (-c, --set, --dry-run, --force, the study, printing rows) is
+declared once in cli/shared.py. The pipelines the commands call are in ablate/workflows/.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ How to run:
     ablate import-gguf --out seeds/smollm2         # gguf.import_gguf
     ablate train-partition UNIT                    # train.train_member (one unit)
     ablate train-mixture UNIT UNIT...              # train.train_member (union baseline)
-    ablate demo                                    # demo.run_demo
+    ablate demo                                    # workflows.demo.run_demo
 
 Each function is one command's signature and a thin call into the library; ablate/cli/app.py
 registers them by name. The library modules are imported inside the commands so that
@@ -119,7 +119,7 @@ def train_mixture(units: Annotated[list[str], typer.Argument(help="unit ids of t
 def demo(config: ConfigOpt = None, set_: SetOpt = None, dry_run: DryOpt = False,
          report_dir: Annotated[Path, typer.Option("--report", help="where to write the report")] = Path("report")):
     """The whole study on the demo config: corpus, units, seed, members, unions, sweep, verdict."""
-    from ablate.cli.demo import run_demo
+    from ablate.workflows.demo import run_demo
 
     cfg, pool = open_study(config, set_, dry_run)
     run_demo(cfg, pool, report_dir, log=say)

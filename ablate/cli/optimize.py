@@ -6,12 +6,12 @@ How to run:
     ablate optimize --target quotes --max-loss fiction:2 --tokens 400000 --max-epochs 2
     ablate optimize --target quotes --validate                        # + train the weighted and the uniform union
 
-The command is the one floor that may both optimize (ablate/optimize/) and train (ablate/train/): it
-parses the objective (optimize.objectives), sets the repetition caps for the budget the weights are meant
-for (optimize.simplex), runs the merged route (optimize.merged_route), stores the row in `optimizations`,
-prints the weights with their tokens and epochs, writes `--out`, and with `--validate` trains the weighted
-union at that budget, the uniform union and a replicate of the weighted one (the noise band), and measures
-all of them on the held windows the optimizer never saw.
+The command plans and runs the optimization (ablate/optimize/optimization.py: the objective, the repetition
+caps for the budget the weights are meant for, the merged or regression route, the row in `optimizations`),
+prints the weights with their tokens and epochs, writes `--out`, and with `--validate` hands over to the floor
+that may both optimize and train (ablate/workflows/optimize_runs.py): it trains the weighted union at that
+budget, the uniform union and a replicate of the weighted one (the noise band), and measures all of them on
+the held windows the optimizer never saw.
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ def optimize(target: TargetOpt = None, target_weights: TargetWeightsOpt = None, 
     cfg, pool = open_study(config, overrides, dry_run)
     if out is not None and out.suffix.lower() not in (".json", ".yaml", ".yml"):
         raise UsageError(f"--out must end in .json, .yaml or .yml (got {out.name!r})")
-    from ablate.cli.optimizing import plan_optimization, run_optimization, validate_optimization
+    from ablate.optimize.optimization import plan_optimization, run_optimization
+    from ablate.workflows.optimize_runs import validate_optimization
 
     plan = plan_optimization(cfg, pool, target, target_weights, objective, max_loss, units, tokens, route)
     result = run_optimization(cfg, pool, plan)

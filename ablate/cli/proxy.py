@@ -3,10 +3,10 @@
 How to run:
     ablate calibrate                               # calibrate.refresh, then each proxy's fidelity
     ablate suggest-unions --budget 3 --truth unit  # calibrate.suggest_unions
-    ablate fidelity                                # fidelity.run_fidelity (configs/fidelity/*.yaml)
+    ablate fidelity                                # workflows.fidelity_runs.run_fidelity (configs/fidelity/*.yaml)
 
 Each function is one command's signature and a thin call into the library; ablate/cli/app.py
-registers them by name. (Using the proxy to pick a mixture, `search`, is in cli_score.py.)
+registers them by name. (Using the proxy to pick a mixture, `search`, is in cli/score.py.)
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def fidelity_cmd(configs: Annotated[Optional[list[str]], typer.Argument(
                      "--section", help="write each study as its own section of --out (slow studies: the real "
                      "seed's), keeping the rest of the file")] = False):
     """The fidelity protocol: every proxy vs each ground truth on several studies, out of sample."""
-    from ablate.cli.fidelity import run_fidelity, run_lengths
+    from ablate.workflows.fidelity_runs import run_fidelity, run_lengths
 
     if unit_steps is not None:
         from ablate.fidelity.lengths import parse_steps

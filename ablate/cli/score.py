@@ -1,10 +1,10 @@
 """Commands that score mixtures and rank them: score-mixture, export-mixture, sweep, search.
 
 How to run:
-    ablate score-mixture UNIT UNIT...              # score.score_mixture
+    ablate score-mixture UNIT UNIT...              # workflows.steps.score_mixture
     ablate export-mixture UNIT UNIT... --out DIR   # inplace.export_mixture
-    ablate sweep                                   # sweep.run_sweep
-    ablate search --target quotes --validate 2     # search.run_search
+    ablate sweep                                   # workflows.steps.run_sweep
+    ablate search --target quotes --validate 2     # workflows.steps.run_search
 
 Each function is one command's signature and a thin call into the library; ablate/cli/app.py
 registers them by name. The library modules are imported inside the commands so that
@@ -29,7 +29,7 @@ def score_mixture_cmd(units: Annotated[list[str], typer.Argument(help="units of 
                       eval_: Annotated[Optional[list[str]], typer.Option("--eval", help="eval set (repeatable)")] = None,
                       config: ConfigOpt = None, set_: SetOpt = None, dry_run: DryOpt = False, force: ForceOpt = False):
     """Average the units' members in memory and evaluate; also the union (if trained) and the seed."""
-    from ablate.cli.steps import score_mixture
+    from ablate.workflows.steps import score_mixture
 
     cfg, pool = open_study(config, set_, dry_run)
     notes: list[str] = []  # said after the table, where the reader's eye is
@@ -81,7 +81,7 @@ def sweep(max_size: Annotated[Optional[int], typer.Option("--max-size", help="la
           config: ConfigOpt = None, set_: SetOpt = None, dry_run: DryOpt = False, force: ForceOpt = False):
     """Score every mixture of the units (Gray-code order, one add/remove per step), a sample, or a file's;
     with --target, end with the best mixtures for that objective."""
-    from ablate.cli.steps import run_sweep, score_mixture
+    from ablate.workflows.steps import run_sweep, score_mixture
 
     cfg, pool = open_study(config, set_, dry_run)
     unit_list = [u.strip() for u in units.split(",")] if units else None
@@ -153,7 +153,7 @@ def search(target: TargetOpt = None, target_weights: TargetWeightsOpt = None, ob
            dry_run: Annotated[bool, typer.Option("--dry-run", help="print the resolved config and the search's "
                                                                    "plan (candidates, proxy, truth) and exit")] = False):
     """Rank candidate mixtures for an objective over eval sets by the proxy; optionally validate by training."""
-    from ablate.cli.steps import run_search
+    from ablate.workflows.steps import run_search
     from ablate.core.weights import parse_weights
     from ablate.data.units import eval_sets
     from ablate.optimize.objectives import parse_objective

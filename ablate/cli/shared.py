@@ -1,6 +1,6 @@
 """What every `ablate` command shares: its options, the study it runs on, how it prints rows.
 
-How to run: not directly; the command modules (cli_build, cli_score, cli_proxy, cli_pool) import
+How to run: not directly; the command modules (cli/build, score, proxy, pool, optimize) import
 it, and `ablate --help` (ablate/cli/app.py) lists their commands. One declaration each:
     ConfigOpt, SetOpt, DryOpt, ForceOpt    # -c/--config FILE, --set key=value, --dry-run, --force
     open_study(config, set_, dry_run)      # the resolved config and its pool, checked against the pool's study

@@ -1,4 +1,4 @@
-"""Scoring for the fidelity protocol (ablate/cli/fidelity.py trains; this scores and writes FIDELITY.md).
+"""Scoring for the fidelity protocol (ablate/workflows/fidelity_runs.py trains; this scores and writes FIDELITY.md).
 
 Per study, ground truth (budget) and calibration budget m ∈ {0, n/2, n, 2n} unions (picked by
 the same greedy as `suggest-unions`, nested, among the study's truths): every proxy predicts

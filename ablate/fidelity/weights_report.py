@@ -1,4 +1,4 @@
-"""FIDELITY.md's "Optimized mixtures, retrained" section, from the cases ablate/cli/fidelity_weights.py measured.
+"""FIDELITY.md's "Optimized mixtures, retrained" section, from the cases ablate/workflows/weights_runs.py measured.
 
 How to run: `ablate fidelity --weights-only` writes it (this module only renders; nothing trains here):
     write_section(Path("FIDELITY.md"), studies, seconds)   # replaces the section, or appends it

@@ -2,7 +2,8 @@
 ranking is: ranks), and continuous weights on the simplex by gradients through the merge (the merged route of
 `ablate optimize`).
 
-Imports core .. scoring. Training what it finds (validation) is the commands' job (cli/).
+Imports core .. scoring. Training what it finds (validation) is the workflows' job (workflows/).
 """
 
-__all__ = ['gradient', 'merged_route', 'objectives', 'ranks', 'search', 'simplex']
+__all__ = ['gradient', 'merged_route', 'objectives', 'optimization', 'ranks', 'regression_route', 'search', 'simplex',
+           'trained']

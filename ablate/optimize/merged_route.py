@@ -18,7 +18,7 @@ answer is "nothing beats uniform beyond what the proxy can resolve", and the uni
 recommendation (the optimized ones are still reported). The bootstrap knows window noise, not the proxy's
 bias: where trained unions of these units exist (the uniform one and others), `proxy_error` measures how far
 the merged gain over uniform is from the trained one on them, and a held gain not above that error is not
-believed either (ablate/cli/optimizing.py decides; FIDELITY.md "Optimized mixtures, retrained" shows why).
+believed either (ablate/workflows/optimize_runs.py decides; FIDELITY.md "Optimized mixtures, retrained" shows why).
 """
 
 from __future__ import annotations

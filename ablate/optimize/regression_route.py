@@ -16,11 +16,15 @@ budget), where the merged route needs none.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from ablate.core.errors import UsageError
+from ablate.optimize.merged_route import split_windows
 from ablate.optimize.objectives import Objective
 from ablate.optimize.simplex import mirror_step, project, sparsify
+from ablate.optimize.trained import split_logppl, trained_mixtures, weight_vector
 from ablate.scoring.proxies.regression import ridge
 
 MIN_POINTS = 3
@@ -64,3 +68,29 @@ def optimize_law(laws: dict[str, tuple], objective: Objective, n: int, caps: np.
     w = sparsify(w, floor, caps)
     return {"weights": w.tolist(), "predicted": objective.value(predict(w), reference, tokens),
             "predicted_uniform": objective.value(predict(uniform), reference, tokens)}
+
+
+def regression_route(cfg, pool, study, plan: dict, caps) -> dict:
+    """Fit the law on the trained mixtures' fit-window values, optimize it; 'held' is the same law fitted on
+    the held-window values (no window-level interval: the route sees mixtures, not windows)."""
+    t0 = time.perf_counter()
+    objective, units = plan["objective"], plan["units"]
+    split = split_windows(study, objective.eval_sets, cfg.optimize.fit_fraction, cfg.optimize.split_seed)
+    metas = trained_mixtures(pool, study, plan)
+    opt = cfg.optimize
+    fits = {}
+    for part in ("fit", "held"):  # the law fitted on each part's values: optimized on fit, reported on held
+        points = [(weight_vector(m, units), split_logppl(pool, cfg, m["model_id"], split, study.device, part))
+                  for m in metas]
+        laws = fit_laws(points, objective.eval_sets)
+        fits[part] = (laws, optimize_law(laws, objective, len(units), caps, opt.steps, opt.lr, opt.floor))
+    weights = fits["fit"][1]["weights"]
+    held_uniform = law_objective(fits["held"][0], objective, np.full(len(units), 1.0 / len(units)))
+    held_opt = law_objective(fits["held"][0], objective, weights)
+    gain = held_uniform - held_opt
+    return {"units": units, "weights": weights, "raw_weights": weights, "history": [],
+            "fit": {"optimized": fits["fit"][1]["predicted"], "uniform": fits["fit"][1]["predicted_uniform"]},
+            "held": {"optimized": held_opt, "uniform": held_uniform, "gain": gain, "gain_low": None,
+                     "gain_high": None, "resolved": bool(gain > 0), "per_set": {}, "guards_held": True},
+            "steps": opt.steps, "seconds": time.perf_counter() - t0, "in_memory": None,
+            "trained_mixtures": [m["model_id"] for m in metas]}

@@ -23,7 +23,7 @@ unit's member (at either budget), which its merged row measures. `--validate M` 
 the truth the pool already has on the target, then trains the top M multi-unit candidates as that ground truth —
 a weighted candidate as a weighted union drawing each unit's share of the budget (`--validate-weighted` adds the
 best weighted one) — and reports where the proxy's choice landed among all truths known for the target; that is
-ablate/cli/steps.py's `run_search`, which composes rank, train, the gaps to #1 (ablate/optimize/ranks.py) and
+ablate/workflows/steps.py's `run_search`, which composes rank, train, the gaps to #1 (ablate/optimize/ranks.py) and
 record. Rankings go to the `searches` table, each row with its objective and its gap to #1.
 
 Several targets (`--target a,b`, repeatable; `--target-weights`, `--objective worst`, `--max-loss B:x`)
@@ -200,7 +200,7 @@ def default_method(pool: Pool, truth: str) -> str:
 def validation_picks(ranked: list, validate: int, validate_weighted: bool) -> list[tuple[list[str], list[float]]]:
     """The candidates `--validate M` trains: the top M multi-unit ones (and, with `validate_weighted`, the best
     weighted one when the top M are all uniform); a unit alone needs no training (its truth is its member,
-    measured by the search itself). Training them is the command's step (ablate/cli/steps.py), after the unions
+    measured by the search itself). Training them is the command's step (ablate/workflows/steps.py), after the unions
     the pool already has are measured on the target."""
     picks = [(list(c), list(w)) for (c, w), _ in ranked if len(c) > 1][:validate]
     if validate_weighted and all(is_uniform(w) for _, w in picks):  # also check the best weighted one

@@ -8,7 +8,7 @@ A mixture's merged model is the average of its units' members (inplace.merged_mo
 keyed by (method, model, eval set), so asking again reads the table instead of
 evaluating (`--force` re-evaluates). Their layout, ids and files are ablate/store/results.py's; the
 study context (seed, eval sets, which member a unit is) is ablate/train/study.py's. Refreshing the
-fitted proxies' rows after scoring (calibrate.refresh) is the command's step (ablate/cli/steps.py): the
+fitted proxies' rows after scoring (calibrate.refresh) is the command's step (ablate/workflows/steps.py): the
 verdict sits above scoring.
 """
 

@@ -2,7 +2,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ablate.cli.steps import run_sweep
+from ablate.workflows.steps import run_sweep
 from ablate.train.loop import train_member
 from conftest import copy_study, run_cli, write_config
 

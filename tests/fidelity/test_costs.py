@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from ablate.cli.steps import score_mixture
+from ablate.workflows.steps import score_mixture
 from ablate.fidelity.report import Priced, cost_markdown, costs, priced
 from ablate.store.index import Index
 from ablate.store.pool import Pool

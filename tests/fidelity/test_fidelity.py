@@ -11,10 +11,10 @@ import torch
 from ablate.fidelity.calibrate import noise_floor, ranking_quality, refresh, suggest_unions
 from ablate.store.index import Index
 from ablate.scoring.merge import merge_members, parse_mixture
-from ablate.cli.steps import run_search
+from ablate.workflows.steps import run_search
 from ablate.optimize.search import candidates
-from ablate.cli.steps import score_mixture
-from ablate.cli.steps import run_sweep
+from ablate.workflows.steps import score_mixture
+from ablate.workflows.steps import run_sweep
 from ablate.train.loop import train_member
 from conftest import copy_study
 
@@ -198,7 +198,7 @@ def test_search_defaults_follow_the_protocol(study_copy):
 
 def test_fidelity_with_fewer_than_3_unions_says_n_a(study_copy):
     from ablate.fidelity.report import priced, verdict_markdown
-    from ablate.cli.steps import score_mixture
+    from ablate.workflows.steps import score_mixture
 
     cfg, pool, _, union = study_copy
     score_mixture(cfg, pool, union["units"], eval_names=["fortunes"])  # the only union: one mixture

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from ablate.scoring import proxies
 from ablate.fidelity.calibrate import held_out, plan_unions, ranking_quality, refresh, union_keys
-from ablate.cli.fidelity import prepare_study, truth_mixtures
+from ablate.workflows.fidelity_runs import prepare_study, truth_mixtures
 from ablate.store.index import Index
 from ablate.fidelity.protocol import score_study
 

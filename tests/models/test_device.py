@@ -23,7 +23,7 @@ from ablate.scoring.merge import merge_on
 from ablate.scoring.merge import RunningSum, _f32_block, _map_f32, gray_code_order, merge_members
 from ablate.models.model import load_state, model_from_config, seed_config
 from ablate.store.results import existing_rows, write_rows
-from ablate.cli.steps import score_mixture
+from ablate.workflows.steps import score_mixture
 from ablate.train.study import load_study
 from conftest import run_cli, write_config
 

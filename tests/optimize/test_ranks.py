@@ -59,7 +59,7 @@ def test_search_ranks_units_alone_and_validate_measures_existing_unions(study_co
     cfg, pool, _, union = study_copy
     train_member(cfg, pool, union["units"], replicate=1, log=lambda *a: None)  # another data order: the noise floor
     trained = []
-    monkeypatch.setattr("ablate.cli.steps.train_member", lambda cfg, pool, mix, **kw: trained.append(mix))
+    monkeypatch.setattr("ablate.workflows.steps.train_member", lambda cfg, pool, mix, **kw: trained.append(mix))
     path = str(write_config(cfg, tmp_path / "c.yaml"))
     code, out, err = run_cli(["search", "--target", "fortunes", "--truth", "sum", "--method", "merged",
                               "--validate", "1", "--max-size", "2", "-c", path], capsys)

@@ -10,9 +10,9 @@ from ablate.scoring.batched import EvalWindows, ModelStack, window_stats
 from ablate.scoring.evaluate import evaluate_tokens
 from ablate.scoring.merge import RunningSum, gray_code_order
 from ablate.models.model import model_from_config, seed_config
-from ablate.cli.steps import score_mixture
+from ablate.workflows.steps import score_mixture
 from ablate.train.study import load_study
-from ablate.cli.steps import run_sweep
+from ablate.workflows.steps import run_sweep
 from ablate.store.index import Index
 
 quiet = dict(log=lambda *a: None)

@@ -16,7 +16,7 @@ import torch
 
 from ablate.store.index import Index
 from ablate.store.pool import Pool
-from ablate.cli.steps import run_sweep
+from ablate.workflows.steps import run_sweep
 from conftest import copy_study, write_config
 
 pytest.importorskip("distributed")

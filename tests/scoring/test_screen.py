@@ -8,8 +8,8 @@ import torch
 
 from ablate.store.index import Index
 from ablate.scoring.screen import drops, prefixes, race
-from ablate.cli.steps import run_search
-from ablate.cli.steps import run_sweep
+from ablate.workflows.steps import run_search
+from ablate.workflows.steps import run_sweep
 from conftest import run_cli, tree_digest, write_config
 
 quiet = dict(log=lambda *a: None)

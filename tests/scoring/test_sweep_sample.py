@@ -10,8 +10,8 @@ import pytest
 from ablate.store.index import Index
 from ablate.scoring.merge import gray_code_order
 from ablate.scoring.mixtures import enumerate_masks, gray_rank, plan_masks, sample_masks
-from ablate.cli.steps import score_mixture
-from ablate.cli.steps import run_search
+from ablate.workflows.steps import score_mixture
+from ablate.workflows.steps import run_search
 from ablate.optimize.search import beam_search, candidates, exhaustive_count
 from conftest import run_cli, tiny_config, tree_digest, write_config
 

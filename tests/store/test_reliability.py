@@ -147,7 +147,7 @@ def test_remote_code_is_never_trusted(study, tmp_path):
 def test_same_config_same_bits(study_copy):
     """Determinism: retraining a unit from scratch gives the same weights and perplexities, bit for bit."""
     cfg, pool, _, _ = study_copy
-    from ablate.cli.steps import score_mixture
+    from ablate.workflows.steps import score_mixture
 
     first = score_mixture(cfg, pool, ["fortunes-01"])
     member = next(m for m in pool.iter_metas("unit") if m["units"] == ["fortunes-01"])
@@ -169,6 +169,6 @@ def test_an_index_from_an_older_schema_is_rebuilt(study_copy):
     con.execute("ALTER TABLE mixture_perplexity DROP COLUMN spec")
     con.close()
     assert Index(pool).query("SELECT count(*) FROM models")[1][0][0] == 6
-    from ablate.cli.steps import score_mixture
+    from ablate.workflows.steps import score_mixture
     rows = score_mixture(cfg, pool, ["fortunes-00", "literature-01"], eval_names=["fortunes"])
     assert {r["method"] for r in rows} >= {"merged", "seed"}

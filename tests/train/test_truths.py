@@ -194,7 +194,7 @@ def _rows(pool, sql):
 
 
 def test_tables_and_views_tell_the_ground_truths_apart(truths):
-    from ablate.cli.steps import score_mixture
+    from ablate.workflows.steps import score_mixture
 
     t = truths
     models = {r["model_id"]: r for r in _rows(t.pool, "SELECT model_id, budget, budget_tokens, weights, draw "

@@ -22,14 +22,15 @@ from __future__ import annotations
 
 import time
 
-from ablate.cli.optimizing import realized_objectives, run_optimization
 from ablate.core.config import StudyConfig
 from ablate.data.units import eval_sets, unit_ids, unit_meta
 from ablate.fidelity.calibrate import plan_unions
 from ablate.optimize import search
 from ablate.optimize.objectives import Objective
+from ablate.optimize.optimization import run_optimization
 from ablate.optimize.simplex import repetition_caps
 from ablate.store.pool import Pool
+from ablate.workflows.optimize_runs import realized_objectives
 
 GRID = [1.0, 2.0]
 

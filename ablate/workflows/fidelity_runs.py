@@ -37,8 +37,8 @@ from ablate.fidelity.protocol import score_study, write_markdown
 from ablate.store.results import existing_rows, write_rows
 from ablate.scoring.score import score_built_models, score_reference_models
 from ablate.train.study import load_study
-from ablate.cli.fidelity_weights import optimized_mixtures
-from ablate.cli.steps import run_sweep
+from ablate.workflows.weights_runs import optimized_mixtures
+from ablate.workflows.steps import run_sweep
 from ablate.fidelity.weights_report import write_section
 from ablate.train.members import build_members, train_truths
 

@@ -18,7 +18,7 @@ from ablate.store.pool import Pool
 
 
 def run_demo(cfg: StudyConfig, pool: Pool, report_dir: Path, log=print) -> str:
-    from ablate.cli.steps import run_search, run_sweep
+    from ablate.workflows.steps import run_search, run_sweep
     from ablate.fidelity.report import priced, verdict_markdown, write_report
     from ablate.models.device import describe
     from ablate.train.members import build_members, train_truths, union_plan

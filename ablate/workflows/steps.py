@@ -1,7 +1,7 @@
 """Stages composed: what a command does after scoring or ranking, that the scoring layer must not do itself.
 
 How to run (from Python; the commands, the demo and the protocol call these, never the bare stages):
-    from ablate.cli.steps import run_search, run_sweep, score_mixture
+    from ablate.workflows.steps import run_search, run_sweep, score_mixture
     score_mixture(cfg, pool, ["fiction-00", "bible-00"], "3,1")   # rows written, fitted rows refreshed
     run_sweep(cfg, pool, units)                                   # the same for every mixture
     run_search(cfg, pool, "quotes", validate=2)                   # rank, train the top 2, record

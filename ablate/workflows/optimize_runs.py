@@ -1,0 +1,86 @@
+"""Optimize with validation: the weights proven by retraining (`ablate optimize --validate`).
+
+How to run: `ablate optimize` (ablate/cli/optimize.py) plans and runs (ablate/optimize/optimization.py), then:
+    realized = validate_optimization(cfg, pool, plan, result)   # trains 3 unions, rewrites the row
+
+Validation is a ground truth, so it trains (train.loop.train_member): the weighted union at the budget
+the weights are for (units with weight 0 left out; one unit left is that unit's own member), a second
+data order of it (replicate 1: the noise band) and the uniform union of all the units. Every trained union
+of a subset of these units at that budget (and, at one unit's budget, every unit's own member: the
+equal-compute truth of a one-unit mixture) is then measured on the held windows the optimizer never saw,
+with the objective's own definition, relative to the uniform union where it asks for a reference.
+"""
+
+from __future__ import annotations
+
+from ablate.optimize.merged_route import split_windows
+from ablate.optimize.trained import split_logppl, weights_of
+from ablate.scoring.score import score_reference_models
+from ablate.store.results import existing_rows, now, write_optimization_row, write_rows
+from ablate.train.loop import train_member
+from ablate.train.study import load_study
+
+
+def validate_optimization(cfg, pool, plan: dict, result: dict) -> dict:
+    """Train the weighted union, the uniform union and a replicate of the weighted one at the budget; measure
+    every trained union of these units' budget on the held windows; rewrite the row with what was realized."""
+    realized = realized_objectives(cfg, pool, plan, result)
+    row = dict(result["row"])
+    row.update(validated=True, created_at=now(), **realized["row"])
+    write_optimization_row(pool, row)
+    return realized
+
+
+def train_weighted(cfg, pool, plan: dict, units: list[str], weights: list[float], replicate: int = 0,
+                   log=print) -> dict:
+    """A weighted union at the plan's budget (units with weight 0 left out; one unit left: its own member)."""
+    budget = {"budget": "unit"} if plan["tokens_option"] is None else {"tokens": plan["tokens_option"]}
+    picked = [(u, w) for u, w in zip(units, weights) if w > 0]
+    mix, w = [u for u, _ in picked], [x for _, x in picked]
+    return train_member(cfg, pool, mix, weights=w if len(mix) > 1 else None, replicate=replicate, log=log, **budget)
+
+
+def realized_objectives(cfg, pool, plan: dict, result: dict, extra: list[tuple] = (), log=print) -> dict:
+    """The three trainings (and `extra` (units, weights) picks), then every comparable trained union's
+    objective on the held windows."""
+    objective, units = plan["objective"], plan["units"]
+    optimized = train_weighted(cfg, pool, plan, units, result["weights"], log=log)
+    replicate = train_weighted(cfg, pool, plan, units, result["weights"], replicate=1, log=log)
+    uniform = train_weighted(cfg, pool, plan, units, [1.0] * len(units), log=log)
+    extras = [train_weighted(cfg, pool, plan, u, w, log=log) for u, w in extra]
+    study = load_study(cfg, pool, objective.eval_sets)
+    write_rows(pool, score_reference_models(study, [m["units"] for m in (optimized, uniform, *extras)],
+                                            existing_rows(pool, study.precision)))
+    candidates = _comparable(pool, study, plan, [optimized, replicate, *extras, uniform])
+    split = split_windows(study, objective.eval_sets, cfg.optimize.fit_fraction, cfg.optimize.split_seed)
+    held = {m["model_id"]: split_logppl(pool, cfg, m["model_id"], split, study.device) for m in candidates}
+    ref = held[uniform["model_id"]]
+    value = {mid: objective.value(v, ref, {s: int(split[s]["held"].numel()) for s in split}) for mid, v in held.items()}
+    originals = [m for m in candidates if m.get("replicate", 0) == 0]
+    best = min(originals, key=lambda m: value[m["model_id"]])
+    table = [{"union": "+".join(m["units"]) + (" (replicate)" if m.get("replicate") else ""),
+              "weights": [round(x, 4) for x in weights_of(m)],
+              "held_objective": round(value[m["model_id"]], 5)} for m in sorted(candidates, key=lambda m: value[m["model_id"]])]
+    return {"table": table, "values": value, "best_id": best["model_id"],
+            "ids": {"optimized": optimized["model_id"], "replicate": replicate["model_id"],
+                    "uniform": uniform["model_id"], "extra": [m["model_id"] for m in extras]}, "row": {
+        "union_optimized": value[optimized["model_id"]], "union_uniform": value[uniform["model_id"]],
+        "union_best": value[best["model_id"]], "union_best_mixture": best["units"],
+        "union_best_weights": weights_of(best),
+        "unions_compared": len(originals),
+        "noise_threshold": 2 * abs(value[optimized["model_id"]] - value[replicate["model_id"]])}}
+
+
+def _comparable(pool, study, plan: dict, trained: list[dict]) -> list[dict]:
+    """Trained truths of subsets of the units at the plan's budget (+ unit members at one unit's budget)."""
+    label = trained[-1]["budget"]  # the uniform union's: "unit" or "tokens=N" as its id has it
+    found = {m["model_id"]: m for m in trained}
+    for m in pool.iter_metas("union"):
+        if m["seed_id"] == study.seed["model_id"] and set(m["units"]) <= set(plan["units"]) and \
+                m.get("budget") == label:
+            found.setdefault(m["model_id"], m)
+    if plan["tokens_option"] is None:
+        for u in plan["units"]:
+            mid = study.unit_member(u)
+            found.setdefault(mid, pool.read_meta(mid))
+    return list(found.values())
