@@ -88,7 +88,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=None, help="steps timed per case (default 5, quick 2)")
     args = parser.parse_args(argv)
     from ablate.models.model import model_from_config, seed_config
-    from ablate.optimize.gradient import MemberSpace
+    from ablate.scoring.inplace import MemberSpace
     from ablate.optimize.merged_route import split_windows
 
     cfg, pool, study = common.open_study(args)

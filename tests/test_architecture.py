@@ -10,6 +10,7 @@ Every module of ablate/ is parsed (never imported) and four rules are checked:
   inside a function is for start-up time (torch behind the CLI), never to hide a cycle.
   An edge is what the statement names: `import a.b` and `from a.b import x` depend on a.b;
   `from a import b` depends on a and, if a.b is a module, on a.b (as /tmp/tools/imports.py counts).
+- No private name (`_x`) imported from another ablate module: what a module lends is public.
 - No module over MAX_MODULE_LINES lines.
 - No function (methods and nested functions included) over MAX_FUNCTION_LINES lines, from its
   `def` line to its last line, unless it says why: a comment line starting with `# long:`
@@ -186,6 +187,27 @@ def test_every_floor_has_a_face():
                        and any(getattr(t, "id", None) == "__all__" for t in n.targets))
         for name in offered:
             assert (PACKAGE / layer / f"{name}.py").exists() or (PACKAGE / layer / name).is_dir(), (layer, name)
+
+
+def private_imports() -> list[str]:
+    """'module: from other import _name' for every private name an ablate module takes from another one."""
+    modules = _modules()
+    out = []
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            base = _imported(name, path.name == "__init__.py", node)[0]
+            for alias in node.names:
+                if (base in modules and base != name and alias.name.startswith("_")
+                        and not alias.name.startswith("__")):
+                    out.append(f"{name}: from {base} import {alias.name}")
+    return sorted(out)
+
+
+def test_no_private_name_crosses_modules():
+    found = private_imports()
+    assert not found, "private names imported across modules (make them public or keep them home):\n" + "\n".join(found)
 
 
 def test_no_module_over_the_size_limit():

@@ -23,10 +23,10 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from ablate.core.errors import UsageError
 from ablate.core.sections import (DEVICE_SPEC, CorpusConfig, EnergyConfig, EvalConfig,  # noqa: F401  (re-exported)
                                   EvalFileConfig, FidelityConfig, OptimizeConfig, SeedConfig, TokenizerConfig,
-                                  TrainConfig, UnitsConfig, _Strict)
+                                  TrainConfig, UnitsConfig, Strict)
 
 
-class StudyConfig(_Strict):
+class StudyConfig(Strict):
     name: str = "demo"
     pool: str = "pool"
     corpus: CorpusConfig = CorpusConfig()

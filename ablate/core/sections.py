@@ -14,7 +14,7 @@ from typing import Literal, Optional, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
     # Unknown keys are almost always typos in a study file: refuse them.
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -37,7 +37,7 @@ def _is_list(annotation) -> bool:
     return get_origin(annotation) is list or any(get_origin(a) is list for a in get_args(annotation))
 
 
-class CorpusConfig(_Strict):
+class CorpusConfig(Strict):
     source: Literal["debian", "files"] = "debian"
     path: str = "data/corpus"  # where `corpus build` writes / where local files live
     domain_field: str = "domain"
@@ -46,12 +46,12 @@ class CorpusConfig(_Strict):
     max_bytes_per_domain: Optional[int] = Field(None, gt=0)
 
 
-class TokenizerConfig(_Strict):
+class TokenizerConfig(Strict):
     vocab_size: int = Field(4096, ge=300, le=65535)  # uint16 token files
     train_bytes: int = Field(3_000_000, gt=0)  # text sampled across domains to fit the BPE
 
 
-class UnitsConfig(_Strict):
+class UnitsConfig(Strict):
     domains: list[str] = ["fiction", "bible", "computing", "pydocs"]
     eval_only_domains: list[str] = ["quotes"]  # held-out domains no unit trains on
     unit_tokens: int = Field(98_304, gt=0)  # equal budget of every unit: 48 steps of 16 x 128
@@ -70,7 +70,7 @@ class UnitsConfig(_Strict):
         return self
 
 
-class SeedConfig(_Strict):
+class SeedConfig(Strict):
     mode: Literal["train", "import"] = "train"
     import_path: Optional[str] = None  # local HF causal-LM dir when mode=import
     # The seed's pretraining mix, never unit domains. auto: webster for the Debian corpus; for your own
@@ -96,7 +96,7 @@ class SeedConfig(_Strict):
         return self
 
 
-class TrainConfig(_Strict):
+class TrainConfig(Strict):
     """Continued pretraining of one unit (and, k times longer, of a union)."""
 
     seq_len: int = Field(128, ge=8)
@@ -128,7 +128,7 @@ class TrainConfig(_Strict):
 DEVICE_SPEC = r"auto|cpu|cuda(:\d+)?"  # StudyConfig.device
 
 
-class EvalConfig(_Strict):
+class EvalConfig(Strict):
     seq_len: int = Field(128, ge=8)
     batch_size: int = Field(32, ge=1)
     # on CUDA: bf16 autocast or plain fp32 (TF32 off); the CPU always evaluates in fp32. Recorded per row.
@@ -149,7 +149,7 @@ class EvalConfig(_Strict):
     bootstrap_seed: int = 0
 
 
-class EnergyConfig(_Strict):
+class EnergyConfig(Strict):
     """Assumptions behind every kWh and kg CO2e the pool records."""
 
     backend: Literal["codecarbon", "estimate"] = "codecarbon"
@@ -164,7 +164,7 @@ class EnergyConfig(_Strict):
     fallback_g_co2e_per_kwh: float = Field(369.0, gt=0)  # US average, 2023
 
 
-class EvalFileConfig(_Strict):
+class EvalFileConfig(Strict):
     """An eval set from the user's own file (Paloma-style JSONL, JSON, Parquet or text)."""
 
     path: str
@@ -177,7 +177,7 @@ class EvalFileConfig(_Strict):
         return {"path": data} if isinstance(data, str) else data
 
 
-class FidelityConfig(_Strict):
+class FidelityConfig(Strict):
     """What `ablate fidelity` trains and scores for a study (configs/fidelity/*.yaml)."""
 
     # ground truths: unit = one unit's tokens (equal compute), sum = k x one unit's tokens (add data)
@@ -191,7 +191,7 @@ class FidelityConfig(_Strict):
     title: Optional[str] = None
 
 
-class OptimizeConfig(_Strict):
+class OptimizeConfig(Strict):
     """`ablate optimize`: mixture weights on the simplex by gradients through the merge (ablate/optimize/)."""
 
     steps: int = Field(40, ge=1)             # mirror-descent steps

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ablate.data.debian import DEBIAN_DOMAINS, FORTUNES, Doc, DomainSpec, _fortunes, _require  # noqa: F401
+from ablate.data.debian import DEBIAN_DOMAINS, FORTUNES, Doc, DomainSpec, fortune_docs, require_packages  # noqa: F401
 from ablate.core.errors import AblateError, UsageError
 from ablate.store.pool import atomic_write_bytes, atomic_write_json
 
@@ -98,7 +98,7 @@ def build_debian_corpus(out: Path, domains: list[str] | None = None, *,
         if v is not None and (not isinstance(v, int) or v <= 0):
             raise UsageError(f"{label} must be a positive integer, got {v!r}")
     names = list(dict.fromkeys(names))
-    packages = _require({d: list(DEBIAN_DOMAINS[d].needs) for d in names})
+    packages = require_packages({d: list(DEBIAN_DOMAINS[d].needs) for d in names})
     cache = Path(cache_dir) if cache_dir else Path(
         os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ablate"
     ctx = {"cache_dir": str(cache)}
@@ -116,8 +116,8 @@ def build_debian_corpus(out: Path, domains: list[str] | None = None, *,
 def fortunes_min_corpus(out: Path) -> dict:
     """A tiny real corpus (~140 KB) from fortunes-min: domains fortunes, literature, riddles."""
     names = ("fortunes", "literature", "riddles")
-    packages = _require({"fortunes-min": [("fortunes-min", str(FORTUNES / n)) for n in names]})
-    makers = {n: (lambda n=n: _fortunes(FORTUNES / n)) for n in names}
+    packages = require_packages({"fortunes-min": [("fortunes-min", str(FORTUNES / n)) for n in names]})
+    makers = {n: (lambda n=n: fortune_docs(FORTUNES / n)) for n in names}
     return _write_corpus(Path(out), makers, {}, packages,
                          {"builder": "ablate.corpus.fortunes_min_corpus", "domains": list(names)},
                          None)

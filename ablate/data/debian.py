@@ -265,7 +265,7 @@ def _pydocs(ctx: dict) -> Iterator[Doc]:
 
 
 # ---- quotes: fortune cookies, one doc per fortune --------------------------------------
-def _fortunes(path: Path) -> Iterator[Doc]:
+def fortune_docs(path: Path) -> Iterator[Doc]:
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8")
@@ -281,7 +281,7 @@ def _fortunes(path: Path) -> Iterator[Doc]:
 def _quotes(ctx: dict) -> Iterator[Doc]:
     # no dot in the name: skips *.dat, *.u8 and the Portuguese mario.*; dirs such as off/
     for path in sorted(p for p in FORTUNES.iterdir() if p.is_file() and "." not in p.name):
-        yield from _fortunes(path)
+        yield from fortune_docs(path)
 
 
 # ---- manpages (optional, slow): rendered with man and cached ---------------------------
@@ -370,7 +370,7 @@ def _dpkg(packages: list[str]) -> dict[str, str] | None:
     return {r[0]: r[2] for r in rows if len(r) == 3 and r[1].endswith(" installed")}
 
 
-def _require(needs: dict[str, list[tuple[str, str]]]) -> dict[str, str]:
+def require_packages(needs: dict[str, list[tuple[str, str]]]) -> dict[str, str]:
     """Check every package of every requested domain; one error naming all that lack."""
     pkgs = sorted({p for pairs in needs.values() for p, _ in pairs})
     versions = _dpkg(pkgs)

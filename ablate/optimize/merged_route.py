@@ -7,7 +7,7 @@ How to run:
 Each eval set's full windows are split once, by `optimize.split_seed`, into a fit part
 (`optimize.fit_fraction`) and a held part. Every step loads theta(w) into the seed's architecture,
 runs forward and backward over the fit windows of each eval set the objective reads, and turns the
-parameter gradient into one slope per unit (gradient.MemberSpace.project); the objective's chain rule
+parameter gradient into one slope per unit (scoring.inplace.MemberSpace.project); the objective's chain rule
 combines them, `optimize.kl` pulls toward the prior, and one normalized exponentiated-gradient step
 moves w within the repetition caps (simplex.py): no log-weight moves more than `optimize.lr` per step,
 decaying linearly to 0, so lr x steps / 2 bounds how far any weight can go from the prior (a trust
@@ -31,10 +31,11 @@ import torch
 from ablate.core.errors import UsageError
 from ablate.core.progress import bar
 from ablate.models.model import model_from_config, seed_config
-from ablate.optimize.gradient import MemberSpace, set_nll, window_nll
+from ablate.optimize.gradient import set_nll, window_nll
 from ablate.optimize.objectives import Objective
 from ablate.optimize.simplex import kl, mirror_step, project, sparsify
 from ablate.scoring.batched import EvalWindows
+from ablate.scoring.inplace import MemberSpace
 from ablate.scoring.uncertainty import bootstrap_values, point_values
 from ablate.train.study import Study
 

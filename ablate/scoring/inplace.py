@@ -1,8 +1,9 @@
 """Merging straight into a model's parameters, on whatever device the model is.
 
 How to run (from Python; `score-mixture`, `sweep --mixtures`, `search` and `export-mixture` do this):
-    from ablate.scoring.inplace import merged_model
+    from ablate.scoring.inplace import MemberSpace, merged_model
     model = merged_model(pool, seed_id, members, weights, full_hash=cfg.verify_hash, device="cuda")
+    space = MemberSpace.of_members(pool, members, model); space.load(weights)   # weights as variables
 
 The model's float32 parameters are the accumulator: the first member is written into
 them times its weight, each next one added times its weight, reading each member file in
@@ -11,6 +12,14 @@ on the host as on a GPU, for any number of members (bench/bench_device.py), wher
 merge_members + load_state held the model, the float32 sums and their copies. Per element
 the float ops and their order are merge_members' (w0·m0, then += wi·mi), so the weights
 are bit-identical to loading merge_members' result (tests/test_device.py).
+
+MemberSpace is the same merged model with the weights as variables (the optimizer's gradients,
+optimize/gradient.py): theta(w) = sum_i w_i theta_i written into the model, and <g, theta_i> for every
+member. Members are float32 safetensors whose data blocks are mapped, not read: each is a flat view of its
+file, in the file's own tensor order (merge.flat_member). With room in memory (`keep_in_memory`, by default
+when the stack takes under a quarter of free memory) they are copied into one [n, P] matrix and both products
+are one matmul; otherwise they stay mapped and every step streams them from the page cache (n axpys + n dots
+per step).
 """
 
 from __future__ import annotations
@@ -18,10 +27,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ablate.core.errors import AblateError, UsageError
-from ablate.scoring.merge import _all_finite, _f32_block, _read_f32_chunks, check_compatible, merge_members
+from ablate.scoring.batched import free_memory_bytes
+from ablate.scoring.merge import (all_finite, check_compatible, f32_block, flat_member, merge_members,
+                                  read_f32_chunks)
 from ablate.models.model import check_fit, load_state, model_from_config, seed_config
 from ablate.store.pool import Pool, atomic_write_json, staged_dir
 from ablate.core.weights import parse_weights
@@ -33,7 +45,7 @@ def merge_into(model: torch.nn.Module, pool: Pool, model_ids: list[str], weights
     weights = parse_weights(weights, len(model_ids))
     check_compatible(pool, model_ids, full_hash)
     paths = [pool.weights_path(m) for m in model_ids]
-    blocks = [_f32_block(p) for p in paths]
+    blocks = [f32_block(p) for p in paths]
     params = model.state_dict()
     if not all(b is not None and b[2] == blocks[0][2] for b in blocks) or \
             any(t.dtype != torch.float32 or not t.is_contiguous() for t in params.values()):
@@ -45,10 +57,10 @@ def merge_into(model: torch.nn.Module, pool: Pool, model_ids: list[str], weights
     spans = sorted((v["data_offsets"][0] // 4, v["data_offsets"][1] // 4, name) for name, v in layout.items())
     with torch.no_grad():
         for i, (path, w) in enumerate(zip(paths, weights)):
-            for a, piece in _read_f32_chunks(path, blocks[i][0], blocks[i][1] // 4):
+            for a, piece in read_f32_chunks(path, blocks[i][0], blocks[i][1] // 4):
                 _scatter(piece, a, spans, params, w, first=i == 0)
     for name in layout:
-        if not _all_finite(params[name]):
+        if not all_finite(params[name]):
             raise AblateError(f"merged tensor {name} has NaN/inf values (a member is corrupted?)")
 
 
@@ -106,3 +118,55 @@ def export_mixture(pool: Pool, seed_id: str, model_ids: list[str], weights: list
                 shutil.copy2(f, tmp / f.name)
         atomic_write_json(tmp / "ablate_mixture.json", meta)
     return out
+
+
+class MemberSpace:
+    """theta(w) = sum_i w_i theta_i over the members' tensors, and <g, theta_i> for every member."""
+
+    @classmethod
+    def of_members(cls, pool: Pool, member_ids: list[str], model: torch.nn.Module, *, full_hash: bool = False,
+                   keep_in_memory: bool | None = None) -> "MemberSpace":
+        """The pool's members (same seed, tensor names, shapes and dtypes: checked first)."""
+        check_compatible(pool, member_ids, full_hash)
+        return cls([pool.weights_path(m) for m in member_ids], model, keep_in_memory=keep_in_memory)
+
+    def __init__(self, paths: list, model: torch.nn.Module, *, keep_in_memory: bool | None = None):
+        rows, self.spans = zip(*(flat_member(p) for p in paths))
+        if any(s != self.spans[0] for s in self.spans):
+            raise AblateError("members store their tensors in different orders; cannot stack them")
+        self.spans = self.spans[0]
+        check_fit(model, {name for _, _, name in self.spans}, "member weights")
+        self.params = model.state_dict(keep_vars=True)  # the Parameters themselves: their .grad is read
+        self.device = next(model.parameters()).device
+        size = len(rows) * rows[0].numel() * 4
+        if keep_in_memory is None:
+            keep_in_memory = size < free_memory_bytes(self.device) // 4
+        self.in_memory = keep_in_memory
+        self.rows = torch.stack(rows).to(self.device) if keep_in_memory else list(rows)
+        self.n = len(rows)
+
+    def load(self, weights) -> None:
+        """Write theta(w) into the model's tensors (any w: the gradient check leaves the simplex)."""
+        w = torch.as_tensor(np.asarray(weights, dtype=np.float32))
+        with torch.no_grad():
+            if self.in_memory:
+                theta = w.to(self.device) @ self.rows
+            else:
+                theta = torch.zeros(self.rows[0].numel(), dtype=torch.float32)
+                for wi, row in zip(w.tolist(), self.rows):
+                    theta.add_(row, alpha=wi)
+                theta = theta.to(self.device)
+            for begin, end, name in self.spans:
+                self.params[name].copy_(theta[begin:end].view_as(self.params[name]))
+
+    def project(self) -> np.ndarray:
+        """<grad_theta, theta_i> for every member from the model's accumulated .grad (float64)."""
+        g = torch.zeros(self.spans[-1][1], dtype=torch.float32, device=self.device)
+        for begin, end, name in self.spans:
+            grad = self.params[name].grad
+            if grad is not None:
+                g[begin:end] = grad.reshape(-1)
+        if self.in_memory:
+            return (self.rows @ g).double().cpu().numpy()
+        g = g.cpu()
+        return np.array([float(torch.dot(row, g)) for row in self.rows])

@@ -114,7 +114,7 @@ def merge_members(pool: Pool, model_ids: list[str], weights: list[float] | None 
     # our RSS, so holding all k files open (key by key, as before) cost k model sizes; now
     # the peak is the accumulator plus one member (bench/bench_memory.py). Per element the
     # float ops are the same ones in the same member order, so the result is bit-identical.
-    blocks = [_f32_block(p) for p in paths]
+    blocks = [f32_block(p) for p in paths]
     if all(b is not None and b[2] == blocks[0][2] for b in blocks):
         return _merge_flat(paths, blocks[0][2], weights)
     return merge_on(torch.device("cpu"), paths, weights)
@@ -127,7 +127,7 @@ def merge_on(device: torch.device, paths: list[Path], weights: list[float]) -> d
     acc: dict[str, torch.Tensor] = {}
     dtypes: dict[str, torch.dtype] = {}
     for i, (path, w) in enumerate(zip(paths, weights)):
-        for name, t in _read_member(path):
+        for name, t in read_member(path):
             if i == 0:
                 dtypes[name] = t.dtype
                 if not t.is_floating_point():
@@ -143,7 +143,7 @@ def merge_on(device: torch.device, paths: list[Path], weights: list[float]) -> d
             out[name] = t
             continue
         out[name] = t.to(dtypes[name])  # float32 (every ablate member): the same tensor
-        if not _all_finite(out[name]):
+        if not all_finite(out[name]):
             raise AblateError(f"merged tensor {name} has NaN/inf values (a member is corrupted?)")
     return out
 
@@ -156,8 +156,8 @@ def _merge_flat(paths: list[Path], header: dict, weights: list[float]) -> dict[s
     op. The result is cloned per tensor so callers get independent tensors, as before."""
     acc = None
     for path, w in zip(paths, weights):
-        block = _f32_block(path)
-        data = _map_f32(path, block[0], block[1])
+        block = f32_block(path)
+        data = map_f32(path, block[0], block[1])
         if acc is None:
             acc = data * w
         else:
@@ -167,13 +167,13 @@ def _merge_flat(paths: list[Path], header: dict, weights: list[float]) -> dict[s
     for name in sorted(header):
         begin, end = header[name]["data_offsets"]
         views[name] = acc[begin // 4:end // 4].view(header[name]["shape"])
-    if not _all_finite(acc):
-        bad = next(n for n, v in views.items() if not _all_finite(v))
+    if not all_finite(acc):
+        bad = next(n for n, v in views.items() if not all_finite(v))
         raise AblateError(f"merged tensor {bad} has NaN/inf values (a member is corrupted?)")
     return {name: v.clone() for name, v in views.items()}
 
 
-def _all_finite(t: torch.Tensor) -> bool:
+def all_finite(t: torch.Tensor) -> bool:
     """Same answer as isfinite(t).all(): min and max propagate NaN and show ±inf.
 
     One reduction instead of a full bool tensor plus a second pass: ~10x faster on CPU,
@@ -210,7 +210,7 @@ class RunningSum:
 
     def _apply(self, model_id: str, sign: float) -> None:
         path = self.paths[model_id]
-        block = _f32_block(path)
+        block = f32_block(path)
         if block is not None and self.flat is None and not self.sum:  # first member: lay out the buffer
             self.layout = block[2]
             self.flat = torch.zeros(block[1] // 4, dtype=torch.float32, device=self.device)
@@ -221,10 +221,10 @@ class RunningSum:
         if block is not None and block[2] == self.layout:
             # read in chunks into one reused buffer: mapping the whole file would put one more model
             # in our RSS beside the sum and the worker's model (3 in all; bench/bench_device.py)
-            for a, piece in _read_f32_chunks(path, block[0], block[1] // 4):
+            for a, piece in read_f32_chunks(path, block[0], block[1] // 4):
                 self.flat[a:a + piece.numel()].add_(piece.to(self.device), alpha=sign)
             return
-        for name, t in _read_member(path):
+        for name, t in read_member(path):
             if not t.is_floating_point():
                 self.sum.setdefault(name, t.to(self.device, copy=True))
                 continue
@@ -294,7 +294,7 @@ class RunningSum:
                     params[name].copy_(t if dtype is None else (t / k).to(dtype))
 
 
-def _f32_block(path: Path) -> tuple[int, int, dict] | None:
+def f32_block(path: Path) -> tuple[int, int, dict] | None:
     """(data start, data bytes, header) if a safetensors file's data is exactly its float32
     tensors back to back from offset 0 (then it can be read as one flat tensor); else None."""
     if sys.byteorder != "little":  # safetensors stores little-endian
@@ -320,7 +320,7 @@ def _f32_block(path: Path) -> tuple[int, int, dict] | None:
     return start, pos, header
 
 
-def _read_f32_chunks(path: Path, start: int, n: int):
+def read_f32_chunks(path: Path, start: int, n: int):
     """(offset, float32 piece) over a file's data block of n floats, read into one reused buffer of
     device.CHUNK floats: memory holds one chunk of the member, whatever its size. Callers use a
     piece before asking for the next."""
@@ -340,7 +340,7 @@ def _read_f32_chunks(path: Path, start: int, n: int):
             yield a, buf[:m]
 
 
-def _map_f32(path: Path, start: int, nbytes: int) -> torch.Tensor:
+def map_f32(path: Path, start: int, nbytes: int) -> torch.Tensor:
     """The file's data block as one flat float32 tensor over a private read-only mapping.
 
     No copy is made; the pages are unmapped when the last view of the tensor goes."""
@@ -348,24 +348,41 @@ def _map_f32(path: Path, start: int, nbytes: int) -> torch.Tensor:
     return data[start:].view(torch.float32)
 
 
-def _read_member(path: Path):
+def read_member(path: Path):
     """Yield (name, tensor) in name order (safetensors' key order).
 
     A plain float32 file (every ablate member) is mapped once and its tensors are views of
     the mapping: no per-tensor copies, whose freed buffers the allocator keeps (a whole
     model's worth of RSS at 20M parameters). Callers must not keep the views. Any other
     file is read by safetensors, which also reports a broken file as before."""
-    block = _f32_block(path)
+    block = f32_block(path)
     if block is None:
         with safe_open(str(path), framework="pt") as fh:
             for name in fh.keys():
                 yield name, fh.get_tensor(name)
         return
     start, nbytes, header = block
-    data = _map_f32(path, start, nbytes)
+    data = map_f32(path, start, nbytes)
     for name in sorted(header):
         begin, end = header[name]["data_offsets"]
         yield name, data[begin // 4:end // 4].view(header[name]["shape"])
+
+
+def flat_member(path: Path) -> tuple[torch.Tensor, tuple]:
+    """A member as one flat float32 vector and its spans [(begin, end, name)] in file order."""
+    block = f32_block(path)
+    if block is not None:  # every ablate member: a mapped view, no copy
+        start, nbytes, header = block
+        spans = tuple(sorted((v["data_offsets"][0] // 4, v["data_offsets"][1] // 4, k) for k, v in header.items()))
+        return map_f32(path, start, nbytes), spans
+    parts, spans, at = [], [], 0  # other files (bf16, ...): read and widened once
+    for name, tensor in read_member(path):
+        if not tensor.is_floating_point():
+            continue
+        parts.append(tensor.float().reshape(-1))
+        spans.append((at, at + tensor.numel(), name))
+        at += tensor.numel()
+    return torch.cat(parts), tuple(spans)
 
 
 def gray_code_order(n: int) -> list[int]:

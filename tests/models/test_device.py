@@ -20,7 +20,7 @@ from ablate.core.errors import UsageError
 from ablate.store.index import Index
 from ablate.scoring.inplace import merge_into
 from ablate.scoring.merge import merge_on
-from ablate.scoring.merge import RunningSum, _f32_block, _map_f32, gray_code_order, merge_members
+from ablate.scoring.merge import RunningSum, f32_block, map_f32, gray_code_order, merge_members
 from ablate.models.model import load_state, model_from_config, seed_config
 from ablate.store.results import existing_rows, write_rows
 from ablate.workflows.steps import score_mixture
@@ -133,9 +133,9 @@ def test_streamed_running_sum_and_in_place_average_keep_the_bits(study, monkeypa
         target = {members[i] for i in range(len(members)) if mask >> i & 1}
         running.move_to(target)
         for m, sign in [(m, -1.0) for m in sorted(inside - target)] + [(m, 1.0) for m in sorted(target - inside)]:
-            start, nbytes, _ = _f32_block(pool.weights_path(m))
+            start, nbytes, _ = f32_block(pool.weights_path(m))
             ref = torch.zeros(nbytes // 4) if ref is None else ref
-            ref.add_(_map_f32(pool.weights_path(m), start, nbytes), alpha=sign)  # the previous step
+            ref.add_(map_f32(pool.weights_path(m), start, nbytes), alpha=sign)  # the previous step
         inside = target
         assert torch.equal(running.flat, ref)
     config = seed_config(pool, next(pool.iter_metas("seed"))["model_id"])

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from ablate.models.model import model_from_config, seed_config
-from ablate.optimize.gradient import MemberSpace
 from ablate.optimize.merged_route import fit_values, optimize_merged, proxy_error, split_windows
 from ablate.optimize.objectives import parse_objective
+from ablate.scoring.inplace import MemberSpace
 from ablate.store.index import Index
 from ablate.train.study import load_study
 from conftest import run_cli, tree_digest, write_config
