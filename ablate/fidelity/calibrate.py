@@ -38,11 +38,6 @@ from ablate.core.weights import is_uniform, wkey
 FITTED = ("calibrated", "regression")
 
 
-def _rows(pool: Pool, sql: str, params: list | None = None) -> list[dict]:
-    cols, rows = Index(pool).query(sql, params)
-    return [dict(zip(cols, r)) for r in rows]
-
-
 def ranking_quality(proxy: np.ndarray, truth: np.ndarray, threshold: float = 0.0) -> dict:
     """Pearson/Spearman, top-1, regret, and pairwise agreement on pairs farther apart than the noise."""
     best = int(np.argmin(proxy))
@@ -116,8 +111,8 @@ def _leave_one_union_out(method: str, cases: list, truths: dict, unions: list[tu
 
 def refresh(pool: Pool, seq_len: int, log=print) -> dict | None:
     """Fit each fitted proxy on every union of each ground truth; store its rows (only those that changed)."""
-    merged = {(tuple(r["mixture"]), wkey(r["weights"]), r["eval_set"]): r for r in _rows(
-        pool, "SELECT * FROM mixture_perplexity WHERE method = 'merged'")}
+    merged = {(tuple(r["mixture"]), wkey(r["weights"]), r["eval_set"]): r for r in Index(pool).rows(
+        "SELECT * FROM mixture_perplexity WHERE method = 'merged'")}
     if not merged:
         return None
     cases = proxies.load_cases(pool)
@@ -186,7 +181,7 @@ def plan_unions(units: list[str], existing: list[tuple], budget: int,
 
 def suggest_unions(pool: Pool, units: list[str], budget: int, truth: str = "sum") -> list[list[str]]:
     """The next `budget` unions of one ground truth worth training (uniform ones already there are skipped)."""
-    rows = _rows(pool, "SELECT units, weights FROM models WHERE kind = 'union' AND coalesce(budget, 'sum') = ?",
-                 [truth])
+    rows = Index(pool).rows("SELECT units, weights FROM models WHERE kind = 'union' AND coalesce(budget, 'sum') = ?",
+                            [truth])
     existing = [tuple(r["units"]) for r in rows if r["weights"] is None or is_uniform(r["weights"])]
     return plan_unions(units, existing, budget)

@@ -9,14 +9,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from ablate.store.index import Index
 from ablate.store.pool import Pool
-
-
-def _rows(pool: Pool, sql: str) -> list[dict]:
-    from ablate.store.index import Index
-
-    cols, rows = Index(pool).query(sql)
-    return [dict(zip(cols, r)) for r in rows]
 
 
 def _plt():
@@ -30,8 +24,8 @@ def _plt():
 
 def plot_fidelity(pool: Pool, path: Path, budget: str = "sum") -> bool:
     """Merged vs union perplexity against one ground truth, one panel per eval set."""
-    rows = _rows(pool, "SELECT eval_set, k, merged_ppl, union_ppl FROM mixture_vs_union WHERE k >= 2 "
-                       f"AND proxy = 'merged' AND uniform AND budget = '{budget}'")
+    rows = Index(pool).rows("SELECT eval_set, k, merged_ppl, union_ppl FROM mixture_vs_union WHERE k >= 2 "
+                            f"AND proxy = 'merged' AND uniform AND budget = '{budget}'")
     if not rows:
         return False
     fig = fidelity_figure(rows, budget)
@@ -116,7 +110,7 @@ def plot_cost(units: list[dict], mixes: list[dict], path: Path) -> None:
 
 def plot_budget(pool: Pool, path: Path, budget: str, recipe_id: str) -> bool:
     """Expected best union ppl after n mixtures vs cumulative cost (the study's recipe): simulation and retraining."""
-    rows = _rows(pool, f"SELECT * FROM budget_curve WHERE budget = '{budget}' AND recipe_id = '{recipe_id}'")
+    rows = Index(pool).rows(f"SELECT * FROM budget_curve WHERE budget = '{budget}' AND recipe_id = '{recipe_id}'")
     if not rows:
         return False
     plt = _plt()

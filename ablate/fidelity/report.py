@@ -51,29 +51,24 @@ def priced(cfg: StudyConfig, pool: Pool) -> Priced:
     return Priced(seed, study_recipe_id(cfg), cfg.train.epochs, cfg.train.lr)
 
 
-def _rows(pool: Pool, sql: str, params: list | None = None) -> list[dict]:
-    cols, rows = Index(pool).query(sql, params)
-    return [dict(zip(cols, r)) for r in rows]
-
-
 def fidelity(pool: Pool) -> list[dict]:
-    return _rows(pool, "SELECT * FROM proxy_fidelity")
+    return Index(pool).rows("SELECT * FROM proxy_fidelity")
 
 
 def unit_members(pool: Pool, scope: Priced) -> list[dict]:
     """The study's unit members (replicate 0 of its seed and recipe), oldest first."""
-    return _rows(pool, "SELECT units[1] AS unit, model_id, energy_kwh, wall_s, flops FROM models WHERE kind = 'unit' "
-                       "AND coalesce(replicate, 0) = 0 AND seed_id = ? AND recipe_id = ? ORDER BY created_at",
-                 [scope.seed_id, scope.recipe_id])
+    return Index(pool).rows("SELECT units[1] AS unit, model_id, energy_kwh, wall_s, flops FROM models "
+                            "WHERE kind = 'unit' AND coalesce(replicate, 0) = 0 AND seed_id = ? AND recipe_id = ? ORDER BY created_at",
+                            [scope.seed_id, scope.recipe_id])
 
 
 def merged_evals(pool: Pool, members: list[dict]) -> list[dict]:
     """Cost per uniform mixture of merging and evaluating the study's own members (a merge's id names them)."""
     member = {m["unit"]: m["model_id"] for m in members}
-    rows = _rows(pool, "SELECT mixture, k, model_id, sum(energy_kwh) AS energy_kwh, "
-                       "sum(eval_s + coalesce(merge_s, 0)) AS wall_s, sum(flops) AS flops FROM mixture_perplexity "
-                       "WHERE method = 'merged' AND uniform GROUP BY mixture, k, model_id "
-                       "ORDER BY k, array_to_string(mixture, ',')")
+    rows = Index(pool).rows("SELECT mixture, k, model_id, sum(energy_kwh) AS energy_kwh, "
+                            "sum(eval_s + coalesce(merge_s, 0)) AS wall_s, sum(flops) AS flops FROM mixture_perplexity "
+                            "WHERE method = 'merged' AND uniform GROUP BY mixture, k, model_id "
+                            "ORDER BY k, array_to_string(mixture, ',')")
     return [r for r in rows if all(u in member for u in r["mixture"])
             and r["model_id"] == merge_id([member[u] for u in r["mixture"]], [1.0 / r["k"]] * r["k"])]
 
@@ -81,8 +76,8 @@ def merged_evals(pool: Pool, members: list[dict]) -> list[dict]:
 def costs(pool: Pool, scope: Priced) -> dict:
     """Measured and extrapolated costs of simulating vs retraining all mixtures, for the study's members."""
     units = unit_members(pool, scope)
-    unions = _rows(pool, "SELECT len(units) AS k, energy_kwh, wall_s, flops FROM models WHERE kind = 'union' "
-                         "AND seed_id = ? AND recipe_id = ?", [scope.seed_id, scope.recipe_id])
+    unions = Index(pool).rows("SELECT len(units) AS k, energy_kwh, wall_s, flops FROM models WHERE kind = 'union' "
+                              "AND seed_id = ? AND recipe_id = ?", [scope.seed_id, scope.recipe_id])
     merged = merged_evals(pool, units)
     n = len({u["unit"] for u in units})
     out = {"n_units": n, "n_mixtures": len(merged), "unions_trained": len(unions)}
@@ -127,8 +122,8 @@ def truth_order(pool: Pool) -> list[str]:
     """Ground truths present in the pool, the protocol's recommended question first."""
     from ablate.train.truths import DEFAULT_TRUTH
 
-    have = {r["budget"] for r in _rows(pool, "SELECT DISTINCT coalesce(budget, 'sum') AS budget FROM "
-                                             "mixture_perplexity WHERE method = 'union'")}
+    have = {r["budget"] for r in Index(pool).rows("SELECT DISTINCT coalesce(budget, 'sum') AS budget FROM "
+                                                  "mixture_perplexity WHERE method = 'union'")}
     return sorted(have, key=lambda b: (b != DEFAULT_TRUTH, b != "sum", b))
 
 
@@ -184,14 +179,14 @@ def cost_markdown(pool: Pool, scope: Priced) -> list[str]:
         v = c[key]
         lines.append(f"| {label} | {_num(v['simulation'] * scale)} | {_num(v['unions_measured'] * scale)} | "
                      f"{_num(v['retrain_all_extrapolated'] * scale)} | {_ratio(v['ratio'])} |")
-    methods = _rows(pool, "SELECT DISTINCT energy_method FROM models WHERE kind <> 'seed' AND recipe_id = ? "
-                          "ORDER BY 1", [scope.recipe_id])
+    methods = Index(pool).rows("SELECT DISTINCT energy_method FROM models WHERE kind <> 'seed' AND recipe_id = ? "
+                               "ORDER BY 1", [scope.recipe_id])
     lines += ["", "Energy method: " + ("; ".join(m["energy_method"] for m in methods) or "n/a (nothing trained)")]
     return lines
 
 
 def budget_markdown(pool: Pool, scope: Priced) -> list[str]:
-    rows = _rows(pool, "SELECT * FROM budget_curve WHERE recipe_id = ?", [scope.recipe_id])
+    rows = Index(pool).rows("SELECT * FROM budget_curve WHERE recipe_id = ?", [scope.recipe_id])
     if not rows:
         return []
     lines = ["", "## Budget curves (expected best union ppl after n random mixtures; Dodge et al. 2019)", "",
@@ -208,8 +203,8 @@ def budget_markdown(pool: Pool, scope: Priced) -> list[str]:
 
 
 def search_markdown(pool: Pool) -> list[str]:
-    rows = _rows(pool, "SELECT * FROM searches WHERE search_id IN (SELECT arg_max(search_id, created_at) "
-                       "FROM searches GROUP BY target) ORDER BY target, rank")
+    rows = Index(pool).rows("SELECT * FROM searches WHERE search_id IN (SELECT arg_max(search_id, created_at) "
+                            "FROM searches GROUP BY target) ORDER BY target, rank")
     if not rows:
         return []
     lines = ["", "## Mixture search (latest per target)", "",
@@ -228,8 +223,8 @@ def search_markdown(pool: Pool) -> list[str]:
 def eval_sets_markdown(pool: Pool) -> list[str]:
     """Every eval set with where it came from and its contamination: documents whose exact text is
     also a document inside a training unit (counted by `units split`)."""
-    rows = _rows(pool, "SELECT unit_id, source, n_docs, n_tokens, n_bytes, contaminated_docs FROM units "
-                       "WHERE kind = 'eval' ORDER BY unit_id")
+    rows = Index(pool).rows("SELECT unit_id, source, n_docs, n_tokens, n_bytes, contaminated_docs FROM units "
+                            "WHERE kind = 'eval' ORDER BY unit_id")
     if not rows:
         return []
     lines = ["", "## Eval sets and contamination", "",

@@ -187,6 +187,11 @@ class Index:
         finally:
             con.close()
 
+    def rows(self, sql: str, params: list | None = None) -> list[dict]:
+        """query's rows as dicts (column -> value): what the report, the plots and the proxies read."""
+        cols, rows = self.query(sql, params)
+        return [dict(zip(cols, r)) for r in rows]
+
     def rebuild(self) -> dict[str, int]:
         """Recreate index.duckdb from the sidecars and result files; return row counts."""
         self.pool.clean_leftovers()

@@ -49,22 +49,18 @@ def union_keys(truths: dict) -> list[tuple]:
 
 
 # -- reading cases and truths from a pool ------------------------------------------------------
-def _rows(pool: Pool, sql: str, params: list | None = None) -> list[dict]:
-    cols, rows = Index(pool).query(sql, params)
-    return [dict(zip(cols, r)) for r in rows]
-
-
 def load_cases(pool: Pool) -> list[Case]:
     """Every merged row as a Case (with task-sum and the members' own perplexities where known)."""
-    merged = _rows(pool, "SELECT mixture, weights, eval_set, ln(ppl) AS lp FROM mixture_perplexity "
-                         "WHERE method = 'merged'")
-    tsum = {(tuple(r["mixture"]), wkey(r["weights"]), r["eval_set"]): r["lp"] for r in _rows(
-        pool, "SELECT mixture, weights, eval_set, ln(ppl) AS lp FROM mixture_perplexity WHERE method = 'task-sum'")}
-    domain = {r["unit_id"]: r["domain"] for r in _rows(pool, "SELECT unit_id, domain FROM units WHERE kind = 'unit'")}
-    seed_domains = {r["domain"] for r in _rows(pool, "SELECT domain FROM units WHERE kind = 'seedmix'")}
+    merged = Index(pool).rows("SELECT mixture, weights, eval_set, ln(ppl) AS lp FROM mixture_perplexity "
+                              "WHERE method = 'merged'")
+    tsum = {(tuple(r["mixture"]), wkey(r["weights"]), r["eval_set"]): r["lp"] for r in Index(pool).rows(
+        "SELECT mixture, weights, eval_set, ln(ppl) AS lp FROM mixture_perplexity WHERE method = 'task-sum'")}
+    domain = {r["unit_id"]: r["domain"]
+              for r in Index(pool).rows("SELECT unit_id, domain FROM units WHERE kind = 'unit'")}
+    seed_domains = {r["domain"] for r in Index(pool).rows("SELECT domain FROM units WHERE kind = 'seedmix'")}
     single = {(r["mixture"][0], r["eval_set"]): r["lp"] for r in merged if len(r["mixture"]) == 1}
-    seed = {r["eval_set"]: r["lp"] for r in _rows(pool, "SELECT eval_set, ln(ppl) AS lp FROM mixture_perplexity "
-                                                        "WHERE method = 'seed'")}
+    seed = {r["eval_set"]: r["lp"] for r in Index(pool).rows("SELECT eval_set, ln(ppl) AS lp FROM mixture_perplexity "
+                                                             "WHERE method = 'seed'")}
     cases = []
     for r in merged:
         mix, ev = tuple(r["mixture"]), r["eval_set"]
@@ -81,9 +77,9 @@ def load_cases(pool: Pool) -> list[Case]:
 
 def load_truths(pool: Pool, budget: str, replicate: int = 0) -> dict[Key, float]:
     """Ground-truth log ppl of every trained union of one budget (k >= 2), by case key."""
-    rows = _rows(pool, "SELECT mixture, weights, eval_set, ln(ppl) AS lp FROM mixture_perplexity "
-                       "WHERE method = 'union' AND coalesce(budget, 'sum') = ? AND coalesce(replicate, 0) = ?",
-                 [budget, replicate])
+    rows = Index(pool).rows("SELECT mixture, weights, eval_set, ln(ppl) AS lp FROM mixture_perplexity "
+                            "WHERE method = 'union' AND coalesce(budget, 'sum') = ? AND coalesce(replicate, 0) = ?",
+                            [budget, replicate])
     return {(tuple(r["mixture"]), wkey(r["weights"]), r["eval_set"]): r["lp"] for r in rows}
 
 
