@@ -84,9 +84,8 @@ def fidelity(pool: Pool, budget: str, methods: list[str] | None = None) -> list[
     unions = union_keys(truths)
     if len(unions) < MIN_UNIONS:
         return []
-    has_tsum = all(c.task_sum is not None for c in cases if (c.mixture, c.weights) in set(unions))
-    methods = methods or [m for m in proxies.names() if m != "task-sum" or has_tsum]
     cases = [c for c in cases if c.k == 1 or (c.mixture, c.weights) in set(unions)]
+    methods = methods or [m for m in proxies.names() if proxies.scored(m, cases)]
     noise = noise_floor(pool, budget)
     out = []
     for method in methods:

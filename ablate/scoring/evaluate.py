@@ -45,10 +45,13 @@ def _batches(tokens: np.ndarray, spans: list[tuple[int, int]], batch_size: int):
 
 @torch.inference_mode()
 def evaluate_tokens(model, tokens: np.ndarray, byte_lengths: np.ndarray, *, seq_len: int,
-                    batch_size: int, name: str = "eval set", precision: str | None = None) -> dict:
+                    batch_size: int, name: str = "eval set", precision: str | None = None,
+                    per_token: bool = False) -> dict:
     """Σ NLL, predicted tokens and their bytes over the windows; plus ppl and bits per byte.
 
-    On CUDA `precision` picks bf16 autocast (the default) or exact fp32; the CPU is always fp32."""
+    On CUDA `precision` picks bf16 autocast (the default) or exact fp32; the CPU is always fp32.
+    `per_token`: also every predicted token's NLL (float32, window order) as stats["token_nll"], the
+    `ensemble` proxy's cache (ablate/scoring/ensemble.py)."""
     if tokens.size < seq_len:
         raise UsageError(f"{name} has {tokens.size} tokens, shorter than one eval window ({seq_len})")
     device = next(model.parameters()).device
@@ -57,6 +60,7 @@ def evaluate_tokens(model, tokens: np.ndarray, byte_lengths: np.ndarray, *, seq_
     t0 = time.perf_counter()
     nll = torch.zeros((), dtype=torch.float64, device=device)
     per_window = []  # [b] float64 NLL sums per window, in window order: what a paired bootstrap resamples
+    per_tok = []  # [b, T-1] float32 NLL per predicted token (per_token only)
     n_pred, n_bytes = 0, 0
     spans = windows(int(tokens.size), seq_len)
     autocast = precision_context(device, eval_precision(device, precision))
@@ -85,12 +89,18 @@ def evaluate_tokens(model, tokens: np.ndarray, byte_lengths: np.ndarray, *, seq_
         # loss is one gather away (the per-window sums a ranking's bootstrap resamples; no second softmax)
         logp = F.log_softmax(logits.float().reshape(-1, logits.size(-1)), -1)
         nll += F.nll_loss(logp, target.reshape(-1), reduction="sum").double()
-        per_window.append(-logp.gather(1, target.reshape(-1, 1)).view(target.shape).double().sum(1))
+        tok = -logp.gather(1, target.reshape(-1, 1)).view(target.shape)
+        per_window.append(tok.double().sum(1))
+        if per_token:
+            per_tok.append(tok.reshape(-1))
         n_pred += target.numel()
         n_bytes += int(byte_lengths[batch[:, 1:]].sum())
     total, window_nll = float(nll), torch.cat(per_window).cpu().numpy()  # one sync at the end, not per batch
     model.train(was_training)
-    return nll_stats(total, n_pred, n_bytes, time.perf_counter() - t0, window_nll)
+    stats = nll_stats(total, n_pred, n_bytes, time.perf_counter() - t0, window_nll)
+    if per_token:
+        stats["token_nll"] = torch.cat(per_tok).float().cpu().numpy()
+    return stats
 
 
 def nll_stats(total: float, n_pred: int, n_bytes: int, eval_s: float, window_nll=None) -> dict:

@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from ablate.scoring import proxies
+from ablate.scoring.ensemble import score_ensemble
+from ablate.scoring.proxies import scaled
 from ablate.core.config import StudyConfig, load_config
 from ablate.core.errors import UsageError
 from ablate.store.pool import Pool
@@ -83,11 +85,22 @@ def prepare_study(cfg: StudyConfig, log=print) -> dict:
     run_sweep(cfg, pool, units, log=log)
     study = load_study(cfg, pool)
     write_rows(pool, score_reference_models(study, truths, existing_rows(pool, study.precision)))
-    for name in cfg.fidelity.proxies:
-        proxy = proxies.get(name)
-        if proxy.evaluated and name != "merged":  # merged rows come from the sweep; fitted ones need none
-            score_built_models(study, [(mix, [1.0 / len(mix)] * len(mix)) for mix in truths], name, proxy.build)
+    score_proxy_rows(study, cfg.fidelity.proxies, units, truths)
     return {"units": units, "truths": truths, "seconds": time.perf_counter() - t0}
+
+
+def score_proxy_rows(study, names: list[str], units: list[str], truths: list[list[str]]) -> None:
+    """The rows the evaluated proxies predict from, for the units alone and every truth mixture (uniform)."""
+    uniform = [(mix, [1.0 / len(mix)] * len(mix)) for mix in truths]
+    for name in names:
+        proxy = proxies.get(name)
+        if name == "ensemble":  # from the members' cached token losses, no model built
+            score_ensemble(study, [([u], [1.0]) for u in units] + uniform)
+        elif name == "scaled":  # its β grid; β = 0 and 1 are merged's and task-sum's rows
+            for beta in scaled.BETAS:
+                score_built_models(study, uniform, scaled.method(beta), scaled.builder(beta))
+        elif proxy.evaluated and name != "merged":  # merged rows come from the sweep; fitted ones need none
+            score_built_models(study, uniform, name, proxy.build)
 
 
 def build_shared_corpora(cfgs: list[StudyConfig], log=print) -> None:

@@ -22,14 +22,16 @@ from ablate.core.errors import UsageError
 from ablate.store.index import Index
 from ablate.scoring.merge import merge_id
 from ablate.store.pool import Pool
-from ablate.scoring.proxies import additive, calibrated, merged, own_additive, regression, task_sum
+from ablate.scoring.proxies import (additive, calibrated, ensemble, merged, own_additive, regression, scaled,
+                                    task_sum)
 from ablate.scoring.proxies.base import Case, Key, Proxy, free_truths, wkey  # noqa: F401  (the package's interface)
 
 # a fitted proxy needs this many trained unions of its ground truth before it may predict
 MIN_UNIONS = 3
 
 REGISTRY: dict[str, Proxy] = {p.name: p for p in (merged.PROXY, task_sum.PROXY, additive.PROXY, own_additive.PROXY,
-                                                   calibrated.PROXY, regression.PROXY)}
+                                                   calibrated.PROXY, regression.PROXY, ensemble.PROXY,
+                                                   scaled.PROXY)}
 
 
 def names() -> list[str]:
@@ -43,6 +45,14 @@ def get(name: str) -> Proxy:
     return table[name]
 
 
+def scored(name: str, cases: list[Case]) -> bool:
+    """Whether the pool holds the rows `name` predicts from for every case (task-sum and ensemble rows are
+    written only by the commands that score them: `ablate fidelity`, `sweep --method`)."""
+    need = {"task-sum": lambda c: c.k == 1 or c.task_sum is not None,
+            "ensemble": lambda c: c.ensemble is not None}.get(name)
+    return need is None or all(need(c) for c in cases)
+
+
 def union_keys(truths: dict) -> list[tuple]:
     """(mixture, weights) of every multi-unit union in a truth table."""
     return sorted({(m, w) for m, w, _ in truths if len(m) > 1})
@@ -51,13 +61,18 @@ def union_keys(truths: dict) -> list[tuple]:
 # -- reading cases and truths from a pool ------------------------------------------------------
 def load_cases(pool: Pool) -> list[Case]:
     """Every merged row as a Case (with task-sum and the members' own perplexities where known)."""
-    merged = Index(pool).rows("SELECT mixture, weights, eval_set, ln(ppl) AS lp FROM mixture_perplexity "
-                              "WHERE method = 'merged'")
-    tsum = {(tuple(r["mixture"]), wkey(r["weights"]), r["eval_set"]): r["lp"] for r in Index(pool).rows(
-        "SELECT mixture, weights, eval_set, ln(ppl) AS lp FROM mixture_perplexity WHERE method = 'task-sum'")}
-    domain = {r["unit_id"]: r["domain"]
-              for r in Index(pool).rows("SELECT unit_id, domain FROM units WHERE kind = 'unit'")}
-    seed_domains = {r["domain"] for r in Index(pool).rows("SELECT domain FROM units WHERE kind = 'seedmix'")}
+    index = Index(pool)
+    merged = index.rows("SELECT mixture, weights, eval_set, ln(ppl) AS lp FROM mixture_perplexity "
+                        "WHERE method = 'merged'")
+    tsum = _by_key(pool, "method = 'task-sum'")
+    ens = _by_key(pool, "method = 'ensemble'")
+    scaled: dict = {}
+    for r in index.rows("SELECT mixture, weights, eval_set, method, ln(ppl) AS lp FROM mixture_perplexity "
+                        "WHERE method LIKE 'scaled@%'"):
+        key = (tuple(r["mixture"]), wkey(r["weights"]), r["eval_set"])
+        scaled.setdefault(key, {})[float(r["method"].split("@", 1)[1])] = r["lp"]
+    domain = {r["unit_id"]: r["domain"] for r in index.rows("SELECT unit_id, domain FROM units WHERE kind = 'unit'")}
+    seed_domains = {r["domain"] for r in index.rows("SELECT domain FROM units WHERE kind = 'seedmix'")}
     single = {(r["mixture"][0], r["eval_set"]): r["lp"] for r in merged if len(r["mixture"]) == 1}
     seed = {r["eval_set"]: r["lp"] for r in Index(pool).rows("SELECT eval_set, ln(ppl) AS lp FROM mixture_perplexity "
                                                              "WHERE method = 'seed'")}
@@ -70,9 +85,16 @@ def load_cases(pool: Pool) -> list[Case]:
                     "seed" if ev in seed_domains else "other")
         # one unit's task vector summed is that unit's member: its merged row is its task-sum row
         ts = r["lp"] if len(mix) == 1 else tsum.get((mix, wkey(r["weights"]), ev))
-        cases.append(Case(mix, wkey(r["weights"]), ev, r["lp"], ts,
-                          tuple(single[(u, ev)] for u in mix), relation, seed.get(ev)))
+        key = (mix, wkey(r["weights"]), ev)
+        cases.append(Case(mix, wkey(r["weights"]), ev, r["lp"], ts, tuple(single[(u, ev)] for u in mix), relation,
+                          seed.get(ev), ens.get(key), scaled.get(key)))
     return sorted(cases, key=lambda c: (c.eval_set, c.k, c.mixture, c.weights))
+
+
+def _by_key(pool: Pool, where: str) -> dict[Key, float]:
+    """{(mixture, weights, eval set): log ppl} of one evaluated proxy's rows."""
+    return {(tuple(r["mixture"]), wkey(r["weights"]), r["eval_set"]): r["lp"] for r in Index(pool).rows(
+        f"SELECT mixture, weights, eval_set, ln(ppl) AS lp FROM mixture_perplexity WHERE {where}")}
 
 
 def load_truths(pool: Pool, budget: str, replicate: int = 0) -> dict[Key, float]:

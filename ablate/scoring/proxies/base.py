@@ -25,6 +25,8 @@ class Case:
     relation: str  # "own": a unit of the eval set's domain is in the mixture; "seed": the seed
     #                trained on that domain; "other": neither
     seed: float | None = None  # log ppl of the seed itself (the union of no unit)
+    ensemble: float | None = None  # log ppl of the members' per-token mixture, where scored
+    scaled: dict | None = None  # {alpha: log ppl of seed + alpha * sum_i w_i (member_i - seed)}, where scored
 
     @property
     def key(self) -> Key:

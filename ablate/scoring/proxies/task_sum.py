@@ -9,10 +9,8 @@ forgetting both grow with k, as they do in the k x budget union. No fitting, no 
 from __future__ import annotations
 
 import numpy as np
-import torch
-from safetensors.torch import load_file
 
-from ablate.scoring.merge import merge_members
+from ablate.scoring.proxies.scaled import extrapolate
 
 
 class TaskSum:
@@ -24,19 +22,7 @@ class TaskSum:
     @staticmethod
     def build(pool, seed_id: str, members: list[str], weights: list[float], device=None):
         """seed + k * sum_i w_i (theta_i - seed) = k * mean - (k - 1) * seed, in float32, on `device`."""
-        k = len(members)
-        mean = merge_members(pool, members, weights, device=device)
-        seed = load_file(str(pool.weights_path(seed_id)))  # host: its tensors go over one at a time
-        out = {}
-        for name in list(mean):  # pop as we go: the mean and the result never both whole
-            t = mean.pop(name)
-            if not t.is_floating_point():
-                out[name] = t  # integer buffers are not averaged, nor summed
-                continue
-            # in place, k * t - (k - 1) * s with the same three roundings: no full-size temporaries
-            s = seed[name].to(t.device, torch.float32)
-            out[name] = t.to(torch.float32).mul_(k).sub_(s.mul_(k - 1)).to(t.dtype)
-        return out
+        return extrapolate(pool, seed_id, members, weights, len(members), device)
 
     def predict(self, cases, known, budget) -> np.ndarray:
         missing = [c for c in cases if c.task_sum is None]
