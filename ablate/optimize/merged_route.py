@@ -91,8 +91,9 @@ def optimize_merged(study: Study, units: list[str], objective: Objective, caps: 
     uniform_values = reference or fit_values(space, model, split, uniform, cfg.eval.batch_size)
     fit_final = objective.value(fit_values(space, model, split, final, cfg.eval.batch_size), reference, tokens)
     fit_uniform = objective.value(uniform_values, reference, tokens)
-    error = None if calibration is None else proxy_error(space, model, split, objective, calibration,
-                                                         uniform_values, tokens, cfg.eval.batch_size)
+    error = None if calibration is None else proxy_error(
+        lambda w: fit_values(space, model, split, w, cfg.eval.batch_size), objective, calibration, uniform_values,
+        tokens)
     return {"units": units, "members": members, "weights": final.tolist(), "raw_weights": w.tolist(),
             "proxy_error": error,
             "fit": {"optimized": fit_final, "uniform": fit_uniform}, "held": held, "history": history,
@@ -101,20 +102,21 @@ def optimize_merged(study: Study, units: list[str], objective: Objective, caps: 
             "held_windows": {s: int(split[s]["held"].size(0)) for s in split}}
 
 
-def proxy_error(space: MemberSpace, model, split: dict, objective: Objective, calibration: dict,
-                merged_ref: dict[str, float], tokens: dict, batch_size: int) -> dict:
-    """How far the merged proxy's gain over uniform is from the trained one's, on this objective's fit windows.
+def proxy_error(values_of, objective: Objective, calibration: dict, proxy_ref: dict[str, float],
+                tokens: dict) -> dict:
+    """How far the proxy's gain over uniform is from the trained one's, on this objective's fit windows.
 
     The held bootstrap only measures window noise; where the proxy is biased (an eval set no unit resembles,
     a mean over many sets whose gains cancel) a resolved held gain can still be a loss once trained. Every
-    trained union of these units gives one error: (trained gain over the uniform union) - (merged gain over
-    the uniform merge); their root mean square is the size a predicted gain must exceed to be believed.
-    `merged_ref`: the uniform merge's fit-window log ppl, which the caller has already measured."""
+    trained union of these units gives one error: (trained gain over the uniform union) - (proxy gain over
+    the uniform proxy); their root mean square is the size a predicted gain must exceed to be believed.
+    `values_of(w)`: the proxy's fit-window log ppl per eval set (the merge's or the ensemble's); `proxy_ref`:
+    its values at uniform weights, which the caller has already measured."""
     trained_ref = calibration["uniform"]
     errors = []
     for weights, trained in calibration["unions"]:
-        merged = fit_values(space, model, split, np.asarray(weights, dtype=float), batch_size)
-        predicted = objective.value(merged_ref, merged_ref, tokens) - objective.value(merged, merged_ref, tokens)
+        proxy = values_of(np.asarray(weights, dtype=float))
+        predicted = objective.value(proxy_ref, proxy_ref, tokens) - objective.value(proxy, proxy_ref, tokens)
         realized = objective.value(trained_ref, trained_ref, tokens) - objective.value(trained, trained_ref, tokens)
         errors.append(realized - predicted)
     return {"rms": float(np.sqrt(np.mean(np.square(errors)))), "unions": len(errors),
@@ -150,6 +152,12 @@ def held_comparison(space: MemberSpace, model, split: dict, w: np.ndarray, unifo
     for label, weights in (("optimized", w), ("uniform", uniform)):
         space.load(weights)
         per[label] = {s: window_nll(model, part["held"], batch_size) for s, part in split.items()}
+    return compare_held(per, split, objective, resamples, seed)
+
+
+def compare_held(per: dict, split: dict, objective: Objective, resamples: int, seed: int) -> dict:
+    """The held verdict from each weights' per-window NLL sums on the held windows ({"optimized": {set: [h]},
+    "uniform": {set: [h]}}), whichever proxy produced them (the merge, the ensemble)."""
     n_pred = {s: np.full(len(per["uniform"][s]), split[s]["held"].size(1) - 1) for s in split}
     tokens = {s: int(split[s]["held"].numel()) for s in split}
     nll = {s: np.stack([per["optimized"][s], per["uniform"][s]]) for s in split}  # [2, windows]: paired

@@ -93,9 +93,10 @@ def test_the_proxy_error_is_the_trained_minus_the_merged_gain(study):
     uniform, pair, own = np.full(4, 0.25), np.array([0.5, 0, 0.5, 0]), np.array([0, 0, 0.5, 0.5])
     merged = [fit_values(space, model, split, w, 8) for w in (uniform, pair, own)]
     exact = {"uniform": merged[0], "unions": [(pair, merged[1]), (own, merged[2])]}
-    assert proxy_error(space, model, split, objective, exact, merged[0], tokens, 8)["rms"] == pytest.approx(0, abs=1e-6)
+    values_of = lambda w: fit_values(space, model, split, w, 8)  # noqa: E731
+    assert proxy_error(values_of, objective, exact, merged[0], tokens)["rms"] == pytest.approx(0, abs=1e-6)
     worse = dict(exact, unions=[(pair, {"literature": merged[1]["literature"] + 0.3}), (own, merged[2])])
-    error = proxy_error(space, model, split, objective, worse, merged[0], tokens, 8)
+    error = proxy_error(values_of, objective, worse, merged[0], tokens)
     assert error["errors"] == pytest.approx([-0.3, 0], abs=1e-6) and error["unions"] == 2
     assert error["rms"] == pytest.approx(0.3 / math.sqrt(2), abs=1e-6)
 

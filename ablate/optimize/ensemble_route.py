@@ -1,0 +1,95 @@
+"""The ensemble route: mixture weights by exact gradients of the per-token mixture, judged on held windows.
+
+How to run:
+    ablate optimize --target quotes --route ensemble
+    ablate optimize --target fiction,bible,quotes --objective worst --route ensemble
+
+The same protocol as the merged route (merged_route.py: the seeded fit/held split of each eval set's full
+windows, mirror descent within the repetition caps, the sparsity floor, the paired bootstrap on the held
+windows, the proxy-error gate on trained unions), with the merged model replaced by the members' output
+mixture p(x) = Σ w_i p_i(x) (ablate/scoring/ensemble.py). Every member is evaluated once per eval set (the
+token-loss cache); each step is then a few array operations and its gradient is exact, with no forward or
+backward pass. Why a second route: where no unit covers the target the merge ranks mixtures worst, and the
+ensemble best (FIDELITY.md, eval-only targets).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ablate.core.progress import bar
+from ablate.optimize.merged_route import compare_held, proxy_error, split_windows
+from ablate.optimize.objectives import Objective
+from ablate.optimize.simplex import kl, mirror_step, project, sparsify
+from ablate.scoring.ensemble import member_nll, mixed_nll, weight_gradient
+from ablate.train.study import Study
+
+
+def window_tokens(per_token: np.ndarray, index: np.ndarray, seq_len: int) -> np.ndarray:
+    """[windows, seq_len - 1] per-token NLL of the full windows `index` (the cache's window order)."""
+    width = seq_len - 1
+    return per_token[: (int(index.max()) + 1) * width].reshape(-1, width)[index] if len(index) else \
+        np.empty((0, width), dtype=per_token.dtype)
+
+
+class TokenSpace:
+    """The members' per-token NLL on each eval set's fit and held windows: [k, windows, seq_len - 1]."""
+
+    def __init__(self, study: Study, members: list[str], split: dict):
+        seq_len = study.cfg.eval.seq_len
+        losses = [member_nll(study, m)[0] for m in members]
+        self.fit = {s: np.stack([window_tokens(L[s], part["fit_index"], seq_len) for L in losses]) for s, part in
+                    split.items()}
+        self.held = {s: np.stack([window_tokens(L[s], part["held_index"], seq_len) for L in losses]) for s, part in
+                     split.items()}
+
+    def values(self, w: np.ndarray) -> dict[str, float]:
+        """Log ppl of the mixture on each eval set's fit windows."""
+        return {s: float(mixed_nll(x.reshape(x.shape[0], -1), w).mean()) for s, x in self.fit.items()}
+
+    def slopes(self, w: np.ndarray) -> dict[str, np.ndarray]:
+        """d(log ppl on the fit windows)/dw per eval set, exact."""
+        return {s: weight_gradient(x.reshape(x.shape[0], -1), w) / x[0].size for s, x in self.fit.items()}
+
+    def held_windows(self, w: np.ndarray) -> dict[str, np.ndarray]:
+        return {s: mixed_nll(x.reshape(x.shape[0], -1), w).reshape(x.shape[1], x.shape[2]).sum(axis=1)
+                for s, x in self.held.items()}
+
+
+def optimize_ensemble(study: Study, units: list[str], objective: Objective, caps: np.ndarray | None,
+                      prior: np.ndarray | None = None, calibration: dict | None = None, log=print) -> dict:
+    """Mirror descent on the fit windows' ensemble loss, then both weights on the held ones (merged route's
+    result layout, so storing, gating and validating are the same)."""
+    opt, cfg = study.cfg.optimize, study.cfg
+    n = len(units)
+    prior = np.full(n, 1.0 / n) if prior is None else prior
+    members = [study.unit_member(u) for u in units]
+    t0 = time.perf_counter()
+    split = split_windows(study, objective.eval_sets, opt.fit_fraction, opt.split_seed)
+    space = TokenSpace(study, members, split)
+    tokens = {s: int(split[s]["fit"].numel()) for s in split}
+    uniform = np.full(n, 1.0 / n)
+    reference = space.values(uniform) if objective.needs_reference else None
+    w, history = project(prior, caps), []
+    with bar("optimize", opt.steps, 0, {"objective": "-"}) as update:
+        for step in range(opt.steps):
+            value, d_l = objective.value_and_slopes(space.values(w), reference, tokens)
+            slopes = space.slopes(w)
+            grad = sum(d_l[s] * slopes[s] for s in slopes) + opt.kl * (np.log(np.maximum(w, 1e-300) / prior) + 1)
+            history.append({"step": step, "objective": value + opt.kl * kl(w, prior), "weights": w.tolist()})
+            w = mirror_step(w, grad, opt.lr * (1 - step / opt.steps), caps)
+            update(1, objective=f"{value:.4f}")
+    final = sparsify(w, opt.floor, caps)
+    per = {"optimized": space.held_windows(final), "uniform": space.held_windows(uniform)}
+    held = compare_held(per, split, objective, opt.bootstrap, opt.split_seed)
+    uniform_values = reference or space.values(uniform)
+    error = None if calibration is None else proxy_error(space.values, objective, calibration, uniform_values, tokens)
+    return {"units": units, "members": members, "weights": final.tolist(), "raw_weights": w.tolist(),
+            "proxy_error": error,
+            "fit": {"optimized": objective.value(space.values(final), reference, tokens),
+                    "uniform": objective.value(uniform_values, reference, tokens)},
+            "held": held, "history": history, "steps": opt.steps, "seconds": time.perf_counter() - t0,
+            "in_memory": True, "fit_windows": {s: int(split[s]["fit"].size(0)) for s in split},
+            "held_windows": {s: int(split[s]["held"].size(0)) for s in split}}
