@@ -170,6 +170,8 @@ class EvalFileConfig(Strict):
     path: str
     text_field: str = "text"
     max_bytes: Optional[int] = Field(None, gt=0)  # whole documents up to this many bytes; None = the whole file
+    # the file's format where its name does not say it (a LICENSE, a README): as its suffix would
+    format: Optional[Literal["jsonl", "json", "parquet", "txt"]] = None
 
     @model_validator(mode="before")
     @classmethod

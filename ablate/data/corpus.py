@@ -214,13 +214,15 @@ def _load_file(path: Path, fmt: str, fields: tuple[str, str], cache: str) -> lis
     return list(zip(ds[fields[1]], ds[fields[0]]))
 
 
-def read_documents(path: Path, text_field: str = "text") -> list[str]:
-    """The non-empty documents of one .jsonl/.json/.parquet/.txt file, in file order (an eval file)."""
+def read_documents(path: Path, text_field: str = "text", fmt: str | None = None) -> list[str]:
+    """The non-empty documents of one .jsonl/.json/.parquet/.txt file, in file order (an eval file);
+    `fmt` ("jsonl", "json", "parquet", "txt") for a file whose name has no such suffix."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"file not found: {path}")
-    if path.suffix not in _FORMATS:
-        raise UsageError(f"{path}: unsupported format (use .jsonl, .json, .parquet or .txt)")
+    suffix = f".{fmt}" if fmt else path.suffix
+    if suffix not in _FORMATS:
+        raise UsageError(f"{path}: unsupported format (use .jsonl, .json, .parquet or .txt, or set its format:)")
     os.environ["HF_DATASETS_OFFLINE"] = "1"
     import datasets
 
@@ -229,7 +231,7 @@ def read_documents(path: Path, text_field: str = "text") -> list[str]:
     try:
         with tempfile.TemporaryDirectory(prefix="ablate-hf-") as cache:
             # the text field twice: an eval file has no domain field to check
-            rows = _load_file(path, _FORMATS[path.suffix], (text_field, text_field), cache)
+            rows = _load_file(path, _FORMATS[suffix], (text_field, text_field), cache)
     finally:
         if bars:
             datasets.enable_progress_bars()

@@ -41,7 +41,7 @@ def load_eval_file(name: str, spec) -> tuple[list[str], str]:
 
     path = Path(spec.path)
     try:
-        docs = read_documents(path, spec.text_field)
+        docs = read_documents(path, spec.text_field, spec.format)
     except UsageError as exc:
         raise UsageError(f"eval set {name!r}: {exc}") from None
     if not docs:
