@@ -22,6 +22,10 @@ from ablate.core.config import StudyConfig
 from ablate.core.errors import UsageError
 from ablate.fidelity.protocol import fmt
 
+# the proxies a length is scored with: no union needed, so each length's verdict costs no calibration
+LENGTH_PROXIES = ("merged", "ensemble")
+TARGETS = ("all", "eval-only", "covered")
+
 
 def unit_steps(cfg: StudyConfig) -> int:
     """A unit's optimizer steps under the study's recipe (one epoch)."""
@@ -98,10 +102,15 @@ def score_length(cfg: StudyConfig, steps: int, prep: dict, source: str) -> dict:
     from ablate.fidelity.protocol import score_study, summarize
 
     scored = score_study(cfg, prep, source)
-    rows = [r for r in scored["rows"] if r["proxy"] == "merged" and r["m"] == 0 and r["budget"] == "unit"]
+    unfitted = [r for r in scored["rows"] if r["proxy"] in LENGTH_PROXIES and r["m"] == 0 and r["budget"] == "unit"]
+    rows = [r for r in unfitted if r["proxy"] == "merged"]
     noise = [r["noise_sd"] for r in rows if r.get("noise_sd") is not None]
+    by = {p: {t: summarize([r for r in unfitted if r["proxy"] == p and t in ("all", r.get("target"))])
+              for t in TARGETS if any(r["proxy"] == p and t in ("all", r.get("target")) for r in unfitted)}
+          for p in LENGTH_PROXIES if any(r["proxy"] == p for r in unfitted)}
     return {"steps": steps, "study": cfg.name, "pool": cfg.pool, "unit_tokens": cfg.units.unit_tokens,
-            "n_truths": scored["n_truths"], "rows": rows, "summary": summarize(rows),
+            "n_truths": scored["n_truths"], "rows": rows, "summary": summarize(rows), "by_proxy": by,
+            "proxy_rows": unfitted,
             "noise_sd": statistics.median(noise) if noise else None,
             "distance": member_distances(cfg.pool), "train_s": training_seconds(cfg.pool),
             "true_best_rank": true_best_ranks(cfg.pool)}
@@ -149,7 +158,7 @@ def section(results: list[dict], source: str, seconds: float, plot_name: str | N
                      f"{fmt(s['worst_regret'], 2, True)} | {max(r['true_best_rank'].values(), default=0)} | "
                      f"{fmt(r['noise_sd'], 2, True)} | {fmt(d.get('unit'), 1, True)} | "
                      f"{fmt(d.get('union'), 1, True)} | {r['train_s'] / 60:.1f} min |")
-    lines += ["", trend(results), ""]
+    lines += ["", trend(results), ""] + by_target(results)
     if plot_name:
         lines += [f"![fidelity vs unit length]({plot_name})", ""]
     lines += ["Per eval set (rank of the true best: where the merge ranks the mixture retraining found best):", "",
@@ -162,6 +171,22 @@ def section(results: list[dict], source: str, seconds: float, plot_name: str | N
                          f"{fmt(q['noise_sd'], 2, True)} | "
                          f"{r['true_best_rank'].get(q['eval_set'], 'n/a')} |")
     return "\n".join(lines) + "\n"
+
+
+def by_target(results: list[dict]) -> list[str]:
+    """The unfitted proxies per length, eval-only targets (no unit of that domain) apart from covered ones."""
+    if not any(r.get("by_proxy") for r in results):
+        return []
+    lines = ["Per proxy and kind of target (m = 0: no union trained; eval-only = no unit of that domain):", "",
+             "| unit steps | proxy | targets | top-1 | top-1 within noise | median Spearman | min Spearman | "
+             "worst regret |", "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        for proxy, per in r.get("by_proxy", {}).items():
+            for target, s in per.items():
+                lines.append(f"| {r['steps']} | {proxy} | {target} | {s['top1']}/{s['evals']} | "
+                             f"{s['top1_noise']}/{s['evals']} | {fmt(s['median_spearman'])} | "
+                             f"{fmt(s['min_spearman'])} | {fmt(s['worst_regret'], 2, True)} |")
+    return lines + [""]
 
 
 def trend(results: list[dict]) -> str:

@@ -147,7 +147,8 @@ def headline(rows: list[dict], budget: str, target: str | None = None) -> list[s
     return lines
 
 
-def _verdict(s: dict) -> str:
+def said(s: dict) -> str:
+    """A summary in one phrase: top-1, within noise, median and min Spearman, worst regret."""
     return (f"top-1 {s['top1']}/{s['evals']} ({s['top1_noise']}/{s['evals']} within noise), median Spearman "
             f"{fmt(s['median_spearman'])} (min {fmt(s['min_spearman'])}), worst regret {fmt(s['worst_regret'], 2, True)}")
 
@@ -170,7 +171,7 @@ def goals(rows: list[dict]) -> list[str]:
     eval_only = [r for r in merged0 if r.get("target") == "eval-only"]
     if eval_only:
         lines.append(f"- **Eval-only targets** (no unit of that domain), equal compute, `merged`, no union: "
-                     f"{_verdict(summarize(eval_only))}.")
+                     f"{said(summarize(eval_only))}.")
     pick = best_eval_only(rows)
     if pick:
         label, proxy, s, _ = pick
@@ -178,24 +179,24 @@ def goals(rows: list[dict]) -> list[str]:
         ok = s["median_spearman"] >= 0.9 and s["top1_noise"] == s["evals"] and s["worst_regret"] <= 0.01 \
             and covered_worse == 0
         lines.append(f"- **Eval-only targets, the best proxy with at most n unions**: `{proxy}` at m = {label}: "
-                     f"{_verdict(s)}; worse than merged on {covered_worse} covered eval sets. Target (median Spearman "
+                     f"{said(s)}; worse than merged on {covered_worse} covered eval sets. Target (median Spearman "
                      f"≥ 0.9, every pick within noise, regret ≤ 1 %, never worse than merged where a unit covers): "
                      f"{'met' if ok else 'NOT met'}.")
     covered = [r for r in merged0 if r.get("target") == "covered"]
     if covered:
-        lines.append(f"- Targets a unit covers, equal compute, `merged`, no union: {_verdict(summarize(covered))}.")
+        lines.append(f"- Targets a unit covers, equal compute, `merged`, no union: {said(summarize(covered))}.")
     if merged0:
         s = summarize(merged0)
         ok = s["top1"] >= 0.8 * s["evals"] and s["median_spearman"] >= 0.9 and s["worst_regret"] <= 0.02
         lines.append(f"- All targets, equal compute (`unit`), default proxy `{DEFAULT_METHOD['unit']}`, no union: "
-                     f"{_verdict(s)}. Target (top-1 ≥ 80 %, median Spearman ≥ 0.9, worst regret ≤ 2 %): "
+                     f"{said(s)}. Target (top-1 ≥ 80 %, median Spearman ≥ 0.9, worst regret ≤ 2 %): "
                      f"{'met' if ok else 'NOT met'}.")
     best = [t for t in ranked(rows, "sum") if t[0] in ("0", "n/2", "n")]
     if best:
         label, proxy, s, worse = max(best, key=lambda t: (t[2]["top1"], t[2]["median_spearman"]))
         ok = worse == 0 and s["top1"] >= 0.8 * s["evals"]
         lines.append(f"- Add data (`sum`), the best proxy with at most n calibration unions (by top-1, then median "
-                     f"Spearman): `{proxy}` at m = {label}: {_verdict(s)}, worse than merged in {worse} eval sets. "
+                     f"Spearman): `{proxy}` at m = {label}: {said(s)}, worse than merged in {worse} eval sets. "
                      f"Target (never worse than merged, top-1 ≥ 80 %): {'met' if ok else 'NOT met'}.")
     return lines + [""]
 

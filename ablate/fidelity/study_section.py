@@ -17,7 +17,7 @@ import statistics
 from pathlib import Path
 
 from ablate.fidelity.markdown import STUDY_PREFIX, replace_section
-from ablate.fidelity.protocol import fmt, headline, summarize
+from ablate.fidelity.protocol import fmt, headline, said, summarize
 from ablate.store.pool import Pool, atomic_write_bytes
 
 GOAL_TOP1_SHARE, GOAL_SPEARMAN = 0.8, 0.9  # issue 23: top-1 on >= 4 of 5 eval sets, median Spearman >= 0.9
@@ -55,10 +55,12 @@ def verdict(rows: list[dict]) -> list[str]:
     if not merged:
         return ["No equal-compute rows: nothing to judge."]
     s = summarize(merged)
+    only = [r for r in merged if r.get("target") == "eval-only"]
+    split = [f"**Eval-only targets (no unit of that domain), raw merge:** {said(summarize(only))}.", ""] if only else []
     ok = s["top1"] >= GOAL_TOP1_SHARE * s["evals"] and s["median_spearman"] >= GOAL_SPEARMAN
     ok_noise = s["top1_noise"] >= GOAL_TOP1_SHARE * s["evals"] and s["median_spearman"] >= GOAL_SPEARMAN
     noise = [r["noise_sd"] for r in merged if r.get("noise_sd") is not None]
-    return [f"**Verdict (raw uniform merge, no union trained, vs the equal-compute truth):** top-1 "
+    return split + [f"**Verdict (raw uniform merge, no union trained, vs the equal-compute truth):** top-1 "
             f"{s['top1']}/{s['evals']} eval sets, {s['top1_noise']}/{s['evals']} within the noise floor; median "
             f"Spearman {fmt(s['median_spearman'])} (min {fmt(s['min_spearman'])}); worst regret "
             f"{fmt(s['worst_regret'], 2, True)}. Target (top-1 on ≥ 80 % of eval sets, median Spearman ≥ 0.9): "
@@ -92,9 +94,11 @@ def section(result: dict, source: str, seconds: float, distance: dict) -> str:
              f"- Price tag (its pool, every stage): training {cost['train_s'] / 60:.1f} min, evaluation "
              f"{cost['eval_s'] / 60:.1f} min, {1000 * (cost['train_kwh'] + cost['eval_kwh']):.1f} Wh; energy: "
              f"{methods}.", ""]
-    lines += verdict(result["rows"]) + ["", "Every proxy, by calibration budget m (unions fitted on, the rest held "
-                                         "out; best first):", ""]
-    lines += headline(result["rows"], "unit")
+    lines += verdict(result["rows"]) + ["", "Eval-only targets (no unit of that domain), every proxy, by calibration "
+                                         "budget m (unions fitted on, the rest held out; best first):", ""]
+    lines += headline(result["rows"], "unit", "eval-only")
+    lines += ["", "Targets a unit covers, every proxy, by m:", ""] + headline(result["rows"], "unit", "covered")
+    lines += ["", "All targets, every proxy, by m:", ""] + headline(result["rows"], "unit")
     lines += ["", "Per eval set (m = 0):", "", "| proxy | eval set | Spearman | top-1 | within noise | regret | noise sd |",
               "|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
