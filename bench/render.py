@@ -105,6 +105,7 @@ def table(b: dict) -> list[str]:
     rows += throughput_rows(b.get("throughput", {}))
     rows += screen_rows(b.get("screen", {}))
     rows += optimize_rows(b.get("optimize", {}))
+    rows += ensemble_rows(b.get("ensemble", {}))
     for name, r in b.items():
         if "error" in r:
             rows.append(f"| - | {name} | - | - | - | - | **failed: {r['error']}** |")
@@ -173,6 +174,19 @@ def optimize_rows(o: dict) -> list[str]:
         out.append(f"| 11 | whole `ablate optimize`, {max(c['n'] for c in o['cases'])} units, projected to the demo's "
                    f"eval sets | {worst:.0f} s | - | - | < 300 s | {_met(o.get('goal_64_units_under_5_min'))} |")
     return out
+
+
+def ensemble_rows(e: dict) -> list[str]:
+    """Benchmark 12: every mixture from cached token losses (the `ensemble` proxy) vs the merged sweep."""
+    if "ratio" not in e:
+        return []
+    return [f"| 12 | every mixture of {e['n']} units, s per mixture: ensemble from the token-loss cache vs the merged "
+            f"sweep ({e['eval_tokens']:,} tokens of {e['eval_set']}) | {e['ensemble_per_mixture_s'] * 1e3:.3f} ms | "
+            f"{e['merged_per_mixture_s'] * 1e3:.1f} ms | {e['ratio']:,.0f} | report | - |",
+            f"| 12 | every mixture of {e['wide_members']} members ({e['wide_mixtures']:,}) from the cache, s (merged "
+            f"sweep extrapolated: {e['merged_wide_s_extrapolated']:,.0f} s; cache fill {e['cache_fill_s']:.1f} s for "
+            f"{e['cache_members']} members) | {e['wide_s']:.1f} | - | - | < {e['wide_goal_s']:.0f} s | "
+            f"{_met(e['wide_s'] < e['wide_goal_s'])} |"]
 
 
 def device_rows(d: dict) -> list[str]:

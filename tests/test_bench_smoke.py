@@ -32,7 +32,7 @@ def bench_study(tmp_path_factory):
 
 @pytest.mark.parametrize("name", ["bench_train", "bench_eval", "bench_mixture", "bench_sweep", "bench_memory",
                                   "bench_scaling", "bench_device", "bench_throughput", "bench_screen",
-                                  "bench_optimize"])
+                                  "bench_optimize", "bench_ensemble"])
 def test_bench_module_runs_quick(bench_study, tmp_path, name):
     module = importlib.import_module(name)
     out = tmp_path / f"{name}.json"
