@@ -39,7 +39,8 @@ def optimize(target: TargetOpt = None, target_weights: TargetWeightsOpt = None, 
              steps: Annotated[Optional[int], typer.Option("--steps", help="mirror-descent steps")] = None,
              out: Annotated[Optional[Path], typer.Option("--out", help="weights file: .json, .yaml or .yml")] = None,
              route: Annotated[str, typer.Option(
-                 "--route", help="merged (gradients through the merge, no union needed) or regression (a law "
+                 "--route", help="merged (gradients through the merge, no union needed), ensemble (exact gradients "
+                                 "of the members' per-token mixture, from cached token losses) or regression (a law "
                                  "fitted on the trained unions)")] = "merged",
              validate: Annotated[bool, typer.Option(
                  "--validate", help="train the weighted union, the uniform union and a replicate; compare")] = False,

@@ -7,8 +7,9 @@ Validation trains, so it is one floor up: ablate/workflows/optimize_runs.py (val
 
 The plan checks everything before any work (the objective, the units, the budget the weights are meant for
 and its repetition caps, the route); the run is the merged route (optimize.merged_route, with the proxy's
-own error on trained unions: optimize.trained.calibration_values) or the regression route
-(optimize.regression_route), under an energy meter.
+own error on trained unions: optimize.trained.calibration_values), the ensemble route (the same with the
+members' per-token mixture: optimize.ensemble_route) or the regression route (optimize.regression_route),
+under an energy meter.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 from ablate.core.energy import Meter
 from ablate.core.errors import UsageError
 from ablate.data.units import eval_sets, unit_ids, unit_meta
+from ablate.optimize.ensemble_route import optimize_ensemble
 from ablate.optimize.merged_route import optimize_merged
 from ablate.optimize.objectives import parse_objective
 from ablate.optimize.regression_route import regression_route
@@ -30,7 +32,7 @@ from ablate.store.results import now, write_optimization_row
 from ablate.train.study import load_study, normalize_units
 
 
-ROUTES = ("merged", "regression")
+ROUTES = ("merged", "ensemble", "regression")
 
 
 def plan_optimization(cfg, pool, target, target_weights, kind, max_loss, units, tokens, route: str = "merged") -> dict:
@@ -58,9 +60,10 @@ def run_optimization(cfg, pool, plan: dict) -> dict:
     study = load_study(cfg, pool, plan["objective"].eval_sets)
     caps = plan["caps"] if np.any(plan["caps"] < 1) else None
     with Meter(cfg.energy) as meter:
-        if plan["route"] == "merged":
-            result = optimize_merged(study, plan["units"], plan["objective"], caps,
-                                     calibration=calibration_values(cfg, pool, study, plan))
+        if plan["route"] in ("merged", "ensemble"):  # gradient routes: the same protocol, another proxy
+            route = optimize_merged if plan["route"] == "merged" else optimize_ensemble
+            result = route(study, plan["units"], plan["objective"], caps,
+                           calibration=calibration_values(cfg, pool, study, plan))
         else:
             result = regression_route(cfg, pool, study, plan, caps)
     result.update(plan=plan, cost=meter.result, seed_id=study.seed["model_id"], settings=cfg.optimize.model_dump())

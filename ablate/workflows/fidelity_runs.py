@@ -94,8 +94,9 @@ def score_proxy_rows(study, names: list[str], units: list[str], truths: list[lis
     uniform = [(mix, [1.0 / len(mix)] * len(mix)) for mix in truths]
     for name in names:
         proxy = proxies.get(name)
-        if name == "ensemble":  # from the members' cached token losses, no model built
-            score_ensemble(study, [([u], [1.0]) for u in units] + uniform)
+        if name == "ensemble":  # from the members' cached token losses, no model built: every mixture, as the sweep
+            every = [list(c) for k in range(1, len(units) + 1) for c in itertools.combinations(units, k)]
+            score_ensemble(study, [(mix, [1.0 / len(mix)] * len(mix)) for mix in every])
         elif name == "scaled":  # its β grid; β = 0 and 1 are merged's and task-sum's rows
             for beta in scaled.BETAS:
                 score_built_models(study, uniform, scaled.method(beta), scaled.builder(beta))
