@@ -70,6 +70,40 @@ def goals(studies: list[dict]) -> list[str]:
     ]
 
 
+# route -> (its realized gain key, its captured key, its recommended gain key or None)
+ROUTES = {"merged": ("realized_gain", "captured", "recommended_gain"),
+          "ensemble": ("ensemble_gain", "ensemble_captured", "ensemble_recommended_gain"),
+          "regression": ("regression_gain", "regression_captured", None),
+          "grid pick": ("grid_gain", "grid_captured", None)}
+
+
+def routes_by_target(studies: list[dict]) -> list[str]:
+    """Every route's retrained weights per kind of target: eval-only (one eval set no unit trains on), covered
+    (one eval set of a unit's domain), mean (over all eval sets); the route the protocol recommends per kind."""
+    cases = [c for s in studies for c in s["cases"] if "target" in c]
+    if not cases:
+        return []
+    lines = ["| target | route | cases | never worse than uniform beyond noise | captured >= 80 % (best beyond noise) "
+             "| median captured | following its recommendation: never worse / captured >= 80 % |",
+             "|---|---|---|---|---|---|---|"]
+    for target in ("eval-only", "covered", "mean"):
+        part = [c for c in cases if c["target"] == target]
+        for route, (gain, cap, rec) in ROUTES.items():
+            have = [c for c in part if gain in c]
+            if not have:
+                continue
+            beyond = [c for c in have if c["best_gain"] > c["noise"] and c.get(cap) is not None]
+            shares = sorted(c[cap] for c in beyond)
+            median = shares[len(shares) // 2] if shares else None
+            follow = "-" if rec is None else (f"{sum(c[rec] >= -c['noise'] for c in have)}/{len(have)} / "
+                                              f"{sum(c[rec] >= CAPTURE_GOAL * c['best_gain'] for c in beyond)}/"
+                                              f"{len(beyond)}")
+            lines.append(f"| {target} | {route} | {len(have)} | {sum(c[gain] >= -c['noise'] for c in have)}/"
+                         f"{len(have)} | {sum(c[cap] >= CAPTURE_GOAL for c in beyond)}/{len(beyond)} | "
+                         f"{_pct(median)} | {follow} |")
+    return lines + [""]
+
+
 def mean_gain(study: dict) -> float:
     """The selection score of a setting on a study: the mean realized gain of its optimized weights (log ppl)."""
     return sum(c["realized_gain"] for c in study["cases"]) / len(study["cases"])
@@ -115,7 +149,7 @@ def section(studies: list[dict], seconds: float, runs: dict[float, list[dict]] |
     lines = [HEADING, "",
              f"Regenerate: `ablate fidelity --weights-only` (this run: {seconds / 60:.1f} min). Per study, for each "
              "eval set and for the mean over all of them: the merged route's weights (`ablate optimize`, fit on half "
-             "of each eval set's windows), the grid search's top pick for the same objective (`ablate search "
+             "of each eval set's windows), the ensemble route's (`--route ensemble`, same windows and gate), the grid search's top pick for the same objective (`ablate search "
              "--weights-grid 1,2`) and the regression route's weights (`ablate optimize --route regression`, fitted on "
              "n unions picked by `suggest-unions` plus the units alone), all trained as weighted unions at one unit's budget beside the uniform union of "
              "all units and a replicate of the optimized union (the noise band: |optimized - replicate|), and every "
@@ -124,20 +158,26 @@ def section(studies: list[dict], seconds: float, runs: dict[float, list[dict]] |
              "band); regret against the best union trained. Proxy error: the root mean square, over the same n "
              "unions, of (trained gain - merged gain) over the uniform union on the fit windows; the recommendation "
              "is the uniform mixture where the held predicted gain is not above it.", "",
-             "### Goals, checked", "", *goals(studies), ""]
+             "### Goals, checked", "", *goals(studies), "",
+             "### Routes by kind of target (eval-only: no unit of that domain)", "", *routes_by_target(studies)]
     if runs and len(runs) > 1:
         lines += loso_lines(runs)
     for s in studies:
         lr = f", optimize.lr {s['lr']:g}" if "lr" in s else ""
         lines += [f"### {s['study']} (units {', '.join(s['units'])}{lr})", "",
-                  "| objective | recommended | predicted (held, merged) | proxy error | optimized, retrained | noise band | grid pick, "
-                  "retrained | regression route, retrained | best known | captured | grid captured | regression captured "
+                  "| objective | target | recommended | predicted (held, merged) | proxy error | optimized, retrained | "
+                  "noise band | ensemble route, retrained (recommended) | grid pick, retrained | regression route, "
+                  "retrained | best known | captured | ensemble captured | grid captured | regression captured "
                   "| regret | grid regret | unions |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for c in s["cases"]:
-            lines.append(f"| {c['objective']} | {c['recommended']} | {_rel(c['held_predicted_gain'])} | "
-                         f"{_error(c)} | {_rel(c['realized_gain'])} | ±{_rel(c['noise'])[1:]} | {_rel(c['grid_gain'])} | "
+            ens = (f"{_rel(c['ensemble_gain'])} ({c['ensemble_recommended']})" if "ensemble_gain" in c else "n/a")
+            lines.append(f"| {c['objective']} | {c.get('target', 'n/a')} | {c['recommended']} | "
+                         f"{_rel(c['held_predicted_gain'])} | "
+                         f"{_error(c)} | {_rel(c['realized_gain'])} | ±{_rel(c['noise'])[1:]} | {ens} | "
+                         f"{_rel(c['grid_gain'])} | "
                          f"{_rel(c['regression_gain'])} | {_rel(c['best_gain'])} | {_captured(c, 'captured')} | "
+                         f"{_captured(c, 'ensemble_captured') if 'ensemble_captured' in c else 'n/a'} | "
                          f"{_captured(c, 'grid_captured')} | {_captured(c, 'regression_captured')} | "
                          f"{_rel(c['regret'])} | {_rel(c['grid_regret'])} | {c['unions_compared']} |")
         lines.append("")

@@ -6,11 +6,12 @@ How to run:
 
 Per study (its members and its equal-compute truths built as for the rest of the protocol, budget `unit`
 only), for each eval set alone and for the mean over all of them:
-1. the merged route optimizes weights on the fit windows (no union trained: `ablate optimize`);
+1. the merged route optimizes weights on the fit windows (no union trained: `ablate optimize`), and the
+   ensemble route the same with the members' per-token mixture (`ablate optimize --route ensemble`);
 2. the regression route (a law linear in the weights, fitted on n unions picked by `suggest-unions` and the
    units alone, on their fit-window values) and the grid search's top pick for the same objective (`ablate search --weights-grid 1,2`, every mixture of
    the units, merged proxy) is the alternative at about the same cost (one proxy pass, one training);
-3. all three are trained at one unit's budget, with the uniform union of all units and a replicate of the
+3. all four are trained at one unit's budget, with the uniform union of all units and a replicate of the
    optimized union (the noise band), and every trained union of the study (weighted ones included) is
    measured on the held windows the optimizer never saw.
 Reported: realized gain over the uniform union, regret against the best union trained for the study, the
@@ -59,24 +60,41 @@ def optimized_mixtures(cfg: StudyConfig, log=print) -> dict:
     return {"study": cfg.name, "units": units, "cases": cases}
 
 
+def target_kind(objective: Objective, cfg: StudyConfig) -> str:
+    """`covered` (one eval set of a unit's domain), `eval-only` (one eval set no unit trains on) or `mean`."""
+    if len(objective.targets) > 1:
+        return "mean"
+    return "covered" if objective.targets[0] in set(cfg.units.domains) else "eval-only"
+
+
 def one_case(cfg: StudyConfig, pool: Pool, plan: dict, log) -> dict:
     objective = plan["objective"]
     result = run_optimization(cfg, pool, plan)
     # the regression route at the protocol's calibration budget: n unions (suggest-unions' picks) + units alone
     regression_plan = dict(plan, route="regression", unions=plan["calibration"])
     regression = run_optimization(cfg, pool, regression_plan)
+    # the ensemble route: the same protocol with the members' per-token mixture as the proxy, same gate unions
+    ensemble = run_optimization(cfg, pool, dict(plan, route="ensemble"))
     t0 = time.perf_counter()
     ranking = search.rank(cfg, pool, objective, max_size=len(plan["units"]), grid=GRID, method="merged",
                           truth="unit", log=lambda *a: None)
     (grid_mix, grid_w), _ = ranking["ranked"][0]
     grid_s = time.perf_counter() - t0
     realized = realized_objectives(cfg, pool, plan, result, log=log,
-                                   extra=[(list(grid_mix), list(grid_w)), (plan["units"], regression["weights"])])
+                                   extra=[(list(grid_mix), list(grid_w)), (plan["units"], regression["weights"]),
+                                          (plan["units"], ensemble["weights"])])
     values, ids = realized["values"], realized["ids"]
     uniform, best = values[ids["uniform"]], values[realized["best_id"]]
     optimized, grid, reg = (values[ids["optimized"]], values[ids["extra"][0]], values[ids["extra"][1]])
+    ens = values[ids["extra"][2]]
     best_gain = uniform - best
-    return {"objective": objective.describe(), "weights": dict(zip(plan["units"], result["weights"])),
+    return {"objective": objective.describe(), "target": target_kind(objective, cfg),
+            "weights": dict(zip(plan["units"], result["weights"])),
+            "ensemble_weights": dict(zip(plan["units"], ensemble["weights"])),
+            "ensemble_recommended": ensemble["row"]["recommended"], "ensemble_gain": uniform - ens,
+            "ensemble_regret": ens - best, "ensemble_captured": (uniform - ens) / best_gain if best_gain > 0 else None,
+            "ensemble_recommended_gain": uniform - ens if ensemble["row"]["recommended"] == "optimized" else 0.0,
+            "ensemble_proxy_error": ensemble["row"]["proxy_error"],
             "recommended": result["row"]["recommended"], "held_predicted_gain": result["held"]["gain"],
             "held_resolved": result["held"]["resolved"], "proxy_error": result["row"]["proxy_error"],
             "grid_pick": {"mixture": list(grid_mix), "weights": list(grid_w)},
