@@ -177,6 +177,9 @@ def test_fidelity_cli_end_to_end_and_bad_config(study, tmp_path, capsys):
     assert "| fortunes |" in weights and "| literature |" in weights and "| mean(fortunes,literature) |" in weights
     raw = json.loads((tmp_path / "F-weights.json").read_text())["optimized_mixtures"][0]
     assert raw["study"] == "tiny-cli" and all(c["unions_compared"] >= 4 for c in raw["cases"])
+    # the ensemble route is retrained too, and every case says which kind of target it is
+    assert all("ensemble_gain" in c and c["target"] in ("covered", "eval-only", "mean") for c in raw["cases"])
+    assert "### Routes by kind of target" in weights and "| covered | ensemble |" in weights
 
     bad = cfg.model_copy(deep=True)
     bad.pool = str(tmp_path / "bad-pool")
