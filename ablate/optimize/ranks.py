@@ -24,7 +24,8 @@ from ablate.data.units import eval_sets, unit_ids
 from ablate.optimize.objectives import Objective
 from ablate.optimize.search import uniform_key
 from ablate.scoring import proxies
-from ablate.scoring.score import score_built_models, score_reference_models
+from ablate.scoring.evaluated import score_proxy
+from ablate.scoring.score import score_reference_models
 from ablate.scoring.uncertainty import (bootstrap_values, gap_intervals, noise_floor, point_values, seed_warnings,
                                         window_tokens)
 from ablate.store.index import Index
@@ -45,8 +46,8 @@ def ranking_gaps(cfg: StudyConfig, pool: Pool, objective: Objective, method: str
     got, weights = _windows(pool, method, sets, want)
     stale = [k for k in want if k in weights and any((k, s) not in got for s in sets)]
     if stale:  # measured before per-window losses were kept: once more, now keeping them
-        score_built_models(load_study(cfg, pool, sets), [(list(k[0]), weights[k]) for k in stale], method,
-                           proxies.get(method).build, label="per-window losses", force=True)
+        score_proxy(load_study(cfg, pool, sets), [(list(k[0]), weights[k]) for k in stale], method,
+                    label="per-window losses", force=True)
         got, weights = _windows(pool, method, sets, want)
     evs = {ev["domain"]: ev for ev in eval_sets(pool, sets)}
     n_pred = {s: window_tokens(int(evs[s]["n_tokens"]), cfg.eval.seq_len) for s in sets}

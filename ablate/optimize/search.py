@@ -46,7 +46,8 @@ from ablate.store.pool import Pool
 from ablate.scoring import proxies
 from ablate.scoring.proxies import MIN_UNIONS, union_keys
 from ablate.store.results import existing_rows, now, row_id, write_rows, write_search_rows
-from ablate.scoring.score import score_built_models, score_reference_models
+from ablate.scoring.evaluated import score_proxy
+from ablate.scoring.score import score_reference_models
 from ablate.scoring.screen import screen_candidates
 from ablate.train.study import load_study
 from ablate.train.truths import BUDGETS, DEFAULT_METHOD, DEFAULT_TRUTH, QUESTIONS
@@ -122,7 +123,7 @@ def _score(cfg: StudyConfig, pool: Pool, target: str, cands, method: str = "merg
     if screen is not None:
         ids = _screen(study, cands, method, screen)
     else:
-        ids = score_built_models(study, cands, method, proxies.get(method).build, label=f"search {target}")
+        ids = score_proxy(study, cands, method, label=f"search {target}")
     _, rows = Index(pool).query("SELECT model_id, ppl FROM mixture_perplexity WHERE method = ? "
                                 "AND eval_set = ?", [method, target])
     known = {**dict(rows), **(screen or {}).get("prefix_ppl", {})}
@@ -170,8 +171,8 @@ def _predicted(pool: Pool, target: str, method: str, truth: str, keys: set) -> d
 def _proxy_scores(cfg: StudyConfig, pool: Pool, target: str, cands, method: str, truth: str,
                   screen: dict | None = None) -> dict[tuple, float]:
     """{(mixture, wkey): the method's perplexity on the target}; merged rows are every method's input."""
-    if screen is not None and not proxies.get(method).evaluated:
-        raise UsageError(f"--screen races evaluated proxies (merged, task-sum); {method} is fitted on their rows")
+    if screen is not None and (not proxies.get(method).evaluated or proxies.get(method).build is None):
+        raise UsageError(f"--screen races evaluated proxies' forward passes (merged, task-sum); {method} needs none")
     scores = {(c, wkey(w)): v for (c, w), v in _score(cfg, pool, target, cands, screen=screen).items()}
     if proxies.get(method).evaluated and method != "merged":
         return {(c, wkey(w)): v for (c, w), v in _score(cfg, pool, target, cands, method, screen).items()}

@@ -30,14 +30,14 @@ from pathlib import Path
 import numpy as np
 
 from ablate.scoring import proxies
-from ablate.scoring.ensemble import score_ensemble
+from ablate.scoring.evaluated import score_proxy
 from ablate.scoring.proxies import scaled
 from ablate.core.config import StudyConfig, load_config
 from ablate.core.errors import UsageError
 from ablate.store.pool import Pool
 from ablate.fidelity.protocol import score_study, write_markdown
 from ablate.store.results import existing_rows, write_rows
-from ablate.scoring.score import score_built_models, score_reference_models
+from ablate.scoring.score import score_reference_models
 from ablate.train.study import load_study
 from ablate.workflows.weights_runs import optimized_mixtures
 from ablate.workflows.steps import run_sweep
@@ -96,12 +96,12 @@ def score_proxy_rows(study, names: list[str], units: list[str], truths: list[lis
         proxy = proxies.get(name)
         if name == "ensemble":  # from the members' cached token losses, no model built: every mixture, as the sweep
             every = [list(c) for k in range(1, len(units) + 1) for c in itertools.combinations(units, k)]
-            score_ensemble(study, [(mix, [1.0 / len(mix)] * len(mix)) for mix in every])
+            score_proxy(study, [(mix, [1.0 / len(mix)] * len(mix)) for mix in every], name)
         elif name == "scaled":  # its β grid; β = 0 and 1 are merged's and task-sum's rows
             for beta in scaled.BETAS:
-                score_built_models(study, uniform, scaled.method(beta), scaled.builder(beta))
+                score_proxy(study, uniform, scaled.method(beta))
         elif proxy.evaluated and name != "merged":  # merged rows come from the sweep; fitted ones need none
-            score_built_models(study, uniform, name, proxy.build)
+            score_proxy(study, uniform, name)
 
 
 def build_shared_corpora(cfgs: list[StudyConfig], log=print) -> None:

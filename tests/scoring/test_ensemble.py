@@ -116,3 +116,23 @@ def test_the_weight_gradient_matches_finite_differences():
         step = eps * np.eye(4)[i]
         fd = (ensemble.mixed_nll(nll, w + step).sum() - ensemble.mixed_nll(nll, w - step).sum()) / (2 * eps)
         assert grad[i] == pytest.approx(fd, rel=1e-6)
+
+
+def test_search_by_ensemble_scores_the_mixture_not_the_merge(study_copy, tmp_path, capsys):
+    """`search --method ensemble` writes ensemble rows from the cache (never a merged model under its name)."""
+    from conftest import run_cli, write_config
+
+    cfg, pool, units, _ = study_copy
+    path = write_config(cfg, tmp_path / "study.yaml")
+    code, out, err = run_cli(["search", "--target", "literature", "--method", "ensemble", "-c", str(path)], capsys)
+    assert code == 0, err
+    ens, merged = _rows(pool, "ensemble"), _rows(pool, "merged")
+    pairs = [k for k in ens if len(k[0]) > 1 and k in merged]
+    assert pairs and all(ens[k]["nll_sum"] != merged[k]["nll_sum"] for k in pairs)
+    study = load_study(cfg, pool, ["literature"])
+    mix = next(k[0] for k in ens if len(k[0]) == 2)
+    nll = np.stack([ensemble.member_nll(study, study.unit_member(u))[0]["literature"] for u in mix])
+    assert ens[(mix, "literature")]["nll_sum"] == pytest.approx(ensemble.mixed_nll(nll, [0.5, 0.5]).sum(), rel=1e-9)
+    code, _, err = run_cli(["search", "--target", "literature", "--method", "ensemble", "--screen", "-c", str(path)],
+                           capsys)
+    assert code == 2 and "needs none" in err and "Traceback" not in err

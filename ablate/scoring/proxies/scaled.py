@@ -83,7 +83,9 @@ def fit_beta(cases, known: dict) -> float:
 class Scaled:
     name = "scaled"
     fitted = True
-    evaluated = True  # its grid's rows are evaluated models (scaled@β); β itself is fitted
+    # its grid's rows (scaled@β) are evaluated models that `ablate fidelity` writes; the proxy itself reads rows
+    # (falling back to β = 0, merged, where the grid was not evaluated), so commands treat it as fitted
+    evaluated = False
     summary = "seed + α(k)·Σ w_i τ_i, α = 1 + β(k−1), β from merged (0) to task-sum (1) fitted on the unions"
 
     def predict(self, cases, known, budget) -> np.ndarray:
