@@ -12,7 +12,7 @@ objective, the units and their members, the repetition caps for the budget the w
 route, the row's id). A plain rerun of the same optimization prints the stored row (with its validation, if
 any) instead of recomputing it; `--force` recomputes. The command prints what ablate recommends (uniform when
 the gate says uniform) with its tokens and epochs, the optimized weights beside it for reference, writes the
-same to `--out` (docs/weights-file.md: per unit and per domain), and with `--validate` hands over to the floor
+same to `--out` (per unit and per domain; its format: README, "Mixture weights for a target suite"), and with `--validate` hands over to the floor
 that may both optimize and train (ablate/workflows/optimize_runs.py): it trains the weighted union at that
 budget, the uniform union and a replicate of the weighted one (the noise band), measures all of them on the
 held windows the optimizer never saw and ends with one verdict line.
@@ -207,7 +207,7 @@ def verdict(row: dict) -> str:
 
 
 def weights_document(row: dict) -> dict:
-    """The weights file (docs/weights-file.md): what ablate recommends, per unit and per domain, with integer
+    """The weights file (README, "Mixture weights for a target suite"): what ablate recommends, per unit and per domain, with integer
     tokens summing to the budget; the optimized weights under `optimized`, for reference."""
     from ablate.optimize.optimization import by_domain
 

@@ -14,6 +14,7 @@ from ablate.optimize.merged_route import fit_values, optimize_merged, proxy_erro
 from ablate.optimize.objectives import parse_objective
 from ablate.scoring.inplace import MemberSpace
 from ablate.store.index import Index
+from ablate.store.results import now
 from ablate.train.study import load_study
 from conftest import run_cli, tree_digest, write_config
 
@@ -286,3 +287,26 @@ def test_search_and_sweep_rank_by_the_shared_objective(study_copy, tmp_path, cap
                               "-c", path], capsys)
     assert code == 0, err
     assert "for worst(fortunes,literature) by the merged proxy" in out
+
+
+def test_a_recompute_with_other_weights_keeps_the_validated_row(study_copy, tmp_path, capsys):
+    """--force after members changed in place (simulated: the stored validated row holds other weights): the new
+    row takes the id, the validated one stays in the table under its own id, superseded_by the new one."""
+    from ablate.store.results import read_optimization_row, write_optimization_row
+
+    cfg, pool, _, _ = study_copy
+    path = str(write_config(cfg, tmp_path / "c.yaml"))
+    args = ["optimize", "--target", "literature", "--steps", "5", "-c", path]
+    assert run_cli(args, capsys)[0] == 0
+    row = _rows(pool, "SELECT row_id FROM optimizations")[0]
+    stored = read_optimization_row(pool, row["row_id"])
+    write_optimization_row(pool, dict(stored, optimized_weights=[0.7, 0.1, 0.1, 0.1], validated=True,
+                                      union_optimized=5.0, union_uniform=5.1, noise_threshold=0.01,
+                                      verdict="optimized beats uniform beyond the noise band: yes", created_at=now()))
+    code, out, err = run_cli([*args, "--force"], capsys)
+    assert code == 0, err
+    rows = {r["row_id"]: r for r in _rows(pool, "SELECT * FROM optimizations")}
+    assert len(rows) == 2 and not rows[row["row_id"]]["validated"]
+    old = next(r for rid, r in rows.items() if rid != row["row_id"])
+    assert old["superseded_by"] == row["row_id"] and old["validated"] and old["union_optimized"] == 5.0
+    assert old["row_id"].startswith(row["row_id"] + "~")
