@@ -5,27 +5,36 @@ How to run:
     ablate optimize --target fiction,bible,quotes --objective worst --out weights.yaml
     ablate optimize --target quotes --max-loss fiction:2 --tokens 400000 --max-epochs 2
     ablate optimize --target quotes --validate                        # + train the weighted and the uniform union
+    ablate optimize --target quotes --force                           # recompute a stored optimization
 
-The command plans and runs the optimization (ablate/optimize/optimization.py: the objective, the repetition
-caps for the budget the weights are meant for, the merged or regression route, the row in `optimizations`),
-prints the weights with their tokens and epochs, writes `--out`, and with `--validate` hands over to the floor
+Every flag and path (`--out` included) is checked first, then the plan (ablate/optimize/optimization.py: the
+objective, the units and their members, the repetition caps for the budget the weights are meant for, the
+route, the row's id). A plain rerun of the same optimization prints the stored row (with its validation, if
+any) instead of recomputing it; `--force` recomputes. The command prints what ablate recommends (uniform when
+the gate says uniform) with its tokens and epochs, the optimized weights beside it for reference, writes the
+same to `--out` (per unit and per domain; its format: README, "Mixture weights for a target suite"), and with `--validate` hands over to the floor
 that may both optimize and train (ablate/workflows/optimize_runs.py): it trains the weighted union at that
-budget, the uniform union and a replicate of the weighted one (the noise band), and measures all of them on
-the held windows the optimizer never saw.
+budget, the uniform union and a replicate of the weighted one (the noise band), measures all of them on the
+held windows the optimizer never saw and ends with one verdict line.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from ablate.cli.shared import (ConfigOpt, DryOpt, MaxLossOpt, ObjectiveOpt, SetOpt, TargetOpt, TargetWeightsOpt,
-                               open_study, print_rows, say)
+from ablate.cli.shared import (INVOKED, ConfigOpt, DryOpt, ForceOpt, MaxLossOpt, ObjectiveOpt, SetOpt, TargetOpt,
+                               TargetWeightsOpt, open_study, print_rows, say)
 from ablate.core.errors import UsageError
 from ablate.store.pool import atomic_write_bytes
+
+OUT_SUFFIXES = (".json", ".yaml", ".yml")
+
 
 def optimize(target: TargetOpt = None, target_weights: TargetWeightsOpt = None, objective: ObjectiveOpt = "mean",
              max_loss: MaxLossOpt = None,
@@ -37,83 +46,199 @@ def optimize(target: TargetOpt = None, target_weights: TargetWeightsOpt = None, 
              floor: Annotated[Optional[float], typer.Option(
                  "--floor", help="drop weights below this, renormalize (default optimize.floor)")] = None,
              steps: Annotated[Optional[int], typer.Option("--steps", help="mirror-descent steps")] = None,
-             out: Annotated[Optional[Path], typer.Option("--out", help="weights file: .json, .yaml or .yml")] = None,
+             out: Annotated[Optional[Path], typer.Option(
+                 "--out", help="weights file: .json, .yaml or .yml (per unit and per domain)")] = None,
              route: Annotated[str, typer.Option(
                  "--route", help="merged (gradients through the merge, no union needed), ensemble (exact gradients "
                                  "of the members' per-token mixture, from cached token losses) or regression (a law "
                                  "fitted on the trained unions)")] = "merged",
              validate: Annotated[bool, typer.Option(
                  "--validate", help="train the weighted union, the uniform union and a replicate; compare")] = False,
-             config: ConfigOpt = None, set_: SetOpt = None, dry_run: DryOpt = False):
+             force: ForceOpt = False, config: ConfigOpt = None, set_: SetOpt = None, dry_run: DryOpt = False):
     """Continuous mixture weights for an objective over eval sets, by gradients through the merge."""
+    check_flags(out, tokens, max_epochs, floor, steps)  # before the config: errors name the flag the user typed
     overrides = list(set_ or []) + [f"optimize.{k}={v}" for k, v in
                                     (("max_epochs", max_epochs), ("floor", floor), ("steps", steps)) if v is not None]
     cfg, pool = open_study(config, overrides, dry_run)
-    if out is not None and out.suffix.lower() not in (".json", ".yaml", ".yml"):
-        raise UsageError(f"--out must end in .json, .yaml or .yml (got {out.name!r})")
-    from ablate.optimize.optimization import plan_optimization, run_optimization
+    INVOKED["sets"] = list(set_ or [])  # hints repeat the user's --set, not the flags turned into overrides
+    from ablate.optimize.optimization import plan_optimization, run_optimization, stored_optimization
+    from ablate.optimize.ranks import seed_notes
     from ablate.workflows.optimize_runs import validate_optimization
 
     plan = plan_optimization(cfg, pool, target, target_weights, objective, max_loss, units, tokens, route)
-    result = run_optimization(cfg, pool, plan)
-    show(result)
+    for line in seed_notes(cfg, pool, plan["objective"].eval_sets):
+        say(line)
+    row = None if force else stored_optimization(pool, plan)
+    if row is None:
+        result = run_optimization(cfg, pool, plan)
+        row = result["row"]
+    else:
+        result = {"row": row, "weights": row["optimized_weights"], "plan": plan}
+    show(row, plan, reused=result.get("seconds") is None)
     if out is not None:
-        write_weights_file(result, out)
-        say(f"weights written to {out}")
+        write_weights_file(row, out)
+        say(f"weights written to {out} (what ablate recommends: {row['recommended']})")
     if validate:
         show_validation(validate_optimization(cfg, pool, plan, result))
+    elif row.get("validated"):
+        say(f"validated before (retrained on the held windows): optimized union {row['union_optimized']:.4f}, "
+            f"uniform union {row['union_uniform']:.4f}, best of {row['unions_compared']} trained "
+            f"{row['union_best']:.4f}")
+        say(row["verdict"])
 
 
-def show(result: dict) -> None:
-    row, held = result["row"], result["held"]
-    print_rows(["unit", "weight", "tokens", "epochs"],
-               [{"unit": u, "weight": round(w, 4), "tokens": t, "epochs": round(e, 3)}
-                for u, w, t, e in zip(row["units"], row["weights"], row["tokens"], row["epochs"])])
-    interval = (f" [{held['gain_low']:+.4f}, {held['gain_high']:+.4f}] (95 %, bootstrap over held windows)"
-                if held["gain_low"] is not None else " (the law refitted on the held windows' values; no interval)")
+def check_flags(out: Path | None, tokens: int | None, max_epochs: float | None, floor: float | None,
+                steps: int | None) -> None:
+    """Every flag and the output path, before any work: exit 2 naming the flag and the real reason."""
+    if tokens is not None and tokens <= 0:
+        raise UsageError(f"--tokens must be a positive number of tokens (got {tokens})")
+    if max_epochs is not None and not (math.isfinite(max_epochs) and max_epochs > 0):
+        raise UsageError(f"--max-epochs must be > 0 passes over a unit's data (got {max_epochs:g})")
+    if floor is not None and not (0 <= floor < 1):
+        raise UsageError(f"--floor must be >= 0 and < 1 (got {floor:g})")
+    if steps is not None and steps < 1:
+        raise UsageError(f"--steps must be 1 or more (got {steps})")
+    if out is not None:
+        check_out(out)
+
+
+def check_out(out: Path) -> None:
+    """--out must be a file ablate can write: the suffix, not a folder, and its folder creatable and writable."""
+    if out.suffix.lower() not in OUT_SUFFIXES:
+        raise UsageError(f"--out must end in .json, .yaml or .yml (got {out.name!r})")
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a folder: give a file name ending in .json, .yaml or .yml")
+    parent = out.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"--out {out}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise UsageError(f"--out {out}: no permission to write in {parent}")
+
+
+def _pct(log_ratio: float) -> str:
+    """A change in log ppl as a % of perplexity."""
+    return f"{100 * math.expm1(log_ratio):+.2f} %"
+
+
+def _level(value: float, objective) -> str:
+    """An objective value in log ppl, with its perplexity where it is one (a mean's: the geometric mean)."""
+    if objective.kind == "worst":  # the worst set's change vs uniform: not a perplexity
+        return f"{value:+.4f}"
+    label = "ppl" if len(objective.targets) == 1 else "geo-mean ppl"
+    return f"{value:.4f} ({label} {math.exp(value):.4g})"
+
+
+def show(row: dict, plan: dict, reused: bool = False) -> None:
+    """The recommendation (the table and its headline), what the held windows said, the gate, the verdict."""
+    from ablate.optimize.optimization import by_domain
+
+    objective = plan["objective"]
+    print_rows(["unit", "domain", "weight", "tokens", "epochs", "optimized_weight"],
+               [{"unit": u, "domain": d, "weight": round(w, 4), "tokens": t, "epochs": round(e, 3),
+                 "optimized_weight": round(o, 4)} for u, d, w, t, e, o in
+                zip(row["units"], row["domains"], row["weights"], row["tokens"], row["epochs"],
+                    row["optimized_weights"])])
+    which = ("the optimized weights" if row["recommended"] == "optimized" else
+             "the uniform weights (optimized_weight: the optimizer's, for reference only)")
+    domains = by_domain(row["domains"], row["weights"])
+    say(f"recommended: {which}; by domain: " + ", ".join(f"{d} {w:.4f}" for d, w in domains.items())
+        + f"; tokens sum to the budget, {row['budget_tokens']:,}")
+    interval = (f" [{row['held_gain_low']:+.4f}, {row['held_gain_high']:+.4f}] (95 %, bootstrap over held windows)"
+                if row["held_gain_low"] is not None else " (the law refitted on the held windows' values; no interval)")
     say(f"{row['route']} route, objective {row['objective']} (log ppl; lower is better), budget "
-        f"{row['budget_tokens']:,} tokens: fit windows {row['fit_optimized']:.4f} vs uniform {row['fit_uniform']:.4f}; "
-        f"held windows {row['held_optimized']:.4f} vs uniform {row['held_uniform']:.4f}, gain {held['gain']:+.4f}"
+        f"{row['budget_tokens']:,} tokens: fit windows {_level(row['fit_optimized'], objective)} vs uniform "
+        f"{_level(row['fit_uniform'], objective)}; held windows {_level(row['held_optimized'], objective)} vs uniform "
+        f"{_level(row['held_uniform'], objective)}, gain {row['held_gain']:+.4f} ({_pct(row['held_gain'])} ppl)"
         + interval)
-    error = result.get("proxy_error")
-    if error is not None:
-        say(f"the proxy's own error on this objective: +-{error['rms']:.4f} (root mean square over "
-            f"{error['unions']} trained unions' gains over the uniform union, fit windows)")
-    say(verdict(row, held, error))
-    say(f"stored as {row['row_id']} in the `optimizations` table ({result['seconds']:.1f} s, "
-        f"{(row['energy_kwh'] or 0) * 1000:.3f} Wh [{row['energy_method']}])")
+    gate_line = gate_text(row)
+    if gate_line:
+        say(gate_line)
+    say(verdict(row))
+    if reused:
+        say(f"reused {row['row_id']} from the `optimizations` table (computed {row['created_at']}: same seed, "
+            f"members, eval data, objective, budget and settings); --force recomputes it")
+    else:
+        say(f"stored as {row['row_id']} in the `optimizations` table ({row['seconds']:.1f} s, "
+            f"{(row['energy_kwh'] or 0) * 1000:.3f} Wh [{row['energy_method']}])")
 
 
-def verdict(row: dict, held: dict, error: dict | None) -> str:
+def gate_text(row: dict) -> str | None:
+    """How the held gain was judged against the proxy's own error (never an RMS over fewer than 3 unions)."""
+    from ablate.optimize.optimization import MIN_ERROR_UNIONS, PRIOR_PROXY_ERROR, PRIOR_PROXY_ERROR_PCT
+
+    if row["gate_rule"] == "proxy error":
+        return (f"the proxy's own error on this objective: ±{row['proxy_error']:.4f} log ppl "
+                f"(±{100 * math.expm1(row['proxy_error']):.2f} %; root mean square over {row['proxy_error_unions']} "
+                f"trained unions' gains over the uniform union, fit windows)")
+    if row["gate_rule"] == "window noise + prior":
+        n = row["proxy_error_unions"] or 0
+        window = row["gate_threshold"] - PRIOR_PROXY_ERROR
+        return (f"the proxy's own error is not measured here: it needs {MIN_ERROR_UNIONS} trained unions of these "
+                f"units at this budget besides the uniform one, and this pool has {n} (ablate suggest-unions picks "
+                f"them); so the gain must clear the window noise ({window:.4f}) plus the protocol's median proxy error "
+                f"(±{PRIOR_PROXY_ERROR_PCT} %, FIDELITY.md): {row['gate_threshold']:.4f} log ppl "
+                f"({_pct(row['gate_threshold'])})")
+    return None
+
+
+def verdict(row: dict) -> str:
     """What to train with, and why (the row's `recommended`)."""
-    if not held["guards_held"]:
-        return "a --max-loss guard does not hold on the held windows: keep the uniform weights"
-    if not held["resolved"]:
-        return ("nothing beats uniform beyond what the proxy can resolve on the held windows: "
-                "train with the uniform weights (the optimized ones are stored for reference)")
-    if held["gain_low"] is None:
-        return "the law fitted on the held windows also predicts a gain; the proof is retraining (`--validate`)"
+    keep = "train with the uniform weights (the table and --out carry them; the optimized ones are kept for reference)"
+    if not row["guards_held"]:
+        broken = [f"{name} {g['change_pct']:+.2f} % vs uniform, limit {g['max_loss_pct']:g} %, breached by "
+                  f"{g['breach_pct']:.2f} %" if g["change_pct"] is not None else name
+                  for name, g in (row.get("guards") or {}).items() if not g["held"]]
+        return f"a --max-loss guard does not hold on the held windows ({'; '.join(broken)}): {keep}"
+    if not row["resolved"]:
+        return f"nothing beats uniform beyond what the proxy can resolve on the held windows: {keep}"
+    if row["held_gain_low"] is None:
+        return ("train with the optimized weights: the law fitted on the held windows also predicts a gain; "
+                "the proof is retraining (--validate)")
     if row["recommended"] == "uniform":
-        return ("the held gain is within the proxy's own error on trained unions: train with the uniform weights "
-                "(the optimized ones are stored for reference)")
-    if error is None:
-        return ("the optimized weights beat uniform on the held windows beyond the bootstrap interval, which "
-                "measures window noise only: train the uniform union and a few others (`ablate suggest-unions`) "
-                "to check the gain against the proxy's own error; the proof is retraining (`--validate`)")
-    return ("the optimized weights beat uniform on the held windows beyond the bootstrap interval and the proxy's "
-            "error; the proof is retraining (`--validate`)")
+        why = ("the proxy's own error" if row["gate_rule"] == "proxy error" else
+               "the window noise plus the protocol's prior for the proxy's error")
+        return f"the held gain ({_pct(row['held_gain'])}) is within {why}: {keep}"
+    why = ("the proxy's error on trained unions" if row["gate_rule"] == "proxy error" else
+           "the window noise plus the protocol's prior for the proxy's error")
+    return (f"train with the optimized weights: they beat uniform on the held windows beyond the bootstrap interval "
+            f"and {why}; the proof is retraining (--validate)")
 
 
-def write_weights_file(result: dict, out: Path) -> None:
-    """The weights as a training config wants them: unit -> weight, tokens and epochs at the budget."""
+def weights_document(row: dict) -> dict:
+    """The weights file (README, "Mixture weights for a target suite"): what ablate recommends, per unit and per domain, with integer
+    tokens summing to the budget; the optimized weights under `optimized`, for reference."""
+    from ablate.optimize.optimization import by_domain
+
+    def part(weights, tokens, epochs) -> dict:
+        keep = [i for i, t in enumerate(tokens) if weights[i] > 0]
+        return {"weights": {row["units"][i]: weights[i] for i in keep},
+                "tokens": {row["units"][i]: tokens[i] for i in keep},
+                "epochs": {row["units"][i]: epochs[i] for i in keep},
+                "domains": {"weights": {d: w for d, w in by_domain(row["domains"], weights).items() if w > 0},
+                            "tokens": {d: t for d, t in by_domain(row["domains"], tokens).items() if t > 0}}}
+
+    doc = {"recommended": row["recommended"], "why": verdict(row), "objective": row["objective"],
+           "route": row["route"], "budget_tokens": row["budget_tokens"],
+           **part(row["weights"], row["tokens"], row["epochs"]),
+           "optimized": {"note": "the optimizer's weights, for reference: ablate recommends them only when "
+                                 "recommended is 'optimized'",
+                         **part(row["optimized_weights"], row["optimized_tokens"], row["optimized_epochs"])}}
+    if row.get("guards"):
+        doc["guards"] = row["guards"]
+    if row.get("validated"):
+        doc["validation"] = {"optimized_union": row["union_optimized"], "uniform_union": row["union_uniform"],
+                             "noise_band": row["noise_threshold"], "beats_uniform": row["beats_uniform"],
+                             "verdict": row["verdict"]}
+    doc["optimization_id"] = row["row_id"]
+    return doc
+
+
+def write_weights_file(row: dict, out: Path) -> None:
     import yaml
 
-    row = result["row"]
-    doc = {"objective": row["objective"], "recommended": row["recommended"], "budget_tokens": row["budget_tokens"],
-           "weights": {u: w for u, w in zip(row["units"], row["weights"]) if w > 0},
-           "tokens": {u: t for u, t in zip(row["units"], row["tokens"]) if t > 0},
-           "epochs": {u: e for u, e in zip(row["units"], row["epochs"]) if e > 0},
-           "optimization_id": row["row_id"]}
+    doc = weights_document(row)
     text = json.dumps(doc, indent=2) + "\n" if out.suffix.lower() == ".json" else yaml.safe_dump(doc, sort_keys=False)
     atomic_write_bytes(out, text.encode())
 
@@ -122,6 +247,7 @@ def show_validation(realized: dict) -> None:
     print_rows(["union", "weights", "held_objective"], realized["table"])
     r = realized["row"]
     say(f"retrained on the held windows: optimized union {r['union_optimized']:.4f}, uniform union "
-        f"{r['union_uniform']:.4f} ({r['union_uniform'] - r['union_optimized']:+.4f} gain), best of "
-        f"{r['unions_compared']} trained {r['union_best']:.4f}; noise band +-{r['noise_threshold']:.4f} "
-        f"(2 x the replicate's difference)")
+        f"{r['union_uniform']:.4f} ({r['union_uniform'] - r['union_optimized']:+.4f} gain, "
+        f"{_pct(r['union_uniform'] - r['union_optimized'])}), best of {r['unions_compared']} trained "
+        f"{r['union_best']:.4f}; noise band ±{r['noise_threshold']:.4f} (2 x the replicate's difference)")
+    say(r["verdict"])

@@ -4,7 +4,7 @@ How to run: not directly; the command modules (cli/build, score, proxy, pool, op
 it, and `ablate --help` (ablate/cli/app.py) lists their commands. One declaration each:
     ConfigOpt, SetOpt, DryOpt, ForceOpt    # -c/--config FILE, --set key=value, --dry-run, --force
     open_study(config, set_, dry_run)      # the resolved config and its pool, checked against the pool's study
-    with_invocation(message)               # an error's hint, with the -c FILE given (or the pool and config used)
+    with_invocation(message)               # an error's hint, with the -c FILE and --set given (or the pool and config used)
     print_rows(cols, rows)                 # a result table, no column truncated
     emit(cols, rows, fmt, out)             # table | csv | json | parquet, to stdout or a file
 """
@@ -64,6 +64,7 @@ def open_study(config: Path | None, overrides: list[str] | None, dry_run: bool =
                         str(config) if config else "the embedded default config, no -c given")
     cfg = load_config(config, overrides)
     INVOKED["pool"] = cfg.pool
+    INVOKED["sets"] = list(overrides or [])  # a command that turns its own flags into overrides resets this
     if dry_run:
         typer.echo(cfg.to_yaml(), nl=False)
         raise typer.Exit(0)
@@ -74,15 +75,23 @@ def open_study(config: Path | None, overrides: list[str] | None, dry_run: bool =
 
 
 def with_invocation(message: str) -> str:
-    """An error whose hint prints an `ablate ...` command, made to work as printed: with the -c FILE the
-    user gave; without one, naming the pool and config it looked at and suggesting -c where the user's
+    """An error whose hint prints an `ablate ...` command, made to work as printed: with the -c FILE and every
+    --set the user gave; without a -c, naming the pool and config it looked at and suggesting -c where the user's
     study is likely in a file (a YAML here, or the default pool)."""
     if not INVOKED or not HINT.search(message):
         return message
     flag = INVOKED["flag"]
+
+    def repeat(m: re.Match) -> str:  # the user's -c and every --set: a member trained without them is another one
+        cmd = m.group(1)
+        if flag is not None and " -c " not in cmd:
+            cmd += f" -c {shlex.quote(flag)}"
+        cmd += "".join(f" --set {shlex.quote(s)}" for s in INVOKED.get("sets") or [] if f"--set {s}" not in cmd)
+        return f"`{cmd}`"
+
+    message = HINT.sub(repeat, message)
     if flag is not None:
-        return HINT.sub(lambda m: m.group(0) if " -c " in m.group(1) else f"`{m.group(1)} -c {shlex.quote(flag)}`",
-                        message)
+        return message
     text = f"{message} (pool {Path(INVOKED['pool']).resolve()}, config: {INVOKED['label']})"
     if os.environ.get("ABLATE_CONFIG"):
         return text

@@ -3,6 +3,9 @@
 How to run:
     ablate report --out report/     # report.md + fidelity-<truth>.png + cost.png + budget-<truth>.png
 
+Sections: proxy fidelity per ground truth, cost, budget curves, mixture searches, optimized mixtures
+(`ablate optimize`: recommended weights, predicted vs realized gain, the verdict), eval sets, a growing pool.
+
 Everything here is read from the index views (`proxy_fidelity`,
 `mixture_vs_union`) and the `models` / `mixture_perplexity` tables, so the
 numbers in the report are the numbers a user gets from `ablate sql`.
@@ -220,6 +223,39 @@ def search_markdown(pool: Pool) -> list[str]:
     return lines
 
 
+def optimize_markdown(pool: Pool) -> list[str]:
+    """`ablate optimize`'s rows (newest first, superseded ones left out): what it recommends, the gain it predicted
+    on the held windows, and after --validate the retrained gain, the noise band and the verdict (gains in % of
+    perplexity over the uniform mixture)."""
+    rows = Index(pool).rows("SELECT * FROM optimizations WHERE superseded_by IS NULL ORDER BY created_at DESC")
+    if not rows:
+        return []
+    lines = ["", "## Optimized mixtures", "",
+             "`ablate optimize`: the weights it recommends (uniform where the gate says uniform) and the optimizer's "
+             "own, the gain predicted on held windows, and after `--validate` the gain realized by retraining with "
+             "the noise band (2 x a replicate's difference) and the verdict.", "",
+             "| objective | route | recommended | weights | optimized weights | predicted gain (held) | "
+             "realized gain (retrained) | noise band | beats uniform beyond the noise band |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        optimized = r.get("optimized_weights") or r["weights"]  # rows from before optimized_weights: the same
+        lines.append(f"| {r['objective']} | {r['route']} | {r['recommended']} | {_weights(r['units'], r['weights'])} | "
+                     f"{_weights(r['units'], optimized)} | {_gain(r['held_gain'])} | "
+                     f"{_gain(r.get('realized_gain')) if r['validated'] else 'not validated'} | "
+                     f"{'±' + _gain(r['noise_threshold'])[1:] if r['validated'] else '-'} | "
+                     f"{_yes_no(r.get('beats_uniform')) if r['validated'] else '-'} |")
+    return lines
+
+
+def _weights(units: list[str], weights: list[float]) -> str:
+    return ", ".join(f"{u} {w:.3f}" for u, w in zip(units, weights) if w > 0)
+
+
+def _gain(log_ratio) -> str:
+    """A gain in log ppl as a % of perplexity."""
+    return "n/a" if log_ratio is None else f"{100 * math.expm1(log_ratio):+.2f} %"
+
+
 def eval_sets_markdown(pool: Pool) -> list[str]:
     """Every eval set with where it came from and its contamination: documents whose exact text is
     also a document inside a training unit (counted by `units split`)."""
@@ -290,6 +326,7 @@ def write_report(pool: Pool, out: Path, scope: Priced) -> Path:
         if plots.plot_budget(pool, out / f"budget-{budget}.png", budget, scope.recipe_id):
             text += f"\n![budget curves, ground truth {budget}](budget-{budget}.png)\n"
     text += "\n".join(search_markdown(pool)) + "\n"
+    text += "\n".join(optimize_markdown(pool)) + "\n"
     text += "\n".join(eval_sets_markdown(pool)) + "\n"
     if grown:
         text += "\n".join(growth_markdown(grown)) + "\n"

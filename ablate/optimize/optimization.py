@@ -2,20 +2,26 @@
 
 How to run (from Python; `ablate optimize` (ablate/cli/optimize.py) calls these in order):
     plan = plan_optimization(cfg, pool, ["quotes"], None, "mean", None, None, None)
-    result = run_optimization(cfg, pool, plan)          # the row is in `optimizations` now
+    row = stored_optimization(pool, plan)                # a plain rerun: the stored row, its validation kept
+    result = run_optimization(cfg, pool, plan)           # or computed; the row is in `optimizations` now
 Validation trains, so it is one floor up: ablate/workflows/optimize_runs.py (validate_optimization).
 
-The plan checks everything before any work (the objective, the units, the budget the weights are meant for
-and its repetition caps, the route); the run is the merged route (optimize.merged_route, with the proxy's
-own error on trained unions: optimize.trained.calibration_values), the ensemble route (the same with the
-members' per-token mixture: optimize.ensemble_route) or the regression route (optimize.regression_route),
-under an energy meter.
+The plan checks everything before any work (the objective, the units and their trained members, the budget
+the weights are meant for and its repetition caps, the route) and names the row: its id hashes what
+determines the result (seed, members, eval data, objective, units, budget, settings, route, the regression
+route's points), so asking again finds the stored row instead of recomputing it. The run is the merged route
+(optimize.merged_route, with the proxy's own error on trained unions: optimize.trained.calibration_values),
+the ensemble route (the same with the members' per-token mixture: optimize.ensemble_route) or the regression
+route (optimize.regression_route), under an energy meter. `optimization_row` decides what to recommend
+(`gate`: the optimized weights only when the held gain clears the guards, the bootstrap and the proxy's
+error) and stores both: the recommended weights, tokens and epochs, and the optimized ones for reference.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 
 import numpy as np
 
@@ -27,16 +33,29 @@ from ablate.optimize.merged_route import optimize_merged
 from ablate.optimize.objectives import parse_objective
 from ablate.optimize.regression_route import regression_route
 from ablate.optimize.simplex import repetition_caps
-from ablate.optimize.trained import calibration_values
-from ablate.store.results import now, write_optimization_row
+from ablate.optimize.trained import calibration_values, trained_mixtures
+from ablate.store.results import now, read_optimization_row, write_optimization_row
 from ablate.train.study import load_study, normalize_units
 
 
 ROUTES = ("merged", "ensemble", "regression")
+MIN_ERROR_UNIONS = 3  # below this, an RMS over the trained unions is not an error estimate (one union: one draw)
+# With fewer trained unions the gate falls back to a prior: FIDELITY.md, "Optimized mixtures, retrained (equal
+# compute)" (`ablate fidelity --weights-only`, three studies, 24 objectives) measured the merged proxy's error
+# (the RMS over n trained unions of trained minus merged gain over the uniform union) at ±0.72 % to ±15.29 % of
+# perplexity, median ±4.26 %. A held gain must then clear the window noise (the bootstrap's lower half-width)
+# plus that median, in log ppl. The ensemble route's error was not measured there: it gets the same prior.
+PRIOR_PROXY_ERROR_PCT = 4.26
+PRIOR_PROXY_ERROR = math.log1p(PRIOR_PROXY_ERROR_PCT / 100)
+# what --validate adds to a row: kept when the same optimization is computed again with the same weights
+VALIDATION_COLUMNS = ("validated", "union_optimized", "union_uniform", "union_best", "union_best_mixture",
+                      "union_best_weights", "unions_compared", "noise_threshold", "realized_gain", "beats_uniform",
+                      "verdict")
 
 
 def plan_optimization(cfg, pool, target, target_weights, kind, max_loss, units, tokens, route: str = "merged") -> dict:
-    """Everything checked before any work: the objective, the units, the budget and its caps, the route."""
+    """Everything checked before any work: the objective, the units and their members, the budget and its caps,
+    the route; and the row's id, so a stored result can be found before anything is computed."""
     if route not in ROUTES:
         raise UsageError(f"--route must be one of {', '.join(ROUTES)}, not {route!r}")
     known = [ev["domain"] for ev in eval_sets(pool)]
@@ -44,19 +63,56 @@ def plan_optimization(cfg, pool, target, target_weights, kind, max_loss, units, 
     chosen = normalize_units([u.strip() for u in units.split(",") if u.strip()]) if units else unit_ids(pool, required=True)
     if len(chosen) < 2:
         raise UsageError(f"optimizing weights needs 2 or more units (got {', '.join(chosen) or 'none'})")
-    unit_tokens = [int(unit_meta(pool, u)["n_tokens"]) for u in chosen]
+    metas = [unit_meta(pool, u) for u in chosen]
+    unit_tokens = [int(m["n_tokens"]) for m in metas]
     if tokens is not None and tokens <= 0:
         raise UsageError(f"--tokens must be a positive number of tokens (got {tokens})")
     budget_tokens = tokens if tokens is not None else unit_tokens[0]  # equal-compute: one unit's tokens
     caps = repetition_caps(unit_tokens, budget_tokens, cfg.optimize.max_epochs)
-    return {"objective": objective, "units": chosen, "unit_tokens": unit_tokens, "budget_tokens": budget_tokens,
+    plan = {"objective": objective, "units": chosen, "unit_tokens": unit_tokens, "budget_tokens": budget_tokens,
+            "domains": [m["domain"] for m in metas],
             "budget": "unit" if tokens is None else f"tokens={tokens}", "tokens_option": tokens, "caps": caps,
             "route": route, "unions": None,  # unions: the regression route's training set (None: every one trained)
             "calibration": None}  # the unions the merged route's proxy error is measured on (None: every one)
+    study = load_study(cfg, pool, objective.eval_sets)
+    missing = [u for u in chosen if study.unit_member(u, required=False) is None]
+    if missing:
+        raise UsageError(missing_members(missing))
+    plan["row_id"] = optimization_id(cfg, pool, study, plan)
+    return plan
+
+
+def missing_members(units: list[str]) -> str:
+    """Every unit without a member, one command each (the CLI adds the user's -c and --set to each)."""
+    runs = " and ".join(f"`ablate train-partition {u}`" for u in units)
+    if len(units) == 1:
+        return f"unit {units[0]} has no trained member for this seed and recipe: run {runs}"
+    return (f"{len(units)} units have no trained member for this seed and recipe ({', '.join(units)}): "
+            f"run {runs} (one command per unit)")
+
+
+def optimization_id(cfg, pool, study, plan: dict) -> str:
+    """The row's id: a hash of what determines the result, so the same question finds its stored answer (and
+    its validation) and a different one (another recipe's members, eval data, setting) makes a new row."""
+    key = {"seed": study.seed["model_id"], "objective": plan["objective"].describe(), "units": plan["units"],
+           "budget": plan["budget"], "settings": cfg.optimize.model_dump(), "route": plan["route"],
+           "unions": plan["unions"], "calibration": plan["calibration"],
+           "members": [study.unit_member(u) for u in plan["units"]],
+           "eval": {ev["domain"]: ev["data_sha256"] for ev in study.evals}, "seq_len": cfg.eval.seq_len,
+           "precision": study.precision}
+    if plan["route"] == "regression":  # its points are the pool's trained unions: more of them, another law
+        key["points"] = [m["model_id"] for m in trained_mixtures(pool, study, plan)]
+    return "opt-" + hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def stored_optimization(pool, plan: dict) -> dict | None:
+    """The row of this very optimization, if one was computed before (with its validation, if any)."""
+    return read_optimization_row(pool, plan["row_id"])
 
 
 def run_optimization(cfg, pool, plan: dict) -> dict:
-    """The plan's route under an energy meter; the row stored in `optimizations`."""
+    """The plan's route under an energy meter; the row stored in `optimizations` (a validation of the same
+    weights stored before is kept; one of other weights is kept under its own id, superseded)."""
     study = load_study(cfg, pool, plan["objective"].eval_sets)
     caps = plan["caps"] if np.any(plan["caps"] < 1) else None
     with Meter(cfg.energy) as meter:
@@ -66,33 +122,121 @@ def run_optimization(cfg, pool, plan: dict) -> dict:
                            calibration=calibration_values(cfg, pool, study, plan))
         else:
             result = regression_route(cfg, pool, study, plan, caps)
+    plan = dict(plan)
+    plan.setdefault("row_id", optimization_id(cfg, pool, study, plan))
+    plan.setdefault("domains", [unit_meta(pool, u)["domain"] for u in plan["units"]])
     result.update(plan=plan, cost=meter.result, seed_id=study.seed["model_id"], settings=cfg.optimize.model_dump())
-    result["row"] = optimization_row(result)
+    result["row"] = keep_validation(pool, read_optimization_row(pool, plan["row_id"]), optimization_row(result))
     write_optimization_row(pool, result["row"])
     return result
 
 
+def keep_validation(pool, previous: dict | None, row: dict) -> dict:
+    """Validation results are never lost: a recomputed row with the same weights keeps them; with other weights
+    (members retrained in place), the previous row stays in the table under its own id, marked superseded."""
+    if not previous or not previous.get("validated"):
+        return row
+    same = previous.get("optimized_weights") is not None and np.allclose(
+        previous["optimized_weights"], row["optimized_weights"], atol=1e-12) and \
+        previous.get("budget_tokens") == row["budget_tokens"]
+    if same:
+        return dict(row, **{c: previous.get(c) for c in VALIDATION_COLUMNS})
+    stamp = str(previous["created_at"]).replace(":", "").replace("-", "").replace("+", "").replace(".", "")
+    write_optimization_row(pool, dict(previous, row_id=f"{previous['row_id']}~{stamp}", superseded_by=row["row_id"]))
+    return row
+
+
+def gate(held: dict, error: dict | None) -> dict:
+    """Whether the held gain is believed, and by which rule: above the proxy's measured error (RMS over at least
+    MIN_ERROR_UNIONS trained unions), else above the window noise plus the protocol's prior; the regression
+    route (a law refitted on the held values, no window interval) only needs a positive gain."""
+    gain = held["gain"]
+    unions = 0 if error is None else int(error["unions"])
+    if held["gain_low"] is None:
+        return {"rule": "held law", "threshold": 0.0, "believed": gain > 0, "unions": None, "rms": None}
+    if unions >= MIN_ERROR_UNIONS:
+        return {"rule": "proxy error", "threshold": error["rms"], "believed": gain > error["rms"], "unions": unions,
+                "rms": error["rms"]}
+    window = gain - held["gain_low"]
+    threshold = window + PRIOR_PROXY_ERROR
+    return {"rule": "window noise + prior", "threshold": threshold, "believed": gain > threshold, "unions": unions,
+            "rms": None, "window": window}
+
+
+def guard_report(objective, held: dict) -> dict:
+    """{eval set: its --max-loss guard on the held windows}: the limit, the change vs uniform and how far past the
+    limit it went, in % of perplexity (breach_pct 0 where the guard held)."""
+    out = {}
+    for name, pct in objective.guards:
+        per = held.get("per_set", {}).get(name)
+        if per is None:  # a route without per-set values: only whether all guards held
+            out[name] = {"max_loss_pct": pct, "change_pct": None, "breach_pct": None, "held": held["guards_held"]}
+            continue
+        change = 100 * math.expm1(per["optimized"] - per["uniform"])
+        out[name] = {"max_loss_pct": pct, "change_pct": change, "breach_pct": max(0.0, change - pct),
+                     "held": change <= pct + 1e-9}
+    return out
+
+
+def integer_tokens(weights, budget: int) -> list[int]:
+    """Each unit's tokens at the budget: integers summing exactly to it (largest remainder)."""
+    w = np.asarray(weights, dtype=np.float64)
+    raw = w / w.sum() * budget
+    base = np.floor(raw).astype(np.int64)
+    order = np.argsort(-(raw - base), kind="stable")
+    base[order[:int(budget - base.sum())]] += 1
+    return [int(t) for t in base]
+
+
+def by_domain(domains: list[str], values) -> dict:
+    """{domain: the sum over its units}, in first-seen order (what Olmix/RegMix-style configs take)."""
+    out: dict = {}
+    for d, v in zip(domains, values):
+        out[d] = out.get(d, 0) + v
+    return out
+
+
 def optimization_row(result: dict) -> dict:
+    """The stored row: the recommendation decided here, and both weights: `weights`, `tokens`, `epochs` are what
+    ablate recommends (uniform when it says uniform); `optimized_*` what the optimizer found, for reference."""
     plan, held = result["plan"], result["held"]
-    weights = result["weights"]
+    optimized = list(result["weights"])
+    n = len(optimized)
     error = result.get("proxy_error")
-    believed = error is None or held["gain"] > error["rms"]
-    recommended = "optimized" if held["resolved"] and held["guards_held"] and believed else "uniform"
-    key = json.dumps([result["seed_id"], plan["objective"].describe(), plan["units"], plan["budget"],
-                      result["settings"]] + ([plan["route"], plan["unions"]] if plan["route"] != "merged" else []),
-                     sort_keys=True)
-    tokens = [round(w * plan["budget_tokens"]) for w in weights]
-    return {"row_id": "opt-" + hashlib.sha256(key.encode()).hexdigest()[:16], "route": plan["route"],
+    decided = gate(held, error)
+    recommended = "optimized" if held["resolved"] and held["guards_held"] and decided["believed"] else "uniform"
+    weights = optimized if recommended == "optimized" else [1.0 / n] * n
+    tokens, opt_tokens = (integer_tokens(w, plan["budget_tokens"]) for w in (weights, optimized))
+    return {"row_id": plan["row_id"], "route": plan["route"],
             "objective": plan["objective"].describe(), "eval_sets": plan["objective"].eval_sets,
-            "units": plan["units"], "weights": weights, "recommended": recommended, "budget": plan["budget"],
-            "budget_tokens": plan["budget_tokens"], "tokens": tokens,
-            "epochs": [t / n for t, n in zip(tokens, plan["unit_tokens"])], "max_epochs": result["settings"]["max_epochs"],
+            "units": plan["units"], "domains": plan["domains"], "recommended": recommended,
+            "weights": weights, "tokens": tokens, "epochs": epochs(tokens, plan["unit_tokens"]),
+            "optimized_weights": optimized, "optimized_tokens": opt_tokens,
+            "optimized_epochs": epochs(opt_tokens, plan["unit_tokens"]),
+            "budget": plan["budget"], "budget_tokens": plan["budget_tokens"],
+            "max_epochs": result["settings"]["max_epochs"],
             "fit_optimized": result["fit"]["optimized"], "fit_uniform": result["fit"]["uniform"],
             "held_optimized": held["optimized"], "held_uniform": held["uniform"], "held_gain": held["gain"],
             "held_gain_low": held["gain_low"], "held_gain_high": held["gain_high"], "resolved": held["resolved"],
-            "guards_held": held["guards_held"], "proxy_error": None if error is None else error["rms"],
-            "proxy_error_unions": None if error is None else error["unions"], "steps": result["steps"],
+            "guards_held": held["guards_held"], "guards": guard_report(plan["objective"], held),
+            # the RMS only where it is an error estimate (MIN_ERROR_UNIONS or more unions); the rule that decided
+            "proxy_error": decided["rms"], "proxy_error_unions": None if error is None else error["unions"],
+            "gate_rule": decided["rule"], "gate_threshold": decided["threshold"], "steps": result["steps"],
             "settings": result["settings"],
             "seconds": result["seconds"], "energy_kwh": result["cost"].get("energy_kwh"),
             "co2_kg": result["cost"].get("co2_kg"), "energy_method": result["cost"].get("energy_method"),
-            "seed_id": result["seed_id"], "validated": False, "created_at": now()}
+            "seed_id": result["seed_id"], "validated": False, "superseded_by": None, "created_at": now()}
+
+
+def epochs(tokens: list[int], unit_tokens: list[int]) -> list[float]:
+    return [t / n for t, n in zip(tokens, unit_tokens)]
+
+
+def realized_verdict(union_optimized: float, union_uniform: float, noise: float) -> dict:
+    """--validate's one verdict: does the retrained optimized union beat the uniform one beyond the noise band
+    (2 x the replicate's difference)? Gains and band in % of perplexity."""
+    gain = union_uniform - union_optimized
+    beats = bool(gain > noise)
+    text = (f"optimized beats uniform beyond the noise band: {'yes' if beats else 'no'} "
+            f"(gain {100 * math.expm1(gain):+.2f} %, band ±{100 * math.expm1(noise):.2f} %)")
+    return {"realized_gain": gain, "beats_uniform": beats, "verdict": text}

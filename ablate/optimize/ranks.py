@@ -92,7 +92,7 @@ def ranking_notes(cfg: StudyConfig, pool: Pool, objective: Objective, gaps: dict
                   noise: float | None) -> list[str]:
     """Warnings a ranking needs beside it: a nearly untrained seed; every candidate shown within the window noise
     (or the retraining noise) of #1."""
-    notes = _seed_notes(cfg, pool, objective.eval_sets)
+    notes = seed_notes(cfg, pool, objective.eval_sets)
     others = [g for g in gaps.values() if g["gap"] > 0 or g["gap_high"] > 0]
     if len(others) >= 1 and all(g["tied_top"] for g in others):
         notes.append(f"warning: all {len(gaps)} candidates with an interval are indistinguishable from #1 on these "
@@ -104,7 +104,7 @@ def ranking_notes(cfg: StudyConfig, pool: Pool, objective: Objective, gaps: dict
     return notes
 
 
-def _seed_notes(cfg: StudyConfig, pool: Pool, sets: list[str]) -> list[str]:
+def seed_notes(cfg: StudyConfig, pool: Pool, sets: list[str]) -> list[str]:
     """untrained-seed warnings for the eval sets (the seed measured on them first where it was not)."""
     study = load_study(cfg, pool, sets)
     seed_id = study.seed["model_id"]

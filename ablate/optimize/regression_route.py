@@ -85,12 +85,18 @@ def regression_route(cfg, pool, study, plan: dict, caps) -> dict:
         laws = fit_laws(points, objective.eval_sets)
         fits[part] = (laws, optimize_law(laws, objective, len(units), caps, opt.steps, opt.lr, opt.floor))
     weights = fits["fit"][1]["weights"]
-    held_uniform = law_objective(fits["held"][0], objective, np.full(len(units), 1.0 / len(units)))
+    uniform = np.full(len(units), 1.0 / len(units))
+    held_uniform = law_objective(fits["held"][0], objective, uniform)
     held_opt = law_objective(fits["held"][0], objective, weights)
     gain = held_uniform - held_opt
+    # per eval set, the held law at both weights: what a --max-loss guard is checked on
+    per_set = {s: {"optimized": b + float(beta @ np.asarray(weights)), "uniform": b + float(beta @ uniform)}
+               for s, (b, beta) in fits["held"][0].items()}
     return {"units": units, "weights": weights, "raw_weights": weights, "history": [],
             "fit": {"optimized": fits["fit"][1]["predicted"], "uniform": fits["fit"][1]["predicted_uniform"]},
             "held": {"optimized": held_opt, "uniform": held_uniform, "gain": gain, "gain_low": None,
-                     "gain_high": None, "resolved": bool(gain > 0), "per_set": {}, "guards_held": True},
+                     "gain_high": None, "resolved": bool(gain > 0), "per_set": per_set,
+                     "guards_held": objective.guards_held({s: v["optimized"] for s, v in per_set.items()},
+                                                          {s: v["uniform"] for s, v in per_set.items()})},
             "steps": opt.steps, "seconds": time.perf_counter() - t0, "in_memory": None,
             "trained_mixtures": [m["model_id"] for m in metas]}

@@ -148,6 +148,14 @@ def write_optimization_row(pool: Pool, row: dict) -> None:
     Index(pool).upsert("optimizations", [row])
 
 
+def read_optimization_row(pool: Pool, row_id: str) -> dict | None:
+    """The newest stored version of one optimization (from its files, the truth), or None."""
+    rows = [json.loads(line) for path in sorted((pool.root / "optimizations").glob(f"{row_id}-*.jsonl"))
+            for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [r for r in rows if r["row_id"] == row_id]
+    return max(rows, key=lambda r: str(r["created_at"])) if rows else None
+
+
 def existing_rows(pool: Pool, precision: str | None = None) -> set[str]:
     """Ids of the rows already measured; with `precision`, only those evaluated in it (rows from before
     the column, NULL, were fp32): asking for bf16 after fp32, or back, measures again (newest wins)."""

@@ -54,17 +54,25 @@ TABLES = {
         gap DOUBLE, gap_low DOUBLE, gap_high DOUBLE, tied_top BOOLEAN, bootstrap INTEGER, noise_floor DOUBLE,
         within_noise BOOLEAN""",
     # `ablate optimize` (ablate/optimize/): one row per optimization; values in the objective's units (log ppl),
-    # fit = the windows it optimized on, held = the rest. Validation rewrites the row (same id, newer
-    # created_at) with the retrained unions' realized objective.
+    # fit = the windows it optimized on, held = the rest. weights/tokens/epochs: what ablate recommends (uniform
+    # when recommended = 'uniform'); optimized_*: the optimizer's weights, for reference. proxy_error: the RMS
+    # over proxy_error_unions trained unions, only where there are 3 or more (gate_rule says which rule decided,
+    # gate_threshold the gain it had to exceed). guards: each --max-loss guard's held change and breach (%).
+    # Validation rewrites the row (same id, newer created_at) with the retrained unions' realized objective and
+    # its verdict; a plain rerun of the same optimization reuses the row. superseded_by: a validated row whose
+    # weights a forced recompute changed, kept under its own id.
     "optimizations": """
         row_id VARCHAR PRIMARY KEY, route VARCHAR, objective VARCHAR, eval_sets VARCHAR[], units VARCHAR[],
-        weights DOUBLE[], recommended VARCHAR, budget VARCHAR, budget_tokens BIGINT, tokens BIGINT[],
-        epochs DOUBLE[], max_epochs DOUBLE, fit_optimized DOUBLE, fit_uniform DOUBLE, held_optimized DOUBLE,
+        domains VARCHAR[], weights DOUBLE[], recommended VARCHAR, budget VARCHAR, budget_tokens BIGINT,
+        tokens BIGINT[], epochs DOUBLE[], optimized_weights DOUBLE[], optimized_tokens BIGINT[],
+        optimized_epochs DOUBLE[], max_epochs DOUBLE, fit_optimized DOUBLE, fit_uniform DOUBLE, held_optimized DOUBLE,
         held_uniform DOUBLE, held_gain DOUBLE, held_gain_low DOUBLE, held_gain_high DOUBLE, resolved BOOLEAN,
-        guards_held BOOLEAN, proxy_error DOUBLE, proxy_error_unions INTEGER, steps INTEGER, settings JSON,
+        guards_held BOOLEAN, guards JSON, proxy_error DOUBLE, proxy_error_unions INTEGER, gate_rule VARCHAR,
+        gate_threshold DOUBLE, steps INTEGER, settings JSON,
         seconds DOUBLE, energy_kwh DOUBLE, co2_kg DOUBLE, energy_method VARCHAR, seed_id VARCHAR, validated BOOLEAN,
         union_optimized DOUBLE, union_uniform DOUBLE, union_best DOUBLE, union_best_mixture VARCHAR[],
-        union_best_weights DOUBLE[], unions_compared INTEGER, noise_threshold DOUBLE, created_at TIMESTAMP""",
+        union_best_weights DOUBLE[], unions_compared INTEGER, noise_threshold DOUBLE, realized_gain DOUBLE,
+        beats_uniform BOOLEAN, verdict VARCHAR, superseded_by VARCHAR, created_at TIMESTAMP""",
 }
 
 # Which question a ground truth answers, from its budget (truths.QUESTIONS says the same in Python).

@@ -1,19 +1,22 @@
 """Optimize with validation: the weights proven by retraining (`ablate optimize --validate`).
 
 How to run: `ablate optimize` (ablate/cli/optimize.py) plans and runs (ablate/optimize/optimization.py), then:
-    realized = validate_optimization(cfg, pool, plan, result)   # trains 3 unions, rewrites the row
+    realized = validate_optimization(cfg, pool, plan, result)   # trains 3 unions, rewrites the row + verdict
 
 Validation is a ground truth, so it trains (train.loop.train_member): the weighted union at the budget
 the weights are for (units with weight 0 left out; one unit left is that unit's own member), a second
 data order of it (replicate 1: the noise band) and the uniform union of all the units. Every trained union
 of a subset of these units at that budget (and, at one unit's budget, every unit's own member: the
 equal-compute truth of a one-unit mixture) is then measured on the held windows the optimizer never saw,
-with the objective's own definition, relative to the uniform union where it asks for a reference.
+with the objective's own definition, relative to the uniform union where it asks for a reference; the row
+ends with one verdict: the optimized union beats the uniform one beyond the noise band (2 x the replicate's
+difference), yes or no.
 """
 
 from __future__ import annotations
 
 from ablate.optimize.merged_route import split_windows
+from ablate.optimize.optimization import realized_verdict
 from ablate.optimize.trained import split_logppl, weights_of
 from ablate.scoring.score import score_reference_models
 from ablate.store.results import existing_rows, now, write_optimization_row, write_rows
@@ -25,6 +28,8 @@ def validate_optimization(cfg, pool, plan: dict, result: dict) -> dict:
     """Train the weighted union, the uniform union and a replicate of the weighted one at the budget; measure
     every trained union of these units' budget on the held windows; rewrite the row with what was realized."""
     realized = realized_objectives(cfg, pool, plan, result)
+    r = realized["row"]
+    realized["row"].update(realized_verdict(r["union_optimized"], r["union_uniform"], r["noise_threshold"]))
     row = dict(result["row"])
     row.update(validated=True, created_at=now(), **realized["row"])
     write_optimization_row(pool, row)

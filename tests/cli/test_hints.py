@@ -52,3 +52,23 @@ def test_no_seed_hint_exits_2(study_copy, tmp_path, capsys):
     from ablate.core.errors import UsageError
     with pytest.raises(UsageError, match="run `ablate seed` first"):
         seed_config(pool, seed["model_id"])
+
+
+def test_optimize_names_every_missing_member_with_the_users_set_and_c(study_copy, tmp_path, capsys):
+    """`optimize --units ... --set train.lr=0.0001`: another recipe, so neither member exists; the hint names both,
+    one command each, repeating the -c and the --set (followed without them it trains the wrong member)."""
+    from conftest import tree_digest
+
+    cfg, pool, _, _ = study_copy
+    path = write_config(cfg, tmp_path / "my_study.yaml")
+    before = tree_digest(pool.root)
+    code, _, err = run_cli(["optimize", "--target", "literature", "--units", "fortunes-00,literature-00",
+                            "--set", "train.lr=0.0001", "-c", str(path)], capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    for unit in ("fortunes-00", "literature-00"):
+        assert f"`ablate train-partition {unit} -c {path} --set train.lr=0.0001`" in err, err
+    assert "2 units have no trained member" in err and tree_digest(pool.root) == before
+    # a dedicated flag (--max-epochs) is the optimizer's, not the member's: not repeated as a --set
+    code, _, err = run_cli(["optimize", "--target", "literature", "--units", "fortunes-00,literature-00",
+                            "--max-epochs", "3", "--set", "train.lr=0.0001", "-c", str(path)], capsys)
+    assert code == 2 and "optimize.max_epochs" not in err and "--set train.lr=0.0001`" in err, err

@@ -14,6 +14,7 @@ from ablate.optimize.merged_route import fit_values, optimize_merged, proxy_erro
 from ablate.optimize.objectives import parse_objective
 from ablate.scoring.inplace import MemberSpace
 from ablate.store.index import Index
+from ablate.store.results import now
 from ablate.train.study import load_study
 from conftest import run_cli, tree_digest, write_config
 
@@ -27,35 +28,142 @@ def _rows(pool, sql):
 
 
 def test_planted_target_validated_and_written_out(study_copy, tmp_path, capsys):
-    """Eval set = the literature units' domain: the weight goes there; the row, the file and the retrained
-    unions say so; a rerun gives the same weights (deterministic)."""
+    """Eval set = the literature units' domain: the optimized weight goes there; the row, the file and the
+    retrained unions say so, with one verdict line; a plain rerun reuses the stored row and keeps the proof;
+    --force recomputes the same weights and keeps it too; the report shows it."""
     cfg, pool, _, _ = study_copy
     path = str(write_config(cfg, tmp_path / "c.yaml"))
     code, out, err = run_cli(["optimize", "--target", "literature", "--out", str(tmp_path / "w.json"),
                               "--validate", "-c", path], capsys)
     assert code == 0, err
     row = _rows(pool, "SELECT * FROM optimizations")[0]
-    weights = dict(zip(row["units"], row["weights"]))
-    assert weights["literature-00"] + weights["literature-01"] > 0.8, weights
+    optimized = dict(zip(row["units"], row["optimized_weights"]))
+    assert optimized["literature-00"] + optimized["literature-01"] > 0.8, optimized
     assert sum(row["weights"]) == pytest.approx(1) and row["objective"] == "literature"
     assert row["held_optimized"] is not None and row["fit_optimized"] < row["fit_uniform"]
     assert row["validated"] and row["unions_compared"] >= 3 and row["union_uniform"] is not None
+    # the one verdict, in the output and the table
+    gain, band = row["union_uniform"] - row["union_optimized"], row["noise_threshold"]
+    assert row["beats_uniform"] == (gain > band) and row["realized_gain"] == pytest.approx(gain)
+    line = (f"optimized beats uniform beyond the noise band: {'yes' if gain > band else 'no'} "
+            f"(gain {100 * math.expm1(gain):+.2f} %, band ±{100 * math.expm1(band):.2f} %)")
+    assert row["verdict"] == line and out.rstrip().endswith(line)
     doc = json.loads((tmp_path / "w.json").read_text())
-    assert doc["weights"] == {u: w for u, w in weights.items() if w > 0} and doc["budget_tokens"] == 4096
+    recommended = dict(zip(row["units"], row["weights"]))
+    assert doc["recommended"] == row["recommended"] and doc["budget_tokens"] == 4096
+    assert doc["weights"] == {u: w for u, w in recommended.items() if w > 0}
+    assert doc["optimized"]["weights"] == {u: w for u, w in optimized.items() if w > 0}
+    assert sum(doc["tokens"].values()) == 4096 == sum(doc["optimized"]["tokens"].values())
+    assert doc["domains"]["weights"] == pytest.approx({d: sum(w for u, w in recommended.items() if u.startswith(d))
+                                                       for d in ("fortunes", "literature")})
     assert "retrained on the held windows" in out and "stored as opt-" in out
     unions = list(pool.iter_metas("union"))
     assert any(m["units"] == UNITS and m["budget"] == "unit" for m in unions)  # the uniform union
     assert any(m.get("replicate") == 1 and m["budget"] == "unit" for m in unions)  # the noise band
-    assert row["proxy_error"] is None and "check the gain against the proxy's own error" in out  # no union yet
-    code, out, err = run_cli(["optimize", "--target", "literature", "-c", path], capsys)
+    # no trained union but the fixture's pair at `sum`: no error measured, the stated fallback decides, no "±" RMS
+    assert row["proxy_error"] is None and row["gate_rule"] == "window noise + prior"
+    assert "the proxy's own error is not measured here" in out and "root mean square" not in out
+
+    code, again_out, err = run_cli(["optimize", "--target", "literature", "-c", path], capsys)  # a plain rerun
     assert code == 0, err
     again = _rows(pool, "SELECT * FROM optimizations")
-    assert len(again) == 1 and again[0]["weights"] == row["weights"]  # same id, same numbers
-    # the validation trained the uniform union and the weighted one: now the gate knows the proxy's error
-    again = again[0]
-    assert again["proxy_error_unions"] == 1 and "the proxy's own error on this objective" in out
-    believed = again["resolved"] and again["held_gain"] > again["proxy_error"]
-    assert again["recommended"] == ("optimized" if believed else "uniform")
+    assert len(again) == 1 and again[0]["row_id"] == row["row_id"] and again[0]["created_at"] == row["created_at"]
+    assert again[0]["validated"] and again[0]["union_optimized"] == row["union_optimized"]  # the proof is kept
+    assert again[0]["noise_threshold"] == row["noise_threshold"] and again[0]["verdict"] == line
+    assert f"reused {row['row_id']}" in again_out and again_out.rstrip().endswith(line)
+
+    code, forced_out, err = run_cli(["optimize", "--target", "literature", "--force", "-c", path], capsys)
+    assert code == 0, err
+    forced = _rows(pool, "SELECT * FROM optimizations")
+    assert len(forced) == 1 and forced[0]["created_at"] > row["created_at"] and "stored as" in forced_out
+    assert forced[0]["optimized_weights"] == row["optimized_weights"]  # deterministic: same weights, proof kept
+    assert forced[0]["validated"] and forced[0]["union_optimized"] == row["union_optimized"]
+    # the validation trained the uniform union (the reference) and the weighted one: 1 union to measure, not 3
+    assert forced[0]["proxy_error_unions"] == 1 and forced[0]["proxy_error"] is None
+    assert "root mean square" not in forced_out and "this pool has 1" in forced_out
+
+    code, _, err = run_cli(["report", "--out", str(tmp_path / "rep"), "-c", path], capsys)
+    assert code == 0, err
+    report = (tmp_path / "rep" / "report.md").read_text()
+    section = report[report.index("## Optimized mixtures"):]
+    assert "literature" in section and line.split(": ", 1)[1].split(" (")[0] in section
+    assert f"{100 * math.expm1(gain):+.2f} %" in section and row["recommended"] in section
+
+
+def test_a_broken_guard_recommends_uniform_everywhere(study_copy, tmp_path, capsys):
+    """`optimize --target fortunes --max-loss literature:0 --out guard.json`: the guard breaks on the held windows,
+    so the table, the row and the file carry the uniform weights (integer tokens summing to the budget), the
+    optimized ones only under `optimized`, and the breach in %."""
+    cfg, pool, _, _ = study_copy
+    out_file = tmp_path / "guard.json"
+    code, out, err = run_cli(["optimize", "--target", "fortunes", "--max-loss", "literature:0", "--out",
+                              str(out_file), "-c", str(write_config(cfg, tmp_path / "c.yaml"))], capsys)
+    assert code == 0, err
+    row = _rows(pool, "SELECT * FROM optimizations")[0]
+    assert not row["guards_held"] and row["recommended"] == "uniform" and row["weights"] == [0.25] * 4
+    assert row["optimized_weights"] != row["weights"] and row["tokens"] == [1024] * 4
+    guard = json.loads(row["guards"])["literature"]
+    assert guard["breach_pct"] > 0 and guard["change_pct"] == pytest.approx(guard["breach_pct"])
+    assert f"breached by {guard['breach_pct']:.2f} %" in out and "train with the uniform weights" in out
+    assert "recommended: the uniform weights" in out
+    table = out[:out.index("recommended:")]
+    assert "│ 0.25   │ 1024   │ 0.25   │" in table  # the weight column is the recommendation
+    doc = json.loads(out_file.read_text())
+    assert doc["recommended"] == "uniform" and set(doc["weights"].values()) == {0.25}
+    assert doc["tokens"] == dict.fromkeys(UNITS, 1024) and doc["domains"]["tokens"] == {"fortunes": 2048,
+                                                                                        "literature": 2048}
+    assert doc["optimized"]["weights"] == {u: w for u, w in zip(UNITS, row["optimized_weights"]) if w > 0}
+    assert doc["guards"]["literature"]["breach_pct"] == pytest.approx(guard["breach_pct"])
+
+
+@pytest.mark.parametrize("route", ["merged", "ensemble", "regression"])
+def test_every_route_stores_the_recommendation_and_reuses_it(route, study_copy, tmp_path, capsys):
+    """Each route: the file's weights are the row's recommended ones; tokens are integers summing to the budget
+    (3 units' tokens, not divisible by 7 parts); an identical rerun reuses the row (nothing recomputed)."""
+    cfg, pool, _, _ = study_copy
+    path = str(write_config(cfg, tmp_path / "c.yaml"))
+    args = ["optimize", "--target", "literature", "--route", route, "--out", str(tmp_path / "w.yaml"), "-c", path]
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    row = _rows(pool, "SELECT * FROM optimizations")[0]
+    assert row["route"] == route and sum(row["tokens"]) == 4096 == sum(row["optimized_tokens"])
+    assert all(isinstance(t, int) for t in row["tokens"])
+    import yaml
+    doc = yaml.safe_load((tmp_path / "w.yaml").read_text())
+    assert doc["weights"] == {u: w for u, w in zip(row["units"], row["weights"]) if w > 0}
+    assert doc["recommended"] == row["recommended"]
+    if row["recommended"] == "uniform":
+        assert row["weights"] == [0.25] * 4
+    code, again, err = run_cli(args, capsys)
+    assert code == 0 and f"reused {row['row_id']}" in again, err
+    assert _rows(pool, "SELECT created_at FROM optimizations")[0]["created_at"] == row["created_at"]
+
+
+def test_tokens_are_integers_summing_to_the_budget_and_grouped_by_domain():
+    from ablate.optimize.optimization import by_domain, integer_tokens
+
+    for weights, budget in (([1, 1, 1], 16384), ([0.5, 0.25, 0.25, 0], 16383), ([0.7, 0.2, 0.1], 7)):
+        tokens = integer_tokens(weights, budget)
+        assert sum(tokens) == budget and all(isinstance(t, int) for t in tokens)
+        exact = [w / sum(weights) * budget for w in weights]
+        assert all(abs(t - e) < 1 for t, e in zip(tokens, exact))
+    assert integer_tokens([1, 1, 1], 16384) == [5462, 5461, 5461]
+    assert by_domain(["a", "b", "a"], [0.2, 0.5, 0.3]) == {"a": 0.5, "b": 0.5}
+
+
+def test_the_gate_needs_three_unions_to_claim_an_error():
+    """With fewer than 3 trained unions the RMS is not used (nor stored): the window noise plus the stated prior
+    decides; with 3 or more the measured error does."""
+    from ablate.optimize.optimization import PRIOR_PROXY_ERROR, gate
+
+    held = {"gain": 0.03, "gain_low": 0.02}
+    one = gate(held, {"rms": 0.0006, "unions": 1})
+    assert one["rule"] == "window noise + prior" and one["rms"] is None
+    assert one["threshold"] == pytest.approx(0.01 + PRIOR_PROXY_ERROR) and not one["believed"]
+    assert gate(held, None)["rule"] == "window noise + prior"
+    three = gate(held, {"rms": 0.0006, "unions": 3})
+    assert three["rule"] == "proxy error" and three["believed"] and three["rms"] == 0.0006
+    assert gate({"gain": 0.01, "gain_low": None}, None)["rule"] == "held law"
 
 
 def test_the_held_windows_are_never_seen(study):
@@ -108,8 +216,8 @@ def test_the_repetition_cap_holds(study_copy, tmp_path, capsys):
                               "--steps", "15", "-c", str(write_config(cfg, tmp_path / "c.yaml"))], capsys)
     assert code == 0, err
     row = _rows(pool, "SELECT * FROM optimizations")[0]
-    assert max(row["weights"]) <= 1 / 3 + 1e-9 and max(row["epochs"]) <= 1 + 1e-9
-    assert row["budget_tokens"] == 3 * 4096 and sum(row["tokens"]) == pytest.approx(3 * 4096, abs=4)
+    assert max(row["optimized_weights"]) <= 1 / 3 + 1e-9 and max(row["optimized_epochs"]) <= 1 + 1e-3
+    assert row["budget_tokens"] == 3 * 4096 and sum(row["tokens"]) == 3 * 4096 == sum(row["optimized_tokens"])
 
 
 def test_the_regression_route_fits_the_trained_mixtures(study_copy, tmp_path, capsys):
@@ -121,7 +229,7 @@ def test_the_regression_route_fits_the_trained_mixtures(study_copy, tmp_path, ca
     assert code == 0, err
     row = _rows(pool, "SELECT * FROM optimizations")[0]
     assert row["route"] == "regression" and "no interval" in out
-    weights = dict(zip(row["units"], row["weights"]))
+    weights = dict(zip(row["units"], row["optimized_weights"]))
     assert max(weights, key=weights.get).startswith("literature") and sum(row["weights"]) == pytest.approx(1)
 
 
@@ -131,7 +239,10 @@ BAD = [
     (["--target", "fortunes,literature", "--target-weights", "1,x"], "--target-weights"),
     (["--target", "fortunes", "--max-loss", "nope:5"], "unknown eval set 'nope'"),
     (["--target", "fortunes", "--max-loss", "5"], "EVAL_SET:PERCENT"),
-    (["--target", "fortunes", "--max-epochs", "0"], "max_epochs"),
+    (["--target", "fortunes", "--max-epochs", "0"], "--max-epochs must be > 0"),  # the flag typed, not --set
+    (["--target", "fortunes", "--steps", "0"], "--steps must be 1 or more"),
+    (["--target", "fortunes", "--floor", "1"], "--floor must be >= 0 and < 1"),
+    (["--target", "fortunes", "--tokens", "0"], "--tokens must be a positive"),
     (["--target", "fortunes", "--tokens", "10000000000000"], "max-epochs"),
     (["--target", "fortunes", "--units", "fortunes-00"], "2 or more units"),
     (["--target", "fortunes", "--out", "weights.txt"], ".json, .yaml or .yml"),
@@ -145,10 +256,17 @@ def test_bad_objectives_are_one_line_exit_2_and_touch_nothing(study_copy, tmp_pa
     cfg, pool, _, _ = study_copy
     path = str(write_config(cfg, tmp_path / "c.yaml"))
     before = tree_digest(pool.root)
-    for args, message in BAD:
+    a_file = tmp_path / "passwd"
+    a_file.write_text("not a folder\n")
+    (tmp_path / "folder.json").mkdir()
+    bad_out = [(["--target", "fortunes", "--out", str(a_file / "w.yaml")], f"{a_file} is a file, not a folder"),
+               (["--target", "fortunes", "--out", str(tmp_path / "folder.json")], "is a folder"),
+               (["--target", "nope", "--out", str(a_file / "w.yaml")], "is a file, not a folder")]  # the path first
+    for args, message in BAD + bad_out:
         code, _, err = run_cli(["optimize", *args, "-c", path], capsys)
         assert code == 2 and err.count("\n") == 1 and message in err, (args, err)
         assert tree_digest(pool.root) == before, args
+    assert a_file.read_text() == "not a folder\n"
 
 
 def test_search_and_sweep_rank_by_the_shared_objective(study_copy, tmp_path, capsys):
@@ -169,3 +287,26 @@ def test_search_and_sweep_rank_by_the_shared_objective(study_copy, tmp_path, cap
                               "-c", path], capsys)
     assert code == 0, err
     assert "for worst(fortunes,literature) by the merged proxy" in out
+
+
+def test_a_recompute_with_other_weights_keeps_the_validated_row(study_copy, tmp_path, capsys):
+    """--force after members changed in place (simulated: the stored validated row holds other weights): the new
+    row takes the id, the validated one stays in the table under its own id, superseded_by the new one."""
+    from ablate.store.results import read_optimization_row, write_optimization_row
+
+    cfg, pool, _, _ = study_copy
+    path = str(write_config(cfg, tmp_path / "c.yaml"))
+    args = ["optimize", "--target", "literature", "--steps", "5", "-c", path]
+    assert run_cli(args, capsys)[0] == 0
+    row = _rows(pool, "SELECT row_id FROM optimizations")[0]
+    stored = read_optimization_row(pool, row["row_id"])
+    write_optimization_row(pool, dict(stored, optimized_weights=[0.7, 0.1, 0.1, 0.1], validated=True,
+                                      union_optimized=5.0, union_uniform=5.1, noise_threshold=0.01,
+                                      verdict="optimized beats uniform beyond the noise band: yes", created_at=now()))
+    code, out, err = run_cli([*args, "--force"], capsys)
+    assert code == 0, err
+    rows = {r["row_id"]: r for r in _rows(pool, "SELECT * FROM optimizations")}
+    assert len(rows) == 2 and not rows[row["row_id"]]["validated"]
+    old = next(r for rid, r in rows.items() if rid != row["row_id"])
+    assert old["superseded_by"] == row["row_id"] and old["validated"] and old["union_optimized"] == 5.0
+    assert old["row_id"].startswith(row["row_id"] + "~")
