@@ -18,12 +18,13 @@ import typer
 
 from ablate.cli.shared import ConfigOpt, SetOpt, TruthOpt, open_study, print_rows, say
 from ablate.core.errors import UsageError
+from ablate.core.formats import fmt, yes_no
 from ablate.train.truths import BUDGETS, DEFAULT_TRUTH, QUESTIONS
 
 
 def _fmt_quality(q: dict) -> list:
-    return [q["n"], round(q["pearson"], 3), round(q["spearman"], 3), "yes" if q["top1"] else "no",
-            "yes" if q["top1_within_noise"] else "no", f"{100 * q['regret']:.2f} %",
+    return [q["n"], round(q["pearson"], 3), round(q["spearman"], 3), yes_no(q["top1"]),
+            yes_no(q["top1_within_noise"]), fmt(q["regret"], 2, pct=True),
             round(q["pairwise_agreement"], 3)]
 
 

@@ -21,6 +21,7 @@ import typer
 from ablate.cli.shared import (ConfigOpt, DryOpt, ForceOpt, MaxLossOpt, ObjectiveOpt, ScreenOpt, SetOpt, TargetOpt,
                                TargetWeightsOpt, TruthOpt, WeightsOpt, open_study, print_rows, say, say_screen)
 from ablate.core.errors import UsageError
+from ablate.core.formats import fmt
 from ablate.train.truths import DEFAULT_TRUTH
 
 
@@ -214,7 +215,7 @@ def say_ranking_notes(out: dict, truth: str) -> None:
     if first["union_rank"]:
         say(f"the proxy's choice ranks {first['union_rank']} of {first['n_unions_known']} known truths (trained "
             f"unions and units alone: a unit's truth is its member) (truth {truth!r}) for {out['objective']} "
-            f"(regret {100 * (first['union_ppl'] / out['best_union_ppl'] - 1):.2f} %)")
+            f"(regret {fmt(first['union_ppl'] / out['best_union_ppl'] - 1, 2, pct=True)})")
     if first["noise_floor"] is not None:
         say(f"noise floor: unions retrained with another data order differ by up to {first['noise_floor']:.2%} "
             f"(truth {truth!r}); candidates closer than that cannot be told apart by training them either")

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 from ablate.core.config import StudyConfig
 from ablate.core.errors import UsageError
-from ablate.fidelity.protocol import fmt
+from ablate.core.formats import fmt, yes_no
 
 # the proxies a length is scored with: no union needed, so each length's verdict costs no calibration
 LENGTH_PROXIES = ("merged", "ensemble")
@@ -166,8 +166,8 @@ def section(results: list[dict], source: str, seconds: float, plot_name: str | N
               "|---|---|---|---|---|---|---|---|"]
     for r in results:
         for q in r["rows"]:
-            lines.append(f"| {r['steps']} | {q['eval_set']} | {q['spearman']:.2f} | {'yes' if q['top1'] else 'no'} | "
-                         f"{'yes' if q['top1_within_noise'] else 'no'} | {fmt(q['regret'], 2, True)} | "
+            lines.append(f"| {r['steps']} | {q['eval_set']} | {q['spearman']:.2f} | {yes_no(q['top1'])} | "
+                         f"{yes_no(q['top1_within_noise'])} | {fmt(q['regret'], 2, True)} | "
                          f"{fmt(q['noise_sd'], 2, True)} | "
                          f"{r['true_best_rank'].get(q['eval_set'], 'n/a')} |")
     return "\n".join(lines) + "\n"

@@ -19,6 +19,7 @@ from ablate.scoring import proxies
 from ablate.fidelity.markdown import own_sections
 from ablate.fidelity.calibrate import held_out, noise_floor, plan_unions, score_predictions, union_keys
 from ablate.core.config import StudyConfig
+from ablate.core.formats import fmt, yes_no
 from ablate.store.pool import Pool, atomic_write_bytes
 from ablate.train.truths import DEFAULT_METHOD, QUESTIONS
 
@@ -94,12 +95,6 @@ def summarize(rows: list[dict]) -> dict:
             "median_spearman": statistics.median(sp) if sp else math.nan, "min_spearman": min(sp) if sp else math.nan,
             "worst_regret": max(r["regret"] for r in rows) if rows else math.nan,
             "pairwise": statistics.mean(pw) if pw else math.nan}
-
-
-def fmt(v, digits=2, pct=False) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "n/a"
-    return f"{100 * v:.{digits}f} %" if pct else f"{v:.{digits}f}"
 
 
 def _table(rows: list[dict], keys: list[str]) -> list[str]:
@@ -242,7 +237,7 @@ def write_markdown(results: list[dict], out: Path, seconds: float, sources: list
               "pairwise |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['study']} | {r['budget']} | {r['m']} | {r['held_out']} | {r['proxy']} | {r['eval_set']} | "
-                     f"{r.get('target', 'n/a')} | {fmt(r['pearson'])} | {fmt(r['spearman'])} | {'yes' if r['top1'] else 'no'} | "
+                     f"{r.get('target', 'n/a')} | {fmt(r['pearson'])} | {fmt(r['spearman'])} | {yes_no(r['top1'])} | "
                      f"{fmt(r['regret'], 2, True)} | {fmt(r['pairwise_agreement'])} |")
     out = Path(out)
     kept = own_sections(out.read_text()) if out.exists() else ""  # slow sections other commands own

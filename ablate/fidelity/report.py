@@ -27,6 +27,7 @@ from pathlib import Path
 
 from ablate.core.config import StudyConfig
 from ablate.core.errors import UsageError
+from ablate.core.formats import num, num_pct, ratio, yes_no
 from ablate.scoring.merge import merge_id
 from ablate.store.index import Index
 from ablate.store.schema import MIN_MIXTURES
@@ -116,9 +117,9 @@ def growth(pool: Pool, scope: Priced) -> list[dict]:
 
 
 def _quality_cells(q: dict) -> str:
-    return (f"{_num(q['pearson'], 3)} | {_num(q['spearman'], 3)} | {'yes' if q['top1'] else 'no'}"
+    return (f"{num(q['pearson'], 3)} | {num(q['spearman'], 3)} | {yes_no(q['top1'])}"
             f"{' (within noise)' if q['top1_within_noise'] and not q['top1'] else ''} | "
-            f"{_num(100 * q['regret'], 2)} % | {_num(q['pairwise_agreement'], 3)}")
+            f"{num_pct(q['regret'])} | {num(q['pairwise_agreement'], 3)}")
 
 
 def truth_order(pool: Pool) -> list[str]:
@@ -148,7 +149,7 @@ def fidelity_markdown(pool: Pool) -> list[str]:
                   "| eval set | n | noise sd | proxy | Pearson | Spearman | top-1 | regret | pairwise (beyond noise) |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for r in sorted(rows, key=lambda r: (r["eval_set"], r["proxy"] != "merged", r["proxy"])):
-            lines.append(f"| {r['eval_set']} | {r['n']} | {_num(r['noise_sd'], 3)} | {r['proxy']} | "
+            lines.append(f"| {r['eval_set']} | {r['n']} | {num(r['noise_sd'], 3)} | {r['proxy']} | "
                          + _quality_cells(r) + " |")
         lines.append("")
     return lines or _raw_fidelity_markdown(pool)
@@ -162,9 +163,9 @@ def _raw_fidelity_markdown(pool: Pool) -> list[str]:
              "| ground truth | eval set | n | Pearson (log ppl) | Spearman | top-1 | regret | proxy's best | true best |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['budget']} | {r['eval_set']} | {r['n_mixtures']} | {_num(r['pearson_log_ppl'])} | "
-                     f"{_num(r['spearman_log_ppl'])} | {_yes_no(r['top1_agree'])} | "
-                     f"{_pct(r['regret'])} | {'+'.join(r['proxy_best'])} | {'+'.join(r['true_best'])} |")
+        lines.append(f"| {r['budget']} | {r['eval_set']} | {r['n_mixtures']} | {num(r['pearson_log_ppl'])} | "
+                     f"{num(r['spearman_log_ppl'])} | {yes_no(r['top1_agree'])} | "
+                     f"{num_pct(r['regret'])} | {'+'.join(r['proxy_best'])} | {'+'.join(r['true_best'])} |")
     return lines
 
 
@@ -180,8 +181,8 @@ def cost_markdown(pool: Pool, scope: Priced) -> list[str]:
              "retraining all mixtures (extrapolated: k x mean unit cost) | ratio |", "|---|---|---|---|---|"]
     for key, label, scale in (("energy_kwh", "energy (Wh)", 1000), ("wall_s", "seconds", 1), ("flops", "FLOPs", 1)):
         v = c[key]
-        lines.append(f"| {label} | {_num(v['simulation'] * scale)} | {_num(v['unions_measured'] * scale)} | "
-                     f"{_num(v['retrain_all_extrapolated'] * scale)} | {_ratio(v['ratio'])} |")
+        lines.append(f"| {label} | {num(v['simulation'] * scale)} | {num(v['unions_measured'] * scale)} | "
+                     f"{num(v['retrain_all_extrapolated'] * scale)} | {ratio(v['ratio'])} |")
     methods = Index(pool).rows("SELECT DISTINCT energy_method FROM models WHERE kind <> 'seed' AND recipe_id = ? "
                                "ORDER BY 1", [scope.recipe_id])
     lines += ["", "Energy method: " + ("; ".join(m["energy_method"] for m in methods) or "n/a (nothing trained)")]
@@ -198,10 +199,10 @@ def budget_markdown(pool: Pool, scope: Priced) -> list[str]:
     for r in rows:
         big = max(x["n"] for x in rows if x["eval_set"] == r["eval_set"] and x["budget"] == r["budget"])
         if r["n"] in (1, max(1, big // 2), big):
-            lines.append(f"| {r['budget']} | {r['eval_set']} | {r['n']} | {_num(r['retrain_expected_best_ppl'])} ± "
-                         f"{_num(r['retrain_sd'], 3)} | {_num(1000 * (r['retrain_kwh'] or 0))} | "
-                         f"{_num(r['proxy_expected_best_ppl'])} ± {_num(r['proxy_sd'], 3)} | "
-                         f"{_num(1000 * (r['sim_kwh'] or 0))} |")
+            lines.append(f"| {r['budget']} | {r['eval_set']} | {r['n']} | {num(r['retrain_expected_best_ppl'])} ± "
+                         f"{num(r['retrain_sd'], 3)} | {num(1000 * (r['retrain_kwh'] or 0))} | "
+                         f"{num(r['proxy_expected_best_ppl'])} ± {num(r['proxy_sd'], 3)} | "
+                         f"{num(1000 * (r['sim_kwh'] or 0))} |")
     return lines + ["", f"Full curves: `ablate sql \"SELECT * FROM budget_curve WHERE recipe_id = '{scope.recipe_id}'\"`."]
 
 
@@ -217,8 +218,8 @@ def search_markdown(pool: Pool) -> list[str]:
         if r["rank"] <= 5 or r["validated"]:
             lines.append(f"| {r['target']} | {r['method']} | {r.get('budget') or 'sum'} | {r['rank']} | "
                          f"{'+'.join(r['mixture'])} | "
-                         f"{','.join(f'{w:.2f}' for w in r['weights'])} | {_num(r['proxy_ppl'])} | "
-                         f"{_num(r['union_ppl'])} | {r['union_rank'] or '-'} of {r['n_unions_known']} | "
+                         f"{','.join(f'{w:.2f}' for w in r['weights'])} | {num(r['proxy_ppl'])} | "
+                         f"{num(r['union_ppl'])} | {r['union_rank'] or '-'} of {r['n_unions_known']} | "
                          f"{'yes' if r['validated'] else 'no'} |")
     return lines
 
@@ -278,33 +279,13 @@ def growth_markdown(rows: list[dict]) -> list[str]:
     lines = ["", "## A growing pool: amortized cost per mixture", "",
              "| units | mixtures | scored | simulation Wh/mixture | retraining Wh/mixture |", "|---|---|---|---|---|"]
     for g in rows:
-        lines.append(f"| {g['units']} | {g['mixtures']} | {g['scored']} | {_num(g['amortized_wh'])} | "
-                     f"{_num(g['retrain_wh_per_mixture'])} |")
+        lines.append(f"| {g['units']} | {g['mixtures']} | {g['scored']} | {num(g['amortized_wh'])} | "
+                     f"{num(g['retrain_wh_per_mixture'])} |")
     return lines
 
 
 def verdict_markdown(pool: Pool, scope: Priced) -> str:
     return "\n".join(fidelity_markdown(pool) + cost_markdown(pool, scope)) + "\n"
-
-
-def _yes_no(v) -> str:
-    return "n/a" if v is None else ("yes" if v else "no")
-
-
-def _pct(v) -> str:
-    return "n/a" if v is None else f"{_num(100 * v, 2)} %"
-
-
-def _ratio(v) -> str:
-    """A ratio with its x, or n/a alone (never "n/ax")."""
-    text = _num(v, 2)
-    return text if text == "n/a" else f"{text}x"
-
-
-def _num(v, digits: int = 4) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "n/a"
-    return f"{v:.{digits}g}" if abs(v) < 1e4 else f"{v:.3e}"
 
 
 def write_report(pool: Pool, out: Path, scope: Priced) -> Path:

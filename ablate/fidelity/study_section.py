@@ -17,7 +17,8 @@ import statistics
 from pathlib import Path
 
 from ablate.fidelity.markdown import STUDY_PREFIX, replace_section
-from ablate.fidelity.protocol import fmt, headline, said, summarize
+from ablate.core.formats import fmt, yes_no
+from ablate.fidelity.protocol import headline, said, summarize
 from ablate.store.pool import Pool, atomic_write_bytes
 
 GOAL_TOP1_SHARE, GOAL_SPEARMAN = 0.8, 0.9  # issue 23: top-1 on >= 4 of 5 eval sets, median Spearman >= 0.9
@@ -103,8 +104,8 @@ def section(result: dict, source: str, seconds: float, distance: dict) -> str:
               "|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         if r["m"] == 0 and r["budget"] == "unit":
-            lines.append(f"| {r['proxy']} | {r['eval_set']} | {fmt(r['spearman'])} | {'yes' if r['top1'] else 'no'} | "
-                         f"{'yes' if r['top1_within_noise'] else 'no'} | {fmt(r['regret'], 2, True)} | "
+            lines.append(f"| {r['proxy']} | {r['eval_set']} | {fmt(r['spearman'])} | {yes_no(r['top1'])} | "
+                         f"{yes_no(r['top1_within_noise'])} | {fmt(r['regret'], 2, True)} | "
                          f"{fmt(r.get('noise_sd'), 2, True)} |")
     return "\n".join(lines) + "\n"
 

@@ -13,28 +13,21 @@ import json
 import math
 from pathlib import Path
 
+from ablate.core.formats import fmt, rel
 from ablate.store.pool import atomic_write_bytes
 
 HEADING = "## Optimized mixtures, retrained (equal compute)"
 CAPTURE_GOAL, REGRET_GOAL = 0.8, math.log(1.01)
 
 
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.0f} %"
-
-
 def _captured(c: dict, key: str) -> str:
     """A share of the best known gain; meaningless (n/a) when that gain is inside the noise band."""
-    return _pct(c[key]) if c["best_gain"] > c["noise"] else "n/a (best within noise)"
+    return fmt(c[key], 0, pct=True) if c["best_gain"] > c["noise"] else "n/a (best within noise)"
 
 
 def _error(c: dict) -> str:
     """The proxy's error on the calibration unions (cases from before the gate have none)."""
-    return "n/a" if c.get("proxy_error") is None else f"±{_rel(c['proxy_error'])[1:]}"
-
-
-def _rel(x: float) -> str:
-    return f"{100 * (math.exp(x) - 1):+.2f} %"
+    return "n/a" if c.get("proxy_error") is None else f"±{rel(c['proxy_error'])[1:]}"
 
 
 def goals(studies: list[dict]) -> list[str]:
@@ -100,7 +93,7 @@ def routes_by_target(studies: list[dict]) -> list[str]:
                                               f"{len(beyond)}")
             lines.append(f"| {target} | {route} | {len(have)} | {sum(c[gain] >= -c['noise'] for c in have)}/"
                          f"{len(have)} | {sum(c[cap] >= CAPTURE_GOAL for c in beyond)}/{len(beyond)} | "
-                         f"{_pct(median)} | {follow} |")
+                         f"{fmt(median, 0, pct=True)} | {follow} |")
     return lines + [""]
 
 
@@ -137,10 +130,10 @@ def loso_lines(runs: dict[float, list[dict]]) -> list[str]:
     for p in picks:
         cases = p["result"]["cases"]
         cap = [c for c in cases if c["captured"] is not None]
-        lines.append(f"| {p['study']} | {p['chosen_lr']:g} | {_rel(mean_gain(p['result']))} | "
+        lines.append(f"| {p['study']} | {p['chosen_lr']:g} | {rel(mean_gain(p['result']))} | "
                      f"{sum(c['realized_gain'] >= -c['noise'] for c in cases)}/{len(cases)} | "
                      f"{sum(c['captured'] >= CAPTURE_GOAL for c in cap)}/{len(cap)} | "
-                     + " | ".join(_rel(mean_gain(next(s for s in runs[lr] if s["study"] == p["study"])))
+                     + " | ".join(rel(mean_gain(next(s for s in runs[lr] if s["study"] == p["study"])))
                                   for lr in sorted(runs)) + " |")
     return lines + [""]
 
@@ -171,15 +164,15 @@ def section(studies: list[dict], seconds: float, runs: dict[float, list[dict]] |
                   "| regret | grid regret | unions |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for c in s["cases"]:
-            ens = (f"{_rel(c['ensemble_gain'])} ({c['ensemble_recommended']})" if "ensemble_gain" in c else "n/a")
+            ens = (f"{rel(c['ensemble_gain'])} ({c['ensemble_recommended']})" if "ensemble_gain" in c else "n/a")
             lines.append(f"| {c['objective']} | {c.get('target', 'n/a')} | {c['recommended']} | "
-                         f"{_rel(c['held_predicted_gain'])} | "
-                         f"{_error(c)} | {_rel(c['realized_gain'])} | ±{_rel(c['noise'])[1:]} | {ens} | "
-                         f"{_rel(c['grid_gain'])} | "
-                         f"{_rel(c['regression_gain'])} | {_rel(c['best_gain'])} | {_captured(c, 'captured')} | "
+                         f"{rel(c['held_predicted_gain'])} | "
+                         f"{_error(c)} | {rel(c['realized_gain'])} | ±{rel(c['noise'])[1:]} | {ens} | "
+                         f"{rel(c['grid_gain'])} | "
+                         f"{rel(c['regression_gain'])} | {rel(c['best_gain'])} | {_captured(c, 'captured')} | "
                          f"{_captured(c, 'ensemble_captured') if 'ensemble_captured' in c else 'n/a'} | "
                          f"{_captured(c, 'grid_captured')} | {_captured(c, 'regression_captured')} | "
-                         f"{_rel(c['regret'])} | {_rel(c['grid_regret'])} | {c['unions_compared']} |")
+                         f"{rel(c['regret'])} | {rel(c['grid_regret'])} | {c['unions_compared']} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from ablate.core.config import StudyConfig
+from ablate.core.formats import signed_pct
 from ablate.store.pool import Pool
 
 
@@ -51,7 +52,7 @@ def run_demo(cfg: StudyConfig, pool: Pool, report_dir: Path, log=print) -> str:
                 f"proxy {r['proxy_ppl']:.1f}" + (" (tied with #1)" if r["tied_top"] and r["rank"] > 1 else "")
                 + (f", {DEFAULT_TRUTH} union {r['union_ppl']:.1f} (rank {r['union_rank']} "
                    f"of {r['n_unions_known']} known, units alone included; vs the best of them "
-                   f"{100 * (r['union_ppl'] / found['best_union_ppl'] - 1):+.2f} %)" if r["union_ppl"] else ""))
+                   f"{signed_pct(r['union_ppl'] / found['best_union_ppl'] - 1)})" if r["union_ppl"] else ""))
         for line in found["notes"]:
             log(f"      {line}")
     log("[8/8] verdict")
