@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 from ablate.core.config import StudyConfig
 from ablate.core.errors import UsageError
 from ablate.core.formats import fmt, yes_no
+from ablate.fidelity.markdown import LENGTHS_HEADING, markdown_table
 
 # the proxies a length is scored with: no union needed, so each length's verdict costs no calibration
 LENGTH_PROXIES = ("merged", "ensemble")
@@ -133,8 +134,6 @@ def true_best_ranks(pool_path: str) -> dict[str, int]:
 
 def section(results: list[dict], source: str, seconds: float, plot_name: str | None) -> str:
     """FIDELITY.md's unit-length section: one row per length, the trend said in words, the plot."""
-    from ablate.fidelity.markdown import LENGTHS_HEADING
-
     steps = ",".join(str(r["steps"]) for r in results)
     lines = [LENGTHS_HEADING, "",
              f"Regenerate: `ablate fidelity {source} --unit-steps {steps} --out FIDELITY.md` "
@@ -146,30 +145,25 @@ def section(results: list[dict], source: str, seconds: float, plot_name: str | N
              "uniform merge against the equal-compute truth (every multi-unit mixture trained with one unit's "
              "tokens), per eval set; the noise floor is the median over eval sets of the sd of log perplexity "
              "between replicate unions (another data order); distance = ||θ − θ_seed|| / ||θ_seed||, median "
-             "over the units' members and over the truths' unions.", "",
-             "| unit steps | unit tokens | truths | top-1 | top-1 within noise | median Spearman | min Spearman "
-             "| worst regret | true best in the merge's top | noise floor (sd) | distance, units | distance, unions "
-             "| training (units + truths) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in results:
-        s, d = r["summary"], r["distance"]
-        lines.append(f"| {r['steps']} | {r['unit_tokens']:,} | {r['n_truths']} | {s['top1']}/{s['evals']} | "
-                     f"{s['top1_noise']}/{s['evals']} | {s['median_spearman']:.2f} | {s['min_spearman']:.2f} | "
-                     f"{fmt(s['worst_regret'], 2, True)} | {max(r['true_best_rank'].values(), default=0)} | "
-                     f"{fmt(r['noise_sd'], 2, True)} | {fmt(d.get('unit'), 1, True)} | "
-                     f"{fmt(d.get('union'), 1, True)} | {r['train_s'] / 60:.1f} min |")
+             "over the units' members and over the truths' unions.", ""]
+    lines += markdown_table(
+        ["unit steps", "unit tokens", "truths", "top-1", "top-1 within noise", "median Spearman", "min Spearman",
+         "worst regret", "true best in the merge's top", "noise floor (sd)", "distance, units", "distance, unions",
+         "training (units + truths)"],
+        ([r["steps"], f"{r['unit_tokens']:,}", r["n_truths"], f"{s['top1']}/{s['evals']}", f"{s['top1_noise']}/{s['evals']}",
+          f"{s['median_spearman']:.2f}", f"{s['min_spearman']:.2f}", fmt(s["worst_regret"], 2, True),
+          max(r["true_best_rank"].values(), default=0), fmt(r["noise_sd"], 2, True), fmt(d.get("unit"), 1, True),
+          fmt(d.get("union"), 1, True), f"{r['train_s'] / 60:.1f} min"]
+         for r, s, d in ((r, r["summary"], r["distance"]) for r in results)))
     lines += ["", trend(results), ""] + by_target(results)
     if plot_name:
         lines += [f"![fidelity vs unit length]({plot_name})", ""]
-    lines += ["Per eval set (rank of the true best: where the merge ranks the mixture retraining found best):", "",
-              "| unit steps | eval set | Spearman | top-1 | within noise | regret | noise sd | rank of the true best |",
-              "|---|---|---|---|---|---|---|---|"]
-    for r in results:
-        for q in r["rows"]:
-            lines.append(f"| {r['steps']} | {q['eval_set']} | {q['spearman']:.2f} | {yes_no(q['top1'])} | "
-                         f"{yes_no(q['top1_within_noise'])} | {fmt(q['regret'], 2, True)} | "
-                         f"{fmt(q['noise_sd'], 2, True)} | "
-                         f"{r['true_best_rank'].get(q['eval_set'], 'n/a')} |")
+    lines += ["Per eval set (rank of the true best: where the merge ranks the mixture retraining found best):", ""]
+    lines += markdown_table(
+        ["unit steps", "eval set", "Spearman", "top-1", "within noise", "regret", "noise sd", "rank of the true best"],
+        ([r["steps"], q["eval_set"], f"{q['spearman']:.2f}", yes_no(q["top1"]), yes_no(q["top1_within_noise"]),
+          fmt(q["regret"], 2, True), fmt(q["noise_sd"], 2, True), r["true_best_rank"].get(q["eval_set"], "n/a")]
+         for r in results for q in r["rows"]))
     return "\n".join(lines) + "\n"
 
 
@@ -177,16 +171,11 @@ def by_target(results: list[dict]) -> list[str]:
     """The unfitted proxies per length, eval-only targets (no unit of that domain) apart from covered ones."""
     if not any(r.get("by_proxy") for r in results):
         return []
-    lines = ["Per proxy and kind of target (m = 0: no union trained; eval-only = no unit of that domain):", "",
-             "| unit steps | proxy | targets | top-1 | top-1 within noise | median Spearman | min Spearman | "
-             "worst regret |", "|---|---|---|---|---|---|---|---|"]
-    for r in results:
-        for proxy, per in r.get("by_proxy", {}).items():
-            for target, s in per.items():
-                lines.append(f"| {r['steps']} | {proxy} | {target} | {s['top1']}/{s['evals']} | "
-                             f"{s['top1_noise']}/{s['evals']} | {fmt(s['median_spearman'])} | "
-                             f"{fmt(s['min_spearman'])} | {fmt(s['worst_regret'], 2, True)} |")
-    return lines + [""]
+    return ["Per proxy and kind of target (m = 0: no union trained; eval-only = no unit of that domain):", ""] + markdown_table(
+        ["unit steps", "proxy", "targets", "top-1", "top-1 within noise", "median Spearman", "min Spearman", "worst regret"],
+        ([r["steps"], proxy, target, f"{s['top1']}/{s['evals']}", f"{s['top1_noise']}/{s['evals']}",
+          fmt(s["median_spearman"]), fmt(s["min_spearman"]), fmt(s["worst_regret"], 2, True)]
+         for r in results for proxy, per in r.get("by_proxy", {}).items() for target, s in per.items())) + [""]
 
 
 def trend(results: list[dict]) -> str:

@@ -1,6 +1,7 @@
 """FIDELITY.md is written by several commands, each owning one `## ` section; this keeps them apart.
 
 How to run (from Python):
+    lines = markdown_table(["eval set", "n"], [["fiction", 11]])               # "| eval set | n |", "|---|---|", ...
     replace_section(Path("FIDELITY.md"), "## Fidelity vs unit length", text)   # replaces it, or appends it
     kept = own_sections(old_text)                                              # what a full rewrite keeps
 
@@ -11,6 +12,7 @@ regenerate (hours on a CPU) and do not depend on the protocol's studies.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from ablate.store.pool import atomic_write_bytes
@@ -18,6 +20,15 @@ from ablate.store.pool import atomic_write_bytes
 LENGTHS_HEADING = "## Fidelity vs unit length"
 STUDY_PREFIX = "## Study: "  # a study reported on its own (`ablate fidelity CONFIG --section`)
 OWNED_HEADINGS = (LENGTHS_HEADING, STUDY_PREFIX)
+
+
+def markdown_table(header: list[str], rows: Iterable[Iterable]) -> list[str]:
+    """The lines of a markdown table: the header, its rule, then one line per row (each cell as str() writes it)."""
+    return [_table_line(header), "|" + "---|" * len(header)] + [_table_line(row) for row in rows]
+
+
+def _table_line(cells: Iterable) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
 def _split(text: str) -> list[str]:

@@ -16,7 +16,7 @@ import statistics
 from pathlib import Path
 
 from ablate.scoring import proxies
-from ablate.fidelity.markdown import own_sections
+from ablate.fidelity.markdown import markdown_table, own_sections
 from ablate.fidelity.calibrate import held_out, noise_floor, plan_unions, score_predictions, union_keys
 from ablate.core.config import StudyConfig
 from ablate.core.formats import fmt, yes_no
@@ -98,17 +98,15 @@ def summarize(rows: list[dict]) -> dict:
 
 
 def _table(rows: list[dict], keys: list[str]) -> list[str]:
-    lines = [f"| {' | '.join(keys)} | fit cost (unit trainings) | eval sets | top-1 | top-1 within noise | "
-             "median Spearman | min Spearman | worst regret | pairwise beyond noise |", "|" + "---|" * (len(keys) + 8)]
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault(tuple(r[k] for k in keys), []).append(r)
-    for g, rs in groups.items():
-        s = summarize(rs)
-        lines.append(f"| {' | '.join(str(x) for x in g)} | {s['cost']:.1f} | {s['evals']} | {s['top1']}/{s['evals']} | "
-                     f"{s['top1_noise']}/{s['evals']} | {fmt(s['median_spearman'])} | {fmt(s['min_spearman'])} | "
-                     f"{fmt(s['worst_regret'], 2, True)} | {fmt(s['pairwise'])} |")
-    return lines
+    return markdown_table(
+        [*keys, "fit cost (unit trainings)", "eval sets", "top-1", "top-1 within noise", "median Spearman",
+         "min Spearman", "worst regret", "pairwise beyond noise"],
+        ([*g, f"{s['cost']:.1f}", s["evals"], f"{s['top1']}/{s['evals']}", f"{s['top1_noise']}/{s['evals']}",
+          fmt(s["median_spearman"]), fmt(s["min_spearman"]), fmt(s["worst_regret"], 2, True), fmt(s["pairwise"])]
+         for g, s in ((g, summarize(rs)) for g, rs in groups.items())))
 
 
 def worse_than_merged(rows: list[dict], proxy: str) -> int:
@@ -133,13 +131,12 @@ def ranked(rows: list[dict], budget: str, target: str | None = None) -> list[tup
 
 
 def headline(rows: list[dict], budget: str, target: str | None = None) -> list[str]:
-    lines = ["| m | proxy | fit cost (unit trainings, mean) | top-1 | top-1 within noise | median Spearman | "
-             "worst regret | eval sets worse than merged |", "|---|---|---|---|---|---|---|---|"]
-    for label, proxy, s, worse in ranked(rows, budget, target):
-        lines.append(f"| {label} | {proxy} | {s['cost']:.1f} | {s['top1']}/{s['evals']} "
-                     f"({fmt(s['top1'] / s['evals'], 0, True)}) | {s['top1_noise']}/{s['evals']} | "
-                     f"{fmt(s['median_spearman'])} | {fmt(s['worst_regret'], 2, True)} | {worse} |")
-    return lines
+    return markdown_table(
+        ["m", "proxy", "fit cost (unit trainings, mean)", "top-1", "top-1 within noise", "median Spearman",
+         "worst regret", "eval sets worse than merged"],
+        ([label, proxy, f"{s['cost']:.1f}", f"{s['top1']}/{s['evals']} ({fmt(s['top1'] / s['evals'], 0, True)})",
+          f"{s['top1_noise']}/{s['evals']}", fmt(s["median_spearman"]), fmt(s["worst_regret"], 2, True), worse]
+         for label, proxy, s, worse in ranked(rows, budget, target)))
 
 
 def said(s: dict) -> str:
@@ -232,13 +229,12 @@ def write_markdown(results: list[dict], out: Path, seconds: float, sources: list
         lines += headline(rows, budget)
         lines += ["", "### All studies pooled, min Spearman and pairwise agreement", ""] + _table(part, ["m_label", "proxy"])
         lines += ["", "### Per study", ""] + _table(part, ["study", "target", "m", "proxy"])
-    lines += ["", "## Per eval set (every study, truth, m and proxy)", "",
-              "| study | truth | m | held out | proxy | eval set | target | Pearson | Spearman | top-1 | regret | "
-              "pairwise |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['study']} | {r['budget']} | {r['m']} | {r['held_out']} | {r['proxy']} | {r['eval_set']} | "
-                     f"{r.get('target', 'n/a')} | {fmt(r['pearson'])} | {fmt(r['spearman'])} | {yes_no(r['top1'])} | "
-                     f"{fmt(r['regret'], 2, True)} | {fmt(r['pairwise_agreement'])} |")
+    lines += ["", "## Per eval set (every study, truth, m and proxy)", ""] + markdown_table(
+        ["study", "truth", "m", "held out", "proxy", "eval set", "target", "Pearson", "Spearman", "top-1", "regret",
+         "pairwise"],
+        ([r["study"], r["budget"], r["m"], r["held_out"], r["proxy"], r["eval_set"], r.get("target", "n/a"),
+          fmt(r["pearson"]), fmt(r["spearman"]), yes_no(r["top1"]), fmt(r["regret"], 2, True),
+          fmt(r["pairwise_agreement"])] for r in rows))
     out = Path(out)
     kept = own_sections(out.read_text()) if out.exists() else ""  # slow sections other commands own
     atomic_write_bytes(out, ("\n".join(lines) + "\n" + ("\n\n" + kept if kept else "")).encode())

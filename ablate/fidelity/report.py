@@ -28,6 +28,7 @@ from pathlib import Path
 from ablate.core.config import StudyConfig
 from ablate.core.errors import UsageError
 from ablate.core.formats import num, num_pct, ratio, yes_no
+from ablate.fidelity.markdown import markdown_table
 from ablate.scoring.merge import merge_id
 from ablate.store.index import Index
 from ablate.store.schema import MIN_MIXTURES
@@ -116,10 +117,10 @@ def growth(pool: Pool, scope: Priced) -> list[dict]:
     return out
 
 
-def _quality_cells(q: dict) -> str:
-    return (f"{num(q['pearson'], 3)} | {num(q['spearman'], 3)} | {yes_no(q['top1'])}"
-            f"{' (within noise)' if q['top1_within_noise'] and not q['top1'] else ''} | "
-            f"{num_pct(q['regret'])} | {num(q['pairwise_agreement'], 3)}")
+def _quality_cells(q: dict) -> list[str]:
+    return [num(q["pearson"], 3), num(q["spearman"], 3),
+            yes_no(q["top1"]) + (" (within noise)" if q["top1_within_noise"] and not q["top1"] else ""),
+            num_pct(q["regret"]), num(q["pairwise_agreement"], 3)]
 
 
 def truth_order(pool: Pool) -> list[str]:
@@ -145,12 +146,11 @@ def fidelity_markdown(pool: Pool) -> list[str]:
                   "Multi-unit uniform mixtures with a trained union. Fitted proxies (calibrated, regression) "
                   "leave-one-union-out on this pool; FIDELITY.md has the protocol on studies they were not tuned on. "
                   "Noise floor: sd of log union ppl across replicate unions; pairs closer than 2·√2·sd are not "
-                  "counted as rank errors.", "",
-                  "| eval set | n | noise sd | proxy | Pearson | Spearman | top-1 | regret | pairwise (beyond noise) |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        for r in sorted(rows, key=lambda r: (r["eval_set"], r["proxy"] != "merged", r["proxy"])):
-            lines.append(f"| {r['eval_set']} | {r['n']} | {num(r['noise_sd'], 3)} | {r['proxy']} | "
-                         + _quality_cells(r) + " |")
+                  "counted as rank errors.", ""]
+        lines += markdown_table(
+            ["eval set", "n", "noise sd", "proxy", "Pearson", "Spearman", "top-1", "regret", "pairwise (beyond noise)"],
+            ([r["eval_set"], r["n"], num(r["noise_sd"], 3), r["proxy"], *_quality_cells(r)]
+             for r in sorted(rows, key=lambda r: (r["eval_set"], r["proxy"] != "merged", r["proxy"]))))
         lines.append("")
     return lines or _raw_fidelity_markdown(pool)
 
@@ -159,14 +159,12 @@ def _raw_fidelity_markdown(pool: Pool) -> list[str]:
     rows = [r for r in fidelity(pool) if r["proxy"] == "merged"]
     few = [f"n/a: fewer than {MIN_MIXTURES} mixtures with a trained union, too few to rank.", ""]
     lines = ["## Proxy fidelity (merged vs union, multi-unit mixtures)", "",
-             *(few if any(r["n_mixtures"] < MIN_MIXTURES for r in rows) else []),
-             "| ground truth | eval set | n | Pearson (log ppl) | Spearman | top-1 | regret | proxy's best | true best |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['budget']} | {r['eval_set']} | {r['n_mixtures']} | {num(r['pearson_log_ppl'])} | "
-                     f"{num(r['spearman_log_ppl'])} | {yes_no(r['top1_agree'])} | "
-                     f"{num_pct(r['regret'])} | {'+'.join(r['proxy_best'])} | {'+'.join(r['true_best'])} |")
-    return lines
+             *(few if any(r["n_mixtures"] < MIN_MIXTURES for r in rows) else [])]
+    return lines + markdown_table(
+        ["ground truth", "eval set", "n", "Pearson (log ppl)", "Spearman", "top-1", "regret", "proxy's best", "true best"],
+        ([r["budget"], r["eval_set"], r["n_mixtures"], num(r["pearson_log_ppl"]), num(r["spearman_log_ppl"]),
+          yes_no(r["top1_agree"]), num_pct(r["regret"]), "+".join(r["proxy_best"]), "+".join(r["true_best"])]
+         for r in rows))
 
 
 def cost_markdown(pool: Pool, scope: Priced) -> list[str]:
@@ -193,16 +191,18 @@ def budget_markdown(pool: Pool, scope: Priced) -> list[str]:
     rows = Index(pool).rows("SELECT * FROM budget_curve WHERE recipe_id = ?", [scope.recipe_id])
     if not rows:
         return []
-    lines = ["", "## Budget curves (expected best union ppl after n random mixtures; Dodge et al. 2019)", "",
-             "| ground truth | eval set | n | retraining: E[best] ± sd | its energy (Wh) | simulation: E[true ppl of "
-             "proxy's pick] ± sd | its energy (Wh) |", "|---|---|---|---|---|---|---|"]
-    for r in rows:
+
+    def shown(r: dict) -> bool:  # n = 1, half the largest n and the largest, per truth and eval set
         big = max(x["n"] for x in rows if x["eval_set"] == r["eval_set"] and x["budget"] == r["budget"])
-        if r["n"] in (1, max(1, big // 2), big):
-            lines.append(f"| {r['budget']} | {r['eval_set']} | {r['n']} | {num(r['retrain_expected_best_ppl'])} ± "
-                         f"{num(r['retrain_sd'], 3)} | {num(1000 * (r['retrain_kwh'] or 0))} | "
-                         f"{num(r['proxy_expected_best_ppl'])} ± {num(r['proxy_sd'], 3)} | "
-                         f"{num(1000 * (r['sim_kwh'] or 0))} |")
+        return r["n"] in (1, max(1, big // 2), big)
+
+    lines = ["", "## Budget curves (expected best union ppl after n random mixtures; Dodge et al. 2019)", ""]
+    lines += markdown_table(
+        ["ground truth", "eval set", "n", "retraining: E[best] ± sd", "its energy (Wh)",
+         "simulation: E[true ppl of proxy's pick] ± sd", "its energy (Wh)"],
+        ([r["budget"], r["eval_set"], r["n"], f"{num(r['retrain_expected_best_ppl'])} ± {num(r['retrain_sd'], 3)}",
+          num(1000 * (r["retrain_kwh"] or 0)), f"{num(r['proxy_expected_best_ppl'])} ± {num(r['proxy_sd'], 3)}",
+          num(1000 * (r["sim_kwh"] or 0))] for r in rows if shown(r)))
     return lines + ["", f"Full curves: `ablate sql \"SELECT * FROM budget_curve WHERE recipe_id = '{scope.recipe_id}'\"`."]
 
 
@@ -211,17 +211,12 @@ def search_markdown(pool: Pool) -> list[str]:
                             "FROM searches GROUP BY target) ORDER BY target, rank")
     if not rows:
         return []
-    lines = ["", "## Mixture search (latest per target)", "",
-             "| target | method | truth | rank | mixture | weights | proxy ppl | union ppl | union rank | validated |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        if r["rank"] <= 5 or r["validated"]:
-            lines.append(f"| {r['target']} | {r['method']} | {r.get('budget') or 'sum'} | {r['rank']} | "
-                         f"{'+'.join(r['mixture'])} | "
-                         f"{','.join(f'{w:.2f}' for w in r['weights'])} | {num(r['proxy_ppl'])} | "
-                         f"{num(r['union_ppl'])} | {r['union_rank'] or '-'} of {r['n_unions_known']} | "
-                         f"{'yes' if r['validated'] else 'no'} |")
-    return lines
+    return ["", "## Mixture search (latest per target)", ""] + markdown_table(
+        ["target", "method", "truth", "rank", "mixture", "weights", "proxy ppl", "union ppl", "union rank", "validated"],
+        ([r["target"], r["method"], r.get("budget") or "sum", r["rank"], "+".join(r["mixture"]),
+          ",".join(f"{w:.2f}" for w in r["weights"]), num(r["proxy_ppl"]), num(r["union_ppl"]),
+          f"{r['union_rank'] or '-'} of {r['n_unions_known']}", "yes" if r["validated"] else "no"]
+         for r in rows if r["rank"] <= 5 or r["validated"]))
 
 
 def optimize_markdown(pool: Pool) -> list[str]:
@@ -264,24 +259,18 @@ def eval_sets_markdown(pool: Pool) -> list[str]:
                             "WHERE kind = 'eval' ORDER BY unit_id")
     if not rows:
         return []
-    lines = ["", "## Eval sets and contamination", "",
-             "| eval set | source | documents | tokens | bytes | documents also in a training unit |",
-             "|---|---|---|---|---|---|"]
-    for r in rows:
-        dirty = r["contaminated_docs"]
-        lines.append(f"| {r['unit_id'].removeprefix('eval-')} | {r['source'] or 'corpus'} | {r['n_docs']} | "
-                     f"{r['n_tokens']} | {r['n_bytes']} | "
-                     f"{'not counted (split before ablate counted it)' if dirty is None else dirty} |")
-    return lines
+    return ["", "## Eval sets and contamination", ""] + markdown_table(
+        ["eval set", "source", "documents", "tokens", "bytes", "documents also in a training unit"],
+        ([r["unit_id"].removeprefix("eval-"), r["source"] or "corpus", r["n_docs"], r["n_tokens"], r["n_bytes"],
+          "not counted (split before ablate counted it)" if r["contaminated_docs"] is None else r["contaminated_docs"]]
+         for r in rows))
 
 
 def growth_markdown(rows: list[dict]) -> list[str]:
-    lines = ["", "## A growing pool: amortized cost per mixture", "",
-             "| units | mixtures | scored | simulation Wh/mixture | retraining Wh/mixture |", "|---|---|---|---|---|"]
-    for g in rows:
-        lines.append(f"| {g['units']} | {g['mixtures']} | {g['scored']} | {num(g['amortized_wh'])} | "
-                     f"{num(g['retrain_wh_per_mixture'])} |")
-    return lines
+    return ["", "## A growing pool: amortized cost per mixture", ""] + markdown_table(
+        ["units", "mixtures", "scored", "simulation Wh/mixture", "retraining Wh/mixture"],
+        ([g["units"], g["mixtures"], g["scored"], num(g["amortized_wh"]), num(g["retrain_wh_per_mixture"])]
+         for g in rows))
 
 
 def verdict_markdown(pool: Pool, scope: Priced) -> str:

@@ -16,7 +16,7 @@ import json
 import statistics
 from pathlib import Path
 
-from ablate.fidelity.markdown import STUDY_PREFIX, replace_section
+from ablate.fidelity.markdown import STUDY_PREFIX, markdown_table, replace_section
 from ablate.core.formats import fmt, yes_no
 from ablate.fidelity.protocol import headline, said, summarize
 from ablate.store.pool import Pool, atomic_write_bytes
@@ -100,13 +100,11 @@ def section(result: dict, source: str, seconds: float, distance: dict) -> str:
     lines += headline(result["rows"], "unit", "eval-only")
     lines += ["", "Targets a unit covers, every proxy, by m:", ""] + headline(result["rows"], "unit", "covered")
     lines += ["", "All targets, every proxy, by m:", ""] + headline(result["rows"], "unit")
-    lines += ["", "Per eval set (m = 0):", "", "| proxy | eval set | Spearman | top-1 | within noise | regret | noise sd |",
-              "|---|---|---|---|---|---|---|"]
-    for r in result["rows"]:
-        if r["m"] == 0 and r["budget"] == "unit":
-            lines.append(f"| {r['proxy']} | {r['eval_set']} | {fmt(r['spearman'])} | {yes_no(r['top1'])} | "
-                         f"{yes_no(r['top1_within_noise'])} | {fmt(r['regret'], 2, True)} | "
-                         f"{fmt(r.get('noise_sd'), 2, True)} |")
+    lines += ["", "Per eval set (m = 0):", ""] + markdown_table(
+        ["proxy", "eval set", "Spearman", "top-1", "within noise", "regret", "noise sd"],
+        ([r["proxy"], r["eval_set"], fmt(r["spearman"]), yes_no(r["top1"]), yes_no(r["top1_within_noise"]),
+          fmt(r["regret"], 2, True), fmt(r.get("noise_sd"), 2, True)]
+         for r in result["rows"] if r["m"] == 0 and r["budget"] == "unit"))
     return "\n".join(lines) + "\n"
 
 

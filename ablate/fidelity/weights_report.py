@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 
 from ablate.core.formats import fmt, rel
+from ablate.fidelity.markdown import markdown_table
 from ablate.store.pool import atomic_write_bytes
 
 HEADING = "## Optimized mixtures, retrained (equal compute)"
@@ -76,9 +77,7 @@ def routes_by_target(studies: list[dict]) -> list[str]:
     cases = [c for s in studies for c in s["cases"] if "target" in c]
     if not cases:
         return []
-    lines = ["| target | route | cases | never worse than uniform beyond noise | captured >= 80 % (best beyond noise) "
-             "| median captured | following its recommendation: never worse / captured >= 80 % |",
-             "|---|---|---|---|---|---|---|"]
+    rows = []
     for target in ("eval-only", "covered", "mean"):
         part = [c for c in cases if c["target"] == target]
         for route, (gain, cap, rec) in ROUTES.items():
@@ -91,10 +90,11 @@ def routes_by_target(studies: list[dict]) -> list[str]:
             follow = "-" if rec is None else (f"{sum(c[rec] >= -c['noise'] for c in have)}/{len(have)} / "
                                               f"{sum(c[rec] >= CAPTURE_GOAL * c['best_gain'] for c in beyond)}/"
                                               f"{len(beyond)}")
-            lines.append(f"| {target} | {route} | {len(have)} | {sum(c[gain] >= -c['noise'] for c in have)}/"
-                         f"{len(have)} | {sum(c[cap] >= CAPTURE_GOAL for c in beyond)}/{len(beyond)} | "
-                         f"{fmt(median, 0, pct=True)} | {follow} |")
-    return lines + [""]
+            rows.append([target, route, len(have), f"{sum(c[gain] >= -c['noise'] for c in have)}/{len(have)}",
+                         f"{sum(c[cap] >= CAPTURE_GOAL for c in beyond)}/{len(beyond)}", fmt(median, 0, pct=True), follow])
+    return markdown_table(["target", "route", "cases", "never worse than uniform beyond noise",
+                           "captured >= 80 % (best beyond noise)", "median captured",
+                           "following its recommendation: never worse / captured >= 80 %"], rows) + [""]
 
 
 def mean_gain(study: dict) -> float:
@@ -122,20 +122,18 @@ def loso_lines(runs: dict[float, list[dict]]) -> list[str]:
              "`optimize.lr` (the largest log-weight move of the first step; lr x steps / 2 bounds how far a weight "
              f"can move) was run at {', '.join(f'{lr:g}' for lr in sorted(runs))} on every study. For each study the "
              "setting with the higher mean realized gain on the *other* studies is chosen, and its result on the "
-             "held-out study is what counts:", "",
-             "| held-out study | lr chosen on the others | mean realized gain | never worse than uniform beyond noise "
-             "| captured >= 80 % | "
-             + " | ".join(f"mean gain at lr {lr:g}" for lr in sorted(runs)) + " |",
-             "|---|---|---|---|---|" + "---|" * len(runs)]
+             "held-out study is what counts:", ""]
+    rows = []
     for p in picks:
         cases = p["result"]["cases"]
         cap = [c for c in cases if c["captured"] is not None]
-        lines.append(f"| {p['study']} | {p['chosen_lr']:g} | {rel(mean_gain(p['result']))} | "
-                     f"{sum(c['realized_gain'] >= -c['noise'] for c in cases)}/{len(cases)} | "
-                     f"{sum(c['captured'] >= CAPTURE_GOAL for c in cap)}/{len(cap)} | "
-                     + " | ".join(rel(mean_gain(next(s for s in runs[lr] if s["study"] == p["study"])))
-                                  for lr in sorted(runs)) + " |")
-    return lines + [""]
+        rows.append([p["study"], f"{p['chosen_lr']:g}", rel(mean_gain(p["result"])),
+                     f"{sum(c['realized_gain'] >= -c['noise'] for c in cases)}/{len(cases)}",
+                     f"{sum(c['captured'] >= CAPTURE_GOAL for c in cap)}/{len(cap)}",
+                     *(rel(mean_gain(next(s for s in runs[lr] if s["study"] == p["study"]))) for lr in sorted(runs))])
+    return lines + markdown_table(
+        ["held-out study", "lr chosen on the others", "mean realized gain", "never worse than uniform beyond noise",
+         "captured >= 80 %", *(f"mean gain at lr {lr:g}" for lr in sorted(runs))], rows) + [""]
 
 
 def section(studies: list[dict], seconds: float, runs: dict[float, list[dict]] | None = None) -> str:
@@ -157,22 +155,18 @@ def section(studies: list[dict], seconds: float, runs: dict[float, list[dict]] |
         lines += loso_lines(runs)
     for s in studies:
         lr = f", optimize.lr {s['lr']:g}" if "lr" in s else ""
-        lines += [f"### {s['study']} (units {', '.join(s['units'])}{lr})", "",
-                  "| objective | target | recommended | predicted (held, merged) | proxy error | optimized, retrained | "
-                  "noise band | ensemble route, retrained (recommended) | grid pick, retrained | regression route, "
-                  "retrained | best known | captured | ensemble captured | grid captured | regression captured "
-                  "| regret | grid regret | unions |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        for c in s["cases"]:
-            ens = (f"{rel(c['ensemble_gain'])} ({c['ensemble_recommended']})" if "ensemble_gain" in c else "n/a")
-            lines.append(f"| {c['objective']} | {c.get('target', 'n/a')} | {c['recommended']} | "
-                         f"{rel(c['held_predicted_gain'])} | "
-                         f"{_error(c)} | {rel(c['realized_gain'])} | ±{rel(c['noise'])[1:]} | {ens} | "
-                         f"{rel(c['grid_gain'])} | "
-                         f"{rel(c['regression_gain'])} | {rel(c['best_gain'])} | {_captured(c, 'captured')} | "
-                         f"{_captured(c, 'ensemble_captured') if 'ensemble_captured' in c else 'n/a'} | "
-                         f"{_captured(c, 'grid_captured')} | {_captured(c, 'regression_captured')} | "
-                         f"{rel(c['regret'])} | {rel(c['grid_regret'])} | {c['unions_compared']} |")
+        lines += [f"### {s['study']} (units {', '.join(s['units'])}{lr})", ""] + markdown_table(
+            ["objective", "target", "recommended", "predicted (held, merged)", "proxy error", "optimized, retrained",
+             "noise band", "ensemble route, retrained (recommended)", "grid pick, retrained",
+             "regression route, retrained", "best known", "captured", "ensemble captured", "grid captured",
+             "regression captured", "regret", "grid regret", "unions"],
+            ([c["objective"], c.get("target", "n/a"), c["recommended"], rel(c["held_predicted_gain"]), _error(c),
+              rel(c["realized_gain"]), f"±{rel(c['noise'])[1:]}",
+              f"{rel(c['ensemble_gain'])} ({c['ensemble_recommended']})" if "ensemble_gain" in c else "n/a",
+              rel(c["grid_gain"]), rel(c["regression_gain"]), rel(c["best_gain"]), _captured(c, "captured"),
+              _captured(c, "ensemble_captured") if "ensemble_captured" in c else "n/a",
+              _captured(c, "grid_captured"), _captured(c, "regression_captured"), rel(c["regret"]),
+              rel(c["grid_regret"]), c["unions_compared"]] for c in s["cases"]))
         lines.append("")
     return "\n".join(lines)
 
