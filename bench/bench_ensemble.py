@@ -31,7 +31,7 @@ def main(argv=None) -> dict:
     from ablate.scoring import ensemble
     from ablate.scoring.sweep import run_sweep
     from ablate.store.pool import Pool
-    from ablate.train.study import load_study
+    from ablate.study.context import load_study
 
     root = common.study_root(args, args.quick)
     cfg = common.load_cfg(root)

@@ -48,7 +48,7 @@ def window_table(cfg, cache: Path, log=print) -> dict:
     from ablate.scoring.batched import study_stack
     from ablate.scoring.merge import RunningSum, gray_code_order
     from ablate.store.pool import Pool
-    from ablate.train.study import load_study
+    from ablate.study.context import load_study
     from ablate.data.units import unit_ids
 
     pool = Pool(cfg.pool)

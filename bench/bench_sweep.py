@@ -77,7 +77,7 @@ def main(argv=None) -> dict:
     p.add_argument("--eval-set", default="quotes", help="eval set the real sweep scores (one, for time)")
     args = p.parse_args(argv)
     from ablate.store.pool import Pool
-    from ablate.train.study import load_study
+    from ablate.study.context import load_study
 
     root = common.study_root(args, args.quick)
     cfg = common.load_cfg(root)

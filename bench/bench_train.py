@@ -202,7 +202,7 @@ def main(argv=None) -> dict:
 
     from ablate.models.model import find_seed
     from ablate.store.pool import Pool
-    from ablate.train.study import member_recipe
+    from ablate.study.context import member_recipe
 
     root = common.study_root(args, args.quick)
     cfg = common.load_cfg(root)

@@ -259,7 +259,7 @@ def base_parser(doc: str):
 def open_study(args):
     """The bench study as (config, pool, loaded Study), building it on first use."""
     from ablate.store.pool import Pool
-    from ablate.train.study import load_study
+    from ablate.study.context import load_study
 
     cfg = load_cfg(study_root(args, args.quick))
     pool = Pool(cfg.pool)

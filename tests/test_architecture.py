@@ -6,6 +6,8 @@ How to run:
 Every module of ablate/ is parsed (never imported) and four rules are checked:
 - Layers: ablate/'s subpackages are floors (LAYERS, bottom first) and a module imports only its own
   floor and those below it, imports inside functions included; so no cycle between packages either.
+- Training stays behind workflows/ and cli/: scoring/, optimize/ and fidelity/ read what training left in the
+  pool and speak the study's vocabulary (ablate/study/), but never import ablate.train.
 - No import cycle between ablate modules, counting imports inside functions too: an import
   inside a function is for start-up time (torch behind the CLI), never to hide a cycle.
   An edge is what the statement names: `import a.b` and `from a.b import x` depend on a.b;
@@ -28,8 +30,10 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "ablate"
 # The floors of ablate/, bottom first (README "Layout" says what each holds). The root package (its
 # version) and __main__ (the entry point) stand outside them.
-LAYERS = ("core", "store", "data", "models", "train", "scoring", "optimize", "fidelity", "workflows", "cli")
+LAYERS = ("core", "store", "data", "models", "study", "train", "scoring", "optimize", "fidelity", "workflows", "cli")
 OUTSIDE = ("ablate", "ablate.__main__")
+# Floors above train that must not import it: they score, rank and judge members; workflows/ and cli/ train them.
+TRAINING_FREE = ("scoring", "optimize", "fidelity")
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
 LONG_MARK = "# long:"
@@ -93,6 +97,12 @@ def upward_imports(graph: dict[str, set[str]]) -> list[str]:
             if there is not None and LAYERS.index(there) > LAYERS.index(here):
                 out.append(f"{module} ({here}) -> {target} ({there})")
     return out
+
+
+def training_imports(graph: dict[str, set[str]]) -> list[str]:
+    """'a (floor) -> ablate.train.x' for every import of training from a floor that must not train."""
+    return [f"{module} ({layer_of(module)}) -> {target}" for module, targets in sorted(graph.items())
+            if layer_of(module) in TRAINING_FREE for target in sorted(targets) if layer_of(target) == "train"]
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -177,6 +187,11 @@ def test_imports_only_go_down_the_floors():
     assert not found, f"imports that climb the floors {' < '.join(LAYERS)}:\n" + "\n".join(found)
 
 
+def test_scoring_optimize_and_fidelity_never_import_training():
+    found = training_imports(import_graph())
+    assert not found, f"{', '.join(TRAINING_FREE)} import ablate.train (move the name to ablate/study/):\n" + "\n".join(found)
+
+
 def test_every_floor_has_a_face():
     """Each subpackage's __init__ says what it offers: a docstring and an __all__ of modules that exist."""
     for layer in LAYERS:
@@ -235,6 +250,9 @@ def test_the_checks_see_what_they_must():
         "ablate.core.config (core) -> ablate.store.pool (store)",
         "ablate.scoring.score (scoring) -> ablate.fidelity.calibrate (fidelity)",
         "ablate.stray: on no floor (put it in one of " + ", ".join(LAYERS) + ")"]
+    assert training_imports({"ablate.scoring.score": {"ablate.train.loop", "ablate.study.context"},
+                             "ablate.workflows.steps": {"ablate.train.loop"}}) == [
+        "ablate.scoring.score (scoring) -> ablate.train.loop"]
     body = "\n".join(f"    x = {i}" for i in range(70))
     marked, plain = (ast.parse(f'def f():\n    """doc"""\n{c}{body}\n').body[0]
                      for c in ("    # long: a reason\n", ""))

@@ -19,7 +19,7 @@ import typer
 from ablate.cli.shared import ConfigOpt, SetOpt, TruthOpt, open_study, print_rows, say
 from ablate.core.errors import UsageError
 from ablate.core.formats import fmt, yes_no
-from ablate.train.truths import BUDGETS, DEFAULT_TRUTH, QUESTIONS
+from ablate.study.budgets import BUDGETS, DEFAULT_TRUTH, QUESTIONS
 
 
 def _fmt_quality(q: dict) -> list:

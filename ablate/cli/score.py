@@ -22,7 +22,7 @@ from ablate.cli.shared import (ConfigOpt, DryOpt, ForceOpt, MaxLossOpt, Objectiv
                                TargetWeightsOpt, TruthOpt, WeightsOpt, open_study, print_rows, say, say_screen)
 from ablate.core.errors import UsageError
 from ablate.core.formats import fmt
-from ablate.train.truths import DEFAULT_TRUTH
+from ablate.study.budgets import DEFAULT_TRUTH
 
 
 def score_mixture_cmd(units: Annotated[list[str], typer.Argument(help="units of the mixture; a+b is a macro group")],
@@ -50,7 +50,7 @@ def export_mixture_cmd(units: Annotated[list[str], typer.Argument(help="units of
     """Write the merged model as a normal HF directory (config, safetensors, tokenizer)."""
     from ablate.scoring.inplace import export_mixture
     from ablate.scoring.merge import merge_id, parse_mixture
-    from ablate.train.study import load_study
+    from ablate.study.context import load_study
 
     cfg, pool = open_study(config, set_, dry_run)
     units, w, spec = parse_mixture(units, weights)

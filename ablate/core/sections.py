@@ -115,7 +115,7 @@ class TrainConfig(Strict):
     # its config says, as it always has (HF Trainer does the same), so no import changes behaviour
     # unannounced; a run with non-zero dropout prints a note pointing here, because continued pretraining
     # (the paper's OLMo, Llama, SmolLM2) usually runs without. Seeds trained here have none: a no-op.
-    # Enters a member's id only when the effective dropout is non-zero (ablate/train/study.py run_hash).
+    # Enters a member's id only when the effective dropout is non-zero (ablate/study/context.py run_hash).
     dropout: Literal["keep", "zero"] = "keep"
     checkpoint_every: int = Field(50, ge=1)
     threads: Optional[int] = Field(None, ge=1)  # torch CPU threads; None = torch default

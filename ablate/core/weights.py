@@ -10,7 +10,7 @@ Weights are matched at 6 decimals everywhere (`wkey` here; `index.ROUND_W` in SQ
 the same mixture reaches a table along different float paths (1/k, a normalized `--weights`,
 a JSON round trip). "Uniform" uses the same tolerance, so a mixture is uniform exactly when
 every weight has one key: no module can call a mixture uniform that another tells apart.
-No torch here: the CLI imports this at start-up (truths.parse_budget).
+No torch here: the CLI imports this at start-up (budgets.parse_budget).
 """
 
 from __future__ import annotations

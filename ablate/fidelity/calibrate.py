@@ -32,7 +32,7 @@ from ablate.core.errors import UsageError
 from ablate.store.index import Index
 from ablate.store.pool import Pool
 from ablate.store.results import Row, make_row, row_id, write_rows
-from ablate.train.truths import BUDGETS
+from ablate.study.budgets import BUDGETS
 from ablate.core.weights import is_uniform, wkey
 
 FITTED = ("calibrated", "regression")

@@ -21,7 +21,7 @@ from ablate.fidelity.calibrate import held_out, noise_floor, plan_unions, score_
 from ablate.core.config import StudyConfig
 from ablate.core.formats import fmt, yes_no
 from ablate.store.pool import Pool, atomic_write_bytes
-from ablate.train.truths import DEFAULT_METHOD, QUESTIONS
+from ablate.study.budgets import DEFAULT_METHOD, QUESTIONS
 
 MIN_HELD_OUT = 4  # a ranking of fewer held-out mixtures says little
 

@@ -47,7 +47,7 @@ class Priced:
 
 def priced(cfg: StudyConfig, pool: Pool) -> Priced:
     from ablate.models.model import find_seed
-    from ablate.train.study import study_recipe_id
+    from ablate.study.context import study_recipe_id
 
     try:
         seed = find_seed(pool)["model_id"]
@@ -125,7 +125,7 @@ def _quality_cells(q: dict) -> list[str]:
 
 def truth_order(pool: Pool) -> list[str]:
     """Ground truths present in the pool, the protocol's recommended question first."""
-    from ablate.train.truths import DEFAULT_TRUTH
+    from ablate.study.budgets import DEFAULT_TRUTH
 
     have = {r["budget"] for r in Index(pool).rows("SELECT DISTINCT coalesce(budget, 'sum') AS budget FROM "
                                                   "mixture_perplexity WHERE method = 'union'")}
@@ -134,7 +134,7 @@ def truth_order(pool: Pool) -> list[str]:
 
 def fidelity_markdown(pool: Pool) -> list[str]:
     from ablate.fidelity.calibrate import fidelity as proxy_fidelity
-    from ablate.train.truths import QUESTIONS
+    from ablate.study.budgets import QUESTIONS
 
     lines = []
     for budget in truth_order(pool):

@@ -24,7 +24,7 @@ from ablate.optimize.merged_route import compare_held, proxy_error, split_window
 from ablate.optimize.objectives import Objective
 from ablate.optimize.simplex import kl, mirror_step, project, sparsify
 from ablate.scoring.ensemble import member_nll, mixed_nll, weight_gradient
-from ablate.train.study import Study
+from ablate.study.context import Study
 
 
 def window_tokens(per_token: np.ndarray, index: np.ndarray, seq_len: int) -> np.ndarray:

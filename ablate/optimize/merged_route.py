@@ -37,7 +37,7 @@ from ablate.optimize.simplex import kl, mirror_step, project, sparsify
 from ablate.scoring.batched import EvalWindows
 from ablate.scoring.inplace import MemberSpace
 from ablate.scoring.uncertainty import bootstrap_values, point_values
-from ablate.train.study import Study
+from ablate.study.context import Study
 
 
 def split_windows(study: Study, names: list[str], fit_fraction: float, seed: int) -> dict[str, dict]:

@@ -35,7 +35,7 @@ from ablate.optimize.regression_route import regression_route
 from ablate.optimize.simplex import repetition_caps
 from ablate.optimize.trained import calibration_values, trained_mixtures
 from ablate.store.results import now, read_optimization_row, write_optimization_row
-from ablate.train.study import load_study, normalize_units
+from ablate.study.context import load_study, normalize_units
 
 
 ROUTES = ("merged", "ensemble", "regression")

@@ -31,7 +31,7 @@ from ablate.scoring.uncertainty import (bootstrap_values, gap_intervals, noise_f
 from ablate.store.index import Index
 from ablate.store.pool import Pool
 from ablate.store.results import existing_rows, window_losses, write_rows
-from ablate.train.study import load_study
+from ablate.study.context import load_study
 
 
 def ranking_gaps(cfg: StudyConfig, pool: Pool, objective: Objective, method: str, keys: list[tuple],

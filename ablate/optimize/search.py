@@ -49,8 +49,8 @@ from ablate.store.results import existing_rows, now, row_id, write_rows, write_s
 from ablate.scoring.evaluated import score_proxy
 from ablate.scoring.score import score_reference_models
 from ablate.scoring.screen import screen_candidates
-from ablate.train.study import load_study
-from ablate.train.truths import BUDGETS, DEFAULT_METHOD, DEFAULT_TRUTH, QUESTIONS
+from ablate.study.context import load_study
+from ablate.study.budgets import BUDGETS, DEFAULT_METHOD, DEFAULT_TRUTH, QUESTIONS
 from ablate.data.units import eval_sets, unit_ids
 from ablate.optimize.objectives import Objective, parse_objective
 from ablate.core.weights import is_uniform, wkey

@@ -7,7 +7,7 @@ How to run:
 A mixture's merged model is the average of its units' members (inplace.merged_model). Rows are
 keyed by (method, model, eval set), so asking again reads the table instead of
 evaluating (`--force` re-evaluates). Their layout, ids and files are ablate/store/results.py's; the
-study context (seed, eval sets, which member a unit is) is ablate/train/study.py's. Refreshing the
+study context (seed, eval sets, which member a unit is) is ablate/study/context.py's. Refreshing the
 fitted proxies' rows after scoring (calibrate.refresh) is the command's step (ablate/workflows/steps.py): the
 verdict sits above scoring.
 """
@@ -30,8 +30,8 @@ from ablate.store.pool import Pool
 from ablate.core.progress import bar
 from ablate.store.results import Row, attach_cost, existing_rows, make_row, row_id, window_losses, write_rows
 from ablate.scoring.uncertainty import describe_gap, gaps_to_best, window_tokens
-from ablate.train.study import Study, load_study
-from ablate.train.truths import BUDGETS
+from ablate.study.context import Study, load_study
+from ablate.study.budgets import BUDGETS
 from ablate.core.weights import wkey
 
 

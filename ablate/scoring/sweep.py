@@ -37,7 +37,7 @@ from ablate.core.progress import bar
 from ablate.store.results import existing_rows, row_id, write_rows
 from ablate.scoring.score import score_reference_models
 from ablate.scoring.screen import screen_candidates
-from ablate.train.study import load_study, normalize_units
+from ablate.study.context import load_study, normalize_units
 from ablate.scoring.sweep_dask import dask_results
 from ablate.scoring.sweep_segment import score_segment, segments
 from ablate.models.threads import paused

@@ -24,7 +24,7 @@ from ablate.scoring.merge import RunningSum, check_compatible, merge_id
 from ablate.store.pool import Pool
 from ablate.store.results import attach_cost
 from ablate.scoring.score import study_row
-from ablate.train.study import load_study
+from ablate.study.context import load_study
 from ablate.models.threads import claim as claim_threads, release as release_threads
 
 

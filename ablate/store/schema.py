@@ -75,7 +75,7 @@ TABLES = {
         beats_uniform BOOLEAN, verdict VARCHAR, superseded_by VARCHAR, created_at TIMESTAMP""",
 }
 
-# Which question a ground truth answers, from its budget (truths.QUESTIONS says the same in Python).
+# Which question a ground truth answers, from its budget (budgets.QUESTIONS says the same in Python).
 QUESTION_SQL = """CASE {b} WHEN 'unit' THEN 'equal compute: which composition is best at the budget of one unit?'
     WHEN 'sum' THEN 'add data: what if I add these units and train k x longer?'
     ELSE 'fixed budget (' || {b} || '): which composition is best at that many tokens?' END"""

@@ -46,9 +46,10 @@ from ablate.models.model import count_params, find_seed, load_member, save_weigh
 from ablate.store.pool import Pool, staged_file
 from ablate.core.progress import bar, console, final_loss_window
 from ablate.store.results import now
-from ablate.train.study import Recipe, member_id, member_recipe, normalize_units, run_hash, training_dropout
+from ablate.study.context import Recipe, member_id, member_recipe, normalize_units, run_hash, training_dropout
 from ablate.models.threads import claim as claim_threads
-from ablate.train.truths import BUDGETS, QUESTIONS, Budget, draw_sequences, parse_budget
+from ablate.study.budgets import BUDGETS, QUESTIONS, Budget, parse_budget
+from ablate.train.truths import draw_sequences
 from ablate.data.units import load_unit_tokens
 
 

@@ -28,7 +28,7 @@ from ablate.models.model import (count_params, dropout_of, llama_config, model_f
                                  save_weights, unique_state, versions)
 from ablate.store.pool import Pool, sha256_file
 from ablate.store.results import now
-from ablate.train.study import Recipe
+from ablate.study.context import Recipe
 from ablate.data.tokenizer_id import tokenizer_id_of
 from ablate.train.loop import as_sequences, index_member, run_and_publish
 from ablate.data.units import load_tokenizer, load_unit_tokens, seed_domains, study_tokenizer

@@ -1,97 +1,23 @@
-"""Ground truths: how much a union trains on, and in which proportions.
+"""What a ground truth's union trains on: each unit's share of the budget, drawn as seeded permutations.
 
-How to run:
-    ablate train-mixture fiction-00 bible-00 --budget unit             # equal compute: one unit's tokens
-    ablate train-mixture fiction-00 bible-00 --budget sum              # add data: k x one unit's tokens
-    ablate train-mixture fiction-00 bible-00 --tokens 65536 --weights 3,1
-
-A data ablation asks one of two questions, each with its own ground truth (train.py trains
-them; this module owns what they draw):
-  "unit": which composition is best at equal compute? The tokens of one unit, shared out
-          among the units (equal shares, or in proportion to --weights). RegMix, DoReMi and
-          Olmix all fix the budget like this.
-  "sum":  what if I add these units' data and train longer? k units -> k x one unit's tokens.
-`--tokens N` fixes the budget in tokens. A budget and its weights are part of the member id.
+How to run: not directly; `loop.train_member` draws a union's sequences here under its budget
+(ablate/study/budgets.py names the budgets and parses --budget, --tokens, --weights):
+    seqs, draw = draw_sequences(parts, ["bible-00", "fiction-00"], parse_budget("unit", None, "3,1", ids, recipe), 0)
 """
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
 
 import numpy as np
 
 from ablate.core.errors import UsageError
-from ablate.core.weights import is_uniform, parse_weights
+from ablate.study.budgets import Budget
 
-BUDGETS = ("sum", "unit")
-# The question `demo` and `search` ask first, and the proxy `search` ranks by for each, from the
-# fidelity protocol (FIDELITY.md), not from the demo; search.default_method refines "sum".
-DEFAULT_TRUTH = "unit"
-DEFAULT_METHOD = {"unit": "merged", "sum": "own-additive"}
 # No union repeats a unit more than this often: a budget past it is a typo (an extra 0 in --tokens), and
 # drawing it would run for hours or out of memory before one step trains.
 MAX_EPOCHS = 10_000
-QUESTIONS = {
-    "unit": "which composition is best at equal compute (the budget of one unit)?",
-    "sum": "what if I add these units' data and train longer (k x the budget of one unit)?",
-    "tokens": "which composition is best at a fixed budget of N tokens?",
-}
-
-
-@dataclass(frozen=True)
-class Budget:
-    """A union's training budget and how it is shared out among its units."""
-
-    kind: str  # "sum" | "unit" | "tokens"
-    tokens: int | None = None  # only for kind == "tokens"
-    weights: tuple[float, ...] | None = None  # normalized, one per sorted unit; None = uniform
-
-    @property
-    def is_default(self) -> bool:
-        """Today's union: every unit's sequences once. Its member id is unchanged by budgets."""
-        return self.kind == "sum" and self.weights is None
-
-    def label(self) -> str:
-        return f"tokens={self.tokens}" if self.kind == "tokens" else self.kind
-
-    def key(self) -> dict:
-        return {"budget": self.label(), "weights": list(self.weights) if self.weights else None}
-
-
-def parse_budget(budget: str | None, tokens: str | int | None, weights: str | list[float] | None,
-                 unit_ids: list[str], recipe) -> Budget:
-    """Validate `--budget`, `--tokens`, `--weights` (weights follow the order units were given in).
-
-    `recipe` is the member's study.Recipe (its batch_size and seq_len set the smallest budget)."""
-    if tokens is not None:
-        if budget not in (None, "tokens"):
-            raise UsageError("give either --budget or --tokens, not both")
-        try:
-            n = int(str(tokens).replace("_", ""))
-        except ValueError:
-            raise UsageError(f"--tokens must be a whole number of tokens, got {tokens!r}") from None
-        batch = recipe.batch_size * recipe.seq_len
-        if n < batch:
-            raise UsageError(f"--tokens {n} is less than one batch ({recipe.batch_size} x {recipe.seq_len} = "
-                             f"{batch} tokens)")
-        n -= n % recipe.seq_len  # whole sequences: budgets that train on the same data share one id
-        kind = "tokens"
-    else:
-        kind = budget or "sum"
-        if kind not in BUDGETS:
-            raise UsageError(f"unknown --budget {kind!r}: use sum (k x one unit's tokens), unit (one unit's "
-                             f"tokens) or --tokens N")
-        n = None
-    w = None
-    if weights is not None and weights != "":
-        given = parse_weights(weights, len(unit_ids))
-        by_unit = dict(zip(unit_ids, given))
-        w = tuple(round(by_unit[u], 9) for u in sorted(unit_ids))
-        if is_uniform(w):
-            w = None  # equal weights are the uniform union: one member, one id
-    return Budget(kind, n, w)
 
 
 def _shares(n_total: int, weights: list[float]) -> list[int]:

@@ -23,7 +23,7 @@ def run_demo(cfg: StudyConfig, pool: Pool, report_dir: Path, log=print) -> str:
     from ablate.fidelity.report import priced, verdict_markdown, write_report
     from ablate.models.device import describe
     from ablate.train.members import build_members, train_truths, union_plan
-    from ablate.train.truths import DEFAULT_METHOD, DEFAULT_TRUTH
+    from ablate.study.budgets import DEFAULT_METHOD, DEFAULT_TRUTH
 
     t0 = time.perf_counter()
     log(f"training, merging and evaluating on {describe(cfg)}")  # a GPU asked for and missing: exit 2 now

@@ -38,7 +38,7 @@ from ablate.store.pool import Pool
 from ablate.fidelity.protocol import score_study, write_markdown
 from ablate.store.results import existing_rows, write_rows
 from ablate.scoring.score import score_reference_models
-from ablate.train.study import load_study
+from ablate.study.context import load_study
 from ablate.workflows.weights_runs import optimized_mixtures
 from ablate.workflows.steps import run_sweep
 from ablate.fidelity.weights_report import write_section

@@ -21,7 +21,7 @@ from ablate.optimize.trained import split_logppl, weights_of
 from ablate.scoring.score import score_reference_models
 from ablate.store.results import existing_rows, now, write_optimization_row, write_rows
 from ablate.train.loop import train_member
-from ablate.train.study import load_study
+from ablate.study.context import load_study
 
 
 def validate_optimization(cfg, pool, plan: dict, result: dict) -> dict:

@@ -108,7 +108,7 @@ def test_calibrated_recovers_a_size_effect():
 def test_task_sum_is_the_seed_plus_every_task_vector(both_truths):
     cfg, pool, prep = both_truths
     from ablate.scoring.proxies.task_sum import TaskSum
-    from ablate.train.study import load_study
+    from ablate.study.context import load_study
 
     study = load_study(cfg, pool)
     a, b = (study.unit_member(u) for u in ("fortunes-00", "literature-00"))

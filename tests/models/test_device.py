@@ -24,7 +24,7 @@ from ablate.scoring.merge import RunningSum, f32_block, map_f32, gray_code_order
 from ablate.models.model import load_state, model_from_config, seed_config
 from ablate.store.results import existing_rows, write_rows
 from ablate.workflows.steps import score_mixture
-from ablate.train.study import load_study
+from ablate.study.context import load_study
 from conftest import run_cli, write_config
 
 

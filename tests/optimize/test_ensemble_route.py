@@ -11,7 +11,7 @@ from ablate.optimize.gradient import window_nll
 from ablate.optimize.merged_route import split_windows
 from ablate.optimize.objectives import parse_objective
 from ablate.optimize.simplex import repetition_caps
-from ablate.train.study import load_study
+from ablate.study.context import load_study
 
 UNITS = ["fortunes-00", "fortunes-01", "literature-00", "literature-01"]
 

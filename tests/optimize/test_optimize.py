@@ -15,7 +15,7 @@ from ablate.optimize.objectives import parse_objective
 from ablate.scoring.inplace import MemberSpace
 from ablate.store.index import Index
 from ablate.store.results import now
-from ablate.train.study import load_study
+from ablate.study.context import load_study
 from conftest import run_cli, tree_digest, write_config
 
 UNITS = ["fortunes-00", "fortunes-01", "literature-00", "literature-01"]

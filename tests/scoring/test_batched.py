@@ -11,7 +11,7 @@ from ablate.scoring.evaluate import evaluate_tokens
 from ablate.scoring.merge import RunningSum, gray_code_order
 from ablate.models.model import model_from_config, seed_config
 from ablate.workflows.steps import score_mixture
-from ablate.train.study import load_study
+from ablate.study.context import load_study
 from ablate.workflows.steps import run_sweep
 from ablate.store.index import Index
 

@@ -11,7 +11,7 @@ from ablate.core.errors import AblateError
 from ablate.scoring import ensemble
 from ablate.store import token_nll
 from ablate.store.index import Index
-from ablate.train.study import load_study
+from ablate.study.context import load_study
 
 
 def _rows(pool, method):

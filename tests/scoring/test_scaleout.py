@@ -133,7 +133,7 @@ def test_smollm2_seed_imports_evaluates_and_trains(tmp_path):
     from ablate.models.gguf import import_gguf
     from ablate.models.model import load_member
     from ablate.train.seed import import_seed
-    from ablate.train.study import load_study
+    from ablate.study.context import load_study
     from ablate.train.loop import train_member
     from ablate.data.units import split_units
     from conftest import tiny_config

@@ -10,7 +10,7 @@ from ablate.store.index import Index
 from ablate.scoring.merge import RunningSum, gray_code_order, merge_members
 from ablate.models.model import load_member, load_state, model_from_config, seed_config
 from ablate.workflows.steps import score_mixture
-from ablate.train.study import load_study
+from ablate.study.context import load_study
 from ablate.workflows.steps import run_sweep
 from ablate.core.weights import is_uniform, parse_weights, wkey
 from conftest import run_cli, tree_digest, write_config

@@ -112,7 +112,7 @@ def test_a_resumed_dropout_member_ends_as_the_uninterrupted_one(gpt2_study, kept
 
 def test_zero_dropout_trains_without_it_under_another_id_and_scoring_finds_each(gpt2_study, kept):
     from ablate.train.loop import train_member
-    from ablate.train.study import load_study
+    from ablate.study.context import load_study
 
     cfg, pool, _, _ = gpt2_study
     meta, _ = kept
@@ -161,7 +161,7 @@ def test_members_of_a_seed_trained_here_keep_their_ids(study):
     of the formula before dropout counted, under either setting."""
     from ablate.core.config import config_hash
     from ablate.data.units import unit_meta
-    from ablate.train.study import load_study, member_recipe
+    from ablate.study.context import load_study, member_recipe
 
     cfg, pool, units, _ = study
     seed = next(pool.iter_metas("seed"))

@@ -22,9 +22,10 @@ import pytest
 
 from ablate.core.config import config_hash
 from ablate.store.index import Index
-from ablate.train.study import member_recipe
+from ablate.study.context import member_recipe
 from ablate.train.loop import train_member, unit_sequences
-from ablate.train.truths import draw_sequences, parse_budget
+from ablate.study.budgets import parse_budget
+from ablate.train.truths import draw_sequences
 from ablate.data.units import unit_meta
 from conftest import copy_study, run_cli, tree_digest, write_config
 sys.path.insert(0, str(Path(__file__).parents[1] / "store"))  # tests/store: run alone, this file still finds it

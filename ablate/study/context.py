@@ -1,7 +1,7 @@
 """The study context and member identity: which seed, which eval sets, which member is whose.
 
 How to run (from Python; every scoring command loads one of these first):
-    from ablate.train.study import load_study, member_id
+    from ablate.study.context import load_study, member_id
     study = load_study(cfg, pool, ["fortunes"])   # seed, eval tokens, byte table, device
     study.unit_member("fortunes-00")               # that unit's member id, or "run train-partition"
 
@@ -24,7 +24,7 @@ from ablate.models.model import dropout_of, find_seed, seed_config, without_drop
 from ablate.store.index import recipe_id
 from ablate.store.pool import Pool, check_name
 from ablate.models.threads import claim as claim_threads
-from ablate.train.truths import Budget
+from ablate.study.budgets import Budget
 from ablate.data.units import eval_sets, load_eval_tokens, load_tokenizer, study_tokenizer, token_byte_lengths, unit_meta
 
 
