@@ -74,6 +74,9 @@ def fidelity_cmd(configs: Annotated[Optional[list[str]], typer.Argument(
                                                             help="train and evaluate, do not score")] = False,
                  weights_only: Annotated[bool, typer.Option(
                      "--weights-only", help="only the equal-compute truth and 'Optimized mixtures, retrained'")] = False,
+                 rankings_only: Annotated[bool, typer.Option(
+                     "--rankings-only", help="score the rankings; keep --out's 'Optimized mixtures, retrained' "
+                     "section as it is (no optimization, no training beyond the truths)")] = False,
                  unit_steps: Annotated[Optional[str], typer.Option(
                      "--unit-steps", help="one study at several unit lengths, e.g. 32,128,512: "
                      "its 'Fidelity vs unit length' section")] = None,
@@ -93,7 +96,9 @@ def fidelity_cmd(configs: Annotated[Optional[list[str]], typer.Argument(
         say(f"{len(steps)} unit lengths scored in {result['seconds'] / 60:.1f} min; wrote {out}")
         return
 
+    if weights_only and rankings_only:
+        raise UsageError("--weights-only and --rankings-only exclude each other: give one")
     result = run_fidelity(configs, out, log=say, prepare_only=prepare_only, weights_only=weights_only,
-                          as_sections=section)
+                          as_sections=section, rankings_only=rankings_only)
     say(f"{len(result['studies']) or len(result['weights'])} studies scored in {result['seconds'] / 60:.1f} min" +
         ("" if prepare_only else f"; wrote {out}"))

@@ -6,8 +6,9 @@ How to run (from Python):
     kept = own_sections(old_text)                                              # what a full rewrite keeps
 
 The ranking protocol (`make fidelity`) rewrites the whole file; the sections other commands own
-(`OWNED_HEADINGS`: unit lengths, studies reported on their own such as the real seed's) survive that rewrite, because they are slow to
-regenerate (hours on a CPU) and do not depend on the protocol's studies.
+(`OWNED_HEADINGS`: unit lengths, studies reported on their own such as the real seed's, the optimized
+mixtures retrained) survive that rewrite, because they are slow to regenerate (hours on a CPU) and have
+their own command: `--unit-steps`, `--section`, `--weights-only`; `--rankings-only` rescores the rest.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from ablate.store.pool import atomic_write_bytes
 
 LENGTHS_HEADING = "## Fidelity vs unit length"
 STUDY_PREFIX = "## Study: "  # a study reported on its own (`ablate fidelity CONFIG --section`)
-OWNED_HEADINGS = (LENGTHS_HEADING, STUDY_PREFIX)
+WEIGHTS_HEADING = "## Optimized mixtures, retrained (equal compute)"  # `ablate fidelity --weights-only`
+OWNED_HEADINGS = (LENGTHS_HEADING, STUDY_PREFIX, WEIGHTS_HEADING)
 
 
 def markdown_table(header: list[str], rows: Iterable[Iterable]) -> list[str]:

@@ -14,10 +14,10 @@ import math
 from pathlib import Path
 
 from ablate.core.formats import fmt, rel
-from ablate.fidelity.markdown import markdown_table
+from ablate.fidelity.markdown import WEIGHTS_HEADING, markdown_table
 from ablate.store.pool import atomic_write_bytes
 
-HEADING = "## Optimized mixtures, retrained (equal compute)"
+HEADING = WEIGHTS_HEADING
 CAPTURE_GOAL, REGRET_GOAL = 0.8, math.log(1.01)
 
 
