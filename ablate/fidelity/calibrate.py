@@ -165,7 +165,7 @@ def plan_unions(units: list[str], existing: list[tuple], budget: int,
     sizes = {len(m) for m in existing}
     if candidates is None:
         candidates = [c for k in range(2, len(units) + 1) for c in itertools.combinations(sorted(units), k)]
-    pool_ = [tuple(sorted(c)) for c in candidates if tuple(sorted(c)) not in existing]
+    pool_ = list(dict.fromkeys(tuple(sorted(c)) for c in candidates if tuple(sorted(c)) not in existing))
     chosen: list[tuple] = []
     for _ in range(min(budget, len(pool_))):
         def score(c):  # unseen sizes first, then least-covered units, then smaller (cheaper) unions

@@ -19,6 +19,7 @@ from ablate.scoring import proxies
 from ablate.fidelity.markdown import markdown_table, own_sections
 from ablate.fidelity.calibrate import held_out, noise_floor, plan_unions, score_predictions, union_keys
 from ablate.core.config import StudyConfig
+from ablate.core.weights import is_uniform
 from ablate.core.formats import fmt, yes_no
 from ablate.store.pool import Pool, atomic_write_bytes
 from ablate.study.budgets import DEFAULT_METHOD, QUESTIONS
@@ -46,7 +47,9 @@ def score_study(cfg: StudyConfig, prep: dict, source: str) -> dict:
     units_domains = set(cfg.units.domains)
     rows = []
     for budget in cfg.fidelity.budgets:
-        truths = {k: v for k, v in proxies.load_truths(pool, budget).items() if k[0] in wanted}
+        # the uniform unions of the study's truth mixtures: weighted unions the weights section trained for the
+        # same units are another question (which weights?), not a ranking of mixtures
+        truths = {k: v for k, v in proxies.load_truths(pool, budget).items() if k[0] in wanted and is_uniform(k[1])}
         unions = union_keys(truths)
         cases = [c for c in all_cases if c.k == 1 or (c.mixture, c.weights) in set(unions)]
         noise = noise_floor(pool, budget)

@@ -182,7 +182,8 @@ def test_fidelity_cli_end_to_end_and_bad_config(study, tmp_path, capsys):
     assert "### Routes by kind of target" in weights and "| covered | ensemble |" in weights
     # a rankings-only rerun rescores and keeps the weights section it does not own, word for word
     code, _, err = run_cli(["fidelity", str(good), "--rankings-only", "--out", str(out)], capsys)
-    assert code == 0, err and out.read_text().split("## Optimized mixtures, retrained")[1] == weights
+    assert code == 0, err
+    assert out.read_text().split("## Optimized mixtures, retrained")[1] == weights
 
     bad = cfg.model_copy(deep=True)
     bad.pool = str(tmp_path / "bad-pool")
