@@ -68,7 +68,7 @@ def suggest_unions_cmd(budget: Annotated[int, typer.Option("--budget", help="how
 
 def fidelity_cmd(configs: Annotated[Optional[list[str]], typer.Argument(
                      help="study configs (default: configs/fidelity/*.yaml)")] = None,
-                 out: Annotated[Path, typer.Option("--out", help="Markdown report (and .json beside it)")] = Path("FIDELITY.md"),
+                 out: Annotated[Path, typer.Option("--out", help="Markdown report (and .json beside it)")] = Path("docs/results/FIDELITY.md"),
                  prepare_only: Annotated[bool, typer.Option("--prepare-only",
                                                             help="train and evaluate, do not score")] = False,
                  weights_only: Annotated[bool, typer.Option(
