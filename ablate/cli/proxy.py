@@ -1,9 +1,9 @@
 """Commands about trusting the proxy: calibrate, suggest-unions, fidelity.
 
 How to run:
-    ablate calibrate                               # calibrate.refresh, then each proxy's fidelity
-    ablate suggest-unions --budget 3 --truth unit  # calibrate.suggest_unions
-    ablate fidelity                                # workflows.fidelity_runs.run_fidelity (configs/fidelity/*.yaml)
+    ablate calibrate                               # fidelity/calibrate.py refresh, then each proxy's fidelity
+    ablate suggest-unions --budget 3 --truth unit  # fidelity/calibrate.py suggest_unions
+    ablate fidelity                                # workflows/fidelity_runs.py run_fidelity (configs/fidelity/*.yaml)
 
 Each function is one command's signature and a thin call into the library; ablate/cli/app.py
 registers them by name. (Using the proxy to pick a mixture, `search`, is in cli/score.py.)
