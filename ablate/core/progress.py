@@ -48,7 +48,7 @@ def bar(description: str, total: int, completed: int = 0, fields: dict | None = 
     if total <= completed:
         if not quiet():
             console.print(f"{description}: nothing to do, "
-                          f"{reused or (f'all {total} already done' if total else 'no work left')}",
+                          f"{reused or (f'all {total} reused from earlier runs' if total else 'no work left')}",
                           markup=False, highlight=False)
         yield lambda advance=1, **values: None
         return

@@ -154,8 +154,7 @@ def run_sweep(cfg: StudyConfig, pool: Pool, unit_ids: list[str] | None = None, *
     threads = cfg.train.threads or max(1, (os.cpu_count() or 1) // jobs)  # share the cores, never fight
     total = len(masks) + len(entries)
     # the rate reads "12.3 mixtures/min" (it was "mix_min=12.3", which no reader could decode)
-    with bar("sweep", total, len(masks) - len(todo), {"rate": "-"}, {"rate": "{} mixtures/min"},
-             reused=f"all {total} mixtures' rows reused from the pool") as update, \
+    with bar("sweep", total, len(masks) - len(todo), {"rate": "-"}, {"rate": "{} mixtures/min"}) as update, \
             paused():  # workers compute
         results = runner.run(cfg, pool, unit_ids, todo, eval_names, jobs=jobs, threads=threads,
                              scheduler=scheduler, workers=workers, log=log)

@@ -35,7 +35,7 @@ def test_a_bar_at_80_columns_shows_count_fields_and_times_whole(description, fie
 @pytest.mark.parametrize("total, completed, reused, says", [
     (0, 0, "15 mixtures' rows reused from the pool", "search: nothing to do, 15 mixtures' rows reused from the pool"),
     (0, 0, None, "search: nothing to do, no work left"),
-    (15, 15, None, "search: nothing to do, all 15 already done"),
+    (15, 15, None, "search: nothing to do, all 15 reused from earlier runs"),
 ])
 def test_nothing_to_do_is_one_line_never_a_0_of_0_bar(total, completed, reused, says, monkeypatch):
     monkeypatch.setenv("ABLATE_QUIET", "0")
