@@ -1,4 +1,4 @@
-"""The shape of ablate/ itself (DESIGN.md "Style"): no import cycle, small modules, short functions.
+"""The shape of ablate/ itself (docs/architecture.md): no import cycle, small modules, short functions.
 
 How to run:
     .venv/bin/python -m pytest -q tests/test_architecture.py     # a second: ast only, nothing imported
@@ -11,7 +11,7 @@ Every module of ablate/ is parsed (never imported) and four rules are checked:
 - No import cycle between ablate modules, counting imports inside functions too: an import
   inside a function is for start-up time (torch behind the CLI), never to hide a cycle.
   An edge is what the statement names: `import a.b` and `from a.b import x` depend on a.b;
-  `from a import b` depends on a and, if a.b is a module, on a.b (as /tmp/tools/imports.py counts).
+  `from a import b` depends on a and, if a.b is a module, on a.b.
 - No private name (`_x`) imported from another ablate module: what a module lends is public.
 - No module over MAX_MODULE_LINES lines.
 - No function (methods and nested functions included) over MAX_FUNCTION_LINES lines, from its
@@ -28,7 +28,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ablate"
-# The floors of ablate/, bottom first (README "Layout" says what each holds). The root package (its
+# The floors of ablate/, bottom first (docs/architecture.md says what each holds). The root package (its
 # version) and __main__ (the entry point) stand outside them.
 LAYERS = ("core", "store", "data", "models", "study", "train", "scoring", "optimize", "fidelity", "workflows", "cli")
 OUTSIDE = ("ablate", "ablate.__main__")

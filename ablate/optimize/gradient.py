@@ -7,7 +7,7 @@ How to run (from Python; `ablate optimize` drives it):
     slopes = space.project()                         # dL/dw_i = <grad_theta L, theta_i> for every member
 
 The merged model's parameters are linear in the weights, so one backward pass gives the derivative of
-an eval loss with respect to every unit's weight (DESIGN.md "Mixture weights"). The merged model is
+an eval loss with respect to every unit's weight (docs/optimize.md "How the weights are found"). The merged model is
 scoring's (scoring/inplace.py, MemberSpace); this module holds the losses taken through it.
 """
 
