@@ -269,7 +269,7 @@ def verdict_markdown(pool: Pool, scope: Priced) -> str:
 
 
 def write_report(pool: Pool, out: Path, scope: Priced) -> Path:
-    from ablate.fidelity import plots
+    import ablate.fidelity.plots as plots
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
