@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from typing import NamedTuple
 
-from ablate.scoring import proxies
+import ablate.scoring.proxies as proxies
 from ablate.core.config import StudyConfig
 from ablate.models.device import eval_precision
 from ablate.core.energy import Meter
