@@ -44,7 +44,7 @@ test: $(VENV)/.installed debian-packages
 	HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n auto tests
 
 # Speed benchmarks (bench/): ratios against references measured in the same run; under 15 min
-# on 2 cores. Writes bench/results.json and bench/RESULTS.md.
+# on 2 cores. Writes docs/results/bench/results.json and RESULTS.md.
 bench: $(VENV)/.installed debian-packages
 	HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 $(BIN)/python bench/run.py
 
@@ -52,24 +52,24 @@ bench: $(VENV)/.installed debian-packages
 bench-135m: $(VENV)/.installed debian-packages
 	HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 $(BIN)/python bench/run.py --size 135m
 
-# The fidelity protocol (FIDELITY.md): three studies x two ground truths. Its pools' price tags add up to
+# The fidelity protocol (docs/results/FIDELITY.md): three studies x two ground truths. Its pools' price tags add up to
 # 71 min of training + evaluation at 1 torch thread on a shared 2-core VM (FIDELITY.md lists them per study);
 # a rerun reuses whatever the pools hold and only rescores (~1 min).
 fidelity: $(VENV)/.installed
 	$(MAKE) debian-packages EXTRA_PACKAGES="$(FIDELITY_PACKAGES)"
-	HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 $(BIN)/ablate fidelity --out FIDELITY.md
+	HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 $(BIN)/ablate fidelity --out docs/results/FIDELITY.md
 
 # Studies too slow for `make fidelity`, each its own section of FIDELITY.md (kept when `make fidelity` rewrites it).
 # A real pretrained seed: SmolLM2-135M on 4 units, sized for <= 2 h on 2 cores at one torch thread.
 fidelity-real: $(VENV)/.installed
 	$(MAKE) debian-packages EXTRA_PACKAGES="$(FIDELITY_PACKAGES)"
 	test -f models/smollm2-135m/config.json || $(BIN)/ablate import-gguf --out models/smollm2-135m
-	HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 $(BIN)/ablate fidelity configs/fidelity-real/smollm2-cpu.yaml --section --out FIDELITY.md
+	HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 $(BIN)/ablate fidelity configs/fidelity-real/smollm2-cpu.yaml --section --out docs/results/FIDELITY.md
 
 # Does fidelity survive longer training? literary-code with units of 32, 128 and 512 steps (~1.5 h at one thread).
 fidelity-lengths: $(VENV)/.installed
 	$(MAKE) debian-packages EXTRA_PACKAGES="$(FIDELITY_PACKAGES)"
-	HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 $(BIN)/ablate fidelity configs/fidelity/literary-code.yaml --unit-steps 32,128,512 --out FIDELITY.md
+	HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 $(BIN)/ablate fidelity configs/fidelity/literary-code.yaml --unit-steps 32,128,512 --out docs/results/FIDELITY.md
 
 clean:
 	rm -rf $(VENV) pool-fidelity models pool/index.duckdb pool/models pool/units pool/eval pool/cache pool/results pool/work pool/tokenizers report data

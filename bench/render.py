@@ -1,7 +1,7 @@
-"""Turn bench/results.json into bench/RESULTS.md (called by bench/run.py).
+"""Turn docs/results/bench/results.json into docs/results/bench/RESULTS.md (called by bench/run.py).
 
 How to run on an existing results file:
-    .venv/bin/python bench/render.py bench/results.json > bench/RESULTS.md
+    .venv/bin/python bench/render.py docs/results/bench/results.json > docs/results/bench/RESULTS.md
 
 Every target line is computed from the numbers; where a target is missed, the
 paragraph under the table says why, with the measured parts of the time.
@@ -14,7 +14,7 @@ import sys
 
 # The generated part ends here; what follows in RESULTS.md was written by hand (benchmarks measured on their own)
 # and survives a rerun (run.py keeps it).
-END_OF_GENERATED = "Raw numbers: `bench/results.json`."
+END_OF_GENERATED = "Raw numbers: `docs/results/bench/results.json`."
 
 # as bench_eval.GEMM_OPS (not imported: rendering must not import torch)
 GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_scaled_dot_product_flash_attention_for_cpu")

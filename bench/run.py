@@ -1,4 +1,4 @@
-"""Run every benchmark and write bench/results.json and bench/RESULTS.md.
+"""Run every benchmark and write docs/results/bench/results.json and RESULTS.md.
 
 How to run:
     make bench                                   # = .venv/bin/python bench/run.py
@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+RESULTS = HERE.parent / "docs" / "results" / "bench"  # generated results live with the other results
 sys.path.insert(0, str(HERE))
 
 import common  # noqa: E402
@@ -100,11 +101,11 @@ def main(argv=None) -> int:
     p.add_argument("--compile", action="store_true", help="measure torch.compile even when short of time")
     p.add_argument("--budget", type=float, default=840.0, help="seconds for the whole run (default 14 min)")
     p.add_argument("--only", help="comma-separated subset: " + ",".join(b[0] for b in BENCHES))
-    p.add_argument("--out-dir", default=None, help="where results.json and RESULTS.md go (default bench/)")
+    p.add_argument("--out-dir", default=None, help="where results.json and RESULTS.md go (default docs/results/bench/)")
     p.add_argument("--size", choices=common.SIZES, default="demo",
                    help="135m: train/eval/merge at SmolLM2-135M, kept beside the demo-size results")
     args = p.parse_args(argv)
-    out_dir = Path(args.out_dir) if args.out_dir else (Path(tempfile.mkdtemp()) if args.quick else HERE)
+    out_dir = Path(args.out_dir) if args.out_dir else (Path(tempfile.mkdtemp()) if args.quick else RESULTS)
     previous = json.loads((out_dir / "results.json").read_text()) if (out_dir / "results.json").exists() else {}
     if args.size != "demo":
         return run_135m(args, out_dir, previous)

@@ -1,4 +1,4 @@
-"""The shape of ablate/ itself (DESIGN.md "Style"): no import cycle, small modules, short functions.
+"""The shape of ablate/ itself (docs/architecture.md): no import cycle, small modules, short functions.
 
 How to run:
     .venv/bin/python -m pytest -q tests/test_architecture.py     # a second: ast only, nothing imported
@@ -11,7 +11,7 @@ Every module of ablate/ is parsed (never imported) and four rules are checked:
 - No import cycle between ablate modules, counting imports inside functions too: an import
   inside a function is for start-up time (torch behind the CLI), never to hide a cycle.
   An edge is what the statement names: `import a.b` and `from a.b import x` depend on a.b;
-  `from a import b` depends on a and, if a.b is a module, on a.b (as /tmp/tools/imports.py counts).
+  `from a import b` depends on a and, if a.b is a module, on a.b.
 - No private name (`_x`) imported from another ablate module: what a module lends is public.
 - No module over MAX_MODULE_LINES lines.
 - No function (methods and nested functions included) over MAX_FUNCTION_LINES lines, from its
@@ -28,7 +28,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ablate"
-# The floors of ablate/, bottom first (README "Layout" says what each holds). The root package (its
+# The floors of ablate/, bottom first (docs/architecture.md says what each holds). The root package (its
 # version) and __main__ (the entry point) stand outside them.
 LAYERS = ("core", "store", "data", "models", "study", "train", "scoring", "optimize", "fidelity", "workflows", "cli")
 OUTSIDE = ("ablate", "ablate.__main__")
@@ -192,16 +192,54 @@ def test_scoring_optimize_and_fidelity_never_import_training():
     assert not found, f"{', '.join(TRAINING_FREE)} import ablate.train (move the name to ablate/study/):\n" + "\n".join(found)
 
 
+def _defines(path: Path, name: str) -> bool:
+    """Whether a module binds `name` at its top level (def, class, assignment or import)."""
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name:
+            return True
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+            return True
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and any((a.asname or a.name) == name for a in node.names):
+            return True
+    return False
+
+
+def face(layer: str) -> tuple[str | None, list[str], dict[str, str]]:
+    """A floor's __init__: its docstring, its __all__, and {name: the module it comes from} for every name it
+    binds, eagerly (`from ablate.x.m import name`) or lazily (`__getattr__ = lazy(__name__, {"m": ["name"]})`)."""
+    tree = ast.parse((PACKAGE / layer / "__init__.py").read_text(encoding="utf-8"))
+    offered, homes = [], {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets):
+            offered = ast.literal_eval(node.value)
+        elif (isinstance(node, ast.ImportFrom) and (node.module or "").startswith(f"ablate.{layer}.")
+              and node.module != "ablate.core.lazy"):  # core's own face imports the helper, not an API name
+            homes.update({a.asname or a.name: node.module for a in node.names})
+        elif (isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__getattr__" for t in node.targets)
+              and isinstance(node.value, ast.Call) and getattr(node.value.func, "id", None) == "lazy"):
+            for module, names in ast.literal_eval(node.value.args[1]).items():
+                homes.update(dict.fromkeys(names, f"ablate.{layer}.{module}"))
+    return ast.get_docstring(tree), offered, homes
+
+
 def test_every_floor_has_a_face():
-    """Each subpackage's __init__ says what it offers: a docstring and an __all__ of modules that exist."""
+    """Each subpackage's __init__ says what it offers: a docstring and an __all__ naming its API (the names
+    callers use, and the modules they use as namespaces), every name resolving: a module or subpackage of the
+    floor, or a name the face imports (eagerly, or lazily where the floor loads at CLI start-up) from a module
+    of the floor that defines it. Names the face binds are all in __all__."""
+    modules = _modules()
     for layer in LAYERS:
-        init = PACKAGE / layer / "__init__.py"
-        tree = ast.parse(init.read_text(encoding="utf-8"))
-        assert ast.get_docstring(tree), f"{init} has no docstring"
-        offered = next(ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
-                       and any(getattr(t, "id", None) == "__all__" for t in n.targets))
+        doc, offered, homes = face(layer)
+        assert doc, f"ablate/{layer}/__init__.py has no docstring"
+        assert offered, f"ablate/{layer}/__init__.py names no API (__all__)"
         for name in offered:
-            assert (PACKAGE / layer / f"{name}.py").exists() or (PACKAGE / layer / name).is_dir(), (layer, name)
+            if f"ablate.{layer}.{name}" in modules:
+                continue
+            assert name in homes, f"ablate.{layer}: {name!r} in __all__ is neither a module nor imported by the face"
+            assert homes[name] in modules and _defines(modules[homes[name]], name), (
+                f"ablate.{layer}: {name!r} does not resolve in {homes[name]}")
+        assert not set(homes) - set(offered), f"ablate.{layer} binds names it does not offer: {set(homes) - set(offered)}"
 
 
 def private_imports() -> list[str]:

@@ -1,16 +1,16 @@
 """The `ablate` command line: thin wrappers over one library function per stage.
 
 The whole pipeline, in order (each step reuses what exists):
-    ablate corpus build debian --out data/corpus   # corpus.build_debian_corpus
-    ablate units split                             # units.split_units
-    ablate seed                                    # seed.make_seed (train_seed / import_seed)
-    ablate train-partition UNIT                    # train.train_member (one unit)
-    ablate train-mixture UNIT UNIT...              # train.train_member (union baseline)
-    ablate score-mixture UNIT UNIT...              # score.score_mixture
-    ablate sweep                                   # sweep.run_sweep
-    ablate sql "SELECT * FROM proxy_fidelity"      # index.Index.query (read-only)
-    ablate report                                  # report.write_report
-    ablate demo                                    # all of the above on configs/demo.yaml
+    ablate corpus build debian --out data/corpus   # data/corpus.py build_debian_corpus
+    ablate units split                             # data/units.py split_units
+    ablate seed                                    # train/seed.py make_seed (train_seed / import_seed)
+    ablate train-partition UNIT                    # train/loop.py train_member (one unit)
+    ablate train-mixture UNIT UNIT...              # train/loop.py train_member (union baseline)
+    ablate score-mixture UNIT UNIT...              # workflows/steps.py score_mixture -> scoring/score.py
+    ablate sweep                                   # workflows/steps.py run_sweep -> scoring/sweep.py
+    ablate sql "SELECT * FROM proxy_fidelity"      # store/index.py Index.query (read-only)
+    ablate report                                  # fidelity/report.py write_report
+    ablate demo                                    # workflows/demo.py: all of the above on configs/demo.yaml
 
 Every command of a study takes `-c/--config FILE` and `--set key=value` (repeatable); those that build,
 train, score or search also `--dry-run` (print the resolved config and stop). Errors print one line and exit

@@ -31,6 +31,7 @@ import typer
 from ablate.cli.shared import (INVOKED, ConfigOpt, DryOpt, ForceOpt, MaxLossOpt, ObjectiveOpt, SetOpt, TargetOpt,
                                TargetWeightsOpt, open_study, print_rows, say)
 from ablate.core.errors import UsageError
+from ablate.core.formats import rel, rel_band
 from ablate.store.pool import atomic_write_bytes
 
 OUT_SUFFIXES = (".json", ".yaml", ".yml")
@@ -117,11 +118,6 @@ def check_out(out: Path) -> None:
         raise UsageError(f"--out {out}: no permission to write in {parent}")
 
 
-def _pct(log_ratio: float) -> str:
-    """A change in log ppl as a % of perplexity."""
-    return f"{100 * math.expm1(log_ratio):+.2f} %"
-
-
 def _level(value: float, objective) -> str:
     """An objective value in log ppl, with its perplexity where it is one (a mean's: the geometric mean)."""
     if objective.kind == "worst":  # the worst set's change vs uniform: not a perplexity
@@ -150,7 +146,7 @@ def show(row: dict, plan: dict, reused: bool = False) -> None:
     say(f"{row['route']} route, objective {row['objective']} (log ppl; lower is better), budget "
         f"{row['budget_tokens']:,} tokens: fit windows {_level(row['fit_optimized'], objective)} vs uniform "
         f"{_level(row['fit_uniform'], objective)}; held windows {_level(row['held_optimized'], objective)} vs uniform "
-        f"{_level(row['held_uniform'], objective)}, gain {row['held_gain']:+.4f} ({_pct(row['held_gain'])} ppl)"
+        f"{_level(row['held_uniform'], objective)}, gain {row['held_gain']:+.4f} ({rel(row['held_gain'])} ppl)"
         + interval)
     gate_line = gate_text(row)
     if gate_line:
@@ -170,7 +166,7 @@ def gate_text(row: dict) -> str | None:
 
     if row["gate_rule"] == "proxy error":
         return (f"the proxy's own error on this objective: ±{row['proxy_error']:.4f} log ppl "
-                f"(±{100 * math.expm1(row['proxy_error']):.2f} %; root mean square over {row['proxy_error_unions']} "
+                f"({rel_band(row['proxy_error'])}; root mean square over {row['proxy_error_unions']} "
                 f"trained unions' gains over the uniform union, fit windows)")
     if row["gate_rule"] == "window noise + prior":
         n = row["proxy_error_unions"] or 0
@@ -179,7 +175,7 @@ def gate_text(row: dict) -> str | None:
                 f"units at this budget besides the uniform one, and this pool has {n} (ablate suggest-unions picks "
                 f"them); so the gain must clear the window noise ({window:.4f}) plus the protocol's median proxy error "
                 f"(±{PRIOR_PROXY_ERROR_PCT} %, FIDELITY.md): {row['gate_threshold']:.4f} log ppl "
-                f"({_pct(row['gate_threshold'])})")
+                f"({rel(row['gate_threshold'])})")
     return None
 
 
@@ -199,7 +195,7 @@ def verdict(row: dict) -> str:
     if row["recommended"] == "uniform":
         why = ("the proxy's own error" if row["gate_rule"] == "proxy error" else
                "the window noise plus the protocol's prior for the proxy's error")
-        return f"the held gain ({_pct(row['held_gain'])}) is within {why}: {keep}"
+        return f"the held gain ({rel(row['held_gain'])}) is within {why}: {keep}"
     why = ("the proxy's error on trained unions" if row["gate_rule"] == "proxy error" else
            "the window noise plus the protocol's prior for the proxy's error")
     return (f"train with the optimized weights: they beat uniform on the held windows beyond the bootstrap interval "
@@ -248,6 +244,6 @@ def show_validation(realized: dict) -> None:
     r = realized["row"]
     say(f"retrained on the held windows: optimized union {r['union_optimized']:.4f}, uniform union "
         f"{r['union_uniform']:.4f} ({r['union_uniform'] - r['union_optimized']:+.4f} gain, "
-        f"{_pct(r['union_uniform'] - r['union_optimized'])}), best of {r['unions_compared']} trained "
+        f"{rel(r['union_uniform'] - r['union_optimized'])}), best of {r['unions_compared']} trained "
         f"{r['union_best']:.4f}; noise band ±{r['noise_threshold']:.4f} (2 x the replicate's difference)")
     say(r["verdict"])

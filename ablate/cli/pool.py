@@ -27,7 +27,7 @@ def sql(query: Annotated[str, typer.Argument(help="one read-only SQL statement")
         fmt: Annotated[str, typer.Option("--format", help="table|csv|json|parquet")] = "table",
         out: Annotated[Optional[Path], typer.Option("--out", help="write to a file")] = None,
         config: ConfigOpt = None, set_: SetOpt = None):
-    """Run a read-only query on the index (tables: units, models, mixture_perplexity; views: see README)."""
+    """Run a read-only query on the index (tables: units, models, mixture_perplexity; views: see docs/sql.md)."""
     from ablate.store.index import Index, check_read_only
 
     cfg, pool = open_study(config, set_, check_study=False)

@@ -1,9 +1,9 @@
 """Commands about trusting the proxy: calibrate, suggest-unions, fidelity.
 
 How to run:
-    ablate calibrate                               # calibrate.refresh, then each proxy's fidelity
-    ablate suggest-unions --budget 3 --truth unit  # calibrate.suggest_unions
-    ablate fidelity                                # workflows.fidelity_runs.run_fidelity (configs/fidelity/*.yaml)
+    ablate calibrate                               # fidelity/calibrate.py refresh, then each proxy's fidelity
+    ablate suggest-unions --budget 3 --truth unit  # fidelity/calibrate.py suggest_unions
+    ablate fidelity                                # workflows/fidelity_runs.py run_fidelity (configs/fidelity/*.yaml)
 
 Each function is one command's signature and a thin call into the library; ablate/cli/app.py
 registers them by name. (Using the proxy to pick a mixture, `search`, is in cli/score.py.)
@@ -69,7 +69,7 @@ def suggest_unions_cmd(budget: Annotated[int, typer.Option("--budget", help="how
 
 def fidelity_cmd(configs: Annotated[Optional[list[str]], typer.Argument(
                      help="study configs (default: configs/fidelity/*.yaml)")] = None,
-                 out: Annotated[Path, typer.Option("--out", help="Markdown report (and .json beside it)")] = Path("FIDELITY.md"),
+                 out: Annotated[Path, typer.Option("--out", help="Markdown report (and .json beside it)")] = Path("docs/results/FIDELITY.md"),
                  prepare_only: Annotated[bool, typer.Option("--prepare-only",
                                                             help="train and evaluate, do not score")] = False,
                  weights_only: Annotated[bool, typer.Option(

@@ -3,6 +3,7 @@
 How to run: not directly; the fidelity reports, the CLI and the workflows format their numbers here, so a
 number reads the same in every report:
     fmt(0.1234, 2, pct=True) == "12.34 %"; num(1234.5) == "1234"; rel(math.log(1.05)) == "+5.00 %"
+    rel_band(math.log(1.05)) == "±5.00 %"     # a noise band or an error: no sign, whichever way it went
 """
 
 from __future__ import annotations
@@ -52,6 +53,13 @@ def signed_pct(x: float) -> str:
     return f"{100 * x:+.2f} %"
 
 
-def rel(log_ratio: float) -> str:
-    """A change in log space written as a relative change (log(1.05) -> "+5.00 %")."""
-    return signed_pct(math.exp(log_ratio) - 1)
+def rel(log_ratio: float | None) -> str:
+    """A change in log space written as a relative change (log(1.05) -> "+5.00 %"); n/a when None.
+    expm1, not exp(x) - 1: exact for small changes (the two write the same text for every log-perplexity
+    difference, FIDELITY-weights.json's included; they part only below 1e-16, "-0.00 %" vs "+0.00 %")."""
+    return NA if log_ratio is None else signed_pct(math.expm1(log_ratio))
+
+
+def rel_band(log_ratio: float | None) -> str:
+    """A band or an error in log space as a relative size with ± and no sign (log(1.05) -> "±5.00 %"); n/a when None."""
+    return NA if log_ratio is None else f"±{abs(100 * math.expm1(log_ratio)):.2f} %"

@@ -39,9 +39,19 @@ class _FittedProgress(Progress):
 
 
 @contextmanager
-def bar(description: str, total: int, completed: int = 0, fields: dict | None = None, labels: dict | None = None):
+def bar(description: str, total: int, completed: int = 0, fields: dict | None = None, labels: dict | None = None,
+        reused: str | None = None):
     """Yields update(advance, **fields). Extra fields show as text: `key=value`, or as `labels[key]` with the
-    value in place of {} when the key alone would not say what it is ({"rate": "{} mixtures/min"})."""
+    value in place of {} when the key alone would not say what it is ({"rate": "{} mixtures/min"}).
+    Nothing to do (total <= completed) prints one line saying so and what was reused (`reused`, or the count
+    already done), never a "0/0 … ETA -:--:--" bar."""
+    if total <= completed:
+        if not quiet():
+            console.print(f"{description}: nothing to do, "
+                          f"{reused or (f'all {total} reused from earlier runs' if total else 'no work left')}",
+                          markup=False, highlight=False)
+        yield lambda advance=1, **values: None
+        return
     fields, labels = dict(fields or {}), dict(labels or {})
     text = " ".join(labels.get(k, f"{k}={{}}").replace("{}", f"{{task.fields[{k}]}}") for k in fields)
     # labels and fields carry user names (units, eval sets, files): plain text, never console markup

@@ -73,8 +73,9 @@ class UnitsConfig(Strict):
 class SeedConfig(Strict):
     mode: Literal["train", "import"] = "train"
     import_path: Optional[str] = None  # local HF causal-LM dir when mode=import
-    # The seed's pretraining mix, never unit domains. auto: webster for the Debian corpus; for your own
-    # files, every corpus domain that is neither a unit nor an eval-only domain (or import a seed).
+    # The seed's pretraining mix (never a unit's tokens, never an eval document: a unit domain gives the seed
+    # only its documents no unit holds). auto: the Debian corpus's webster, unit and eval-only domains; for your
+    # own files, every corpus domain that is neither a unit nor an eval-only domain (or import a seed).
     domains: list[str] | Literal["auto"] = "auto"
     hidden_size: int = Field(96, gt=0)
     layers: int = Field(3, gt=0)

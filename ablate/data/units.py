@@ -212,6 +212,20 @@ def cut_units(domain: str, tokens: np.ndarray, cfg: StudyConfig) -> list[np.ndar
     return [tokens[i * budget:(i + 1) * budget] for i in range(min(have, wanted))]
 
 
+def seed_tokens(domain: str, train: np.ndarray, cfg: StudyConfig, eos: int) -> np.ndarray:
+    """A seed domain's pretraining tokens: its whole training stream, or for a unit domain the whole documents
+    after the last unit's end (units are cut from the stream's start), so the seed never sees a unit's token."""
+    if domain not in cfg.units.domains:
+        return train
+    rest = train[len(cut_units(domain, train, cfg)) * cfg.units.unit_tokens:]
+    ends = np.flatnonzero(rest == eos)  # skip the rest of a document the last unit cut in two
+    mix = rest[ends[0] + 1:] if ends.size else rest[:0]
+    if not mix.size:
+        raise UsageError(f"seed domain {domain!r} has no whole document left after its units: lower "
+                         f"units.unit_tokens or units.units_per_domain, or drop it from seed.domains")
+    return mix
+
+
 def _stage_eval_files(cfg: StudyConfig, pool: Pool, tok, tok_id: str, byte_len, pending: list) -> list[tuple]:
     """(folder, name, tokens, row, docs) per eval set from a file (`eval_sets:`); raises before any write."""
     staged = []
@@ -262,10 +276,10 @@ def _plan(cfg: StudyConfig, pool: Pool, corpus: dict[str, list[str]], scratch: P
                 row = _row("unit", name, domain, shard, part, byte_len, tok_id, f"units/{name}.npy", n_docs)
                 staged.append((pool.units_dir, name, part, row))
         if domain in cfg.seed.domains and cfg.seed.mode == "train":
-            name = f"seedmix-{domain}"
-            row = _row("seedmix", name, domain, 0, train, byte_len, tok_id, f"units/{name}.npy",
-                       len(splits[domain].train_docs))
-            staged.append((pool.units_dir, name, train, row))
+            name, mix = f"seedmix-{domain}", seed_tokens(domain, train, cfg, tok.eos_token_id)
+            row = _row("seedmix", name, domain, 0, mix, byte_len, tok_id, f"units/{name}.npy",
+                       int((mix == tok.eos_token_id).sum()))
+            staged.append((pool.units_dir, name, mix, row))
     for folder, name, tokens, row, docs in _stage_eval_files(cfg, pool, tok, tok_id, byte_len, pending):
         staged.append((folder, name, tokens, row))
         eval_docs[name] = docs

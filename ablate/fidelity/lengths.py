@@ -1,7 +1,7 @@
 """Does fidelity survive longer training? One study rerun with units of several lengths (optimizer steps).
 
 How to run:
-    ablate fidelity configs/fidelity/literary-code.yaml --unit-steps 32,128,512 --out FIDELITY.md
+    ablate fidelity configs/fidelity/literary-code.yaml --unit-steps 32,128,512 --out docs/results/FIDELITY.md
 
 Each length is the same study (same domains, eval sets, seed recipe) with `units.unit_tokens` = steps x
 batch x seq, in its own pool (`<pool>-<steps>steps`; the study's own length keeps its pool, so its members
@@ -136,7 +136,7 @@ def section(results: list[dict], source: str, seconds: float, plot_name: str | N
     """FIDELITY.md's unit-length section: one row per length, the trend said in words, the plot."""
     steps = ",".join(str(r["steps"]) for r in results)
     lines = [LENGTHS_HEADING, "",
-             f"Regenerate: `ablate fidelity {source} --unit-steps {steps} --out FIDELITY.md` "
+             f"Regenerate: `ablate fidelity {source} --unit-steps {steps} --out docs/results/FIDELITY.md` "
              f"(`make fidelity-lengths`; this run: {seconds / 60:.1f} min, reusing what the pools held). "
              "Raw numbers: `FIDELITY-lengths.json`.", "",
              f"The study `{source}` rerun with units of {steps.replace(',', ', ')} optimizer steps (same domains, "

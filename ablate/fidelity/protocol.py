@@ -202,7 +202,7 @@ def write_markdown(results: list[dict], out: Path, seconds: float, sources: list
     rows.sort(key=lambda r: (order.get(r["budget"], 9), M_LABELS.index(r["m_label"]), r["proxy"], r["study"],
                              r["eval_set"]))
     lines = ["# Fidelity: how well each proxy ranks mixtures, per ground truth", "",
-             "Regenerate: `make fidelity` (= `ablate fidelity --out FIDELITY.md`, every `configs/fidelity/*.yaml`;"
+             "Regenerate: `make fidelity` (= `ablate fidelity --out docs/results/FIDELITY.md`, every `configs/fidelity/*.yaml`;"
              f" this run: {seconds / 60:.1f} min, reusing whatever its pools already held). Raw numbers: "
              "`FIDELITY.json`.", "",
              "Every figure is out of sample: a fitted proxy is fitted on m unions chosen by `suggest-unions` "

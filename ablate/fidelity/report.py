@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ablate.core.config import StudyConfig
 from ablate.core.errors import UsageError
-from ablate.core.formats import num, num_pct, ratio, yes_no
+from ablate.core.formats import num, num_pct, ratio, rel, rel_band, yes_no
 from ablate.fidelity.markdown import markdown_table
 from ablate.scoring.merge import merge_id
 from ablate.store.index import Index
@@ -226,30 +226,21 @@ def optimize_markdown(pool: Pool) -> list[str]:
     rows = Index(pool).rows("SELECT * FROM optimizations WHERE superseded_by IS NULL ORDER BY created_at DESC")
     if not rows:
         return []
-    lines = ["", "## Optimized mixtures", "",
-             "`ablate optimize`: the weights it recommends (uniform where the gate says uniform) and the optimizer's "
-             "own, the gain predicted on held windows, and after `--validate` the gain realized by retraining with "
-             "the noise band (2 x a replicate's difference) and the verdict.", "",
-             "| objective | route | recommended | weights | optimized weights | predicted gain (held) | "
-             "realized gain (retrained) | noise band | beats uniform beyond the noise band |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        optimized = r.get("optimized_weights") or r["weights"]  # rows from before optimized_weights: the same
-        lines.append(f"| {r['objective']} | {r['route']} | {r['recommended']} | {_weights(r['units'], r['weights'])} | "
-                     f"{_weights(r['units'], optimized)} | {_gain(r['held_gain'])} | "
-                     f"{_gain(r.get('realized_gain')) if r['validated'] else 'not validated'} | "
-                     f"{'±' + _gain(r['noise_threshold'])[1:] if r['validated'] else '-'} | "
-                     f"{_yes_no(r.get('beats_uniform')) if r['validated'] else '-'} |")
-    return lines
+    return ["", "## Optimized mixtures", "",
+            "`ablate optimize`: the weights it recommends (uniform where the gate says uniform) and the optimizer's "
+            "own, the gain predicted on held windows, and after `--validate` the gain realized by retraining with "
+            "the noise band (2 x a replicate's difference) and the verdict.", ""] + markdown_table(
+        ["objective", "route", "recommended", "weights", "optimized weights", "predicted gain (held)",
+         "realized gain (retrained)", "noise band", "beats uniform beyond the noise band"],
+        # rows from before optimized_weights: the optimized weights are the weights
+        ([r["objective"], r["route"], r["recommended"], _weights(r["units"], r["weights"]),
+          _weights(r["units"], r.get("optimized_weights") or r["weights"]), rel(r["held_gain"]),
+          *([rel(r.get("realized_gain")), rel_band(r["noise_threshold"]), yes_no(r.get("beats_uniform"))]
+            if r["validated"] else ["not validated", "-", "-"])] for r in rows))
 
 
 def _weights(units: list[str], weights: list[float]) -> str:
     return ", ".join(f"{u} {w:.3f}" for u, w in zip(units, weights) if w > 0)
-
-
-def _gain(log_ratio) -> str:
-    """A gain in log ppl as a % of perplexity."""
-    return "n/a" if log_ratio is None else f"{100 * math.expm1(log_ratio):+.2f} %"
 
 
 def eval_sets_markdown(pool: Pool) -> list[str]:
@@ -278,7 +269,7 @@ def verdict_markdown(pool: Pool, scope: Priced) -> str:
 
 
 def write_report(pool: Pool, out: Path, scope: Priced) -> Path:
-    from ablate.fidelity import plots
+    import ablate.fidelity.plots as plots
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -81,7 +81,7 @@ def section(result: dict, source: str, seconds: float, distance: dict) -> str:
 
     _, seed = Index(Pool(cfg["pool"])).query("SELECT max(n_params) FROM models WHERE kind = 'seed'")
     lines = [heading(result), "",
-             f"Regenerate: `ablate fidelity {source} --section --out FIDELITY.md` (`make fidelity-real`; this run: "
+             f"Regenerate: `ablate fidelity {source} --section --out docs/results/FIDELITY.md` (`make fidelity-real`; this run: "
              f"{seconds / 60:.1f} min, reusing what its pool held). Raw numbers: `FIDELITY-{result['study']}.json`. "
              "Not part of `make fidelity` (too slow to rerun with it) and not pooled with its studies.", "",
              f"- Seed: `{_shown(cfg['seed']['import_path']) or 'trained here'}` ({seed[0][0] or 0:,} "

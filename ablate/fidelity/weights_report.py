@@ -13,7 +13,7 @@ import json
 import math
 from pathlib import Path
 
-from ablate.core.formats import fmt, rel
+from ablate.core.formats import fmt, rel, rel_band
 from ablate.fidelity.markdown import WEIGHTS_HEADING, markdown_table
 from ablate.store.pool import atomic_write_bytes
 
@@ -28,7 +28,7 @@ def _captured(c: dict, key: str) -> str:
 
 def _error(c: dict) -> str:
     """The proxy's error on the calibration unions (cases from before the gate have none)."""
-    return "n/a" if c.get("proxy_error") is None else f"±{rel(c['proxy_error'])[1:]}"
+    return rel_band(c.get("proxy_error"))
 
 
 def goals(studies: list[dict]) -> list[str]:
@@ -161,7 +161,7 @@ def section(studies: list[dict], seconds: float, runs: dict[float, list[dict]] |
              "regression route, retrained", "best known", "captured", "ensemble captured", "grid captured",
              "regression captured", "regret", "grid regret", "unions"],
             ([c["objective"], c.get("target", "n/a"), c["recommended"], rel(c["held_predicted_gain"]), _error(c),
-              rel(c["realized_gain"]), f"±{rel(c['noise'])[1:]}",
+              rel(c["realized_gain"]), rel_band(c["noise"]),
               f"{rel(c['ensemble_gain'])} ({c['ensemble_recommended']})" if "ensemble_gain" in c else "n/a",
               rel(c["grid_gain"]), rel(c["regression_gain"]), rel(c["best_gain"]), _captured(c, "captured"),
               _captured(c, "ensemble_captured") if "ensemble_captured" in c else "n/a",

@@ -7,7 +7,7 @@ How to run (from Python; `ablate optimize` drives it):
     slopes = space.project()                         # dL/dw_i = <grad_theta L, theta_i> for every member
 
 The merged model's parameters are linear in the weights, so one backward pass gives the derivative of
-an eval loss with respect to every unit's weight (DESIGN.md "Mixture weights"). The merged model is
+an eval loss with respect to every unit's weight (docs/optimize.md "How the weights are found"). The merged model is
 scoring's (scoring/inplace.py, MemberSpace); this module holds the losses taken through it.
 """
 
@@ -20,6 +20,8 @@ import torch
 def set_nll(model: torch.nn.Module, windows: torch.Tensor, batch_size: int, grad: bool) -> tuple[float, int]:
     """Sum of NLL over full windows [m, T] and the tokens predicted; with `grad`, the backward of the
     mean NLL (log perplexity) is accumulated into the model's .grad, in eval mode (no dropout)."""
+    # Not scoring/evaluate's loss (log_softmax + nll_loss, float64 window sums): that one never backpropagates,
+    # and summing here in float32 per batch is what the stored fit values were computed with (their bits).
     model.eval()
     n_pred = windows.size(0) * (windows.size(1) - 1)
     total = 0.0
@@ -38,6 +40,9 @@ def set_nll(model: torch.nn.Module, windows: torch.Tensor, batch_size: int, grad
 
 def window_nll(model: torch.nn.Module, windows: torch.Tensor, batch_size: int) -> np.ndarray:
     """Per-window NLL sums (float64) without gradients: the held part's paired comparisons."""
+    # Summed per window in float32, then widened: the batched evaluator's recipe (scoring/batched.py), not
+    # evaluate_tokens' (float64 sums of float32 tokens); the two part in the last bits, and the stored held
+    # values are these. The batched one chunks tokens through a vmap'd head, so only cross_entropy is shared.
     model.eval()
     out = []
     device = next(model.parameters()).device

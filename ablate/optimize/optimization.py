@@ -27,6 +27,7 @@ import numpy as np
 
 from ablate.core.energy import Meter
 from ablate.core.errors import UsageError
+from ablate.core.formats import rel, rel_band
 from ablate.data.units import eval_sets, unit_ids, unit_meta
 from ablate.optimize.ensemble_route import optimize_ensemble
 from ablate.optimize.merged_route import optimize_merged
@@ -238,5 +239,5 @@ def realized_verdict(union_optimized: float, union_uniform: float, noise: float)
     gain = union_uniform - union_optimized
     beats = bool(gain > noise)
     text = (f"optimized beats uniform beyond the noise band: {'yes' if beats else 'no'} "
-            f"(gain {100 * math.expm1(gain):+.2f} %, band ±{100 * math.expm1(noise):.2f} %)")
+            f"(gain {rel(gain)}, band {rel_band(noise)})")
     return {"realized_gain": gain, "beats_uniform": beats, "verdict": text}

@@ -27,7 +27,7 @@ import torch
 from ablate.core.energy import Meter
 from ablate.core.progress import bar
 from ablate.models.model import count_params, load_member
-from ablate.scoring import proxies
+import ablate.scoring.proxies as proxies
 from ablate.scoring.evaluate import evaluate_tokens, nll_stats, windows
 from ablate.scoring.score import study_row
 from ablate.store import token_nll

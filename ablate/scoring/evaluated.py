@@ -12,7 +12,7 @@ would score an ensemble as a merge: this module is why it never has to.
 
 from __future__ import annotations
 
-from ablate.scoring import proxies
+import ablate.scoring.proxies as proxies
 from ablate.scoring.ensemble import METHOD as ENSEMBLE, score_ensemble
 from ablate.scoring.proxies import scaled
 from ablate.scoring.score import score_built_models

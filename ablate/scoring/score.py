@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from typing import NamedTuple
 
-from ablate.scoring import proxies
+import ablate.scoring.proxies as proxies
 from ablate.core.config import StudyConfig
 from ablate.models.device import eval_precision
 from ablate.core.energy import Meter
@@ -107,7 +107,9 @@ def score_built_models(study: Study, mixtures: list[tuple[list[str], list[float]
     if build == proxies.get("merged").build:
         build = None  # the average streams straight into the parameters: no state dict beside the model
     rows, model = [], None
-    with Meter(cfg.energy) as meter, bar(label or method, len(todo)) as update:
+    n_reused = max(0, len(ids) - len(todo))
+    reused = f"{n_reused} mixture{'s' * (n_reused != 1)}' rows reused from the pool"
+    with Meter(cfg.energy) as meter, bar(label or method, len(todo), reused=reused) as update:
         for mix, weights, members, mid in todo:
             t0 = time.perf_counter()
             model = merged_model(pool, study.seed["model_id"], members, weights, full_hash=cfg.verify_hash,

@@ -1,7 +1,7 @@
 """The fidelity protocol: how well each proxy ranks mixtures, per ground truth, on several studies.
 
 How to run:
-    ablate fidelity                                        # every configs/fidelity/*.yaml → FIDELITY.md
+    ablate fidelity                                        # every configs/fidelity/*.yaml → docs/results/FIDELITY.md
     ablate fidelity configs/fidelity/six-units.yaml --out /tmp/F.md
     ablate fidelity configs/fidelity/literary-code.yaml --unit-steps 32,128,512   # its section of FIDELITY.md
     ablate fidelity configs/fidelity-real/smollm2-cpu.yaml --section              # a study as its own section

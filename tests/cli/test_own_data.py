@@ -1,4 +1,4 @@
-"""The README's own-data and own-eval-file recipes, run verbatim on a corpus, a model and a
+"""docs/own-data.md's own-data, own-eval-file and own-weights recipes, run verbatim on a corpus, a model and a
 held-out file this test writes from real text on the machine (Debian copyright files,
 changelogs, man pages; a tiny random Llama with a BPE trained on that text)."""
 
@@ -65,9 +65,9 @@ def write_model(folder: Path, corpus: Path) -> None:
 
 
 def readme_recipe(name: str) -> str:
-    text = (ROOT / "README.md").read_text()
-    match = re.search(rf"<!-- README recipe: {name} .*?-->\n```bash\n(.*?)```", text, re.S)
-    assert match, f"README has no {name} recipe"
+    text = (ROOT / "docs" / "own-data.md").read_text()
+    match = re.search(rf"<!-- recipe: {name} .*?-->\n```bash\n(.*?)```", text, re.S)
+    assert match, f"docs/own-data.md has no {name} recipe"
     return match.group(1)
 
 

@@ -65,3 +65,24 @@ def test_changed_settings_do_not_overwrite_units(fresh):
     with pytest.raises(Exception, match="already exists"):
         split_units(changed, pool, study_corpus(changed), **quiet)
     assert tree_digest(pool.root) == before
+
+
+def test_a_unit_domain_in_the_seed_mix_gives_the_seed_only_documents_no_unit_holds(tmp_path):
+    """The seed may share a unit's domain (the paper's Wikipedia seed and M2D2 Wikipedia units), never its tokens:
+    its seed-mix stream is the domain's training stream after the last unit, from the next whole document."""
+    fortunes_min_corpus(tmp_path / "corpus")
+    cfg = tiny_config(tmp_path, **{"seed.domains": ["riddles", "fortunes"]})
+    pool = Pool(cfg.pool)
+    split_units(cfg, pool, study_corpus(cfg), **quiet)
+    mix = np.load(pool.units_dir / "seedmix-fortunes.npy")
+    units = [np.load(pool.units_dir / f"fortunes-{i:02d}.npy") for i in range(cfg.units.units_per_domain)]
+    stream = np.concatenate(units)
+    assert mix.size > 0
+    # the units are the stream's start, and the seed's part begins after them, at a document start
+    n = stream.size
+    windows = np.lib.stride_tricks.sliding_window_view(mix, 64)[::64]
+    unit_windows = {w.tobytes() for w in np.lib.stride_tricks.sliding_window_view(stream, 64)}
+    assert not any(w.tobytes() in unit_windows for w in windows), "the seed mix repeats a unit's tokens"
+    assert n == cfg.units.unit_tokens * cfg.units.units_per_domain
+    riddles = json.loads((pool.units_dir / "seedmix-riddles.json").read_text())
+    assert riddles["n_tokens"] > 0  # a domain no unit holds still gives its whole training stream
