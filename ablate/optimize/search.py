@@ -188,14 +188,23 @@ def _measure_seed(cfg: StudyConfig, pool: Pool, target: str) -> None:
     write_rows(pool, score_reference_models(study, [], existing_rows(pool, study.precision)))
 
 
-def default_method(pool: Pool, truth: str) -> str:
-    """The protocol's best proxy for the question (FIDELITY.md): for the add-data truth, `calibrated` once
-    n unions of it are trained (n = units), `own-additive` before."""
-    if truth != "sum":
-        return DEFAULT_METHOD[truth]
-    n_units = len(unit_ids(pool))
-    have = len(union_keys(proxies.load_truths(pool, "sum")))
-    return "calibrated" if have >= max(n_units, 3) else DEFAULT_METHOD["sum"]
+def eval_only(pool: Pool, targets) -> bool:
+    """Whether no unit of the pool trains on any of these eval sets' domains (a held-out quality set, an eval
+    file, a domain only the seed or nobody saw): where the merge ranks worst and the ensemble best."""
+    covered = {r["domain"] for r in Index(pool).rows("SELECT DISTINCT domain FROM units WHERE kind = 'unit'")}
+    return bool(targets) and not any(t in covered for t in targets)
+
+
+def default_method(pool: Pool, truth: str, targets: tuple[str, ...] = ()) -> str:
+    """The protocol's best proxy for the question and the kind of target (FIDELITY.md): for the add-data truth,
+    `calibrated` once n unions of it are trained (n = units); otherwise `ensemble` for eval-only targets (it
+    ranked them best out of sample, at both truths, and ties `merged` where a unit covers the target), and the
+    truth's default (`merged`; `own-additive` for add-data) where a unit covers one of them."""
+    if truth == "sum":
+        n_units = len(unit_ids(pool))
+        if len(union_keys(proxies.load_truths(pool, "sum"))) >= max(n_units, 3):
+            return "calibrated"
+    return "ensemble" if eval_only(pool, targets) else DEFAULT_METHOD[truth]
 
 
 def validation_picks(ranked: list, validate: int, validate_weighted: bool) -> list[tuple[list[str], list[float]]]:
@@ -244,12 +253,12 @@ def plan(pool: Pool, target: str | Objective, *, max_size: int = 3, grid: list[f
     """What a search would do, checked and nothing scored: `rank` runs it, `ablate search --dry-run` prints it."""
     if truth not in BUDGETS:
         raise UsageError(f"--truth must be one of {', '.join(BUDGETS)}, not {truth!r}")
-    method = method or default_method(pool, truth)
+    objective = as_objective(pool, target)
+    method = method or default_method(pool, truth, objective.eval_sets)
     if method not in proxies.names():
         raise UsageError(f"--method must be one of {', '.join(proxies.names())}, not {method!r}")
     if max_size < 1 or validate < 0 or top < 1 or max_candidates < 1 or beam < 1:
         raise UsageError("--max-size, --top, --max-candidates and --beam must be ≥ 1, --validate ≥ 0")
-    objective = as_objective(pool, target)
     if screen and len(objective.eval_sets) > 1:
         raise UsageError("--screen races candidates on one eval set: give one --target, or drop --screen")
     units = unit_ids(pool, required=True)

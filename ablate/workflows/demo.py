@@ -23,7 +23,8 @@ def run_demo(cfg: StudyConfig, pool: Pool, report_dir: Path, log=print) -> str:
     from ablate.fidelity.report import priced, verdict_markdown, write_report
     from ablate.models.device import describe
     from ablate.train.members import build_members, train_truths, union_plan
-    from ablate.study.budgets import DEFAULT_METHOD, DEFAULT_TRUTH
+    from ablate.optimize.search import default_method
+    from ablate.study.budgets import DEFAULT_TRUTH
 
     t0 = time.perf_counter()
     log(f"training, merging and evaluating on {describe(cfg)}")  # a GPU asked for and missing: exit 2 now
@@ -40,7 +41,7 @@ def run_demo(cfg: StudyConfig, pool: Pool, report_dir: Path, log=print) -> str:
     log(f"      {out['mixtures']} mixtures ({out['scored']} scored, {out['cached']} cached) in {out['seconds']:.1f} s")
     target = (sorted(cfg.eval_sets) or cfg.units.eval_only_domains or cfg.units.domains)[0]
     if plan:
-        method = DEFAULT_METHOD[DEFAULT_TRUTH]
+        method = default_method(pool, DEFAULT_TRUTH, (target,))  # quotes has no unit: the ensemble
         log(f"[7/8] mixture search for {target!r} ({method} proxy, weighted candidates): the top one and the best "
             f"weighted one validated against the {DEFAULT_TRUTH!r} truth (a weighted one as a weighted union)")
         found = run_search(cfg, pool, target, max_size=len(units), grid=cfg.demo_search_grid,

@@ -183,6 +183,10 @@ def test_search_defaults_follow_the_protocol(study_copy):
     for mix in (["fortunes-00", "literature-00"], ["fortunes-01", "literature-01"], ["fortunes-00", "fortunes-01"]):
         score_mixture(cfg, pool, mix, eval_names=["literature"])
     assert default_method(pool, "unit") == "merged"
+    assert default_method(pool, "unit", ("literature",)) == "merged"  # a unit covers literature
+    # riddles is only the seed's domain: an eval-only target, where the protocol found the ensemble best
+    assert default_method(pool, "unit", ("riddles",)) == default_method(pool, "sum", ("riddles",)) == "ensemble"
+    assert default_method(pool, "unit", ("riddles", "literature")) == "merged"
     assert default_method(pool, "sum") == "own-additive"  # 3 scored sum unions < n = 4 units
     out = run_search(cfg, pool, "literature", max_size=2, truth="sum", **quiet)
     assert {r["method"] for r in out["rows"]} == {"own-additive"}
