@@ -74,6 +74,9 @@ def fidelity_cmd(configs: Annotated[Optional[list[str]], typer.Argument(
                                                             help="train and evaluate, do not score")] = False,
                  weights_only: Annotated[bool, typer.Option(
                      "--weights-only", help="only the equal-compute truth and 'Optimized mixtures, retrained'")] = False,
+                 weights_targets: Annotated[str, typer.Option(
+                     "--weights-targets", help="the weights section's objectives: all (each eval set and the mean) "
+                     "or eval-only (the eval sets no unit covers, and the mean)")] = "all",
                  rankings_only: Annotated[bool, typer.Option(
                      "--rankings-only", help="score the rankings; keep --out's 'Optimized mixtures, retrained' "
                      "section as it is (no optimization, no training beyond the truths)")] = False,
@@ -98,7 +101,9 @@ def fidelity_cmd(configs: Annotated[Optional[list[str]], typer.Argument(
 
     if weights_only and rankings_only:
         raise UsageError("--weights-only and --rankings-only exclude each other: give one")
+    if weights_targets not in ("all", "eval-only"):
+        raise UsageError(f"--weights-targets must be all or eval-only, not {weights_targets!r}")
     result = run_fidelity(configs, out, log=say, prepare_only=prepare_only, weights_only=weights_only,
-                          as_sections=section, rankings_only=rankings_only)
+                          as_sections=section, rankings_only=rankings_only, weights_targets=weights_targets)
     say(f"{len(result['studies']) or len(result['weights'])} studies scored in {result['seconds'] / 60:.1f} min" +
         ("" if prepare_only else f"; wrote {out}"))

@@ -129,10 +129,12 @@ def study_configs(paths: list[str] | None) -> list[tuple[str, StudyConfig]]:
 
 
 def run_fidelity(paths: list[str] | None, out: Path | None, log=print, prepare_only: bool = False,
-                 weights_only: bool = False, as_sections: bool = False, rankings_only: bool = False) -> dict:
+                 weights_only: bool = False, as_sections: bool = False, rankings_only: bool = False,
+                 weights_targets: str = "all") -> dict:
     """The whole protocol: prepare every study, score every proxy per truth, write the Markdown; then the
     optimized mixtures, retrained (its own section). `weights_only`: the equal-compute truth and that section.
-    `rankings_only`: the rankings alone (the weights section already in `out` is kept as it is).
+    `rankings_only`: the rankings alone (the weights section already in `out` is kept as it is);
+    `weights_targets`: "all" objectives in that section, or "eval-only" (the eval-only sets and the mean).
     `as_sections`: each study scored into its own section of `out` (no pooled tables, no weights)."""
     studies = study_configs(paths)
     if as_sections:
@@ -153,9 +155,10 @@ def run_fidelity(paths: list[str] | None, out: Path | None, log=print, prepare_o
         write_markdown(results, out, seconds, [s for s, _ in studies])
     if not prepare_only and not rankings_only:
         t1 = time.perf_counter()
-        weights = [optimized_mixtures(cfg, log=log) for _, cfg in studies]
-        if out is not None:
-            write_section(out, weights, time.perf_counter() - t1)
+        for _, cfg in studies:  # the section is rewritten after each study: a run cut short keeps what it did
+            weights.append(optimized_mixtures(cfg, log=log, targets=weights_targets))
+            if out is not None:
+                write_section(out, weights, time.perf_counter() - t1)
     seconds = time.perf_counter() - t0
     return {"studies": results, "weights": weights, "seconds": seconds, "minutes": math.ceil(seconds / 60)}
 

@@ -36,20 +36,23 @@ from ablate.workflows.optimize_runs import realized_objectives
 GRID = [1.0, 2.0]
 
 
-def study_objectives(pool: Pool) -> list[Objective]:
-    """Each eval set alone, then the mean over all of them."""
+def study_objectives(pool: Pool, covered: set[str], targets: str = "all") -> list[Objective]:
+    """The eval-only sets alone (no unit of their domain: where the proxies differ), the mean over all sets,
+    then (targets = "all") each covered set alone; that order, so a run cut short has what matters first."""
     names = [ev["domain"] for ev in eval_sets(pool)]
-    return [Objective("mean", (n,)) for n in names] + [Objective("mean", tuple(names))]
+    first = [Objective("mean", (n,)) for n in names if n not in covered] + [Objective("mean", tuple(names))]
+    return first + ([Objective("mean", (n,)) for n in names if n in covered] if targets == "all" else [])
 
 
-def optimized_mixtures(cfg: StudyConfig, log=print) -> dict:
-    """Every objective of one study: optimize, pick by grid, train, measure on held windows."""
+def optimized_mixtures(cfg: StudyConfig, log=print, targets: str = "all") -> dict:
+    """Every objective of one study (`targets`: "all", or "eval-only": its eval-only sets and the mean):
+    optimize, pick by grid, train, measure on held windows."""
     pool = Pool(cfg.pool)
     units = unit_ids(pool, required=True)
     unit_tokens = [int(unit_meta(pool, u)["n_tokens"]) for u in units]
     caps = repetition_caps(unit_tokens, unit_tokens[0], cfg.optimize.max_epochs)
     cases = []
-    for objective in study_objectives(pool):
+    for objective in study_objectives(pool, set(cfg.units.domains), targets):
         plan = {"objective": objective, "units": units, "unit_tokens": unit_tokens, "budget_tokens": unit_tokens[0],
                 "budget": "unit", "tokens_option": None, "caps": caps, "route": "merged", "unions": None,
                 # the proxy-error gate sees the same n unions the regression route is fitted on
