@@ -34,14 +34,15 @@ def unit_steps(cfg: StudyConfig) -> int:
 
 
 def length_variant(cfg: StudyConfig, steps: int) -> StudyConfig:
-    """The same study with units of `steps` optimizer steps; the equal-compute truth and the merge only."""
+    """The same study with units of `steps` optimizer steps; the equal-compute truth and the proxies that need
+    no union (the merge, the ensemble)."""
     out = cfg.model_copy(deep=True)
     if steps != unit_steps(cfg):
         out.units.unit_tokens = steps * cfg.train.batch_size * cfg.train.seq_len // cfg.train.epochs
         out.pool = f"{cfg.pool}-{steps}steps"
         out.name = f"{cfg.name}-{steps}steps"
     out.fidelity.budgets = ["unit"]
-    out.fidelity.proxies = ["merged"]
+    out.fidelity.proxies = list(LENGTH_PROXIES)
     return out
 
 
