@@ -56,6 +56,16 @@ class Proxy(Protocol):
     def predict(self, cases: list[Case], known: dict[Key, float], budget: str) -> np.ndarray: ...
 
 
+def stored(cases: list[Case], field: str, name: str) -> np.ndarray:
+    """An evaluated proxy's own log ppl per case (the Case field its rows fill); a case without one is an error
+    naming the mixture, never a silent gap in a ranking."""
+    missing = [c for c in cases if getattr(c, field) is None]
+    if missing:
+        c = missing[0]
+        raise ValueError(f"{name} was not scored for {'+'.join(c.mixture)} on {c.eval_set}")
+    return np.asarray([getattr(c, field) for c in cases])
+
+
 def free_truths(cases: list[Case]) -> dict[Key, float]:
     """The union of one unit is that unit's member (at its own budget, for either question)."""
     return {c.key: c.merged for c in cases if c.k == 1}

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ablate.scoring.proxies.base import stored
+
 
 class Ensemble:
     name = "ensemble"
@@ -17,11 +19,7 @@ class Ensemble:
     summary = "members' next-token probabilities mixed per token (output space); no union, no merge"
 
     def predict(self, cases, known, budget) -> np.ndarray:
-        missing = [c for c in cases if c.ensemble is None]
-        if missing:
-            c = missing[0]
-            raise ValueError(f"ensemble was not scored for {'+'.join(c.mixture)} on {c.eval_set}")
-        return np.asarray([c.ensemble for c in cases])
+        return stored(cases, "ensemble", self.name)
 
 
 PROXY = Ensemble()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ablate.scoring.proxies.base import stored
+
 from ablate.scoring.proxies.scaled import extrapolate
 
 
@@ -25,11 +27,7 @@ class TaskSum:
         return extrapolate(pool, seed_id, members, weights, len(members), device)
 
     def predict(self, cases, known, budget) -> np.ndarray:
-        missing = [c for c in cases if c.task_sum is None]
-        if missing:
-            c = missing[0]
-            raise ValueError(f"task-sum was not evaluated for {'+'.join(c.mixture)} on {c.eval_set}")
-        return np.asarray([c.task_sum for c in cases])
+        return stored(cases, "task_sum", self.name)
 
 
 PROXY = TaskSum()
