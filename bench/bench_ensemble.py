@@ -30,14 +30,10 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     from ablate.scoring import ensemble
     from ablate.scoring.sweep import run_sweep
-    from ablate.store.pool import Pool
     from ablate.study.context import load_study
 
-    root = common.study_root(args, args.quick)
-    cfg = common.load_cfg(root)
-    pool = Pool(cfg.pool)
+    cfg, pool, study = common.open_study(args)
     units = common.unit_ids(cfg)
-    study = load_study(cfg, pool)
     eval_set = args.eval_set if args.eval_set in study.eval_tokens else sorted(study.eval_tokens)[0]
     study = load_study(cfg, pool, [eval_set])
     n = 3 if args.quick else 6

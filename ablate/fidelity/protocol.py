@@ -22,7 +22,7 @@ from ablate.core.config import StudyConfig
 from ablate.core.weights import is_uniform
 from ablate.core.formats import fmt, yes_no
 from ablate.store.pool import Pool, atomic_write_bytes
-from ablate.study.budgets import DEFAULT_METHOD, QUESTIONS
+from ablate.study.budgets import DEFAULT_METHOD, QUESTIONS, target_kind
 
 MIN_HELD_OUT = 4  # a ranking of fewer held-out mixtures says little
 
@@ -69,12 +69,6 @@ def score_study(cfg: StudyConfig, prep: dict, source: str) -> dict:
     return {"study": cfg.name, "source": source, "units": units, "n_truths": len(wanted), "cost": study_cost(pool),
             "eval_sets": sorted({c.eval_set for c in all_cases}), "rows": rows,
             "seconds": prep["seconds"], "config": cfg.model_dump(mode="json")}
-
-
-def target_kind(eval_set: str, unit_domains: set[str]) -> str:
-    """`covered`: some unit trains on the eval set's domain; `eval-only`: none does (a held-out quality set,
-    a downstream suite, a domain only the seed or nobody saw): where users aim, and where the merge is blind."""
-    return "covered" if eval_set in unit_domains else "eval-only"
 
 
 def study_cost(pool: Pool) -> dict:

@@ -27,7 +27,7 @@ from ablate.scoring.ensemble import member_nll, mixed_nll, weight_gradient
 from ablate.study.context import Study
 
 
-def window_tokens(per_token: np.ndarray, index: np.ndarray, seq_len: int) -> np.ndarray:
+def select_windows(per_token: np.ndarray, index: np.ndarray, seq_len: int) -> np.ndarray:
     """[windows, seq_len - 1] per-token NLL of the full windows `index` (the cache's window order)."""
     width = seq_len - 1
     return per_token[: (int(index.max()) + 1) * width].reshape(-1, width)[index] if len(index) else \
@@ -40,9 +40,9 @@ class TokenSpace:
     def __init__(self, study: Study, members: list[str], split: dict):
         seq_len = study.cfg.eval.seq_len
         losses = [member_nll(study, m)[0] for m in members]
-        self.fit = {s: np.stack([window_tokens(L[s], part["fit_index"], seq_len) for L in losses]) for s, part in
+        self.fit = {s: np.stack([select_windows(L[s], part["fit_index"], seq_len) for L in losses]) for s, part in
                     split.items()}
-        self.held = {s: np.stack([window_tokens(L[s], part["held_index"], seq_len) for L in losses]) for s, part in
+        self.held = {s: np.stack([select_windows(L[s], part["held_index"], seq_len) for L in losses]) for s, part in
                      split.items()}
 
     def values(self, w: np.ndarray) -> dict[str, float]:

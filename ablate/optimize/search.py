@@ -50,7 +50,7 @@ from ablate.scoring.evaluated import score_proxy
 from ablate.scoring.score import score_reference_models
 from ablate.scoring.screen import screen_candidates
 from ablate.study.context import load_study
-from ablate.study.budgets import BUDGETS, DEFAULT_METHOD, DEFAULT_TRUTH, QUESTIONS
+from ablate.study.budgets import BUDGETS, DEFAULT_METHOD, DEFAULT_TRUTH, QUESTIONS, target_kind
 from ablate.data.units import eval_sets, unit_ids
 from ablate.optimize.objectives import Objective, parse_objective
 from ablate.core.weights import is_uniform, wkey
@@ -189,10 +189,10 @@ def _measure_seed(cfg: StudyConfig, pool: Pool, target: str) -> None:
 
 
 def eval_only(pool: Pool, targets) -> bool:
-    """Whether no unit of the pool trains on any of these eval sets' domains (a held-out quality set, an eval
-    file, a domain only the seed or nobody saw): where the merge ranks worst and the ensemble best."""
-    covered = {r["domain"] for r in Index(pool).rows("SELECT DISTINCT domain FROM units WHERE kind = 'unit'")}
-    return bool(targets) and not any(t in covered for t in targets)
+    """Whether every target is eval-only (study.budgets.target_kind) among this pool's units: where the merge
+    ranks worst and the ensemble best."""
+    domains = {r["domain"] for r in Index(pool).rows("SELECT DISTINCT domain FROM units WHERE kind = 'unit'")}
+    return bool(targets) and all(target_kind(t, domains) == "eval-only" for t in targets)
 
 
 def default_method(pool: Pool, truth: str, targets: tuple[str, ...] = ()) -> str:

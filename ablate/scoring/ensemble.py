@@ -30,17 +30,11 @@ from ablate.models.model import count_params, load_member
 import ablate.scoring.proxies as proxies
 from ablate.scoring.evaluate import evaluate_tokens, nll_stats, windows
 from ablate.scoring.score import study_row
+from ablate.scoring.uncertainty import window_tokens
 from ablate.store import token_nll
 from ablate.store.results import attach_cost, existing_rows, row_id, write_rows
 
 METHOD = "ensemble"
-
-
-def window_sizes(n_tokens: int, seq_len: int) -> np.ndarray:
-    """Predicted tokens per window in evaluation order (the full windows, then the shorter tail)."""
-    spans = windows(n_tokens, seq_len)
-    full = [b - a - 1 for a, b in spans if b - a == seq_len]
-    return np.asarray(full + [b - a - 1 for a, b in spans if b - a != seq_len], dtype=np.int64)
 
 
 def predicted_bytes(tokens: np.ndarray, byte_len: np.ndarray, seq_len: int) -> int:
@@ -127,7 +121,7 @@ def score_ensemble(study, mixtures: list[tuple[list[str], list[float]]], force: 
     cfg, pool = study.cfg, study.pool
     done = set() if force else existing_rows(pool, study.precision)
     seq_len = cfg.eval.seq_len
-    sizes = {ev["domain"]: window_sizes(study.eval_tokens[ev["domain"]].size, seq_len) for ev in study.evals}
+    sizes = {ev["domain"]: window_tokens(study.eval_tokens[ev["domain"]].size, seq_len) for ev in study.evals}
     n_bytes = {ev["domain"]: predicted_bytes(study.eval_tokens[ev["domain"]], study.byte_len, seq_len)
                for ev in study.evals}
     ids, rows, cache = {}, [], {}

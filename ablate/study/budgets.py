@@ -26,6 +26,14 @@ BUDGETS = ("sum", "unit")
 # fidelity protocol (FIDELITY.md), not from the demo; search.default_method refines "sum".
 DEFAULT_TRUTH = "unit"
 DEFAULT_METHOD = {"unit": "merged", "sum": "own-additive"}
+
+def target_kind(eval_set: str, unit_domains) -> str:
+    """`covered`: some unit trains on the eval set's domain; `eval-only`: none does (a held-out quality set, a
+    downstream suite, an eval file, a domain only the seed or nobody saw): where users aim, where the merge is
+    weakest, and where `search` ranks by the ensemble instead (search.default_method)."""
+    return "covered" if eval_set in unit_domains else "eval-only"
+
+
 QUESTIONS = {
     "unit": "which composition is best at equal compute (the budget of one unit)?",
     "sum": "what if I add these units' data and train longer (k x the budget of one unit)?",

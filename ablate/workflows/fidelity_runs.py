@@ -10,7 +10,8 @@ For each study: build it (corpus, units, seed, one member per unit), train its g
 truths — every multi-unit mixture (or a sample across sizes) under each budget (`unit`:
 one unit's tokens, "which composition at equal compute?"; `sum`: k x one unit's tokens,
 "what if I add data and train longer?") plus a few replicates for the noise floor — then
-score every mixture with the proxies that evaluate a model (`merged`, `task-sum`).
+score every mixture with the proxies that have rows of their own (`merged`, `task-sum`, the `scaled`
+grid, the `ensemble` from the members' cached token losses).
 
 Scoring (protocol.py) is out of sample: a fitted proxy (`calibrated`, `regression`) is fitted
 on m unions picked by `suggest-unions` (m = 0, n/2, n, 2n: realistic calibration budgets) and
@@ -95,7 +96,7 @@ def score_proxy_rows(study, names: list[str], units: list[str], truths: list[lis
     for name in names:
         proxy = proxies.get(name)
         if name == "ensemble":  # from the members' cached token losses, no model built: every mixture, as the sweep
-            every = [list(c) for k in range(1, len(units) + 1) for c in itertools.combinations(units, k)]
+            every = [[u] for u in units] + truth_mixtures(units, "all", 0)
             score_proxy(study, [(mix, [1.0 / len(mix)] * len(mix)) for mix in every], name)
         elif name == "scaled":  # its β grid; β = 0 and 1 are merged's and task-sum's rows
             for beta in scaled.BETAS:

@@ -31,17 +31,19 @@ from ablate.optimize.objectives import Objective
 from ablate.optimize.optimization import run_optimization
 from ablate.optimize.simplex import repetition_caps
 from ablate.store.pool import Pool
+from ablate.study.budgets import target_kind
 from ablate.workflows.optimize_runs import realized_objectives
 
 GRID = [1.0, 2.0]
 
 
-def study_objectives(pool: Pool, covered: set[str], targets: str = "all") -> list[Objective]:
+def study_objectives(pool: Pool, unit_domains, targets: str = "all") -> list[Objective]:
     """The eval-only sets alone (no unit of their domain: where the proxies differ), the mean over all sets,
     then (targets = "all") each covered set alone; that order, so a run cut short has what matters first."""
     names = [ev["domain"] for ev in eval_sets(pool)]
-    first = [Objective("mean", (n,)) for n in names if n not in covered] + [Objective("mean", tuple(names))]
-    return first + ([Objective("mean", (n,)) for n in names if n in covered] if targets == "all" else [])
+    kind = {n: target_kind(n, unit_domains) for n in names}
+    first = [Objective("mean", (n,)) for n in names if kind[n] == "eval-only"] + [Objective("mean", tuple(names))]
+    return first + ([Objective("mean", (n,)) for n in names if kind[n] == "covered"] if targets == "all" else [])
 
 
 def optimized_mixtures(cfg: StudyConfig, log=print, targets: str = "all") -> dict:
@@ -52,7 +54,7 @@ def optimized_mixtures(cfg: StudyConfig, log=print, targets: str = "all") -> dic
     unit_tokens = [int(unit_meta(pool, u)["n_tokens"]) for u in units]
     caps = repetition_caps(unit_tokens, unit_tokens[0], cfg.optimize.max_epochs)
     cases = []
-    for objective in study_objectives(pool, set(cfg.units.domains), targets):
+    for objective in study_objectives(pool, cfg.units.domains, targets):
         plan = {"objective": objective, "units": units, "unit_tokens": unit_tokens, "budget_tokens": unit_tokens[0],
                 "budget": "unit", "tokens_option": None, "caps": caps, "route": "merged", "unions": None,
                 # the proxy-error gate sees the same n unions the regression route is fitted on
@@ -63,11 +65,9 @@ def optimized_mixtures(cfg: StudyConfig, log=print, targets: str = "all") -> dic
     return {"study": cfg.name, "units": units, "cases": cases}
 
 
-def target_kind(objective: Objective, cfg: StudyConfig) -> str:
-    """`covered` (one eval set of a unit's domain), `eval-only` (one eval set no unit trains on) or `mean`."""
-    if len(objective.targets) > 1:
-        return "mean"
-    return "covered" if objective.targets[0] in set(cfg.units.domains) else "eval-only"
+def objective_kind(objective: Objective, cfg: StudyConfig) -> str:
+    """The kind of target (study.budgets.target_kind) of a one-eval-set objective, or `mean` for several."""
+    return "mean" if len(objective.targets) > 1 else target_kind(objective.targets[0], cfg.units.domains)
 
 
 def one_case(cfg: StudyConfig, pool: Pool, plan: dict, log) -> dict:
@@ -91,7 +91,7 @@ def one_case(cfg: StudyConfig, pool: Pool, plan: dict, log) -> dict:
     optimized, grid, reg = (values[ids["optimized"]], values[ids["extra"][0]], values[ids["extra"][1]])
     ens = values[ids["extra"][2]]
     best_gain = uniform - best
-    return {"objective": objective.describe(), "target": target_kind(objective, cfg),
+    return {"objective": objective.describe(), "target": objective_kind(objective, cfg),
             "weights": dict(zip(plan["units"], result["weights"])),
             "ensemble_weights": dict(zip(plan["units"], ensemble["weights"])),
             "ensemble_recommended": ensemble["row"]["recommended"], "ensemble_gain": uniform - ens,
