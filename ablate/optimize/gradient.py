@@ -16,12 +16,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ablate.scoring.losses import token_nll, total_nll, window_sums
+
 
 def set_nll(model: torch.nn.Module, windows: torch.Tensor, batch_size: int, grad: bool) -> tuple[float, int]:
     """Sum of NLL over full windows [m, T] and the tokens predicted; with `grad`, the backward of the
     mean NLL (log perplexity) is accumulated into the model's .grad, in eval mode (no dropout)."""
-    # Not scoring/evaluate's loss (log_softmax + nll_loss, float64 window sums): that one never backpropagates,
-    # and summing here in float32 per batch is what the stored fit values were computed with (their bits).
+    # scoring/losses' token loss (chunked log-softmax, differentiable), summed as cross_entropy(..., "sum")
+    # sums it: float32 per batch, what the stored fit values were computed with (their bits).
     model.eval()
     n_pred = windows.size(0) * (windows.size(1) - 1)
     total = 0.0
@@ -29,9 +31,7 @@ def set_nll(model: torch.nn.Module, windows: torch.Tensor, batch_size: int, grad
     for i in range(0, windows.size(0), batch_size):
         ids = windows[i:i + batch_size].to(device)
         with torch.set_grad_enabled(grad):
-            logits = model(input_ids=ids).logits[:, :-1]
-            nll = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)),
-                                                    ids[:, 1:].reshape(-1), reduction="sum")
+            nll = total_nll(token_nll(model(input_ids=ids).logits[:, :-1], ids[:, 1:]))
             if grad:
                 (nll / n_pred).backward()
         total += float(nll.detach())
@@ -42,15 +42,13 @@ def window_nll(model: torch.nn.Module, windows: torch.Tensor, batch_size: int) -
     """Per-window NLL sums (float64) without gradients: the held part's paired comparisons."""
     # Summed per window in float32, then widened: the batched evaluator's recipe (scoring/batched.py), not
     # evaluate_tokens' (float64 sums of float32 tokens); the two part in the last bits, and the stored held
-    # values are these. The batched one chunks tokens through a vmap'd head, so only cross_entropy is shared.
+    # values are these (scoring/losses.window_sums names both).
     model.eval()
     out = []
     device = next(model.parameters()).device
     with torch.no_grad():
         for i in range(0, windows.size(0), batch_size):
             ids = windows[i:i + batch_size].to(device)
-            logits = model(input_ids=ids).logits[:, :-1]
-            nll = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)),
-                                                    ids[:, 1:].reshape(-1), reduction="none")
-            out.append(nll.view(ids.size(0), -1).sum(1).double().cpu().numpy())
+            tok = token_nll(model(input_ids=ids).logits[:, :-1], ids[:, 1:])
+            out.append(window_sums(tok, wide=False).cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)

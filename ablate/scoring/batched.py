@@ -28,16 +28,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.func import functional_call, vmap
 
 from ablate.models.device import precision_context
 from ablate.scoring.evaluate import nll_stats, windows as window_spans
+from ablate.scoring.losses import CHUNK_LOGITS, token_nll, window_sums
 from ablate.models.model import check_fit, count_params, model_from_config, seed_config
 from ablate.models.threads import refresh as refresh_threads
 
-# Logits per chunk, over all slots: M x tokens x vocab floats stay near the cache, not in RAM.
-CHUNK_LOGITS = 1 << 20  # 1M floats = 4 MB: 256 tokens of a 4096 vocab
+# Logits per chunk, over all slots (losses.CHUNK_LOGITS, 4 MB): M x tokens x vocab floats stay near the cache.
 MAX_SLOTS = 8  # beyond 8 the per-op cost is already amortized; memory is not
 # Multiply-adds per model per batch above which stacking models stops paying (bench_throughput.py,
 # 2-core CPU: the test-sized model, 1k tokens x 0.04M params, runs 2.6x faster per model at M = 8;
@@ -253,17 +252,16 @@ class ModelStack:
             if bias is not None:
                 logits += bias[:, None, :]
             n = logits.size(1)
-            # cross_entropy's fused log-softmax, on a chunk that stays in cache: ~4x faster per
-            # token than over the whole [b*T, V] logits (measured, 1 thread)
-            nll[:, a:a + n] = F.cross_entropy(logits.reshape(m * n, -1).float(), target[a:a + n].repeat(m),
-                                              reduction="none").view(m, n)
-        return nll.view(m, b, t).sum(2)
+            # the log-softmax on a chunk that stays in cache: ~4x faster per token than over the whole
+            # [b*T, V] logits (measured, 1 thread); the chunk is already CHUNK_LOGITS floats
+            nll[:, a:a + n] = token_nll(logits.reshape(m * n, -1), target[a:a + n].repeat(m)).view(m, n)
+        return window_sums(nll.view(m, b, t), wide=False)  # float32 window sums: the stored recipe
 
     def _plain(self, params: dict, ids: torch.Tensor) -> torch.Tensor:
         """[M, b] window NLL from the model's own logits (any head), under vmap."""
         def one(p):
-            logits = functional_call(self.model, p, (ids,), {"use_cache": False}).logits[:, :-1].float()
-            return -torch.log_softmax(logits, -1).gather(2, ids[:, 1:, None]).squeeze(2).sum(1)
+            logits = functional_call(self.model, p, (ids,), {"use_cache": False}).logits[:, :-1]
+            return window_sums(token_nll(logits, ids[:, 1:]), wide=False)
 
         return vmap(one)(params)
 

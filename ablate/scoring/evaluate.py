@@ -21,10 +21,10 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ablate.models.device import eval_precision, precision_context
 from ablate.core.errors import UsageError
+from ablate.scoring.losses import token_nll, total_nll, window_sums
 
 
 def windows(n_tokens: int, seq_len: int) -> list[tuple[int, int]]:
@@ -85,12 +85,11 @@ def evaluate_tokens(model, tokens: np.ndarray, byte_lengths: np.ndarray, *, seq_
             if logits is None:
                 logits = model(input_ids=ids).logits[:, :-1]
         target = ids[:, 1:]
-        # cross_entropy is log_softmax then nll_loss: split, the sum stays bit-identical to it, and each token's
-        # loss is one gather away (the per-window sums a ranking's bootstrap resamples; no second softmax)
-        logp = F.log_softmax(logits.float().reshape(-1, logits.size(-1)), -1)
-        nll += F.nll_loss(logp, target.reshape(-1), reduction="sum").double()
-        tok = -logp.gather(1, target.reshape(-1, 1)).view(target.shape)
-        per_window.append(tok.double().sum(1))
+        # each token's loss once (ablate/scoring/losses.py: chunked log-softmax, the bits of cross_entropy's),
+        # then the batch's Σ and the per-window sums a ranking's bootstrap resamples
+        tok = token_nll(logits, target)
+        nll += total_nll(tok).double()
+        per_window.append(window_sums(tok))
         if per_token:
             per_tok.append(tok.reshape(-1))
         n_pred += target.numel()
