@@ -124,6 +124,13 @@ class TrainConfig(Strict):
     # GPUs; on CPU it needs a C++ compiler); TF32 tensor cores for fp32 matmuls (CUDA only).
     compile: bool = False
     tf32: bool = True
+    # AdamW's implementation: auto = torch's own choice, how ablate has always trained (fused on CUDA, the
+    # per-tensor loop on CPU); fused | foreach | loop pick one. On CPU fused is ~5x faster per step at 135M
+    # (bench/RESULTS.md), but each does its arithmetic in another order, so the weights differ in the last
+    # bits: a choice other than auto enters a member's id (ablate/study/context.py Recipe.key) and auto adds
+    # nothing, so every member trained before keeps its id. Not the default until the fidelity protocol has
+    # run with it.
+    optimizer: Literal["auto", "fused", "foreach", "loop"] = "auto"
 
 
 DEVICE_SPEC = r"auto|cpu|cuda(:\d+)?"  # StudyConfig.device

@@ -43,12 +43,21 @@ class Recipe:
     grad_clip: float
     epochs: int
     data_seed: int
+    optimizer: str = "auto"  # AdamW's implementation (train.optimizer)
+
+    def key(self) -> dict:
+        """The recipe as ids hash it and sidecars store it: the optimizer only when it is not auto, so
+        members trained before train.optimizer existed keep their ids (and their recipe_id)."""
+        key = asdict(self)
+        if key["optimizer"] == "auto":
+            del key["optimizer"]
+        return key
 
 
 def member_recipe(cfg: StudyConfig, replicate: int = 0) -> Recipe:
     t = cfg.train
     return Recipe(t.seq_len, t.batch_size, t.lr, t.warmup_steps, t.min_lr_ratio, t.weight_decay, t.beta1,
-                  t.beta2, t.grad_clip, t.epochs, t.data_seed + 1000 * replicate)
+                  t.beta2, t.grad_clip, t.epochs, t.data_seed + 1000 * replicate, t.optimizer)
 
 
 def training_dropout(pool: Pool, seed_id: str, setting: str) -> tuple[object, dict[str, float]]:
@@ -62,7 +71,7 @@ def training_dropout(pool: Pool, seed_id: str, setting: str) -> tuple[object, di
 def study_recipe_id(cfg: StudyConfig) -> str:
     """The recipe key (models.recipe_id) of the members this config trains and merges: what cost views and
     the report price, so members another recipe left in the pool are not counted."""
-    return recipe_id(asdict(member_recipe(cfg)), 0)
+    return recipe_id(member_recipe(cfg).key(), 0)
 
 
 def run_hash(seed_id: str, unit_metas: list[dict], recipe: Recipe, replicate: int,
@@ -75,7 +84,7 @@ def run_hash(seed_id: str, unit_metas: list[dict], recipe: Recipe, replicate: in
     nothing either, so members trained before dropout was counted keep theirs. The setting itself
     stays out: `zero` on a seed without dropout trains the same weights as `keep`."""
     key = {"seed": seed_id, "data": sorted(m["data_sha256"] for m in unit_metas),
-           "recipe": asdict(recipe), "replicate": replicate}
+           "recipe": recipe.key(), "replicate": replicate}
     if budget is not None and not budget.is_default:
         key |= budget.key()
     if dropout and any(dropout.values()):

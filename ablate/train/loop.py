@@ -28,7 +28,6 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -106,10 +105,17 @@ def _accelerator(device: torch.device | None, tf32: bool):
     return Accelerator(mixed_precision="bf16" if bf16 else "no", cpu=not cuda), cuda
 
 
-def _optimizer(model, recipe: Recipe, steps: int, fused: bool):
+def adamw_kwargs(name: str, cuda: bool) -> dict:
+    """torch.optim.AdamW's arguments for train.optimizer: auto leaves the choice to torch as ablate always
+    has (fused on CUDA; on CPU torch picks the per-tensor loop), the others name one implementation."""
+    return {"auto": {"fused": cuda or None}, "fused": {"fused": True}, "foreach": {"foreach": True},
+            "loop": {"foreach": False}}[name]
+
+
+def _optimizer(model, recipe: Recipe, steps: int, cuda: bool):
     """AdamW and the warmup-then-cosine schedule over `steps`."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, betas=(recipe.beta1, recipe.beta2),
-                                  weight_decay=recipe.weight_decay, fused=fused or None)
+                                  weight_decay=recipe.weight_decay, **adamw_kwargs(recipe.optimizer, cuda))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, steps, recipe.warmup_steps, recipe.min_lr_ratio))
     return optimizer, scheduler
@@ -214,7 +220,7 @@ def run_training(model, seqs: np.ndarray, recipe: Recipe, work_dir: Path, job_ke
         os.environ["ABLATE_QUIET"] = "1"  # one progress bar, the main process's
     order = data_order(len(seqs), recipe)
     steps = math.ceil(len(order) / recipe.batch_size)
-    optimizer, scheduler = _optimizer(model, recipe, steps, fused=cuda)
+    optimizer, scheduler = _optimizer(model, recipe, steps, cuda)
     ckpt_path = work_dir / "ckpt.pt"
     start, losses, carried = _resume(ckpt_path, job_key, model, optimizer, scheduler)
     if start and accelerator.is_main_process:  # a rerun after Ctrl-C or a crash says where it picks up
@@ -264,7 +270,7 @@ def run_and_publish(pool: Pool, cfg: StudyConfig, model, seqs, recipe: Recipe, m
     """Shared by seed and member training: meter, train, fill the price tag, publish."""
     model_id = meta["model_id"]
     work_dir = pool.work_dir(model_id)
-    job_key = config_hash({"recipe": asdict(recipe), "id": model_id})
+    job_key = config_hash({"recipe": recipe.key(), "id": model_id})
     dev = resolve_device(cfg)
     device = "cuda:" + torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     claim_threads(cfg.train.threads)  # this job's share of the cores (ablate/models/threads.py)
@@ -284,7 +290,7 @@ def run_and_publish(pool: Pool, cfg: StudyConfig, model, seqs, recipe: Recipe, m
         "wall_s": cost["wall_s"], "cpu_s": cost["cpu_s"], "energy_kwh": cost["energy_kwh"], "co2_kg": cost["co2_kg"],
         "energy_method": cost["energy_method"], "energy_assumptions": cost["energy_assumptions"],
         "flops": 6.0 * n_nonembed * tokens, "flops_convention": "6*N_nonembed*tokens (embeddings/LM head excluded)",
-        "device": device, "recipe": asdict(recipe), "versions": versions(), "created_at": now(),
+        "device": device, "recipe": recipe.key(), "versions": versions(), "created_at": now(),
         "resumed_from_step": out["resumed_from"], "n_processes": world})
     if rank_world()[0] == 0:  # data-parallel replicas are identical: the main process publishes
         publish(out["model"], meta)

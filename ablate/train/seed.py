@@ -15,7 +15,6 @@ tokenizer, weights, meta.json).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +79,7 @@ def train_seed(cfg: StudyConfig, pool: Pool, *, force: bool = False, stop_after:
     seqs = seqs[np.random.default_rng(recipe.data_seed).permutation(len(seqs))[:need]]
     if len(seqs) < need:
         log(f"note: the seed mix has {len(seqs)} sequences, fewer than {need}; the seed sees them once")
-    key = config_hash({"seed": cfg.seed.model_dump(), "tok": tok_id, "recipe": asdict(recipe),
+    key = config_hash({"seed": cfg.seed.model_dump(), "tok": tok_id, "recipe": recipe.key(),
                        "data": sorted(m["data_sha256"] for m in metas)})
     seed_id = f"seed-{key}"
     if pool.has_member(seed_id) and not force:
