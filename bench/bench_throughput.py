@@ -193,7 +193,8 @@ def screen_fidelity_study(config: str, tmp: Path) -> dict:
     from ablate.core.config import load_config
     from ablate.store.index import Index
     from ablate.store.pool import Pool
-    from ablate.optimize.search import candidates, run_search
+    from ablate.optimize.search import candidates
+    from ablate.workflows.steps import run_search  # rank + record: the rows and what screening saved
 
     cfg = load_config(Path(config), None)
     pool = Pool(cfg.pool)
