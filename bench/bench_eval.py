@@ -92,6 +92,37 @@ def gemm_peak(m: int, k: int, n: int, repeats: int = 7) -> float:
     return 2 * m * k * n / min(common.timed(torch.mm, a, b)[0] for _ in range(repeats))
 
 
+def loss_split(model, tokens, seq_len: int, batch_size: int, repeats: int = 5) -> dict:
+    """The loss alone on one batch of the model's real logits: evaluate_tokens' old formula (one log-softmax
+    over all [tokens, vocab] logits, nll_loss, a gather) against ablate/scoring/losses.py (the same in token
+    chunks that stay in cache), interleaved; their sums must keep their bits."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from ablate.scoring.losses import token_nll, total_nll, window_sums
+
+    n = min(int(tokens.size) // seq_len, batch_size) * seq_len
+    ids = torch.from_numpy(tokens[:n].astype(np.int64)).view(-1, seq_len)
+    with torch.inference_mode():
+        logits, target = model(input_ids=ids, logits_to_keep=torch.arange(seq_len - 1)).logits, ids[:, 1:]
+
+        def whole():
+            logp = F.log_softmax(logits.float().reshape(-1, logits.size(-1)), -1)
+            tok = -logp.gather(1, target.reshape(-1, 1)).view(target.shape)
+            return F.nll_loss(logp, target.reshape(-1), reduction="sum").double(), tok.double().sum(1)
+
+        def chunked():
+            tok = token_nll(logits, target)
+            return total_nll(tok).double(), window_sums(tok)
+
+        times = common.interleave({"whole": whole, "chunked": chunked}, repeats)
+        (a, wa), (b, wb) = whole(), chunked()
+    med = {k: common.median(v) for k, v in times.items()}
+    return {"tokens": target.numel(), "vocab": logits.size(-1), "seconds": med, "speedup": med["whole"] / med["chunked"],
+            "bit_identical": bool(torch.equal(a, b) and torch.equal(wa, wb))}
+
+
 GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_scaled_dot_product_flash_attention_for_cpu")
 
 
@@ -179,6 +210,7 @@ def main(argv=None) -> dict:
         "gemm_peak_gflop_s": {"1024^3": peak_1024 / 1e9, f"{bs * (seq_len - 1)}x{d}x{vocab}": peak_model / 1e9},
         "fraction_of_peak": flops / min(times["ours"]) / peak_1024,
         "profile": op_shares(model, next(iter(sets.values())), study.byte_len, seq_len, bs),
+        "loss": loss_split(model, next(iter(sets.values())), seq_len, bs, 3 if args.quick else 7),
     }
     common.emit(result, args.out)
     return result

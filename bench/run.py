@@ -54,6 +54,7 @@ BENCHES = [
 BENCHES_135M = [
     ("train", "bench_train.py", None, 900),
     ("eval", "bench_eval.py", None, 900),
+    ("mixture", "bench_mixture.py", None, 900),  # scoring a merged model end to end vs disk + the user's loop
     ("device", "bench_device.py", None, 900),  # merged-model build time and peak RSS (135M shape already)
 ]
 
