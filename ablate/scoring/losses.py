@@ -26,7 +26,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-CHUNK_LOGITS = 1 << 20  # floats per log-softmax chunk: 256 tokens of a 4096 vocab, 21 of a 49k one
+CHUNK_LOGITS = 1 << 20  # floats per log-softmax chunk on CPU: 256 tokens of a 4096 vocab, 21 of a 49k one
+# On a GPU the cost is kernel launches, not cache: chunks of 1 GB of float32 logits only bound the float32 copy
+# of bf16 logits (a 49k vocab: 5.5k tokens a chunk). Row-wise again, so the bits do not depend on it either.
+GPU_CHUNK_LOGITS = 1 << 28
 
 
 def token_nll(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
@@ -37,7 +40,8 @@ def token_nll(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | N
     Differentiable: the chunks are a split, whose backward is one concatenation."""
     flat = logits.reshape(-1, logits.size(-1))
     picks = target.reshape(-1, 1)
-    step = max(1, (chunk_logits or CHUNK_LOGITS) // max(1, flat.size(1)))
+    limit = chunk_logits or (CHUNK_LOGITS if flat.device.type == "cpu" else GPU_CHUNK_LOGITS)
+    step = max(1, limit // max(1, flat.size(1)))
     parts = [-F.log_softmax(x.float(), -1).gather(1, t).squeeze(1)
              for x, t in zip(flat.split(step), picks.split(step))]
     nll = (parts[0] if len(parts) == 1 else torch.cat(parts)).view(target.shape)
