@@ -2,7 +2,7 @@
 
 How to run:
     .venv/bin/python bench/bench_train.py [--quick] [--study DIR] [--compile] [--out FILE]
-    .venv/bin/python bench/bench_train.py --size 135m      # SmolLM2-135M: 6 steps of 2 x 256, 3 A/B pairs
+    .venv/bin/python bench/bench_train.py --size 135m      # SmolLM2-135M: 6 steps of 2 x 256, 3 rounds of ours / ours fused / Trainer
 
 Same model (the bench study's seed: demo architecture), same data (a union of bench
 units, 16 x 128 token batches), same recipe (AdamW 0.9/0.95, wd 0.1, clip 1.0, cosine
