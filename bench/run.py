@@ -5,7 +5,8 @@ How to run:
     .venv/bin/python bench/run.py --quick        # tiny sizes, about a minute (smoke test)
     .venv/bin/python bench/run.py --compile      # time torch.compile even if the budget is tight
     .venv/bin/python bench/run.py --only train,eval
-    .venv/bin/python bench/run.py --size 135m    # train, eval, merge at SmolLM2-135M (make bench-135m, ~10 min)
+    .venv/bin/python bench/run.py --size 135m    # train, eval, merge at SmolLM2-135M (make bench-135m, ~20 min)
+    python3 bench/gpu_135m.py --out DIR          # the 135M rows on a GPU, bf16 MFU (torch + transformers only)
 
 One bench study (the demo architecture on the Debian corpus, eight units) is built in a
 temp dir with the library API and shared by the benchmarks; each benchmark runs in its own
@@ -50,7 +51,7 @@ BENCHES = [
     ("ensemble", "bench_ensemble.py", None, 300),
 ]
 # `--size 135m`: the speed benchmarks again where GEMMs, not overheads, dominate (SmolLM2-135M, a real seed).
-# Not in the default run (~10 min more); stored beside the demo-size results under "at_135m".
+# Not in the default run (~20 min more); stored beside the demo-size results under "at_135m".
 BENCHES_135M = [
     ("train", "bench_train.py", None, 900),
     ("eval", "bench_eval.py", None, 900),
