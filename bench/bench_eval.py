@@ -3,6 +3,7 @@
 How to run:
     .venv/bin/python bench/bench_eval.py [--quick] [--study DIR] [--out FILE]
     .venv/bin/python bench/bench_eval.py --size 135m       # SmolLM2-135M (a real seed; GEMMs dominate)
+    .venv/bin/python bench/bench_eval.py --size 135m --compile   # + torch.compile's break-even (~2 min more)
 
 One trained unit member of the bench study (demo architecture) is evaluated on every
 eval set of the study, four ways, interleaved A/B/C/D per repetition (medians reported):
@@ -15,7 +16,9 @@ All four must give the same perplexity to 1e-4 (relative).
 The "framework tax" as a number: achieved forward FLOP/s (matmul FLOPs of the model,
 attention counted causally, LM head on predicting positions only; fastest round) against a
 measured fp32 GEMM peak on this machine (best of 7), at 1024^3 and at the model's own
-largest GEMM shape.
+largest GEMM shape. Outside the GEMMs: the loss alone on one batch, chunked (ablate/scoring/losses.py)
+vs one log-softmax over all logits (bit-identical sums); with --compile, torch.compile's cold compile
+time, its speed-up per batch and the batches it takes to pay off (not bit-identical: reported).
 """
 
 from __future__ import annotations
@@ -84,6 +87,37 @@ def before_change(model, tokens, seq_len: int, batch_size: int) -> dict:
     return {"nll_sum": total, "n_tokens": n, "ppl": math.exp(total / n)}
 
 
+def compile_break_even(model, tokens, seq_len: int, batch_size: int, rounds: int = 3) -> dict:
+    """torch.compile on the evaluation forward (cold: a fresh inductor cache): compile seconds, steady seconds
+    per batch compiled vs eager (interleaved), the batches a sweep needs before compiling pays, and how far the
+    compiled sums move (inductor fuses RMSNorm, rotary and SiLU, so the bits change)."""
+    import os
+    import tempfile
+
+    import numpy as np
+    import torch
+
+    from ablate.scoring.losses import token_nll, total_nll
+
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="ablate-bench-inductor-")
+    n = min(int(tokens.size) // seq_len, batch_size) * seq_len
+    ids = torch.from_numpy(tokens[:n].astype(np.int64)).view(-1, seq_len)
+    keep = torch.arange(seq_len - 1)
+
+    def nll(m):
+        with torch.inference_mode():
+            return float(total_nll(token_nll(m(input_ids=ids, logits_to_keep=keep).logits, ids[:, 1:])))
+
+    eager_nll = nll(model)
+    compiled = torch.compile(model, dynamic=False)
+    first, compiled_nll = common.timed(nll, compiled)
+    times = common.interleave({"eager": lambda: nll(model), "compiled": lambda: nll(compiled)}, rounds)
+    e, c = common.median(times["eager"]), common.median(times["compiled"])
+    return {"compile_s": first - c, "eager_batch_s": e, "compiled_batch_s": c, "speedup": e / c,
+            "break_even_batches": (first - c) / (e - c) if e > c else None, "batch_tokens": ids.numel(),
+            "rel_nll_diff": abs(compiled_nll / eager_nll - 1)}
+
+
 def gemm_peak(m: int, k: int, n: int, repeats: int = 7) -> float:
     import torch
 
@@ -145,7 +179,10 @@ def op_shares(model, tokens, byte_len, seq_len: int, batch_size: int) -> dict:
 
 
 def main(argv=None) -> dict:
-    args = common.base_parser(__doc__).parse_args(argv)
+    parser = common.base_parser(__doc__)
+    parser.add_argument("--compile", action="store_true", help="also torch.compile's break-even (cold compile: "
+                                                                "~1.5 min at 135M on one thread)")
+    args = parser.parse_args(argv)
     import torch
 
     from ablate.scoring.evaluate import evaluate_tokens, windows
@@ -211,6 +248,7 @@ def main(argv=None) -> dict:
         "fraction_of_peak": flops / min(times["ours"]) / peak_1024,
         "profile": op_shares(model, next(iter(sets.values())), study.byte_len, seq_len, bs),
         "loss": loss_split(model, next(iter(sets.values())), seq_len, bs, 3 if args.quick else 7),
+        "compile": compile_break_even(model, next(iter(sets.values())), seq_len, bs) if args.compile else None,
     }
     common.emit(result, args.out)
     return result

@@ -261,6 +261,13 @@ def at_135m(part: dict) -> list[str]:
                          f"cache-sized chunks vs over all logits | {lo['seconds']['chunked']:.3f} | "
                          f"{lo['seconds']['whole']:.3f} | {lo['speedup']:.2f} | bit-identical sums | "
                          f"{_met(lo['bit_identical'])} |")
+        if e.get("compile"):
+            c, be = e["compile"], e["compile"].get("break_even_batches")
+            lines.append(f"| 2 | torch.compile on the eval forward (`--compile`): seconds per batch of {c['batch_tokens']} "
+                         f"tokens, compiled vs eager; cold compile {c['compile_s']:.0f} s, "
+                         + (f"pays after ~{be:.0f} batches" if be else "never pays")
+                         + f", sums move {c['rel_nll_diff']:.0e} | {c['compiled_batch_s']:.2f} | {c['eager_batch_s']:.2f} | "
+                         f"{c['speedup']:.2f} | report | - |")
     m = b.get("mixture", {})
     if "ratio_vs_user" in m:
         lines.append(f"| 3 | score a merged model (k={m['k']}) end to end vs export to disk + from_pretrained + the user's "
