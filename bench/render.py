@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import sys
 
+from render_gpu import gpu_section
+
 # The generated part ends here; what follows in RESULTS.md was written by hand (benchmarks measured on their own)
 # and survives a rerun (run.py keeps it).
 END_OF_GENERATED = "Raw numbers: `docs/results/bench/results.json`."
@@ -413,6 +415,8 @@ def render_markdown(r: dict) -> str:
                   + per_bench_contention(b), ""]
     if r.get("at_135m"):
         lines += at_135m(r["at_135m"])
+    if r.get("gpu_135m"):
+        lines += gpu_section(r["gpu_135m"])
     lines += [notes(b), "", END_OF_GENERATED, ""]
     return "\n".join(lines)
 

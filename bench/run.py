@@ -181,6 +181,9 @@ def write_results(results: dict, out_dir: Path, seconds: float) -> int:
     from render import END_OF_GENERATED, render_markdown
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    gpu = out_dir / "gpu_135m.json"  # measured on a GPU machine by bench/gpu_135m.py, kept beside the CPU rows
+    if gpu.exists():
+        results["gpu_135m"] = json.loads(gpu.read_text())
     (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=float))
     md = out_dir / "RESULTS.md"
     by_hand = md.read_text().partition(END_OF_GENERATED)[2] if md.exists() else ""
