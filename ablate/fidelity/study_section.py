@@ -55,13 +55,27 @@ def verdict(rows: list[dict]) -> list[str]:
     merged = [r for r in rows if r["proxy"] == "merged" and r["m"] == 0 and r["budget"] == "unit"]
     if not merged:
         return ["No equal-compute rows: nothing to judge."]
+    return eval_only_lines(rows) + merged_verdict(merged)
+
+
+def eval_only_lines(rows: list[dict]) -> list[str]:
+    """The eval-only headline: the raw merge, and the ensemble beside it (what `search` ranks such targets by)."""
+    def only(proxy):
+        return [r for r in rows if r["proxy"] == proxy and r["m"] == 0 and r["budget"] == "unit"
+                and r.get("target") == "eval-only"]
+
+    if not only("merged"):
+        return []
+    ens = f"; `ensemble`, no union: {said(summarize(only('ensemble')))}" if only("ensemble") else ""
+    return [f"**Eval-only targets (no unit of that domain), raw merge:** {said(summarize(only('merged')))}{ens}.", ""]
+
+
+def merged_verdict(merged: list[dict]) -> list[str]:
     s = summarize(merged)
-    only = [r for r in merged if r.get("target") == "eval-only"]
-    split = [f"**Eval-only targets (no unit of that domain), raw merge:** {said(summarize(only))}.", ""] if only else []
     ok = s["top1"] >= GOAL_TOP1_SHARE * s["evals"] and s["median_spearman"] >= GOAL_SPEARMAN
     ok_noise = s["top1_noise"] >= GOAL_TOP1_SHARE * s["evals"] and s["median_spearman"] >= GOAL_SPEARMAN
     noise = [r["noise_sd"] for r in merged if r.get("noise_sd") is not None]
-    return split + [f"**Verdict (raw uniform merge, no union trained, vs the equal-compute truth):** top-1 "
+    return [f"**Verdict (raw uniform merge, no union trained, vs the equal-compute truth):** top-1 "
             f"{s['top1']}/{s['evals']} eval sets, {s['top1_noise']}/{s['evals']} within the noise floor; median "
             f"Spearman {fmt(s['median_spearman'])} (min {fmt(s['min_spearman'])}); worst regret "
             f"{fmt(s['worst_regret'], 2, True)}. Target (top-1 on ≥ 80 % of eval sets, median Spearman ≥ 0.9): "
