@@ -196,7 +196,7 @@ class FidelityConfig(Strict):
     truth_mixtures: int | Literal["all"] = "all"
     noise_unions: int = Field(2, ge=0)  # truths retrained with a 2nd data order, per budget: the noise floor
     proxies: list[str] = ["merged", "task-sum", "additive", "own-additive", "calibrated", "regression", "ensemble",
-                          "scaled", "features"]
+                          "scaled", "features", "calibrated-ensemble"]
     sample_seed: int = 0
     # the heading of the study's own FIDELITY.md section (`ablate fidelity CONFIG --section`); None = its name
     title: Optional[str] = None

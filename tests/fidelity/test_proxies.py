@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import numpy as np
@@ -86,9 +87,11 @@ def test_calibrated_without_evidence_ranks_like_merged(both_truths):
             assert np.argsort(cal[idx]).tolist() == np.argsort(merged[idx]).tolist()
 
 
-def test_calibrated_recovers_a_size_effect():
-    """Synthetic truths = merged + c_relation * log k (0 at k = 1, as for real unions of one unit):
-    the fit finds the slopes and, as they predict held-out unions better, keeps them."""
+@pytest.mark.parametrize("name, base", [("calibrated", "merged"), ("calibrated-ensemble", "ensemble")])
+def test_calibrated_recovers_a_size_effect(name, base):
+    """Synthetic truths = base + c_relation * log k (0 at k = 1, as for real unions of one unit):
+    the fit finds the slopes and, as they predict held-out unions better, keeps them; on the ensemble
+    the same, and the merge's values are not what it corrects."""
     rng = np.random.default_rng(0)
     units = [f"u{i}" for i in range(5)]
     slope = {"own": -0.3, "seed": 0.2, "other": 0.05}
@@ -96,13 +99,19 @@ def test_calibrated_recovers_a_size_effect():
     for k in range(1, 6):
         for mix in __import__("itertools").combinations(units, k):
             for ev, rel in (("a", "own" if "u0" in mix else "other"), ("b", "seed")):
-                c = proxies.Case(mix, proxies.wkey([1 / k] * k), ev, float(rng.uniform(4, 6)), None,
-                                 tuple(float(rng.uniform(4, 6)) for _ in mix), rel)
+                merged = float(rng.uniform(4, 6))  # a unit alone: its member, under either proxy
+                c = proxies.Case(mix, proxies.wkey([1 / k] * k), ev, merged, None,
+                                 tuple(float(rng.uniform(4, 6)) for _ in mix), rel,
+                                 ensemble=merged if k == 1 else float(rng.uniform(4, 6)))
                 cases.append(c)
-                truths[c.key] = c.merged + slope[rel] * math.log(k)
-    model = proxies.get("calibrated").fit(cases, {k: v for k, v in truths.items() if len(k[0]) > 1}, "sum")
+                truths[c.key] = getattr(c, base) + slope[rel] * math.log(k)
+    known = {k: v for k, v in truths.items() if len(k[0]) > 1}
+    model = proxies.get(name).fit(cases, known, "sum")
     assert model["with_size"]
     assert np.allclose(model["coef"], [0.0, 0.0, -0.3, 0.2, 0.05], atol=1e-2)
+    held = [c for c in cases if c.k > 1]
+    assert np.allclose(proxies.get(name).predict(held, known, "sum"), [truths[c.key] for c in held], atol=1e-2)
+    assert not proxies.scored(name, [dataclasses.replace(cases[0], ensemble=None)]) or base == "merged"
 
 
 def test_task_sum_is_the_seed_plus_every_task_vector(both_truths):

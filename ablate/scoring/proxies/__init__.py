@@ -31,7 +31,7 @@ MIN_UNIONS = 3
 
 REGISTRY: dict[str, Proxy] = {p.name: p for p in (merged.PROXY, task_sum.PROXY, additive.PROXY, own_additive.PROXY,
                                                    calibrated.PROXY, regression.PROXY, ensemble.PROXY,
-                                                   scaled.PROXY, features.PROXY)}
+                                                   scaled.PROXY, features.PROXY, calibrated.ON_ENSEMBLE)}
 
 
 def names() -> list[str]:
@@ -49,7 +49,8 @@ def scored(name: str, cases: list[Case]) -> bool:
     """Whether the pool holds the rows `name` predicts from for every case (task-sum and ensemble rows are
     written only by the commands that score them: `ablate fidelity`, `sweep --method`)."""
     need = {"task-sum": lambda c: c.k == 1 or c.task_sum is not None,
-            "ensemble": lambda c: c.ensemble is not None, "features": lambda c: c.ensemble is not None}.get(name)
+            "ensemble": lambda c: c.ensemble is not None, "features": lambda c: c.ensemble is not None,
+            "calibrated-ensemble": lambda c: c.ensemble is not None}.get(name)
     return need is None or all(need(c) for c in cases)
 
 

@@ -12,6 +12,11 @@ The per-eval-set intercept cannot change a ranking; only the size slopes can. Th
 kept only when they predict the unions it was fitted on better than intercepts alone,
 leave-one-union-out; otherwise the ranking is the raw merged one. So with no unions, or
 unions that do not support a size effect, `calibrated` ranks exactly as `merged`.
+
+`calibrated-ensemble` is the same correction on top of the ensemble (members' next-token probabilities
+mixed per token) instead of the merge: the ensemble reads eval-only targets better than the merge but
+has its own size bias (a per-token mixture of k fully trained members is not one model trained on 1/k
+of each), which the same three slopes can absorb where the unions support it.
 """
 
 from __future__ import annotations
@@ -55,17 +60,26 @@ def _loo_error(train, y, evals, with_size: bool, unions: list[tuple]) -> float:
 
 
 class Calibrated:
-    name = "calibrated"
     fitted = True
     evaluated = False
-    summary = ("merged + per-eval intercept + size slopes for own / seed / other domains, fitted per "
-               "question; slopes kept only if they win leave-one-union-out")
+
+    def __init__(self, name: str, base: str):
+        self.name, self.base = name, base  # base: the Case field corrected (merged, ensemble)
+        self.summary = (f"{base} + per-eval intercept + size slopes for own / seed / other domains, fitted per "
+                        "question; slopes kept only if they win leave-one-union-out")
+
+    def _base(self, cases) -> np.ndarray:
+        values = [getattr(c, self.base) for c in cases]
+        if any(v is None for v in values):
+            c = cases[values.index(None)]
+            raise ValueError(f"{self.name} needs {self.base} rows: none for {'+'.join(c.mixture)} on {c.eval_set}")
+        return np.asarray(values, dtype=float)
 
     def fit(self, cases, known, budget) -> dict:
         truths = free_truths(cases) | dict(known)
         train = [c for c in cases if c.key in truths]
         evals = sorted({c.eval_set for c in cases})
-        y = np.asarray([truths[c.key] - c.merged for c in train])
+        y = np.asarray([truths[c.key] for c in train]) - self._base(train)
         unions = sorted({(c.mixture, c.weights) for c in train if c.k > 1})
         with_size = False
         if len(unions) >= 3:  # leave-one-out needs at least two unions to fit on
@@ -76,7 +90,7 @@ class Calibrated:
     def predict(self, cases, known, budget) -> np.ndarray:
         model = self.fit(cases, known, budget)
         x = _design(cases, model["evals"], model["with_size"])
-        return np.asarray([c.merged for c in cases]) + x @ model["coef"]
+        return self._base(cases) + x @ model["coef"]
 
     @staticmethod
     def describe(model: dict) -> str:
@@ -84,4 +98,5 @@ class Calibrated:
         return ", ".join(f"{n}={v:+.4f}" for n, v in zip(names, model["coef"]))
 
 
-PROXY = Calibrated()
+PROXY = Calibrated("calibrated", "merged")
+ON_ENSEMBLE = Calibrated("calibrated-ensemble", "ensemble")
