@@ -113,6 +113,22 @@ def build_debian_corpus(out: Path, domains: list[str] | None = None, *,
     return _write_corpus(Path(out), makers, caps, packages, settings, progress)
 
 
+def ensure_debian_corpus(out: Path, domains: list[str], *, webster_max_bytes: int = 8_000_000,
+                         max_bytes_per_domain: int | None = None, log: Callable[[str], None] = print) -> None:
+    """Build the Debian corpus at `out` unless it holds every domain in `domains`. A corpus folder shared by
+    studies (configs/fidelity*/ all name data/fidelity-corpus) was built by whichever ran first, with its
+    domains only: the next study's missing domains are added (the ones present are rebuilt identically)."""
+    manifest = Path(out) / "manifest.json"
+    have = set(json.loads(manifest.read_text())["domains"]) if manifest.exists() else set()
+    if set(domains) <= have:
+        return
+    names = sorted(have | set(domains))
+    log(f"building the Debian corpus in {out} ({', '.join(names)})" if not have else
+        f"adding {', '.join(sorted(set(domains) - have))} to the Debian corpus in {out}")
+    build_debian_corpus(Path(out), names, webster_max_bytes=webster_max_bytes,
+                        max_bytes_per_domain=max_bytes_per_domain, cache_dir=Path(out) / ".cache")
+
+
 def fortunes_min_corpus(out: Path) -> dict:
     """A tiny real corpus (~140 KB) from fortunes-min: domains fortunes, literature, riddles."""
     names = ("fortunes", "literature", "riddles")
@@ -313,12 +329,10 @@ def resolve_seed_domains(cfg, available: list[str], path: Path) -> list[str]:
 
 
 def corpus_domains(cfg) -> list[str]:
-    """Domains the study's corpus has (a Debian corpus not built yet: every domain it can build)."""
+    """Domains the study's corpus has or will have (Debian: every domain it can build; ensure_debian_corpus
+    adds the ones a built corpus lacks)."""
     path = Path(cfg.corpus.path)
-    manifest = path / "manifest.json"
     if cfg.corpus.source == "debian":
-        if manifest.exists():
-            return sorted(json.loads(manifest.read_text())["domains"])
         return sorted(DEBIAN_DOMAINS)
     if not path.exists():
         raise UsageError(f"corpus not found at {path}")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ablate.core.config import StudyConfig
 from ablate.core.progress import price_line
-from ablate.data.corpus import build_debian_corpus, study_corpus
+from ablate.data.corpus import ensure_debian_corpus, study_corpus
 from ablate.data.units import split_units
 from ablate.store.pool import Pool
 from ablate.train.loop import train_member
@@ -31,10 +31,9 @@ def union_plan(unit_ids: list[str], which: str) -> list[list[str]]:
 def build_members(cfg: StudyConfig, pool: Pool, log=print, steps: str = "") -> list[str]:
     """Corpus (Debian) → units → seed → one member per unit; returns the unit ids. Reuses what exists."""
     corpus_dir = Path(cfg.corpus.path)
-    if cfg.corpus.source == "debian" and not (corpus_dir / "manifest.json").exists():
-        log(f"{steps}building the Debian corpus in {corpus_dir} ({', '.join(cfg.all_domains)})")
-        build_debian_corpus(corpus_dir, cfg.all_domains, webster_max_bytes=cfg.corpus.webster_max_bytes,
-                            max_bytes_per_domain=cfg.corpus.max_bytes_per_domain, cache_dir=corpus_dir / ".cache")
+    if cfg.corpus.source == "debian":
+        ensure_debian_corpus(corpus_dir, cfg.all_domains, webster_max_bytes=cfg.corpus.webster_max_bytes,
+                             max_bytes_per_domain=cfg.corpus.max_bytes_per_domain, log=lambda m: log(steps + m))
     log(f"{steps}holding out eval sets and cutting base units")
     split = split_units(cfg, pool, study_corpus(cfg), log=log)
     units = sorted(r["unit_id"] for r in split["rows"] if r["kind"] == "unit")

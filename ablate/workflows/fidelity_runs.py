@@ -107,19 +107,16 @@ def score_proxy_rows(study, names: list[str], units: list[str], truths: list[lis
 
 def build_shared_corpora(cfgs: list[StudyConfig], log=print) -> None:
     """Studies that share a Debian corpus folder get it built once, with every domain any of them needs."""
-    from ablate.data.corpus import build_debian_corpus
+    from ablate.data.corpus import ensure_debian_corpus
 
     folders: dict[str, set[str]] = {}
     for cfg in cfgs:
         if cfg.corpus.source == "debian":
             folders.setdefault(cfg.corpus.path, set()).update(cfg.all_domains)
     for folder, domains in folders.items():
-        if not (Path(folder) / "manifest.json").exists():
-            log(f"building the Debian corpus in {folder} ({', '.join(sorted(domains))})")
-            first = next(c for c in cfgs if c.corpus.path == folder)
-            build_debian_corpus(Path(folder), sorted(domains), webster_max_bytes=first.corpus.webster_max_bytes,
-                                max_bytes_per_domain=first.corpus.max_bytes_per_domain,
-                                cache_dir=Path(folder) / ".cache")
+        first = next(c for c in cfgs if c.corpus.path == folder)
+        ensure_debian_corpus(Path(folder), sorted(domains), webster_max_bytes=first.corpus.webster_max_bytes,
+                             max_bytes_per_domain=first.corpus.max_bytes_per_domain, log=log)
 
 
 def study_configs(paths: list[str] | None) -> list[tuple[str, StudyConfig]]:

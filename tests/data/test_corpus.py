@@ -263,3 +263,20 @@ def test_manpages_rendering_shows_progress(monkeypatch, tmp_path):
     assert calls[0] == ("open", "manpages: rendering", 3)
     assert calls[1:] == [("update", 1, f"p{i}.1.gz") for i in range(3)]
 
+
+
+def test_a_shared_corpus_gains_the_domains_a_later_study_needs(built, tmp_path):
+    """Studies share one corpus folder (configs/fidelity*/): the first builds it with its domains; a later
+    study's missing domain is added and the domains already there come out byte-identical."""
+    from ablate.data.corpus import ensure_debian_corpus
+
+    _build(tmp_path, ["quotes"], max_bytes_per_domain=300_000)
+    quotes = (tmp_path / "quotes.jsonl").read_bytes()
+    said = []
+    ensure_debian_corpus(tmp_path, ["bible", "quotes"], max_bytes_per_domain=300_000, log=said.append)
+    assert said == [f"adding bible to the Debian corpus in {tmp_path}"]
+    assert sorted(json.loads((tmp_path / "manifest.json").read_text())["domains"]) == ["bible", "quotes"]
+    assert (tmp_path / "quotes.jsonl").read_bytes() == quotes
+    assert (tmp_path / "bible.jsonl").read_bytes() == (built[0] / "bible.jsonl").read_bytes()
+    ensure_debian_corpus(tmp_path, ["quotes"], log=said.append)  # nothing missing: nothing rebuilt
+    assert len(said) == 1
