@@ -50,7 +50,7 @@ def ranking_gaps(cfg: StudyConfig, pool: Pool, objective: Objective, method: str
                     label="per-window losses", force=True)
         got, weights = _windows(pool, method, sets, want)
     evs = {ev["domain"]: ev for ev in eval_sets(pool, sets)}
-    n_pred = {s: window_tokens(int(evs[s]["n_tokens"]), cfg.eval.seq_len) for s in sets}
+    n_pred = {s: predicted_per_window(evs[s], cfg.eval.seq_len) for s in sets}
     usable = [k for k in want if all(len(got.get((k, s), ())) == len(n_pred[s]) for s in sets)]
     if len(usable) < 2 or (ref is not None and ref not in usable):
         return {}

@@ -55,6 +55,9 @@ class EvalWindows:
     tail: torch.Tensor | None     # [1, t] int64, t < seq_len, or None
     n_pred: np.ndarray            # predicted tokens per window (seq_len - 1, tail t - 1)
     n_bytes: np.ndarray           # UTF-8 bytes of the predicted tokens per window
+    # [n_full, seq_len - 1] 0/1 over the predicting positions, or None (all count): a task's windows are its
+    # examples, context + correct answer right-padded, and only the answer's tokens count (ablate/data/tasks.py)
+    mask: torch.Tensor | None = None
 
     @classmethod
     def build(cls, tokens: np.ndarray, byte_lengths: np.ndarray, seq_len: int, name: str = "eval set",
@@ -70,6 +73,13 @@ class EvalWindows:
         n_bytes = np.array([int(byte_lengths[tokens[a + 1:b]].sum()) for a, b in full + rest], dtype=np.int64)
         return cls(name, ids, tail, n_pred, n_bytes)
 
+    @classmethod
+    def from_task(cls, task, name: str = "task") -> "EvalWindows":
+        """A task's examples as windows: context + correct answer, padded; only the answer's tokens count."""
+        ids, mask = task.answer_windows(pad=0)
+        return cls(name, torch.from_numpy(ids), None, (mask.sum(1)).astype(np.int64), task.answer_bytes.copy(),
+                   torch.from_numpy(mask))
+
     def __len__(self) -> int:
         return len(self.n_pred)
 
@@ -80,7 +90,7 @@ class EvalWindows:
         keep = shuffle_order(n_full, len(self), seed)
         order = keep[:n_full]
         return EvalWindows(self.name, self.full[torch.from_numpy(order)], self.tail, self.n_pred[keep],
-                           self.n_bytes[keep])
+                           self.n_bytes[keep], None if self.mask is None else self.mask[torch.from_numpy(order)])
 
     def batches(self, batch_size: int, start: int = 0, stop: int | None = None):
         """(first window index, [b, T] ids) over windows start..stop, full ones batch_size at a time."""
@@ -100,8 +110,10 @@ def shuffle_order(n_full: int, n_windows: int, seed: int = 0) -> np.ndarray:
 def study_windows(study) -> dict[str, EvalWindows]:
     """Every eval set of a loaded study (ablate.scoring.score.Study), cut into windows once."""
     seq_len = study.cfg.eval.seq_len
-    return {ev["domain"]: EvalWindows.build(study.eval_tokens[ev["domain"]], study.byte_len, seq_len,
-                                            name=f"eval set {ev['domain']}") for ev in study.evals}
+    return {ev["domain"]: EvalWindows.from_task(study.tasks[ev["domain"]], f"task {ev['domain']}")
+            if ev["domain"] in study.tasks else
+            EvalWindows.build(study.eval_tokens[ev["domain"]], study.byte_len, seq_len, name=f"eval set {ev['domain']}")
+            for ev in study.evals}
 
 
 def study_stack(study) -> tuple["ModelStack", dict[str, EvalWindows], int]:
@@ -231,12 +243,13 @@ class ModelStack:
                 ids = ids.to(self.flat.device)
                 if self.fused is None:
                     self.fused = self._probe(params, ids)
-                nll = self._fused(params, ids) if self.fused else self._plain(params, ids)
+                mask = None if windows.mask is None else windows.mask[first:first + ids.size(0)].to(ids.device)
+                nll = self._fused(params, ids, mask) if self.fused else self._plain(params, ids, mask)
                 refresh_threads()
                 out[:, first - start:first - start + ids.size(0)] = nll.double().cpu().numpy()
         return out
 
-    def _fused(self, params: dict, ids: torch.Tensor) -> torch.Tensor:
+    def _fused(self, params: dict, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """[M, b] window NLL: the body under vmap, then head + log-softmax in token chunks."""
         body, prefix, w_name, b_name = self._head
         body_params = {n[len(prefix):]: t for n, t in params.items() if n.startswith(prefix)}
@@ -257,13 +270,15 @@ class ModelStack:
             # token than over the whole [b*T, V] logits (measured, 1 thread)
             nll[:, a:a + n] = F.cross_entropy(logits.reshape(m * n, -1).float(), target[a:a + n].repeat(m),
                                               reduction="none").view(m, n)
-        return nll.view(m, b, t).sum(2)
+        nll = nll.view(m, b, t)
+        return (nll if mask is None else nll * mask).sum(2)
 
-    def _plain(self, params: dict, ids: torch.Tensor) -> torch.Tensor:
+    def _plain(self, params: dict, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """[M, b] window NLL from the model's own logits (any head), under vmap."""
         def one(p):
             logits = functional_call(self.model, p, (ids,), {"use_cache": False}).logits[:, :-1].float()
-            return -torch.log_softmax(logits, -1).gather(2, ids[:, 1:, None]).squeeze(2).sum(1)
+            nll = -torch.log_softmax(logits, -1).gather(2, ids[:, 1:, None]).squeeze(2)
+            return (nll if mask is None else nll * mask).sum(1)
 
         return vmap(one)(params)
 
