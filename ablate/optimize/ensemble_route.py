@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 
+from ablate.core.errors import UsageError
 from ablate.core.progress import bar
 from ablate.optimize.merged_route import compare_held, proxy_error, split_windows
 from ablate.optimize.objectives import Objective
@@ -39,6 +40,9 @@ class TokenSpace:
 
     def __init__(self, study: Study, members: list[str], split: dict):
         seq_len = study.cfg.eval.seq_len
+        if set(split) & set(study.tasks):  # its cache is per token of text windows; a task's are per example
+            raise UsageError(f"the ensemble route does not optimize task eval sets yet "
+                             f"({', '.join(sorted(set(split) & set(study.tasks)))}): use --route merged")
         losses = [member_nll(study, m)[0] for m in members]
         self.fit = {s: np.stack([select_windows(L[s], part["fit_index"], seq_len) for L in losses]) for s, part in
                     split.items()}

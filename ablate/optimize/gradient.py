@@ -17,29 +17,37 @@ import numpy as np
 import torch
 
 
-def set_nll(model: torch.nn.Module, windows: torch.Tensor, batch_size: int, grad: bool) -> tuple[float, int]:
+def set_nll(model: torch.nn.Module, windows: torch.Tensor, batch_size: int, grad: bool,
+            mask: torch.Tensor | None = None) -> tuple[float, int]:
     """Sum of NLL over full windows [m, T] and the tokens predicted; with `grad`, the backward of the
-    mean NLL (log perplexity) is accumulated into the model's .grad, in eval mode (no dropout)."""
+    mean NLL (log perplexity) is accumulated into the model's .grad, in eval mode (no dropout).
+    `mask` ([m, T-1] 0/1, a task's: ablate/data/tasks.py): only those positions' tokens count (the answer's)."""
     # Not scoring/evaluate's loss (log_softmax + nll_loss, float64 window sums): that one never backpropagates,
     # and summing here in float32 per batch is what the stored fit values were computed with (their bits).
     model.eval()
-    n_pred = windows.size(0) * (windows.size(1) - 1)
+    n_pred = windows.size(0) * (windows.size(1) - 1) if mask is None else int(mask.sum())
     total = 0.0
     device = next(model.parameters()).device
     for i in range(0, windows.size(0), batch_size):
         ids = windows[i:i + batch_size].to(device)
         with torch.set_grad_enabled(grad):
             logits = model(input_ids=ids).logits[:, :-1]
-            nll = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)),
-                                                    ids[:, 1:].reshape(-1), reduction="sum")
+            if mask is None:
+                nll = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)),
+                                                        ids[:, 1:].reshape(-1), reduction="sum")
+            else:  # a task: the answer's tokens only
+                nll = (torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)),
+                                                         ids[:, 1:].reshape(-1), reduction="none")
+                       * mask[i:i + batch_size].to(device).reshape(-1)).sum()
             if grad:
                 (nll / n_pred).backward()
         total += float(nll.detach())
     return total, n_pred
 
 
-def window_nll(model: torch.nn.Module, windows: torch.Tensor, batch_size: int) -> np.ndarray:
-    """Per-window NLL sums (float64) without gradients: the held part's paired comparisons."""
+def window_nll(model: torch.nn.Module, windows: torch.Tensor, batch_size: int,
+               mask: torch.Tensor | None = None) -> np.ndarray:
+    """Per-window NLL sums (float64) without gradients: the held part's paired comparisons (`mask`: set_nll's)."""
     # Summed per window in float32, then widened: the batched evaluator's recipe (scoring/batched.py), not
     # evaluate_tokens' (float64 sums of float32 tokens); the two part in the last bits, and the stored held
     # values are these. The batched one chunks tokens through a vmap'd head, so only cross_entropy is shared.
@@ -52,5 +60,8 @@ def window_nll(model: torch.nn.Module, windows: torch.Tensor, batch_size: int) -
             logits = model(input_ids=ids).logits[:, :-1]
             nll = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)),
                                                     ids[:, 1:].reshape(-1), reduction="none")
-            out.append(nll.view(ids.size(0), -1).sum(1).double().cpu().numpy())
+            nll = nll.view(ids.size(0), -1)
+            if mask is not None:
+                nll = nll * mask[i:i + batch_size].to(device)
+            out.append(nll.sum(1).double().cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)

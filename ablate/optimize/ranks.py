@@ -26,8 +26,8 @@ from ablate.optimize.search import uniform_key
 from ablate.scoring import proxies
 from ablate.scoring.evaluated import score_proxy
 from ablate.scoring.score import score_reference_models
-from ablate.scoring.uncertainty import (bootstrap_values, gap_intervals, noise_floor, point_values, seed_warnings,
-                                        window_tokens)
+from ablate.scoring.tasks import predicted_per_window
+from ablate.scoring.uncertainty import bootstrap_values, gap_intervals, noise_floor, point_values, seed_warnings
 from ablate.store.index import Index
 from ablate.store.pool import Pool
 from ablate.store.results import existing_rows, window_losses, write_rows
