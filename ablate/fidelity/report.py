@@ -30,6 +30,8 @@ from ablate.core.errors import UsageError
 from ablate.core.formats import num, num_pct, ratio, rel, rel_band, yes_no
 from ablate.fidelity.markdown import markdown_table
 from ablate.scoring.merge import merge_id
+from ablate.scoring.tasks import accuracy_interval, describe_accuracy
+from ablate.scoring.uncertainty import DEFAULT_RESAMPLES
 from ablate.store.index import Index
 from ablate.store.schema import MIN_MIXTURES
 from ablate.store.pool import Pool, atomic_write_bytes
@@ -257,6 +259,28 @@ def eval_sets_markdown(pool: Pool) -> list[str]:
          for r in rows))
 
 
+def tasks_markdown(pool: Pool, shown: int = 8) -> list[str]:
+    """Per task eval set: the seed and the best measured models by the answer's bits per byte, accuracy beside it
+    with its 95 % bootstrap interval over examples (ablate/scoring/tasks.py)."""
+    rows = Index(pool).rows("SELECT t.eval_set, t.method, coalesce(t.budget, '') AS budget, t.mixture, t.bits_per_byte, "
+                            "t.n_examples, e.correct FROM task_accuracy t JOIN task_examples e USING (row_id) "
+                            "WHERE coalesce(t.replicate, 0) = 0 ORDER BY t.eval_set, t.bits_per_byte, t.row_id")
+    if not rows:
+        return []
+    lines = ["", "## Tasks: the correct answer's bits per byte, accuracy beside it", "",
+             "Bits per byte of the correct continuation given the context (lower is better; what every ranking "
+             "reads); accuracy: the choice with the lowest NLL per byte, 95 % bootstrap interval over examples. "
+             "A near-chance accuracy with a moving bits per byte is the usual picture at small scale.", ""]
+    for name in sorted({r["eval_set"] for r in rows}):
+        part = [r for r in rows if r["eval_set"] == name]
+        keep = [r for r in part if r["method"] != "seed"][:shown] + [r for r in part if r["method"] == "seed"][:1]
+        lines += [f"**{name}** ({part[0]['n_examples']} examples)", ""] + markdown_table(
+            ["method", "truth", "mixture", "bits/byte (answer)", "accuracy [95 %]"],
+            ([r["method"], r["budget"] or "-", "+".join(r["mixture"]) or "-", num(r["bits_per_byte"], 4),
+              describe_accuracy(*accuracy_interval(r["correct"], DEFAULT_RESAMPLES, 0))] for r in keep)) + [""]
+    return lines
+
+
 def growth_markdown(rows: list[dict]) -> list[str]:
     return ["", "## A growing pool: amortized cost per mixture", ""] + markdown_table(
         ["units", "mixtures", "scored", "simulation Wh/mixture", "retraining Wh/mixture"],
@@ -288,6 +312,7 @@ def write_report(pool: Pool, out: Path, scope: Priced) -> Path:
             text += f"\n![budget curves, ground truth {budget}](budget-{budget}.png)\n"
     text += "\n".join(search_markdown(pool)) + "\n"
     text += "\n".join(optimize_markdown(pool)) + "\n"
+    text += "\n".join(tasks_markdown(pool)) + "\n"
     text += "\n".join(eval_sets_markdown(pool)) + "\n"
     if grown:
         text += "\n".join(growth_markdown(grown)) + "\n"

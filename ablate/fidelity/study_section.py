@@ -58,6 +58,9 @@ def verdict(rows: list[dict]) -> list[str]:
     s = summarize(merged)
     only = [r for r in merged if r.get("target") == "eval-only"]
     split = [f"**Eval-only targets (no unit of that domain), raw merge:** {said(summarize(only))}.", ""] if only else []
+    tasks = [r for r in merged if r.get("task")]
+    split += [f"**Task targets (the correct answer's bits per byte; eval-only), raw merge:** {said(summarize(tasks))}.",
+              ""] if tasks else []
     ok = s["top1"] >= GOAL_TOP1_SHARE * s["evals"] and s["median_spearman"] >= GOAL_SPEARMAN
     ok_noise = s["top1_noise"] >= GOAL_TOP1_SHARE * s["evals"] and s["median_spearman"] >= GOAL_SPEARMAN
     noise = [r["noise_sd"] for r in merged if r.get("noise_sd") is not None]

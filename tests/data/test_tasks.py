@@ -62,6 +62,13 @@ def test_score_mixture_on_a_task_gives_answer_bpb_and_accuracy_per_example(task_
     code, out, _ = run_cli(["sql", "SELECT w.eval_set, w.n_windows FROM window_losses w JOIN mixture_perplexity m "
                             "USING (row_id) WHERE m.method = 'merged'", "--format", "json", "-c", str(path)], capsys)
     assert {(r["eval_set"], r["n_windows"]) for r in json.loads(out)} == {("ending", 60), ("clz", 20)}
+    code, _, err = run_cli(["report", "--out", str(path.parent / "rep"), "-c", str(path)], capsys)
+    assert code == 0, err
+    text = (path.parent / "rep" / "report.md").read_text()
+    section = text.split("## Tasks: the correct answer's bits per byte, accuracy beside it")[1].split("\n## ")[0]
+    assert "**ending** (60 examples)" in section and "| merged |" in section and "| seed |" in section
+    assert "clz" not in section  # a cloze task has no choices to be accurate about
+    assert "% [" in section  # accuracy with its interval
 
 
 @pytest.mark.parametrize("line, fragment", [
