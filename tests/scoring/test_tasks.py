@@ -79,6 +79,22 @@ def test_sweep_target_search_and_optimize_take_a_task(task_pool, capsys):
     assert "ending" in out
     code, out, err = run_cli(["search", "--target", "ending", "--max-size", "2", "-c", str(path)], capsys)
     assert code == 0, err
+    code, out, err = run_cli(["search", "--target", "ending", "--method", "ensemble", "--max-size", "2",
+                              "-c", str(path)], capsys)
+    assert code == 0, err
+    # a member alone: its ensemble (cached answer-token losses) and its merge (the batched masked windows) agree
+    code, out, _ = run_cli(["sql", "SELECT method, mixture, nll_sum, n_tokens FROM mixture_perplexity WHERE k = 1 AND "
+                            "eval_set = 'ending' AND method IN ('merged', 'ensemble')", "--format", "json", "-c",
+                            str(path)], capsys)
+    got = {}
+    for r in json.loads(out):
+        got.setdefault(tuple(r["mixture"]), {})[r["method"]] = (r["nll_sum"], r["n_tokens"])
+    both = [v for v in got.values() if len(v) == 2]
+    assert both and all(np.isclose(v["merged"][0], v["ensemble"][0], rtol=1e-4) and
+                        v["merged"][1] == v["ensemble"][1] for v in both)
+    code, out, err = run_cli(["sweep", "--screen", "--units", ",".join(units[:3]), "--eval", "ending", "--force",
+                              "-c", str(path)], capsys)
+    assert code == 0, err
     code, out, err = run_cli(["optimize", "--target", "ending", "--units", f"{units[0]},{units[2]}",
                               "--set", "optimize.steps=2", "-c", str(path)], capsys)
     assert code == 0, err
