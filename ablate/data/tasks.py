@@ -217,10 +217,15 @@ class TaskSet:
         return ids, mask
 
 
+def task_set(name: str, tokens: np.ndarray, layout: np.ndarray, byte_len: np.ndarray) -> TaskSet:
+    """A TaskSet from tokenize_task's arrays (the bytes each choice stands for from the tokenizer's byte table)."""
+    choice_bytes = np.array([int(byte_len[tokens[c:d]].sum()) for c, d in layout[:, 3:5]], dtype=np.int64)
+    return TaskSet(name, tokens, layout, choice_bytes[layout[:, 5] == 1], choice_bytes)
+
+
 def load_task(pool, meta: dict, byte_len: np.ndarray) -> TaskSet:
     tokens, layout = np.load(pool.root / meta["path"]), np.load(pool.root / meta["layout"])
     if task_sha256(meta["tokenizer_id"], tokens, layout) != meta["data_sha256"]:
         raise AblateError(f"task eval set {meta['domain']} ({meta['path']}) does not match its recorded sha256 "
                           f"(corrupted? run `ablate units split --force`)")
-    choice_bytes = np.array([int(byte_len[tokens[c:d]].sum()) for c, d in layout[:, 3:5]], dtype=np.int64)
-    return TaskSet(meta["domain"], tokens, layout, choice_bytes[layout[:, 5] == 1], choice_bytes)
+    return task_set(meta["domain"], tokens, layout, byte_len)

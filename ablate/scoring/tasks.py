@@ -22,7 +22,6 @@ compare against.
 
 from __future__ import annotations
 
-import inspect
 import time
 
 import numpy as np
@@ -42,15 +41,62 @@ def example_rows(task: TaskSet) -> list[np.ndarray]:
 
 
 def _packed(task: TaskSet, batch_size: int):
-    """Lists of layout rows, whole examples each, about batch_size rows (one example may exceed it)."""
+    """Lists of layout rows, whole examples each, about batch_size rows (one example may exceed it), examples
+    taken by length so that a batch pads little (the sums land by row: the order is free)."""
+    examples = example_rows(task)
+    lengths = [int((task.layout[r, 2] - task.layout[r, 1] + task.layout[r, 4] - task.layout[r, 3]).max())
+               for r in examples]
     batch: list[int] = []
-    for rows in example_rows(task):
-        if batch and len(batch) + len(rows) > batch_size:
+    for e in np.argsort(lengths, kind="stable"):
+        if batch and len(batch) + len(examples[e]) > batch_size:
             yield batch
             batch = []
-        batch.extend(rows.tolist())
+        batch.extend(examples[e].tolist())
     if batch:
         yield batch
+
+
+def _batch(task: TaskSet, rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """([b, T] ids, right-padded; [b, T-1] bool: the positions that predict a choice token)."""
+    seqs = [task.sequence(r) for r in rows]
+    width = max(len(s) for s, _ in seqs)
+    ids = torch.zeros((len(rows), width), dtype=torch.int64)
+    sel = torch.zeros((len(rows), width - 1), dtype=torch.bool)
+    for i, (seq, n_ctx) in enumerate(seqs):
+        ids[i, :len(seq)] = torch.from_numpy(seq.astype(np.int64))
+        sel[i, n_ctx - 1:len(seq) - 1] = True  # position t predicts token t + 1
+    return ids, sel
+
+
+def _head_of(model):
+    """(body, head) when logits = head(body(x).last_hidden_state), else None (probed before it is trusted)."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    body = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    return (body, head) if isinstance(head, torch.nn.Linear) and body is not None else None
+
+
+def _probed_split(model, ids: torch.Tensor, sel: torch.Tensor):
+    """_head_of(model) if head(body(x)) gives the model's own losses on this row (logit scaling or soft-capping
+    would not), else None: the full-logits path."""
+    split = _head_of(model)
+    if split is None:
+        return None
+    same = torch.allclose(_selected_nll(model, split, ids, sel), _selected_nll(model, None, ids, sel), rtol=1e-5,
+                          atol=1e-6)
+    return split if same else None
+
+
+def _selected_nll(model, split, ids: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
+    """NLL of every selected position's next token, row-major [N] float32. With `split` (body, head) the head
+    runs on the selected positions only: a choice is a few tokens after a long context, and on a small model
+    the LM head is most of the work (vocab x hidden per position)."""
+    target = ids[:, 1:][sel]
+    if split is None:
+        logits = model(input_ids=ids).logits[:, :-1][sel]
+    else:
+        hidden = split[0](input_ids=ids, use_cache=False).last_hidden_state[:, :-1][sel]
+        logits = split[1](hidden)
+    return F.cross_entropy(logits.float(), target, reduction="none")
 
 
 @torch.inference_mode()
@@ -61,31 +107,18 @@ def choice_nll(model, task: TaskSet, batch_size: int, precision: str | None = No
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    keep = "logits_to_keep" in inspect.signature(model.forward).parameters
     out = np.zeros(len(task.layout), dtype=np.float64)
     answer_tokens: dict[int, np.ndarray] = {}
     with precision_context(device, eval_precision(device, precision)):
+        split = _probed_split(model, *(t.to(device) for t in _batch(task, [0])))
         for rows in _packed(task, batch_size):
-            seqs = [task.sequence(r) for r in rows]
-            width = max(len(s) for s, _ in seqs)
-            first = min(n for _, n in seqs) - 1  # the first position that predicts a choice token
-            ids = torch.zeros((len(rows), width), dtype=torch.int64)
-            mask = torch.zeros((len(rows), width - 1 - first))
-            for i, (s, n_ctx) in enumerate(seqs):
-                ids[i, :len(s)] = torch.from_numpy(s.astype(np.int64))
-                mask[i, n_ctx - 1 - first:len(s) - 1 - first] = 1.0
-            ids = ids.to(device)
-            if keep:  # the context's own predictions are never read: skip their logits
-                logits = model(input_ids=ids, logits_to_keep=width - first).logits[:, :-1]
-            else:
-                logits = model(input_ids=ids).logits[:, first:-1]
-            tok = -F.log_softmax(logits.float(), -1).gather(2, ids[:, first + 1:, None]).squeeze(2).cpu()
-            tok = tok * mask
-            out[rows] = tok.double().sum(1).numpy()
-            if per_token:
-                for i, r in enumerate(rows):
-                    if task.layout[r, 5]:
-                        answer_tokens[r] = tok[i][mask[i] > 0].numpy().astype(np.float32)
+            ids, sel = (t.to(device) for t in _batch(task, rows))
+            tok = _selected_nll(model, split, ids, sel).cpu()
+            counts = sel.sum(1).cpu().tolist()
+            for r, part in zip(rows, torch.split(tok, counts)):
+                out[r] = float(part.double().sum())
+                if per_token and task.layout[r, 5]:
+                    answer_tokens[r] = part.numpy().astype(np.float32)
     model.train(was_training)
     return out, [answer_tokens[r] for r in task.answers] if per_token else []
 
