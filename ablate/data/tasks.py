@@ -178,6 +178,12 @@ def task_row(name: str, examples: list[Example], kind: str, tokens: np.ndarray, 
             "categories": categories if any(categories) else None}
 
 
+def scored_tokens(ev: dict) -> int:
+    """Tokens an eval set's sidecar says a model is scored on: a text set's stream, a task's answers (what a
+    token-weighted objective weighs it by; the context is read, not scored)."""
+    return int(sum(ev["window_tokens"])) if ev.get("task") else int(ev["n_tokens"])
+
+
 # -- reading back ---------------------------------------------------------------------------------
 @dataclass
 class TaskSet:

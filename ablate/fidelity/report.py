@@ -28,7 +28,9 @@ from pathlib import Path
 from ablate.core.config import StudyConfig
 from ablate.core.errors import UsageError
 from ablate.core.formats import num, num_pct, ratio, rel, rel_band, yes_no
+from ablate.data.evalsets import eval_sets
 from ablate.fidelity.markdown import markdown_table
+from ablate.scoring import proxies
 from ablate.scoring.merge import merge_id
 from ablate.scoring.tasks import accuracy_interval, describe_accuracy
 from ablate.scoring.uncertainty import DEFAULT_RESAMPLES
@@ -271,6 +273,9 @@ def tasks_markdown(pool: Pool, shown: int = 8) -> list[str]:
              "Bits per byte of the correct continuation given the context (lower is better; what every ranking "
              "reads); accuracy: the choice with the lowest NLL per byte, 95 % bootstrap interval over examples. "
              "A near-chance accuracy with a moving bits per byte is the usual picture at small scale.", ""]
+    truths = truth_order(pool)
+    lines += [f"- {line}" for line in (task_verdicts(pool, truths[0], ["merged"]) if truths else [])]
+    lines += [""] if truths else []
     for name in sorted({r["eval_set"] for r in rows}):
         part = [r for r in rows if r["eval_set"] == name]
         keep = [r for r in part if r["method"] != "seed"][:shown] + [r for r in part if r["method"] == "seed"][:1]
@@ -279,6 +284,34 @@ def tasks_markdown(pool: Pool, shown: int = 8) -> list[str]:
             ([r["method"], r["budget"] or "-", "+".join(r["mixture"]) or "-", num(r["bits_per_byte"], 4),
               describe_accuracy(*accuracy_interval(r["correct"], DEFAULT_RESAMPLES, 0))] for r in keep)) + [""]
     return lines
+
+
+def task_verdicts(pool: Pool, budget: str, methods: list[str]) -> list[str]:
+    """One line per task eval set and proxy: how the proxy ranks the trained unions by the answer's bits per byte
+    (the verdict's numbers, tasks only), with the best union's and the seed's accuracy."""
+    from ablate.fidelity.calibrate import fidelity as proxy_fidelity
+
+    tasks = {ev["domain"]: ev["n_examples"] / ev["n_choices"] for ev in eval_sets(pool) if ev.get("task")}
+    acc = {r["eval_set"]: r for r in Index(pool).rows(
+        "SELECT eval_set, arg_min(accuracy, bits_per_byte) FILTER (WHERE method = 'union') AS union_acc, "
+        "any_value(accuracy) FILTER (WHERE method = 'seed') AS seed_acc FROM task_accuracy GROUP BY eval_set")}
+    lines = []
+    if not tasks:
+        return lines
+    cases = [c for c in proxies.load_cases(pool) if c.eval_set in tasks]
+    methods = [m for m in dict.fromkeys(methods) if proxies.scored(m, cases)]  # ensemble rows: only where scored
+    for q in proxy_fidelity(pool, budget, methods, set(tasks)):
+        a = acc.get(q["eval_set"], {})
+        lines.append(f"task {q['eval_set']} ({budget} truth, {q['n']} mixtures), `{q['proxy']}` by the answer's bits "
+                     f"per byte: Spearman {num(q['spearman'], 2)}, top-1 {yes_no(q['top1'])}"
+                     f"{' (within noise)' if q['top1_within_noise'] and not q['top1'] else ''}, regret "
+                     f"{num_pct(q['regret'])}; accuracy of the best union {_pct(a.get('union_acc'))}, of the seed "
+                     f"{_pct(a.get('seed_acc'))} (chance {_pct(tasks[q['eval_set']])})")
+    return lines
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{x:.1%}"
 
 
 def growth_markdown(rows: list[dict]) -> list[str]:

@@ -20,6 +20,7 @@ import numpy as np
 
 from ablate.core.config import StudyConfig
 from ablate.core.weights import wkey
+from ablate.data.tasks import scored_tokens
 from ablate.data.units import eval_sets, unit_ids
 from ablate.optimize.objectives import Objective
 from ablate.optimize.search import uniform_key
@@ -55,7 +56,7 @@ def ranking_gaps(cfg: StudyConfig, pool: Pool, objective: Objective, method: str
     if len(usable) < 2 or (ref is not None and ref not in usable):
         return {}
     nll = {s: np.stack([got[(k, s)] for k in usable]) for s in sets}
-    tokens = {s: int(evs[s]["n_tokens"]) for s in sets} if objective.target_weights == "tokens" else None
+    tokens = {s: scored_tokens(evs[s]) for s in sets} if objective.target_weights == "tokens" else None
     at_ref = usable.index(ref) if ref is not None else None
 
     def value(logppl: dict[str, np.ndarray]) -> list[float]:

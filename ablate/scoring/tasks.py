@@ -13,11 +13,11 @@ predicted tokens and bytes the answer's, so a row's nll_sum / n_bytes is the ans
 the choice with the lowest NLL per UTF-8 byte (lm-eval's acc_norm uses characters; bytes agree on ASCII and
 are what bits per byte counts); a cloze task has one choice and no accuracy.
 
-Batching: the choices of an example share its context, so they run as rows of one batch, whole examples
-packed together up to `eval.batch_size` rows, right-padded (causal attention: padding after a sequence
-changes nothing before it), logits only for the positions from the shortest context on. The plain loop
-over choices (`choice_nll_loop`, one forward per choice) is kept as the reference the bench and the tests
-compare against.
+Batching: the choices of an example share its context, so they run as rows of one batch, whole examples of
+similar length packed together up to `eval.batch_size` rows, right-padded (causal attention: padding after a
+sequence changes nothing before it), and the LM head runs on the positions that predict a choice token only.
+The plain loop over choices (`choice_nll_loop`, one forward per choice) is kept as the reference the bench
+(bench/bench_tasks.py: 2.9x at the demo's size) and the tests compare against.
 """
 
 from __future__ import annotations
@@ -208,8 +208,3 @@ def predicted_per_window(ev: dict, seq_len: int) -> np.ndarray:
     if ev.get("task"):
         return np.asarray(ev["window_tokens"], dtype=np.int64)
     return window_tokens(int(ev["n_tokens"]), seq_len)
-
-
-def predicted_bytes_per_window(ev: dict) -> int:
-    """Σ bytes a task predicts (its answers), from the sidecar."""
-    return int(sum(ev["window_bytes"]))
