@@ -52,7 +52,7 @@ def fortune_ending(files: Iterable[Path] | None = None, n: int = 400, seed: int 
 _SENSE = re.compile(r"(?m)^(?:1\.\s+)?([A-Z][^\n\[]{14,})")
 
 
-def webster_definition(n: int = 300, seed: int = 0, skip: int = 20_000, scan: int = 30_000) -> list[dict]:
+def webster_definition(n: int = 300, seed: int = 0, skip: int = 20_000, scan: int = 40_000) -> list[dict]:
     """Examples from GCIDE entries skip .. skip + scan whose header is `Headword, pos.` and which have a sense.
     Past the first 20,000 entries by default: the demo corpus keeps the first 4 MB of the dictionary (about
     17,000 entries), so a seed pretrained on it has not read these headwords."""
