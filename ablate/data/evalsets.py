@@ -91,5 +91,11 @@ def eval_sets(pool: Pool, names: list[str] | None = None) -> list[dict]:
     return out
 
 
+def task_sidecars(pool: Pool) -> dict[str, dict]:
+    """{name: sidecar} of the pool's task eval sets (ablate/data/tasks.py); {} when it has none, or no eval sets."""
+    sidecars = (read_json(p, "eval sidecar") for p in sorted(pool.eval_dir.glob("eval-*.json")))
+    return {meta["domain"]: meta for meta in sidecars if meta.get("task")}
+
+
 def load_eval_tokens(pool: Pool, meta: dict) -> np.ndarray:
     return np.load(pool.root / meta["path"])

@@ -28,7 +28,7 @@ from pathlib import Path
 from ablate.core.config import StudyConfig
 from ablate.core.errors import UsageError
 from ablate.core.formats import num, num_pct, ratio, rel, rel_band, yes_no
-from ablate.data.evalsets import eval_sets
+from ablate.data.evalsets import task_sidecars
 from ablate.fidelity.markdown import markdown_table
 from ablate.scoring import proxies
 from ablate.scoring.merge import merge_id
@@ -261,14 +261,19 @@ def eval_sets_markdown(pool: Pool) -> list[str]:
          for r in rows))
 
 
-def tasks_markdown(pool: Pool, shown: int = 8) -> list[str]:
-    """Per task eval set: the seed and the best measured models by the answer's bits per byte, accuracy beside it
-    with its 95 % bootstrap interval over examples (ablate/scoring/tasks.py)."""
-    rows = Index(pool).rows("SELECT t.eval_set, t.method, coalesce(t.budget, '') AS budget, t.mixture, t.bits_per_byte, "
-                            "t.n_examples, e.correct FROM task_accuracy t JOIN task_examples e USING (row_id) "
-                            "WHERE coalesce(t.replicate, 0) = 0 ORDER BY t.eval_set, t.bits_per_byte, t.row_id")
-    if not rows:
+def tasks_markdown(pool: Pool, shown: int = 5) -> list[str]:
+    """Per task eval set: the seed and the best `shown` merged mixtures and unions by the answer's bits per byte,
+    accuracy beside it with its 95 % bootstrap interval over examples where every choice was scored (score-mixture,
+    the seed and unions; a sweep's merged rows have bits per byte only: ablate/scoring/tasks.py)."""
+    tasks = task_sidecars(pool)
+    if not tasks:
         return []
+    marks = ", ".join("?" for _ in tasks)
+    rows = Index(pool).rows(
+        "SELECT m.eval_set, m.method, coalesce(m.budget, '') AS budget, m.mixture, m.bits_per_byte, e.correct "
+        "FROM mixture_perplexity m LEFT JOIN task_examples e USING (row_id) WHERE coalesce(m.replicate, 0) = 0 AND "
+        f"m.method IN ('seed', 'merged', 'union') AND m.eval_set IN ({marks}) "
+        "ORDER BY m.eval_set, m.bits_per_byte, m.row_id", list(tasks))
     lines = ["", "## Tasks: the correct answer's bits per byte, accuracy beside it", "",
              "Bits per byte of the correct continuation given the context (lower is better; what every ranking "
              "reads); accuracy: the choice with the lowest NLL per byte, 95 % bootstrap interval over examples. "
@@ -278,11 +283,13 @@ def tasks_markdown(pool: Pool, shown: int = 8) -> list[str]:
     lines += [""] if truths else []
     for name in sorted({r["eval_set"] for r in rows}):
         part = [r for r in rows if r["eval_set"] == name]
-        keep = [r for r in part if r["method"] != "seed"][:shown] + [r for r in part if r["method"] == "seed"][:1]
-        lines += [f"**{name}** ({part[0]['n_examples']} examples)", ""] + markdown_table(
+        keep = [r for m, n in (("seed", 1), ("merged", shown), ("union", shown)) for r in
+                [r for r in part if r["method"] == m][:n]]
+        lines += [f"**{name}** ({tasks[name]['n_examples']} examples, {tasks[name]['task']})", ""] + markdown_table(
             ["method", "truth", "mixture", "bits/byte (answer)", "accuracy [95 %]"],
             ([r["method"], r["budget"] or "-", "+".join(r["mixture"]) or "-", num(r["bits_per_byte"], 4),
-              describe_accuracy(*accuracy_interval(r["correct"], DEFAULT_RESAMPLES, 0))] for r in keep)) + [""]
+              describe_accuracy(*accuracy_interval(r["correct"], DEFAULT_RESAMPLES, 0)) if r["correct"] else "-"]
+             for r in sorted(keep, key=lambda r: r["bits_per_byte"]))) + [""]
     return lines
 
 
@@ -291,7 +298,7 @@ def task_verdicts(pool: Pool, budget: str, methods: list[str]) -> list[str]:
     (the verdict's numbers, tasks only), with the best union's and the seed's accuracy."""
     from ablate.fidelity.calibrate import fidelity as proxy_fidelity
 
-    tasks = {ev["domain"]: ev["n_examples"] / ev["n_choices"] for ev in eval_sets(pool) if ev.get("task")}
+    tasks = {name: ev["n_examples"] / ev["n_choices"] for name, ev in task_sidecars(pool).items()}
     acc = {r["eval_set"]: r for r in Index(pool).rows(
         "SELECT eval_set, arg_min(accuracy, bits_per_byte) FILTER (WHERE method = 'union') AS union_acc, "
         "any_value(accuracy) FILTER (WHERE method = 'seed') AS seed_acc FROM task_accuracy GROUP BY eval_set")}
@@ -302,11 +309,13 @@ def task_verdicts(pool: Pool, budget: str, methods: list[str]) -> list[str]:
     methods = [m for m in dict.fromkeys(methods) if proxies.scored(m, cases)]  # ensemble rows: only where scored
     for q in proxy_fidelity(pool, budget, methods, set(tasks)):
         a = acc.get(q["eval_set"], {})
+        chance = tasks[q["eval_set"]]  # 1: a cloze task, nothing to choose
+        accuracy = (f"; accuracy of the best union {_pct(a.get('union_acc'))}, of the seed {_pct(a.get('seed_acc'))} "
+                    f"(chance {_pct(chance)})") if chance < 1 else ""
         lines.append(f"task {q['eval_set']} ({budget} truth, {q['n']} mixtures), `{q['proxy']}` by the answer's bits "
                      f"per byte: Spearman {num(q['spearman'], 2)}, top-1 {yes_no(q['top1'])}"
                      f"{' (within noise)' if q['top1_within_noise'] and not q['top1'] else ''}, regret "
-                     f"{num_pct(q['regret'])}; accuracy of the best union {_pct(a.get('union_acc'))}, of the seed "
-                     f"{_pct(a.get('seed_acc'))} (chance {_pct(tasks[q['eval_set']])})")
+                     f"{num_pct(q['regret'])}{accuracy}")
     return lines
 
 

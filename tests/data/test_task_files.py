@@ -66,9 +66,9 @@ def test_score_mixture_on_a_task_gives_answer_bpb_and_accuracy_per_example(task_
     assert code == 0, err
     text = (path.parent / "rep" / "report.md").read_text()
     section = text.split("## Tasks: the correct answer's bits per byte, accuracy beside it")[1].split("\n## ")[0]
-    assert "**ending** (60 examples)" in section and "| merged |" in section and "| seed |" in section
-    assert "clz" not in section  # a cloze task has no choices to be accurate about
-    assert "% [" in section  # accuracy with its interval
+    ending, cloze = section.split("**ending** (60 examples, choice)")[1], section.split("**clz** (20 examples, cloze)")[1]
+    assert "| merged |" in ending and "| seed |" in ending and "% [" in ending  # accuracy with its interval
+    assert "| merged |" in cloze.split("**ending**")[0] and "% [" not in cloze.split("**ending**")[0]  # nothing to choose
 
 
 @pytest.mark.parametrize("line, fragment", [
