@@ -95,6 +95,14 @@ def test_sweep_target_search_and_optimize_take_a_task(task_pool, capsys):
     code, out, err = run_cli(["sweep", "--screen", "--units", ",".join(units[:3]), "--eval", "ending", "--force",
                               "-c", str(path)], capsys)
     assert code == 0, err
-    code, out, err = run_cli(["optimize", "--target", "ending", "--units", f"{units[0]},{units[2]}",
-                              "--set", "optimize.steps=2", "-c", str(path)], capsys)
-    assert code == 0, err
+    for route in ("merged", "ensemble"):  # gradients of the answer's NLL: through the merge, or the mixed cache
+        code, out, err = run_cli(["optimize", "--target", "ending", "--units", f"{units[0]},{units[2]}", "--route",
+                                  route, "--set", "optimize.steps=2", "-c", str(path)], capsys)
+        assert code == 0, err
+    code, out, _ = run_cli(["sql", "SELECT route, fit_uniform, held_uniform FROM optimizations", "--format", "json",
+                            "-c", str(path)], capsys)
+    rows = {r["route"]: r for r in json.loads(out)}
+    # both routes measure the uniform weights on the same examples: the merge of two members vs their ensemble,
+    # both answer-token log perplexities of the same order (a broken mask would count the context: far apart)
+    assert set(rows) == {"merged", "ensemble"} and all(0 < r["held_uniform"] < 10 for r in rows.values())
+    assert abs(rows["merged"]["held_uniform"] - rows["ensemble"]["held_uniform"]) < 0.05
