@@ -27,6 +27,7 @@ Contamination: an example whose context + correct answer is exactly a training u
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ablate.core.errors import AblateError, UsageError
+from ablate.store.pool import atomic_write_bytes
 
 LAYOUT_COLUMNS = ("example", "ctx_start", "ctx_end", "choice_start", "choice_end", "is_answer")
 
@@ -158,6 +160,22 @@ def tokenize_task(name: str, path, examples: list[Example], tok, seq_len: int) -
             at += len(ids)
     tokens = np.fromiter((t for p in parts for t in p), dtype=dtype, count=at)
     return tokens, np.asarray(layout, dtype=np.int64).reshape(-1, len(LAYOUT_COLUMNS))
+
+
+def tokenize_cached(name: str, spec, examples: list[Example], file_sha: str, tok, tok_id: str, seq_len: int,
+                    cache_dir: Path, pending: list) -> tuple[np.ndarray, np.ndarray]:
+    """tokenize_task, cached by (tokenizer, file, kind, cap, window) like the text eval sets' token caches; a miss
+    appends its write to `pending` (run once the whole split is known to be valid)."""
+    key = hashlib.sha256(f"{tok_id}:{file_sha}:{spec.kind}:{spec.max_bytes}:{seq_len}".encode()).hexdigest()[:24]
+    path = cache_dir / "tokens" / f"task-{key}.npz"
+    if path.exists():
+        with np.load(path) as cached:
+            return cached["tokens"], cached["layout"]
+    tokens, layout = tokenize_task(name, spec.path, examples, tok, seq_len)
+    buf = io.BytesIO()
+    np.savez(buf, tokens=tokens, layout=layout)
+    pending.append(lambda: atomic_write_bytes(path, buf.getvalue()))
+    return tokens, layout
 
 
 def task_sha256(tok_id: str, tokens: np.ndarray, layout: np.ndarray) -> str:

@@ -26,7 +26,7 @@ import numpy as np
 
 from ablate.core.config import StudyConfig, config_hash
 from ablate.core.errors import AblateError, UsageError
-from ablate.data.tasks import read_task_file, task_row, tokenize_task
+from ablate.data.tasks import read_task_file, task_row, tokenize_cached
 from ablate.data.evalsets import check_window, count_contaminated, doc_digest, load_eval_file, unit_documents
 from ablate.data.evalsets import eval_sets, load_eval_tokens  # noqa: F401 (re-exported: readers import them here)
 from ablate.store.index import Index
@@ -247,7 +247,7 @@ def _stage_eval_files(cfg: StudyConfig, pool: Pool, tok, tok_id: str, byte_len, 
 def _stage_task(cfg: StudyConfig, pool: Pool, name: str, spec, tok, tok_id: str, byte_len, pending: list) -> tuple:
     """A task file's (folder, name, tokens, row, documents); its layout file joins the pending writes."""
     examples, file_sha = read_task_file(name, spec)
-    tokens, layout = tokenize_task(name, spec.path, examples, tok, cfg.eval.seq_len)
+    tokens, layout = tokenize_cached(name, spec, examples, file_sha, tok, tok_id, cfg.eval.seq_len, pool.cache_dir, pending)
     row = _row("eval", f"eval-{name}", name, 0, tokens, byte_len, tok_id, f"eval/eval-{name}.npy", len(examples))
     row.update(task_row(name, examples, spec.kind, tokens, layout, byte_len, tok_id), source=str(spec.path),
                source_sha256=file_sha, max_bytes=spec.max_bytes)

@@ -35,8 +35,14 @@ def task_study(study_copy, tmp_path, capsys):
     return path, cfg, pool, units
 
 
-def test_a_task_is_stored_hashed_and_its_contamination_counted(task_study):
+def test_a_task_is_stored_hashed_and_its_contamination_counted(task_study, capsys):
     path, cfg, pool, _ = task_study
+    assert len(list((pool.cache_dir / "tokens").glob("task-*.npz"))) == 2  # tokenized once, cached
+    before = tree_digest(pool.root)
+    assert run_cli(["units", "split", "-c", str(path)], capsys)[0] == 0
+    after = tree_digest(pool.root)
+    # a second split finds everything as it was (the index and the study record are rewritten, same content)
+    assert {k for k in set(before) | set(after) if before.get(k) != after.get(k)} <= {"index.duckdb", "study.json"}
     meta = json.loads((pool.eval_dir / "eval-ending.json").read_text())
     assert meta["task"] == "choice" and meta["n_examples"] == 60 and meta["n_choices"] == 240
     assert len(meta["window_tokens"]) == 60 and all(n > 0 for n in meta["window_tokens"])
