@@ -114,6 +114,7 @@ def table(b: dict) -> list[str]:
     rows += screen_rows(b.get("screen", {}))
     rows += optimize_rows(b.get("optimize", {}))
     rows += ensemble_rows(b.get("ensemble", {}))
+    rows += task_rows(b.get("tasks", {}))
     for name, r in b.items():
         if "error" in r:
             rows.append(f"| - | {name} | - | - | - | - | **failed: {r['error']}** |")
@@ -195,6 +196,17 @@ def ensemble_rows(e: dict) -> list[str]:
             f"sweep extrapolated: {e['merged_wide_s_extrapolated']:,.0f} s; cache fill {e['cache_fill_s']:.1f} s for "
             f"{e['cache_members']} members) | {e['wide_s']:.1f} | - | - | < {e['wide_goal_s']:.0f} s | "
             f"{_met(e['wide_s'] < e['wide_goal_s'])} |"]
+
+
+def task_rows(t: dict) -> list[str]:
+    """Benchmark 13: a multiple-choice task, one forward pass per choice set vs a loop over choices."""
+    if "ratio" not in t:
+        return []
+    eps = t["examples_per_s"]
+    return [f"| 13 | task scoring, examples/s: one pass per choice set (packed, {t['batch_rows']} rows) vs a loop over "
+            f"choices ({t['examples']} fortune-ending examples, {t['choices']} choices; same NLL: "
+            f"{'yes' if t['same_nll'] else '**no**'}) | {eps['packed']:,.0f} | {eps['loop']:,.0f} | "
+            f"{t['ratio']:.1f} | >= {t['goal_ratio']:.0f}x | {_met(t['ratio'] >= t['goal_ratio'] and t['same_nll'])} |"]
 
 
 def device_rows(d: dict) -> list[str]:

@@ -49,6 +49,7 @@ BENCHES = [
     ("screen", "bench_screen.py", None, 1800),  # builds the 255-mixture per-window tables once (cached)
     ("optimize", "bench_optimize.py", None, 600),
     ("ensemble", "bench_ensemble.py", None, 300),
+    ("tasks", "bench_tasks.py", 0.05, 240),
 ]
 # `--size 135m`: the speed benchmarks again where GEMMs, not overheads, dominate (SmolLM2-135M, a real seed).
 # Not in the default run (~20 min more); stored beside the demo-size results under "at_135m".

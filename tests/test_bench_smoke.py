@@ -32,7 +32,7 @@ def bench_study(tmp_path_factory):
 
 @pytest.mark.parametrize("name", ["bench_train", "bench_eval", "bench_mixture", "bench_sweep", "bench_memory",
                                   "bench_scaling", "bench_device", "bench_throughput", "bench_screen",
-                                  "bench_optimize", "bench_ensemble"])
+                                  "bench_optimize", "bench_ensemble", "bench_tasks"])
 def test_bench_module_runs_quick(bench_study, tmp_path, name):
     module = importlib.import_module(name)
     out = tmp_path / f"{name}.json"
@@ -41,7 +41,7 @@ def test_bench_module_runs_quick(bench_study, tmp_path, name):
     assert out.exists() and result["benchmark"] == name.removeprefix("bench_")
     if name == "bench_eval":
         assert result["ppl_identical_1e-4"] and result["ours_equals_before_bitwise"]
-    if name == "bench_mixture":
+    if name in ("bench_mixture", "bench_tasks"):
         assert result["same_nll"]
     if name == "bench_memory":
         assert result["flat"]

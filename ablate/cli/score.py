@@ -35,10 +35,14 @@ def score_mixture_cmd(units: Annotated[list[str], typer.Argument(help="units of 
     cfg, pool = open_study(config, set_, dry_run)
     notes: list[str] = []  # said after the table, where the reader's eye is
     rows = score_mixture(cfg, pool, units, weights, eval_ or None, force, warn=notes.append)
-    print_rows(["method", "budget", "eval_set", "ppl", "bits_per_byte", "n_tokens", "eval_s", "vs_best", "tied_best"],
-               rows)
+    tasks = ["accuracy"] if any("accuracy" in r for r in rows) else []  # a task eval set: accuracy beside bits/byte
+    print_rows(["method", "budget", "eval_set", "ppl", "bits_per_byte", *tasks, "n_tokens", "eval_s", "vs_best",
+                "tied_best"], rows)
     say("vs_best: perplexity against the eval set's best measured row, with its 95 % paired bootstrap interval over "
         "eval windows; tied_best: the interval reaches 0 (not distinguishable)")
+    if tasks:
+        say("task eval sets: a window is an example, ppl and bits_per_byte are the correct answer's; accuracy picks the "
+            "choice with the lowest NLL per byte, with its 95 % bootstrap interval over examples")
     for line in notes:
         say(line)
 

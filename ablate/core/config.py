@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal, get_origin
+from typing import Literal, Optional, get_origin
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
@@ -51,6 +51,9 @@ class StudyConfig(Strict):
     demo_add_data_unions: Literal["all", "pairs", "none"] = "pairs"
     demo_noise_unions: int = Field(1, ge=0)  # unions per truth the demo retrains with a 2nd data order (noise floor)
     demo_search_grid: list[float] = [1.0, 2.0]  # weights grid of the demo's mixture search
+    # a multiple-choice task the demo builds offline (ablate/data/task_builders.py) and scores as an eval set beside
+    # the text ones; None: text only
+    demo_task: Optional[Literal["webster-definition", "fortune-ending"]] = "webster-definition"
     fidelity: FidelityConfig = FidelityConfig()
     optimize: OptimizeConfig = OptimizeConfig()
 

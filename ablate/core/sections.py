@@ -180,6 +180,9 @@ class EvalFileConfig(Strict):
     max_bytes: Optional[int] = Field(None, gt=0)  # whole documents up to this many bytes; None = the whole file
     # the file's format where its name does not say it (a LICENSE, a README): as its suffix would
     format: Optional[Literal["jsonl", "json", "parquet", "txt"]] = None
+    # text: documents scored as windows; choice: JSONL {context, choices, answer} scored as the answer's
+    # bits per byte and accuracy over the choices; cloze: {context, continuation} lines (docs/tasks.md)
+    kind: Literal["text", "choice", "cloze"] = "text"
 
     @model_validator(mode="before")
     @classmethod

@@ -27,6 +27,7 @@ import hashlib
 import numpy as np
 
 from ablate.core.errors import UsageError
+from ablate.store.pool import Pool, read_json
 
 
 def doc_digest(text: str) -> str:
@@ -75,3 +76,26 @@ def check_window(name: str, n_tokens: int, seq_len: int) -> None:
         raise UsageError(f"eval set {name!r} has {n_tokens} tokens, shorter than one eval window "
                          f"(eval.seq_len = {seq_len}): give it more text or lower eval.seq_len")
 
+
+def eval_sets(pool: Pool, names: list[str] | None = None) -> list[dict]:
+    """Sidecars of eval sets (all, or the named domains), in name order."""
+    available = {p.stem.removeprefix("eval-"): p for p in sorted(pool.eval_dir.glob("eval-*.json"))}
+    if not available:
+        raise UsageError(f"no eval sets in {pool.root}: run `ablate units split` first")
+    chosen = names or sorted(available)
+    out = []
+    for name in chosen:
+        if name not in available:
+            raise UsageError(f"unknown eval set {name!r} (known: {', '.join(sorted(available))})")
+        out.append(read_json(available[name], "eval sidecar"))
+    return out
+
+
+def task_sidecars(pool: Pool) -> dict[str, dict]:
+    """{name: sidecar} of the pool's task eval sets (ablate/data/tasks.py); {} when it has none, or no eval sets."""
+    sidecars = (read_json(p, "eval sidecar") for p in sorted(pool.eval_dir.glob("eval-*.json")))
+    return {meta["domain"]: meta for meta in sidecars if meta.get("task")}
+
+
+def load_eval_tokens(pool: Pool, meta: dict) -> np.ndarray:
+    return np.load(pool.root / meta["path"])

@@ -26,7 +26,9 @@ import numpy as np
 
 from ablate.core.config import StudyConfig, config_hash
 from ablate.core.errors import AblateError, UsageError
+from ablate.data.tasks import read_task_file, task_row, tokenize_cached
 from ablate.data.evalsets import check_window, count_contaminated, doc_digest, load_eval_file, unit_documents
+from ablate.data.evalsets import eval_sets, load_eval_tokens  # noqa: F401 (re-exported: readers import them here)
 from ablate.store.index import Index
 from ablate.store.pool import Pool, atomic_write_bytes, atomic_write_json, check_name, read_json, staged_dir
 from ablate.store.results import now
@@ -230,6 +232,9 @@ def _stage_eval_files(cfg: StudyConfig, pool: Pool, tok, tok_id: str, byte_len, 
     """(folder, name, tokens, row, docs) per eval set from a file (`eval_sets:`); raises before any write."""
     staged = []
     for name, spec in sorted(cfg.eval_sets.items()):
+        if spec.kind != "text":
+            staged.append(_stage_task(cfg, pool, name, spec, tok, tok_id, byte_len, pending))
+            continue
         docs, file_sha = load_eval_file(name, spec)
         tokens, _ = tokenize_docs(tok, tok_id, docs, pool, pending)
         check_window(name, int(tokens.size), cfg.eval.seq_len)
@@ -237,6 +242,17 @@ def _stage_eval_files(cfg: StudyConfig, pool: Pool, tok, tok_id: str, byte_len, 
         row.update(source=str(spec.path), source_sha256=file_sha, max_bytes=spec.max_bytes)
         staged.append((pool.eval_dir, row["unit_id"], tokens, row, docs))
     return staged
+
+
+def _stage_task(cfg: StudyConfig, pool: Pool, name: str, spec, tok, tok_id: str, byte_len, pending: list) -> tuple:
+    """A task file's (folder, name, tokens, row, documents); its layout file joins the pending writes."""
+    examples, file_sha = read_task_file(name, spec)
+    tokens, layout = tokenize_cached(name, spec, examples, file_sha, tok, tok_id, cfg.eval.seq_len, pool.cache_dir, pending)
+    row = _row("eval", f"eval-{name}", name, 0, tokens, byte_len, tok_id, f"eval/eval-{name}.npy", len(examples))
+    row.update(task_row(name, examples, spec.kind, tokens, layout, byte_len, tok_id), source=str(spec.path),
+               source_sha256=file_sha, max_bytes=spec.max_bytes)
+    pending.append(lambda: atomic_write_bytes(pool.root / row["layout"], _npy_bytes(layout)))
+    return pool.eval_dir, row["unit_id"], tokens, row, [e.document for e in examples]
 
 
 def _plan(cfg: StudyConfig, pool: Pool, corpus: dict[str, list[str]], scratch: Path, force: bool,
@@ -356,24 +372,6 @@ def load_unit_tokens(pool: Pool, unit_id: str) -> tuple[np.ndarray, dict]:
     if digest != meta["data_sha256"]:
         raise AblateError(f"unit {unit_id} tokens {path} do not match their recorded sha256 (corrupted?)")
     return tokens, meta
-
-
-def eval_sets(pool: Pool, names: list[str] | None = None) -> list[dict]:
-    """Sidecars of eval sets (all, or the named domains), in name order."""
-    available = {p.stem.removeprefix("eval-"): p for p in sorted(pool.eval_dir.glob("eval-*.json"))}
-    if not available:
-        raise UsageError(f"no eval sets in {pool.root}: run `ablate units split` first")
-    chosen = names or sorted(available)
-    out = []
-    for name in chosen:
-        if name not in available:
-            raise UsageError(f"unknown eval set {name!r} (known: {', '.join(sorted(available))})")
-        out.append(read_json(available[name], "eval sidecar"))
-    return out
-
-
-def load_eval_tokens(pool: Pool, meta: dict) -> np.ndarray:
-    return np.load(pool.root / meta["path"])
 
 
 def seed_domains(cfg: StudyConfig, pool: Pool) -> list[str]:

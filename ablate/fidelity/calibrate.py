@@ -78,9 +78,14 @@ def score_predictions(pred: dict, truths: dict, noise: dict) -> list[dict]:
     return out
 
 
-def fidelity(pool: Pool, budget: str, methods: list[str] | None = None) -> list[dict]:
-    """Every proxy against one ground truth on this pool; fitted ones leave-one-union-out."""
+def fidelity(pool: Pool, budget: str, methods: list[str] | None = None,
+             eval_sets: set[str] | None = None) -> list[dict]:
+    """Every proxy against one ground truth on this pool (`eval_sets`: on those only); fitted ones
+    leave-one-union-out."""
     cases, truths = proxies.load_cases(pool), proxies.load_truths(pool, budget)
+    if eval_sets is not None:
+        cases = [c for c in cases if c.eval_set in eval_sets]
+        truths = {k: v for k, v in truths.items() if k[2] in eval_sets}
     unions = union_keys(truths)
     if len(unions) < MIN_UNIONS:
         return []

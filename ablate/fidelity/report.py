@@ -28,8 +28,12 @@ from pathlib import Path
 from ablate.core.config import StudyConfig
 from ablate.core.errors import UsageError
 from ablate.core.formats import num, num_pct, ratio, rel, rel_band, yes_no
+from ablate.data.evalsets import task_sidecars
 from ablate.fidelity.markdown import markdown_table
+from ablate.scoring import proxies
 from ablate.scoring.merge import merge_id
+from ablate.scoring.tasks import accuracy_interval, describe_accuracy
+from ablate.scoring.uncertainty import DEFAULT_RESAMPLES
 from ablate.store.index import Index
 from ablate.store.schema import MIN_MIXTURES
 from ablate.store.pool import Pool, atomic_write_bytes
@@ -257,6 +261,68 @@ def eval_sets_markdown(pool: Pool) -> list[str]:
          for r in rows))
 
 
+def tasks_markdown(pool: Pool, shown: int = 5) -> list[str]:
+    """Per task eval set: the seed and the best `shown` merged mixtures and unions by the answer's bits per byte,
+    accuracy beside it with its 95 % bootstrap interval over examples where every choice was scored (score-mixture,
+    the seed and unions; a sweep's merged rows have bits per byte only: ablate/scoring/tasks.py)."""
+    tasks = task_sidecars(pool)
+    if not tasks:
+        return []
+    marks = ", ".join("?" for _ in tasks)
+    rows = Index(pool).rows(
+        "SELECT m.eval_set, m.method, coalesce(m.budget, '') AS budget, m.mixture, m.bits_per_byte, e.correct "
+        "FROM mixture_perplexity m LEFT JOIN task_examples e USING (row_id) WHERE coalesce(m.replicate, 0) = 0 AND "
+        f"m.method IN ('seed', 'merged', 'union') AND m.eval_set IN ({marks}) "
+        "ORDER BY m.eval_set, m.bits_per_byte, m.row_id", list(tasks))
+    lines = ["", "## Tasks: the correct answer's bits per byte, accuracy beside it", "",
+             "Bits per byte of the correct continuation given the context (lower is better; what every ranking "
+             "reads); accuracy: the choice with the lowest NLL per byte, 95 % bootstrap interval over examples. "
+             "A near-chance accuracy with a moving bits per byte is the usual picture at small scale.", ""]
+    truths = truth_order(pool)
+    lines += [f"- {line}" for line in (task_verdicts(pool, truths[0], ["merged"]) if truths else [])]
+    lines += [""] if truths else []
+    for name in sorted({r["eval_set"] for r in rows}):
+        part = [r for r in rows if r["eval_set"] == name]
+        keep = [r for m, n in (("seed", 1), ("merged", shown), ("union", shown)) for r in
+                [r for r in part if r["method"] == m][:n]]
+        lines += [f"**{name}** ({tasks[name]['n_examples']} examples, {tasks[name]['task']})", ""] + markdown_table(
+            ["method", "truth", "mixture", "bits/byte (answer)", "accuracy [95 %]"],
+            ([r["method"], r["budget"] or "-", "+".join(r["mixture"]) or "-", num(r["bits_per_byte"], 4),
+              describe_accuracy(*accuracy_interval(r["correct"], DEFAULT_RESAMPLES, 0)) if r["correct"] else "-"]
+             for r in sorted(keep, key=lambda r: r["bits_per_byte"]))) + [""]
+    return lines
+
+
+def task_verdicts(pool: Pool, budget: str, methods: list[str]) -> list[str]:
+    """One line per task eval set and proxy: how the proxy ranks the trained unions by the answer's bits per byte
+    (the verdict's numbers, tasks only), with the best union's and the seed's accuracy."""
+    from ablate.fidelity.calibrate import fidelity as proxy_fidelity
+
+    tasks = {name: ev["n_examples"] / ev["n_choices"] for name, ev in task_sidecars(pool).items()}
+    acc = {r["eval_set"]: r for r in Index(pool).rows(
+        "SELECT eval_set, arg_min(accuracy, bits_per_byte) FILTER (WHERE method = 'union') AS union_acc, "
+        "any_value(accuracy) FILTER (WHERE method = 'seed') AS seed_acc FROM task_accuracy GROUP BY eval_set")}
+    lines = []
+    if not tasks:
+        return lines
+    cases = [c for c in proxies.load_cases(pool) if c.eval_set in tasks]
+    methods = [m for m in dict.fromkeys(methods) if proxies.scored(m, cases)]  # ensemble rows: only where scored
+    for q in proxy_fidelity(pool, budget, methods, set(tasks)):
+        a = acc.get(q["eval_set"], {})
+        chance = tasks[q["eval_set"]]  # 1: a cloze task, nothing to choose
+        accuracy = (f"; accuracy of the best union {_pct(a.get('union_acc'))}, of the seed {_pct(a.get('seed_acc'))} "
+                    f"(chance {_pct(chance)})") if chance < 1 else ""
+        lines.append(f"task {q['eval_set']} ({budget} truth, {q['n']} mixtures), `{q['proxy']}` by the answer's bits "
+                     f"per byte: Spearman {num(q['spearman'], 2)}, top-1 {yes_no(q['top1'])}"
+                     f"{' (within noise)' if q['top1_within_noise'] and not q['top1'] else ''}, regret "
+                     f"{num_pct(q['regret'])}{accuracy}")
+    return lines
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{x:.1%}"
+
+
 def growth_markdown(rows: list[dict]) -> list[str]:
     return ["", "## A growing pool: amortized cost per mixture", ""] + markdown_table(
         ["units", "mixtures", "scored", "simulation Wh/mixture", "retraining Wh/mixture"],
@@ -288,6 +354,7 @@ def write_report(pool: Pool, out: Path, scope: Priced) -> Path:
             text += f"\n![budget curves, ground truth {budget}](budget-{budget}.png)\n"
     text += "\n".join(search_markdown(pool)) + "\n"
     text += "\n".join(optimize_markdown(pool)) + "\n"
+    text += "\n".join(tasks_markdown(pool)) + "\n"
     text += "\n".join(eval_sets_markdown(pool)) + "\n"
     if grown:
         text += "\n".join(growth_markdown(grown)) + "\n"

@@ -72,10 +72,13 @@ def eval_only_lines(rows: list[dict]) -> list[str]:
 
 def merged_verdict(merged: list[dict]) -> list[str]:
     s = summarize(merged)
+    tasks = [r for r in merged if r.get("task")]
+    split = [f"**Task targets (the correct answer's bits per byte; eval-only), raw merge:** {said(summarize(tasks))}.",
+             ""] if tasks else []
     ok = s["top1"] >= GOAL_TOP1_SHARE * s["evals"] and s["median_spearman"] >= GOAL_SPEARMAN
     ok_noise = s["top1_noise"] >= GOAL_TOP1_SHARE * s["evals"] and s["median_spearman"] >= GOAL_SPEARMAN
     noise = [r["noise_sd"] for r in merged if r.get("noise_sd") is not None]
-    return [f"**Verdict (raw uniform merge, no union trained, vs the equal-compute truth):** top-1 "
+    return split + [f"**Verdict (raw uniform merge, no union trained, vs the equal-compute truth):** top-1 "
             f"{s['top1']}/{s['evals']} eval sets, {s['top1_noise']}/{s['evals']} within the noise floor; median "
             f"Spearman {fmt(s['median_spearman'])} (min {fmt(s['min_spearman'])}); worst regret "
             f"{fmt(s['worst_regret'], 2, True)}. Target (top-1 on ≥ 80 % of eval sets, median Spearman ≥ 0.9): "

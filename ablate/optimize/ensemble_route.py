@@ -20,10 +20,10 @@ import time
 import numpy as np
 
 from ablate.core.progress import bar
-from ablate.optimize.merged_route import compare_held, proxy_error, split_windows
+from ablate.optimize.merged_route import compare_held, predicted, proxy_error, split_windows
 from ablate.optimize.objectives import Objective
 from ablate.optimize.simplex import kl, mirror_step, project, sparsify
-from ablate.scoring.ensemble import member_nll, mixed_nll, weight_gradient
+from ablate.scoring.ensemble import member_nll, mixed_nll, weight_gradient, window_sums
 from ablate.study.context import Study
 
 
@@ -34,16 +34,29 @@ def select_windows(per_token: np.ndarray, index: np.ndarray, seq_len: int) -> np
         np.empty((0, width), dtype=per_token.dtype)
 
 
+def select_examples(per_token: np.ndarray, sizes: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """A task's per-token NLL (its answers' tokens, example after example) of the examples `index`, flat."""
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    return np.concatenate([per_token[starts[i]:starts[i] + sizes[i]] for i in index])
+
+
 class TokenSpace:
-    """The members' per-token NLL on each eval set's fit and held windows: [k, windows, seq_len - 1]."""
+    """The members' per-token NLL on each eval set's fit and held windows: [k, windows, seq_len - 1]; a task's
+    (ablate/scoring/tasks.py) flat, [k, answer tokens], its held examples' sizes in `held_sizes`."""
 
     def __init__(self, study: Study, members: list[str], split: dict):
         seq_len = study.cfg.eval.seq_len
         losses = [member_nll(study, m)[0] for m in members]
-        self.fit = {s: np.stack([select_windows(L[s], part["fit_index"], seq_len) for L in losses]) for s, part in
-                    split.items()}
-        self.held = {s: np.stack([select_windows(L[s], part["held_index"], seq_len) for L in losses]) for s, part in
-                     split.items()}
+        sizes = {ev["domain"]: np.asarray(ev["window_tokens"]) for ev in study.evals if ev.get("task")}
+        self.held_sizes = {s: sizes[s][part["held_index"]] for s, part in split.items() if s in sizes}
+
+        def pick(s: str, index: np.ndarray) -> np.ndarray:
+            if s in sizes:
+                return np.stack([select_examples(L[s], sizes[s], index) for L in losses])
+            return np.stack([select_windows(L[s], index, seq_len) for L in losses])
+
+        self.fit = {s: pick(s, part["fit_index"]) for s, part in split.items()}
+        self.held = {s: pick(s, part["held_index"]) for s, part in split.items()}
 
     def values(self, w: np.ndarray) -> dict[str, float]:
         """Log ppl of the mixture on each eval set's fit windows."""
@@ -54,7 +67,8 @@ class TokenSpace:
         return {s: weight_gradient(x.reshape(x.shape[0], -1), w) / x[0].size for s, x in self.fit.items()}
 
     def held_windows(self, w: np.ndarray) -> dict[str, np.ndarray]:
-        return {s: mixed_nll(x.reshape(x.shape[0], -1), w).reshape(x.shape[1], x.shape[2]).sum(axis=1)
+        return {s: window_sums(mixed_nll(x, w), self.held_sizes[s]) if s in self.held_sizes else
+                mixed_nll(x.reshape(x.shape[0], -1), w).reshape(x.shape[1], x.shape[2]).sum(axis=1)
                 for s, x in self.held.items()}
 
 
@@ -69,7 +83,7 @@ def optimize_ensemble(study: Study, units: list[str], objective: Objective, caps
     t0 = time.perf_counter()
     split = split_windows(study, objective.eval_sets, opt.fit_fraction, opt.split_seed)
     space = TokenSpace(study, members, split)
-    tokens = {s: int(split[s]["fit"].numel()) for s in split}
+    tokens = {s: int(predicted(split[s], "fit").sum()) for s in split}
     uniform = np.full(n, 1.0 / n)
     reference = space.values(uniform) if objective.needs_reference else None
     w, history = project(prior, caps), []

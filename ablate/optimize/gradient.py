@@ -19,27 +19,31 @@ import torch
 from ablate.scoring.losses import token_nll, total_nll, window_sums
 
 
-def set_nll(model: torch.nn.Module, windows: torch.Tensor, batch_size: int, grad: bool) -> tuple[float, int]:
+def set_nll(model: torch.nn.Module, windows: torch.Tensor, batch_size: int, grad: bool,
+            mask: torch.Tensor | None = None) -> tuple[float, int]:
     """Sum of NLL over full windows [m, T] and the tokens predicted; with `grad`, the backward of the
-    mean NLL (log perplexity) is accumulated into the model's .grad, in eval mode (no dropout)."""
+    mean NLL (log perplexity) is accumulated into the model's .grad, in eval mode (no dropout).
+    `mask` ([m, T-1] 0/1, a task's: ablate/data/tasks.py): only those positions' tokens count (the answer's)."""
     # scoring/losses' token loss (chunked log-softmax, differentiable), summed as cross_entropy(..., "sum")
     # sums it: float32 per batch, what the stored fit values were computed with (their bits).
     model.eval()
-    n_pred = windows.size(0) * (windows.size(1) - 1)
+    n_pred = windows.size(0) * (windows.size(1) - 1) if mask is None else int(mask.sum())
     total = 0.0
     device = next(model.parameters()).device
     for i in range(0, windows.size(0), batch_size):
         ids = windows[i:i + batch_size].to(device)
         with torch.set_grad_enabled(grad):
-            nll = total_nll(token_nll(model(input_ids=ids).logits[:, :-1], ids[:, 1:]))
+            part = None if mask is None else mask[i:i + batch_size].to(device).bool()  # a task: the answer's tokens
+            nll = total_nll(token_nll(model(input_ids=ids).logits[:, :-1], ids[:, 1:], mask=part))
             if grad:
                 (nll / n_pred).backward()
         total += float(nll.detach())
     return total, n_pred
 
 
-def window_nll(model: torch.nn.Module, windows: torch.Tensor, batch_size: int) -> np.ndarray:
-    """Per-window NLL sums (float64) without gradients: the held part's paired comparisons."""
+def window_nll(model: torch.nn.Module, windows: torch.Tensor, batch_size: int,
+               mask: torch.Tensor | None = None) -> np.ndarray:
+    """Per-window NLL sums (float64) without gradients: the held part's paired comparisons (`mask`: set_nll's)."""
     # Summed per window in float32, then widened: the batched evaluator's recipe (scoring/batched.py), not
     # evaluate_tokens' (float64 sums of float32 tokens); the two part in the last bits, and the stored held
     # values are these (scoring/losses.window_sums names both).
@@ -49,6 +53,7 @@ def window_nll(model: torch.nn.Module, windows: torch.Tensor, batch_size: int) -
     with torch.no_grad():
         for i in range(0, windows.size(0), batch_size):
             ids = windows[i:i + batch_size].to(device)
-            tok = token_nll(model(input_ids=ids).logits[:, :-1], ids[:, 1:])
+            part = None if mask is None else mask[i:i + batch_size].to(device).bool()
+            tok = token_nll(model(input_ids=ids).logits[:, :-1], ids[:, 1:], mask=part)
             out.append(window_sums(tok, wide=False).cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)

@@ -45,7 +45,8 @@ def split_windows(study: Study, names: list[str], fit_fraction: float, seed: int
     full windows (window i holds tokens i*T .. (i+1)*T - 1)."""
     out = {}
     for name in names:
-        win = EvalWindows.build(study.eval_tokens[name], study.byte_len, study.cfg.eval.seq_len, name=name)
+        win = EvalWindows.from_task(study.tasks[name], name) if name in study.tasks else \
+            EvalWindows.build(study.eval_tokens[name], study.byte_len, study.cfg.eval.seq_len, name=name)
         n = win.full.size(0)
         if n < 2:
             raise UsageError(f"eval set {name} has {n} full window(s) of {study.cfg.eval.seq_len} tokens: "
@@ -54,8 +55,19 @@ def split_windows(study: Study, names: list[str], fit_fraction: float, seed: int
         cut = min(n - 1, max(1, round(fit_fraction * n)))
         fit, held = np.sort(order[:cut]), np.sort(order[cut:])
         out[name] = {"fit": win.full[torch.from_numpy(fit)], "held": win.full[torch.from_numpy(held)],
+                     # a task's windows count the answer's tokens only (None: every token)
+                     "fit_mask": None if win.mask is None else win.mask[torch.from_numpy(fit)],
+                     "held_mask": None if win.mask is None else win.mask[torch.from_numpy(held)],
                      "fit_index": fit, "held_index": held}
     return out
+
+
+def predicted(part: dict, which: str) -> np.ndarray:
+    """Tokens each window of a split's part (fit | held) predicts: T - 1, or a task's answer tokens."""
+    mask = part[f"{which}_mask"]
+    if mask is None:
+        return np.full(part[which].size(0), part[which].size(1) - 1, dtype=np.int64)
+    return mask.sum(1).numpy().astype(np.int64)
 
 
 def optimize_merged(study: Study, units: list[str], objective: Objective, caps: np.ndarray | None,
@@ -73,7 +85,7 @@ def optimize_merged(study: Study, units: list[str], objective: Objective, caps: 
     t0 = time.perf_counter()
     space = MemberSpace.of_members(study.pool, members, model, full_hash=cfg.verify_hash)
     split = split_windows(study, objective.eval_sets, opt.fit_fraction, opt.split_seed)
-    tokens = {s: int(split[s]["fit"].numel()) for s in split}
+    tokens = {s: int(predicted(split[s], "fit").sum()) for s in split}
     uniform = np.full(n, 1.0 / n)
     reference = fit_values(space, model, split, uniform, cfg.eval.batch_size) if objective.needs_reference else None
     w, history = project(prior, caps), []
@@ -125,7 +137,8 @@ def proxy_error(values_of, objective: Objective, calibration: dict, proxy_ref: d
 
 def fit_values(space: MemberSpace, model, split: dict, w: np.ndarray, batch_size: int) -> dict[str, float]:
     space.load(w)
-    return {s: _logppl(*set_nll(model, part["fit"], batch_size, grad=False)) for s, part in split.items()}
+    return {s: _logppl(*set_nll(model, part["fit"], batch_size, grad=False, mask=part["fit_mask"]))
+            for s, part in split.items()}
 
 
 def _fit_values_and_slopes(space: MemberSpace, model, split: dict, w: np.ndarray, batch_size: int):
@@ -134,7 +147,7 @@ def _fit_values_and_slopes(space: MemberSpace, model, split: dict, w: np.ndarray
     values, slopes = {}, {}
     for s, part in split.items():
         model.zero_grad(set_to_none=True)
-        values[s] = _logppl(*set_nll(model, part["fit"], batch_size, grad=True))
+        values[s] = _logppl(*set_nll(model, part["fit"], batch_size, grad=True, mask=part["fit_mask"]))
         slopes[s] = space.project()
     model.zero_grad(set_to_none=True)
     return values, slopes
@@ -151,15 +164,15 @@ def held_comparison(space: MemberSpace, model, split: dict, w: np.ndarray, unifo
     per = {}
     for label, weights in (("optimized", w), ("uniform", uniform)):
         space.load(weights)
-        per[label] = {s: window_nll(model, part["held"], batch_size) for s, part in split.items()}
+        per[label] = {s: window_nll(model, part["held"], batch_size, part["held_mask"]) for s, part in split.items()}
     return compare_held(per, split, objective, resamples, seed)
 
 
 def compare_held(per: dict, split: dict, objective: Objective, resamples: int, seed: int) -> dict:
     """The held verdict from each weights' per-window NLL sums on the held windows ({"optimized": {set: [h]},
     "uniform": {set: [h]}}), whichever proxy produced them (the merge, the ensemble)."""
-    n_pred = {s: np.full(len(per["uniform"][s]), split[s]["held"].size(1) - 1) for s in split}
-    tokens = {s: int(split[s]["held"].numel()) for s in split}
+    n_pred = {s: predicted(split[s], "held") for s in split}
+    tokens = {s: int(n_pred[s].sum()) for s in split}
     nll = {s: np.stack([per["optimized"][s], per["uniform"][s]]) for s in split}  # [2, windows]: paired
 
     def value(logppl):  # [optimized, uniform] objective values, both relative to the uniform weights

@@ -20,14 +20,15 @@ import numpy as np
 
 from ablate.core.config import StudyConfig
 from ablate.core.weights import wkey
+from ablate.data.tasks import scored_tokens
 from ablate.data.units import eval_sets, unit_ids
 from ablate.optimize.objectives import Objective
 from ablate.optimize.search import uniform_key
 from ablate.scoring import proxies
 from ablate.scoring.evaluated import score_proxy
 from ablate.scoring.score import score_reference_models
-from ablate.scoring.uncertainty import (bootstrap_values, gap_intervals, noise_floor, point_values, seed_warnings,
-                                        window_tokens)
+from ablate.scoring.tasks import predicted_per_window
+from ablate.scoring.uncertainty import bootstrap_values, gap_intervals, noise_floor, point_values, seed_warnings
 from ablate.store.index import Index
 from ablate.store.pool import Pool
 from ablate.store.results import existing_rows, window_losses, write_rows
@@ -50,12 +51,12 @@ def ranking_gaps(cfg: StudyConfig, pool: Pool, objective: Objective, method: str
                     label="per-window losses", force=True)
         got, weights = _windows(pool, method, sets, want)
     evs = {ev["domain"]: ev for ev in eval_sets(pool, sets)}
-    n_pred = {s: window_tokens(int(evs[s]["n_tokens"]), cfg.eval.seq_len) for s in sets}
+    n_pred = {s: predicted_per_window(evs[s], cfg.eval.seq_len) for s in sets}
     usable = [k for k in want if all(len(got.get((k, s), ())) == len(n_pred[s]) for s in sets)]
     if len(usable) < 2 or (ref is not None and ref not in usable):
         return {}
     nll = {s: np.stack([got[(k, s)] for k in usable]) for s in sets}
-    tokens = {s: int(evs[s]["n_tokens"]) for s in sets} if objective.target_weights == "tokens" else None
+    tokens = {s: scored_tokens(evs[s]) for s in sets} if objective.target_weights == "tokens" else None
     at_ref = usable.index(ref) if ref is not None else None
 
     def value(logppl: dict[str, np.ndarray]) -> list[float]:

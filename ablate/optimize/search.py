@@ -51,6 +51,7 @@ from ablate.scoring.score import score_reference_models
 from ablate.scoring.screen import screen_candidates
 from ablate.study.context import load_study
 from ablate.study.budgets import BUDGETS, DEFAULT_METHOD, DEFAULT_TRUTH, QUESTIONS, target_kind
+from ablate.data.tasks import scored_tokens
 from ablate.data.units import eval_sets, unit_ids
 from ablate.optimize.objectives import Objective, parse_objective
 from ablate.core.weights import is_uniform, wkey
@@ -237,7 +238,7 @@ def objective_scores(cfg: StudyConfig, pool: Pool, objective: Objective, cands, 
 
 
 def _eval_tokens(pool: Pool, objective: Objective) -> dict[str, int]:
-    return {ev["domain"]: int(ev["n_tokens"]) for ev in eval_sets(pool, objective.eval_sets)}
+    return {ev["domain"]: scored_tokens(ev) for ev in eval_sets(pool, objective.eval_sets)}
 
 
 def as_objective(pool: Pool, target: str | Objective) -> Objective:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from ablate.core.weights import is_uniform
 from ablate.models.model import load_member
 from ablate.optimize.gradient import window_nll
-from ablate.optimize.merged_route import split_windows
+from ablate.optimize.merged_route import predicted, split_windows
 
 
 def trained_mixtures(pool, study, plan: dict) -> list[dict]:
@@ -64,5 +64,5 @@ def weight_vector(meta: dict, units: list[str]) -> list[float]:
 def split_logppl(pool, cfg, model_id: str, split: dict, device, part: str = "held") -> dict[str, float]:
     """A trained model's log ppl on one part (fit | held) of every eval set's windows."""
     model = load_member(pool, model_id, full_hash=cfg.verify_hash, device=device)
-    return {s: float(window_nll(model, p[part], cfg.eval.batch_size).sum()) / (p[part].size(0) * (p[part].size(1) - 1))
+    return {s: float(window_nll(model, p[part], cfg.eval.batch_size, p[f"{part}_mask"]).sum()) / predicted(p, part).sum()
             for s, p in split.items()}

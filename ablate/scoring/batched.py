@@ -54,6 +54,9 @@ class EvalWindows:
     tail: torch.Tensor | None     # [1, t] int64, t < seq_len, or None
     n_pred: np.ndarray            # predicted tokens per window (seq_len - 1, tail t - 1)
     n_bytes: np.ndarray           # UTF-8 bytes of the predicted tokens per window
+    # [n_full, seq_len - 1] 0/1 over the predicting positions, or None (all count): a task's windows are its
+    # examples, context + correct answer right-padded, and only the answer's tokens count (ablate/data/tasks.py)
+    mask: torch.Tensor | None = None
 
     @classmethod
     def build(cls, tokens: np.ndarray, byte_lengths: np.ndarray, seq_len: int, name: str = "eval set",
@@ -69,6 +72,13 @@ class EvalWindows:
         n_bytes = np.array([int(byte_lengths[tokens[a + 1:b]].sum()) for a, b in full + rest], dtype=np.int64)
         return cls(name, ids, tail, n_pred, n_bytes)
 
+    @classmethod
+    def from_task(cls, task, name: str = "task") -> "EvalWindows":
+        """A task's examples as windows: context + correct answer, padded; only the answer's tokens count."""
+        ids, mask = task.answer_windows(pad=0)
+        return cls(name, torch.from_numpy(ids), None, (mask.sum(1)).astype(np.int64), task.answer_bytes.copy(),
+                   torch.from_numpy(mask))
+
     def __len__(self) -> int:
         return len(self.n_pred)
 
@@ -79,7 +89,7 @@ class EvalWindows:
         keep = shuffle_order(n_full, len(self), seed)
         order = keep[:n_full]
         return EvalWindows(self.name, self.full[torch.from_numpy(order)], self.tail, self.n_pred[keep],
-                           self.n_bytes[keep])
+                           self.n_bytes[keep], None if self.mask is None else self.mask[torch.from_numpy(order)])
 
     def batches(self, batch_size: int, start: int = 0, stop: int | None = None):
         """(first window index, [b, T] ids) over windows start..stop, full ones batch_size at a time."""
@@ -99,8 +109,10 @@ def shuffle_order(n_full: int, n_windows: int, seed: int = 0) -> np.ndarray:
 def study_windows(study) -> dict[str, EvalWindows]:
     """Every eval set of a loaded study (ablate.scoring.score.Study), cut into windows once."""
     seq_len = study.cfg.eval.seq_len
-    return {ev["domain"]: EvalWindows.build(study.eval_tokens[ev["domain"]], study.byte_len, seq_len,
-                                            name=f"eval set {ev['domain']}") for ev in study.evals}
+    return {ev["domain"]: EvalWindows.from_task(study.tasks[ev["domain"]], f"task {ev['domain']}")
+            if ev["domain"] in study.tasks else
+            EvalWindows.build(study.eval_tokens[ev["domain"]], study.byte_len, seq_len, name=f"eval set {ev['domain']}")
+            for ev in study.evals}
 
 
 def study_stack(study) -> tuple["ModelStack", dict[str, EvalWindows], int]:
@@ -230,12 +242,13 @@ class ModelStack:
                 ids = ids.to(self.flat.device)
                 if self.fused is None:
                     self.fused = self._probe(params, ids)
-                nll = self._fused(params, ids) if self.fused else self._plain(params, ids)
+                mask = None if windows.mask is None else windows.mask[first:first + ids.size(0)].to(ids.device)
+                nll = self._fused(params, ids, mask) if self.fused else self._plain(params, ids, mask)
                 refresh_threads()
                 out[:, first - start:first - start + ids.size(0)] = nll.double().cpu().numpy()
         return out
 
-    def _fused(self, params: dict, ids: torch.Tensor) -> torch.Tensor:
+    def _fused(self, params: dict, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """[M, b] window NLL: the body under vmap, then head + log-softmax in token chunks."""
         body, prefix, w_name, b_name = self._head
         body_params = {n[len(prefix):]: t for n, t in params.items() if n.startswith(prefix)}
@@ -255,13 +268,15 @@ class ModelStack:
             # the log-softmax on a chunk that stays in cache: ~4x faster per token than over the whole
             # [b*T, V] logits (measured, 1 thread); the chunk is already CHUNK_LOGITS floats
             nll[:, a:a + n] = token_nll(logits.reshape(m * n, -1), target[a:a + n].repeat(m)).view(m, n)
-        return window_sums(nll.view(m, b, t), wide=False)  # float32 window sums: the stored recipe
+        nll = nll.view(m, b, t)
+        return window_sums(nll if mask is None else nll * mask, wide=False)  # float32 window sums: the stored recipe
 
-    def _plain(self, params: dict, ids: torch.Tensor) -> torch.Tensor:
+    def _plain(self, params: dict, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """[M, b] window NLL from the model's own logits (any head), under vmap."""
         def one(p):
             logits = functional_call(self.model, p, (ids,), {"use_cache": False}).logits[:, :-1]
-            return window_sums(token_nll(logits, ids[:, 1:]), wide=False)
+            tok = token_nll(logits, ids[:, 1:])
+            return window_sums(tok if mask is None else tok * mask, wide=False)
 
         return vmap(one)(params)
 

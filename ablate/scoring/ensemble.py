@@ -28,9 +28,9 @@ from ablate.core.energy import Meter
 from ablate.core.progress import bar
 from ablate.models.model import count_params, load_member
 import ablate.scoring.proxies as proxies
-from ablate.scoring.evaluate import evaluate_tokens, nll_stats, windows
+from ablate.scoring.evaluate import nll_stats, windows
 from ablate.scoring.score import study_row
-from ablate.scoring.uncertainty import window_tokens
+from ablate.scoring.tasks import evaluate_eval_set, predicted_per_window
 from ablate.store import token_nll
 from ablate.store.results import attach_cost, existing_rows, row_id, write_rows
 
@@ -53,9 +53,7 @@ def member_nll(study, model_id: str, model=None) -> tuple[dict[str, np.ndarray],
         if arr is None:
             if model is None:
                 model = load_member(study.pool, model_id, full_hash=study.cfg.verify_hash, device=study.device)
-            stats = evaluate_tokens(model, study.eval_tokens[ev["domain"]], study.byte_len, seq_len=seq_len,
-                                    batch_size=study.cfg.eval.batch_size, name=f"eval set {ev['domain']}",
-                                    precision=study.precision, per_token=True)
+            stats = evaluate_eval_set(model, study, ev, per_token=True)
             arr = stats.pop("token_nll")
             token_nll.write(study.pool, model_id, ev["domain"], key, arr)
             measured[ev["domain"]] = stats | {"flops": 2.0 * count_params(model)[1] * stats["n_tokens"]}
@@ -121,9 +119,9 @@ def score_ensemble(study, mixtures: list[tuple[list[str], list[float]]], force: 
     cfg, pool = study.cfg, study.pool
     done = set() if force else existing_rows(pool, study.precision)
     seq_len = cfg.eval.seq_len
-    sizes = {ev["domain"]: window_tokens(study.eval_tokens[ev["domain"]].size, seq_len) for ev in study.evals}
-    n_bytes = {ev["domain"]: predicted_bytes(study.eval_tokens[ev["domain"]], study.byte_len, seq_len)
-               for ev in study.evals}
+    sizes = {ev["domain"]: predicted_per_window(ev, seq_len) for ev in study.evals}
+    n_bytes = {ev["domain"]: int(ev["n_bytes"]) if ev.get("task") else
+               predicted_bytes(study.eval_tokens[ev["domain"]], study.byte_len, seq_len) for ev in study.evals}
     ids, rows, cache = {}, [], {}
     with Meter(cfg.energy) as meter, bar(label, len(mixtures)) as update:
         for mix, weights in mixtures:

@@ -21,7 +21,7 @@ import ablate.scoring.proxies as proxies
 from ablate.core.config import StudyConfig
 from ablate.models.device import eval_precision
 from ablate.core.energy import Meter
-from ablate.scoring.evaluate import evaluate_tokens
+from ablate.scoring.tasks import attach_accuracy, evaluate_eval_set, predicted_per_window
 from ablate.store.index import Index
 from ablate.scoring.inplace import merged_model
 from ablate.scoring.merge import merge_id, parse_mixture
@@ -29,7 +29,7 @@ from ablate.models.model import count_params, load_member
 from ablate.store.pool import Pool
 from ablate.core.progress import bar
 from ablate.store.results import Row, attach_cost, existing_rows, make_row, row_id, window_losses, write_rows
-from ablate.scoring.uncertainty import describe_gap, gaps_to_best, window_tokens
+from ablate.scoring.uncertainty import describe_gap, gaps_to_best
 from ablate.study.context import Study, load_study
 from ablate.study.budgets import BUDGETS
 from ablate.core.weights import wkey
@@ -48,9 +48,7 @@ def evaluate_rows(study: Study, model, *, method: str, mixture: list[str], weigh
     for ev in study.evals:
         if row_id(method, model_id, ev, cfg.eval.seq_len) in skip:
             continue
-        stats = evaluate_tokens(model, study.eval_tokens[ev["domain"]], study.byte_len, seq_len=cfg.eval.seq_len,
-                                batch_size=cfg.eval.batch_size, name=f"eval set {ev['domain']}",
-                                precision=study.precision)
+        stats = evaluate_eval_set(model, study, ev)
         rows.append(study_row(study, ev, stats, method=method, mixture=mixture, weights=weights, model_id=model_id,
                               n_nonembed=n_nonembed, device=device, merge_s=merge_s if not rows else 0.0,
                               replicate=replicate, spec=spec, budget=budget))
@@ -175,9 +173,11 @@ def shown_rows(scored: Scored) -> list[dict]:
     rows = [dict(zip(cols, r)) for r in table]
     # how sure "merged beats the seed" or "the union beats the merge" is: each measured row against the eval
     # set's best, paired over its windows (fitted rows and rows measured before windows were kept: blank)
-    n_pred = {ev["domain"]: window_tokens(study.eval_tokens[ev["domain"]].size, seq_len) for ev in study.evals}
+    n_pred = {ev["domain"]: predicted_per_window(ev, seq_len) for ev in study.evals}
     gaps_to_best(rows, window_losses(study.pool, [r["row_id"] for r in rows]), n_pred,
                  resamples=study.cfg.eval.bootstrap, seed=study.cfg.eval.bootstrap_seed)
     for r in rows:
         r["vs_best"] = describe_gap(r.get("vs_best"), r.get("vs_best_low"), r.get("vs_best_high"))
+    if study.tasks:  # a task's accuracy over its choices, with its interval over examples
+        attach_accuracy(study.pool, rows, study.cfg.eval.bootstrap, study.cfg.eval.bootstrap_seed)
     return rows

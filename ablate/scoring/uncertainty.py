@@ -103,6 +103,8 @@ def seed_warnings(study, seed_ppl: dict[str, float]) -> list[str]:
     vocab = getattr(seed_config(study.pool, study.seed["model_id"]), "vocab_size", 0) or 0
     out = []
     for ev, ppl in sorted(seed_ppl.items()):
+        if ev in study.tasks:  # a task's perplexity is its answers' alone: no token-frequency level to compare
+            continue
         tokens = study.eval_tokens.get(ev)
         line = untrained_seed(ppl, vocab, ev, None if tokens is None else unigram_ppl(tokens))
         out += [line] if line else []

@@ -209,7 +209,8 @@ class Index:
             "screened_perplexity": list(iter_result_rows(self.pool.root / "screened")),
             "optimizations": list(iter_result_rows(self.pool.root / "optimizations")),
         }
-        tables["window_losses"] = window_loss_rows(tables["mixture_perplexity"])  # the same newest-wins rows
+        tables["window_losses"] = window_loss_rows(tables["mixture_perplexity"])
+        tables["task_examples"] = task_example_rows(tables["mixture_perplexity"])  # the same newest-wins rows
         with staged_file(self.pool.index_path, self.pool.index_path.with_name(f".index-{os.getpid()}.duckdb")) as tmp:
             con = duckdb.connect(str(tmp))
             try:
@@ -272,6 +273,15 @@ def window_loss_rows(rows: list[dict]) -> list[dict]:
     return [{"row_id": r["row_id"], "method": r["method"], "model_id": r["model_id"], "eval_set": r["eval_set"],
              "eval_sha256": r["eval_sha256"], "n_windows": len(r["window_nll"]), "window_nll": r["window_nll"],
              "created_at": r["created_at"]} for r in rows if r.get("window_nll")]
+
+
+def task_example_rows(rows: list[dict]) -> list[dict]:
+    """The `task_examples` rows of rows measured on a task with choices (ablate/scoring/tasks.py): every
+    choice's NLL and each example's correct / not, riding in the results line as window_nll does."""
+    return [{"row_id": r["row_id"], "method": r["method"], "model_id": r["model_id"], "eval_set": r["eval_set"],
+             "eval_sha256": r["eval_sha256"], "n_examples": len(r["correct"]), "correct": r["correct"],
+             "choice_nll": r.get("choice_nll"), "accuracy": sum(r["correct"]) / len(r["correct"]),
+             "created_at": r["created_at"]} for r in rows if r.get("correct")]
 
 
 def iter_result_rows(folder: Path):

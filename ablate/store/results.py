@@ -27,7 +27,7 @@ from typing import TypedDict
 import numpy as np
 
 from ablate.core import faults
-from ablate.store.index import Index, window_loss_rows
+from ablate.store.index import Index, task_example_rows, window_loss_rows
 from ablate.store.pool import Pool, atomic_write_bytes
 from ablate.core.weights import is_uniform
 
@@ -65,6 +65,10 @@ class Row(TypedDict):
     # each eval window's NLL sum, in window order (rows from before it was kept, and fitted rows: absent): kept
     # in the results file and the `window_losses` table, not in mixture_perplexity, for the rankings' bootstrap
     window_nll: list[float]  # may be absent (see above)
+    # a task's (ablate/scoring/tasks.py): every choice's NLL sum and each example's correct / not, kept in the results
+    # file and the `task_examples` table; absent for text and for rows that did not run every choice (sweep's)
+    choice_nll: list[float]
+    correct: list[bool]
 
 
 def now() -> str:
@@ -93,8 +97,9 @@ def make_row(rid: str, *, method: str, mixture: list[str], weights: list[float],
                energy_method=energy.get("energy_method"), flops=flops, model_id=model_id, seed_id=seed_id,
                device=device, replicate=replicate, spec=spec or "+".join(sorted(mixture)), budget=budget,
                eval_precision=eval_precision, created_at=now())
-    if stats.get("window_nll") is not None:
-        row["window_nll"] = list(stats["window_nll"])
+    for key in ("window_nll", "choice_nll", "correct"):  # per window; a task's per choice and per example
+        if stats.get(key) is not None:
+            row[key] = list(stats[key])
     return row
 
 
@@ -118,7 +123,8 @@ def write_rows(pool: Pool, rows: list[Row], table: str = "mixture_perplexity") -
     blob = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode()
     atomic_write_bytes(folder / name, blob)
     faults.point("results.written")
-    windows = {"window_losses": window_loss_rows(rows)} if table == "mixture_perplexity" else None
+    windows = {"window_losses": window_loss_rows(rows), "task_examples": task_example_rows(rows)} \
+        if table == "mixture_perplexity" else None
     Index(pool).upsert(table, rows, also=windows)  # a row and its per-window losses in one transaction
 
 
@@ -130,6 +136,15 @@ def window_losses(pool: Pool, row_ids: list[str]) -> dict[str, np.ndarray]:
     _, rows = Index(pool).query(f"SELECT row_id, window_nll FROM window_losses WHERE row_id IN ({marks})",
                                 list(row_ids))
     return {rid: np.asarray(v, dtype=np.float64) for rid, v in rows}
+
+
+def task_correct(pool: Pool, row_ids: list[str]) -> dict[str, np.ndarray]:
+    """{row id: per example correct / not} for the rows measured on a task with choices (the others: absent)."""
+    if not row_ids:
+        return {}
+    marks = ", ".join("?" for _ in row_ids)
+    _, rows = Index(pool).query(f"SELECT row_id, correct FROM task_examples WHERE row_id IN ({marks})", list(row_ids))
+    return {rid: np.asarray(v, dtype=bool) for rid, v in rows}
 
 
 def write_search_rows(pool: Pool, search_id: str, rows: list[dict]) -> None:

@@ -45,6 +45,11 @@ TABLES = {
     "window_losses": """
         row_id VARCHAR PRIMARY KEY, method VARCHAR, model_id VARCHAR, eval_set VARCHAR, eval_sha256 VARCHAR,
         n_windows INTEGER, window_nll DOUBLE[], created_at TIMESTAMP""",
+    # A task's rows (ablate/scoring/tasks.py) with choices: each choice's NLL sum (layout order, eval/eval-<set>.layout.npy)
+    # and per example whether the lowest NLL per byte is the answer; accuracy = their mean. Same row_id as the row.
+    "task_examples": """
+        row_id VARCHAR PRIMARY KEY, method VARCHAR, model_id VARCHAR, eval_set VARCHAR, eval_sha256 VARCHAR,
+        n_examples INTEGER, correct BOOLEAN[], choice_nll DOUBLE[], accuracy DOUBLE, created_at TIMESTAMP""",
     # gap* = the candidate's objective minus #1's (log ppl) with its paired bootstrap interval over eval windows;
     # tied_top: that interval reaches 0; noise_floor: retraining noise from replicate unions (relative), NULL if none
     "searches": """
@@ -92,6 +97,11 @@ MIN_MIXTURES = 3
 # truth: a union of the same units and weights, any budget (sum = k x one unit's tokens,
 # unit = one unit's tokens); a fitted proxy's row only meets the truth it was fitted for.
 VIEWS = {
+    # a task's rows: the answer's bits per byte (the objective every ranking reads) beside accuracy
+    "task_accuracy": """
+        SELECT m.method, m.mixture, m.weights, m.k, m.eval_set, m.budget, m.replicate, m.bits_per_byte,
+               t.accuracy, t.n_examples, m.model_id, m.row_id
+        FROM mixture_perplexity m JOIN task_examples t USING (row_id)""",
     "mixture_vs_union": f"""
         SELECT m.mixture, m.weights, m.k, m.uniform, m.eval_set, m.method AS proxy,
                m.method IN {FITTED_SQL} AS in_sample, coalesce(u.budget, 'sum') AS budget,

@@ -25,6 +25,7 @@ from ablate.store.index import recipe_id
 from ablate.store.pool import Pool, check_name
 from ablate.models.threads import claim as claim_threads
 from ablate.study.budgets import Budget
+from ablate.data.tasks import TaskSet, load_task
 from ablate.data.units import eval_sets, load_eval_tokens, load_tokenizer, study_tokenizer, token_byte_lengths, unit_meta
 
 
@@ -123,6 +124,7 @@ class Study:
     evals: list[dict]
     eval_tokens: dict[str, np.ndarray] = field(default_factory=dict)
     byte_len: np.ndarray | None = None
+    tasks: dict[str, TaskSet] = field(default_factory=dict)  # the task eval sets among `evals`, loaded
     _unions: list[dict] | None = None  # union sidecars, read once
     _dropout: dict[str, float] | None = None  # the dropout unit members train with (training_dropout)
     device: torch.device = torch.device("cpu")  # where models are built and evaluated (cfg.device)
@@ -158,6 +160,10 @@ def load_study(cfg: StudyConfig, pool: Pool, eval_names: list[str] | None = None
     study = Study(cfg, pool, seed, evals, device=device, precision=eval_precision(device, cfg.eval.precision))
     study.byte_len = token_byte_lengths(load_tokenizer(tok_dir))
     for ev in evals:
+        if ev.get("task"):  # a task's windows are its examples (ablate/data/tasks.py): no stream to cut
+            study.tasks[ev["domain"]] = load_task(pool, ev, study.byte_len)
+            study.eval_tokens[ev["domain"]] = study.tasks[ev["domain"]].tokens
+            continue
         tokens = load_eval_tokens(pool, ev)
         if tokens.size < cfg.eval.seq_len:
             raise UsageError(f"eval set {ev['domain']} has {tokens.size} tokens, shorter than one window "

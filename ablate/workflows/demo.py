@@ -10,6 +10,7 @@ corpus → units → seed → one member per unit → union baselines → sweep 
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 
@@ -17,17 +18,43 @@ from ablate.core.config import StudyConfig
 from ablate.core.formats import signed_pct
 from ablate.store.pool import Pool
 
+DEMO_TASK_EXAMPLES = 150  # every union and mixture is scored on it: small, the demo stays within its minutes
+
+
+def add_demo_task(cfg: StudyConfig, log=print) -> str | None:
+    """cfg.demo_task as an eval set of this run (built offline beside the corpus once), unless the config
+    already names one of that name; returns its name."""
+    from ablate.core.config import EvalFileConfig
+    from ablate.data.task_builders import BUILDERS, write_task
+
+    name = cfg.demo_task
+    if name is None:
+        return None
+    path = Path(cfg.corpus.path).parent / "tasks" / f"{name}.jsonl"
+    if name not in cfg.eval_sets and not path.exists():
+        examples = BUILDERS[name](n=DEMO_TASK_EXAMPLES)
+        log(f"[1-4/8] task {name}: {len(examples)} multiple-choice examples built into {write_task(examples, path)}")
+    cfg.eval_sets.setdefault(name, EvalFileConfig(path=str(path), kind="choice"))
+    return name
+
+
+def every_mixture(units: list[str]) -> list[tuple[list[str], list[float]]]:
+    return [(list(mix), [1.0 / k] * k) for k in range(1, len(units) + 1) for mix in itertools.combinations(units, k)]
+
 
 def run_demo(cfg: StudyConfig, pool: Pool, report_dir: Path, log=print) -> str:
     from ablate.workflows.steps import run_search, run_sweep
-    from ablate.fidelity.report import priced, verdict_markdown, write_report
+    from ablate.fidelity.report import priced, task_verdicts, verdict_markdown, write_report
     from ablate.models.device import describe
     from ablate.train.members import build_members, train_truths, union_plan
     from ablate.optimize.search import default_method
     from ablate.study.budgets import DEFAULT_TRUTH
+    from ablate.scoring.evaluated import score_proxy
+    from ablate.study.context import load_study
 
     t0 = time.perf_counter()
     log(f"training, merging and evaluating on {describe(cfg)}")  # a GPU asked for and missing: exit 2 now
+    task = add_demo_task(cfg, log)
     units = build_members(cfg, pool, log, steps="[1-4/8] ")
     plans = {"unit": union_plan(units, cfg.demo_unions), "sum": union_plan(units, cfg.demo_add_data_unions)}
     truths = [DEFAULT_TRUTH] + [b for b in plans if b != DEFAULT_TRUTH]
@@ -39,7 +66,10 @@ def run_demo(cfg: StudyConfig, pool: Pool, report_dir: Path, log=print) -> str:
     log("[6/8] sweep: every mixture scored by merging")
     out = run_sweep(cfg, pool, units)
     log(f"      {out['mixtures']} mixtures ({out['scored']} scored, {out['cached']} cached) in {out['seconds']:.1f} s")
-    target = (sorted(cfg.eval_sets) or cfg.units.eval_only_domains or cfg.units.domains)[0]
+    if task:  # the proxy eval-only targets default to, on the task too (from cached answer-token losses)
+        score_proxy(load_study(cfg, pool, [task]), every_mixture(units), "ensemble", label=f"ensemble on {task}")
+    texts = sorted(name for name, spec in cfg.eval_sets.items() if spec.kind == "text")
+    target = (texts or cfg.units.eval_only_domains or cfg.units.domains)[0]
     if plan:
         method = default_method(pool, DEFAULT_TRUTH, (target,))  # quotes has no unit: the ensemble
         log(f"[7/8] mixture search for {target!r} ({method} proxy, weighted candidates): the top one and the best "
@@ -61,5 +91,8 @@ def run_demo(cfg: StudyConfig, pool: Pool, report_dir: Path, log=print) -> str:
     text = verdict_markdown(pool, scope)
     path = write_report(pool, report_dir, scope)
     log(text)
+    if task:  # the task's own verdict line: ranked by the answer's bits per byte, accuracy beside it
+        for line in task_verdicts(pool, DEFAULT_TRUTH, ["merged", default_method(pool, DEFAULT_TRUTH, (task,))]):
+            log(line)
     log(f"report: {path}   total demo time {time.perf_counter() - t0:.0f} s")
     return text

@@ -15,7 +15,7 @@ difference), yes or no.
 
 from __future__ import annotations
 
-from ablate.optimize.merged_route import split_windows
+from ablate.optimize.merged_route import predicted, split_windows
 from ablate.optimize.optimization import realized_verdict
 from ablate.optimize.trained import split_logppl, weights_of
 from ablate.scoring.score import score_reference_models
@@ -60,7 +60,8 @@ def realized_objectives(cfg, pool, plan: dict, result: dict, extra: list[tuple] 
     split = split_windows(study, objective.eval_sets, cfg.optimize.fit_fraction, cfg.optimize.split_seed)
     held = {m["model_id"]: split_logppl(pool, cfg, m["model_id"], split, study.device) for m in candidates}
     ref = held[uniform["model_id"]]
-    value = {mid: objective.value(v, ref, {s: int(split[s]["held"].numel()) for s in split}) for mid, v in held.items()}
+    value = {mid: objective.value(v, ref, {s: int(predicted(split[s], "held").sum()) for s in split})
+             for mid, v in held.items()}
     originals = [m for m in candidates if m.get("replicate", 0) == 0]
     best = min(originals, key=lambda m: value[m["model_id"]])
     table = [{"union": "+".join(m["units"]) + (" (replicate)" if m.get("replicate") else ""),

@@ -73,6 +73,10 @@ def test_demo_trains_both_ground_truths_and_validates_a_weighted_search(study, t
     assert len(validated) in (1, 2) and all(u is not None for u, _ in validated)  # the top one + best weighted
     assert any(len(set(w)) > 1 for _, w in validated)  # the best weighted candidate is checked against its truth
     assert "vs the best of them" in out
+    # the demo's task (built offline from the dictionary): scored like an eval set, its own verdict line, accuracy
+    line = next(x for x in out.splitlines() if x.startswith("task webster-definition (unit truth, 6 mixtures), `merged`"))
+    assert "Spearman" in line and "accuracy of the best union" in line and "(chance 25.0%)" in line
+    assert "## Tasks: the correct answer's bits per byte" in report and "**webster-definition** (" in report
 
 
 def test_search_dry_run_prints_its_plan_and_writes_nothing(study_copy, tmp_path, capsys):

@@ -214,3 +214,20 @@ def test_fidelity_with_fewer_than_3_unions_says_n_a(study_copy):
     assert table and all(line.split(" | ")[3:7] == ["n/a"] * 4 for line in table), table
     assert "yes" not in " ".join(table) and "0 %" not in " ".join(table)
     assert "fewer than 3 mixtures" in text
+
+
+def test_the_protocol_reports_task_targets_apart_and_with_the_text_standard():
+    from ablate.fidelity.protocol import goals
+
+    def row(eval_set, target, task, top1, spearman):
+        return {"study": "s", "budget": "unit", "m": 0, "m_label": "0", "proxy": "merged", "eval_set": eval_set,
+                "target": target, "task": task, "top1": top1, "top1_within_noise": top1, "spearman": spearman,
+                "regret": 0.0 if top1 else 0.02, "pairwise_agreement": 0.9, "calibration_unit_trainings": 0}
+
+    rows = [row("fiction", "covered", False, True, 0.98), row("quotes", "eval-only", False, True, 0.95),
+            row("fortune-ending", "eval-only", True, False, 0.5)]
+    text = "\n".join(goals(rows))
+    task_line = next(line for line in text.splitlines() if line.startswith("- **Task targets**"))
+    assert "top-1 0/1" in task_line and "median Spearman 0.5" in task_line and task_line.endswith("NOT met.")
+    assert "top-1 1/2" in text  # the eval-only line counts the task as well as quotes
+    assert "Task targets" not in "\n".join(goals(rows[:2]))
