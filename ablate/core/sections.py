@@ -201,6 +201,8 @@ class FidelityConfig(Strict):
     proxies: list[str] = ["merged", "task-sum", "additive", "own-additive", "calibrated", "regression", "ensemble",
                           "scaled", "features", "calibrated-ensemble"]
     sample_seed: int = 0
+    # built-in task targets (ablate/data/task_builders.py) added to the eval sets, built offline beside the corpus
+    tasks: list[Literal["webster-definition", "fortune-ending"]] = []
     # the heading of the study's own FIDELITY.md section (`ablate fidelity CONFIG --section`); None = its name
     title: Optional[str] = None
 

@@ -22,18 +22,23 @@ DEMO_TASK_EXAMPLES = 150  # every union and mixture is scored on it: small, the 
 
 
 def add_demo_task(cfg: StudyConfig, log=print) -> str | None:
-    """cfg.demo_task as an eval set of this run (built offline beside the corpus once), unless the config
-    already names one of that name; returns its name."""
+    """cfg.demo_task as an eval set of this run (add_builtin_task); returns its name."""
+    if cfg.demo_task is None:
+        return None
+    return add_builtin_task(cfg, cfg.demo_task, lambda m: log(f"[1-4/8] {m}"))
+
+
+def add_builtin_task(cfg: StudyConfig, name: str, log=print) -> str:
+    """A built-in task (ablate/data/task_builders.py) as an eval set of `cfg`, built offline beside the corpus
+    once (DEMO_TASK_EXAMPLES examples: every union and mixture is scored on it), unless the config already
+    names one of that name. The demo's task and the fidelity protocol's (`fidelity.tasks`) come from here."""
     from ablate.core.config import EvalFileConfig
     from ablate.data.task_builders import BUILDERS, write_task
 
-    name = cfg.demo_task
-    if name is None:
-        return None
     path = Path(cfg.corpus.path).parent / "tasks" / f"{name}.jsonl"
     if name not in cfg.eval_sets and not path.exists():
         examples = BUILDERS[name](n=DEMO_TASK_EXAMPLES)
-        log(f"[1-4/8] task {name}: {len(examples)} multiple-choice examples built into {write_task(examples, path)}")
+        log(f"task {name}: {len(examples)} multiple-choice examples built into {write_task(examples, path)}")
     cfg.eval_sets.setdefault(name, EvalFileConfig(path=str(path), kind="choice"))
     return name
 

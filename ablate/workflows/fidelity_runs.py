@@ -41,6 +41,7 @@ from ablate.store.results import existing_rows, write_rows
 from ablate.scoring.score import score_reference_models
 from ablate.study.context import load_study
 from ablate.workflows.weights_runs import optimized_mixtures
+from ablate.workflows.demo import add_builtin_task
 from ablate.workflows.steps import run_sweep
 from ablate.fidelity.weights_report import write_section
 from ablate.train.members import build_members, train_truths
@@ -123,7 +124,11 @@ def study_configs(paths: list[str] | None) -> list[tuple[str, StudyConfig]]:
     files = [Path(p) for p in paths] if paths else sorted(Path().glob(DEFAULT_STUDIES))
     if not files:
         raise UsageError(f"no study configs (looked for {DEFAULT_STUDIES})")
-    return [(str(f), load_config(f)) for f in files]
+    studies = [(str(f), load_config(f)) for f in files]
+    for _, cfg in studies:
+        for name in cfg.fidelity.tasks:  # task targets, scored by the protocol like any eval set
+            add_builtin_task(cfg, name)
+    return studies
 
 
 def run_fidelity(paths: list[str] | None, out: Path | None, log=print, prepare_only: bool = False,
