@@ -151,7 +151,11 @@ def best_eval_only(rows: list[dict]) -> tuple | None:
     best = [t for t in ranked(rows, "unit", "eval-only") if t[0] in ("0", "n/2", "n")]
     if not best:
         return None
-    return max(best, key=lambda t: (covered.get((t[0], t[1]), 0) == 0, t[2]["top1_noise"], t[2]["median_spearman"]))
+    # ties go to the cheaper answer: fewer unions, then a proxy with nothing to fit (at m = 0 a fitted proxy
+    # with no union to fit is its base proxy under another name)
+    cost = {"0": 2, "n/2": 1, "n": 0}
+    return max(best, key=lambda t: (covered.get((t[0], t[1]), 0) == 0, t[2]["top1_noise"], t[2]["median_spearman"],
+                                    cost[t[0]], not proxies.get(t[1]).fitted))
 
 
 def goals(rows: list[dict]) -> list[str]:
