@@ -34,7 +34,7 @@ from ablate.models.model import model_from_config, seed_config
 from ablate.optimize.gradient import set_nll, window_nll
 from ablate.optimize.objectives import Objective
 from ablate.optimize.simplex import kl, mirror_step, project, sparsify
-from ablate.scoring.batched import EvalWindows
+from ablate.scoring.batched import eval_windows
 from ablate.scoring.inplace import MemberSpace
 from ablate.scoring.uncertainty import bootstrap_values, point_values
 from ablate.study.context import Study
@@ -45,8 +45,7 @@ def split_windows(study: Study, names: list[str], fit_fraction: float, seed: int
     full windows (window i holds tokens i*T .. (i+1)*T - 1)."""
     out = {}
     for name in names:
-        win = EvalWindows.from_task(study.tasks[name], name) if name in study.tasks else \
-            EvalWindows.build(study.eval_tokens[name], study.byte_len, study.cfg.eval.seq_len, name=name)
+        win = eval_windows(study, name, label=name)
         n = win.full.size(0)
         if n < 2:
             raise UsageError(f"eval set {name} has {n} full window(s) of {study.cfg.eval.seq_len} tokens: "

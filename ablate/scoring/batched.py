@@ -106,13 +106,18 @@ def shuffle_order(n_full: int, n_windows: int, seed: int = 0) -> np.ndarray:
     return np.concatenate([np.random.default_rng(seed).permutation(n_full), np.arange(n_full, n_windows)])
 
 
+def eval_windows(study, name: str, label: str | None = None) -> EvalWindows:
+    """One eval set of a loaded study as windows: a text set's stream cut into seq_len windows, a task's
+    examples (context + correct answer, only the answer's tokens counted)."""
+    if name in study.tasks:
+        return EvalWindows.from_task(study.tasks[name], label or f"task {name}")
+    return EvalWindows.build(study.eval_tokens[name], study.byte_len, study.cfg.eval.seq_len,
+                             name=label or f"eval set {name}")
+
+
 def study_windows(study) -> dict[str, EvalWindows]:
     """Every eval set of a loaded study (ablate.scoring.score.Study), cut into windows once."""
-    seq_len = study.cfg.eval.seq_len
-    return {ev["domain"]: EvalWindows.from_task(study.tasks[ev["domain"]], f"task {ev['domain']}")
-            if ev["domain"] in study.tasks else
-            EvalWindows.build(study.eval_tokens[ev["domain"]], study.byte_len, seq_len, name=f"eval set {ev['domain']}")
-            for ev in study.evals}
+    return {ev["domain"]: eval_windows(study, ev["domain"]) for ev in study.evals}
 
 
 def study_stack(study) -> tuple["ModelStack", dict[str, EvalWindows], int]:
