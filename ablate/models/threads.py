@@ -3,6 +3,7 @@
 How to run (from Python; the CLI and every worker already do this):
     from ablate.models import threads
     threads.claim()            # at the start of a torch job: registers it, sets its share of the cores
+                               # (and keeps freed memory for the next batch: ablate/models/allocator.py)
     threads.refresh()          # in a long loop: take a new share when jobs started or ended
 
 The rule, first that applies:
@@ -25,6 +26,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from ablate.models import allocator
 from ablate.store.pool import pid_alive
 
 REFRESH_S = 5.0
@@ -84,6 +86,7 @@ def claim(fixed: int | None = None) -> int:
         import atexit
 
         atexit.register(release)
+        allocator.reuse_freed_memory()  # a torch job's batches repeat their allocations: reuse the pages
     n = fixed or (None if os.environ.get("OMP_NUM_THREADS") else share())
     if n and n != torch.get_num_threads():
         torch.set_num_threads(n)
