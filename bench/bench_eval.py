@@ -11,7 +11,10 @@ eval set of the study, four ways, interleaved A/B/C/D per repetition (medians re
   before      the previous evaluate_tokens body (full logits, then [:, :-1] and a copy)
   user_b1     `model(input_ids=w, labels=w).loss` per window, batch 1, under no_grad
   user_batch  the same with the full windows stacked 32 at a time (tail window alone)
-All four must give the same perplexity to 1e-4 (relative).
+All four must give the same perplexity to 1e-4 (relative). The process starts as ablate's evaluation
+does (load_study -> threads.claim: its share of the cores, and freed memory kept for the next batch,
+ablate/models/allocator.py); the user loops run in the same process and get that too, so the ratios vs them
+leave the allocator's gain out (bench_train.py runs each side in a fresh process instead).
 
 The "framework tax" as a number: achieved forward FLOP/s (matmul FLOPs of the model,
 attention counted causally, LM head on predicting positions only; fastest round) against a

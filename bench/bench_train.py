@@ -10,7 +10,10 @@ to 0.1x) and the same number of steps on both sides. Ours is `ablate.train.loop.
 (checkpointing off: no checkpoint falls inside these runs, as in a demo unit), once with the
 default optimizer (`train.optimizer: auto`, the per-tensor AdamW loop on CPU) and once with
 `train.optimizer: fused`; the reference is a plain `Trainer` (no logging, no saving, CPU; fused
-AdamW on CPU). Runs rotate A/B/C and we report medians, because the machine is shared.
+AdamW on CPU). Runs rotate A/B/C and we report medians, because the machine is shared. Every run has a
+fresh process of its own, warmed by two bare steps: ours starts as an ablate job does (threads.claim:
+ablate/models/allocator.py keeps freed memory for the next step), the Trainer as a user's script does
+(the C library's malloc), both at the same thread count.
 
 Inside every run, forward, backward, clipping and the optimizer step are timed by
 wrapping them (PhaseTimers); the rest of the run is the share "outside" them (set-up,
@@ -134,6 +137,46 @@ def run_trainer(pool, seed_id, seqs, recipe, work: Path) -> dict:
     return {"total": dt, "setup": pt.first - t0, "loop": pt.last - pt.first, **pt.t}
 
 
+def one_run(side: str, pool, seed_id, seqs, recipe, threads: int) -> dict:
+    """One timed run of `side`, in this process: started as that side starts in real life, then warmed."""
+    import torch
+
+    from ablate.models import allocator
+
+    if side.startswith("ours"):
+        from ablate.models import threads as ablate_threads
+
+        ablate_threads.claim(threads)  # what `ablate train-partition` does first (run_and_publish)
+    else:
+        torch.set_num_threads(threads)
+    malloc = allocator._state["done"] or "system: the C library's malloc"
+    run_bare(pool, seed_id, seqs[: 2 * recipe.batch_size], recipe)  # two steps: lazy imports, kernels, heap
+    with tempfile.TemporaryDirectory(prefix=f"ablate-bench-{side}-") as tmp:
+        if side == "trainer":
+            return {**run_trainer(pool, seed_id, seqs, recipe, Path(tmp)), "malloc": malloc}
+        recipe = replace(recipe, optimizer="fused") if side == "ours_fused" else recipe
+        return {**run_ours(pool, seed_id, seqs, recipe, Path(tmp)), "malloc": malloc}
+
+
+def in_fresh_process(side: str, args, tmp: Path, threads: int) -> dict:
+    """one_run in a child interpreter: the allocator is process-wide, so no side may inherit another's."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp / f"{side}.json"
+    cmd = [sys.executable, __file__, "--side", side, "--threads", str(threads), "--out", str(out),
+           "--size", args.size, *(["--study", args.study] if args.study else []), *(["--quick"] if args.quick else [])]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return json.loads(out.read_text())
+
+
+def argparse_suppress():
+    import argparse
+
+    return argparse.SUPPRESS
+
+
 def optimizer_steps(pool, seed_id, recipe, repeats: int) -> dict[str, float]:
     """Median seconds of one AdamW step per implementation, interleaved step by step.
 
@@ -195,6 +238,8 @@ def main(argv=None) -> dict:
     args_p.add_argument("--compile", action="store_true", help="also measure torch.compile (about a minute)")
     args_p.add_argument("--compile-only", action="store_true", help="only the torch.compile measurement")
     args_p.add_argument("--repeats", type=int, default=None)
+    args_p.add_argument("--side", choices=("ours", "ours_fused", "trainer"), help=argparse_suppress())
+    args_p.add_argument("--threads", type=int, default=None, help=argparse_suppress())
     args = args_p.parse_args(argv)
     if args.compile or args.compile_only:  # a cold compile, as on a fresh machine: no cached kernels
         import os
@@ -221,13 +266,16 @@ def main(argv=None) -> dict:
         result = {"benchmark": "train", "compile": measure_compile(pool, seed_id, seqs, recipe)}
         common.emit(result, args.out)
         return result
+    if args.side:  # one run in this fresh process (the parent below starts one per run)
+        import json
+
+        Path(args.out).write_text(json.dumps(one_run(args.side, pool, seed_id, seqs, recipe, args.threads)))
+        return {}
     with tempfile.TemporaryDirectory(prefix="ablate-bench-train-") as tmp:
         tmp = Path(tmp)
-        run_bare(pool, seed_id, seqs[: 2 * recipe.batch_size], recipe)  # warm caches and lazy imports
-        sides = {"ours": lambda: run_ours(pool, seed_id, seqs, recipe, tmp / "ours"),
-                 # train.optimizer=fused: the Trainer's AdamW on CPU (opt-in; its members get their own ids)
-                 "ours_fused": lambda: run_ours(pool, seed_id, seqs, replace(recipe, optimizer="fused"), tmp / "fused"),
-                 "trainer": lambda: run_trainer(pool, seed_id, seqs, recipe, tmp / "trainer")}
+        # ours_fused: train.optimizer=fused, the Trainer's AdamW on CPU (opt-in; its members get their own ids)
+        sides = {name: (lambda name=name: in_fresh_process(name, args, tmp, torch.get_num_threads()))
+                 for name in ("ours", "ours_fused", "trainer")}
         runs = {k: [] for k in sides}
         names = list(sides)
         for r in common.rounds(repeats, args.budget or (600 if big else 120)):  # rotate which side goes first
@@ -242,6 +290,7 @@ def main(argv=None) -> dict:
         return {"run_s": total, "tok_s": tokens / total, "runs_s": [r["total"] for r in rs],
                 "phase_s_per_step": {k: common.median([r[k] for r in rs]) / steps for k in inside},
                 "setup_s": common.median([r["setup"] for r in rs]),
+                "malloc": rs[0]["malloc"],
                 # measured inside each run, then the median over runs (noise stays within a run):
                 # of the step loop (first forward to last optimizer step), and of the whole run
                 "outside_fraction_of_steps": common.median([1 - sum(r[k] for k in inside) / r["loop"] for r in rs]),
