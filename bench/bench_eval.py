@@ -26,6 +26,7 @@ time, its speed-up per batch and the batches it takes to pay off (not bit-identi
 
 from __future__ import annotations
 
+import argparse
 import math
 
 import common
@@ -160,6 +161,47 @@ def loss_split(model, tokens, seq_len: int, batch_size: int, repeats: int = 5) -
             "bit_identical": bool(torch.equal(a, b) and torch.equal(wa, wb))}
 
 
+def malloc_child(args) -> dict:
+    """In a fresh process: ablate's evaluation of one eval set, timed per call (the allocator_gain child)."""
+    import json
+
+    from ablate.models import allocator
+    from ablate.models.model import load_member
+    from ablate.scoring.evaluate import evaluate_tokens
+
+    cfg, pool, study = common.open_study(args)  # load_study -> threads.claim, as `ablate score-mixture` starts
+    model = load_member(pool, study.unit_member(common.unit_ids(cfg)[0]))
+    tokens = next(iter(study.eval_tokens.values()))
+    tokens = tokens[: 4 * cfg.eval.batch_size * cfg.eval.seq_len + 1]  # up to four batches
+    run = lambda: evaluate_tokens(model, tokens, study.byte_len, seq_len=cfg.eval.seq_len,  # noqa: E731
+                                  batch_size=cfg.eval.batch_size)
+    run()
+    seconds = common.median([common.timed(run)[0] for _ in range(3 if not args.quick else 1)])
+    out = {"malloc": allocator.reuse_freed_memory(), "seconds": seconds}
+    print(json.dumps(out))
+    return out
+
+
+def allocator_gain(args, pairs: int = 2) -> dict:
+    """ablate/models/allocator.py's gain on evaluation: the same calls in fresh processes with freed memory kept
+    (every ablate job) and with ABLATE_MALLOC=system (the C library's malloc), alternating."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, __file__, "--malloc-child", "--size", args.size,
+           *(["--study", args.study] if args.study else []), *(["--quick"] if args.quick else [])]
+    times = {"kept": [], "system": []}
+    for _ in range(1 if args.quick else pairs):
+        for mode in times:
+            env = {**os.environ, "ABLATE_MALLOC": "" if mode == "kept" else "system"}
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+            times[mode].append(json.loads(out.stdout.strip().splitlines()[-1])["seconds"])
+    kept, system = common.median(times["kept"]), common.median(times["system"])
+    return {"kept_s": kept, "system_s": system, "speedup": system / kept, "pairs": len(times["kept"])}
+
+
 GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_scaled_dot_product_flash_attention_for_cpu")
 
 
@@ -185,7 +227,10 @@ def main(argv=None) -> dict:
     parser = common.base_parser(__doc__)
     parser.add_argument("--compile", action="store_true", help="also torch.compile's break-even (cold compile: "
                                                                 "~1.5 min at 135M on one thread)")
+    parser.add_argument("--malloc-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.malloc_child:
+        return malloc_child(args)
     import torch
 
     from ablate.scoring.evaluate import evaluate_tokens, windows
@@ -252,6 +297,7 @@ def main(argv=None) -> dict:
         "profile": op_shares(model, next(iter(sets.values())), study.byte_len, seq_len, bs),
         "loss": loss_split(model, next(iter(sets.values())), seq_len, bs, 3 if args.quick else 7),
         "compile": compile_break_even(model, next(iter(sets.values())), seq_len, bs) if args.compile else None,
+        "allocator": allocator_gain(args),
     }
     common.emit(result, args.out)
     return result

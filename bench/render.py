@@ -277,6 +277,11 @@ def at_135m(part: dict) -> list[str]:
                          f"cache-sized chunks vs over all logits | {lo['seconds']['chunked']:.3f} | "
                          f"{lo['seconds']['whole']:.3f} | {lo['speedup']:.2f} | bit-identical sums | "
                          f"{_met(lo['bit_identical'])} |")
+        if e.get("allocator"):
+            a = e["allocator"]
+            lines.append(f"| 2 | eval calls with freed memory kept (ablate/models/allocator.py) vs `ABLATE_MALLOC=system`, "
+                         f"fresh processes, {a['pairs']} pairs: seconds | {a['kept_s']:.2f} | {a['system_s']:.2f} | "
+                         f"{a['speedup']:.2f} | report | - |")
         if e.get("compile"):
             c, be = e["compile"], e["compile"].get("break_even_batches")
             lines.append(f"| 2 | torch.compile on the eval forward (`--compile`): seconds per batch of {c['batch_tokens']} "
