@@ -173,6 +173,8 @@ def run_135m(args, out_dir: Path, previous: dict) -> int:
         print(f"135M study built in {part['study_build_s']:.0f} s", flush=True)
         for name, script, _, timeout in BENCHES_135M:
             extra = ["--ks", "2,4"] if name == "device" else ["--size", args.size]
+            if name == "eval" and not args.quick:
+                extra.append("--compile")  # torch.compile's break-even in batches: ~2 min more
             res = run_one(name, script, work / "study", args.quick, None, timeout, extra)
             part["benchmarks"][name] = res
             print(f"{name} (135M): {summary_line(name, res)}  [{res['wall_s']:.0f} s]", flush=True)

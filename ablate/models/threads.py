@@ -26,7 +26,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from ablate.models import allocator
+from ablate.models.allocator import reuse_freed_memory
 from ablate.store.pool import pid_alive
 
 REFRESH_S = 5.0
@@ -86,7 +86,7 @@ def claim(fixed: int | None = None) -> int:
         import atexit
 
         atexit.register(release)
-        allocator.reuse_freed_memory()  # a torch job's batches repeat their allocations: reuse the pages
+        reuse_freed_memory()  # a torch job's batches repeat their allocations: reuse the pages
     n = fixed or (None if os.environ.get("OMP_NUM_THREADS") else share())
     if n and n != torch.get_num_threads():
         torch.set_num_threads(n)
