@@ -190,8 +190,7 @@ def allocator_gain(args, pairs: int = 2) -> dict:
     import subprocess
     import sys
 
-    cmd = [sys.executable, __file__, "--malloc-child", "--size", args.size,
-           *(["--study", args.study] if args.study else []), *(["--quick"] if args.quick else [])]
+    cmd = [sys.executable, __file__, "--malloc-child", *common.study_argv(args)]
     times = {"kept": [], "system": []}
     for _ in range(1 if args.quick else pairs):
         for mode in times:

@@ -26,6 +26,7 @@ cache), compiled vs eager step, steps to break even (about a minute on a quiet m
 
 from __future__ import annotations
 
+import argparse
 import math
 import tempfile
 import time
@@ -141,15 +142,15 @@ def one_run(side: str, pool, seed_id, seqs, recipe, threads: int) -> dict:
     """One timed run of `side`, in this process: started as that side starts in real life, then warmed."""
     import torch
 
-    from ablate.models import allocator
-
     if side.startswith("ours"):
-        from ablate.models import threads as ablate_threads
+        from ablate.models.allocator import reuse_freed_memory
+        from ablate.models.threads import claim
 
-        ablate_threads.claim(threads)  # what `ablate train-partition` does first (run_and_publish)
+        claim(threads)  # what `ablate train-partition` does first (run_and_publish)
+        malloc = reuse_freed_memory()  # done by claim: what it did
     else:
         torch.set_num_threads(threads)
-    malloc = allocator._state["done"] or "system: the C library's malloc"
+        malloc = "system: the C library's malloc"
     run_bare(pool, seed_id, seqs[: 2 * recipe.batch_size], recipe)  # two steps: lazy imports, kernels, heap
     with tempfile.TemporaryDirectory(prefix=f"ablate-bench-{side}-") as tmp:
         if side == "trainer":
@@ -166,15 +167,9 @@ def in_fresh_process(side: str, args, tmp: Path, threads: int) -> dict:
 
     out = tmp / f"{side}.json"
     cmd = [sys.executable, __file__, "--side", side, "--threads", str(threads), "--out", str(out),
-           "--size", args.size, *(["--study", args.study] if args.study else []), *(["--quick"] if args.quick else [])]
+           *common.study_argv(args)]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return json.loads(out.read_text())
-
-
-def argparse_suppress():
-    import argparse
-
-    return argparse.SUPPRESS
 
 
 def optimizer_steps(pool, seed_id, recipe, repeats: int) -> dict[str, float]:
@@ -238,8 +233,8 @@ def main(argv=None) -> dict:
     args_p.add_argument("--compile", action="store_true", help="also measure torch.compile (about a minute)")
     args_p.add_argument("--compile-only", action="store_true", help="only the torch.compile measurement")
     args_p.add_argument("--repeats", type=int, default=None)
-    args_p.add_argument("--side", choices=("ours", "ours_fused", "trainer"), help=argparse_suppress())
-    args_p.add_argument("--threads", type=int, default=None, help=argparse_suppress())
+    args_p.add_argument("--side", choices=("ours", "ours_fused", "trainer"), help=argparse.SUPPRESS)
+    args_p.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)
     args = args_p.parse_args(argv)
     if args.compile or args.compile_only:  # a cold compile, as on a fresh machine: no cached kernels
         import os

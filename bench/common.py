@@ -131,6 +131,11 @@ def build_study(root: Path, quick: bool = False, log=print, size: str = "demo") 
     make_seed(cfg, pool, log=quiet)  # trained (demo, quick) or imported (135m)
     for u in unit_ids(cfg):
         train_member(cfg, pool, [u], log=quiet)
+    # training registered this process as a torch job (ablate/models/threads.py): left registered while it waits
+    # on its benchmarks' processes, it would halve each one's share of the cores
+    from ablate.models.threads import release
+
+    release()
     (root / "bench_config.json").write_text(json.dumps(cfg.model_dump(mode="json")))
     (root / "bench_ready").write_text(f"{time.perf_counter() - t0:.1f}\n")
     log(f"bench study built in {root} in {time.perf_counter() - t0:.0f} s")
@@ -241,6 +246,11 @@ def emit(result: dict, out: str | None) -> None:
     if out:
         Path(out).write_text(text)
     print(text)
+
+
+def study_argv(args) -> list[str]:
+    """The arguments that point a child benchmark process at this one's study (--size, --study, --quick)."""
+    return ["--size", args.size, *(["--study", args.study] if args.study else []), *(["--quick"] if args.quick else [])]
 
 
 def base_parser(doc: str):

@@ -35,14 +35,6 @@ sys.path.insert(0, str(HERE))
 
 import common  # noqa: E402
 
-
-def release_threads() -> None:
-    """Building the study trained members, which registered this process as a torch job (ablate/models/threads.py):
-    left registered while it waits, it would halve every benchmark's share of the cores."""
-    from ablate.models import threads
-
-    threads.release()
-
 # name, script, share of the remaining budget for its repeated rounds, hard time-out (s)
 # (the sweep and scaling budgets decide whether to run or estimate their largest piece)
 BENCHES = [
@@ -131,7 +123,6 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         common.build_study(work / "study", args.quick, log=lambda *a: None)
         results["study_build_s"] = time.perf_counter() - t0
-        release_threads()  # this process only waits now: its benchmarks get every core
         print(f"study built in {results['study_build_s']:.0f} s", flush=True)
         for name, script, share, timeout in BENCHES:
             if only and name not in only:
@@ -169,7 +160,6 @@ def run_135m(args, out_dir: Path, previous: dict) -> int:
         t0 = time.perf_counter()
         common.build_study(work / "study", args.quick, log=lambda *a: None, size=args.size)
         part["study_build_s"] = time.perf_counter() - t0
-        release_threads()
         print(f"135M study built in {part['study_build_s']:.0f} s", flush=True)
         for name, script, _, timeout in BENCHES_135M:
             extra = ["--ks", "2,4"] if name == "device" else ["--size", args.size]

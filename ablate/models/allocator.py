@@ -9,8 +9,9 @@ Why: on CPU torch takes every tensor from malloc. glibc serves a block over its 
 adapting up to 32 MB) with a fresh mmap and unmaps it on free, so every training step and evaluation
 batch page-faults and zero-fills its large tensors again: SmolLM2-135M's logits are 400 MB per eval batch
 of 8 x 255 tokens. Telling glibc never to mmap (M_MMAP_MAX = 0) and never to trim the heap's top lets the
-next batch reuse the same pages. Measured at 135M on 2 cores (bench/bench_train.py, bench/bench_eval.py,
-each side in a fresh process): an eval batch 1.17x, a training step 1.07x.
+next batch reuse the same pages. Measured at 135M on 2 cores, in fresh processes kept vs ABLATE_MALLOC=system:
+evaluation calls 1.14x (bench/bench_eval.py, `make bench-135m`); a training step about 1.07x (one A/B of 6 steps,
+not a bench row: bench/bench_train.py times ours against the Trainer, each started as it is in real life).
 
 What it does not change: any value. The allocator decides where tensors live, not what is computed, so
 scores and trained weights keep their bits (tests/models/test_allocator.py). The price: a process keeps
