@@ -89,7 +89,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     from ablate.models.model import model_from_config, seed_config
     from ablate.scoring.inplace import MemberSpace
-    from ablate.optimize.merged_route import split_windows
+    from ablate.optimize.protocol import split_windows
 
     cfg, pool, study = common.open_study(args)
     real = [study.unit_member(u) for u in common.unit_ids(cfg)]

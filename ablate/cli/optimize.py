@@ -7,12 +7,13 @@ How to run:
     ablate optimize --target quotes --validate                        # + train the weighted and the uniform union
     ablate optimize --target quotes --force                           # recompute a stored optimization
 
-Every flag and path (`--out` included) is checked first, then the plan (ablate/optimize/optimization.py: the
-objective, the units and their members, the repetition caps for the budget the weights are meant for, the
-route, the row's id). A plain rerun of the same optimization prints the stored row (with its validation, if
-any) instead of recomputing it; `--force` recomputes. The command prints what ablate recommends (uniform when
-the gate says uniform) with its tokens and epochs, the optimized weights beside it for reference, writes the
-same to `--out` (per unit and per domain; its format: README, "Mixture weights for a target suite"), and with `--validate` hands over to the floor
+Every flag and path (`--out` included) is checked first, then the plan (ablate/optimize/optimization.py
+plan_optimization, a typed Plan: the objective, the units and their members, the repetition caps for the budget
+the weights are meant for, the route (ablate/optimize/routes.py), the row's id). A plain rerun of the same
+optimization prints the stored row (with its validation, if any) instead of recomputing it; `--force`
+recomputes. The command prints what ablate recommends (uniform when the gate says uniform) with its tokens and
+epochs, the optimized weights beside it for reference, writes the same to `--out` (per unit and per domain; its
+format: README, "Mixture weights for a target suite"), and with `--validate` hands over to the floor
 that may both optimize and train (ablate/workflows/optimize_runs.py): it trains the weighted union at that
 budget, the uniform union and a replicate of the weighted one (the noise band), measures all of them on the
 held windows the optimizer never saw and ends with one verdict line.
@@ -35,6 +36,10 @@ from ablate.core.formats import rel, rel_band
 from ablate.store.pool import atomic_write_bytes
 
 OUT_SUFFIXES = (".json", ".yaml", ".yml")
+# --route's help: the registry's routes.help_text() (ablate/optimize/routes.py), written out because importing the
+# registry here would load torch for `ablate --help`; tests/optimize/test_routes.py keeps the two equal
+ROUTE_HELP = ("merged (gradients through the merge, no union needed), ensemble (exact gradients of the members' "
+              "per-token mixture, from cached token losses) or regression (a law fitted on the trained unions)")
 
 
 def optimize(target: TargetOpt = None, target_weights: TargetWeightsOpt = None, objective: ObjectiveOpt = "mean",
@@ -49,10 +54,7 @@ def optimize(target: TargetOpt = None, target_weights: TargetWeightsOpt = None, 
              steps: Annotated[Optional[int], typer.Option("--steps", help="mirror-descent steps")] = None,
              out: Annotated[Optional[Path], typer.Option(
                  "--out", help="weights file: .json, .yaml or .yml (per unit and per domain)")] = None,
-             route: Annotated[str, typer.Option(
-                 "--route", help="merged (gradients through the merge, no union needed), ensemble (exact gradients "
-                                 "of the members' per-token mixture, from cached token losses) or regression (a law "
-                                 "fitted on the trained unions)")] = "merged",
+             route: Annotated[str, typer.Option("--route", help=ROUTE_HELP)] = "merged",
              validate: Annotated[bool, typer.Option(
                  "--validate", help="train the weighted union, the uniform union and a replicate; compare")] = False,
              force: ForceOpt = False, config: ConfigOpt = None, set_: SetOpt = None, dry_run: DryOpt = False):
@@ -67,7 +69,7 @@ def optimize(target: TargetOpt = None, target_weights: TargetWeightsOpt = None, 
     from ablate.workflows.optimize_runs import validate_optimization
 
     plan = plan_optimization(cfg, pool, target, target_weights, objective, max_loss, units, tokens, route)
-    for line in seed_notes(cfg, pool, plan["objective"].eval_sets):
+    for line in seed_notes(cfg, pool, plan.objective.eval_sets):
         say(line)
     row = None if force else stored_optimization(pool, plan)
     if row is None:
@@ -126,11 +128,11 @@ def _level(value: float, objective) -> str:
     return f"{value:.4f} ({label} {math.exp(value):.4g})"
 
 
-def show(row: dict, plan: dict, reused: bool = False) -> None:
+def show(row: dict, plan, reused: bool = False) -> None:
     """The recommendation (the table and its headline), what the held windows said, the gate, the verdict."""
     from ablate.optimize.optimization import by_domain
 
-    objective = plan["objective"]
+    objective = plan.objective
     print_rows(["unit", "domain", "weight", "tokens", "epochs", "optimized_weight"],
                [{"unit": u, "domain": d, "weight": round(w, 4), "tokens": t, "epochs": round(e, 3),
                  "optimized_weight": round(o, 4)} for u, d, w, t, e, o in
@@ -162,7 +164,7 @@ def show(row: dict, plan: dict, reused: bool = False) -> None:
 
 def gate_text(row: dict) -> str | None:
     """How the held gain was judged against the proxy's own error (never an RMS over fewer than 3 unions)."""
-    from ablate.optimize.optimization import MIN_ERROR_UNIONS, PRIOR_PROXY_ERROR, PRIOR_PROXY_ERROR_PCT
+    from ablate.optimize.protocol import MIN_ERROR_UNIONS, PRIOR_PROXY_ERROR, PRIOR_PROXY_ERROR_PCT
 
     if row["gate_rule"] == "proxy error":
         return (f"the proxy's own error on this objective: ±{row['proxy_error']:.4f} log ppl "

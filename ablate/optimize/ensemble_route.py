@@ -4,7 +4,7 @@ How to run:
     ablate optimize --target quotes --route ensemble
     ablate optimize --target fiction,bible,quotes --objective worst --route ensemble
 
-The same protocol as the merged route (merged_route.py: the seeded fit/held split of each eval set's full
+The same protocol as the merged route (optimize/protocol.py: the seeded fit/held split of each eval set's full
 windows, mirror descent within the repetition caps, the sparsity floor, the paired bootstrap on the held
 windows, the proxy-error gate on trained unions), with the merged model replaced by the members' output
 mixture p(x) = Σ w_i p_i(x) (ablate/scoring/ensemble.py). Every member is evaluated once per eval set (the
@@ -19,10 +19,10 @@ import time
 
 import numpy as np
 
-from ablate.core.progress import bar
-from ablate.optimize.merged_route import compare_held, predicted, proxy_error, split_windows
 from ablate.optimize.objectives import Objective
-from ablate.optimize.simplex import kl, mirror_step, project, sparsify
+from ablate.optimize.plan import Plan
+from ablate.optimize.protocol import Route, compare_held, descend, predicted, proxy_error, split_windows
+from ablate.optimize.trained import calibration_values
 from ablate.scoring.ensemble import member_nll, mixed_nll, weight_gradient, window_sums
 from ablate.study.context import Study
 
@@ -72,6 +72,12 @@ class TokenSpace:
                 for s, x in self.held.items()}
 
 
+def run(cfg, pool, study: Study, plan: Plan, caps: np.ndarray | None) -> dict:
+    """The route's entry (routes.py): the plan's units and objective, the proxy's error on the trained unions."""
+    return optimize_ensemble(study, plan.units, plan.objective, caps,
+                             calibration=calibration_values(cfg, pool, study, plan))
+
+
 def optimize_ensemble(study: Study, units: list[str], objective: Objective, caps: np.ndarray | None,
                       prior: np.ndarray | None = None, calibration: dict | None = None, log=print) -> dict:
     """Mirror descent on the fit windows' ensemble loss, then both weights on the held ones (merged route's
@@ -86,16 +92,8 @@ def optimize_ensemble(study: Study, units: list[str], objective: Objective, caps
     tokens = {s: int(predicted(split[s], "fit").sum()) for s in split}
     uniform = np.full(n, 1.0 / n)
     reference = space.values(uniform) if objective.needs_reference else None
-    w, history = project(prior, caps), []
-    with bar("optimize", opt.steps, 0, {"objective": "-"}) as update:
-        for step in range(opt.steps):
-            value, d_l = objective.value_and_slopes(space.values(w), reference, tokens)
-            slopes = space.slopes(w)
-            grad = sum(d_l[s] * slopes[s] for s in slopes) + opt.kl * (np.log(np.maximum(w, 1e-300) / prior) + 1)
-            history.append({"step": step, "objective": value + opt.kl * kl(w, prior), "weights": w.tolist()})
-            w = mirror_step(w, grad, opt.lr * (1 - step / opt.steps), caps)
-            update(1, objective=f"{value:.4f}")
-    final = sparsify(w, opt.floor, caps)
+    final, w, history = descend(lambda w: (space.values(w), space.slopes(w)), objective, prior, caps, opt,
+                                reference, tokens)
     per = {"optimized": space.held_windows(final), "uniform": space.held_windows(uniform)}
     held = compare_held(per, split, objective, opt.bootstrap, opt.split_seed)
     uniform_values = reference or space.values(uniform)
@@ -107,3 +105,6 @@ def optimize_ensemble(study: Study, units: list[str], objective: Objective, caps
             "held": held, "history": history, "steps": opt.steps, "seconds": time.perf_counter() - t0,
             "in_memory": True, "fit_windows": {s: int(split[s]["fit"].size(0)) for s in split},
             "held_windows": {s: int(split[s]["held"].size(0)) for s in split}}
+
+
+ROUTE = Route("ensemble", "exact gradients of the members' per-token mixture, from cached token losses", run)

@@ -9,12 +9,12 @@ Validation trains, so it is one floor up: ablate/workflows/optimize_runs.py (val
 The plan checks everything before any work (the objective, the units and their trained members, the budget
 the weights are meant for and its repetition caps, the route) and names the row: its id hashes what
 determines the result (seed, members, eval data, objective, units, budget, settings, route, the regression
-route's points), so asking again finds the stored row instead of recomputing it. The run is the merged route
-(optimize.merged_route, with the proxy's own error on trained unions: optimize.trained.calibration_values),
-the ensemble route (the same with the members' per-token mixture: optimize.ensemble_route) or the regression
-route (optimize.regression_route), under an energy meter. `optimization_row` decides what to recommend
-(`gate`: the optimized weights only when the held gain clears the guards, the bootstrap and the proxy's
-error) and stores both: the recommended weights, tokens and epochs, and the optimized ones for reference.
+route's points), so asking again finds the stored row instead of recomputing it. The plan is a typed value
+(optimize/plan.py: Plan, its budget a WeightsBudget). The run is the plan's route from the registry
+(optimize/routes.py: merged, ensemble, regression; each follows optimize/protocol.py), under an energy meter.
+`optimization_row` decides what to recommend (protocol.gate: the optimized weights only when the held gain
+clears the guards, the bootstrap and the proxy's error) and stores both: the recommended weights, tokens and
+epochs, and the optimized ones for reference.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 
@@ -29,36 +30,24 @@ from ablate.core.energy import Meter
 from ablate.core.errors import UsageError
 from ablate.core.formats import rel, rel_band
 from ablate.data.units import eval_sets, unit_ids, unit_meta
-from ablate.optimize.ensemble_route import optimize_ensemble
-from ablate.optimize.merged_route import optimize_merged
 from ablate.optimize.objectives import parse_objective
-from ablate.optimize.regression_route import regression_route
+from ablate.optimize.plan import Plan, WeightsBudget
+from ablate.optimize.protocol import gate
+from ablate.optimize.routes import get as get_route
 from ablate.optimize.simplex import repetition_caps
-from ablate.optimize.trained import calibration_values, trained_mixtures
 from ablate.store.results import now, read_optimization_row, write_optimization_row
 from ablate.study.context import load_study, normalize_units
 
-
-ROUTES = ("merged", "ensemble", "regression")
-MIN_ERROR_UNIONS = 3  # below this, an RMS over the trained unions is not an error estimate (one union: one draw)
-# With fewer trained unions the gate falls back to a prior: FIDELITY.md, "Optimized mixtures, retrained (equal
-# compute)" (`ablate fidelity --weights-only`, three studies, 24 objectives) measured the merged proxy's error
-# (the RMS over n trained unions of trained minus merged gain over the uniform union) at ±0.72 % to ±15.29 % of
-# perplexity, median ±4.26 %. A held gain must then clear the window noise (the bootstrap's lower half-width)
-# plus that median, in log ppl. The ensemble route's error was not measured there: it gets the same prior.
-PRIOR_PROXY_ERROR_PCT = 4.26
-PRIOR_PROXY_ERROR = math.log1p(PRIOR_PROXY_ERROR_PCT / 100)
 # what --validate adds to a row: kept when the same optimization is computed again with the same weights
 VALIDATION_COLUMNS = ("validated", "union_optimized", "union_uniform", "union_best", "union_best_mixture",
                       "union_best_weights", "unions_compared", "noise_threshold", "realized_gain", "beats_uniform",
                       "verdict")
 
 
-def plan_optimization(cfg, pool, target, target_weights, kind, max_loss, units, tokens, route: str = "merged") -> dict:
+def plan_optimization(cfg, pool, target, target_weights, kind, max_loss, units, tokens, route: str = "merged") -> Plan:
     """Everything checked before any work: the objective, the units and their members, the budget and its caps,
     the route; and the row's id, so a stored result can be found before anything is computed."""
-    if route not in ROUTES:
-        raise UsageError(f"--route must be one of {', '.join(ROUTES)}, not {route!r}")
+    get_route(route)  # an unknown route: the usage error naming the registered ones
     known = [ev["domain"] for ev in eval_sets(pool)]
     objective = parse_objective(target, known, kind=kind, target_weights=target_weights, max_loss=max_loss)
     chosen = normalize_units([u.strip() for u in units.split(",") if u.strip()]) if units else unit_ids(pool, required=True)
@@ -68,19 +57,16 @@ def plan_optimization(cfg, pool, target, target_weights, kind, max_loss, units, 
     unit_tokens = [int(m["n_tokens"]) for m in metas]
     if tokens is not None and tokens <= 0:
         raise UsageError(f"--tokens must be a positive number of tokens (got {tokens})")
-    budget_tokens = tokens if tokens is not None else unit_tokens[0]  # equal-compute: one unit's tokens
-    caps = repetition_caps(unit_tokens, budget_tokens, cfg.optimize.max_epochs)
-    plan = {"objective": objective, "units": chosen, "unit_tokens": unit_tokens, "budget_tokens": budget_tokens,
-            "domains": [m["domain"] for m in metas],
-            "budget": "unit" if tokens is None else f"tokens={tokens}", "tokens_option": tokens, "caps": caps,
-            "route": route, "unions": None,  # unions: the regression route's training set (None: every one trained)
-            "calibration": None}  # the unions the merged route's proxy error is measured on (None: every one)
+    budget = WeightsBudget.of(unit_tokens, tokens)  # equal-compute by default: one unit's tokens
+    caps = repetition_caps(unit_tokens, budget.tokens, cfg.optimize.max_epochs)
+    # unions (the regression route's training set) and calibration (the proxy error's unions): None, every one
+    plan = Plan(objective=objective, units=chosen, unit_tokens=unit_tokens, budget=budget, caps=caps, route=route,
+                domains=[m["domain"] for m in metas])
     study = load_study(cfg, pool, objective.eval_sets)
     missing = [u for u in chosen if study.unit_member(u, required=False) is None]
     if missing:
         raise UsageError(missing_members(missing))
-    plan["row_id"] = optimization_id(cfg, pool, study, plan)
-    return plan
+    return replace(plan, row_id=optimization_id(cfg, pool, study, plan))
 
 
 def missing_members(units: list[str]) -> str:
@@ -92,42 +78,38 @@ def missing_members(units: list[str]) -> str:
             f"run {runs} (one command per unit)")
 
 
-def optimization_id(cfg, pool, study, plan: dict) -> str:
+def optimization_id(cfg, pool, study, plan: Plan) -> str:
     """The row's id: a hash of what determines the result, so the same question finds its stored answer (and
-    its validation) and a different one (another recipe's members, eval data, setting) makes a new row."""
-    key = {"seed": study.seed["model_id"], "objective": plan["objective"].describe(), "units": plan["units"],
-           "budget": plan["budget"], "settings": cfg.optimize.model_dump(), "route": plan["route"],
-           "unions": plan["unions"], "calibration": plan["calibration"],
-           "members": [study.unit_member(u) for u in plan["units"]],
+    its validation) and a different one (another recipe's members, eval data, setting) makes a new row. The key
+    is the one rows have always been stored under (tests/optimize/test_plan.py pins it)."""
+    key = {"seed": study.seed["model_id"], "objective": plan.objective.describe(), "units": plan.units,
+           "budget": plan.budget.label, "settings": cfg.optimize.model_dump(), "route": plan.route,
+           "unions": plan.unions, "calibration": plan.calibration,
+           "members": [study.unit_member(u) for u in plan.units],
            "eval": {ev["domain"]: ev["data_sha256"] for ev in study.evals}, "seq_len": cfg.eval.seq_len,
            "precision": study.precision}
-    if plan["route"] == "regression":  # its points are the pool's trained unions: more of them, another law
-        key["points"] = [m["model_id"] for m in trained_mixtures(pool, study, plan)]
+    key.update(get_route(plan.route).key(pool, study, plan))  # the regression route's points: another law
     return "opt-" + hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def stored_optimization(pool, plan: dict) -> dict | None:
+def stored_optimization(pool, plan: Plan) -> dict | None:
     """The row of this very optimization, if one was computed before (with its validation, if any)."""
-    return read_optimization_row(pool, plan["row_id"])
+    return read_optimization_row(pool, plan.row_id)
 
 
-def run_optimization(cfg, pool, plan: dict) -> dict:
+def run_optimization(cfg, pool, plan: Plan) -> dict:
     """The plan's route under an energy meter; the row stored in `optimizations` (a validation of the same
     weights stored before is kept; one of other weights is kept under its own id, superseded)."""
-    study = load_study(cfg, pool, plan["objective"].eval_sets)
-    caps = plan["caps"] if np.any(plan["caps"] < 1) else None
+    study = load_study(cfg, pool, plan.objective.eval_sets)
+    caps = plan.caps if np.any(plan.caps < 1) else None
     with Meter(cfg.energy) as meter:
-        if plan["route"] in ("merged", "ensemble"):  # gradient routes: the same protocol, another proxy
-            route = optimize_merged if plan["route"] == "merged" else optimize_ensemble
-            result = route(study, plan["units"], plan["objective"], caps,
-                           calibration=calibration_values(cfg, pool, study, plan))
-        else:
-            result = regression_route(cfg, pool, study, plan, caps)
-    plan = dict(plan)
-    plan.setdefault("row_id", optimization_id(cfg, pool, study, plan))
-    plan.setdefault("domains", [unit_meta(pool, u)["domain"] for u in plan["units"]])
+        result = get_route(plan.route).run(cfg, pool, study, plan, caps)
+    if plan.row_id is None:  # a plan built without plan_optimization (the fidelity protocol's)
+        plan = replace(plan, row_id=optimization_id(cfg, pool, study, plan))
+    if plan.domains is None:
+        plan = replace(plan, domains=[unit_meta(pool, u)["domain"] for u in plan.units])
     result.update(plan=plan, cost=meter.result, seed_id=study.seed["model_id"], settings=cfg.optimize.model_dump())
-    result["row"] = keep_validation(pool, read_optimization_row(pool, plan["row_id"]), optimization_row(result))
+    result["row"] = keep_validation(pool, read_optimization_row(pool, plan.row_id), optimization_row(result))
     write_optimization_row(pool, result["row"])
     return result
 
@@ -145,23 +127,6 @@ def keep_validation(pool, previous: dict | None, row: dict) -> dict:
     stamp = str(previous["created_at"]).replace(":", "").replace("-", "").replace("+", "").replace(".", "")
     write_optimization_row(pool, dict(previous, row_id=f"{previous['row_id']}~{stamp}", superseded_by=row["row_id"]))
     return row
-
-
-def gate(held: dict, error: dict | None) -> dict:
-    """Whether the held gain is believed, and by which rule: above the proxy's measured error (RMS over at least
-    MIN_ERROR_UNIONS trained unions), else above the window noise plus the protocol's prior; the regression
-    route (a law refitted on the held values, no window interval) only needs a positive gain."""
-    gain = held["gain"]
-    unions = 0 if error is None else int(error["unions"])
-    if held["gain_low"] is None:
-        return {"rule": "held law", "threshold": 0.0, "believed": gain > 0, "unions": None, "rms": None}
-    if unions >= MIN_ERROR_UNIONS:
-        return {"rule": "proxy error", "threshold": error["rms"], "believed": gain > error["rms"], "unions": unions,
-                "rms": error["rms"]}
-    window = gain - held["gain_low"]
-    threshold = window + PRIOR_PROXY_ERROR
-    return {"rule": "window noise + prior", "threshold": threshold, "believed": gain > threshold, "unions": unions,
-            "rms": None, "window": window}
 
 
 def guard_report(objective, held: dict) -> dict:
@@ -207,19 +172,19 @@ def optimization_row(result: dict) -> dict:
     decided = gate(held, error)
     recommended = "optimized" if held["resolved"] and held["guards_held"] and decided["believed"] else "uniform"
     weights = optimized if recommended == "optimized" else [1.0 / n] * n
-    tokens, opt_tokens = (integer_tokens(w, plan["budget_tokens"]) for w in (weights, optimized))
-    return {"row_id": plan["row_id"], "route": plan["route"],
-            "objective": plan["objective"].describe(), "eval_sets": plan["objective"].eval_sets,
-            "units": plan["units"], "domains": plan["domains"], "recommended": recommended,
-            "weights": weights, "tokens": tokens, "epochs": epochs(tokens, plan["unit_tokens"]),
+    tokens, opt_tokens = (integer_tokens(w, plan.budget.tokens) for w in (weights, optimized))
+    return {"row_id": plan.row_id, "route": plan.route,
+            "objective": plan.objective.describe(), "eval_sets": plan.objective.eval_sets,
+            "units": plan.units, "domains": plan.domains, "recommended": recommended,
+            "weights": weights, "tokens": tokens, "epochs": epochs(tokens, plan.unit_tokens),
             "optimized_weights": optimized, "optimized_tokens": opt_tokens,
-            "optimized_epochs": epochs(opt_tokens, plan["unit_tokens"]),
-            "budget": plan["budget"], "budget_tokens": plan["budget_tokens"],
+            "optimized_epochs": epochs(opt_tokens, plan.unit_tokens),
+            "budget": plan.budget.label, "budget_tokens": plan.budget.tokens,
             "max_epochs": result["settings"]["max_epochs"],
             "fit_optimized": result["fit"]["optimized"], "fit_uniform": result["fit"]["uniform"],
             "held_optimized": held["optimized"], "held_uniform": held["uniform"], "held_gain": held["gain"],
             "held_gain_low": held["gain_low"], "held_gain_high": held["gain_high"], "resolved": held["resolved"],
-            "guards_held": held["guards_held"], "guards": guard_report(plan["objective"], held),
+            "guards_held": held["guards_held"], "guards": guard_report(plan.objective, held),
             # the RMS only where it is an error estimate (MIN_ERROR_UNIONS or more unions); the rule that decided
             "proxy_error": decided["rms"], "proxy_error_unions": None if error is None else error["unions"],
             "gate_rule": decided["rule"], "gate_threshold": decided["threshold"], "steps": result["steps"],

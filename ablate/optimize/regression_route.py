@@ -21,8 +21,9 @@ import time
 import numpy as np
 
 from ablate.core.errors import UsageError
-from ablate.optimize.merged_route import split_windows
 from ablate.optimize.objectives import Objective
+from ablate.optimize.plan import Plan
+from ablate.optimize.protocol import Route, split_windows
 from ablate.optimize.simplex import mirror_step, project, sparsify
 from ablate.optimize.trained import split_logppl, trained_mixtures, weight_vector
 from ablate.scoring.proxies.regression import ridge
@@ -70,11 +71,11 @@ def optimize_law(laws: dict[str, tuple], objective: Objective, n: int, caps: np.
             "predicted_uniform": objective.value(predict(uniform), reference, tokens)}
 
 
-def regression_route(cfg, pool, study, plan: dict, caps) -> dict:
+def regression_route(cfg, pool, study, plan: Plan, caps) -> dict:
     """Fit the law on the trained mixtures' fit-window values, optimize it; 'held' is the same law fitted on
     the held-window values (no window-level interval: the route sees mixtures, not windows)."""
     t0 = time.perf_counter()
-    objective, units = plan["objective"], plan["units"]
+    objective, units = plan.objective, plan.units
     split = split_windows(study, objective.eval_sets, cfg.optimize.fit_fraction, cfg.optimize.split_seed)
     metas = trained_mixtures(pool, study, plan)
     opt = cfg.optimize
@@ -100,3 +101,12 @@ def regression_route(cfg, pool, study, plan: dict, caps) -> dict:
                                                           {s: v["uniform"] for s, v in per_set.items()})},
             "steps": opt.steps, "seconds": time.perf_counter() - t0, "in_memory": None,
             "trained_mixtures": [m["model_id"] for m in metas]}
+
+
+def points(pool, study, plan: Plan) -> dict:
+    """What the row's id also hashes for this route: its points are the pool's trained unions (more of them,
+    another law)."""
+    return {"points": [m["model_id"] for m in trained_mixtures(pool, study, plan)]}
+
+
+ROUTE = Route("regression", "a law fitted on the trained unions", regression_route, key=points)

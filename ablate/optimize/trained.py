@@ -1,7 +1,7 @@
 """The trained unions the optimizer's routes read: which ones count at a plan's budget, their weights, and
 their log ppl on one part (fit | held) of the eval windows.
 
-How to run (from Python; ablate/optimize/optimization.py and the validation in ablate/workflows/ call these):
+How to run (from Python; the routes (ablate/optimize/routes.py) and the validation in ablate/workflows/ call these):
     metas = trained_mixtures(pool, study, plan)            # first-replicate unions at the plan's budget
     values = split_logppl(pool, cfg, metas[0]["model_id"], split, study.device, "fit")
 
@@ -10,42 +10,45 @@ Nothing here trains: the unions are what the pool already holds (training them i
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ablate.core.weights import is_uniform
 from ablate.models.model import load_member
 from ablate.optimize.gradient import window_nll
-from ablate.optimize.merged_route import predicted, split_windows
+from ablate.optimize.plan import Plan
+from ablate.optimize.protocol import predicted, split_windows
 
 
-def trained_mixtures(pool, study, plan: dict) -> list[dict]:
+def trained_mixtures(pool, study, plan: Plan) -> list[dict]:
     """The regression route's points: first-replicate unions of the units at the plan's budget (only the
-    uniform unions of plan["unions"] when given: a fixed training set, whatever else the pool holds) and, at
+    uniform unions of plan.unions when given: a fixed training set, whatever else the pool holds) and, at
     one unit's budget, the units alone."""
-    label = plan["budget"] if plan["tokens_option"] is None else None
-    keep = None if plan["unions"] is None else {tuple(sorted(u)) for u in plan["unions"]}
+    label = plan.budget.label if plan.budget.per_unit else None
+    keep = None if plan.unions is None else {tuple(sorted(u)) for u in plan.unions}
     out = [m for m in pool.iter_metas("union") if m["seed_id"] == study.seed["model_id"]
-           and m.get("replicate", 0) == 0 and set(m["units"]) <= set(plan["units"])
+           and m.get("replicate", 0) == 0 and set(m["units"]) <= set(plan.units)
            and (m.get("budget") == label or (label is None and str(m.get("budget")).startswith("tokens=")
-                                              and m.get("budget_tokens") == plan["budget_tokens"]))
+                                              and m.get("budget_tokens") == plan.budget.tokens))
            and (keep is None or (tuple(m["units"]) in keep and is_uniform(weight_vector(m, m["units"]))))]
-    if plan["tokens_option"] is None:
-        out += [pool.read_meta(study.unit_member(u)) for u in plan["units"]]
+    if plan.budget.per_unit:
+        out += [pool.read_meta(study.unit_member(u)) for u in plan.units]
     return sorted(out, key=lambda m: m["model_id"])
 
 
-def calibration_values(cfg, pool, study, plan: dict) -> dict | None:
+def calibration_values(cfg, pool, study, plan: Plan) -> dict | None:
     """Fit-window log ppl of the trained unions the proxy's error is measured on (optimize_merged's
     `calibration`): the uniform union of all the units (the reference) and every other first-replicate union
-    of 2+ of them at the plan's budget (plan["calibration"]: only those uniform unions, the protocol's picks).
+    of 2+ of them at the plan's budget (plan.calibration: only those uniform unions, the protocol's picks).
     None when the uniform union or every other one is missing: the gate then knows window noise only."""
-    units = plan["units"]
-    metas = [m for m in trained_mixtures(pool, study, dict(plan, unions=None)) if len(m["units"]) >= 2]
-    keep = None if plan.get("calibration") is None else {tuple(sorted(u)) for u in plan["calibration"]}
+    units = plan.units
+    metas = [m for m in trained_mixtures(pool, study, replace(plan, unions=None)) if len(m["units"]) >= 2]
+    keep = None if plan.calibration is None else {tuple(sorted(u)) for u in plan.calibration}
     uniform = [m for m in metas if m["units"] == units and is_uniform(weights_of(m))]
     others = [m for m in metas if m not in uniform
               and (keep is None or (tuple(m["units"]) in keep and is_uniform(weights_of(m))))]
     if not uniform or not others:
         return None
-    split = split_windows(study, plan["objective"].eval_sets, cfg.optimize.fit_fraction, cfg.optimize.split_seed)
+    split = split_windows(study, plan.objective.eval_sets, cfg.optimize.fit_fraction, cfg.optimize.split_seed)
     return {"uniform": split_logppl(pool, cfg, uniform[0]["model_id"], split, study.device, "fit"),
             "unions": [(weight_vector(m, units), split_logppl(pool, cfg, m["model_id"], split, study.device, "fit"))
                        for m in others]}

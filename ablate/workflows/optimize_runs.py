@@ -15,8 +15,9 @@ difference), yes or no.
 
 from __future__ import annotations
 
-from ablate.optimize.merged_route import predicted, split_windows
 from ablate.optimize.optimization import realized_verdict
+from ablate.optimize.plan import Plan
+from ablate.optimize.protocol import predicted, split_windows
 from ablate.optimize.trained import split_logppl, weights_of
 from ablate.scoring.score import score_reference_models
 from ablate.store.results import existing_rows, now, write_optimization_row, write_rows
@@ -24,7 +25,7 @@ from ablate.train.loop import train_member
 from ablate.study.context import load_study
 
 
-def validate_optimization(cfg, pool, plan: dict, result: dict) -> dict:
+def validate_optimization(cfg, pool, plan: Plan, result: dict) -> dict:
     """Train the weighted union, the uniform union and a replicate of the weighted one at the budget; measure
     every trained union of these units' budget on the held windows; rewrite the row with what was realized."""
     realized = realized_objectives(cfg, pool, plan, result)
@@ -36,19 +37,19 @@ def validate_optimization(cfg, pool, plan: dict, result: dict) -> dict:
     return realized
 
 
-def train_weighted(cfg, pool, plan: dict, units: list[str], weights: list[float], replicate: int = 0,
+def train_weighted(cfg, pool, plan: Plan, units: list[str], weights: list[float], replicate: int = 0,
                    log=print) -> dict:
     """A weighted union at the plan's budget (units with weight 0 left out; one unit left: its own member)."""
-    budget = {"budget": "unit"} if plan["tokens_option"] is None else {"tokens": plan["tokens_option"]}
     picked = [(u, w) for u, w in zip(units, weights) if w > 0]
     mix, w = [u for u, _ in picked], [x for _, x in picked]
-    return train_member(cfg, pool, mix, weights=w if len(mix) > 1 else None, replicate=replicate, log=log, **budget)
+    return train_member(cfg, pool, mix, weights=w if len(mix) > 1 else None, replicate=replicate, log=log,
+                        **plan.budget.train_args())
 
 
-def realized_objectives(cfg, pool, plan: dict, result: dict, extra: list[tuple] = (), log=print) -> dict:
+def realized_objectives(cfg, pool, plan: Plan, result: dict, extra: list[tuple] = (), log=print) -> dict:
     """The three trainings (and `extra` (units, weights) picks), then every comparable trained union's
     objective on the held windows."""
-    objective, units = plan["objective"], plan["units"]
+    objective, units = plan.objective, plan.units
     optimized = train_weighted(cfg, pool, plan, units, result["weights"], log=log)
     replicate = train_weighted(cfg, pool, plan, units, result["weights"], replicate=1, log=log)
     uniform = train_weighted(cfg, pool, plan, units, [1.0] * len(units), log=log)
@@ -77,16 +78,16 @@ def realized_objectives(cfg, pool, plan: dict, result: dict, extra: list[tuple] 
         "noise_threshold": 2 * abs(value[optimized["model_id"]] - value[replicate["model_id"]])}}
 
 
-def _comparable(pool, study, plan: dict, trained: list[dict]) -> list[dict]:
+def _comparable(pool, study, plan: Plan, trained: list[dict]) -> list[dict]:
     """Trained truths of subsets of the units at the plan's budget (+ unit members at one unit's budget)."""
     label = trained[-1]["budget"]  # the uniform union's: "unit" or "tokens=N" as its id has it
     found = {m["model_id"]: m for m in trained}
     for m in pool.iter_metas("union"):
-        if m["seed_id"] == study.seed["model_id"] and set(m["units"]) <= set(plan["units"]) and \
+        if m["seed_id"] == study.seed["model_id"] and set(m["units"]) <= set(plan.units) and \
                 m.get("budget") == label:
             found.setdefault(m["model_id"], m)
-    if plan["tokens_option"] is None:
-        for u in plan["units"]:
+    if plan.budget.per_unit:
+        for u in plan.units:
             mid = study.unit_member(u)
             found.setdefault(mid, pool.read_meta(mid))
     return list(found.values())

@@ -22,6 +22,7 @@ noise band. Rendering is ablate/fidelity/weights_report.py's.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from ablate.core.config import StudyConfig
 from ablate.data.units import eval_sets, unit_ids, unit_meta
@@ -29,6 +30,7 @@ from ablate.fidelity.calibrate import plan_unions
 from ablate.optimize import search
 from ablate.optimize.objectives import Objective
 from ablate.optimize.optimization import run_optimization
+from ablate.optimize.plan import Plan, WeightsBudget
 from ablate.optimize.simplex import repetition_caps
 from ablate.store.pool import Pool
 from ablate.study.budgets import target_kind
@@ -52,13 +54,13 @@ def optimized_mixtures(cfg: StudyConfig, log=print, targets: str = "all") -> dic
     pool = Pool(cfg.pool)
     units = unit_ids(pool, required=True)
     unit_tokens = [int(unit_meta(pool, u)["n_tokens"]) for u in units]
-    caps = repetition_caps(unit_tokens, unit_tokens[0], cfg.optimize.max_epochs)
+    budget = WeightsBudget.of(unit_tokens, None)  # one unit's tokens: the protocol's equal compute
+    caps = repetition_caps(unit_tokens, budget.tokens, cfg.optimize.max_epochs)
     cases = []
     for objective in study_objectives(pool, cfg.units.domains, targets):
-        plan = {"objective": objective, "units": units, "unit_tokens": unit_tokens, "budget_tokens": unit_tokens[0],
-                "budget": "unit", "tokens_option": None, "caps": caps, "route": "merged", "unions": None,
-                # the proxy-error gate sees the same n unions the regression route is fitted on
-                "calibration": plan_unions(units, [], len(units))}
+        plan = Plan(objective=objective, units=units, unit_tokens=unit_tokens, budget=budget, caps=caps, route="merged",
+                    # the proxy-error gate sees the same n unions the regression route is fitted on
+                    calibration=plan_unions(units, [], len(units)))
         cases.append(one_case(cfg, pool, plan, log))
         log(f"{cfg.name} {objective.describe()}: optimized {cases[-1]['realized_gain']:+.4f}, grid pick "
             f"{cases[-1]['grid_gain']:+.4f} over uniform (best known {cases[-1]['best_gain']:+.4f})")
@@ -70,30 +72,30 @@ def objective_kind(objective: Objective, cfg: StudyConfig) -> str:
     return "mean" if len(objective.targets) > 1 else target_kind(objective.targets[0], cfg.units.domains)
 
 
-def one_case(cfg: StudyConfig, pool: Pool, plan: dict, log) -> dict:
-    objective = plan["objective"]
+def one_case(cfg: StudyConfig, pool: Pool, plan: Plan, log) -> dict:
+    objective = plan.objective
     result = run_optimization(cfg, pool, plan)
     # the regression route at the protocol's calibration budget: n unions (suggest-unions' picks) + units alone
-    regression_plan = dict(plan, route="regression", unions=plan["calibration"])
+    regression_plan = replace(plan, route="regression", unions=plan.calibration)
     regression = run_optimization(cfg, pool, regression_plan)
     # the ensemble route: the same protocol with the members' per-token mixture as the proxy, same gate unions
-    ensemble = run_optimization(cfg, pool, dict(plan, route="ensemble"))
+    ensemble = run_optimization(cfg, pool, replace(plan, route="ensemble"))
     t0 = time.perf_counter()
-    ranking = search.rank(cfg, pool, objective, max_size=len(plan["units"]), grid=GRID, method="merged",
+    ranking = search.rank(cfg, pool, objective, max_size=len(plan.units), grid=GRID, method="merged",
                           truth="unit", log=lambda *a: None)
     (grid_mix, grid_w), _ = ranking["ranked"][0]
     grid_s = time.perf_counter() - t0
     realized = realized_objectives(cfg, pool, plan, result, log=log,
-                                   extra=[(list(grid_mix), list(grid_w)), (plan["units"], regression["weights"]),
-                                          (plan["units"], ensemble["weights"])])
+                                   extra=[(list(grid_mix), list(grid_w)), (plan.units, regression["weights"]),
+                                          (plan.units, ensemble["weights"])])
     values, ids = realized["values"], realized["ids"]
     uniform, best = values[ids["uniform"]], values[realized["best_id"]]
     optimized, grid, reg = (values[ids["optimized"]], values[ids["extra"][0]], values[ids["extra"][1]])
     ens = values[ids["extra"][2]]
     best_gain = uniform - best
     return {"objective": objective.describe(), "target": objective_kind(objective, cfg),
-            "weights": dict(zip(plan["units"], result["weights"])),
-            "ensemble_weights": dict(zip(plan["units"], ensemble["weights"])),
+            "weights": dict(zip(plan.units, result["weights"])),
+            "ensemble_weights": dict(zip(plan.units, ensemble["weights"])),
             "ensemble_recommended": ensemble["row"]["recommended"], "ensemble_gain": uniform - ens,
             "ensemble_regret": ens - best, "ensemble_captured": (uniform - ens) / best_gain if best_gain > 0 else None,
             "ensemble_recommended_gain": uniform - ens if ensemble["row"]["recommended"] == "optimized" else 0.0,
@@ -101,7 +103,7 @@ def one_case(cfg: StudyConfig, pool: Pool, plan: dict, log) -> dict:
             "recommended": result["row"]["recommended"], "held_predicted_gain": result["held"]["gain"],
             "held_resolved": result["held"]["resolved"], "proxy_error": result["row"]["proxy_error"],
             "grid_pick": {"mixture": list(grid_mix), "weights": list(grid_w)},
-            "regression_weights": dict(zip(plan["units"], regression["weights"])),
+            "regression_weights": dict(zip(plan.units, regression["weights"])),
             "regression_gain": uniform - reg, "regression_regret": reg - best,
             "regression_captured": (uniform - reg) / best_gain if best_gain > 0 else None,
             "realized_gain": uniform - optimized,

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from ablate.models.model import model_from_config, seed_config
-from ablate.optimize.merged_route import fit_values, optimize_merged, proxy_error, split_windows
+from ablate.optimize.merged_route import fit_values, optimize_merged
 from ablate.optimize.objectives import parse_objective
+from ablate.optimize.protocol import proxy_error, split_windows
 from ablate.scoring.inplace import MemberSpace
 from ablate.store.index import Index
 from ablate.store.results import now
@@ -154,7 +155,7 @@ def test_tokens_are_integers_summing_to_the_budget_and_grouped_by_domain():
 def test_the_gate_needs_three_unions_to_claim_an_error():
     """With fewer than 3 trained unions the RMS is not used (nor stored): the window noise plus the stated prior
     decides; with 3 or more the measured error does."""
-    from ablate.optimize.optimization import PRIOR_PROXY_ERROR, gate
+    from ablate.optimize.protocol import PRIOR_PROXY_ERROR, gate
 
     held = {"gain": 0.03, "gain_low": 0.02}
     one = gate(held, {"rms": 0.0006, "unions": 1})
