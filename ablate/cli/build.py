@@ -87,12 +87,17 @@ def seed(config: ConfigOpt = None, set_: SetOpt = None, dry_run: DryOpt = False,
 
 
 def train_partition(unit: Annotated[str, typer.Argument(help="unit id, e.g. fiction-00")],
+                    replicate: Annotated[int, typer.Option(
+                        "--replicate", help="another data order (1..16): a second member of the unit, whose "
+                                            "difference from the first is what the `private` proxy measures")] = 0,
                     config: ConfigOpt = None, set_: SetOpt = None, dry_run: DryOpt = False, force: ForceOpt = False):
     """Continue pretraining the seed on one base unit; store it as a pool member."""
     from ablate.train.loop import train_member
 
+    if not 0 <= replicate <= 16:
+        raise UsageError(f"--replicate must be between 0 and 16 (got {replicate})")
     cfg, pool = open_study(config, set_, dry_run)
-    say(price_line(train_member(cfg, pool, [unit], force=force, log=say)))
+    say(price_line(train_member(cfg, pool, [unit], force=force, replicate=replicate, log=say)))
 
 
 def train_mixture(units: Annotated[list[str], typer.Argument(help="unit ids of the mixture")],

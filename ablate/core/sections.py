@@ -77,6 +77,10 @@ class SeedConfig(Strict):
     # only its documents no unit holds). auto: the Debian corpus's webster, unit and eval-only domains; for your
     # own files, every corpus domain that is neither a unit nor an eval-only domain (or import a seed).
     domains: list[str] | Literal["auto"] = "auto"
+    # The eval sets the seed already knows (a `seed-known` target: forgetting is what a mixture changes there).
+    # auto: the seed's own domains for a trained seed; every eval set no unit covers for an imported one (a
+    # pretrained model is assumed to know general text). A list names them; [] says the seed knows none.
+    knows: list[str] | Literal["auto"] = "auto"
     hidden_size: int = Field(96, gt=0)
     layers: int = Field(3, gt=0)
     heads: int = Field(4, gt=0)
@@ -199,8 +203,10 @@ class FidelityConfig(Strict):
     # multi-unit mixtures with trained truths: "all", or a number sampled across sizes k
     truth_mixtures: int | Literal["all"] = "all"
     noise_unions: int = Field(2, ge=0)  # truths retrained with a 2nd data order, per budget: the noise floor
+    # members per unit trained again with another data order (replicate 1..R): what the `private` proxy reads
+    unit_replicates: int = Field(0, ge=0, le=4)
     proxies: list[str] = ["merged", "task-sum", "additive", "own-additive", "calibrated", "regression", "ensemble",
-                          "scaled", "features", "calibrated-ensemble"]
+                          "scaled", "features", "calibrated-ensemble", "private", "private-ensemble"]
     sample_seed: int = 0
     # built-in task targets (ablate/data/task_builders.py) added to the eval sets, built offline beside the corpus
     tasks: list[Literal["webster-definition", "fortune-ending"]] = []

@@ -59,15 +59,20 @@ def verdict(rows: list[dict]) -> list[str]:
 
 
 def eval_only_lines(rows: list[dict]) -> list[str]:
-    """The eval-only headline: the raw merge, and the ensemble beside it (what `search` ranks such targets by)."""
-    def only(proxy):
-        return [r for r in rows if r["proxy"] == proxy and r["m"] == 0 and r["budget"] == "unit"
-                and r.get("target") == "eval-only"]
+    """The headlines of targets no unit covers, seed-known first: the raw merge, and beside it the ensemble (what
+    `search` ranks new-to-the-seed targets by) and `private` (the merge with the drift a union keeps)."""
+    out = []
+    for target, text in (("seed-known", "Seed-known targets (no unit of that domain; the seed knows it)"),
+                         ("eval-only", "Eval-only targets new to the seed (no unit of that domain)")):
+        def only(proxy):
+            return [r for r in rows if r["proxy"] == proxy and r["m"] == 0 and r["budget"] == "unit"
+                    and r.get("target") == target]
 
-    if not only("merged"):
-        return []
-    ens = f"; `ensemble`, no union: {said(summarize(only('ensemble')))}" if only("ensemble") else ""
-    return [f"**Eval-only targets (no unit of that domain), raw merge:** {said(summarize(only('merged')))}{ens}.", ""]
+        if not only("merged"):
+            continue
+        beside = "".join(f"; `{p}`, no union: {said(summarize(only(p)))}" for p in ("ensemble", "private") if only(p))
+        out += [f"**{text}, raw merge:** {said(summarize(only('merged')))}{beside}.", ""]
+    return out
 
 
 def merged_verdict(merged: list[dict]) -> list[str]:
@@ -112,9 +117,12 @@ def section(result: dict, source: str, seconds: float, distance: dict) -> str:
              f"- Price tag (its pool, every stage): training {cost['train_s'] / 60:.1f} min, evaluation "
              f"{cost['eval_s'] / 60:.1f} min, {1000 * (cost['train_kwh'] + cost['eval_kwh']):.1f} Wh; energy: "
              f"{methods}.", ""]
-    lines += verdict(result["rows"]) + ["", "Eval-only targets (no unit of that domain), every proxy, by calibration "
-                                         "budget m (unions fitted on, the rest held out; best first):", ""]
-    lines += headline(result["rows"], "unit", "eval-only")
+    lines += verdict(result["rows"])
+    for target, text in (("seed-known", "Seed-known targets (no unit of that domain; the seed knows it)"),
+                         ("eval-only", "Eval-only targets new to the seed")):
+        if any(r.get("target") == target for r in result["rows"]):
+            lines += ["", f"{text}, every proxy, by calibration budget m (unions fitted on, the rest held out; best "
+                      "first):", ""] + headline(result["rows"], "unit", target)
     lines += ["", "Targets a unit covers, every proxy, by m:", ""] + headline(result["rows"], "unit", "covered")
     lines += ["", "All targets, every proxy, by m:", ""] + headline(result["rows"], "unit")
     lines += ["", "Per eval set (m = 0):", ""] + markdown_table(

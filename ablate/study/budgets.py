@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from ablate.core.errors import UsageError
 from ablate.core.weights import is_uniform, parse_weights
+from ablate.data.units import seed_domains
 
 BUDGETS = ("sum", "unit")
 # The question `demo` and `search` ask first, and the proxy `search` ranks by for each, from the
@@ -27,11 +28,31 @@ BUDGETS = ("sum", "unit")
 DEFAULT_TRUTH = "unit"
 DEFAULT_METHOD = {"unit": "merged", "sum": "own-additive"}
 
-def target_kind(eval_set: str, unit_domains) -> str:
-    """`covered`: some unit trains on the eval set's domain; `eval-only`: none does (a held-out quality set, a
-    downstream suite, an eval file, a domain only the seed or nobody saw): where users aim, where the merge is
-    weakest, and where `search` ranks by the ensemble instead (search.default_method)."""
-    return "covered" if eval_set in unit_domains else "eval-only"
+TARGET_KINDS = ("covered", "seed-known", "eval-only")
+
+
+def target_kind(eval_set: str, unit_domains, seed_known=()) -> str:
+    """`covered`: some unit trains on the eval set's domain; `seed-known`: none does, but the seed trained on it
+    (its own domains, general text for an imported seed: what a user protects when adding domain data, and
+    where every proxy is weakest, because a merge forgets less than a real union); `eval-only`: new to the seed
+    too (a held-out quality set, a downstream suite, an eval file nobody trained on)."""
+    if eval_set in unit_domains:
+        return "covered"
+    return "seed-known" if eval_set in seed_known else "eval-only"
+
+
+def seed_known(cfg, eval_names, pool=None) -> frozenset:
+    """The eval sets of `eval_names` the seed knows (`seed.knows`); `seed.domains: auto` on your own corpus is
+    read from the pool, where `units split` resolved it."""
+    if cfg.seed.knows != "auto":
+        return frozenset(n for n in eval_names if n in cfg.seed.knows)
+    if cfg.seed.mode == "import":  # a pretrained model: assume it knows general text, every eval set included
+        return frozenset(n for n in eval_names if n not in cfg.units.domains)
+    if isinstance(cfg.seed.domains, list):
+        domains = cfg.seed.domains
+    else:
+        domains = seed_domains(cfg, pool) if pool is not None else []
+    return frozenset(n for n in eval_names if n in domains and n not in cfg.units.domains)
 
 
 QUESTIONS = {

@@ -130,13 +130,17 @@ class Study:
     device: torch.device = torch.device("cpu")  # where models are built and evaluated (cfg.device)
     precision: str = "fp32"  # what evaluation runs in there (ablate/models/device.py)
 
-    def unit_member(self, unit_id: str, required: bool = True) -> str | None:
+    def unit_member(self, unit_id: str, required: bool = True, replicate: int = 0) -> str | None:
+        """The unit's member for this seed and recipe (`replicate` r: the run with data order r)."""
         if self._dropout is None:  # the seed's config, read once
             self._dropout = training_dropout(self.pool, self.seed["model_id"], self.cfg.train.dropout)[1]
-        mid = member_id(self.seed["model_id"], [unit_meta(self.pool, unit_id)], member_recipe(self.cfg), 0,
-                        dropout=self._dropout)
+        mid = member_id(self.seed["model_id"], [unit_meta(self.pool, unit_id)], member_recipe(self.cfg, replicate),
+                        replicate, dropout=self._dropout)
         if not self.pool.has_member(mid):
             if required:
+                if replicate:
+                    raise UsageError(f"unit {unit_id} has no replicate {replicate} member: run `ablate "
+                                     f"train-partition {unit_id} --replicate {replicate}`")
                 raise UsageError(f"unit {unit_id} has no trained member for this seed and recipe: "
                                  f"run `ablate train-partition {unit_id}`")
             return None

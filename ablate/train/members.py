@@ -46,6 +46,14 @@ def build_members(cfg: StudyConfig, pool: Pool, log=print, steps: str = "") -> l
     return units
 
 
+def train_unit_replicates(cfg: StudyConfig, pool: Pool, units: list[str], replicates: int, log=print) -> None:
+    """Each unit's member again with data orders 1..replicates: two runs on the same data differ only by the
+    run's private drift, which a merge of k members shrinks and a real union keeps (scoring/proxies/private.py)."""
+    for r in range(1, replicates + 1):
+        for u in units:
+            log(price_line(train_member(cfg, pool, [u], replicate=r, log=log)))
+
+
 def train_truths(cfg: StudyConfig, pool: Pool, mixtures: list[list[str]], budget: str,
                  noise: list[list[str]], log=print) -> None:
     """The ground truth of every mixture at one budget, then a second data order of each `noise` mixture

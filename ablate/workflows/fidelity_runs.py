@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ablate.scoring import proxies
+from ablate.scoring.drift import score_drift
 from ablate.scoring.evaluated import score_proxy
 from ablate.scoring.proxies import scaled
 from ablate.core.config import StudyConfig, load_config
@@ -44,7 +45,7 @@ from ablate.workflows.weights_runs import optimized_mixtures
 from ablate.workflows.demo import add_builtin_task
 from ablate.workflows.steps import run_sweep
 from ablate.fidelity.weights_report import write_section
-from ablate.train.members import build_members, train_truths
+from ablate.train.members import build_members, train_truths, train_unit_replicates
 
 DEFAULT_STUDIES = "configs/fidelity/*.yaml"
 
@@ -80,6 +81,7 @@ def prepare_study(cfg: StudyConfig, log=print) -> dict:
     pool = Pool(cfg.pool)
     t0 = time.perf_counter()
     units = build_members(cfg, pool, log)
+    train_unit_replicates(cfg, pool, units, cfg.fidelity.unit_replicates, log)
     truths = truth_mixtures(units, cfg.fidelity.truth_mixtures, cfg.fidelity.sample_seed)
     log(f"{cfg.name}: {len(truths)} ground-truth mixtures x budgets {', '.join(cfg.fidelity.budgets)}")
     for budget in cfg.fidelity.budgets:
@@ -104,6 +106,8 @@ def score_proxy_rows(study, names: list[str], units: list[str], truths: list[lis
                 score_proxy(study, uniform, scaled.method(beta))
         elif proxy.evaluated and name != "merged":  # merged rows come from the sweep; fitted ones need none
             score_proxy(study, uniform, name)
+        elif name in ("private", "private-ensemble"):  # the drift rows of the units with a replicate member
+            score_drift(study, units)
 
 
 def build_shared_corpora(cfgs: list[StudyConfig], log=print) -> None:

@@ -26,6 +26,7 @@ def both_truths(study, tmp_path_factory):
     """The tiny study prepared by the protocol: every union under both budgets, replicates, task-sum."""
     cfg, pool = copy_study(study[0], tmp_path_factory.mktemp("truths"))
     cfg.name = "tiny"
+    cfg.fidelity.unit_replicates = 1  # a second member per unit: the drift rows `private` reads
     return cfg, pool, prepare_study(cfg, **quiet)
 
 

@@ -22,8 +22,8 @@ from ablate.core.errors import UsageError
 from ablate.store.index import Index
 from ablate.scoring.merge import merge_id
 from ablate.store.pool import Pool
-from ablate.scoring.proxies import (additive, calibrated, ensemble, features, merged, own_additive, regression,
-                                    scaled, task_sum)
+from ablate.scoring.proxies import (additive, calibrated, ensemble, features, merged, own_additive, private,
+                                    regression, scaled, task_sum)
 from ablate.scoring.proxies.base import Case, Key, Proxy, free_truths, wkey  # noqa: F401  (the package's interface)
 
 # a fitted proxy needs this many trained unions of its ground truth before it may predict
@@ -31,7 +31,8 @@ MIN_UNIONS = 3
 
 REGISTRY: dict[str, Proxy] = {p.name: p for p in (merged.PROXY, task_sum.PROXY, additive.PROXY, own_additive.PROXY,
                                                    calibrated.PROXY, regression.PROXY, ensemble.PROXY,
-                                                   scaled.PROXY, features.PROXY, calibrated.ON_ENSEMBLE)}
+                                                   scaled.PROXY, features.PROXY, calibrated.ON_ENSEMBLE,
+                                                   private.PROXY, private.ON_ENSEMBLE)}
 
 
 def names() -> list[str]:
@@ -50,7 +51,9 @@ def scored(name: str, cases: list[Case]) -> bool:
     written only by the commands that score them: `ablate fidelity`, `sweep --method`)."""
     need = {"task-sum": lambda c: c.k == 1 or c.task_sum is not None,
             "ensemble": lambda c: c.ensemble is not None, "features": lambda c: c.ensemble is not None,
-            "calibrated-ensemble": lambda c: c.ensemble is not None}.get(name)
+            "calibrated-ensemble": lambda c: c.ensemble is not None,
+            "private": lambda c: c.k == 1 or c.drift is not None,
+            "private-ensemble": lambda c: c.ensemble is not None and (c.k == 1 or c.bonus is not None)}.get(name)
     return need is None or all(need(c) for c in cases)
 
 
@@ -75,6 +78,7 @@ def load_cases(pool: Pool) -> list[Case]:
     domain = {r["unit_id"]: r["domain"] for r in index.rows("SELECT unit_id, domain FROM units WHERE kind = 'unit'")}
     seed_domains = {r["domain"] for r in index.rows("SELECT domain FROM units WHERE kind = 'seedmix'")}
     single = {(r["mixture"][0], r["eval_set"]): r["lp"] for r in merged if len(r["mixture"]) == 1}
+    drift = private.penalties(index)
     seed = {r["eval_set"]: r["lp"] for r in Index(pool).rows("SELECT eval_set, ln(ppl) AS lp FROM mixture_perplexity "
                                                              "WHERE method = 'seed'")}
     cases = []
@@ -87,8 +91,11 @@ def load_cases(pool: Pool) -> list[Case]:
         # one unit's task vector summed is that unit's member: its merged row is its task-sum row
         ts = r["lp"] if len(mix) == 1 else tsum.get((mix, wkey(r["weights"]), ev))
         key = (mix, wkey(r["weights"]), ev)
+        measured = all((u, ev) in drift for u in mix)
         cases.append(Case(mix, wkey(r["weights"]), ev, r["lp"], ts, tuple(single[(u, ev)] for u in mix), relation,
-                          seed.get(ev), ens.get(key), scaled.get(key)))
+                          seed.get(ev), ens.get(key), scaled.get(key),
+                          tuple(drift[(u, ev)][0] for u in mix) if measured else None,
+                          tuple(drift[(u, ev)][1] for u in mix) if measured else None))
     return sorted(cases, key=lambda c: (c.eval_set, c.k, c.mixture, c.weights))
 
 

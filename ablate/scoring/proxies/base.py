@@ -27,6 +27,10 @@ class Case:
     seed: float | None = None  # log ppl of the seed itself (the union of no unit)
     ensemble: float | None = None  # log ppl of the members' per-token mixture, where scored
     scaled: dict | None = None  # {alpha: log ppl of seed + alpha * sum_i w_i (member_i - seed)}, where scored
+    # per member, in mixture order, where its unit has a replicate member (scoring/drift.py): the merge's private
+    # penalty A and the ensemble's mixing bonus B on this eval set, in log ppl
+    drift: tuple[float, ...] | None = None
+    bonus: tuple[float, ...] | None = None
 
     @property
     def key(self) -> Key:
