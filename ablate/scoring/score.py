@@ -21,14 +21,15 @@ import ablate.scoring.proxies as proxies
 from ablate.core.config import StudyConfig
 from ablate.models.device import eval_precision
 from ablate.core.energy import Meter
-from ablate.scoring.tasks import attach_accuracy, evaluate_eval_set, predicted_per_window
+from ablate.scoring.tasks import attach_accuracy, choice_tasks, evaluate_eval_set, predicted_per_window
 from ablate.store.index import Index
 from ablate.scoring.inplace import merged_model
 from ablate.scoring.merge import merge_id, parse_mixture
 from ablate.models.model import count_params, load_member
 from ablate.store.pool import Pool
 from ablate.core.progress import bar
-from ablate.store.results import Row, attach_cost, existing_rows, make_row, row_id, window_losses, write_rows
+from ablate.store.results import (Row, attach_cost, existing_rows, make_row, row_id, rows_without_examples,
+                                  window_losses, write_rows)
 from ablate.scoring.uncertainty import describe_gap, gaps_to_best
 from ablate.study.context import Study, load_study
 from ablate.study.budgets import BUDGETS
@@ -130,7 +131,8 @@ def score_mixture(cfg: StudyConfig, pool: Pool, items: list[str], weights: str |
     study = load_study(cfg, pool, eval_names)
     members = [study.unit_member(u) for u in unit_ids]
     mid = merge_id(members, weights)
-    done = set() if force else existing_rows(pool, study.precision)
+    # a stored row without accuracy (a sweep's, on a task with choices) is measured again, every choice this time
+    done = set() if force else existing_rows(pool, study.precision) - rows_without_examples(pool, choice_tasks(study))
     rows = []
     if not all(row_id("merged", mid, ev, cfg.eval.seq_len) in done for ev in study.evals):
         with Meter(cfg.energy) as meter:

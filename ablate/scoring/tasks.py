@@ -149,6 +149,11 @@ def correct_choices(task: TaskSet, nll: np.ndarray) -> np.ndarray | None:
     return np.array([bool(task.layout[r[np.argmin(per_byte[r])], 5]) for r in rows])
 
 
+def choice_tasks(study) -> list[str]:
+    """The loaded study's task eval sets with choices (a cloze task has one per example: no accuracy)."""
+    return [name for name, task in study.tasks.items() if len(task.layout) > task.n_examples]
+
+
 def evaluate_task(model, task: TaskSet, *, batch_size: int, precision: str | None = None,
                   per_token: bool = False) -> dict:
     """evaluate_tokens' dict for a task (the answers' sums, one "window" per example), plus `choice_nll`

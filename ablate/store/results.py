@@ -147,6 +147,17 @@ def task_correct(pool: Pool, row_ids: list[str]) -> dict[str, np.ndarray]:
     return {rid: np.asarray(v, dtype=bool) for rid, v in rows}
 
 
+def rows_without_examples(pool: Pool, eval_sets: list[str]) -> set[str]:
+    """Ids of the rows on these eval sets (tasks with choices) that kept no per-example record: a sweep's, which
+    ran the answers only (bits per byte, no accuracy)."""
+    if not eval_sets or (not pool.index_path.exists() and not pool.results_dir.exists()):
+        return set()
+    marks = ", ".join("?" for _ in eval_sets)
+    _, rows = Index(pool).query(f"SELECT row_id FROM mixture_perplexity WHERE eval_set IN ({marks}) AND row_id NOT IN "
+                                f"(SELECT row_id FROM task_examples)", list(eval_sets))
+    return {r[0] for r in rows}
+
+
 def write_search_rows(pool: Pool, search_id: str, rows: list[dict]) -> None:
     """A search's ranking (the `searches` table): its own file under searches/ (the truth), then the index."""
     blob = "".join(json.dumps(r) + "\n" for r in rows).encode()

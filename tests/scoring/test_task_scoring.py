@@ -106,3 +106,28 @@ def test_sweep_target_search_and_optimize_take_a_task(task_pool, capsys):
     # both answer-token log perplexities of the same order (a broken mask would count the context: far apart)
     assert set(rows) == {"merged", "ensemble"} and all(0 < r["held_uniform"] < 10 for r in rows.values())
     assert abs(rows["merged"]["held_uniform"] - rows["ensemble"]["held_uniform"]) < 0.05
+
+
+def test_score_mixture_gives_accuracy_where_the_sweep_stored_bits_per_byte_only(study, task_pool, tmp_path, capsys):
+    from conftest import copy_study
+    from ablate.data.corpus import study_corpus
+    from ablate.data.units import split_units
+
+    cfg, pool = copy_study(study[0], tmp_path / "copy")  # the task split into a pool none of the tests here scored
+    cfg = type(cfg).model_validate({**cfg.model_dump(), "eval_sets": task_pool[1].model_dump()["eval_sets"]})
+    split_units(cfg, pool, study_corpus(cfg), log=lambda *a: None)
+    path, units = write_config(cfg, tmp_path / "study.yaml"), study[2]
+    pair = [units[1], units[3]]
+    code, _, err = run_cli(["sweep", "--max-size", "2", "--units", ",".join(pair), "--eval", "ending", "-c", str(path)],
+                           capsys)
+    assert code == 0, err
+    query = (f"SELECT count(*) AS n FROM task_accuracy WHERE method = 'merged' AND eval_set = 'ending' AND "
+             f"mixture = ['{pair[0]}', '{pair[1]}']")
+    code, out, _ = run_cli(["sql", query, "--format", "json", "-c", str(path)], capsys)
+    assert json.loads(out)[0]["n"] == 0  # the sweep ran the answers only: its row has no accuracy
+    code, out, err = run_cli(["score-mixture", *pair, "--eval", "ending", "-c", str(path)], capsys)
+    assert code == 0, err
+    merged = [line for line in out.splitlines() if line.strip("│ ").startswith("merged ")]
+    assert merged and "%" in merged[0], out  # the choices' losses computed for the reused row, not "-"
+    code, out, _ = run_cli(["sql", query, "--format", "json", "-c", str(path)], capsys)
+    assert json.loads(out)[0]["n"] == 1  # task_accuracy (and so the report's Tasks tables) holds the merged model
