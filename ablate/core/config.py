@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from ablate.core.errors import UsageError
+from ablate.core.textfile import read_text
 from ablate.core.sections import (DEVICE_SPEC, CorpusConfig, EnergyConfig, EvalConfig,  # noqa: F401  (re-exported)
                                   EvalFileConfig, FidelityConfig, OptimizeConfig, SeedConfig, TokenizerConfig,
                                   TrainConfig, UnitsConfig, Strict)
@@ -154,10 +155,10 @@ def _resolve_paths(tree: dict, base: Path) -> None:
 
 def _read_tree(path: Path) -> dict:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
     except FileNotFoundError:
         raise UsageError(f"config file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise UsageError(f"cannot read config {path}: {exc}") from None
     try:
         tree = yaml.safe_load(text) or {}

@@ -30,6 +30,7 @@ from typing import Callable, Iterable
 
 from ablate.data.debian import DEBIAN_DOMAINS, FORTUNES, Doc, DomainSpec, fortune_docs, require_packages  # noqa: F401
 from ablate.core.errors import AblateError, UsageError
+from ablate.core.textfile import read_text
 from ablate.store.pool import atomic_write_bytes, atomic_write_json
 
 def _write_domain(out: Path, domain: str, docs: Iterable[Doc], cap: int | None) -> dict:
@@ -158,13 +159,6 @@ def _corpus_files(path: Path) -> list[Path]:
     return files
 
 
-def _decode(path: Path) -> str:
-    try:
-        return path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise UsageError(f"{path} is not UTF-8 text (bad byte at offset {e.start})") from None
-
-
 def _json_error(path: Path, e: ValueError, line: int) -> str:
     """File, line and column of a JSON error: json's own message ("Unterminated string starting at") ends
     where its position was, which `e.msg` leaves off."""
@@ -173,9 +167,9 @@ def _json_error(path: Path, e: ValueError, line: int) -> str:
     return f"{path}:{line}:{col or 1}: invalid JSON: {msg}{'' if msg.endswith(' at') else ' at'} {where}"
 
 
-def _check_json(path: Path, fields: tuple[str, str]) -> int:
-    """Validate a JSON Lines (or JSON array) file row by row; return the row count."""
-    text = _decode(path)
+def _read_json(path: Path, fields: tuple[str, str]) -> list[dict]:
+    """The rows of a JSON Lines (or JSON array) file, each checked (an object with both fields as strings)."""
+    text = read_text(path)
     if path.suffix == ".json" and text.lstrip().startswith("["):
         try:
             rows = [(1, r) for r in json.loads(text)]
@@ -197,7 +191,7 @@ def _check_json(path: Path, fields: tuple[str, str]) -> int:
                 raise UsageError(f"{path}:{n}: missing field '{field}' (has: {', '.join(row)})")
         if not isinstance(row[fields[1]], str) or not isinstance(row[fields[0]], (str, type(None))):
             raise UsageError(f"{path}:{n}: fields '{fields[0]}' and '{fields[1]}' must be strings")
-    return len(rows)
+    return [row for _, row in rows]
 
 
 def _split_txt(text: str) -> list[str]:
@@ -209,21 +203,19 @@ def _split_txt(text: str) -> list[str]:
 
 
 def _load_file(path: Path, fmt: str, fields: tuple[str, str], cache: str) -> list[tuple]:
+    """(domain, text) of each document of one file. JSON and text go through the one reader of a user's text
+    (ablate/core/textfile.py: a leading byte-order mark dropped); Parquet, binary, through `datasets`."""
     import datasets
 
-    if fmt == "json" and _check_json(path, fields) == 0:
-        return []
+    if fmt == "json":
+        return [(row[fields[1]], row[fields[0]]) for row in _read_json(path, fields)]
     if fmt == "text":
-        _decode(path)
-    kw = {"sample_by": "document", "keep_linebreaks": True} if fmt == "text" else {}
+        return [(path.stem, d) for d in _split_txt(read_text(path))]
     try:
-        ds = datasets.load_dataset(fmt, data_files=[str(path)], split="train", cache_dir=cache,
-                                   **kw)
+        ds = datasets.load_dataset(fmt, data_files=[str(path)], split="train", cache_dir=cache)
     except Exception as e:  # datasets/pyarrow raise many types for unreadable files
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise UsageError(f"cannot read {path}: {first}") from None
-    if fmt == "text":
-        return [(path.stem, d) for t in ds["text"] for d in _split_txt(t)]
     for field in fields:
         if field not in ds.column_names:
             raise UsageError(f"{path}: missing field '{field}' (has: {', '.join(ds.column_names)})")

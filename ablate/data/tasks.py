@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ablate.core.errors import AblateError, UsageError
+from ablate.core.textfile import decode_text
 from ablate.store.pool import atomic_write_bytes
 
 LAYOUT_COLUMNS = ("example", "ctx_start", "ctx_end", "choice_start", "choice_end", "is_answer")
@@ -64,9 +65,9 @@ def read_task_file(name: str, spec) -> tuple[list[Example], str]:
         raise UsageError(f"eval set {name!r}: file not found: {path}")
     raw = path.read_bytes()
     try:
-        lines = raw.decode("utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"eval set {name!r}: {path}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+        lines = decode_text(raw, path).splitlines()  # a leading byte-order mark dropped (core/textfile.py)
+    except UsageError as exc:
+        raise UsageError(f"eval set {name!r}: {exc}") from None
     examples, total = [], 0
     for n, line in enumerate(lines, 1):
         if not line.strip():

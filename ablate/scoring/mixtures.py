@@ -42,6 +42,7 @@ from pathlib import Path
 
 from ablate.core.energy import Meter
 from ablate.core.errors import UsageError
+from ablate.core.textfile import read_text
 from ablate.scoring.inplace import merged_model
 from ablate.scoring.merge import gray_code_order, merge_id, parse_mixture
 from ablate.store.results import attach_cost, row_id, write_rows
@@ -178,13 +179,13 @@ def read_mixtures(path: Path, known: list[str]) -> list[Entry]:
     """Every mixture of the file, checked against the pool's units, before anything is scored."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
     except FileNotFoundError:
         raise UsageError(f"--mixtures {path}: no such file") from None
     except IsADirectoryError:
         raise UsageError(f"--mixtures {path} is a directory, not a file") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"--mixtures {path} is not UTF-8 text") from None
+    except UsageError as exc:  # not UTF-8
+        raise UsageError(f"--mixtures {exc}") from None
     except OSError as exc:
         raise UsageError(f"--mixtures {path}: cannot read it ({exc.strerror})") from None
     known_set, entries, seen = set(known), [], set()

@@ -22,6 +22,7 @@ import torch
 
 from ablate.core.config import StudyConfig, config_hash
 from ablate.core.errors import AblateError, UsageError
+from ablate.core.textfile import read_text
 from ablate.train.locks import member_job
 from ablate.models.model import (count_params, dropout_of, llama_config, model_from_config, quiet_transformers,
                                  save_weights, unique_state, versions)
@@ -148,7 +149,7 @@ _COSMETIC = ("_name_or_path", "transformers_version")
 def _config_json(src: Path) -> dict:
     """config.json as the id sees it: its contents minus _COSMETIC (config_hash sorts the keys)."""
     try:
-        data = json.loads((src / "config.json").read_text())
+        data = json.loads(read_text(src / "config.json"))
     except (OSError, ValueError) as exc:
         raise UsageError(f"{src / 'config.json'} is not readable JSON: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
