@@ -53,10 +53,23 @@ class StudyConfig(Strict):
     demo_noise_unions: int = Field(1, ge=0)  # unions per truth the demo retrains with a 2nd data order (noise floor)
     demo_search_grid: list[float] = [1.0, 2.0]  # weights grid of the demo's mixture search
     # a multiple-choice task the demo builds offline (ablate/data/task_builders.py) and scores as an eval set beside
-    # the text ones; None: text only
+    # the text ones; None: text only. Unnamed, it is the demo's only on the Debian corpus (_own_study_no_demo_task)
     demo_task: Optional[Literal["webster-definition", "fortune-ending"]] = "webster-definition"
     fidelity: FidelityConfig = FidelityConfig()
     optimize: OptimizeConfig = OptimizeConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _own_study_no_demo_task(cls, data):
+        # a study on the user's own files gets only what its config names: the demo's dictionary task would be
+        # built next to their corpus and scored as one of their eval sets. The default stays the demo's
+        # (configs/demo.yaml spells it out), so a config written by `config show --set corpus.source=files` says null.
+        if isinstance(data, dict) and "demo_task" not in data:
+            corpus = data.get("corpus") or {}
+            source = corpus.get("source") if isinstance(corpus, dict) else getattr(corpus, "source", None)
+            if (source or CorpusConfig().source) != "debian":
+                data = {**data, "demo_task": None}
+        return data
 
     @field_validator("device")
     @classmethod

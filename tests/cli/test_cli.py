@@ -60,6 +60,7 @@ def test_demo_trains_both_ground_truths_and_validates_a_weighted_search(study, t
 
     cfg, pool = copy_study(study[0], tmp_path / "s")
     cfg.demo_unions, cfg.demo_noise_unions, cfg.demo_search_grid = "pairs", 1, [1.0, 3.0]
+    cfg.demo_task = "webster-definition"  # on local files a study gets the demo's task only when it names it
     path = write_config(cfg, tmp_path / "demo.yaml")
     code, out, err = run_cli(["demo", "-c", str(path), "--report", str(tmp_path / "rep")], capsys)
     assert code == 0, err

@@ -23,6 +23,23 @@ def test_demo_yaml_is_the_embedded_default(monkeypatch):
     assert shipped.model_copy(update={"pool": default.pool, "corpus": default.corpus}) == default
 
 
+def test_an_own_study_gets_the_demo_task_only_when_its_config_names_it(tmp_path, capsys):
+    from ablate.workflows.demo import add_demo_task
+
+    # the config docs/own-data.md makes (`config show` on local files) says no task, and the demo adds none
+    code, out, err = run_cli(["config", "show", "--set", "corpus.source=files", "--set", "corpus.path=my_corpus"],
+                             capsys)
+    assert code == 0, err
+    (tmp_path / "my_study.yaml").write_text(out)
+    own = load_config(tmp_path / "my_study.yaml")
+    assert "demo_task: null" in out and own.demo_task is None
+    assert add_demo_task(own, log=lambda *a: None) is None and not own.eval_sets
+    # named, it is theirs; the demo's own config (the Debian corpus) keeps it
+    named = load_config(None, ["corpus.source=files", "demo_task=fortune-ending"])
+    assert named.demo_task == "fortune-ending"
+    assert load_config(ROOT / "configs" / "demo.yaml").demo_task == StudyConfig().demo_task == "webster-definition"
+
+
 def test_relative_paths_resolve_against_the_config_file(tmp_path, monkeypatch):
     folder = tmp_path / "studies"
     folder.mkdir()
