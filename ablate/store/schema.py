@@ -97,6 +97,8 @@ MIN_MIXTURES = 3
 # truth: a union of the same units and weights, any budget (sum = k x one unit's tokens,
 # unit = one unit's tokens); a fitted proxy's row only meets the truth it was fitted for.
 VIEWS = {
+    # the README and the commands call them members: the same rows under that name (`models` stays, as before)
+    "members": "SELECT * FROM models",
     # a task's rows: the answer's bits per byte (the objective every ranking reads) beside accuracy
     "task_accuracy": """
         SELECT m.method, m.mixture, m.weights, m.k, m.eval_set, m.budget, m.replicate, m.bits_per_byte,

@@ -172,3 +172,12 @@ def test_an_index_from_an_older_schema_is_rebuilt(study_copy):
     from ablate.workflows.steps import score_mixture
     rows = score_mixture(cfg, pool, ["fortunes-00", "literature-01"], eval_names=["fortunes"])
     assert {r["method"] for r in rows} >= {"merged", "seed"}
+
+
+def test_members_is_the_models_table_under_the_name_the_commands_use(study_copy, tmp_path, capsys):
+    cfg, _, _, _ = study_copy
+    c = ["-c", str(write_config(cfg, tmp_path / "c.yaml"))]
+    code, out, err = run_cli(["sql", "select kind, count(*) as n from members group by kind order by kind", "--format",
+                              "csv", *c], capsys)
+    assert code == 0, err
+    assert out.splitlines() == ["kind,n", "seed,1", "union,1", "unit,4"]
