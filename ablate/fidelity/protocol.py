@@ -226,10 +226,14 @@ def write_markdown(results: list[dict], out: Path, seconds: float, sources: list
     order = {"unit": 0, "sum": 1}
     rows.sort(key=lambda r: (order.get(r["budget"], 9), M_LABELS.index(r["m_label"]), r["proxy"], r["study"],
                              r["eval_set"]))
+    # what this run was, as the command that reruns it: a user's `ablate fidelity my.yaml --out my.md` is not
+    # `make fidelity`, and its raw numbers are my.json
+    make = " (`make fidelity`: every `configs/fidelity/*.yaml`)" if Path(out).as_posix().endswith(
+        "docs/results/FIDELITY.md") else ""
     lines = ["# Fidelity: how well each proxy ranks mixtures, per ground truth", "",
-             "Regenerate: `make fidelity` (= `ablate fidelity --out docs/results/FIDELITY.md`, every `configs/fidelity/*.yaml`;"
-             f" this run: {seconds / 60:.1f} min, reusing whatever its pools already held). Raw numbers: "
-             "`FIDELITY.json`.", "",
+             f"Ran: `{' '.join(['ablate fidelity', *sources])} --out {out}`{make}; {len(sources)} "
+             f"stud{'y' if len(sources) == 1 else 'ies'}, {seconds / 60:.1f} min, reusing whatever its pools already "
+             f"held. Raw numbers: `{Path(out).with_suffix('.json').name}`, beside this file.", "",
              "Every figure is out of sample: a fitted proxy is fitted on m unions chosen by `suggest-unions` "
              "(plus the units alone, which are free) and scored only on the other ground-truth mixtures; the "
              "unfitted proxies are scored on the same held-out mixtures. m = 0 means no union was trained.", "",

@@ -65,3 +65,11 @@ def test_unit_lengths_and_a_study_section_survive_the_protocol_rewrite(study, tm
         code, _, err = run_cli(["fidelity", str(path), "--unit-steps", bad, "--out", str(out)], capsys)
         assert code == 2 and err.count("error:") == 1 and "--unit-steps" in err and "Traceback" not in err
     assert tree_digest(tmp_path) == before
+
+
+def test_the_header_names_the_configs_run_and_the_json_written(tmp_path):
+    out = write_markdown([], tmp_path / "my.md", 90.0, ["my.yaml"])
+    head = out.read_text().split("Every figure")[0]
+    assert f"`ablate fidelity my.yaml --out {out}`" in head and "1 study, 1.5 min" in head
+    assert "`my.json`" in head and (tmp_path / "my.json").exists()
+    assert "make fidelity" not in head and "FIDELITY.json" not in head
