@@ -20,21 +20,21 @@ import typer
 
 from ablate.cli.shared import (ConfigOpt, DryOpt, ForceOpt, MaxLossOpt, ObjectiveOpt, ScreenOpt, SetOpt, TargetOpt,
                                TargetWeightsOpt, TruthOpt, WeightsOpt, open_study, print_rows, say, say_screen)
-from ablate.core.errors import UsageError
+from ablate.core.errors import UsageError, split_names, unknown_name
 from ablate.core.formats import fmt
 from ablate.study.budgets import DEFAULT_TRUTH
 
 
 def score_mixture_cmd(units: Annotated[list[str], typer.Argument(help="units of the mixture; a+b is a macro group")],
                       weights: WeightsOpt = None,
-                      eval_: Annotated[Optional[list[str]], typer.Option("--eval", help="eval set (repeatable)")] = None,
+                      eval_: Annotated[Optional[list[str]], typer.Option("--eval", help="eval set(s): comma list and/or repeated")] = None,
                       config: ConfigOpt = None, set_: SetOpt = None, dry_run: DryOpt = False, force: ForceOpt = False):
     """Average the units' members in memory and evaluate; also the union (if trained) and the seed."""
     from ablate.workflows.steps import score_mixture
 
     cfg, pool = open_study(config, set_, dry_run)
     notes: list[str] = []  # said after the table, where the reader's eye is
-    rows = score_mixture(cfg, pool, units, weights, eval_ or None, force, warn=notes.append)
+    rows = score_mixture(cfg, pool, units, weights, split_names(eval_) or None, force, warn=notes.append)
     tasks = ["accuracy"] if any("accuracy" in r for r in rows) else []  # a task eval set: accuracy beside bits/byte
     print_rows(["method", "budget", "eval_set", "ppl", "bits_per_byte", *tasks, "n_tokens", "eval_s", "vs_best",
                 "tied_best"], rows)
@@ -70,7 +70,7 @@ def export_mixture_cmd(units: Annotated[list[str], typer.Argument(help="units of
 def sweep(max_size: Annotated[Optional[int], typer.Option("--max-size", help="largest mixture size")] = None,
           units: Annotated[Optional[str], typer.Option("--units", help="comma-separated unit ids (default all)")] = None,
           jobs: Annotated[Optional[int], typer.Option("--jobs", help="worker processes")] = None,
-          eval_: Annotated[Optional[list[str]], typer.Option("--eval", help="eval set (repeatable)")] = None,
+          eval_: Annotated[Optional[list[str]], typer.Option("--eval", help="eval set(s): comma list and/or repeated")] = None,
           backend: Annotated[str, typer.Option("--backend", help="local (joblib) | dask | dask-local")] = "local",
           scheduler: Annotated[Optional[str], typer.Option("--scheduler",
                                                            help="Dask scheduler, tcp://HOST:PORT (--backend dask)")] = None,
@@ -100,7 +100,7 @@ def sweep(max_size: Annotated[Optional[int], typer.Option("--max-size", help="la
         goal = parse_objective(target, [ev["domain"] for ev in eval_sets(pool)], kind=objective,
                                target_weights=target_weights, max_loss=max_loss)
     out = run_sweep(cfg, pool, unit_list, max_size=max_size, sizes=sizes, sample=sample, seed=sample_seed,
-                    mixtures_file=mixtures, jobs=jobs, eval_names=eval_ or None, force=force,
+                    mixtures_file=mixtures, jobs=jobs, eval_names=split_names(eval_) or None, force=force,
                     backend=backend, scheduler=scheduler, workers=workers, screen=screen, log=say)
     say(f"sweep: {out['mixtures']} mixtures ({out['scored']} scored, {out['cached']} cached), "
         f"{out['reference_rows']} seed/union rows, {out['seconds']:.1f} s")
@@ -166,6 +166,11 @@ def search(target: TargetOpt = None, target_weights: TargetWeightsOpt = None, ob
     from ablate.scoring.uncertainty import describe_gap
 
     cfg, pool = open_study(config, set_)
+    if method is not None:
+        import ablate.scoring.proxies as proxies
+
+        if method not in proxies.names():
+            raise unknown_name("proxy method", method, proxies.names(), where="--method: ")
     grid = None
     if weights_grid:
         grid = [float(x) for x in weights_grid.split(",")] if all(

@@ -26,7 +26,7 @@ import hashlib
 
 import numpy as np
 
-from ablate.core.errors import UsageError
+from ablate.core.errors import UsageError, split_names, unknown_name
 from ablate.store.pool import Pool, read_json
 
 
@@ -82,11 +82,11 @@ def eval_sets(pool: Pool, names: list[str] | None = None) -> list[dict]:
     available = {p.stem.removeprefix("eval-"): p for p in sorted(pool.eval_dir.glob("eval-*.json"))}
     if not available:
         raise UsageError(f"no eval sets in {pool.root}: run `ablate units split` first")
-    chosen = names or sorted(available)
+    chosen = split_names(names) or sorted(available)  # `--eval a,b` as `--eval a --eval b`
     out = []
     for name in chosen:
         if name not in available:
-            raise UsageError(f"unknown eval set {name!r} (known: {', '.join(sorted(available))})")
+            raise unknown_name("eval set", name, available)
         out.append(read_json(available[name], "eval sidecar"))
     return out
 

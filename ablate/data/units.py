@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ablate.core.config import StudyConfig, config_hash
-from ablate.core.errors import AblateError, UsageError
+from ablate.core.errors import AblateError, UsageError, unknown_name
 from ablate.data.tasks import read_task_file, task_row, tokenize_cached
 from ablate.data.evalsets import check_window, count_contaminated, doc_digest, load_eval_file, unit_documents
 from ablate.data.evalsets import eval_sets, load_eval_tokens  # noqa: F401 (re-exported: readers import them here)
@@ -356,8 +356,9 @@ def unit_meta(pool: Pool, unit_id: str) -> dict:
     path = pool.units_dir / f"{unit_id}.json"
     if not path.exists():
         known = unit_ids(pool)
-        hint = f" (known: {', '.join(known)})" if known else " (run `ablate units split` first)"
-        raise UsageError(f"unknown unit {unit_id!r}{hint}")
+        if not known:
+            raise UsageError(f"unknown unit {unit_id!r} (run `ablate units split` first)")
+        raise unknown_name("unit", unit_id, known)
     return read_json(path, "unit sidecar")
 
 

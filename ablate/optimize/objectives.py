@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ablate.core.errors import UsageError
+from ablate.core.errors import UsageError, split_names, unknown_name
 
 KINDS = ("mean", "worst")
 GUARD_PENALTY = 20.0  # nats of objective per nat of guard violation
@@ -102,11 +102,6 @@ class Objective:
         return all(logppl[g] - reference[g] <= math.log1p(pct / 100) + 1e-12 for g, pct in self.guards)
 
 
-def split_names(raw: list[str] | None) -> list[str]:
-    """`--target a,b --target c` -> [a, b, c] (empty pieces dropped: a trailing comma is not a set)."""
-    return [p.strip() for item in raw or [] for p in item.split(",") if p.strip()]
-
-
 def parse_objective(targets: list[str] | None, known: list[str], *, kind: str = "mean",
                     target_weights: str | None = None, max_loss: list[str] | None = None) -> Objective:
     """The objective from the command line's words, checked against the pool's eval sets (`known`)."""
@@ -124,7 +119,7 @@ def parse_objective(targets: list[str] | None, known: list[str], *, kind: str = 
 def _check_sets(names: list[str], known: list[str], option: str) -> None:
     for name in names:
         if name not in known:
-            raise UsageError(f"{option}: unknown eval set {name!r} (this pool has: {', '.join(sorted(known))})")
+            raise unknown_name("eval set", name, known, where=f"{option}: ")
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise UsageError(f"{option}: eval set {twice[0]!r} named twice")
@@ -161,5 +156,5 @@ def _parse_guard(raw: str, known: list[str], targets: list[str]) -> tuple[str, f
     if name in targets:
         raise UsageError(f"--max-loss {raw!r}: {name!r} is a target; a guard protects another eval set")
     if name not in known:
-        raise UsageError(f"--max-loss: unknown eval set {name!r} (this pool has: {', '.join(sorted(known))})")
+        raise unknown_name("eval set", name, known, where="--max-loss: ")
     return name, value

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ablate.core.energy import Meter
-from ablate.core.errors import UsageError
+from ablate.core.errors import UsageError, unknown_name
 from ablate.core.textfile import read_text
 from ablate.scoring.inplace import merged_model
 from ablate.scoring.merge import gray_code_order, merge_id, parse_mixture
@@ -199,8 +199,7 @@ def read_mixtures(path: Path, known: list[str]) -> list[Entry]:
             raise UsageError(f"{path}:{no}: {exc}") from None
         unknown = [u for u in entry.units if u not in known_set]
         if unknown:
-            shown = ", ".join(known[:4]) + (f", ... ({len(known)} in all)" if len(known) > 4 else "")
-            raise UsageError(f"{path}:{no}: unknown unit {unknown[0]!r} (the pool's units: {shown or 'none'})")
+            raise unknown_name("unit", unknown[0], known, where=f"{path}:{no}: ")
         key = (entry.units, tuple(round(w, 12) for w in entry.weights))
         if key not in seen:
             seen.add(key)

@@ -72,3 +72,30 @@ def test_optimize_names_every_missing_member_with_the_users_set_and_c(study_copy
     code, _, err = run_cli(["optimize", "--target", "literature", "--units", "fortunes-00,literature-00",
                             "--max-epochs", "3", "--set", "train.lr=0.0001", "-c", str(path)], capsys)
     assert code == 2 and "optimize.max_epochs" not in err and "--set train.lr=0.0001`" in err, err
+
+
+def test_names_take_comma_lists_and_a_near_miss_gets_did_you_mean(study_copy, tmp_path, capsys):
+    cfg, _, _, _ = study_copy
+    c = ["-c", str(write_config(cfg, tmp_path / "c.yaml"))]
+    code, out, err = run_cli(["score-mixture", "fortunes-00", "literature-00", "--eval", "fortunes,literature", *c],
+                             capsys)
+    assert code == 0, err
+    assert "fortunes " in out and "literature " in out  # `--eval a,b` as `--target a,b`: both eval sets scored
+    (tmp_path / "mixes.txt").write_text("fortunes-00 literatur-00\n")
+    for args, refusal in [
+        (["score-mixture", "fortunes-00", "literature-00", "--eval", "fortune"],
+         "unknown eval set 'fortune' (known: fortunes, literature); did you mean 'fortunes'?"),
+        (["score-mixture", "fortunes_00", "literature-00"], "unknown unit 'fortunes_00' (known: fortunes-00, "
+         "fortunes-01, literature-00, literature-01); did you mean 'fortunes-00'?"),
+        (["sweep", "--units", "fortunes-00,literatur-00"], "did you mean 'literature-00'?"),
+        (["sweep", "--mixtures", str(tmp_path / "mixes.txt")], "mixes.txt:1: unknown unit 'literatur-00'"),
+        (["search", "--target", "literatur"], "--target: unknown eval set 'literatur' (known: fortunes, literature); "
+         "did you mean 'literature'?"),
+        (["search", "--target", "fortunes", "--max-loss", "literatur:2"], "did you mean 'literature'?"),
+        (["search", "--target", "fortunes", "--method", "mergd"], "--method: unknown proxy method 'mergd'"),
+        (["search", "--target", "fortunes", "--method", "mergd"], "did you mean 'merged'?"),
+        (["score-mixture", "fortunes-00", "literature-00", "--eval", "klingon"], "(known: fortunes, literature)"),
+    ]:
+        code, _, err = run_cli([*args, *c], capsys)
+        assert code == 2 and err.count("\n") == 1 and refusal in err, (args, err)
+    assert "did you mean" not in err  # nothing close: the list alone
