@@ -1,8 +1,17 @@
-"""What the terminal shows: rich progress bars on stderr, result lines on stdout."""
+"""What the terminal shows: rich progress bars on stderr, result lines on stdout.
+
+How to run (every long loop of ablate reports through `bar`):
+    with bar("sweep", 15, fields={"rate": "-"}) as update:
+        update(1, rate="12.3")
+
+On a terminal it is a rich bar; with stderr going to a file (a log, CI, nohup) a bar would print nothing until it
+ends, so it is a plain line every PLAIN_EVERY_S seconds: "sweep: 5/15 (33 %), rate=12.3, 110 s elapsed, ETA 220 s".
+"""
 
 from __future__ import annotations
 
 import os
+import time
 from contextlib import contextmanager
 
 from rich.console import Console
@@ -19,6 +28,9 @@ def quiet() -> bool:
 
 # A bar line is never wider than this: on a wide terminal the bar stays readable instead of spanning it.
 WIDEST = 100
+# Off a terminal: a progress line at most this often (and one at the end), read from `clock` (tests replace it).
+PLAIN_EVERY_S = 10.0
+clock = time.monotonic
 
 
 class _FittedProgress(Progress):
@@ -53,6 +65,10 @@ def bar(description: str, total: int, completed: int = 0, fields: dict | None = 
         yield lambda advance=1, **values: None
         return
     fields, labels = dict(fields or {}), dict(labels or {})
+    if not console.is_terminal:
+        with _plain_bar(description, total, completed, fields, labels) as update:
+            yield update
+        return
     text = " ".join(labels.get(k, f"{k}={{}}").replace("{}", f"{{task.fields[{k}]}}") for k in fields)
     # labels and fields carry user names (units, eval sets, files): plain text, never console markup
     def fixed():
@@ -73,6 +89,32 @@ def bar(description: str, total: int, completed: int = 0, fields: dict | None = 
             progress.update(task, advance=advance, **values)
 
         yield update
+
+
+@contextmanager
+def _plain_bar(description: str, total: int, completed: int, fields: dict, labels: dict):
+    """`bar` off a terminal: one plain line every PLAIN_EVERY_S seconds of work, and one when it ends."""
+    state = {"done": completed, "start": clock(), "said": clock(), "last": "", **fields}
+
+    def line(now: float) -> str:
+        done, elapsed = state["done"], now - state["start"]
+        shown = [labels.get(k, f"{k}={{}}").replace("{}", str(state[k])) for k in fields]
+        rate = (done - completed) / elapsed if elapsed > 0 else 0.0
+        eta = [f"ETA {(total - done) / rate:.0f} s"] if rate > 0 and done < total else []
+        return ", ".join([f"{description}: {done}/{total} ({100 * done / total:.0f} %)", *shown,
+                          f"{elapsed:.0f} s elapsed", *eta])
+
+    def update(advance: int = 1, **values):
+        state["done"] += advance
+        state.update(values)
+        now = clock()
+        if not quiet() and now - state["said"] >= PLAIN_EVERY_S:
+            state["said"], state["last"] = now, line(now)
+            console.print(state["last"], markup=False, highlight=False)
+
+    yield update
+    if not quiet() and line(clock()) != state["last"]:  # the end, unless the last line said it
+        console.print(line(clock()), markup=False, highlight=False)
 
 
 def final_loss_window(steps: int) -> int:
