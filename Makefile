@@ -13,7 +13,7 @@ DEB_PACKAGES := bible-kjv dict-gcide dict-foldoc dict-jargon fortunes fortunes-m
 # The fidelity protocol also renders man pages (configs/fidelity/*.yaml use the manpages domain).
 FIDELITY_PACKAGES := manpages manpages-dev man-db bsdextrautils
 
-.PHONY: demo test bench bench-135m fidelity fidelity-real fidelity-lengths debian-packages clean
+.PHONY: demo test bench bench-135m fidelity fidelity-real fidelity-lengths gpu-pack gpu-wheels gpu-study debian-packages clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -73,5 +73,21 @@ fidelity-lengths: $(VENV)/.installed
 	$(MAKE) debian-packages EXTRA_PACKAGES="$(FIDELITY_PACKAGES)"
 	HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 $(BIN)/ablate fidelity configs/fidelity/literary-code.yaml --unit-steps 32,128,512 --out docs/results/FIDELITY.md
 
+# One fidelity study on one GPU in <= 9 min (configs/fidelity-gpu/gpu-study.yaml; docs/scaling.md "Your own GPU").
+# Here, gpu-pack and gpu-wheels fill gpu-carry/ (~44 MB: the Debian corpus and its task file packed, and the wheels
+# a bare CUDA image lacks); there, `make gpu-study OUT=folder` reads only gpu-carry/ and the checkout (no network),
+# with the python that has torch (GPU_PYTHON; .venv's here). ARGS="--size tiny" is the CPU test's size (a smoke run).
+GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+gpu-pack: $(VENV)/.installed
+	$(MAKE) debian-packages EXTRA_PACKAGES="$(FIDELITY_PACKAGES)"
+	HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 $(BIN)/python bench/gpu_study.py pack
+
+gpu-wheels: $(VENV)/.installed
+	$(BIN)/python bench/gpu_study.py wheels
+
+gpu-study:
+	@test -n "$(OUT)" || { echo "usage: make gpu-study OUT=folder [ARGS='--size tiny']" >&2; exit 2; }
+	HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 $(GPU_PYTHON) bench/gpu_study.py run --out $(OUT) $(ARGS)
+
 clean:
-	rm -rf $(VENV) pool-fidelity models pool/index.duckdb pool/models pool/units pool/eval pool/cache pool/results pool/work pool/tokenizers report data
+	rm -rf $(VENV) pool-fidelity gpu-carry models pool/index.duckdb pool/models pool/units pool/eval pool/cache pool/results pool/work pool/tokenizers report data
