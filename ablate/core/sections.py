@@ -124,8 +124,10 @@ class TrainConfig(Strict):
     dropout: Literal["keep", "zero"] = "keep"
     checkpoint_every: int = Field(50, ge=1)
     threads: Optional[int] = Field(None, ge=1)  # torch CPU threads; None = torch default
-    # Speed knobs, not part of a member's id: torch.compile the training model (pays off on
-    # GPUs; on CPU it needs a C++ compiler); TF32 tensor cores for fp32 matmuls (CUDA only).
+    # torch.compile the training model (pays off on GPUs; on CPU it needs a C++ compiler). Its fused kernels sum
+    # in another order, so the weights differ in the last bits: true enters a member's (and a seed's) id
+    # (ablate/study/context.py Recipe.key), false adds nothing, so existing pools keep their members.
+    # TF32 tensor cores for fp32 matmuls (CUDA only): a speed knob, not part of the id.
     compile: bool = False
     tf32: bool = True
     # AdamW's implementation: auto = torch's own choice, how ablate has always trained (fused on CUDA, the

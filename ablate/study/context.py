@@ -5,8 +5,8 @@ How to run (from Python; every scoring command loads one of these first):
     study = load_study(cfg, pool, ["fortunes"])   # seed, eval tokens, byte table, device
     study.unit_member("fortunes-00")               # that unit's member id, or "run train-partition"
 
-A member's id is a hash of everything that determines its weights (seed, unit data, recipe,
-replicate, budget, dropout), so training asks `member_id` whether the member already exists and
+A member's id is a hash of everything that determines its weights (seed, unit data, recipe (with
+train.optimizer and train.compile where set), replicate, budget, dropout), so training asks `member_id` whether the member already exists and
 scoring asks it which member a unit is: both sides use this one function, never a copy.
 """
 
@@ -45,20 +45,24 @@ class Recipe:
     epochs: int
     data_seed: int
     optimizer: str = "auto"  # AdamW's implementation (train.optimizer)
+    compile: bool = False  # torch.compile (train.compile): fused kernels sum in another order, other floats
 
     def key(self) -> dict:
-        """The recipe as ids hash it and sidecars store it: the optimizer only when it is not auto, so
-        members trained before train.optimizer existed keep their ids (and their recipe_id)."""
+        """The recipe as ids hash it and sidecars store it: the optimizer only when it is not auto and compile
+        only when on, so members trained before either knob existed (or with neither) keep their ids (and their
+        recipe_id)."""
         key = asdict(self)
         if key["optimizer"] == "auto":
             del key["optimizer"]
+        if not key["compile"]:
+            del key["compile"]
         return key
 
 
 def member_recipe(cfg: StudyConfig, replicate: int = 0) -> Recipe:
     t = cfg.train
     return Recipe(t.seq_len, t.batch_size, t.lr, t.warmup_steps, t.min_lr_ratio, t.weight_decay, t.beta1,
-                  t.beta2, t.grad_clip, t.epochs, t.data_seed + 1000 * replicate, t.optimizer)
+                  t.beta2, t.grad_clip, t.epochs, t.data_seed + 1000 * replicate, t.optimizer, t.compile)
 
 
 def training_dropout(pool: Pool, seed_id: str, setting: str) -> tuple[object, dict[str, float]]:

@@ -44,7 +44,7 @@ def make_seed(cfg: StudyConfig, pool: Pool, *, force: bool = False, log=print) -
 def seed_recipe(cfg: StudyConfig) -> Recipe:
     s, t = cfg.seed, cfg.train
     return Recipe(s.seq_len, s.batch_size, s.lr, s.warmup_steps, 0.1, t.weight_decay, t.beta1, t.beta2,
-                  t.grad_clip, 1, s.init_seed)
+                  t.grad_clip, 1, s.init_seed, compile=t.compile)  # the seed trains compiled too (run_and_publish)
 
 
 def write_seed(pool: Pool, model, tok, seed_id: str, meta: dict) -> Path:
