@@ -193,7 +193,8 @@ def search(target: TargetOpt = None, target_weights: TargetWeightsOpt = None, ob
     say_ranking_notes(out, truth)
     if out.get("screened"):
         say_screen(out["screened"], out["dropped"])
-    say(f"{out['candidates']} candidates ({out['strategy']}); stored as {out['search_id']} in the `searches` table")
+    scope = f": {out['scope']}" if out.get("scope") and out["strategy"] == "exhaustive" else ""
+    say(f"{out['candidates']} candidates ({out['strategy']}{scope}); stored as {out['search_id']} in the `searches` table")
 
 
 def print_search_plan(cfg, pool, goal, *, validate_weighted: bool, **options) -> None:
@@ -208,7 +209,7 @@ def print_search_plan(cfg, pool, goal, *, validate_weighted: bool, **options) ->
     typer.echo(cfg.to_yaml(), nl=False)
     for line in (f"search plan: objective {p['objective'].describe()}",
                  f"  {len(p['units'])} units, mixtures of up to {p['size']}, weights grid {p['grid']}: "
-                 f"{p['n_all']} candidates, {how}",
+                 f"{p['n_all']} candidates ({p['scope']}), {how}",
                  f"  proxy {p['method']}, ground truth {p['truth']!r}; "
                  + (f"trains up to {trains} union(s) to validate" if trains else "trains nothing (no --validate)"),
                  "  dry run: nothing scored, trained or written"):

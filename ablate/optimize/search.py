@@ -7,13 +7,14 @@ How to run:
     ablate search --target quotes --max-candidates 500 --beam 8      # many units: beam search
     ablate search --target fiction,quotes --weights-grid 1,2         # the mean over two eval sets
 
-Candidates are every uniform mixture of up to `--max-size` units, plus weighted
+Candidates are every uniform mixture of up to `--max-size` units and, always, the uniform
+mixture of all units (the baseline `ablate optimize` compares against), plus weighted
 variants of the small ones (each unit's weight drawn from `--weights-grid`,
 normalized, duplicates removed). Each candidate is merged and evaluated on the
 target only (cached rows are reused). When there would be more than `--max-candidates`
 (default 2000; 64 units make 43,744 mixtures of up to 3), a beam search replaces the list:
 every single unit, then the `--beam` best mixtures of each size (by the proxy) grown by every
-other unit, up to `--max-size`, then the weighted variants of the `--beam` best of sizes 2-3;
+other unit, up to `--max-size`, the uniform mixture of all units, then the weighted variants of the `--beam` best of sizes 2-3;
 about n + beam·n·(max_size-1) candidates, and the best single is always among them. `--truth` names the question: `unit` (which
 composition at equal compute, the default) or `sum` (add data, k x budget). The proxy
 (`--method`) defaults to the protocol's best for the question (FIDELITY.md): `merged` for
@@ -60,12 +61,14 @@ from ablate.core.weights import is_uniform, wkey
 
 
 def candidates(units: list[str], max_size: int, grid: list[float], weighted_max_size: int = 3):
-    """(units, weights) pairs: uniform subsets, then weighted variants of subsets up to weighted_max_size."""
+    """(units, weights) pairs: uniform subsets, the uniform mixture of all units (`full_mixture`), then weighted
+    variants of subsets up to weighted_max_size."""
     out, seen = [], set()
     for k in range(1, max_size + 1):
         for combo in itertools.combinations(sorted(units), k):
             out.append((list(combo), [1.0 / k] * k))
             seen.add((combo, tuple([round(1.0 / k, 9)] * k)))
+    out += full_mixture(units, max_size)
     for k in range(2, min(max_size, weighted_max_size) + 1):
         for combo in itertools.combinations(sorted(units), k):
             for raw in itertools.product(grid, repeat=k):
@@ -77,6 +80,13 @@ def candidates(units: list[str], max_size: int, grid: list[float], weighted_max_
                 seen.add((combo, w))
                 out.append((list(combo), list(w)))
     return out
+
+
+def full_mixture(units: list[str], max_size: int) -> list[tuple[list[str], list[float]]]:
+    """The uniform mixture of all units when `max_size` leaves it out: the baseline `ablate optimize` compares
+    against (and worst-case objectives' reference) is always a candidate, whatever `--max-size` says."""
+    n = len(units)
+    return [(sorted(units), [1.0 / n] * n)] if max_size < n else []
 
 
 def weight_variants(k: int, grid: list[float]) -> list[tuple[float, ...]]:
@@ -92,8 +102,8 @@ def weight_variants(k: int, grid: list[float]) -> list[tuple[float, ...]]:
 
 
 def exhaustive_count(n: int, max_size: int, grid: list[float], weighted_max_size: int = 3) -> int:
-    """len(candidates(...)) without listing them."""
-    return sum(math.comb(n, k) for k in range(1, max_size + 1)) + sum(
+    """len(candidates(...)) without listing them (the all-units mixture counts once when max_size < n)."""
+    return sum(math.comb(n, k) for k in range(1, max_size + 1)) + (max_size < n) + sum(
         math.comb(n, k) * len(weight_variants(k, grid)) for k in range(2, min(max_size, weighted_max_size) + 1))
 
 
@@ -108,6 +118,9 @@ def beam_search(units: list[str], max_size: int, grid: list[float], width: int, 
     for size in range(2, max_size + 1):
         grown = sorted({tuple(sorted({*mix, u})) for mix in best(size - 1) for u in units if u not in mix})
         scores.update(score([(list(c), [1.0 / size] * size) for c in grown]))
+    full = [c for c in full_mixture(units, max_size) if (tuple(c[0]), wkey(c[1])) not in scores]
+    if full:
+        scores.update(score(full))
     weighted = [(list(c), list(w)) for k in range(2, min(max_size, weighted_max_size) + 1) for c in best(k)
                 for w in weight_variants(k, grid)]
     if weighted:
@@ -266,8 +279,11 @@ def plan(pool: Pool, target: str | Objective, *, max_size: int = 3, grid: list[f
     size, grid = min(max_size, len(units)), grid or [1.0]
     n_all = exhaustive_count(len(units), size, grid)
     strategy = "exhaustive" if n_all <= max_candidates else f"beam {beam}"
+    # what "exhaustive" covers, said where the count is shown: every mixture up to the size, and the full one
+    scope = (f"every mixture of up to {size} of the {len(units)} units"
+             + (f" and the uniform mixture of all {len(units)}" if full_mixture(units, size) else ""))
     return {"objective": objective, "method": method, "truth": truth, "units": units, "size": size, "grid": grid,
-            "n_all": n_all, "strategy": strategy, "beam": beam, "max_candidates": max_candidates}
+            "n_all": n_all, "strategy": strategy, "beam": beam, "max_candidates": max_candidates, "scope": scope}
 
 
 def rank(cfg: StudyConfig, pool: Pool, target: str | Objective, *, max_size: int = 3,
@@ -296,7 +312,7 @@ def rank(cfg: StudyConfig, pool: Pool, target: str | Objective, *, max_size: int
     ranked = sorted(scores.items(), key=lambda kv: (kv[0] in dropped, kv[1]))  # full evaluations first
     return {"target": ",".join(objective.targets), "objective": objective, "method": method, "truth": truth,
             "ranked": ranked, "dropped": dropped, "candidates": n_cands, "strategy": strategy,
-            "screening": screening}
+            "scope": p["scope"], "screening": screening}
 
 
 def union_values(pool: Pool, objective: Objective, truth: str) -> dict[tuple, float]:
@@ -385,7 +401,8 @@ def record(pool: Pool, ranking: dict, validated: list[tuple], top: int = 10, val
     write_search_rows(pool, search_id, out_rows)
     best_true = math.exp(min(union_value.values())) if union_value else math.nan
     out = {"search_id": search_id, "rows": out_rows, "candidates": ranking["candidates"], "best_union_ppl": best_true,
-           "truth": truth, "strategy": ranking["strategy"], "objective": objective.describe()}
+           "truth": truth, "strategy": ranking["strategy"], "scope": ranking.get("scope"),
+           "objective": objective.describe()}
     screening = ranking["screening"]
     if screening and "screen_id" in screening:
         out.update(screened={k: screening[k] for k in ("screen_id", "eval_tokens", "eval_tokens_unscreened")},

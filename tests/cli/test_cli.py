@@ -2,6 +2,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ablate.store.index import Index
 from ablate.workflows.steps import run_sweep
 from ablate.train.loop import train_member
 from conftest import copy_study, run_cli, write_config
@@ -92,7 +93,14 @@ def test_search_dry_run_prints_its_plan_and_writes_nothing(study_copy, tmp_path,
     assert code == 0, err
     assert yaml.safe_load(out)["pool"] == cfg.pool  # the resolved config; the plan rides along as comments
     assert "# search plan: objective" in out and "4 units, mixtures of up to 2" in out
-    assert "10 candidates, all scored (exhaustive)" in out and "trains up to 1 union(s)" in out
+    assert ("11 candidates (every mixture of up to 2 of the 4 units and the uniform mixture of all 4), "
+            "all scored (exhaustive)") in out and "trains up to 1 union(s)" in out
     assert tree_digest(pool.root) == before
     code, _, err = run_cli(["search", "--target", "nope", "--dry-run", "-c", str(tmp_path / "c.yaml")], capsys)
     assert code == 2 and "nope" in err  # checked like a real run
+    code, out, err = run_cli(["search", "--target", "literature", "--max-size", "1", "-c", str(tmp_path / "c.yaml")],
+                             capsys)  # a real one: 4 units alone and the uniform mixture of all 4 (issue 41.7)
+    assert code == 0 and "5 candidates (exhaustive: every mixture of up to 1 of the 4 units and the uniform " \
+                         "mixture of all 4)" in out + err, err
+    _, rows = Index(pool).query("SELECT mixture FROM searches")
+    assert sorted(units) in [list(m) for (m,) in rows]

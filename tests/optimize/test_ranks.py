@@ -62,11 +62,11 @@ def test_search_ranks_units_alone_and_validate_measures_existing_unions(study_co
     monkeypatch.setattr("ablate.workflows.steps.train_member", lambda cfg, pool, mix, **kw: trained.append(mix))
     path = str(write_config(cfg, tmp_path / "c.yaml"))
     code, out, err = run_cli(["search", "--target", "fortunes", "--truth", "sum", "--method", "merged",
-                              "--validate", "1", "--max-size", "2", "-c", path], capsys)
+                              "--validate", "1", "--max-size", "2", "--top", "11", "-c", path], capsys)
     assert code == 0, err
     assert len(trained) == 1 and len(trained[0]) == 2  # the top pair; units alone are never trained
     rows = _rows(pool, "SELECT * FROM searches ORDER BY rank")
-    assert len(rows) == 10  # 4 units alone + 6 pairs
+    assert len(rows) == 11  # 4 units alone + 6 pairs + the uniform mixture of all 4
     singles = [r for r in rows if len(r["mixture"]) == 1]
     assert len(singles) == 4
     for r in singles:  # the truth of one unit is its member, which its merged row measures
@@ -104,7 +104,7 @@ def test_search_ranks_units_alone_and_validate_measures_existing_unions(study_co
     keys = [(tuple(r["mixture"]), tuple(round(w, 6) for w in r["weights"])) for r in rows]
     gaps = ranks.ranking_gaps(cfg, pool, parse_objective(["fortunes"], ["fortunes", "literature"]), "merged", keys,
                               best=keys[0])
-    assert len(gaps) == 10
+    assert len(gaps) == 11
     for k, g in gaps.items():
         assert g["gap"] == pytest.approx(before[k[0]][0], abs=1e-6)
         assert g["gap_low"] == pytest.approx(before[k[0]][1], abs=1e-6)

@@ -135,7 +135,7 @@ def test_screened_search_marks_dropped_candidates(study_copy):
     target = Index(pool).query("SELECT unit_id FROM units WHERE kind = 'eval' ORDER BY unit_id")[1][0][0]
     target = target.removeprefix("eval-")
     out = run_search(cfg, pool, target, max_size=2, screen=True, top=20, **quiet)
-    assert out["candidates"] == 10 and "screened" in out
+    assert out["candidates"] == 11 and "screened" in out  # 4 + 6 pairs + all 4
     flags = [r["screened"] for r in out["rows"]]
     assert flags == sorted(flags)  # full evaluations rank first
     assert sum(flags) == out["dropped"]

@@ -64,7 +64,19 @@ def test_samples_are_seeded_distinct_sized_and_gray_ordered():
 def test_exhaustive_count_is_the_candidate_list_length():
     for n, k, grid in ((4, 3, [1, 2]), (5, 2, [1, 3]), (6, 3, [0, 1, 2]), (3, 3, [1.0])):
         assert exhaustive_count(n, k, grid) == len(candidates([f"u{i}" for i in range(n)], k, grid))
-    assert exhaustive_count(64, 3, [1.0]) == 43744
+    assert exhaustive_count(64, 3, [1.0]) == 43744 + 1  # and the uniform mixture of all 64
+
+
+def test_the_all_units_mixture_is_always_a_candidate():
+    """Issue 41.7: `--max-size 3` with 4 units left out the uniform mixture of all 4, the baseline `optimize`
+    compares against, while the plan said exhaustive."""
+    units = ["a", "b", "c", "d"]
+    for size in (1, 2, 3):
+        cands = candidates(units, size, [1, 2])
+        assert (units, [0.25] * 4) in cands and len(cands) == exhaustive_count(4, size, [1, 2])
+    assert len([c for c, _ in candidates(units, 4, [1.0]) if len(c) == 4]) == 1  # not twice when in range
+    scores = beam_search(units, 2, [1.0], 1, lambda cands: {(tuple(c), tuple(w)): 1.0 for c, w in cands})
+    assert (tuple(units), (0.25,) * 4) in scores
 
 
 def test_beam_search_scales_to_64_units_and_finds_a_separable_optimum():
@@ -135,7 +147,8 @@ def test_search_over_24_units_beams_and_beats_the_best_single(wide):
     cfg, pool, units, _ = wide
     assert exhaustive_count(24, 3, [1, 3]) > 2000  # so the default limit switches to the beam
     out = run_search(cfg, pool, "literature", max_size=3, grid=[1, 3], top=1000, beam=2, **quiet)
-    assert out["strategy"] == "beam 2" and out["candidates"] <= 24 + 2 * 23 * 2 + 2 * (2 + 6)
+    assert out["strategy"] == "beam 2" and out["candidates"] <= 24 + 2 * 23 * 2 + 1 + 2 * (2 + 6)
+    assert sorted(units) in [r["mixture"] for r in out["rows"]]  # the all-units mixture, beam or not
     _, rows = Index(pool).query("SELECT mixture, ppl FROM mixture_perplexity WHERE method = 'merged' AND k = 1 "
                                 "AND eval_set = 'literature'")
     assert len(rows) == 24
