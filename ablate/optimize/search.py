@@ -63,23 +63,10 @@ from ablate.core.weights import is_uniform, wkey
 def candidates(units: list[str], max_size: int, grid: list[float], weighted_max_size: int = 3):
     """(units, weights) pairs: uniform subsets, the uniform mixture of all units (`full_mixture`), then weighted
     variants of subsets up to weighted_max_size."""
-    out, seen = [], set()
-    for k in range(1, max_size + 1):
-        for combo in itertools.combinations(sorted(units), k):
-            out.append((list(combo), [1.0 / k] * k))
-            seen.add((combo, tuple([round(1.0 / k, 9)] * k)))
-    out += full_mixture(units, max_size)
-    for k in range(2, min(max_size, weighted_max_size) + 1):
-        for combo in itertools.combinations(sorted(units), k):
-            for raw in itertools.product(grid, repeat=k):
-                if sum(raw) <= 0:
-                    continue
-                w = tuple(round(x / sum(raw), 9) for x in raw)
-                if 0.0 in w or (combo, w) in seen:
-                    continue  # a zero weight is a smaller mixture, already a candidate
-                seen.add((combo, w))
-                out.append((list(combo), list(w)))
-    return out
+    combos = {k: list(itertools.combinations(sorted(units), k)) for k in range(1, max_size + 1)}
+    variants = {k: weight_variants(k, grid) for k in range(2, min(max_size, weighted_max_size) + 1)}
+    return ([(list(c), [1.0 / k] * k) for k, cs in combos.items() for c in cs] + full_mixture(units, max_size)
+            + [(list(c), list(w)) for k, ws in variants.items() for c in combos[k] for w in ws])
 
 
 def full_mixture(units: list[str], max_size: int) -> list[tuple[list[str], list[float]]]:
