@@ -47,6 +47,18 @@ def every_mixture(units: list[str]) -> list[tuple[list[str], list[float]]]:
     return [(list(mix), [1.0 / k] * k) for k in range(1, len(units) + 1) for mix in itertools.combinations(units, k)]
 
 
+def score_verdict_proxies(cfg: StudyConfig, pool: Pool, units: list[str]) -> None:
+    """The rows the verdict's fidelity tables rank beside the sweep's merged ones: the ensemble, the proxy `search`
+    takes by default for eval-only targets (FIDELITY.md), on every eval set (text and task) and every mixture,
+    from the members' cached token losses (no model built); with them the proxies fitted on its rows
+    (calibrated-ensemble, features) are ranked too. A proxy needing what the demo does not train (private: replicate
+    members) has no rows, and the tables leave it out (proxies.scored) rather than fail."""
+    from ablate.scoring.evaluated import score_proxy
+    from ablate.study.context import load_study
+
+    score_proxy(load_study(cfg, pool), every_mixture(units), "ensemble", label="ensemble")
+
+
 def run_demo(cfg: StudyConfig, pool: Pool, report_dir: Path, log=print) -> str:
     from ablate.workflows.steps import run_search, run_sweep
     from ablate.fidelity.report import priced, task_verdicts, verdict_markdown, write_report
@@ -54,8 +66,6 @@ def run_demo(cfg: StudyConfig, pool: Pool, report_dir: Path, log=print) -> str:
     from ablate.train.members import build_members, train_truths, union_plan
     from ablate.optimize.search import default_method
     from ablate.study.budgets import DEFAULT_TRUTH
-    from ablate.scoring.evaluated import score_proxy
-    from ablate.study.context import load_study
 
     t0 = time.perf_counter()
     log(f"training, merging and evaluating on {describe(cfg)}")  # a GPU asked for and missing: exit 2 now
@@ -71,8 +81,7 @@ def run_demo(cfg: StudyConfig, pool: Pool, report_dir: Path, log=print) -> str:
     log("[6/8] sweep: every mixture scored by merging")
     out = run_sweep(cfg, pool, units)
     log(f"      {out['mixtures']} mixtures ({out['scored']} scored, {out['cached']} cached) in {out['seconds']:.1f} s")
-    if task:  # the proxy eval-only targets default to, on the task too (from cached answer-token losses)
-        score_proxy(load_study(cfg, pool, [task]), every_mixture(units), "ensemble", label=f"ensemble on {task}")
+    score_verdict_proxies(cfg, pool, units)  # the ensemble on every eval set, the task's included
     texts = sorted(name for name, spec in cfg.eval_sets.items() if spec.kind == "text")
     target = (texts or cfg.units.eval_only_domains or cfg.units.domains)[0]
     if plan:

@@ -64,6 +64,22 @@ def calibrated(study, tmp_path_factory):
     return cfg, pool, units
 
 
+def test_the_demo_verdict_ranks_the_ensemble_beside_merged(calibrated, tmp_path):
+    """Issue 41.4: the demo's fidelity table left out `ensemble`, the proxy search takes for eval-only targets;
+    proxies the demo cannot score (private: replicate members) are left out, not failed."""
+    from ablate.fidelity.report import priced, verdict_markdown
+    from ablate.workflows.demo import score_verdict_proxies
+
+    cfg, pool = copy_study(calibrated[0], tmp_path / "s")
+    score_verdict_proxies(cfg, pool, calibrated[2])
+    text = verdict_markdown(pool, priced(cfg, pool))
+    shown = {(line.split(" | ")[0][2:], line.split(" | ")[3]) for line in text.splitlines()
+             if line.startswith(("| fortunes |", "| literature |"))}
+    for eval_set in ("fortunes", "literature"):
+        assert {(eval_set, "merged"), (eval_set, "ensemble")} <= shown, text
+    assert not {p for _, p in shown} & {"private", "private-ensemble"}
+
+
 def test_replicates_give_a_noise_floor_and_calibrated_rows(calibrated):
     cfg, pool, units = calibrated
     noise = noise_floor(pool)
