@@ -86,6 +86,9 @@ class SeedConfig(Strict):
     heads: int = Field(4, gt=0)
     intermediate_size: int = Field(256, gt=0)
     steps: int = Field(300, ge=1)
+    # passes over the seed mix (each sequence that many times, shuffled), still capped at `steps` batches: on a
+    # small mix more steps alone stop at its end. 1, the default, stays out of the seed's id (ids before it stay)
+    epochs: int = Field(1, ge=1)
     lr: float = Field(2e-3, gt=0)
     warmup_steps: int = Field(30, ge=0)
     batch_size: int = Field(16, ge=1)

@@ -47,6 +47,52 @@ def seed_recipe(cfg: StudyConfig) -> Recipe:
                   t.grad_clip, 1, s.init_seed, compile=t.compile)  # the seed trains compiled too (run_and_publish)
 
 
+# Chinchilla's rule (Hoffmann et al. 2022): a compute-optimal model sees about 20 training tokens per parameter.
+# Far below it a seed is mostly untrained (its members' differences say little); the warning quotes it.
+TOKENS_PER_PARAM = 20
+
+
+def seed_identity(seed) -> dict:
+    """cfg.seed as the seed's id hashes it: `epochs` only when not 1, so seeds trained before it existed keep ids."""
+    out = seed.model_dump()
+    if out["epochs"] == 1:
+        del out["epochs"]
+    return out
+
+
+def seed_sequences(mix: np.ndarray, need: int, epochs: int, data_seed: int) -> np.ndarray:
+    """The seed's training sequences: `epochs` shuffled passes over the mix, capped at `need` (steps x batch size:
+    the seed's budget is set in steps). One pass is the mix's first permutation, as before epochs existed."""
+    rng = np.random.default_rng(data_seed)
+    order = np.concatenate([rng.permutation(len(mix)) for _ in range(epochs)])
+    return mix[order[:need]]
+
+
+def short_seed_warning(mix_seqs: int, seen_seqs: int, n_params: int, seed) -> str | None:
+    """What the seed trains on against TOKENS_PER_PARAM tokens per parameter, and what to set, when short of it."""
+    tokens, want = seen_seqs * seed.seq_len, TOKENS_PER_PARAM * n_params
+    if tokens >= want:
+        return None
+    want_seqs = -(-want // seed.seq_len)
+    steps, epochs = -(-want_seqs // seed.batch_size), -(-want_seqs // max(mix_seqs, 1))
+    passes = seen_seqs / max(mix_seqs, 1)
+    advice = [f"seed.steps >= {steps:,} (now {seed.steps})"]
+    if epochs > seed.epochs:  # the mix runs out first: steps alone stop at its end
+        advice.append(f"seed.epochs >= {epochs:,} (passes over the mix, now {seed.epochs}; more steps alone stop at "
+                      f"the mix's end)")
+    return (f"warning: the seed trains on {tokens:,} tokens ({seen_seqs:,} sequences of {seed.seq_len}, "
+            f"{passes:.3g} pass(es) over its mix of {mix_seqs:,}): {tokens / n_params:.2g} per parameter of its "
+            f"{n_params:,}. By Chinchilla's rule (~{TOKENS_PER_PARAM} tokens per parameter) it needs about "
+            f"{want:,} to mean something; short of that it stays mostly untrained. Set {' and '.join(advice)}, give "
+            f"the seed more text (seed.domains), or import a trained seed")
+
+
+def _warn_short(cfg: StudyConfig, mix_seqs: int, seen_seqs: int, n_params: int, log) -> None:
+    line = short_seed_warning(mix_seqs, seen_seqs, n_params, cfg.seed)
+    if line:
+        log(line)
+
+
 def write_seed(pool: Pool, model, tok, seed_id: str, meta: dict) -> Path:
     """Store the seed as a complete HF directory (config, tokenizer, weights) plus meta.json."""
     with pool.staged_member(meta) as staging:
@@ -74,22 +120,26 @@ def train_seed(cfg: StudyConfig, pool: Pool, *, force: bool = False, stop_after:
         tokens, meta = load_unit_tokens(pool, f"seedmix-{domain}")
         parts.append(as_sequences(tokens, recipe.seq_len))
         metas.append(meta)
-    seqs = np.concatenate(parts)
-    # Cap the mix at exactly `steps` batches: the seed's budget is set in steps.
+    mix = np.concatenate(parts)
     need = cfg.seed.steps * recipe.batch_size
-    seqs = seqs[np.random.default_rng(recipe.data_seed).permutation(len(seqs))[:need]]
+    seqs = seed_sequences(mix, need, cfg.seed.epochs, recipe.data_seed)
     if len(seqs) < need:
-        log(f"note: the seed mix has {len(seqs)} sequences, fewer than {need}; the seed sees them once")
-    key = config_hash({"seed": cfg.seed.model_dump(), "tok": tok_id, "recipe": recipe.key(),
+        log(f"note: the seed mix has {len(mix):,} sequences, fewer than seed.steps x batch_size = {need:,}: the seed "
+            f"sees them {cfg.seed.epochs} time(s) (seed.epochs) and stops after {-(-len(seqs) // recipe.batch_size)} "
+            f"steps")
+    key = config_hash({"seed": seed_identity(cfg.seed), "tok": tok_id, "recipe": recipe.key(),
                        "data": sorted(m["data_sha256"] for m in metas)})
     seed_id = f"seed-{key}"
     if pool.has_member(seed_id) and not force:
         log(f"{seed_id} is already in the pool; reusing it (--force retrains)")
         meta = pool.read_meta(seed_id)
+        if meta.get("n_params"):
+            _warn_short(cfg, len(mix), len(seqs), meta["n_params"], log)
         index_member(pool, meta)
         return meta | {"reused": True}
     set_seed(cfg.seed.init_seed)
     model = model_from_config(llama_config(cfg, tok))
+    _warn_short(cfg, len(mix), len(seqs), count_params(model)[0], log)
     meta = {"model_id": seed_id, "kind": "seed", "units": [], "seed_id": seed_id, "replicate": 0,
             "tokenizer_id": tok_id, "config_hash": key, "data_sha256": {m["unit_id"]: m["data_sha256"] for m in metas},
             "config": {"seed": cfg.seed.model_dump(), "energy": cfg.energy.model_dump()}}
