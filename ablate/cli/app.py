@@ -83,7 +83,8 @@ def build_app() -> typer.Typer:
         app.add_typer(group, name=name)
     for name, fn in COMMANDS.items():
         group, _, command = name.rpartition(" ")
-        (groups[group] if group else app).command(command)(fn)
+        # a command may bring its own click command class (`typer_cls`: cli/optimize.py's, for `--validate [K]`)
+        (groups[group] if group else app).command(command, cls=getattr(fn, "typer_cls", None))(fn)
     return app
 
 

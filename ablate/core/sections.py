@@ -232,5 +232,8 @@ class OptimizeConfig(Strict):
     max_epochs: float = Field(4.0, gt=0)     # repetition cap: passes over a unit's data at the chosen budget
     floor: float = Field(0.02, ge=0, lt=1)   # weights below it are dropped and the rest renormalized
     bootstrap: int = Field(1000, ge=100)     # resamples of the held windows for the gain's interval
+    # weights the gradient routes offer (ablate/optimize/candidates.py: the route's optimum, a lattice, corners, edges,
+    # polished), ranked on the fit windows, measured on the held; 1 = the route's optimum alone (one point, as before)
+    candidates: int = Field(5, ge=1)
 
 

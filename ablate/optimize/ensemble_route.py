@@ -19,12 +19,20 @@ import time
 
 import numpy as np
 
+from ablate.optimize.candidates import CandidateProxy, find_candidates
 from ablate.optimize.objectives import Objective
 from ablate.optimize.plan import Plan
 from ablate.optimize.protocol import Route, compare_held, descend, predicted, proxy_error, split_windows
 from ablate.optimize.trained import calibration_values
 from ablate.scoring.ensemble import member_nll, mixed_nll, weight_gradient, window_sums
 from ablate.study.context import Study
+
+
+# Candidates (optimize/candidates.py): every start is a few array operations here, so the lattice is fine (1/8 over 8
+# units: 6,435 points; 16 units: 1/4, 3,876) and the best 4 starts are polished (each a descent: at 16 units and
+# 33k fit tokens about 5 s on 2 busy cores).
+LATTICE_MAX = 8000
+POLISH = 4
 
 
 def select_windows(per_token: np.ndarray, index: np.ndarray, seq_len: int) -> np.ndarray:
@@ -62,6 +70,21 @@ class TokenSpace:
         """Log ppl of the mixture on each eval set's fit windows."""
         return {s: float(mixed_nll(x.reshape(x.shape[0], -1), w).mean()) for s, x in self.fit.items()}
 
+    def many(self, weights: np.ndarray) -> list[dict[str, float]]:
+        """`values` for every row of weights [L, n] at once (a lattice of candidates): one matrix product per eval
+        set and chunk instead of L passes."""
+        out = [{} for _ in range(len(weights))]
+        for s, x in self.fit.items():
+            flat = x.reshape(x.shape[0], -1).astype(np.float64)
+            best = flat.min(axis=0)
+            scaled = np.exp(best - flat)  # [k, T]: mixed_nll's, shared by every row
+            chunk = max(1, 20_000_000 // flat.shape[1])
+            for i in range(0, len(weights), chunk):
+                rows = (best - np.log(weights[i:i + chunk] @ scaled)).mean(axis=1)
+                for j, v in enumerate(rows):
+                    out[i + j][s] = float(v)
+        return out
+
     def slopes(self, w: np.ndarray) -> dict[str, np.ndarray]:
         """d(log ppl on the fit windows)/dw per eval set, exact."""
         return {s: weight_gradient(x.reshape(x.shape[0], -1), w) / x[0].size for s, x in self.fit.items()}
@@ -94,14 +117,21 @@ def optimize_ensemble(study: Study, units: list[str], objective: Objective, caps
     reference = space.values(uniform) if objective.needs_reference else None
     final, w, history = descend(lambda w: (space.values(w), space.slopes(w)), objective, prior, caps, opt,
                                 reference, tokens)
-    per = {"optimized": space.held_windows(final), "uniform": space.held_windows(uniform)}
-    held = compare_held(per, split, objective, opt.bootstrap, opt.split_seed)
+    if opt.candidates > 1:
+        proxy = CandidateProxy(space.values, lambda w: (space.values(w), space.slopes(w)), space.held_windows,
+                               space.many)
+        found = find_candidates(proxy, objective, prior, caps, opt, reference, tokens, units, final, split,
+                                lattice_max=LATTICE_MAX, edge_units=None, polish=POLISH)
+        top, held, fit_top = np.asarray(found[0]["weights"]), found[0]["held"], found[0]["fit"]
+    else:  # the route's optimum alone (`--candidates 1`)
+        per = {"optimized": space.held_windows(final), "uniform": space.held_windows(uniform)}
+        held = compare_held(per, split, objective, opt.bootstrap, opt.split_seed)
+        top, found, fit_top = final, None, objective.value(space.values(final), reference, tokens)
     uniform_values = reference or space.values(uniform)
     error = None if calibration is None else proxy_error(space.values, objective, calibration, uniform_values, tokens)
-    return {"units": units, "members": members, "weights": final.tolist(), "raw_weights": w.tolist(),
-            "proxy_error": error,
-            "fit": {"optimized": objective.value(space.values(final), reference, tokens),
-                    "uniform": objective.value(uniform_values, reference, tokens)},
+    return {"units": units, "members": members, "weights": top.tolist(), "raw_weights": w.tolist(),
+            "route_weights": final.tolist(), "candidates": found, "proxy_error": error,
+            "fit": {"optimized": fit_top, "uniform": objective.value(uniform_values, reference, tokens)},
             "held": held, "history": history, "steps": opt.steps, "seconds": time.perf_counter() - t0,
             "in_memory": True, "fit_windows": {s: int(split[s]["fit"].size(0)) for s in split},
             "held_windows": {s: int(split[s]["held"].size(0)) for s in split}}

@@ -26,6 +26,7 @@ import time
 import numpy as np
 
 from ablate.models.model import model_from_config, seed_config
+from ablate.optimize.candidates import CandidateProxy, find_candidates
 from ablate.optimize.gradient import set_nll, window_nll
 from ablate.optimize.objectives import Objective
 from ablate.optimize.plan import Plan
@@ -33,6 +34,13 @@ from ablate.optimize.protocol import Route, compare_held, descend, predicted, pr
 from ablate.optimize.trained import calibration_values
 from ablate.scoring.inplace import MemberSpace
 from ablate.study.context import Study
+
+# Candidates (optimize/candidates.py): every start is a forward pass over the fit windows and every polish a descent,
+# so the lattice is coarse (at most 40 points: 4 units in quarters, 8 in halves, corners alone beyond), edges only
+# among the 6 best corners, and the 2 best starts polished (the route's cost about 3x one descent).
+LATTICE_MAX = 40
+EDGE_UNITS = 6
+POLISH = 2
 
 
 def run(cfg, pool, study: Study, plan: Plan, caps: np.ndarray | None) -> dict:
@@ -60,16 +68,25 @@ def optimize_merged(study: Study, units: list[str], objective: Objective, caps: 
     reference = fit_values(space, model, split, uniform, cfg.eval.batch_size) if objective.needs_reference else None
     final, w, history = descend(lambda w: _fit_values_and_slopes(space, model, split, w, cfg.eval.batch_size),
                                 objective, prior, caps, opt, reference, tokens)
-    held = held_comparison(space, model, split, final, uniform, objective, cfg.eval.batch_size, opt.bootstrap,
-                           opt.split_seed)
+    if opt.candidates > 1:
+        proxy = CandidateProxy(lambda w: fit_values(space, model, split, w, cfg.eval.batch_size),
+                               lambda w: _fit_values_and_slopes(space, model, split, w, cfg.eval.batch_size),
+                               lambda w: held_windows(space, model, split, w, cfg.eval.batch_size))
+        found = find_candidates(proxy, objective, prior, caps, opt, reference, tokens, units, final, split,
+                                lattice_max=LATTICE_MAX, edge_units=EDGE_UNITS, polish=POLISH)
+        top, held, fit_final = np.asarray(found[0]["weights"]), found[0]["held"], found[0]["fit"]
+    else:  # the route's optimum alone (`--candidates 1`)
+        held = held_comparison(space, model, split, final, uniform, objective, cfg.eval.batch_size, opt.bootstrap,
+                               opt.split_seed)
+        top, found = final, None
+        fit_final = objective.value(fit_values(space, model, split, final, cfg.eval.batch_size), reference, tokens)
     uniform_values = reference or fit_values(space, model, split, uniform, cfg.eval.batch_size)
-    fit_final = objective.value(fit_values(space, model, split, final, cfg.eval.batch_size), reference, tokens)
     fit_uniform = objective.value(uniform_values, reference, tokens)
     error = None if calibration is None else proxy_error(
         lambda w: fit_values(space, model, split, w, cfg.eval.batch_size), objective, calibration, uniform_values,
         tokens)
-    return {"units": units, "members": members, "weights": final.tolist(), "raw_weights": w.tolist(),
-            "proxy_error": error,
+    return {"units": units, "members": members, "weights": top.tolist(), "raw_weights": w.tolist(),
+            "route_weights": final.tolist(), "candidates": found, "proxy_error": error,
             "fit": {"optimized": fit_final, "uniform": fit_uniform}, "held": held, "history": history,
             "steps": opt.steps, "seconds": time.perf_counter() - t0, "in_memory": space.in_memory,
             "fit_windows": {s: int(split[s]["fit"].size(0)) for s in split},
@@ -102,11 +119,15 @@ def held_comparison(space: MemberSpace, model, split: dict, w: np.ndarray, unifo
                     objective: Objective, batch_size: int, resamples: int, seed: int) -> dict:
     """Both weights on the held windows: objective values, the gain (uniform - optimized, > 0 is better)
     with a paired bootstrap interval over windows, per-set log ppl, and whether the guards held."""
-    per = {}
-    for label, weights in (("optimized", w), ("uniform", uniform)):
-        space.load(weights)
-        per[label] = {s: window_nll(model, part["held"], batch_size, part["held_mask"]) for s, part in split.items()}
+    per = {label: held_windows(space, model, split, weights, batch_size)
+           for label, weights in (("optimized", w), ("uniform", uniform))}
     return compare_held(per, split, objective, resamples, seed)
+
+
+def held_windows(space: MemberSpace, model, split: dict, w: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
+    """The merged model's per-window NLL on each eval set's held windows."""
+    space.load(w)
+    return {s: window_nll(model, part["held"], batch_size, part["held_mask"]) for s, part in split.items()}
 
 
 ROUTE = Route("merged", "gradients through the merge, no union needed", run)

@@ -12,9 +12,10 @@ determines the result (seed, members, eval data, objective, units, budget, setti
 route's points), so asking again finds the stored row instead of recomputing it. The plan is a typed value
 (optimize/plan.py: Plan, its budget a WeightsBudget). The run is the plan's route from the registry
 (optimize/routes.py: merged, ensemble, regression; each follows optimize/protocol.py), under an energy meter.
-`optimization_row` decides what to recommend (protocol.gate: the optimized weights only when the held gain
-clears the guards, the bootstrap and the proxy's error) and stores both: the recommended weights, tokens and
-epochs, and the optimized ones for reference.
+`optimization_row` decides what to recommend (protocol.gate: the optimized weights, the top candidate on the fit
+windows, only when the held gain clears the guards, the bootstrap and the calibrated gate; the old gate's answer
+is stored beside it) and stores both: the recommended weights, tokens and epochs, the optimized ones for
+reference, and the candidates the route offered.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from ablate.core.formats import rel, rel_band
 from ablate.data.units import eval_sets, unit_ids, unit_meta
 from ablate.optimize.objectives import parse_objective
 from ablate.optimize.plan import Plan, WeightsBudget
-from ablate.optimize.protocol import gate
+from ablate.optimize.protocol import gate, old_gate
 from ablate.optimize.routes import get as get_route
 from ablate.optimize.simplex import repetition_caps
 from ablate.store.results import now, read_optimization_row, write_optimization_row
@@ -41,7 +42,9 @@ from ablate.study.context import load_study, normalize_units
 # what --validate adds to a row: kept when the same optimization is computed again with the same weights
 VALIDATION_COLUMNS = ("validated", "union_optimized", "union_uniform", "union_best", "union_best_mixture",
                       "union_best_weights", "unions_compared", "noise_threshold", "realized_gain", "beats_uniform",
-                      "verdict")
+                      "verdict", "validated_candidates")
+# what a validation decided (the best retrained candidate, or uniform): kept with it, over the gate's guess
+RECOMMENDATION_COLUMNS = ("recommended", "recommended_by", "weights", "tokens", "epochs")
 
 
 def plan_optimization(cfg, pool, target, target_weights, kind, max_loss, units, tokens, route: str = "merged") -> Plan:
@@ -123,7 +126,8 @@ def keep_validation(pool, previous: dict | None, row: dict) -> dict:
         previous["optimized_weights"], row["optimized_weights"], atol=1e-12) and \
         previous.get("budget_tokens") == row["budget_tokens"]
     if same:
-        return dict(row, **{c: previous.get(c) for c in VALIDATION_COLUMNS})
+        kept = VALIDATION_COLUMNS + (RECOMMENDATION_COLUMNS if previous.get("recommended_by") == "validation" else ())
+        return dict(row, **{c: previous.get(c) for c in kept})
     stamp = str(previous["created_at"]).replace(":", "").replace("-", "").replace("+", "").replace(".", "")
     write_optimization_row(pool, dict(previous, row_id=f"{previous['row_id']}~{stamp}", superseded_by=row["row_id"]))
     return row
@@ -164,18 +168,21 @@ def by_domain(domains: list[str], values) -> dict:
 
 def optimization_row(result: dict) -> dict:
     """The stored row: the recommendation decided here, and both weights: `weights`, `tokens`, `epochs` are what
-    ablate recommends (uniform when it says uniform); `optimized_*` what the optimizer found, for reference."""
+    ablate recommends (uniform when it says uniform); `optimized_*` what the optimizer found, for reference (the
+    top candidate, where the route offered several). The old gate's answer is kept beside the new one."""
     plan, held = result["plan"], result["held"]
     optimized = list(result["weights"])
     n = len(optimized)
     error = result.get("proxy_error")
-    decided = gate(held, error)
-    recommended = "optimized" if held["resolved"] and held["guards_held"] and decided["believed"] else "uniform"
+    decided, before = gate(held, error), old_gate(held, error)
+    passes = held["resolved"] and held["guards_held"]
+    recommended = "optimized" if passes and decided["believed"] else "uniform"
     weights = optimized if recommended == "optimized" else [1.0 / n] * n
     tokens, opt_tokens = (integer_tokens(w, plan.budget.tokens) for w in (weights, optimized))
     return {"row_id": plan.row_id, "route": plan.route,
             "objective": plan.objective.describe(), "eval_sets": plan.objective.eval_sets,
             "units": plan.units, "domains": plan.domains, "recommended": recommended,
+            "gate_recommended": recommended, "recommended_by": "gate",  # --validate may replace `recommended`
             "weights": weights, "tokens": tokens, "epochs": epochs(tokens, plan.unit_tokens),
             "optimized_weights": optimized, "optimized_tokens": opt_tokens,
             "optimized_epochs": epochs(opt_tokens, plan.unit_tokens),
@@ -187,22 +194,37 @@ def optimization_row(result: dict) -> dict:
             "guards_held": held["guards_held"], "guards": guard_report(plan.objective, held),
             # the RMS only where it is an error estimate (MIN_ERROR_UNIONS or more unions); the rule that decided
             "proxy_error": decided["rms"], "proxy_error_unions": None if error is None else error["unions"],
-            "gate_rule": decided["rule"], "gate_threshold": decided["threshold"], "steps": result["steps"],
+            "gate_rule": decided["rule"], "gate_threshold": decided["threshold"],
+            "calibrated_gain": decided.get("calibrated"), "calibration": decided.get("calibration"),
+            "recommended_old": "optimized" if passes and before["believed"] else "uniform",
+            "gate_rule_old": before["rule"], "gate_threshold_old": before["threshold"],
+            "route_weights": result.get("route_weights"), "candidates": candidate_rows(result.get("candidates")),
+            "validated_candidates": None, "steps": result["steps"],
             "settings": result["settings"],
             "seconds": result["seconds"], "energy_kwh": result["cost"].get("energy_kwh"),
             "co2_kg": result["cost"].get("co2_kg"), "energy_method": result["cost"].get("energy_method"),
             "seed_id": result["seed_id"], "validated": False, "superseded_by": None, "created_at": now()}
 
 
+def candidate_rows(found: list[dict] | None) -> list[dict] | None:
+    """The candidates as the row keeps them (optimize/candidates.py's, best on the fit windows first)."""
+    if not found:
+        return None
+    return [{"rank": i + 1, "source": c["source"], "also": c.get("also", []), "weights": list(c["weights"]),
+             "fit": c["fit"], "held_gain": c["held"]["gain"], "held_gain_low": c["held"]["gain_low"],
+             "held_gain_high": c["held"]["gain_high"], "resolved": c["held"]["resolved"],
+             "guards_held": c["held"]["guards_held"]} for i, c in enumerate(found)]
+
+
 def epochs(tokens: list[int], unit_tokens: list[int]) -> list[float]:
     return [t / n for t, n in zip(tokens, unit_tokens)]
 
 
-def realized_verdict(union_optimized: float, union_uniform: float, noise: float) -> dict:
-    """--validate's one verdict: does the retrained optimized union beat the uniform one beyond the noise band
-    (2 x the replicate's difference)? Gains and band in % of perplexity."""
+def realized_verdict(union_optimized: float, union_uniform: float, noise: float, who: str = "optimized") -> dict:
+    """--validate's one verdict: does the retrained optimized union (`who`: or the best of K retrained candidates)
+    beat the uniform one beyond the noise band (2 x the replicate's difference)? Gains and band in % of perplexity."""
     gain = union_uniform - union_optimized
     beats = bool(gain > noise)
-    text = (f"optimized beats uniform beyond the noise band: {'yes' if beats else 'no'} "
+    text = (f"{who} beats uniform beyond the noise band: {'yes' if beats else 'no'} "
             f"(gain {rel(gain)}, band {rel_band(noise)})")
     return {"realized_gain": gain, "beats_uniform": beats, "verdict": text}

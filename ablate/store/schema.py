@@ -62,7 +62,13 @@ TABLES = {
     # fit = the windows it optimized on, held = the rest. weights/tokens/epochs: what ablate recommends (uniform
     # when recommended = 'uniform'); optimized_*: the optimizer's weights, for reference. proxy_error: the RMS
     # over proxy_error_unions trained unions, only where there are 3 or more (gate_rule says which rule decided,
-    # gate_threshold the gain it had to exceed). guards: each --max-loss guard's held change and breach (%).
+    # gate_threshold the held gain it had to exceed; calibrated_gain and calibration: the held gain on the trained
+    # unions' line, a + b x gain, and its leave-one-out residual; recommended_old, gate_rule_old,
+    # gate_threshold_old: the old gate (the proxy error's scale), kept beside it). candidates: the weights the
+    # route offered, ranked on the fit windows, each with its held gain (route_weights: the descent's own optimum);
+    # validated_candidates: those --validate K retrained, with their realized gains; recommended_by 'validation'
+    # when they decided `recommended` (the gate's answer stays in gate_recommended). guards: each --max-loss
+    # guard's held change and breach (%).
     # Validation rewrites the row (same id, newer created_at) with the retrained unions' realized objective and
     # its verdict; a plain rerun of the same optimization reuses the row. superseded_by: a validated row whose
     # weights a forced recompute changed, kept under its own id.
@@ -73,7 +79,10 @@ TABLES = {
         optimized_epochs DOUBLE[], max_epochs DOUBLE, fit_optimized DOUBLE, fit_uniform DOUBLE, held_optimized DOUBLE,
         held_uniform DOUBLE, held_gain DOUBLE, held_gain_low DOUBLE, held_gain_high DOUBLE, resolved BOOLEAN,
         guards_held BOOLEAN, guards JSON, proxy_error DOUBLE, proxy_error_unions INTEGER, gate_rule VARCHAR,
-        gate_threshold DOUBLE, steps INTEGER, settings JSON,
+        gate_threshold DOUBLE, calibrated_gain DOUBLE, calibration JSON, gate_recommended VARCHAR,
+        recommended_by VARCHAR, recommended_old VARCHAR,
+        gate_rule_old VARCHAR, gate_threshold_old DOUBLE, route_weights DOUBLE[], candidates JSON,
+        validated_candidates JSON, steps INTEGER, settings JSON,
         seconds DOUBLE, energy_kwh DOUBLE, co2_kg DOUBLE, energy_method VARCHAR, seed_id VARCHAR, validated BOOLEAN,
         union_optimized DOUBLE, union_uniform DOUBLE, union_best DOUBLE, union_best_mixture VARCHAR[],
         union_best_weights DOUBLE[], unions_compared INTEGER, noise_threshold DOUBLE, realized_gain DOUBLE,

@@ -1,7 +1,8 @@
-"""Optimize with validation: the weights proven by retraining (`ablate optimize --validate`).
+"""Optimize with validation: the weights proven by retraining (`ablate optimize --validate [K]`).
 
 How to run: `ablate optimize` (ablate/cli/optimize.py) plans and runs (ablate/optimize/optimization.py), then:
-    realized = validate_optimization(cfg, pool, plan, result)   # trains 3 unions, rewrites the row + verdict
+    picks = validation_picks(result["row"], k=3)                  # the top 3 candidates (fit windows' order)
+    realized = validate_optimization(cfg, pool, plan, result, k=3)   # trains K + 2 unions, rewrites the row
 
 Validation is a ground truth, so it trains (train.loop.train_member): the weighted union at the budget
 the weights are for (units with weight 0 left out; one unit left is that unit's own member), a second
@@ -10,12 +11,16 @@ of a subset of these units at that budget (and, at one unit's budget, every unit
 equal-compute truth of a one-unit mixture) is then measured on the held windows the optimizer never saw,
 with the objective's own definition, relative to the uniform union where it asks for a reference; the row
 ends with one verdict: the optimized union beats the uniform one beyond the noise band (2 x the replicate's
-difference), yes or no.
+difference), yes or no. With K above 1 the next K - 1 candidates (optimize/candidates.py, in the fit windows'
+order) are trained too, and the verdict is about the best of the K retrained: it becomes the recommendation
+(the row's weights, tokens and epochs, and the weights file) when it beats the uniform union beyond the noise
+band; otherwise the uniform weights are. The retrained truth outranks the gate's guess: with K = 1 the optimized
+weights are recommended exactly when they beat uniform once trained.
 """
 
 from __future__ import annotations
 
-from ablate.optimize.optimization import realized_verdict
+from ablate.optimize.optimization import epochs, integer_tokens, realized_verdict
 from ablate.optimize.plan import Plan
 from ablate.optimize.protocol import predicted, split_windows
 from ablate.optimize.trained import split_logppl, weights_of
@@ -25,16 +30,48 @@ from ablate.train.loop import train_member
 from ablate.study.context import load_study
 
 
-def validate_optimization(cfg, pool, plan: Plan, result: dict) -> dict:
-    """Train the weighted union, the uniform union and a replicate of the weighted one at the budget; measure
-    every trained union of these units' budget on the held windows; rewrite the row with what was realized."""
-    realized = realized_objectives(cfg, pool, plan, result)
-    r = realized["row"]
-    realized["row"].update(realized_verdict(r["union_optimized"], r["union_uniform"], r["noise_threshold"]))
+def validation_picks(row: dict, k: int) -> list[dict]:
+    """The top k of the row's candidates ({"rank", "source", "weights"}; the first is the optimized weights); a row
+    without candidates (the regression route, `--candidates 1`) offers its optimized weights alone."""
+    found = row.get("candidates") or [{"rank": 1, "source": "optimized", "weights": row["optimized_weights"]}]
+    return [{"rank": c["rank"], "source": c["source"], "weights": list(c["weights"])} for c in found[:max(1, k)]]
+
+
+def validate_optimization(cfg, pool, plan: Plan, result: dict, k: int = 1, log=print) -> dict:
+    """Train the top k candidates, a replicate of the first and the uniform union at the budget; measure every
+    trained union of these units' budget on the held windows; rewrite the row with what was realized and what
+    to train with (the best retrained candidate when it beats uniform beyond the noise band, else uniform)."""
+    picks = validation_picks(result["row"], k)
+    realized = realized_objectives(cfg, pool, plan, result, log=log,
+                                   extra=[(plan.units, p["weights"]) for p in picks[1:]])
+    values, ids, r = realized["values"], realized["ids"], realized["row"]
+    trained = [ids["optimized"], *ids["extra"]]
+    for pick, model_id in zip(picks, trained):
+        gain = float(r["union_uniform"] - values[model_id])
+        pick.update(union=model_id, realized_gain=gain, beats_uniform=bool(gain > r["noise_threshold"]))
+    best = max(picks, key=lambda p: p["realized_gain"])
+    if len(picks) == 1:
+        r.update(realized_verdict(r["union_optimized"], r["union_uniform"], r["noise_threshold"]))
+    else:
+        who = f"the best of {len(picks)} retrained candidates (#{best['rank']}, {best['source']})"
+        r.update(realized_verdict(values[best["union"]], r["union_uniform"], r["noise_threshold"], who=who))
     row = dict(result["row"])
-    row.update(validated=True, created_at=now(), **realized["row"])
+    n = len(plan.units)
+    weights = best["weights"] if best["beats_uniform"] else [1.0 / n] * n
+    tokens = integer_tokens(weights, plan.budget.tokens)
+    row.update(validated=True, created_at=now(), validated_candidates=picks, recommended_by="validation",
+               recommended="optimized" if best["beats_uniform"] else "uniform", weights=list(weights),
+               tokens=tokens, epochs=epochs(tokens, plan.unit_tokens), **r)
     write_optimization_row(pool, row)
+    realized.update(row=row, picks=picks, best=best)
     return realized
+
+
+def validation_cost(plan: Plan, k: int) -> str:
+    """What --validate K will train, said before it starts."""
+    tokens = plan.budget.tokens
+    return (f"validating: {k + 2} trainings of {tokens:,} tokens each ({k} candidate{'s' if k > 1 else ''}, "
+            f"a second data order of #1 for the noise band, the uniform union; ones the pool already has are reused)")
 
 
 def train_weighted(cfg, pool, plan: Plan, units: list[str], weights: list[float], replicate: int = 0,

@@ -55,15 +55,23 @@ def test_planted_target_validated_and_written_out(study_copy, tmp_path, capsys):
     assert doc["weights"] == {u: w for u, w in recommended.items() if w > 0}
     assert doc["optimized"]["weights"] == {u: w for u, w in optimized.items() if w > 0}
     assert sum(doc["tokens"].values()) == 4096 == sum(doc["optimized"]["tokens"].values())
-    assert doc["domains"]["weights"] == pytest.approx({d: sum(w for u, w in recommended.items() if u.startswith(d))
-                                                       for d in ("fortunes", "literature")})
+    by_domain = {d: sum(w for u, w in recommended.items() if u.startswith(d)) for d in ("fortunes", "literature")}
+    assert doc["domains"]["weights"] == pytest.approx({d: w for d, w in by_domain.items() if w > 0})
     assert "retrained on the held windows" in out and "stored as opt-" in out
     unions = list(pool.iter_metas("union"))
     assert any(m["units"] == UNITS and m["budget"] == "unit" for m in unions)  # the uniform union
     assert any(m.get("replicate") == 1 and m["budget"] == "unit" for m in unions)  # the noise band
     # no trained union but the fixture's pair at `sum`: no error measured, the stated fallback decides, no "±" RMS
-    assert row["proxy_error"] is None and row["gate_rule"] == "window noise + prior"
-    assert "the proxy's own error is not measured here" in out and "root mean square" not in out
+    assert row["proxy_error"] is None and row["gate_rule"] == "protocol rate" and row["calibration"] is None
+    assert "the proxy is not calibrated here" in out and "root mean square" not in out
+    # the old gate's answer beside the new one (issue 39.3)
+    assert row["gate_rule_old"] == "window noise + prior" and row["recommended_old"] in ("optimized", "uniform")
+    assert f"would recommend: {row['recommended_old']}" in out
+    # validated: the retrained truth decides what to train with, and the file written after it carries it (39.5)
+    assert out.index("validating: 3 trainings of 4,096 tokens") < out.index("stored as opt-")  # cost said first
+    assert row["recommended"] == ("optimized" if row["beats_uniform"] else "uniform")
+    assert doc["validation"]["verdict"] == line and doc["validation"]["beats_uniform"] == row["beats_uniform"]
+    assert out.index("retrained on the held windows") < out.index("weights written to")
 
     code, again_out, err = run_cli(["optimize", "--target", "literature", "-c", path], capsys)  # a plain rerun
     assert code == 0, err
@@ -152,10 +160,10 @@ def test_tokens_are_integers_summing_to_the_budget_and_grouped_by_domain():
     assert by_domain(["a", "b", "a"], [0.2, 0.5, 0.3]) == {"a": 0.5, "b": 0.5}
 
 
-def test_the_gate_needs_three_unions_to_claim_an_error():
-    """With fewer than 3 trained unions the RMS is not used (nor stored): the window noise plus the stated prior
-    decides; with 3 or more the measured error does."""
-    from ablate.optimize.protocol import PRIOR_PROXY_ERROR, gate
+def test_the_old_gate_needs_three_unions_to_claim_an_error():
+    """The gate before issue 39 (kept beside the new one): with fewer than 3 trained unions the RMS is not used (nor
+    stored): the window noise plus the stated prior decides; with 3 or more the measured error does."""
+    from ablate.optimize.protocol import PRIOR_PROXY_ERROR, old_gate as gate
 
     held = {"gain": 0.03, "gain_low": 0.02}
     one = gate(held, {"rms": 0.0006, "unions": 1})
@@ -249,6 +257,10 @@ BAD = [
     (["--target", "fortunes", "--out", "weights.txt"], ".json, .yaml or .yml"),
     (["--target", "fortunes", "--objective", "best"], "--objective"),
     (["--target", "fortunes", "--route", "bogus"], "--route"),
+    (["--target", "fortunes", "--validate", "0"], "--validate K must be 1 or more"),
+    (["--target", "fortunes", "--candidates", "0"], "--candidates must be 1 or more"),
+    (["--target", "fortunes", "--out", "/proc/x.yaml"], "cannot write in /proc"),  # looks writable to root
+    (["--target", "fortunes", "--out", "/proc/nope/x.json"], "cannot write in /proc"),
 ]
 
 
@@ -311,3 +323,36 @@ def test_a_recompute_with_other_weights_keeps_the_validated_row(study_copy, tmp_
     old = next(r for rid, r in rows.items() if rid != row["row_id"])
     assert old["superseded_by"] == row["row_id"] and old["validated"] and old["union_optimized"] == 5.0
     assert old["row_id"].startswith(row["row_id"] + "~")
+
+
+def test_validate_k_retrains_the_top_candidates_and_keeps_the_best(study_copy, tmp_path, capsys):
+    """`--validate 2 --route ensemble`: the cost is said before any work, the top 2 candidates, a replicate of #1 and
+    the uniform union are trained; the row and the file (written after the retraining) name both candidates with
+    their realized gains, and recommend the best retrained one exactly when it beats uniform beyond the band."""
+    cfg, pool, _, _ = study_copy
+    path = str(write_config(cfg, tmp_path / "c.yaml"))
+    code, out, err = run_cli(["optimize", "--target", "literature", "--route", "ensemble", "--validate", "2",
+                              "--out", str(tmp_path / "w.yaml"), "-c", path], capsys)
+    assert code == 0, err
+    assert out.index("validating: 4 trainings of 4,096 tokens each (2 candidates") < out.index("stored as opt-")
+    row = _rows(pool, "SELECT * FROM optimizations")[0]
+    picks = json.loads(row["validated_candidates"])
+    found = json.loads(row["candidates"])
+    assert [p["rank"] for p in picks] == [1, 2] and [p["weights"] for p in picks] == [c["weights"] for c in found[:2]]
+    best = max(picks, key=lambda p: p["realized_gain"])
+    band = row["noise_threshold"]
+    assert all(p["beats_uniform"] == (p["realized_gain"] > band) for p in picks)
+    assert row["recommended"] == ("optimized" if best["beats_uniform"] else "uniform")
+    assert row["weights"] == (best["weights"] if best["beats_uniform"] else [0.25] * 4)
+    assert row["verdict"].startswith(f"the best of 2 retrained candidates (#{best['rank']}, ")
+    assert "trained 2 candidates: #1 " in out and out.rstrip().endswith(row["verdict"])
+    import yaml
+    doc = yaml.safe_load((tmp_path / "w.yaml").read_text())
+    assert [c["rank"] for c in doc["validation"]["candidates"]] == [1, 2]
+    assert doc["validation"]["candidates"][0]["realized_gain"] == pytest.approx(picks[0]["realized_gain"])
+    assert doc["weights"] == {u: w for u, w in zip(row["units"], row["weights"]) if w > 0}
+    assert doc["recommended"] == row["recommended"]
+    # a plain rerun keeps what the validation decided, and says which candidates were trained
+    code, again, err = run_cli(["optimize", "--target", "literature", "--route", "ensemble", "-c", path], capsys)
+    assert code == 0 and "trained 2 candidates" in again and again.rstrip().endswith(row["verdict"]), err
+    assert _rows(pool, "SELECT weights FROM optimizations")[0]["weights"] == row["weights"]
