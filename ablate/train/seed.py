@@ -53,8 +53,9 @@ TOKENS_PER_PARAM = 20
 
 
 def seed_identity(seed) -> dict:
-    """cfg.seed as the seed's id hashes it: `epochs` only when not 1, so seeds trained before it existed keep ids."""
-    out = seed.model_dump()
+    """cfg.seed as the seed's id hashes it: `epochs` only when not 1, so seeds trained before it existed keep ids;
+    never `knows` (which eval sets the seed knows labels targets in reports, it changes no weight)."""
+    out = seed.model_dump(exclude={"knows"})
     if out["epochs"] == 1:
         del out["epochs"]
     return out

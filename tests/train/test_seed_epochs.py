@@ -17,6 +17,11 @@ def test_seed_epochs_pass_over_a_small_mix_and_one_stays_out_of_the_id():
     assert len(seed_sequences(mix, 25, 3, 0)) == 25  # still capped at steps x batch size
     assert "epochs" not in seed_identity(SeedConfig())  # every seed id from before stays
     assert seed_identity(SeedConfig(epochs=2))["epochs"] == 2
+    # which eval sets the seed knows labels targets in reports: never part of the id
+    assert seed_identity(SeedConfig(knows=["quotes"])) == seed_identity(SeedConfig())
+    assert set(seed_identity(SeedConfig())) == {"mode", "import_path", "domains", "hidden_size", "layers", "heads",
+                                                 "intermediate_size", "steps", "lr", "warmup_steps", "batch_size",
+                                                 "seq_len", "init_seed"}  # the fields every existing seed id hashed
 
 
 def test_a_short_seed_says_what_it_saw_against_the_rule_and_what_to_set(study_copy):
