@@ -23,6 +23,7 @@ by document, so theirs count duplicated documents within the corpus.
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 
@@ -36,8 +37,6 @@ def doc_digest(text: str) -> str:
 
 def load_eval_file(name: str, spec) -> tuple[list[str], str]:
     """(documents, sha256 of the file) of eval set `name` (an ablate.core.config.EvalFileConfig)."""
-    from pathlib import Path
-
     from ablate.data.corpus import read_documents
 
     path = Path(spec.path)
@@ -57,6 +56,33 @@ def load_eval_file(name: str, spec) -> tuple[list[str], str]:
             total += size
         docs = kept
     return docs, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+_HASHES: dict[tuple, str] = {}  # (path, mtime, size) -> sha256: a sweep loads its eval sets once per worker step
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, as `units split` records it (source_sha256), cached by mtime and size."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key not in _HASHES:
+        _HASHES[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return _HASHES[key]
+
+
+def check_source(ev: dict, spec) -> None:
+    """Refuse an eval set (text or task) whose file, as the config names it (`spec`), is gone or is not the file
+    `units split` staged: the pool holds the old file's tokens, and they would be scored without a word. Corpus
+    slices and eval sets the config does not name have only the pool's copy, nothing to compare."""
+    if spec is None or not ev.get("source_sha256"):
+        return
+    name, path = ev["domain"], Path(spec.path)
+    if not path.is_file():
+        raise UsageError(f"eval set {name!r}: {path} is missing, the file units split staged it from: restore it, "
+                         f"or drop eval_sets.{name} from the config to use the staged copy")
+    if file_sha256(path) != ev["source_sha256"]:  # the CLI adds the user's -c and --set to the command
+        raise UsageError(f"eval set {name!r}: {path} changed since units split staged it: run `ablate units split "
+                         f"--force` to stage it again, or restore the file")
 
 
 def unit_documents(train_docs: list[str], train_tokens: np.ndarray, n_unit_tokens: int, eos: int) -> list[str]:

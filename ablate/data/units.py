@@ -181,6 +181,8 @@ def _write_tokens(pool: Pool, folder: Path, name: str, tokens: np.ndarray, row: 
     if sidecar.exists():
         old = read_json(sidecar, "unit sidecar")
         if old.get("data_sha256") == row["data_sha256"]:
+            if old.get("source_sha256") != row.get("source_sha256"):  # an eval file changed, not its tokens: the
+                atomic_write_json(sidecar, row)  # sidecar records the file read now (load_study checks it)
             return "unchanged"
         if not force:
             raise UsageError(

@@ -25,6 +25,7 @@ from ablate.store.index import recipe_id
 from ablate.store.pool import Pool, check_name
 from ablate.models.threads import claim as claim_threads
 from ablate.study.budgets import Budget
+from ablate.data.evalsets import check_source
 from ablate.data.tasks import TaskSet, load_task
 from ablate.data.units import eval_sets, load_eval_tokens, load_tokenizer, study_tokenizer, token_byte_lengths, unit_meta
 
@@ -164,6 +165,8 @@ def load_study(cfg: StudyConfig, pool: Pool, eval_names: list[str] | None = None
     claim_threads(cfg.train.threads)  # evaluation's share of the cores (ablate/models/threads.py)
     seed = find_seed(pool)
     evals = eval_sets(pool, eval_names)
+    for ev in evals:  # an own eval or task file changed since `units split`: refused before anything is scored
+        check_source(ev, cfg.eval_sets.get(ev["domain"]))
     tok_dir, _ = study_tokenizer(pool)
     study = Study(cfg, pool, seed, evals, device=device, precision=eval_precision(device, cfg.eval.precision))
     study.byte_len = token_byte_lengths(load_tokenizer(tok_dir))

@@ -95,3 +95,41 @@ def test_a_bad_task_line_is_one_line_naming_file_and_line_and_the_pool_unchanged
     code, _, err = run_cli(["units", "split", "-c", str(path)], capsys)
     assert code == 2 and f"{bad}:3: {fragment}" in err and "'mine'" in err and len(err.strip().splitlines()) == 1, err
     assert tree_digest(pool.root) == before
+
+
+def test_an_eval_or_task_file_changed_after_the_split_is_refused_where_it_is_used(task_study, capsys):
+    """Issue 41.8: a task file changed or broken after `units split` was used by search and optimize without a
+    word. On use it is hashed again against the split's; a change is one line naming the file and the command."""
+    from ablate.core.config import load_config
+
+    path, _, pool, units = task_study
+    task, cloze = (Path(load_config(path).eval_sets[n].path) for n in ("ending", "clz"))
+    text = task.read_text()
+    search = ["search", "--target", "ending", "--max-size", "1", "-c", str(path)]
+
+    def refused(args, fragment):
+        code, _, err = run_cli(args, capsys)
+        assert code == 2 and err.count("\n") == 1 and fragment in err and str(task) in err, (args, err)
+
+    task.write_text(text.replace("\n", "\n\n", 1))  # new bytes, the same examples: a plain split takes it
+    refused(search, f"changed since units split staged it: run `ablate units split --force -c {path}`")
+    assert run_cli(["units", "split", "-c", str(path)], capsys)[0] == 0
+    code, out, err = run_cli(search, capsys)
+    assert code == 0, err
+    task.write_text("{not json\n" + text)  # broken
+    for args in (search, ["optimize", "--target", "ending", "-c", str(path)],
+                 ["score-mixture", units[0], "--eval", "ending", "-c", str(path)]):
+        refused(args, "to stage it again, or restore the file")
+    code, _, err = run_cli(["units", "split", "--force", "-c", str(path)], capsys)
+    assert code == 2 and f"{task}:1" in err  # the command named says what is wrong with it
+    task.write_text("".join(text.splitlines(keepends=True)[:-1]))  # one example fewer: other tokens
+    refused(search, "changed since")
+    assert run_cli(["units", "split", "-c", str(path)], capsys)[0] == 2  # other data: only --force replaces it
+    code, _, err = run_cli(["units", "split", "--force", "-c", str(path)], capsys)
+    assert code == 0, err
+    assert json.loads((pool.eval_dir / "eval-ending.json").read_text())["n_examples"] == 59
+    code, out, err = run_cli(search, capsys)
+    assert code == 0, err
+    cloze.unlink()
+    code, _, err = run_cli(["score-mixture", units[0], "--eval", "clz", "-c", str(path)], capsys)
+    assert code == 2 and f"{cloze} is missing" in err and "eval_sets.clz" in err, err
