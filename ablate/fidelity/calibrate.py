@@ -73,9 +73,21 @@ def score_predictions(pred: dict, truths: dict, noise: dict) -> list[dict]:
         if len(keys) < 3:
             continue
         thr = noise.get(ev, {}).get("threshold", 0.0)
-        q = ranking_quality(np.asarray([pred[k] for k in keys]), np.asarray([truths[k] for k in keys]), thr)
-        out.append({"eval_set": ev, "noise_sd": noise.get(ev, {}).get("sd_log_ppl"), **q})
+        truth = np.asarray([truths[k] for k in keys])
+        q = ranking_quality(np.asarray([pred[k] for k in keys]), truth, thr)
+        sd = noise.get(ev, {}).get("sd_log_ppl")
+        out.append({"eval_set": ev, "noise_sd": sd, "ceiling": noise_ceiling(truth, sd), **q})
     return out
+
+
+def noise_ceiling(truth: np.ndarray, sd: float | None) -> float:
+    """The correlation a perfect proxy could reach against one retraining per mixture: each truth is the mixture's
+    value plus retraining noise of sd `sd` (replicate unions), so at most sqrt(1 − sd² / var(truths)). Where unions
+    differ little and one data draw moves them much (the seed's own domains, which every union forgets) this sits
+    well below 1, and no proxy's Spearman can be read against 1 there."""
+    if sd is None or len(truth) < 3 or np.var(truth, ddof=1) == 0:
+        return math.nan
+    return float(math.sqrt(max(0.0, 1.0 - sd ** 2 / np.var(truth, ddof=1))))
 
 
 def fidelity(pool: Pool, budget: str, methods: list[str] | None = None,

@@ -16,6 +16,7 @@ import statistics
 from pathlib import Path
 
 from ablate.scoring import proxies
+from ablate.fidelity.task_vectors import geometry as task_vector_geometry
 from ablate.fidelity.markdown import markdown_table, own_sections
 from ablate.fidelity.calibrate import held_out, noise_floor, plan_unions, score_predictions, union_keys
 from ablate.core.config import StudyConfig
@@ -23,6 +24,7 @@ from ablate.core.weights import is_uniform
 from ablate.core.formats import fmt, yes_no
 from ablate.store.pool import Pool, atomic_write_bytes
 from ablate.study.budgets import DEFAULT_METHOD, QUESTIONS, seed_known, target_kind
+from ablate.study.context import load_study
 
 MIN_HELD_OUT = 4  # a ranking of fewer held-out mixtures says little
 
@@ -71,7 +73,9 @@ def score_study(cfg: StudyConfig, prep: dict, source: str) -> dict:
                                  "task": q["eval_set"] in tasks,
                                  "held_out": len(unions) - m, "fitted": proxies.get(method).fitted,
                                  "calibration_unit_trainings": cost if proxies.get(method).fitted else 0, **q})
+    geometry = task_vector_geometry(pool, load_study(cfg, pool))
     return {"study": cfg.name, "source": source, "units": units, "n_truths": len(wanted), "cost": study_cost(pool),
+            "geometry": geometry,
             "eval_sets": sorted({c.eval_set for c in all_cases}), "rows": rows,
             "seconds": prep["seconds"], "config": cfg.model_dump(mode="json")}
 
@@ -91,12 +95,14 @@ def summarize(rows: list[dict]) -> dict:
     """Aggregates over eval sets: top-1 count, median/min Spearman, worst regret, pairwise agreement."""
     sp = [r["spearman"] for r in rows if not math.isnan(r["spearman"])]
     pw = [r["pairwise_agreement"] for r in rows if not math.isnan(r["pairwise_agreement"])]
+    ceil = [r["ceiling"] for r in rows if r.get("ceiling") is not None and not math.isnan(r["ceiling"])]
     return {"evals": len(rows), "top1": sum(r["top1"] for r in rows),
             "cost": statistics.mean(r["calibration_unit_trainings"] for r in rows) if rows else 0,
             "top1_noise": sum(r["top1_within_noise"] for r in rows),
             "median_spearman": statistics.median(sp) if sp else math.nan, "min_spearman": min(sp) if sp else math.nan,
             "worst_regret": max(r["regret"] for r in rows) if rows else math.nan,
-            "pairwise": statistics.mean(pw) if pw else math.nan}
+            "pairwise": statistics.mean(pw) if pw else math.nan,
+            "ceiling": statistics.median(ceil) if ceil else math.nan}
 
 
 def _table(rows: list[dict], keys: list[str]) -> list[str]:
@@ -162,6 +168,43 @@ def best_for(rows: list[dict], target: str) -> tuple | None:
                                     cost[t[0]], not proxies.get(t[1]).fitted))
 
 
+def left_out_choices(rows: list[dict], target: str) -> list[dict]:
+    """The default for one kind of target chosen as a user's study would get it: for each study, the proxy (and
+    m ≤ n) that `best_for` picks on the *other* studies, then scored on the one left out. A default that only
+    looks good on the studies it was chosen on fails here."""
+    studies = sorted({r["study"] for r in rows if r.get("target") == target})
+    out = []
+    for held in studies if len(studies) > 1 else []:
+        pick = best_for([r for r in rows if r["study"] != held], target)
+        if pick is None:
+            continue
+        label, proxy = pick[0], pick[1]
+        mine = [r for r in rows if r["study"] == held and r["budget"] == "unit" and r["m_label"] == label
+                and r["proxy"] == proxy and r.get("target") == target]
+        merged = [r for r in rows if r["study"] == held and r["budget"] == "unit" and r["m_label"] == "0"
+                  and r["proxy"] == "merged" and r.get("target") == target]
+        if mine:
+            out.append({"study": held, "target": target, "proxy": proxy, "m": label, **summarize(mine),
+                        "merged": summarize(merged)})
+    return out
+
+
+def left_out_table(rows: list[dict]) -> list[str]:
+    """Per kind of target no unit covers: the default chosen on the other studies, scored on each study."""
+    choices = [c for target in ("seed-known", "eval-only") for c in left_out_choices(rows, target)]
+    if not choices:
+        return []
+    return ["### The default per kind of target, chosen leaving one study out", "",
+            "For each study, the proxy `best_for` picks on the other studies (equal compute, m ≤ n), scored on the "
+            "study it never saw; `merged` at m = 0 beside it.", ""] + markdown_table(
+        ["left-out study", "target", "chosen on the others", "m", "top-1 within noise", "median Spearman",
+         "worst regret", "pairs beyond noise", "merged: within noise", "merged: median Spearman",
+         "merged: worst regret"],
+        ([c["study"], c["target"], c["proxy"], c["m"], f"{c['top1_noise']}/{c['evals']}", fmt(c["median_spearman"]),
+          fmt(c["worst_regret"], 2, True), fmt(c["pairwise"]), f"{c['merged']['top1_noise']}/{c['merged']['evals']}",
+          fmt(c["merged"]["median_spearman"]), fmt(c["merged"]["worst_regret"], 2, True)] for c in choices)) + [""]
+
+
 KIND_TEXT = {"seed-known": "**Seed-known targets** (no unit of that domain, but the seed trained on it: forgetting)",
              "eval-only": "**Eval-only targets new to the seed** (no unit of that domain, and the seed never saw it)"}
 
@@ -173,7 +216,10 @@ def kind_goal(rows: list[dict], target: str) -> list[str]:
     merged0 = [r for r in rows if r["budget"] == "unit" and r["m_label"] == "0" and r["proxy"] == "merged"
                and r.get("target") == target]
     lines = [f"- {KIND_TEXT[target]}, equal compute, `merged`, no union: {said(summarize(merged0))}, pairs beyond "
-             f"noise agree {fmt(summarize(merged0)['pairwise'])}."] if merged0 else []
+             f"noise agree {fmt(summarize(merged0)['pairwise'])}; the noise ceiling (the Spearman a perfect proxy "
+             f"could reach against one retraining: calibrate.noise_ceiling) is {fmt(summarize(merged0)['ceiling'])} "
+             f"median, {fmt(min((r['ceiling'] for r in merged0 if not math.isnan(r.get('ceiling', math.nan))), default=math.nan))} "
+             f"min."] if merged0 else []
     pick = best_for(rows, target)
     if pick:
         label, proxy, s, _ = pick
@@ -221,6 +267,20 @@ def goals(rows: list[dict]) -> list[str]:
     return lines + [""]
 
 
+def geometry_text(g: dict | None) -> str:
+    """The study's task vectors in a sentence (fidelity/task_vectors.py), where measured."""
+    if not g or g.get("member_norm") is None:
+        return ""
+    rep = (f"; a unit's member and its replicate (another data order): cosine {fmt(g['replicate_cosine'])}, so about "
+           f"{fmt(1 - g['replicate_cosine'], 0, True)} of a member's squared norm is its run's own"
+           if g.get("replicate_cosine") is not None else "")
+    unions = (f"; equal-compute unions ({g['unions']}): coefficients on their members {fmt(g['coefficient_over_weight'])}"
+              f" x their weights, norm {fmt(g['union_over_merge_norm'])} x the merge's, "
+              f"{fmt(g['outside_span'], 0, True)} of the squared norm outside every member's span"
+              if g.get("unions") else "")
+    return (f" Task vectors (median): members' pairwise cosine {fmt(g['member_cosine'])}{rep}{unions}.")
+
+
 def write_markdown(results: list[dict], out: Path, seconds: float, sources: list[str]) -> Path:
     rows = [r for s in results for r in s["rows"]]
     order = {"unit": 0, "sum": 1}
@@ -243,12 +303,12 @@ def write_markdown(results: list[dict], out: Path, seconds: float, sources: list
                      f"{', '.join(s['config']['seed']['domains'])}; eval sets {', '.join(s['eval_sets'])}; "
                      f"{s['n_truths']} ground-truth mixtures per budget; its pool's price tags: training "
                      f"{s['cost']['train_s'] / 60:.1f} min, evaluation {s['cost']['eval_s'] / 60:.1f} min, "
-                     f"{1000 * (s['cost']['train_kwh'] + s['cost']['eval_kwh']):.1f} Wh.")
+                     f"{1000 * (s['cost']['train_kwh'] + s['cost']['eval_kwh']):.1f} Wh." + geometry_text(s.get("geometry")))
     lines += ["", "Proxies:", ""] + [f"- `{name}`: {proxies.get(name).summary}" for name in proxies.names()]
     lines += ["", "m: unions trained for fitting, per study: 0, n/2, n, 2n for n units (2n only where at least "
               f"{MIN_HELD_OUT} truths stay held out). Top-1 within noise: the pick's truth is within 2·√2·sd of the "
               "best (sd from replicate unions). Regret: how much worse, by retraining, the proxy's pick is than the "
-              "true best, in perplexity.", ""] + goals(rows)
+              "true best, in perplexity.", ""] + goals(rows) + left_out_table(rows)
     for budget in sorted({r["budget"] for r in rows}, key=lambda b: order.get(b, 9)):
         part = [r for r in rows if r["budget"] == budget]
         lines += ["", f"## Ground truth `{budget}`: {QUESTIONS[budget]}", "",
@@ -266,12 +326,12 @@ def write_markdown(results: list[dict], out: Path, seconds: float, sources: list
         lines += ["", "### All studies pooled, min Spearman and pairwise agreement", ""] + _table(part, ["m_label", "proxy"])
         lines += ["", "### Per study", ""] + _table(part, ["study", "target", "m", "proxy"])
     lines += ["", "## Per eval set (every study, truth, m and proxy)", ""] + markdown_table(
-        ["study", "truth", "m", "held out", "proxy", "eval set", "target", "Pearson", "Spearman", "top-1", "regret",
-         "pairwise"],
+        ["study", "truth", "m", "held out", "proxy", "eval set", "target", "Pearson", "Spearman", "noise ceiling",
+         "top-1", "regret", "pairwise"],
         ([r["study"], r["budget"], r["m"], r["held_out"], r["proxy"], r["eval_set"],
           r.get("target", "n/a") + (" (task)" if r.get("task") else ""),
-          fmt(r["pearson"]), fmt(r["spearman"]), yes_no(r["top1"]), fmt(r["regret"], 2, True),
-          fmt(r["pairwise_agreement"])] for r in rows))
+          fmt(r["pearson"]), fmt(r["spearman"]), fmt(r.get("ceiling", math.nan)), yes_no(r["top1"]),
+          fmt(r["regret"], 2, True), fmt(r["pairwise_agreement"])] for r in rows))
     out = Path(out)
     kept = own_sections(out.read_text()) if out.exists() else ""  # slow sections other commands own
     atomic_write_bytes(out, ("\n".join(lines) + "\n" + ("\n\n" + kept if kept else "")).encode())

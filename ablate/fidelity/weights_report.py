@@ -72,13 +72,14 @@ ROUTES = {"merged": ("realized_gain", "captured", "recommended_gain"),
 
 
 def routes_by_target(studies: list[dict]) -> list[str]:
-    """Every route's retrained weights per kind of target: eval-only (one eval set no unit trains on), covered
+    """Every route's retrained weights per kind of target: seed-known (one eval set no unit trains on and the seed
+    knows), eval-only (one no unit trains on, new to the seed), covered
     (one eval set of a unit's domain), mean (over all eval sets); the route the protocol recommends per kind."""
     cases = [c for s in studies for c in s["cases"] if "target" in c]
     if not cases:
         return []
     rows = []
-    for target in ("eval-only", "covered", "mean"):
+    for target in ("seed-known", "eval-only", "covered", "mean"):
         part = [c for c in cases if c["target"] == target]
         for route, (gain, cap, rec) in ROUTES.items():
             have = [c for c in part if gain in c]

@@ -33,18 +33,21 @@ from ablate.optimize.optimization import run_optimization
 from ablate.optimize.plan import Plan, WeightsBudget
 from ablate.optimize.simplex import repetition_caps
 from ablate.store.pool import Pool
-from ablate.study.budgets import target_kind
+from ablate.study.budgets import seed_known, target_kind
 from ablate.workflows.optimize_runs import realized_objectives
 
 GRID = [1.0, 2.0]
 
 
-def study_objectives(pool: Pool, unit_domains, targets: str = "all") -> list[Objective]:
-    """The eval-only sets alone (no unit of their domain: where the proxies differ), the mean over all sets,
-    then (targets = "all") each covered set alone; that order, so a run cut short has what matters first."""
+def study_objectives(pool: Pool, cfg: StudyConfig, targets: str = "all") -> list[Objective]:
+    """The sets no unit covers alone (seed-known first, then new to the seed: where the proxies differ), the mean
+    over all sets, then (targets = "all") each covered set alone; that order, so a run cut short has what matters
+    first."""
     names = [ev["domain"] for ev in eval_sets(pool)]
-    kind = {n: target_kind(n, unit_domains) for n in names}
-    first = [Objective("mean", (n,)) for n in names if kind[n] == "eval-only"] + [Objective("mean", tuple(names))]
+    known = seed_known(cfg, names, pool)
+    kind = {n: target_kind(n, cfg.units.domains, known) for n in names}
+    first = [Objective("mean", (n,)) for target in ("seed-known", "eval-only") for n in names if kind[n] == target]
+    first += [Objective("mean", tuple(names))]
     return first + ([Objective("mean", (n,)) for n in names if kind[n] == "covered"] if targets == "all" else [])
 
 
@@ -57,7 +60,7 @@ def optimized_mixtures(cfg: StudyConfig, log=print, targets: str = "all") -> dic
     budget = WeightsBudget.of(unit_tokens, None)  # one unit's tokens: the protocol's equal compute
     caps = repetition_caps(unit_tokens, budget.tokens, cfg.optimize.max_epochs)
     cases = []
-    for objective in study_objectives(pool, cfg.units.domains, targets):
+    for objective in study_objectives(pool, cfg, targets):
         plan = Plan(objective=objective, units=units, unit_tokens=unit_tokens, budget=budget, caps=caps, route="merged",
                     # the proxy-error gate sees the same n unions the regression route is fitted on
                     calibration=plan_unions(units, [], len(units)))
@@ -69,7 +72,10 @@ def optimized_mixtures(cfg: StudyConfig, log=print, targets: str = "all") -> dic
 
 def objective_kind(objective: Objective, cfg: StudyConfig) -> str:
     """The kind of target (study.budgets.target_kind) of a one-eval-set objective, or `mean` for several."""
-    return "mean" if len(objective.targets) > 1 else target_kind(objective.targets[0], cfg.units.domains)
+    if len(objective.targets) > 1:
+        return "mean"
+    name = objective.targets[0]
+    return target_kind(name, cfg.units.domains, seed_known(cfg, [name], Pool(cfg.pool)))
 
 
 def one_case(cfg: StudyConfig, pool: Pool, plan: Plan, log) -> dict:

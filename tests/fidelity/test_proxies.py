@@ -188,7 +188,7 @@ def test_fidelity_cli_end_to_end_and_bad_config(study, tmp_path, capsys):
     raw = json.loads((tmp_path / "F-weights.json").read_text())["optimized_mixtures"][0]
     assert raw["study"] == "tiny-cli" and all(c["unions_compared"] >= 4 for c in raw["cases"])
     # the ensemble route is retrained too, and every case says which kind of target it is
-    assert all("ensemble_gain" in c and c["target"] in ("covered", "eval-only", "mean") for c in raw["cases"])
+    assert all("ensemble_gain" in c and c["target"] in ("covered", "seed-known", "eval-only", "mean") for c in raw["cases"])
     assert "### Routes by kind of target" in weights and "| covered | ensemble |" in weights
     # a rankings-only rerun rescores and keeps the weights section it does not own, word for word
     code, _, err = run_cli(["fidelity", str(good), "--rankings-only", "--out", str(out)], capsys)
@@ -219,3 +219,24 @@ def test_additive_adds_each_units_own_effect(both_truths):
     # with no union to learn from, the composition regression of the add-data truth is the additive proxy
     reg = proxies.get("regression").predict(cases, {}, "sum")
     assert np.allclose(reg, proxies.get("additive").predict(cases, {}, "sum"), atol=0.05)  # up to its ridge
+
+
+def test_task_vectors_say_how_much_of_a_member_is_its_own_run(both_truths):
+    """Two runs of one unit share more of their task vectors than two units do; unions sit mostly in the members'
+    span at about their weights (fidelity/task_vectors.py, quoted in each study's line of FIDELITY.md)."""
+    from ablate.fidelity.task_vectors import geometry
+    from ablate.study.context import load_study
+
+    cfg, pool, _ = both_truths
+    g = geometry(pool, load_study(cfg, pool))
+    assert 0 < g["member_norm"] and -1 <= g["member_cosine"] < g["replicate_cosine"] < 1
+    assert g["unions"] >= 1 and 0 <= g["outside_span"] < 1 and g["coefficient_over_weight"] > 0
+
+
+def test_the_noise_ceiling_is_what_one_retraining_allows():
+    from ablate.fidelity.calibrate import noise_ceiling
+
+    truth = np.asarray([1.0, 1.1, 1.2, 1.3])
+    assert noise_ceiling(truth, 0.0) == 1.0
+    assert noise_ceiling(truth, float(np.std(truth, ddof=1))) == pytest.approx(0.0, abs=1e-6)
+    assert 0 < noise_ceiling(truth, 0.05) < 1 and math.isnan(noise_ceiling(truth, None))
