@@ -4,9 +4,3 @@ options, calls one library or workflow function and prints; the pipelines are on
 
 May import every package below; nothing imports it (but `ablate.__main__`).
 """
-
-from ablate.core.lazy import lazy
-
-__all__ = ["main"]
-# `import ablate.cli.app` runs this first: nothing here may import a command module
-__getattr__ = lazy(__name__, {"app": ["main"]})
