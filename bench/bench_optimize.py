@@ -52,7 +52,7 @@ def _members(pool, real: list[str], n: int, folder: Path) -> list[Path]:
 
 
 def _step_times(space, model, fit: dict, steps: int, batch: int) -> list[float]:
-    from ablate.optimize.gradient import set_nll
+    from ablate.optimize.losses import set_nll
     from ablate.optimize.simplex import mirror_step
 
     w = np.full(space.n, 1.0 / space.n)
@@ -71,7 +71,7 @@ def _step_times(space, model, fit: dict, steps: int, batch: int) -> list[float]:
 
 
 def _plain_times(model, fit: dict, steps: int, batch: int) -> list[float]:
-    from ablate.optimize.gradient import set_nll
+    from ablate.optimize.losses import set_nll
 
     times = []
     for _ in range(steps):

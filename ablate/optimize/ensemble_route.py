@@ -24,7 +24,7 @@ from ablate.optimize.objectives import Objective
 from ablate.optimize.plan import Plan
 from ablate.optimize.protocol import Route, compare_held, descend, predicted, proxy_error, split_windows
 from ablate.optimize.trained import calibration_values
-from ablate.scoring.ensemble import member_nll, mixed_nll, weight_gradient, window_sums
+from ablate.scoring.ensemble import member_nll, mixed_nll, segment_sums, weight_gradient
 from ablate.study.context import Study
 
 
@@ -90,7 +90,7 @@ class TokenSpace:
         return {s: weight_gradient(x.reshape(x.shape[0], -1), w) / x[0].size for s, x in self.fit.items()}
 
     def held_windows(self, w: np.ndarray) -> dict[str, np.ndarray]:
-        return {s: window_sums(mixed_nll(x, w), self.held_sizes[s]) if s in self.held_sizes else
+        return {s: segment_sums(mixed_nll(x, w), self.held_sizes[s]) if s in self.held_sizes else
                 mixed_nll(x.reshape(x.shape[0], -1), w).reshape(x.shape[1], x.shape[2]).sum(axis=1)
                 for s, x in self.held.items()}
 

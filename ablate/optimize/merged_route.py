@@ -27,7 +27,7 @@ import numpy as np
 
 from ablate.models.model import model_from_config, seed_config
 from ablate.optimize.candidates import CandidateProxy, find_candidates
-from ablate.optimize.gradient import set_nll, window_nll
+from ablate.optimize.losses import set_nll, window_nll
 from ablate.optimize.objectives import Objective
 from ablate.optimize.plan import Plan
 from ablate.optimize.protocol import Route, compare_held, descend, predicted, proxy_error, split_windows

@@ -71,7 +71,7 @@ def optimize_law(laws: dict[str, tuple], objective: Objective, n: int, caps: np.
             "predicted_uniform": objective.value(predict(uniform), reference, tokens)}
 
 
-def regression_route(cfg, pool, study, plan: Plan, caps) -> dict:
+def run(cfg, pool, study, plan: Plan, caps) -> dict:
     """Fit the law on the trained mixtures' fit-window values, optimize it; 'held' is the same law fitted on
     the held-window values (no window-level interval: the route sees mixtures, not windows)."""
     t0 = time.perf_counter()
@@ -109,4 +109,4 @@ def points(pool, study, plan: Plan) -> dict:
     return {"points": [m["model_id"] for m in trained_mixtures(pool, study, plan)]}
 
 
-ROUTE = Route("regression", "a law fitted on the trained unions", regression_route, key=points)
+ROUTE = Route("regression", "a law fitted on the trained unions", run, key=points)

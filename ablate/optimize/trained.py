@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from ablate.core.weights import is_uniform
 from ablate.models.model import load_member
-from ablate.optimize.gradient import window_nll
+from ablate.optimize.losses import window_nll
 from ablate.optimize.plan import Plan
 from ablate.optimize.protocol import predicted, split_windows
 

@@ -29,7 +29,7 @@ import numpy as np
 import ablate.scoring.proxies as proxies
 from ablate.core.energy import Meter
 from ablate.core.progress import bar
-from ablate.scoring.ensemble import member_nll, mixed_nll, predicted_bytes, window_sums
+from ablate.scoring.ensemble import member_nll, mixed_nll, predicted_bytes, segment_sums
 from ablate.scoring.evaluate import nll_stats
 from ablate.scoring.inplace import merged_model
 from ablate.scoring.proxies.private import ENSEMBLE, MERGE, REPLICATE
@@ -95,7 +95,7 @@ def _cached_rows(study, unit: str, member: str, other: str, done: set, force: bo
                                                                           [0.5, 0.5]), 0)):
             stats = nll_stats(float(per_token.sum()), int(per_token.size), n_bytes,
                               (measured.get(d) or {}).get("eval_s", 0.0) if method == REPLICATE else 0.0,
-                              window_sums(per_token, sizes))
+                              segment_sums(per_token, sizes))
             row = study_row(study, ev, stats, method=method, mixture=[unit], weights=[1.0], model_id=mid,
                             n_nonembed=0, device=study.device, replicate=rep)
             row["flops"] = (measured.get(d) or {}).get("flops", 0.0) if method == REPLICATE else 0.0

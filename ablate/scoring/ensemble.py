@@ -78,7 +78,9 @@ def weight_gradient(nll: np.ndarray, weights) -> np.ndarray:
     return -(rel / (w @ rel)).sum(axis=1)
 
 
-def window_sums(per_token: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+def segment_sums(per_token: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Flat per-token values [sum(sizes)] -> the sum of each consecutive segment of `sizes` tokens (a window's
+    or an example's): a ragged reduceat, where scoring/losses.window_sums sums rectangular [b, t] windows."""
     return np.add.reduceat(per_token, np.concatenate([[0], np.cumsum(sizes)[:-1]]))
 
 
@@ -136,7 +138,7 @@ def score_ensemble(study, mixtures: list[tuple[list[str], list[float]]], force: 
                 t0 = time.perf_counter()
                 per_token = mixed_nll(np.stack([cache[m][0][d] for m in members]), weights)
                 stats = nll_stats(float(per_token.sum()), int(per_token.size), n_bytes[d],
-                                  time.perf_counter() - t0, window_sums(per_token, sizes[d]))
+                                  time.perf_counter() - t0, segment_sums(per_token, sizes[d]))
                 forward = cache[members[0]][1].get(d) if len(members) == 1 else None
                 if forward:  # a member alone: this row is the forward pass that filled the cache
                     stats["eval_s"] = forward["eval_s"]

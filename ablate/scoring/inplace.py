@@ -14,7 +14,7 @@ the float ops and their order are merge_members' (w0·m0, then += wi·mi), so th
 are bit-identical to loading merge_members' result (tests/test_device.py).
 
 MemberSpace is the same merged model with the weights as variables (the optimizer's gradients,
-optimize/gradient.py): theta(w) = sum_i w_i theta_i written into the model, and <g, theta_i> for every
+optimize/losses.py): theta(w) = sum_i w_i theta_i written into the model, and <g, theta_i> for every
 member. Members are float32 safetensors whose data blocks are mapped, not read: each is a flat view of its
 file, in the file's own tensor order (merge.flat_member). With room in memory (`keep_in_memory`, by default
 when the stack takes under a quarter of free memory) they are copied into one [n, P] matrix and both products

@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 
 from ablate.core.errors import UsageError
 from ablate.models.model import unique_state
-from ablate.optimize.gradient import set_nll
+from ablate.optimize.losses import set_nll
 from ablate.optimize.objectives import GUARD_PENALTY, parse_objective
 from ablate.optimize.simplex import mirror_step, project, repetition_caps, sparsify
 from ablate.scoring.inplace import MemberSpace

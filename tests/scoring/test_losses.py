@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ablate.models.model import load_member
-from ablate.optimize.gradient import set_nll, window_nll
+from ablate.optimize.losses import set_nll, window_nll
 from ablate.scoring import batched, losses
 from ablate.scoring.batched import EvalWindows, ModelStack
 from ablate.scoring.evaluate import _batches, evaluate_tokens, windows as spans

@@ -10,7 +10,7 @@ import pytest
 
 from ablate.data.task_builders import fortune_ending, write_task
 from ablate.models.model import load_member
-from ablate.optimize.gradient import set_nll
+from ablate.optimize.losses import set_nll
 from ablate.scoring.batched import EvalWindows, ModelStack
 from ablate.scoring.tasks import choice_nll, choice_nll_loop, correct_choices, evaluate_task
 from ablate.study.context import load_study

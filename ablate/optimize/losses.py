@@ -1,4 +1,5 @@
-"""Exact gradients of eval losses with respect to mixture weights, through the merge.
+"""The losses mixture weights are optimized on: an eval set's loss (its backward gives exact gradients with
+respect to the weights, through the merge) and its per-window losses.
 
 How to run (from Python; `ablate optimize` drives it):
     space = MemberSpace.of_members(pool, member_ids, model)   # scoring.inplace: the members as one [n, P] matrix
