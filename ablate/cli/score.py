@@ -202,7 +202,9 @@ def print_search_plan(cfg, pool, goal, *, validate_weighted: bool, **options) ->
     (the output stays a loadable config), checked like a real run; nothing is merged, trained or written."""
     from ablate.optimize.search import plan
 
-    p = plan(pool, goal, **options)
+    from ablate.study.budgets import seed_known
+
+    p = plan(pool, goal, known=seed_known(cfg, goal.eval_sets, pool), **options)
     trains = options["validate"] + (1 if validate_weighted else 0)
     how = ("all scored (exhaustive)" if p["strategy"] == "exhaustive" else
            f"more than --max-candidates {p['max_candidates']}: a beam search of width {p['beam']}")

@@ -45,13 +45,14 @@ from ablate.core.errors import UsageError
 from ablate.store.index import Index
 from ablate.store.pool import Pool
 from ablate.scoring import proxies
+from ablate.optimize.defaults import default_method
 from ablate.scoring.proxies import MIN_UNIONS, union_keys
 from ablate.store.results import existing_rows, now, row_id, write_rows, write_search_rows
 from ablate.scoring.evaluated import score_proxy
 from ablate.scoring.score import score_reference_models
 from ablate.scoring.screen import screen_candidates
 from ablate.study.context import load_study
-from ablate.study.budgets import BUDGETS, DEFAULT_METHOD, DEFAULT_TRUTH, QUESTIONS, target_kind
+from ablate.study.budgets import BUDGETS, DEFAULT_TRUTH, QUESTIONS, seed_known
 from ablate.data.tasks import scored_tokens
 from ablate.data.units import eval_sets, unit_ids
 from ablate.optimize.objectives import Objective, parse_objective
@@ -189,25 +190,6 @@ def _measure_seed(cfg: StudyConfig, pool: Pool, target: str) -> None:
     write_rows(pool, score_reference_models(study, [], existing_rows(pool, study.precision)))
 
 
-def eval_only(pool: Pool, targets) -> bool:
-    """Whether every target is eval-only (study.budgets.target_kind) among this pool's units: where the merge
-    ranks worst and the ensemble best."""
-    domains = {r["domain"] for r in Index(pool).rows("SELECT DISTINCT domain FROM units WHERE kind = 'unit'")}
-    return bool(targets) and all(target_kind(t, domains) == "eval-only" for t in targets)
-
-
-def default_method(pool: Pool, truth: str, targets: tuple[str, ...] = ()) -> str:
-    """The protocol's best proxy for the question and the kind of target (FIDELITY.md): for the add-data truth,
-    `calibrated` once n unions of it are trained (n = units); otherwise `ensemble` for eval-only targets (it
-    ranked them best out of sample, at both truths, and ties `merged` where a unit covers the target), and the
-    truth's default (`merged`; `own-additive` for add-data) where a unit covers one of them."""
-    if truth == "sum":
-        n_units = len(unit_ids(pool))
-        if len(union_keys(proxies.load_truths(pool, "sum"))) >= max(n_units, 3):
-            return "calibrated"
-    return "ensemble" if eval_only(pool, targets) else DEFAULT_METHOD[truth]
-
-
 def validation_picks(ranked: list, validate: int, validate_weighted: bool) -> list[tuple[list[str], list[float]]]:
     """The candidates `--validate M` trains: the top M multi-unit ones (and, with `validate_weighted`, the best
     weighted one when the top M are all uniform); a unit alone needs no training (its truth is its member,
@@ -250,12 +232,13 @@ def as_objective(pool: Pool, target: str | Objective) -> Objective:
 
 def plan(pool: Pool, target: str | Objective, *, max_size: int = 3, grid: list[float] | None = None,
          method: str | None = None, truth: str = DEFAULT_TRUTH, validate: int = 0, top: int = 10,
-         max_candidates: int = 2000, beam: int = 4, screen: bool = False) -> dict:
-    """What a search would do, checked and nothing scored: `rank` runs it, `ablate search --dry-run` prints it."""
+         max_candidates: int = 2000, beam: int = 4, screen: bool = False, known=None) -> dict:
+    """What a search would do, checked and nothing scored: `rank` runs it, `ablate search --dry-run` prints it.
+    `known`: the eval sets the seed knows (seed.knows), which pick the default proxy (optimize/defaults.py)."""
     if truth not in BUDGETS:
         raise UsageError(f"--truth must be one of {', '.join(BUDGETS)}, not {truth!r}")
     objective = as_objective(pool, target)
-    method = method or default_method(pool, truth, objective.eval_sets)
+    method = method or default_method(pool, truth, objective.eval_sets, known)
     if method not in proxies.names():
         raise UsageError(f"--method must be one of {', '.join(proxies.names())}, not {method!r}")
     if max_size < 1 or validate < 0 or top < 1 or max_candidates < 1 or beam < 1:
@@ -279,7 +262,8 @@ def rank(cfg: StudyConfig, pool: Pool, target: str | Objective, *, max_size: int
     """Every candidate scored by the proxy for the objective, best first (full evaluations before screened-out
     ones). Scores are the objective's value in log perplexity (ablate/optimize/objectives.py)."""
     p = plan(pool, target, max_size=max_size, grid=grid, method=method, truth=truth, validate=validate, top=top,
-             max_candidates=max_candidates, beam=beam, screen=screen)
+             max_candidates=max_candidates, beam=beam, screen=screen,
+             known=seed_known(cfg, as_objective(pool, target).eval_sets, pool))
     objective, method, units, size, grid = p["objective"], p["method"], p["units"], p["size"], p["grid"]
     screening = {} if screen else None  # what --screen dropped and saved, across the search's rounds
 

@@ -24,7 +24,7 @@ from ablate.data.units import seed_domains
 
 BUDGETS = ("sum", "unit")
 # The question `demo` and `search` ask first, and the proxy `search` ranks by for each, from the
-# fidelity protocol (FIDELITY.md), not from the demo; search.default_method refines "sum".
+# fidelity protocol (FIDELITY.md), not from the demo; optimize/defaults.py refines both per kind of target.
 DEFAULT_TRUTH = "unit"
 DEFAULT_METHOD = {"unit": "merged", "sum": "own-additive"}
 

@@ -64,8 +64,8 @@ def run_demo(cfg: StudyConfig, pool: Pool, report_dir: Path, log=print) -> str:
     from ablate.fidelity.report import priced, task_verdicts, verdict_markdown, write_report
     from ablate.models.device import describe
     from ablate.train.members import build_members, train_truths, union_plan
-    from ablate.optimize.search import default_method
-    from ablate.study.budgets import DEFAULT_TRUTH
+    from ablate.optimize.defaults import default_method
+    from ablate.study.budgets import DEFAULT_TRUTH, seed_known
 
     t0 = time.perf_counter()
     log(f"training, merging and evaluating on {describe(cfg)}")  # a GPU asked for and missing: exit 2 now
@@ -85,7 +85,8 @@ def run_demo(cfg: StudyConfig, pool: Pool, report_dir: Path, log=print) -> str:
     texts = sorted(name for name, spec in cfg.eval_sets.items() if spec.kind == "text")
     target = (texts or cfg.units.eval_only_domains or cfg.units.domains)[0]
     if plan:
-        method = default_method(pool, DEFAULT_TRUTH, (target,))  # quotes has no unit: the ensemble
+        # quotes has no unit and the demo's seed read it: the protocol's proxy for seed-known targets
+        method = default_method(pool, DEFAULT_TRUTH, (target,), seed_known(cfg, [target], pool))
         log(f"[7/8] mixture search for {target!r} ({method} proxy, weighted candidates): the top one and the best "
             f"weighted one validated against the {DEFAULT_TRUTH!r} truth (a weighted one as a weighted union)")
         found = run_search(cfg, pool, target, max_size=len(units), grid=cfg.demo_search_grid,

@@ -191,7 +191,7 @@ def test_search_validates_weighted_winners_against_a_weighted_fixed_budget_union
 
 
 def test_search_defaults_follow_the_protocol(study_copy):
-    from ablate.optimize.search import default_method
+    from ablate.optimize.defaults import default_method, target_kinds
 
     cfg, pool, units, _ = study_copy  # one add-data union so far (fortunes-00 + literature-00)
     for mix in (["fortunes-01", "literature-01"], ["fortunes-00", "fortunes-01"]):
@@ -200,8 +200,11 @@ def test_search_defaults_follow_the_protocol(study_copy):
         score_mixture(cfg, pool, mix, eval_names=["literature"])
     assert default_method(pool, "unit") == "merged"
     assert default_method(pool, "unit", ("literature",)) == "merged"  # a unit covers literature
-    # riddles is only the seed's domain: an eval-only target, where the protocol found the ensemble best
-    assert default_method(pool, "unit", ("riddles",)) == default_method(pool, "sum", ("riddles",)) == "ensemble"
+    # riddles is only the seed's domain: a seed-known target, where the protocol found the merge best; told the seed
+    # knows nothing (seed.knows: []), it is new to the seed, where the ensemble ranks best
+    assert target_kinds(pool, ("riddles", "literature")) == ["seed-known", "covered"]
+    assert default_method(pool, "unit", ("riddles",)) == default_method(pool, "sum", ("riddles",)) == "merged"
+    assert default_method(pool, "unit", ("riddles",), frozenset()) == "ensemble"
     assert default_method(pool, "unit", ("riddles", "literature")) == "merged"
     assert default_method(pool, "sum") == "own-additive"  # 3 scored sum unions < n = 4 units
     out = run_search(cfg, pool, "literature", max_size=2, truth="sum", **quiet)

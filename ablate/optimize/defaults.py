@@ -1,0 +1,54 @@
+"""Which proxy ranks a target by default: the protocol's best for the question and the kind of target.
+
+How to run (from Python; `ablate search` and the demo call it when no --method is given):
+    from ablate.optimize.defaults import default_method, target_kinds
+    default_method(pool, "unit", ("quotes",))      # "ensemble" (no unit covers quotes, the seed never saw it)
+    target_kinds(pool, ("bible",), known=None)    # ["seed-known"] where the seed trained on bible
+
+Every choice here is measured by the fidelity protocol (FIDELITY.md), out of sample: the per-kind choice is the one
+made leaving one study out (fidelity/protocol.py, left_out_choices).
+"""
+
+from __future__ import annotations
+
+from ablate.data.units import unit_ids
+from ablate.scoring import proxies
+from ablate.scoring.proxies import union_keys
+from ablate.store.index import Index
+from ablate.store.pool import Pool
+from ablate.study.budgets import DEFAULT_METHOD, target_kind
+
+def target_kinds(pool: Pool, targets, known=None) -> list[str]:
+    """Each target's kind (study.budgets.target_kind) among this pool's units; `known`: the eval sets the seed
+    knows (study.budgets.seed_known, from the config); None reads them from the pool: the seed's own domains, or
+    every target no unit covers when the seed was imported."""
+    index = Index(pool)
+    domains = {r["domain"] for r in index.rows("SELECT DISTINCT domain FROM units WHERE kind = 'unit'")}
+    if known is None:
+        imported = any(m.get("source") for m in pool.iter_metas("seed"))
+        known = set(targets) if imported else {
+            r["domain"] for r in index.rows("SELECT DISTINCT domain FROM units WHERE kind = 'seedmix'")}
+    return [target_kind(t, domains, known) for t in targets]
+
+
+# The proxy per kind of target no unit covers, chosen by the protocol leaving one study out (FIDELITY.md, "The
+# default per kind of target"): the ensemble where the target is new to the seed, the merge where the seed knows it
+# (the ensemble ranked the seed's own domains worse than the merge in every study)
+KIND_METHOD = {"eval-only": "ensemble", "seed-known": "merged"}
+
+
+def default_method(pool: Pool, truth: str, targets: tuple[str, ...] = (), known=None) -> str:
+    """The protocol's best proxy for the question and the kind of target (FIDELITY.md, chosen leaving one study
+    out): for the add-data truth, `calibrated` once n unions of it are trained (n = units); otherwise, when no unit
+    covers any target, KIND_METHOD's proxy for their kind (the ensemble for targets new to the seed, the merge for
+    the seed's own); the truth's default (`merged`; `own-additive` for add-data) where a unit covers one."""
+    if truth == "sum":
+        n_units = len(unit_ids(pool))
+        if len(union_keys(proxies.load_truths(pool, "sum"))) >= max(n_units, 3):
+            return "calibrated"
+    kinds = set(target_kinds(pool, targets, known)) if targets else {"covered"}
+    if "covered" in kinds:
+        return DEFAULT_METHOD[truth]
+    return KIND_METHOD["eval-only"] if kinds == {"eval-only"} else KIND_METHOD["seed-known"]
+
+
