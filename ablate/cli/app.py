@@ -35,7 +35,7 @@ from ablate.cli import optimize as cli_optimize
 from ablate.cli import pool as cli_pool
 from ablate.cli import proxy as cli_proxy
 from ablate.cli import score as cli_score
-from ablate.cli.shared import INVOKED, with_invocation
+from ablate.cli.shared import Invocation, with_invocation
 from ablate.core.errors import AblateError, Interrupted
 
 # The command groups (`ablate pool ls`): name -> help.
@@ -104,12 +104,12 @@ def main() -> None:
     click = _click_exceptions()
     if len(sys.argv) == 1:
         sys.argv.append("--help")
-    INVOKED.clear()  # an earlier command in this process (tests) must not lend its -c to this one's hints
+    invocation = Invocation()  # this run's: the command fills it (open_study), the hints below read it
     try:
-        rv = app(standalone_mode=False)
+        rv = app(standalone_mode=False, obj=invocation)
         sys.exit(rv if isinstance(rv, int) else 0)
     except AblateError as exc:
-        _die(with_invocation(str(exc)), exc.exit_code)
+        _die(with_invocation(str(exc), invocation), exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:

@@ -35,7 +35,7 @@ from typing import Annotated, Optional
 import typer
 from typer.core import TyperCommand
 
-from ablate.cli.shared import (INVOKED, ConfigOpt, DryOpt, ForceOpt, MaxLossOpt, ObjectiveOpt, SetOpt, TargetOpt,
+from ablate.cli.shared import (ConfigOpt, DryOpt, ForceOpt, MaxLossOpt, ObjectiveOpt, SetOpt, TargetOpt,
                                TargetWeightsOpt, open_study, print_rows, say)
 from ablate.core.errors import UsageError
 from ablate.core.formats import rel, rel_band
@@ -75,8 +75,8 @@ def optimize(target: TargetOpt = None, target_weights: TargetWeightsOpt = None, 
     overrides = list(set_ or []) + [f"optimize.{k}={v}" for k, v in
                                     (("max_epochs", max_epochs), ("floor", floor), ("steps", steps),
                                      ("candidates", candidates)) if v is not None]
-    cfg, pool = open_study(config, overrides, dry_run)
-    INVOKED["sets"] = list(set_ or [])  # hints repeat the user's --set, not the flags turned into overrides
+    # hints repeat the user's --set, not the flags turned into overrides
+    cfg, pool = open_study(config, overrides, dry_run, sets=list(set_ or []))
     from ablate.optimize.optimization import plan_optimization, run_optimization, stored_optimization
     from ablate.optimize.ranks import seed_notes
     from ablate.workflows.optimize_runs import validation_cost

@@ -4,7 +4,7 @@ How to run: not directly; the command modules (cli/build, score, proxy, pool, op
 it, and `ablate --help` (ablate/cli/app.py) lists their commands. One declaration each:
     ConfigOpt, SetOpt, DryOpt, ForceOpt    # -c/--config FILE, --set key=value, --dry-run, --force
     open_study(config, set_, dry_run)      # the resolved config and its pool, checked against the pool's study
-    with_invocation(message)               # an error's hint, with the -c FILE and --set given (or the pool and config used)
+    with_invocation(message, inv)          # an error's hint, with the -c FILE and --set given (or the pool and config)
     print_rows(cols, rows)                 # a result table, no column truncated
     emit(cols, rows, fmt, out)             # table | csv | json | parquet, to stdout or a file
 """
@@ -16,6 +16,8 @@ import os
 import re
 import shlex
 import sys
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -46,25 +48,45 @@ TruthOpt = Annotated[str, typer.Option("--truth", help="ground truth: unit (equa
                                                        "k x budget)")]
 
 
-# What the running command was started with (open_study records it, app.main reads it on an error): a hint
-# that prints a command must repeat the user's -c FILE, or the user follows it into the default study.
-INVOKED: dict = {}
+@dataclass
+class Invocation:
+    """What the running command was started with: app.main makes one per run and hands it to the command through
+    click's context (`obj`); open_study fills it and main reads it on an error. A hint that prints a command must
+    repeat the user's -c FILE, or the user follows it into the default study. No module state: a second command in
+    the same process (tests) starts from a fresh one."""
+    flag: str | None = None  # the -c FILE typed
+    label: str = ""  # how the config was chosen, for a hint without -c
+    pool: str | None = None
+    sets: list[str] = field(default_factory=list)  # the user's --set, not the flags a command turns into overrides
+
+
 HINT = re.compile(r"`(ablate [^`]*)`")
 DEFAULT_POOL = StudyConfig.model_fields["pool"].default
 
 
+def current_invocation() -> Invocation | None:
+    """The running command's Invocation (None outside app.main, e.g. a command called from a test's CliRunner)."""
+    try:  # typer >= 0.2x vendors its own click; older ones use click itself
+        from typer._click.globals import get_current_context
+    except ImportError:
+        from click import get_current_context
+    ctx = get_current_context(silent=True)
+    return ctx.obj if ctx is not None and isinstance(ctx.obj, Invocation) else None
+
+
 def open_study(config: Path | None, overrides: list[str] | None, dry_run: bool = False,
-               check_study: bool = True) -> tuple[StudyConfig, Pool]:
-    """The command's config (-c, else $ABLATE_CONFIG, else the demo's) and pool; --dry-run prints it and exits."""
-    INVOKED.clear()
-    INVOKED["flag"] = str(config) if config is not None else None
+               check_study: bool = True, sets: list[str] | None = None) -> tuple[StudyConfig, Pool]:
+    """The command's config (-c, else $ABLATE_CONFIG, else the demo's) and pool; --dry-run prints it and exits.
+    `sets`: the user's --set when `overrides` also holds the command's own flags (hints repeat only the former)."""
+    inv = current_invocation() or Invocation()
+    inv.flag = str(config) if config is not None else None
     if config is None and os.environ.get("ABLATE_CONFIG"):
         config = Path(os.environ["ABLATE_CONFIG"])
-    INVOKED["label"] = (f"$ABLATE_CONFIG={config}" if INVOKED["flag"] is None and config else
-                        str(config) if config else "the embedded default config, no -c given")
+    inv.label = (f"$ABLATE_CONFIG={config}" if inv.flag is None and config else
+                 str(config) if config else "the embedded default config, no -c given")
     cfg = load_config(config, overrides)
-    INVOKED["pool"] = cfg.pool
-    INVOKED["sets"] = list(overrides or [])  # a command that turns its own flags into overrides resets this
+    inv.pool = cfg.pool
+    inv.sets = list(overrides or []) if sets is None else list(sets)
     if dry_run:
         typer.echo(cfg.to_yaml(), nl=False)
         raise typer.Exit(0)
@@ -74,29 +96,29 @@ def open_study(config: Path | None, overrides: list[str] | None, dry_run: bool =
     return cfg, pool
 
 
-def with_invocation(message: str) -> str:
+def with_invocation(message: str, inv: Invocation | None) -> str:
     """An error whose hint prints an `ablate ...` command, made to work as printed: with the -c FILE and every
     --set the user gave; without a -c, naming the pool and config it looked at and suggesting -c where the user's
     study is likely in a file (a YAML here, or the default pool)."""
-    if not INVOKED or not HINT.search(message):
+    if inv is None or not inv.label or not HINT.search(message):  # no study opened yet: nothing to repeat
         return message
-    flag = INVOKED["flag"]
+    flag = inv.flag
 
     def repeat(m: re.Match) -> str:  # the user's -c and every --set: a member trained without them is another one
         cmd = m.group(1)
         if flag is not None and " -c " not in cmd:
             cmd += f" -c {shlex.quote(flag)}"
-        cmd += "".join(f" --set {shlex.quote(s)}" for s in INVOKED.get("sets") or [] if f"--set {s}" not in cmd)
+        cmd += "".join(f" --set {shlex.quote(s)}" for s in inv.sets if f"--set {s}" not in cmd)
         return f"`{cmd}`"
 
     message = HINT.sub(repeat, message)
-    if flag is not None:
+    if flag is not None or inv.pool is None:  # a -c given, or the config did not load (no pool to name)
         return message
-    text = f"{message} (pool {Path(INVOKED['pool']).resolve()}, config: {INVOKED['label']})"
+    text = f"{message} (pool {Path(inv.pool).resolve()}, config: {inv.label})"
     if os.environ.get("ABLATE_CONFIG"):
         return text
     yamls = sorted(p.name for p in Path.cwd().glob("*.y*ml") if p.is_file())
-    if yamls or INVOKED["pool"] == DEFAULT_POOL:
+    if yamls or inv.pool == DEFAULT_POOL:
         text += f"; if your study is in a config file, pass it: -c {yamls[0] if len(yamls) == 1 else 'FILE'}"
     return text
 
@@ -124,6 +146,16 @@ def _fmt(v) -> str:
     return "" if v is None else str(v)
 
 
+@contextmanager
+def _opened(out: Path | None, newline: str | None = None):
+    """`out` opened for writing and closed after, or stdout (left open) when there is no file."""
+    if out is None:
+        yield sys.stdout
+        return
+    with open(out, "w", newline=newline) as fh:
+        yield fh
+
+
 def emit(cols: list[str], rows: list[tuple], fmt: str, out: Path | None) -> None:
     if fmt == "table":
         from rich.console import Console
@@ -140,14 +172,15 @@ def emit(cols: list[str], rows: list[tuple], fmt: str, out: Path | None) -> None
             table.add_row(*(Text(c) for c in r))
         # wide enough that no column is truncated: users copy these numbers
         width = sum(max([len(c)] + [len(r[i]) for r in cells]) + 3 for i, c in enumerate(cols)) + 1
-        Console(file=open(out, "w") if out else sys.stdout, width=max(80, width)).print(table)
+        with _opened(out) as fh:
+            Console(file=fh, width=max(80, width)).print(table)
     elif fmt == "csv":
         import csv
 
-        fh = open(out, "w", newline="") if out else sys.stdout
-        w = csv.writer(fh, lineterminator="\n")  # not the csv module's CRLF: `$(ablate sql ...)` must not end in \r
-        w.writerow(cols)
-        w.writerows([[_fmt(v) if isinstance(v, list) else v for v in r] for r in rows])
+        with _opened(out, newline="") as fh:
+            w = csv.writer(fh, lineterminator="\n")  # not the csv module's CRLF: `$(ablate sql ...)` must not end in \r
+            w.writerow(cols)
+            w.writerows([[_fmt(v) if isinstance(v, list) else v for v in r] for r in rows])
     elif fmt == "json":
         text = json.dumps([dict(zip(cols, r)) for r in rows], default=str, indent=1)
         (Path(out).write_text(text) if out else typer.echo(text))
