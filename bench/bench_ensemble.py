@@ -34,7 +34,7 @@ def main(argv=None) -> dict:
 
     cfg, pool, study = common.open_study(args)
     units = common.unit_ids(cfg)
-    eval_set = args.eval_set if args.eval_set in study.eval_tokens else sorted(study.eval_tokens)[0]
+    eval_set = common.eval_set(args.eval_set, study)
     study = load_study(cfg, pool, [eval_set])
     n = 3 if args.quick else 6
     t0 = time.perf_counter()

@@ -32,55 +32,18 @@ import math
 import common
 
 
-def forward_flops(config, windows: list[tuple[int, int]], attention_scores: bool = True) -> float:
-    """Matmul FLOPs of one forward pass over these windows (2 per multiply-add); attention_scores=False:
-    only the projections and the LM head (the GEMMs; QK^T and AV run inside the attention kernel)."""
-    d, layers, inter, vocab = config.hidden_size, config.num_hidden_layers, config.intermediate_size, config.vocab_size
-    hd = getattr(config, "head_dim", None) or d // config.num_attention_heads
-    q, kv = config.num_attention_heads * hd, config.num_key_value_heads * hd
-    per_token = layers * 2 * (d * q + 2 * d * kv + q * d + 3 * d * inter)
-    total = 0.0
-    for a, b in windows:
-        t = b - a
-        attention = layers * 2 * 2 * q * (t * (t + 1) / 2) * attention_scores  # QK^T and AV, causal
-        total += per_token * t + attention + 2 * d * vocab * (t - 1)
-    return total
-
-
-def user_loop(model, tokens, seq_len: int, batch: int) -> dict:
-    """What a user writes with plain transformers: mean loss per call, times its token count."""
-    import numpy as np
-    import torch
-
-    from ablate.scoring.evaluate import windows
-
-    spans = windows(int(tokens.size), seq_len)
-    nll, n = 0.0, 0
-    with torch.no_grad():
-        full = [s for s in spans if s[1] - s[0] == seq_len] if batch > 1 else []
-        rest = [s for s in spans if s not in full]
-        groups = [full[i:i + batch] for i in range(0, len(full), batch)] + [[s] for s in rest]
-        for group in groups:
-            ids = torch.from_numpy(np.stack([tokens[a:b] for a, b in group]).astype(np.int64))
-            loss = model(input_ids=ids, labels=ids).loss
-            count = ids.size(0) * (ids.size(1) - 1)
-            nll += loss.item() * count
-            n += count
-    return {"nll_sum": nll, "n_tokens": n, "ppl": math.exp(nll / n)}
-
-
 def before_change(model, tokens, seq_len: int, batch_size: int) -> dict:
     """evaluate_tokens as it was before this benchmark's change (full logits, sliced, copied)."""
     import numpy as np
     import torch
     import torch.nn.functional as F
 
-    from ablate.scoring.evaluate import _batches, windows
+    from ablate.scoring.evaluate import batches, windows
 
     nll = torch.zeros((), dtype=torch.float64)
     n = 0
     with torch.inference_mode():
-        for batch in _batches(tokens, windows(int(tokens.size), seq_len), batch_size):
+        for batch in batches(tokens, windows(int(tokens.size), seq_len), batch_size):
             ids = torch.from_numpy(batch.astype(np.int64))
             logits = model(input_ids=ids).logits
             target = ids[:, 1:]
@@ -166,11 +129,10 @@ def malloc_child(args) -> dict:
     import json
 
     from ablate.models import allocator
-    from ablate.models.model import load_member
     from ablate.scoring.evaluate import evaluate_tokens
 
     cfg, pool, study = common.open_study(args)  # load_study -> threads.claim, as `ablate score-mixture` starts
-    model = load_member(pool, study.unit_member(common.unit_ids(cfg)[0]))
+    model = common.first_member(cfg, pool, study)
     tokens = next(iter(study.eval_tokens.values()))
     tokens = tokens[: 4 * cfg.eval.batch_size * cfg.eval.seq_len + 1]  # up to four batches
     run = lambda: evaluate_tokens(model, tokens, study.byte_len, seq_len=cfg.eval.seq_len,  # noqa: E731
@@ -233,10 +195,10 @@ def main(argv=None) -> dict:
     import torch
 
     from ablate.scoring.evaluate import evaluate_tokens, windows
-    from ablate.models.model import count_params, load_member
+    from ablate.models.model import count_params
 
     cfg, pool, study = common.open_study(args)
-    model = load_member(pool, study.unit_member(common.unit_ids(cfg)[0]))
+    model = common.first_member(cfg, pool, study)
     seq_len, bs = cfg.eval.seq_len, cfg.eval.batch_size
     sets = dict(study.eval_tokens)
     if args.quick:
@@ -245,8 +207,8 @@ def main(argv=None) -> dict:
     methods = {
         "ours": lambda t: evaluate_tokens(model, t, study.byte_len, seq_len=seq_len, batch_size=bs),
         "before": lambda t: before_change(model, t, seq_len, bs),
-        "user_b1": lambda t: user_loop(model, t, seq_len, 1),
-        "user_batch": lambda t: user_loop(model, t, seq_len, bs),
+        "user_b1": lambda t: common.user_loop(model, t, seq_len, 1),
+        "user_batch": lambda t: common.user_loop(model, t, seq_len, bs),
     }
     for t in sets.values():
         methods["ours"](t)  # warm-up: lazy inits, allocator
@@ -272,7 +234,7 @@ def main(argv=None) -> dict:
     med = {k: common.median(v) for k, v in times.items()}
     tok_s = {k: n_tokens / v for k, v in med.items()}
     spans = [w for t in sets.values() for w in windows(int(t.size), seq_len)]
-    flops = forward_flops(model.config, spans)
+    flops = common.forward_flops(model.config, spans)
     d, vocab = model.config.hidden_size, model.config.vocab_size
     peak_1024 = gemm_peak(1024, 1024, 1024)
     peak_model = gemm_peak(bs * (seq_len - 1), d, vocab)  # the LM head GEMM, the model's largest

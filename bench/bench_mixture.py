@@ -10,7 +10,7 @@ Reference (the mergekit-style path): write the merged model as a normal HF direc
 the same evaluate_tokens. Both use the same evaluator, so the ratio is the cost of the
 round trip through disk and transformers' loader; we also report it without the eval.
 User (end to end, what a user of mergekit writes): the same write to disk and from_pretrained,
-then the user's own eval loop (bench_eval.user_loop: `model(input_ids, labels).loss` over the
+then the user's own eval loop (common.user_loop: `model(input_ids, labels).loss` over the
 windows stacked eval.batch_size at a time). Interleaved A/B/C per round (and per eval set inside
 a round), medians of per-round ratios. `--size 135m`: the same at SmolLM2-135M (issue 33).
 
@@ -37,7 +37,6 @@ def main(argv=None) -> dict:
     from ablate.scoring.inplace import export_mixture
     from ablate.scoring.merge import merge_members
     from ablate.models.model import load_state, model_from_config, seed_config
-    from bench_eval import user_loop
 
     cfg, pool, study = common.open_study(args)
     seed_id = study.seed["model_id"]
@@ -62,7 +61,7 @@ def main(argv=None) -> dict:
         """The user's loop over every eval set: (seconds, Σ NLL)."""
         t0, total = time.perf_counter(), 0.0
         for tokens in sets.values():
-            total += user_loop(model, tokens, cfg.eval.seq_len, cfg.eval.batch_size)["nll_sum"]
+            total += common.user_loop(model, tokens, cfg.eval.seq_len, cfg.eval.batch_size)["nll_sum"]
         return time.perf_counter() - t0, total
 
     def disk_model():

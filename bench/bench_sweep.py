@@ -76,15 +76,9 @@ def main(argv=None) -> dict:
     p = common.base_parser(__doc__)
     p.add_argument("--eval-set", default="quotes", help="eval set the real sweep scores (one, for time)")
     args = p.parse_args(argv)
-    from ablate.store.pool import Pool
-    from ablate.study.context import load_study
-
-    root = common.study_root(args, args.quick)
-    cfg = common.load_cfg(root)
-    pool = Pool(cfg.pool)
-    study = load_study(cfg, pool)
+    cfg, pool, study = common.open_study(args)
     units = common.unit_ids(cfg)
-    eval_set = args.eval_set if args.eval_set in study.eval_tokens else sorted(study.eval_tokens)[0]
+    eval_set = common.eval_set(args.eval_set, study)
     result = {"benchmark": "sweep", "eval_set": eval_set,
               "eval_tokens_per_mixture": int(study.eval_tokens[eval_set].size), "n": {}}
     t0 = time.perf_counter()

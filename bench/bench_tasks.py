@@ -27,7 +27,6 @@ def main(argv=None) -> dict:
     from ablate.data.task_builders import fortune_ending
     from ablate.data.tasks import Example, task_set, tokenize_task
     from ablate.data.units import load_tokenizer, study_tokenizer
-    from ablate.models.model import load_member
     from ablate.scoring.tasks import choice_nll, choice_nll_loop, correct_choices
 
     cfg, pool, study = common.open_study(args)
@@ -38,7 +37,7 @@ def main(argv=None) -> dict:
     tokens, layout = tokenize_task("fortune-ending", "fortune-ending", examples,
                                    load_tokenizer(study_tokenizer(pool)[0]), seq_len)
     task = task_set("fortune-ending", tokens, layout, study.byte_len)
-    model = load_member(pool, study.unit_member(common.unit_ids(cfg)[0]))
+    model = common.first_member(cfg, pool, study)
     methods = {"packed": lambda: choice_nll(model, task, bs)[0], "loop": lambda: choice_nll_loop(model, task)}
     out = {k: f() for k, f in methods.items()}  # warm-up, and the equality check
     same = bool(np.allclose(out["packed"], out["loop"], rtol=1e-4))

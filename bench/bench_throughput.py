@@ -91,7 +91,6 @@ def gemm_share(study, slots=(1, 2, 4, 8)) -> dict:
     """Achieved forward FLOP/s of the batched evaluator vs the measured GEMM peak, per M."""
     import torch
 
-    from bench_eval import forward_flops
     from ablate.scoring.batched import EvalWindows, ModelStack
     from ablate.scoring.evaluate import windows
     from ablate.scoring.merge import RunningSum
@@ -112,7 +111,7 @@ def gemm_share(study, slots=(1, 2, 4, 8)) -> dict:
             stack.load(slot, running)
         stack.window_nll(win, cfg.eval.batch_size)  # warm
         best = min(common.timed(stack.window_nll, win, cfg.eval.batch_size)[0] for _ in range(3))
-        out[f"M={m}"] = m * forward_flops(stack.model.config, spans) / best
+        out[f"M={m}"] = m * common.forward_flops(stack.model.config, spans) / best
     config = stack.model.config
     d, v, rows = config.hidden_size, config.vocab_size, cfg.eval.batch_size * cfg.eval.seq_len
     a, b = torch.randn(rows, d), torch.randn(d, v)
@@ -121,7 +120,7 @@ def gemm_share(study, slots=(1, 2, 4, 8)) -> dict:
     stack = ModelStack(stack.model, int(best_m[2:]))
     for slot in range(stack.slots):
         stack.load(slot, running)
-    split = time_split(stack, win, cfg.eval.batch_size, stack.slots * forward_flops(config, spans, False))
+    split = time_split(stack, win, cfg.eval.batch_size, stack.slots * common.forward_flops(config, spans, False))
     return {"gflops": {k: v / 1e9 for k, v in out.items()}, "best": best_m, "time_split": split,
             "peak_1024_gflops": common.matmul_peak_flops() / 1e9, "peak_head_shape_gflops": head_peak / 1e9,
             "share_of_1024_peak": out[best_m] / common.matmul_peak_flops(),

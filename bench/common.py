@@ -1,4 +1,5 @@
-"""Shared helpers for the benchmarks: a real tiny study built with the library API, timers, stats.
+"""The benchmarks' one harness: a real tiny study built with the library API, its first member, the user's
+reference loop and the FLOP count every speed ratio uses, timers, stats.
 
 Not run directly. `bench/run.py` builds the study once (in a temp dir, never in pool/) and
 passes its root to every benchmark; each benchmark can also build its own when run alone:
@@ -12,6 +13,7 @@ benchmarks need real models and real text, not good ones.
 from __future__ import annotations
 
 import json
+import math
 import os
 import resource
 import statistics
@@ -157,6 +159,43 @@ def study_root(args, quick: bool) -> Path:
     return build_study(Path(tempfile.gettempdir()) / name, quick, size=size)
 
 
+def forward_flops(config, windows: list[tuple[int, int]], attention_scores: bool = True) -> float:
+    """Matmul FLOPs of one forward pass over these windows (2 per multiply-add); attention_scores=False:
+    only the projections and the LM head (the GEMMs; QK^T and AV run inside the attention kernel)."""
+    d, layers, inter, vocab = config.hidden_size, config.num_hidden_layers, config.intermediate_size, config.vocab_size
+    hd = getattr(config, "head_dim", None) or d // config.num_attention_heads
+    q, kv = config.num_attention_heads * hd, config.num_key_value_heads * hd
+    per_token = layers * 2 * (d * q + 2 * d * kv + q * d + 3 * d * inter)
+    total = 0.0
+    for a, b in windows:
+        t = b - a
+        attention = layers * 2 * 2 * q * (t * (t + 1) / 2) * attention_scores  # QK^T and AV, causal
+        total += per_token * t + attention + 2 * d * vocab * (t - 1)
+    return total
+
+
+def user_loop(model, tokens, seq_len: int, batch: int) -> dict:
+    """What a user writes with plain transformers: mean loss per call, times its token count."""
+    import numpy as np
+    import torch
+
+    from ablate.scoring.evaluate import windows
+
+    spans = windows(int(tokens.size), seq_len)
+    nll, n = 0.0, 0
+    with torch.no_grad():
+        full = [s for s in spans if s[1] - s[0] == seq_len] if batch > 1 else []
+        rest = [s for s in spans if s not in full]
+        groups = [full[i:i + batch] for i in range(0, len(full), batch)] + [[s] for s in rest]
+        for group in groups:
+            ids = torch.from_numpy(np.stack([tokens[a:b] for a, b in group]).astype(np.int64))
+            loss = model(input_ids=ids, labels=ids).loss
+            count = ids.size(0) * (ids.size(1) - 1)
+            nll += loss.item() * count
+            n += count
+    return {"nll_sum": nll, "n_tokens": n, "ppl": math.exp(nll / n)}
+
+
 def median(xs) -> float:
     return float(statistics.median(xs))
 
@@ -274,3 +313,15 @@ def open_study(args):
     cfg = load_cfg(study_root(args, args.quick))
     pool = Pool(cfg.pool)
     return cfg, pool, load_study(cfg, pool)
+
+
+def first_member(cfg, pool, study):
+    """The first unit's member as a model: what the single-model benchmarks (eval, tasks) measure."""
+    from ablate.models.model import load_member
+
+    return load_member(pool, study.unit_member(unit_ids(cfg)[0]))
+
+
+def eval_set(asked: str, study) -> str:
+    """The eval set a benchmark reads: the one asked for (--eval-set) if the study has it, else its first."""
+    return asked if asked in study.eval_tokens else sorted(study.eval_tokens)[0]

@@ -16,7 +16,7 @@ the GPU machine. Four measurements, each pair interleaved A/B in one run (median
   eval   ablate's evaluation as ablate/scoring/evaluate.py runs it (bf16 autocast, logits only for predicting
          positions, the chunked loss of ablate/scoring/losses.py) against a user's loop
          (`model(input_ids, labels=input_ids).loss`): tokens/s, ratio, MFU (forward FLOPs).
-FLOPs: bench/bench_eval.forward_flops (projections, causal attention, LM head), the same count as the CPU rows.
+FLOPs: bench/common.forward_flops (projections, causal attention, LM head), the same count as the CPU rows.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_eval import forward_flops  # noqa: E402  (stdlib-only at import: bench/common.py)
+from common import forward_flops  # noqa: E402  (stdlib-only at import)
 
 CONFIG = HERE / "smollm2-135m-config.json"
 TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,

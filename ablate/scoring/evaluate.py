@@ -33,7 +33,8 @@ def windows(n_tokens: int, seq_len: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in spans if b - a >= 2]
 
 
-def _batches(tokens: np.ndarray, spans: list[tuple[int, int]], batch_size: int):
+def batches(tokens: np.ndarray, spans: list[tuple[int, int]], batch_size: int):
+    """The windows as [b, T] arrays: full ones `batch_size` at a time, then the shorter tail window alone."""
     full = [s for s in spans if s[1] - s[0] == spans[0][1] - spans[0][0]]
     rest = [s for s in spans if s not in full]
     for i in range(0, len(full), batch_size):
@@ -71,7 +72,7 @@ def evaluate_tokens(model, tokens: np.ndarray, byte_lengths: np.ndarray, *, seq_
     # whose forward lacks `logits_to_keep` takes the plain path.
     keep = "logits_to_keep" in inspect.signature(model.forward).parameters
     predicting: dict[int, torch.Tensor] = {}  # window length -> positions 0..T-2 (two lengths at most)
-    for batch in _batches(tokens, spans, batch_size):
+    for batch in batches(tokens, spans, batch_size):
         ids = torch.from_numpy(batch.astype(np.int64)).to(device, non_blocking=True)
         width = ids.size(1)
         with autocast:

@@ -12,7 +12,7 @@ from ablate.models.model import load_member
 from ablate.optimize.losses import set_nll, window_nll
 from ablate.scoring import batched, losses
 from ablate.scoring.batched import EvalWindows, ModelStack
-from ablate.scoring.evaluate import _batches, evaluate_tokens, windows as spans
+from ablate.scoring.evaluate import batches, evaluate_tokens, windows as spans
 from ablate.scoring.losses import token_nll, total_nll, window_sums
 from ablate.study.context import load_study
 
@@ -31,7 +31,7 @@ def _old_evaluate(model, tokens, seq_len, batch_size):
     """evaluate_tokens' loss before losses.py: one log-softmax over all of a batch's logits."""
     total, per_window, per_tok = torch.zeros((), dtype=torch.float64), [], []
     with torch.inference_mode():
-        for batch in _batches(tokens, spans(int(tokens.size), seq_len), batch_size):
+        for batch in batches(tokens, spans(int(tokens.size), seq_len), batch_size):
             ids = torch.from_numpy(batch.astype(np.int64))
             logits, target = model(input_ids=ids).logits[:, :-1], ids[:, 1:]
             logp = F.log_softmax(logits.float().reshape(-1, logits.size(-1)), -1)
