@@ -3,9 +3,10 @@ import sys
 from pathlib import Path
 
 from ablate.store.index import Index
-from ablate.workflows.steps import run_sweep
 from ablate.train.loop import train_member
-from conftest import copy_study, run_cli, write_config
+from ablate.workflows.steps import run_sweep
+
+from conftest import run_cli, write_config
 
 
 def test_python_dash_m_and_console_script():
@@ -53,32 +54,6 @@ def test_codecarbon_meter_records_its_method_and_assumptions(study_copy):
     assert meta["energy_assumptions"]["grid_g_co2e_per_kwh"] == 100.0
     assert meta["energy_kwh"] > 0
     assert abs(meta["co2_kg"] - meta["energy_kwh"] * 0.1) < 1e-9 + 0.05 * meta["co2_kg"]
-
-
-def test_demo_trains_both_ground_truths_and_validates_a_weighted_search(study, tmp_path, capsys):
-    """`ablate demo` on the tiny study (pair unions only): both truths, per-truth verdict, validated search."""
-    from ablate.store.index import Index
-
-    cfg, pool = copy_study(study[0], tmp_path / "s")
-    cfg.demo_unions, cfg.demo_noise_unions, cfg.demo_search_grid = "pairs", 1, [1.0, 3.0]
-    cfg.demo_task = "webster-definition"  # on local files a study gets the demo's task only when it names it
-    path = write_config(cfg, tmp_path / "demo.yaml")
-    code, out, err = run_cli(["demo", "-c", str(path), "--report", str(tmp_path / "rep")], capsys)
-    assert code == 0, err
-    _, rows = Index(pool).query("SELECT budget, count(*) FROM models WHERE kind = 'union' GROUP BY ALL")
-    assert dict(rows)["unit"] >= 6 + 1 and dict(rows)["sum"] >= 6 + 1  # 6 pairs each, 1 replicate each
-    report = (tmp_path / "rep" / "report.md").read_text()
-    assert report.index("ground truth: which composition") < report.index("`sum` ground truth")  # unit first
-    _, searched = Index(pool).query("SELECT budget, validated, union_ppl, weights FROM searches")
-    assert {b for b, *_ in searched} == {"unit"}
-    validated = [(u, w) for _, v, u, w in searched if v]
-    assert len(validated) in (1, 2) and all(u is not None for u, _ in validated)  # the top one + best weighted
-    assert any(len(set(w)) > 1 for _, w in validated)  # the best weighted candidate is checked against its truth
-    assert "vs the best of them" in out
-    # the demo's task (built offline from the dictionary): scored like an eval set, its own verdict line, accuracy
-    line = next(x for x in out.splitlines() if x.startswith("task webster-definition (unit truth, 6 mixtures), `merged`"))
-    assert "Spearman" in line and "accuracy of the best union" in line and "(chance 25.0%)" in line
-    assert "## Tasks: the correct answer's bits per byte" in report and "**webster-definition** (" in report
 
 
 def test_search_dry_run_prints_its_plan_and_writes_nothing(study_copy, tmp_path, capsys):

@@ -4,6 +4,7 @@ import pytest
 
 from ablate.core.config import StudyConfig, load_config
 from ablate.core.errors import UsageError
+
 from conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,23 +22,6 @@ def test_demo_yaml_is_the_embedded_default(monkeypatch):
     shipped, default = load_config(ROOT / "configs" / "demo.yaml"), StudyConfig()
     assert shipped.pool == str(ROOT / default.pool) and shipped.corpus.path == str(ROOT / default.corpus.path)
     assert shipped.model_copy(update={"pool": default.pool, "corpus": default.corpus}) == default
-
-
-def test_an_own_study_gets_the_demo_task_only_when_its_config_names_it(tmp_path, capsys):
-    from ablate.workflows.demo import add_demo_task
-
-    # the config docs/own-data.md makes (`config show` on local files) says no task, and the demo adds none
-    code, out, err = run_cli(["config", "show", "--set", "corpus.source=files", "--set", "corpus.path=my_corpus"],
-                             capsys)
-    assert code == 0, err
-    (tmp_path / "my_study.yaml").write_text(out)
-    own = load_config(tmp_path / "my_study.yaml")
-    assert "demo_task: null" in out and own.demo_task is None
-    assert add_demo_task(own, log=lambda *a: None) is None and not own.eval_sets
-    # named, it is theirs; the demo's own config (the Debian corpus) keeps it
-    named = load_config(None, ["corpus.source=files", "demo_task=fortune-ending"])
-    assert named.demo_task == "fortune-ending"
-    assert load_config(ROOT / "configs" / "demo.yaml").demo_task == StudyConfig().demo_task == "webster-definition"
 
 
 def test_relative_paths_resolve_against_the_config_file(tmp_path, monkeypatch):
@@ -136,22 +120,3 @@ def test_cli_bad_config_is_one_line_exit_2(capsys, tmp_path):
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("error: invalid config")
     assert "Traceback" not in err
-
-
-def test_target_kinds_follow_what_the_seed_knows(tmp_path):
-    """covered | seed-known | eval-only: a trained seed knows its own domains, an imported one general text,
-    and `seed.knows` overrides both."""
-    from conftest import tiny_config
-
-    from ablate.study.budgets import seed_known, target_kind
-
-    names = ["fortunes", "riddles", "licenses"]
-    cfg = tiny_config(tmp_path)  # seed on riddles, units on fortunes and literature
-    known = seed_known(cfg, names)
-    assert known == {"riddles"}
-    assert [target_kind(n, cfg.units.domains, known) for n in names] == ["covered", "seed-known", "eval-only"]
-    imported = tiny_config(tmp_path, seed={"mode": "import", "import_path": str(tmp_path)})
-    assert seed_known(imported, names) == {"riddles", "licenses"}
-    told = tiny_config(tmp_path, **{"seed.knows": ["licenses"]})
-    assert seed_known(told, names) == {"licenses"}
-    assert seed_known(tiny_config(tmp_path, **{"seed.knows": []}), names) == frozenset()

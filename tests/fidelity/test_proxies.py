@@ -5,16 +5,23 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from ablate.scoring import proxies
-from ablate.fidelity.calibrate import held_out, plan_unions, ranking_quality, refresh, union_keys
-from ablate.workflows.fidelity_runs import prepare_study, truth_mixtures
-from ablate.store.index import Index
+from ablate.fidelity.calibrate import (
+    held_out,
+    plan_unions,
+    ranking_quality,
+    refresh,
+    union_keys,
+)
 from ablate.fidelity.protocol import score_study
+from ablate.scoring import proxies
+from ablate.store.index import Index
+from ablate.workflows.fidelity_runs import prepare_study
 
 from conftest import copy_study, run_cli, tree_digest, write_config
 
@@ -28,14 +35,6 @@ def both_truths(study, tmp_path_factory):
     cfg.name = "tiny"
     cfg.fidelity.unit_replicates = 1  # a second member per unit: the drift rows `private` reads
     return cfg, pool, prepare_study(cfg, **quiet)
-
-
-def test_truth_mixtures_sample_every_size():
-    units = [f"u{i}" for i in range(6)]
-    assert len(truth_mixtures(units, "all", 0)) == 57
-    sample = truth_mixtures(units, 12, 0)
-    assert {len(m) for m in sample} == {2, 3, 4, 5, 6}
-    assert sample == truth_mixtures(units, 12, 0) and len({tuple(m) for m in sample}) == len(sample)
 
 
 def test_plan_unions_is_nested_and_spread():
