@@ -92,8 +92,8 @@ def child(pool_root: str, k: int, how: str, device: str, before: str | None = No
     from transformers import LlamaConfig
 
     import ablate
-    from ablate.scoring.merge import RunningSum, merge_members
     from ablate.models.model import load_state, model_from_config, seed_config
+    from ablate.scoring.merge import RunningSum, merge_members
     from ablate.store.pool import Pool
 
     assert Path(ablate.__file__).resolve().is_relative_to(Path(before or common.ROOT).resolve()), ablate.__file__

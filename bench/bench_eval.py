@@ -194,8 +194,8 @@ def main(argv=None) -> dict:
         return malloc_child(args)
     import torch
 
-    from ablate.scoring.evaluate import evaluate_tokens, windows
     from ablate.models.model import count_params
+    from ablate.scoring.evaluate import evaluate_tokens, windows
 
     cfg, pool, study = common.open_study(args)
     model = common.first_member(cfg, pool, study)

@@ -33,10 +33,10 @@ def main(argv=None) -> dict:
     args = common.base_parser(__doc__).parse_args(argv)
     from transformers import AutoModelForCausalLM
 
+    from ablate.models.model import load_state, model_from_config, seed_config
     from ablate.scoring.evaluate import evaluate_tokens
     from ablate.scoring.inplace import export_mixture
     from ablate.scoring.merge import merge_members
-    from ablate.models.model import load_state, model_from_config, seed_config
 
     cfg, pool, study = common.open_study(args)
     seed_id = study.seed["model_id"]

@@ -88,8 +88,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=None, help="steps timed per case (default 5, quick 2)")
     args = parser.parse_args(argv)
     from ablate.models.model import model_from_config, seed_config
-    from ablate.scoring.inplace import MemberSpace
     from ablate.optimize.protocol import split_windows
+    from ablate.scoring.inplace import MemberSpace
 
     cfg, pool, study = common.open_study(args)
     real = [study.unit_member(u) for u in common.unit_ids(cfg)]

@@ -45,11 +45,11 @@ def window_table(cfg, cache: Path, log=print) -> dict:
     """{eval set: (nll [mixtures, windows] float64, predicted tokens per window)} of every uniform mixture."""
     import numpy as np
 
+    from ablate.data.units import unit_ids
     from ablate.scoring.batched import study_stack
     from ablate.scoring.merge import RunningSum, gray_code_order
     from ablate.store.pool import Pool
     from ablate.study.context import load_study
-    from ablate.data.units import unit_ids
 
     pool = Pool(cfg.pool)
     study = load_study(cfg, pool)
@@ -80,8 +80,8 @@ def with_large_evals(cfg, work: Path):
     """A hard-linked copy of the bench pool with two ~200 kB eval files added (the 8 kB ones are tens of
     windows: too short for screening to show what it does on a real eval set)."""
     from ablate.data.corpus import study_corpus
-    from ablate.store.pool import Pool
     from ablate.data.units import split_units
+    from ablate.store.pool import Pool
 
     files = {"quotes-large": Path(cfg.corpus.path) / "quotes.jsonl",
              "manpages-large": common.ROOT / "data" / "fidelity-corpus" / "manpages.jsonl"}

@@ -24,8 +24,8 @@ import common
 
 
 def merge_compare(pool, seed_id, members: list[str]) -> dict:
-    from ablate.scoring.merge import RunningSum, check_compatible, gray_code_order, merge_members
     from ablate.models.model import load_state, model_from_config, seed_config
+    from ablate.scoring.merge import RunningSum, check_compatible, gray_code_order, merge_members
 
     model = model_from_config(seed_config(pool, seed_id))
     t0 = time.perf_counter()
@@ -56,8 +56,8 @@ def merge_compare(pool, seed_id, members: list[str]) -> dict:
 
 
 def real_sweep(cfg, pool, units: list[str], eval_set: str) -> dict:
-    from ablate.store.index import Index
     from ablate.scoring.sweep import run_sweep
+    from ablate.store.index import Index
 
     t0 = time.perf_counter()
     out = run_sweep(cfg, pool, units, jobs=1, eval_names=[eval_set], force=True, log=lambda *a: None)

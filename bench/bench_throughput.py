@@ -30,9 +30,9 @@ import common
 
 def reference_segment(study, unit_ids: list[str], masks: list[int]) -> dict:
     """The pre-batching worker loop (ablate/scoring/sweep.py before issue 13): {(mask, eval set): Σ NLL}."""
+    from ablate.models.model import model_from_config, seed_config
     from ablate.scoring.evaluate import evaluate_tokens
     from ablate.scoring.merge import RunningSum
-    from ablate.models.model import model_from_config, seed_config
 
     cfg, pool = study.cfg, study.pool
     members = [study.unit_member(u) for u in unit_ids]
@@ -91,10 +91,10 @@ def gemm_share(study, slots=(1, 2, 4, 8)) -> dict:
     """Achieved forward FLOP/s of the batched evaluator vs the measured GEMM peak, per M."""
     import torch
 
+    from ablate.models.model import model_from_config, seed_config
     from ablate.scoring.batched import EvalWindows, ModelStack
     from ablate.scoring.evaluate import windows
     from ablate.scoring.merge import RunningSum
-    from ablate.models.model import model_from_config, seed_config
 
     cfg, pool = study.cfg, study.pool
     ev = max(study.evals, key=lambda e: study.eval_tokens[e["domain"]].size)
@@ -165,9 +165,9 @@ def _top3(rows) -> list[tuple]:
 
 def screen_bench_study(cfg, pool, unit_ids: list[str], tmp: Path) -> dict:
     """The bench study: full sweep vs screened sweep of all 2^8 - 1 mixtures, per eval set."""
+    from ablate.scoring.sweep import run_sweep
     from ablate.store.index import Index
     from ablate.store.pool import Pool
-    from ablate.scoring.sweep import run_sweep
 
     out = {}
     for name, screen in (("full", False), ("screened", True)):
@@ -190,9 +190,9 @@ def screen_bench_study(cfg, pool, unit_ids: list[str], tmp: Path) -> dict:
 def screen_fidelity_study(config: str, tmp: Path) -> dict:
     """search --screen on every eval set of a trained study vs the ranking of its pool's full rows."""
     from ablate.core.config import load_config
+    from ablate.optimize.search import candidates
     from ablate.store.index import Index
     from ablate.store.pool import Pool
-    from ablate.optimize.search import candidates
     from ablate.workflows.steps import run_search  # rank + record: the rows and what screening saved
 
     cfg = load_config(Path(config), None)

@@ -110,10 +110,10 @@ def build_study(root: Path, quick: bool = False, log=print, size: str = "demo") 
     """corpus -> units -> seed -> one member per unit, all through the library API. Idempotent."""
     from ablate.core.config import StudyConfig
     from ablate.data.corpus import build_debian_corpus, fortunes_min_corpus, study_corpus
-    from ablate.store.pool import Pool
-    from ablate.train.seed import make_seed
-    from ablate.train.loop import train_member
     from ablate.data.units import split_units
+    from ablate.store.pool import Pool
+    from ablate.train.loop import train_member
+    from ablate.train.seed import make_seed
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)

@@ -93,8 +93,9 @@ def gemm_peaks(shapes: dict[str, tuple[int, int, int]], dtype, device, repeats: 
 
 def autocast(device):
     """bf16 autocast on CUDA (ablate's training and its eval.precision=bf16); the CPU runs fp32, as ablate does."""
-    import torch
     from contextlib import nullcontext
+
+    import torch
 
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 

@@ -59,10 +59,10 @@ def write_config(cfg, path: Path) -> Path:
 def study(tmp_path_factory):
     """A built study: (cfg, pool, unit ids, union member meta)."""
     from ablate.data.corpus import fortunes_min_corpus, study_corpus
-    from ablate.store.pool import Pool
-    from ablate.train.seed import train_seed
-    from ablate.train.loop import train_member
     from ablate.data.units import split_units
+    from ablate.store.pool import Pool
+    from ablate.train.loop import train_member
+    from ablate.train.seed import train_seed
 
     root = tmp_path_factory.mktemp("study")
     fortunes_min_corpus(root / "corpus")

@@ -35,8 +35,19 @@ from typing import Annotated, Optional
 import typer
 from typer.core import TyperCommand
 
-from ablate.cli.shared import (ConfigOpt, DryOpt, ForceOpt, MaxLossOpt, ObjectiveOpt, SetOpt, TargetOpt,
-                               TargetWeightsOpt, open_study, print_rows, say)
+from ablate.cli.shared import (
+    ConfigOpt,
+    DryOpt,
+    ForceOpt,
+    MaxLossOpt,
+    ObjectiveOpt,
+    SetOpt,
+    TargetOpt,
+    TargetWeightsOpt,
+    open_study,
+    print_rows,
+    say,
+)
 from ablate.core.errors import UsageError
 from ablate.core.formats import rel, rel_band
 from ablate.store.pool import atomic_write_bytes

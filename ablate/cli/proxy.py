@@ -51,8 +51,8 @@ def calibrate(config: ConfigOpt = None, set_: SetOpt = None):
 def suggest_unions_cmd(budget: Annotated[int, typer.Option("--budget", help="how many unions to propose")] = 3,
                        truth: TruthOpt = "unit", config: ConfigOpt = None, set_: SetOpt = None):
     """Propose which unions to train next for the most informative calibration."""
-    from ablate.fidelity.calibrate import suggest_unions
     from ablate.data.units import unit_ids
+    from ablate.fidelity.calibrate import suggest_unions
 
     cfg, pool = open_study(config, set_)
     if budget < 1:

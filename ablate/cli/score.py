@@ -18,8 +18,23 @@ from typing import Annotated, Optional
 
 import typer
 
-from ablate.cli.shared import (ConfigOpt, DryOpt, ForceOpt, MaxLossOpt, ObjectiveOpt, ScreenOpt, SetOpt, TargetOpt,
-                               TargetWeightsOpt, TruthOpt, WeightsOpt, open_study, print_rows, say, say_screen)
+from ablate.cli.shared import (
+    ConfigOpt,
+    DryOpt,
+    ForceOpt,
+    MaxLossOpt,
+    ObjectiveOpt,
+    ScreenOpt,
+    SetOpt,
+    TargetOpt,
+    TargetWeightsOpt,
+    TruthOpt,
+    WeightsOpt,
+    open_study,
+    print_rows,
+    say,
+    say_screen,
+)
 from ablate.core.errors import UsageError, split_names, unknown_name
 from ablate.core.formats import fmt
 from ablate.study.budgets import DEFAULT_TRUTH
@@ -158,12 +173,11 @@ def search(target: TargetOpt = None, target_weights: TargetWeightsOpt = None, ob
            dry_run: Annotated[bool, typer.Option("--dry-run", help="print the resolved config and the search's "
                                                                    "plan (candidates, proxy, truth) and exit")] = False):
     """Rank candidate mixtures for an objective over eval sets by the proxy; optionally validate by training."""
-    from ablate.workflows.steps import run_search
     from ablate.core.weights import parse_weights
     from ablate.data.units import eval_sets
     from ablate.optimize.objectives import parse_objective
-
     from ablate.scoring.uncertainty import describe_gap
+    from ablate.workflows.steps import run_search
 
     cfg, pool = open_study(config, set_)
     if method is not None:
@@ -201,7 +215,6 @@ def print_search_plan(cfg, pool, goal, *, validate_weighted: bool, **options) ->
     """`search --dry-run`: the resolved config, then what the search would score and train, as YAML comments
     (the output stays a loadable config), checked like a real run; nothing is merged, trained or written."""
     from ablate.optimize.search import plan
-
     from ablate.study.budgets import seed_known
 
     p = plan(pool, goal, known=seed_known(cfg, goal.eval_sets, pool), **options)

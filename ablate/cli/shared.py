@@ -25,8 +25,8 @@ import typer
 
 from ablate.core.config import StudyConfig, load_config
 from ablate.core.errors import UsageError
-from ablate.store.pool import Pool
 from ablate.core.progress import out as stdout
+from ablate.store.pool import Pool
 from ablate.store.study_record import check_pool_study
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="study YAML (default: the demo study)")]

@@ -21,10 +21,21 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from ablate.core.errors import UsageError
+from ablate.core.sections import (  # noqa: F401  (re-exported)
+    DEVICE_SPEC,
+    CorpusConfig,
+    EnergyConfig,
+    EvalConfig,
+    EvalFileConfig,
+    FidelityConfig,
+    OptimizeConfig,
+    SeedConfig,
+    Strict,
+    TokenizerConfig,
+    TrainConfig,
+    UnitsConfig,
+)
 from ablate.core.textfile import read_text
-from ablate.core.sections import (DEVICE_SPEC, CorpusConfig, EnergyConfig, EvalConfig,  # noqa: F401  (re-exported)
-                                  EvalFileConfig, FidelityConfig, OptimizeConfig, SeedConfig, TokenizerConfig,
-                                  TrainConfig, UnitsConfig, Strict)
 
 
 class StudyConfig(Strict):

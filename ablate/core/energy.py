@@ -25,7 +25,6 @@ import time
 
 from ablate.core.config import EnergyConfig
 
-
 NO_COST = {"wall_s": 0.0, "cpu_s": 0.0, "energy_kwh": 0.0, "co2_kg": 0.0}
 
 

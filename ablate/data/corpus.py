@@ -28,10 +28,11 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ablate.data.debian import DEBIAN_DOMAINS, FORTUNES, Doc, DomainSpec, fortune_docs, require_packages  # noqa: F401
 from ablate.core.errors import AblateError, UsageError
 from ablate.core.textfile import read_text
+from ablate.data.debian import DEBIAN_DOMAINS, FORTUNES, Doc, DomainSpec, fortune_docs, require_packages  # noqa: F401
 from ablate.store.pool import atomic_write_bytes, atomic_write_json
+
 
 def _write_domain(out: Path, domain: str, docs: Iterable[Doc], cap: int | None) -> dict:
     """Write out/<domain>.jsonl atomically, taking docs in order until `cap` bytes."""

@@ -26,14 +26,15 @@ import numpy as np
 
 from ablate.core.config import StudyConfig, config_hash
 from ablate.core.errors import AblateError, UsageError, unknown_name
-from ablate.data.tasks import read_task_file, task_row, tokenize_cached
 from ablate.data.evalsets import check_window, count_contaminated, doc_digest, load_eval_file, unit_documents
-from ablate.data.evalsets import eval_sets, load_eval_tokens  # noqa: F401 (re-exported: readers import them here)
+from ablate.data.evalsets import eval_sets as eval_sets  # re-exported (`x as x`): readers import it here
+from ablate.data.evalsets import load_eval_tokens as load_eval_tokens  # re-exported: readers import it here
+from ablate.data.tasks import read_task_file, task_row, tokenize_cached
+from ablate.data.tokenizer_id import check_tokenizer_unchanged, load_tokenizer, tokenizer_id_of
 from ablate.store.index import Index
 from ablate.store.pool import Pool, atomic_write_bytes, atomic_write_json, check_name, read_json, staged_dir
 from ablate.store.results import now
 from ablate.store.study_record import identity
-from ablate.data.tokenizer_id import check_tokenizer_unchanged, load_tokenizer, tokenizer_id_of  # noqa: F401 (re-exported)
 
 EOS = "<|endoftext|>"
 

@@ -25,15 +25,15 @@ import math
 import numpy as np
 from scipy.stats import pearsonr, spearmanr
 
+from ablate.core.errors import UsageError
+from ablate.core.weights import is_uniform, wkey
 from ablate.scoring import proxies
 from ablate.scoring.proxies import MIN_UNIONS, union_keys  # noqa: F401  (calibration's vocabulary)
 from ablate.scoring.uncertainty import noise_floor  # its owner (search reads it too); the protocol reads it here
-from ablate.core.errors import UsageError
 from ablate.store.index import Index
 from ablate.store.pool import Pool
 from ablate.store.results import Row, make_row, row_id, write_rows
 from ablate.study.budgets import BUDGETS
-from ablate.core.weights import is_uniform, wkey
 
 FITTED = ("calibrated", "regression")
 

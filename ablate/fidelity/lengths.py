@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import statistics
 from pathlib import Path
+
 import torch
 from safetensors.torch import load_file
 

@@ -35,8 +35,8 @@ from ablate.scoring.merge import merge_id
 from ablate.scoring.tasks import accuracy_interval, describe_accuracy
 from ablate.scoring.uncertainty import DEFAULT_RESAMPLES
 from ablate.store.index import Index
-from ablate.store.schema import MIN_MIXTURES
 from ablate.store.pool import Pool, atomic_write_bytes
+from ablate.store.schema import MIN_MIXTURES
 
 
 @dataclass(frozen=True)

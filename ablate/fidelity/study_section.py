@@ -16,8 +16,8 @@ import json
 import statistics
 from pathlib import Path
 
-from ablate.fidelity.markdown import STUDY_PREFIX, markdown_table, replace_section
 from ablate.core.formats import fmt, yes_no
+from ablate.fidelity.markdown import STUDY_PREFIX, markdown_table, replace_section
 from ablate.fidelity.protocol import headline, said, summarize
 from ablate.store.pool import Pool, atomic_write_bytes
 

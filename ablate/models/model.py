@@ -26,8 +26,8 @@ from safetensors.torch import save_file
 import ablate
 from ablate.core.config import StudyConfig
 from ablate.core.errors import AblateError, UsageError
-from ablate.store.pool import Pool, seed_of, sha256_file
 from ablate.data.units import study_tokenizer
+from ablate.store.pool import Pool, seed_of, sha256_file
 
 
 def versions() -> dict:

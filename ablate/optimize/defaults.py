@@ -18,6 +18,7 @@ from ablate.store.index import Index
 from ablate.store.pool import Pool
 from ablate.study.budgets import DEFAULT_METHOD, target_kind
 
+
 def target_kinds(pool: Pool, targets, known=None) -> list[str]:
     """Each target's kind (study.budgets.target_kind) among this pool's units; `known`: the eval sets the seed
     knows (study.budgets.seed_known, from the config); None reads them from the pool: the seed's own domains, or

@@ -27,7 +27,6 @@ from ablate.optimize.trained import calibration_values
 from ablate.scoring.ensemble import member_nll, mixed_nll, segment_sums, weight_gradient
 from ablate.study.context import Study
 
-
 # Candidates (optimize/candidates.py): every start is a few array operations here, so the lattice is fine (1/8 over 8
 # units: 6,435 points; 16 units: 1/4, 3,876) and the best 4 starts are polished (each a descent: at 16 units and
 # 33k fit tokens about 5 s on 2 busy cores).

@@ -31,10 +31,11 @@ import torch
 from torch.func import functional_call, vmap
 
 from ablate.models.device import precision_context
-from ablate.scoring.evaluate import nll_stats, windows as window_spans
-from ablate.scoring.losses import CHUNK_LOGITS, token_nll, window_sums
 from ablate.models.model import check_fit, count_params, model_from_config, seed_config
 from ablate.models.threads import refresh as refresh_threads
+from ablate.scoring.evaluate import nll_stats
+from ablate.scoring.evaluate import windows as window_spans
+from ablate.scoring.losses import CHUNK_LOGITS, token_nll, window_sums
 
 # Logits per chunk, over all slots (losses.CHUNK_LOGITS, 4 MB): M x tokens x vocab floats stay near the cache.
 MAX_SLOTS = 8  # beyond 8 the per-op cost is already amortized; memory is not

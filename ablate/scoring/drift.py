@@ -38,7 +38,6 @@ from ablate.scoring.tasks import predicted_per_window
 from ablate.store.results import attach_cost, existing_rows, row_id, write_rows
 
 
-
 def replicate_pairs(study, units: list[str], replicate: int = 1) -> dict[str, tuple[str, str]]:
     """{unit: (its member, its replicate member)} for the units whose replicate is in the pool."""
     out = {}

@@ -24,10 +24,10 @@ import time
 import numpy as np
 import torch
 
+import ablate.scoring.proxies as proxies
 from ablate.core.energy import Meter
 from ablate.core.progress import bar
 from ablate.models.model import count_params, load_member
-import ablate.scoring.proxies as proxies
 from ablate.scoring.evaluate import nll_stats, windows
 from ablate.scoring.score import study_row
 from ablate.scoring.tasks import evaluate_eval_set, predicted_per_window

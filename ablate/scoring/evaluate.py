@@ -22,8 +22,8 @@ import time
 import numpy as np
 import torch
 
-from ablate.models.device import eval_precision, precision_context
 from ablate.core.errors import UsageError
+from ablate.models.device import eval_precision, precision_context
 from ablate.scoring.losses import token_nll, total_nll, window_sums
 
 

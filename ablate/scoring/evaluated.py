@@ -13,7 +13,8 @@ would score an ensemble as a merge: this module is why it never has to.
 from __future__ import annotations
 
 import ablate.scoring.proxies as proxies
-from ablate.scoring.ensemble import METHOD as ENSEMBLE, score_ensemble
+from ablate.scoring.ensemble import METHOD as ENSEMBLE
+from ablate.scoring.ensemble import score_ensemble
 from ablate.scoring.proxies import scaled
 from ablate.scoring.score import score_built_models
 

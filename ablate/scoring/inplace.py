@@ -11,7 +11,7 @@ them times its weight, each next one added times its weight, reading each member
 on the host as on a GPU, for any number of members (bench/bench_device.py), where
 merge_members + load_state held the model, the float32 sums and their copies. Per element
 the float ops and their order are merge_members' (w0·m0, then += wi·mi), so the weights
-are bit-identical to loading merge_members' result (tests/test_device.py).
+are bit-identical to loading merge_members' result (tests/models/test_device.py).
 
 MemberSpace is the same merged model with the weights as variables (the optimizer's gradients,
 optimize/losses.py): theta(w) = sum_i w_i theta_i written into the model, and <g, theta_i> for every
@@ -31,12 +31,11 @@ import numpy as np
 import torch
 
 from ablate.core.errors import AblateError, UsageError
-from ablate.scoring.batched import free_memory_bytes
-from ablate.scoring.merge import (all_finite, check_compatible, f32_block, flat_member, merge_members,
-                                  read_f32_chunks)
-from ablate.models.model import check_fit, load_state, model_from_config, seed_config
-from ablate.store.pool import Pool, atomic_write_json, staged_dir
 from ablate.core.weights import parse_weights
+from ablate.models.model import check_fit, load_state, model_from_config, seed_config
+from ablate.scoring.batched import free_memory_bytes
+from ablate.scoring.merge import all_finite, check_compatible, f32_block, flat_member, merge_members, read_f32_chunks
+from ablate.store.pool import Pool, atomic_write_json, staged_dir
 
 
 def merge_into(model: torch.nn.Module, pool: Pool, model_ids: list[str], weights: list[float] | None = None,

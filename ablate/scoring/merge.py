@@ -25,11 +25,11 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from ablate.models.device import axpy_chunked
 from ablate.core.errors import AblateError, UsageError
+from ablate.core.weights import parse_weights
+from ablate.models.device import axpy_chunked
 from ablate.models.model import check_fit, check_weights_file
 from ablate.store.pool import Pool, check_name, seed_of
-from ablate.core.weights import parse_weights
 
 
 def parse_mixture(items: list[str], raw_weights: str | list[float] | None = None) -> tuple[list[str], list[float], str]:

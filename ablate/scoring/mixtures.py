@@ -45,8 +45,8 @@ from ablate.core.errors import UsageError, unknown_name
 from ablate.core.textfile import read_text
 from ablate.scoring.inplace import merged_model
 from ablate.scoring.merge import gray_code_order, merge_id, parse_mixture
-from ablate.store.results import attach_cost, row_id, write_rows
 from ablate.scoring.score import evaluate_rows
+from ablate.store.results import attach_cost, row_id, write_rows
 
 MAX_ENUMERATED = 2 ** 20 - 1  # every subset of 20 units: the most a sweep enumerates
 

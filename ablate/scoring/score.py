@@ -19,21 +19,29 @@ from typing import NamedTuple
 
 import ablate.scoring.proxies as proxies
 from ablate.core.config import StudyConfig
-from ablate.models.device import eval_precision
 from ablate.core.energy import Meter
-from ablate.scoring.tasks import attach_accuracy, choice_tasks, evaluate_eval_set, predicted_per_window
-from ablate.store.index import Index
+from ablate.core.progress import bar
+from ablate.core.weights import wkey
+from ablate.models.device import eval_precision
+from ablate.models.model import count_params, load_member
 from ablate.scoring.inplace import merged_model
 from ablate.scoring.merge import merge_id, parse_mixture
-from ablate.models.model import count_params, load_member
-from ablate.store.pool import Pool
-from ablate.core.progress import bar
-from ablate.store.results import (Row, attach_cost, existing_rows, make_row, row_id, rows_without_examples,
-                                  window_losses, write_rows)
+from ablate.scoring.tasks import attach_accuracy, choice_tasks, evaluate_eval_set, predicted_per_window
 from ablate.scoring.uncertainty import describe_gap, gaps_to_best
-from ablate.study.context import Study, load_study
+from ablate.store.index import Index
+from ablate.store.pool import Pool
+from ablate.store.results import (
+    Row,
+    attach_cost,
+    existing_rows,
+    make_row,
+    row_id,
+    rows_without_examples,
+    window_losses,
+    write_rows,
+)
 from ablate.study.budgets import BUDGETS
-from ablate.core.weights import wkey
+from ablate.study.context import Study, load_study
 
 
 def evaluate_rows(study: Study, model, *, method: str, mixture: list[str], weights: list[float], model_id: str,

@@ -40,10 +40,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
-from ablate.scoring.batched import shuffle_order, study_stack, window_stats
 from ablate.core.energy import Meter
-from ablate.store.results import attach_cost, write_rows
+from ablate.scoring.batched import shuffle_order, study_stack, window_stats
 from ablate.scoring.score import study_row
+from ablate.store.results import attach_cost, write_rows
 
 MIN_WINDOWS = 2  # a t-interval needs a spread
 WINDOW_ORDER_SEED = 0  # one fixed shuffle: a screened run is reproducible

@@ -28,20 +28,20 @@ from typing import Callable, Iterator
 from joblib import Parallel, delayed
 
 from ablate.core.config import StudyConfig
-from ablate.models.device import gpu_count, leased, worker_devices
 from ablate.core.errors import UsageError
+from ablate.core.progress import bar
+from ablate.data.units import unit_ids as pool_units
+from ablate.models.device import gpu_count, leased, worker_devices
+from ablate.models.threads import paused
 from ablate.scoring.merge import RunningSum, check_compatible, merge_id
 from ablate.scoring.mixtures import gray_rank, plan_masks, read_mixtures, score_entries
-from ablate.store.pool import Pool
-from ablate.core.progress import bar
-from ablate.store.results import existing_rows, row_id, write_rows
 from ablate.scoring.score import score_reference_models
 from ablate.scoring.screen import screen_candidates
-from ablate.study.context import load_study, normalize_units
 from ablate.scoring.sweep_dask import dask_results
 from ablate.scoring.sweep_segment import score_segment, segments
-from ablate.models.threads import paused
-from ablate.data.units import unit_ids as pool_units
+from ablate.store.pool import Pool
+from ablate.store.results import existing_rows, row_id, write_rows
+from ablate.study.context import load_study, normalize_units
 
 
 def local_results(cfg: StudyConfig, pool: Pool, unit_ids: list[str], masks: list[int],

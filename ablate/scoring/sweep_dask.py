@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import Iterator
 
 from ablate.core.config import StudyConfig
-from ablate.models.device import gpu_count, worker_devices
 from ablate.core.errors import AblateError, UsageError
-from ablate.store.pool import Pool
-from ablate.scoring.sweep_segment import score_segment, segments
+from ablate.models.device import gpu_count, worker_devices
 from ablate.models.threads import machine_cores  # what a process may use (affinity), not the whole host
+from ablate.scoring.sweep_segment import score_segment, segments
+from ablate.store.pool import Pool
 
 
 def _host(address: str) -> str:

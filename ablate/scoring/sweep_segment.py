@@ -17,15 +17,16 @@ import time
 import torch
 
 from ablate.core import faults
-from ablate.scoring.batched import ModelStack, study_stack, window_stats
 from ablate.core.config import StudyConfig
 from ablate.core.energy import Meter
+from ablate.models.threads import claim as claim_threads
+from ablate.models.threads import release as release_threads
+from ablate.scoring.batched import ModelStack, study_stack, window_stats
 from ablate.scoring.merge import RunningSum, check_compatible, merge_id
+from ablate.scoring.score import study_row
 from ablate.store.pool import Pool
 from ablate.store.results import attach_cost
-from ablate.scoring.score import study_row
 from ablate.study.context import load_study
-from ablate.models.threads import claim as claim_threads, release as release_threads
 
 
 def segments(masks: list[int], n: int) -> list[list[int]]:

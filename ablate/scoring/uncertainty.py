@@ -22,11 +22,11 @@ import math
 
 import numpy as np
 
+from ablate.core.weights import wkey
 from ablate.models.model import seed_config
 from ablate.scoring.evaluate import windows
 from ablate.store.index import Index
 from ablate.store.pool import Pool
-from ablate.core.weights import wkey
 
 DEFAULT_RESAMPLES = 1000  # the 2.5 / 97.5 percentiles move by < 0.1 of the interval's width between reruns
 CONFIDENCE = 0.95

@@ -8,8 +8,8 @@ name, shape and dtype. A problem is reported with its path; the others go on.
 from __future__ import annotations
 
 from ablate.core.errors import AblateError
-from ablate.scoring.merge import header
 from ablate.models.model import check_weights_file
+from ablate.scoring.merge import header
 from ablate.store.pool import Pool, read_json, seed_of
 
 

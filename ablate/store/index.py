@@ -26,8 +26,8 @@ import duckdb
 from ablate.core import faults
 from ablate.core.config import config_hash
 from ablate.core.errors import AblateError, UsageError
-from ablate.store.schema import SCHEMA, TABLES, VIEWS
 from ablate.store.pool import Pool, read_json, staged_file
+from ablate.store.schema import SCHEMA, TABLES, VIEWS
 
 
 def _schema_current(con) -> bool:

@@ -27,9 +27,9 @@ from typing import TypedDict
 import numpy as np
 
 from ablate.core import faults
+from ablate.core.weights import is_uniform
 from ablate.store.index import Index, task_example_rows, window_loss_rows
 from ablate.store.pool import Pool, atomic_write_bytes
-from ablate.core.weights import is_uniform
 
 
 class Row(TypedDict):

@@ -18,16 +18,23 @@ import numpy as np
 import torch
 
 from ablate.core.config import StudyConfig, config_hash
-from ablate.models.device import eval_precision, resolve_device
 from ablate.core.errors import UsageError
-from ablate.models.model import dropout_of, find_seed, seed_config, without_dropout
-from ablate.store.index import recipe_id
-from ablate.store.pool import Pool, check_name
-from ablate.models.threads import claim as claim_threads
-from ablate.study.budgets import Budget
 from ablate.data.evalsets import check_source
 from ablate.data.tasks import TaskSet, load_task
-from ablate.data.units import eval_sets, load_eval_tokens, load_tokenizer, study_tokenizer, token_byte_lengths, unit_meta
+from ablate.data.units import (
+    eval_sets,
+    load_eval_tokens,
+    load_tokenizer,
+    study_tokenizer,
+    token_byte_lengths,
+    unit_meta,
+)
+from ablate.models.device import eval_precision, resolve_device
+from ablate.models.model import dropout_of, find_seed, seed_config, without_dropout
+from ablate.models.threads import claim as claim_threads
+from ablate.store.index import recipe_id
+from ablate.store.pool import Pool, check_name
+from ablate.study.budgets import Budget
 
 
 @dataclass

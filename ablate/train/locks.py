@@ -18,8 +18,8 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ablate.train.data_parallel import rank_world
 from ablate.core.errors import AblateError
+from ablate.train.data_parallel import rank_world
 
 LOCK_NAME = "job.lock"
 

@@ -35,21 +35,21 @@ import torch
 
 from ablate.core import faults
 from ablate.core.config import StudyConfig, config_hash
-from ablate.train.data_parallel import all_ranks_cost, barrier, rank_world, shard, unwrap
-from ablate.models.device import resolve_device
 from ablate.core.energy import NO_COST, Meter, SessionClock, with_earlier_sessions
 from ablate.core.errors import Interrupted, UsageError
-from ablate.store.index import Index, model_row
-from ablate.train.locks import member_job
-from ablate.models.model import count_params, find_seed, load_member, save_weights, unique_state, versions
-from ablate.store.pool import Pool, staged_file
 from ablate.core.progress import bar, console, final_loss_window
-from ablate.store.results import now
-from ablate.study.context import Recipe, member_id, member_recipe, normalize_units, run_hash, training_dropout
-from ablate.models.threads import claim as claim_threads
-from ablate.study.budgets import BUDGETS, QUESTIONS, Budget, parse_budget
-from ablate.train.truths import draw_sequences
 from ablate.data.units import load_unit_tokens
+from ablate.models.device import resolve_device
+from ablate.models.model import count_params, find_seed, load_member, save_weights, unique_state, versions
+from ablate.models.threads import claim as claim_threads
+from ablate.store.index import Index, model_row
+from ablate.store.pool import Pool, staged_file
+from ablate.store.results import now
+from ablate.study.budgets import BUDGETS, QUESTIONS, Budget, parse_budget
+from ablate.study.context import Recipe, member_id, member_recipe, normalize_units, run_hash, training_dropout
+from ablate.train.data_parallel import all_ranks_cost, barrier, rank_world, shard, unwrap
+from ablate.train.locks import member_job
+from ablate.train.truths import draw_sequences
 
 
 def as_sequences(tokens: np.ndarray, seq_len: int) -> np.ndarray:

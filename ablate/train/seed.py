@@ -23,15 +23,23 @@ import torch
 from ablate.core.config import StudyConfig, config_hash
 from ablate.core.errors import AblateError, UsageError
 from ablate.core.textfile import read_text
-from ablate.train.locks import member_job
-from ablate.models.model import (count_params, dropout_of, llama_config, model_from_config, quiet_transformers,
-                                 save_weights, unique_state, versions)
+from ablate.data.tokenizer_id import tokenizer_id_of
+from ablate.data.units import load_tokenizer, load_unit_tokens, seed_domains, study_tokenizer
+from ablate.models.model import (
+    count_params,
+    dropout_of,
+    llama_config,
+    model_from_config,
+    quiet_transformers,
+    save_weights,
+    unique_state,
+    versions,
+)
 from ablate.store.pool import Pool, sha256_file
 from ablate.store.results import now
 from ablate.study.context import Recipe
-from ablate.data.tokenizer_id import tokenizer_id_of
+from ablate.train.locks import member_job
 from ablate.train.loop import as_sequences, index_member, run_and_publish
-from ablate.data.units import load_tokenizer, load_unit_tokens, seed_domains, study_tokenizer
 
 
 def make_seed(cfg: StudyConfig, pool: Pool, *, force: bool = False, log=print) -> dict:

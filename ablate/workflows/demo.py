@@ -60,12 +60,12 @@ def score_verdict_proxies(cfg: StudyConfig, pool: Pool, units: list[str]) -> Non
 
 
 def run_demo(cfg: StudyConfig, pool: Pool, report_dir: Path, log=print) -> str:
-    from ablate.workflows.steps import run_search, run_sweep
     from ablate.fidelity.report import priced, task_verdicts, verdict_markdown, write_report
     from ablate.models.device import describe
-    from ablate.train.members import build_members, train_truths, union_plan
     from ablate.optimize.defaults import default_method
     from ablate.study.budgets import DEFAULT_TRUTH, seed_known
+    from ablate.train.members import build_members, train_truths, union_plan
+    from ablate.workflows.steps import run_search, run_sweep
 
     t0 = time.perf_counter()
     log(f"training, merging and evaluating on {describe(cfg)}")  # a GPU asked for and missing: exit 2 now

@@ -30,22 +30,22 @@ from pathlib import Path
 
 import numpy as np
 
+from ablate.core.config import StudyConfig, load_config
+from ablate.core.errors import UsageError
+from ablate.fidelity.protocol import score_study, write_markdown
+from ablate.fidelity.weights_report import write_section
 from ablate.scoring import proxies
 from ablate.scoring.drift import score_drift
 from ablate.scoring.evaluated import score_proxy
 from ablate.scoring.proxies import scaled
-from ablate.core.config import StudyConfig, load_config
-from ablate.core.errors import UsageError
-from ablate.store.pool import Pool
-from ablate.fidelity.protocol import score_study, write_markdown
-from ablate.store.results import existing_rows, write_rows
 from ablate.scoring.score import score_reference_models
+from ablate.store.pool import Pool
+from ablate.store.results import existing_rows, write_rows
 from ablate.study.context import load_study
-from ablate.workflows.weights_runs import optimized_mixtures
+from ablate.train.members import build_members, train_truths, train_unit_replicates
 from ablate.workflows.demo import add_builtin_task
 from ablate.workflows.steps import run_sweep
-from ablate.fidelity.weights_report import write_section
-from ablate.train.members import build_members, train_truths, train_unit_replicates
+from ablate.workflows.weights_runs import optimized_mixtures
 
 DEFAULT_STUDIES = "configs/fidelity/*.yaml"
 

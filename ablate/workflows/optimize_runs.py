@@ -26,8 +26,8 @@ from ablate.optimize.protocol import predicted, split_windows
 from ablate.optimize.trained import split_logppl, weights_of
 from ablate.scoring.score import score_reference_models
 from ablate.store.results import existing_rows, now, write_optimization_row, write_rows
-from ablate.train.loop import train_member
 from ablate.study.context import load_study
+from ablate.train.loop import train_member
 
 
 def validation_picks(row: dict, k: int) -> list[dict]:

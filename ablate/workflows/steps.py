@@ -25,9 +25,9 @@ from ablate.scoring.uncertainty import seed_warnings
 from ablate.store.index import Index
 from ablate.store.pool import Pool
 from ablate.store.results import existing_rows, write_rows
-from ablate.train.loop import train_member
-from ablate.study.context import load_study
 from ablate.study.budgets import DEFAULT_TRUTH
+from ablate.study.context import load_study
+from ablate.train.loop import train_member
 
 
 def refresh_fitted(cfg: StudyConfig, pool: Pool) -> None:

@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from ablate.store.index import Index
 from ablate.store.pool import atomic_write_json, sha256_file
+
 from conftest import run_cli, tree_digest, write_config
 
 
@@ -51,8 +52,8 @@ def _corpus_append(cfg, domain, raw: bytes):
 def _foreign_unit(cfg, pool, tmp, unit):
     """Replace a unit with the same unit cut by another tokenizer (another study's pool)."""
     from ablate.data.corpus import study_corpus
-    from ablate.store.pool import Pool
     from ablate.data.units import split_units
+    from ablate.store.pool import Pool
 
     other = cfg.model_copy(deep=True)
     other.pool = str(tmp / "other-pool")

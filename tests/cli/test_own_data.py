@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from ablate.core.config import StudyConfig
-from ablate.data.corpus import study_corpus
 from ablate.core.errors import UsageError
+from ablate.data.corpus import study_corpus
 
 ROOT = Path(__file__).resolve().parents[2]
 

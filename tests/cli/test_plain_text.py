@@ -8,6 +8,7 @@ from rich.console import Console
 
 from ablate.cli.shared import print_rows
 from ablate.core import progress
+
 from conftest import run_cli, write_config
 
 

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from ablate.data import corpus
-from ablate.data import debian
 from ablate.core.config import StudyConfig
-from ablate.data.corpus import build_debian_corpus, fortunes_min_corpus, load_corpus, study_corpus
 from ablate.core.errors import AblateError, UsageError
+from ablate.data import corpus, debian
+from ablate.data.corpus import build_debian_corpus, fortunes_min_corpus, load_corpus, study_corpus
 
 DEFAULT = ["fiction", "bible", "webster", "computing", "pydocs", "quotes"]
 
@@ -244,8 +243,8 @@ def test_study_corpus_missing_path_says_how_to_build(tmp_path):
 def test_manpages_rendering_shows_progress(monkeypatch, tmp_path):
     from contextlib import contextmanager
 
-    from ablate.data import debian
     from ablate.core import progress
+    from ablate.data import debian
 
     pages = [f"/usr/share/man/man1/p{i}.1.gz" for i in range(3)]
     calls = []

@@ -10,6 +10,7 @@ import pytest
 
 from ablate.data.corpus import load_corpus
 from ablate.data.units import split_documents
+
 from conftest import run_cli, tree_digest, write_config
 
 LICENSES = Path("/usr/share/common-licenses")  # base-files: on every Debian/Ubuntu machine

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from ablate.data.task_builders import fortune_ending, write_task
+
 from conftest import run_cli, tree_digest, write_config
 
 

@@ -13,9 +13,10 @@ import json
 import pytest
 
 from ablate.data.corpus import fortunes_min_corpus
-from ablate.store.pool import Pool
 from ablate.data.tokenizer_id import PROBE_TEXT, tokenizer_id_of
 from ablate.data.units import load_tokenizer
+from ablate.store.pool import Pool
+
 from conftest import run_cli, tiny_config, tree_digest, write_config
 
 CLASSES = {"qwen2": "Qwen2TokenizerFast", "neox": "GPTNeoXTokenizerFast"}
@@ -81,8 +82,8 @@ def test_switching_an_imported_tokenizer_is_refused_loudly(seed_dirs, tmp_path, 
 
 def test_a_retrained_tokenizer_is_refused_too(study_copy):
     """seed.mode=train: changing the tokenizer settings of a pool names both ids and writes nothing."""
-    from ablate.data.corpus import study_corpus
     from ablate.core.errors import UsageError
+    from ablate.data.corpus import study_corpus
     from ablate.data.units import split_units
 
     cfg, pool, _, _ = study_copy

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from ablate.data.corpus import fortunes_min_corpus, load_corpus, study_corpus
-from ablate.store.pool import Pool
 from ablate.data.units import split_documents, split_units
+from ablate.store.pool import Pool
+
 from conftest import tiny_config, tree_digest
 
 quiet = dict(log=lambda *a: None)

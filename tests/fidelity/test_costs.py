@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 
-from ablate.workflows.steps import score_mixture
 from ablate.fidelity.report import Priced, cost_markdown, costs, priced
 from ablate.store.index import Index
 from ablate.store.pool import Pool
 from ablate.train.loop import train_member
+from ablate.workflows.steps import score_mixture
 
 quiet = dict(log=lambda *a: None)
 PAIR = ["fortunes-00", "literature-00"]

@@ -9,13 +9,12 @@ import pytest
 import torch
 
 from ablate.fidelity.calibrate import noise_floor, ranking_quality, refresh, suggest_unions
-from ablate.store.index import Index
-from ablate.scoring.merge import merge_members, parse_mixture
-from ablate.workflows.steps import run_search
 from ablate.optimize.search import candidates
-from ablate.workflows.steps import score_mixture
-from ablate.workflows.steps import run_sweep
+from ablate.scoring.merge import merge_members, parse_mixture
+from ablate.store.index import Index
 from ablate.train.loop import train_member
+from ablate.workflows.steps import run_search, run_sweep, score_mixture
+
 from conftest import copy_study
 
 quiet = dict(log=lambda *a: None)

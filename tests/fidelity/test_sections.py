@@ -7,6 +7,7 @@ import json
 
 from ablate.fidelity.markdown import LENGTHS_HEADING, STUDY_PREFIX, own_sections, replace_section
 from ablate.fidelity.protocol import write_markdown
+
 from conftest import copy_study, run_cli, tree_digest, write_config
 
 

@@ -107,9 +107,9 @@ def _perplexity_by_hand(model, tokens: np.ndarray, seq_len: int) -> tuple[float,
 def test_architecture_runs_the_pipeline_and_exports_what_it_scored(arch, corpus_and_tokenizer, tmp_path, capsys):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from ablate.data.units import eval_sets, load_eval_tokens
     from ablate.store.index import Index
     from ablate.store.pool import Pool
-    from ablate.data.units import eval_sets, load_eval_tokens
 
     corpus, tok_src = corpus_and_tokenizer
     seed_dir = _seed_dir(arch, tok_src, tmp_path / f"{arch}-seed")

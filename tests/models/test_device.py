@@ -13,18 +13,18 @@ import threading
 import pytest
 import torch
 
-from ablate.models import device as dev
 from ablate.core.config import load_config
-from ablate.scoring.sweep_dask import assign_devices
 from ablate.core.errors import UsageError
-from ablate.store.index import Index
-from ablate.scoring.inplace import merge_into
-from ablate.scoring.merge import merge_on
-from ablate.scoring.merge import RunningSum, f32_block, map_f32, gray_code_order, merge_members
+from ablate.models import device as dev
 from ablate.models.model import load_state, model_from_config, seed_config
+from ablate.scoring.inplace import merge_into
+from ablate.scoring.merge import RunningSum, f32_block, gray_code_order, map_f32, merge_members, merge_on
+from ablate.scoring.sweep_dask import assign_devices
+from ablate.store.index import Index
 from ablate.store.results import existing_rows, write_rows
-from ablate.workflows.steps import score_mixture
 from ablate.study.context import load_study
+from ablate.workflows.steps import score_mixture
+
 from conftest import run_cli, write_config
 
 

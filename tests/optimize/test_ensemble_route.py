@@ -8,8 +8,8 @@ import pytest
 from ablate.models.model import load_member
 from ablate.optimize.ensemble_route import TokenSpace, optimize_ensemble
 from ablate.optimize.losses import window_nll
-from ablate.optimize.protocol import split_windows
 from ablate.optimize.objectives import parse_objective
+from ablate.optimize.protocol import split_windows
 from ablate.optimize.simplex import repetition_caps
 from ablate.study.context import load_study
 

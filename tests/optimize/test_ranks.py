@@ -14,6 +14,7 @@ from ablate.optimize.objectives import parse_objective
 from ablate.scoring.uncertainty import bootstrap_values, gap_intervals, point_values, unigram_ppl, untrained_seed
 from ablate.store.index import Index
 from ablate.train.loop import train_member
+
 from conftest import run_cli, write_config
 
 

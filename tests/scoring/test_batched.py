@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from ablate.models.model import model_from_config, seed_config
 from ablate.scoring.batched import EvalWindows, ModelStack, window_stats
 from ablate.scoring.evaluate import evaluate_tokens
 from ablate.scoring.merge import RunningSum, gray_code_order
-from ablate.models.model import model_from_config, seed_config
-from ablate.workflows.steps import score_mixture
-from ablate.study.context import load_study
-from ablate.workflows.steps import run_sweep
 from ablate.store.index import Index
+from ablate.study.context import load_study
+from ablate.workflows.steps import run_sweep, score_mixture
 
 quiet = dict(log=lambda *a: None)
 

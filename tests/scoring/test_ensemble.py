@@ -23,8 +23,8 @@ def _rows(pool, method):
 @pytest.fixture
 def scored(study_copy):
     """The study with the merged rows of the units alone and the ensemble of every subset of three units."""
-    from ablate.scoring.score import score_built_models
     from ablate.scoring import proxies
+    from ablate.scoring.score import score_built_models
 
     cfg, pool, units, _ = study_copy
     study = load_study(cfg, pool)

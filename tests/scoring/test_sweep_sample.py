@@ -7,12 +7,12 @@ import time
 
 import pytest
 
-from ablate.store.index import Index
+from ablate.optimize.search import beam_search, candidates, exhaustive_count
 from ablate.scoring.merge import gray_code_order
 from ablate.scoring.mixtures import enumerate_masks, gray_rank, plan_masks, sample_masks
-from ablate.workflows.steps import score_mixture
-from ablate.workflows.steps import run_search
-from ablate.optimize.search import beam_search, candidates, exhaustive_count
+from ablate.store.index import Index
+from ablate.workflows.steps import run_search, score_mixture
+
 from conftest import run_cli, tiny_config, tree_digest, write_config
 
 quiet = dict(log=lambda *a: None)
@@ -22,10 +22,10 @@ quiet = dict(log=lambda *a: None)
 def wide(tmp_path_factory):
     """24 really trained tiny units (12 per domain of 512 tokens, one step each): ~15 s on 2 cores."""
     from ablate.data.corpus import fortunes_min_corpus, study_corpus
-    from ablate.store.pool import Pool
-    from ablate.train.seed import train_seed
-    from ablate.train.loop import train_member
     from ablate.data.units import split_units, unit_ids
+    from ablate.store.pool import Pool
+    from ablate.train.loop import train_member
+    from ablate.train.seed import train_seed
 
     root = tmp_path_factory.mktemp("wide")
     fortunes_min_corpus(root / "corpus")

@@ -14,15 +14,17 @@ from ablate.optimize.losses import set_nll
 from ablate.scoring.batched import EvalWindows, ModelStack
 from ablate.scoring.tasks import choice_nll, choice_nll_loop, correct_choices, evaluate_task
 from ablate.study.context import load_study
+
 from conftest import run_cli, write_config
 
 
 @pytest.fixture(scope="module")
 def task_pool(study, tmp_path_factory):
     """The tiny study copied, with a 40-example fortune-ending task split in: (config path, cfg, pool, units)."""
-    from conftest import copy_study
-    from ablate.data.units import split_units
     from ablate.data.corpus import study_corpus
+    from ablate.data.units import split_units
+
+    from conftest import copy_study
 
     root = tmp_path_factory.mktemp("tasks")
     cfg, pool = copy_study(study[0], root / "copy")
@@ -109,9 +111,10 @@ def test_sweep_target_search_and_optimize_take_a_task(task_pool, capsys):
 
 
 def test_score_mixture_gives_accuracy_where_the_sweep_stored_bits_per_byte_only(study, task_pool, tmp_path, capsys):
-    from conftest import copy_study
     from ablate.data.corpus import study_corpus
     from ablate.data.units import split_units
+
+    from conftest import copy_study
 
     cfg, pool = copy_study(study[0], tmp_path / "copy")  # the task split into a pool none of the tests here scored
     cfg = type(cfg).model_validate({**cfg.model_dump(), "eval_sets": task_pool[1].model_dump()["eval_sets"]})

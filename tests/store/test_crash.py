@@ -15,8 +15,9 @@ import sys
 
 import pytest
 
-from ablate.store.index import Index
 from ablate.scoring.verify import verify_pool
+from ablate.store.index import Index
+
 from conftest import run_cli, write_config
 
 SEED = 1234

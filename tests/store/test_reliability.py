@@ -12,9 +12,10 @@ import threading
 import pytest
 
 from ablate.core.errors import AblateError
-from ablate.store.index import Index
 from ablate.models.model import load_member
+from ablate.store.index import Index
 from ablate.train.loop import train_member
+
 from conftest import run_cli, write_config
 
 

@@ -111,8 +111,8 @@ def test_a_resumed_dropout_member_ends_as_the_uninterrupted_one(gpt2_study, kept
 
 
 def test_zero_dropout_trains_without_it_under_another_id_and_scoring_finds_each(gpt2_study, kept):
-    from ablate.train.loop import train_member
     from ablate.study.context import load_study
+    from ablate.train.loop import train_member
 
     cfg, pool, _, _ = gpt2_study
     meta, _ = kept

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from ablate.core.errors import Interrupted
-from ablate.store.index import Index
+from ablate.data.units import eval_sets, load_eval_tokens, load_tokenizer, study_tokenizer, token_byte_lengths
 from ablate.models.model import load_member
+from ablate.scoring.evaluate import evaluate_tokens
+from ablate.store.index import Index
 from ablate.store.pool import Pool
 from ablate.train.loop import mixture_sequences, train_member
-from ablate.data.units import eval_sets, load_eval_tokens, load_tokenizer, study_tokenizer, token_byte_lengths
-from ablate.scoring.evaluate import evaluate_tokens
 
 quiet = dict(log=lambda *a: None)
 
@@ -140,8 +140,8 @@ def test_import_of_a_local_hf_directory_round_trips(study, tmp_path):
     from transformers import AutoModelForCausalLM
 
     from ablate.data.corpus import study_corpus
-    from ablate.train.seed import import_seed
     from ablate.data.units import split_units
+    from ablate.train.seed import import_seed
 
     cfg, pool, _, _ = study
     seed = next(pool.iter_metas("seed"))

@@ -13,21 +13,23 @@ import json
 import math
 import sys
 from collections import Counter
-from pathlib import Path
 from dataclasses import asdict
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from ablate.core.config import config_hash
+from ablate.data.units import unit_meta
 from ablate.store.index import Index
+from ablate.study.budgets import parse_budget
 from ablate.study.context import member_recipe
 from ablate.train.loop import train_member, unit_sequences
-from ablate.study.budgets import parse_budget
 from ablate.train.truths import draw_sequences
-from ablate.data.units import unit_meta
+
 from conftest import copy_study, run_cli, tree_digest, write_config
+
 sys.path.insert(0, str(Path(__file__).parents[1] / "store"))  # tests/store: run alone, this file still finds it
 from test_crash import crash_and_recover  # noqa: E402
 

@@ -19,12 +19,22 @@ Every method answers predict(cases, known, budget) -> one log perplexity per cas
 from __future__ import annotations
 
 from ablate.core.errors import UsageError
-from ablate.store.index import Index
 from ablate.scoring.merge import merge_id
-from ablate.store.pool import Pool
-from ablate.scoring.proxies import (additive, calibrated, ensemble, features, merged, own_additive, private,
-                                    regression, scaled, task_sum)
+from ablate.scoring.proxies import (
+    additive,
+    calibrated,
+    ensemble,
+    features,
+    merged,
+    own_additive,
+    private,
+    regression,
+    scaled,
+    task_sum,
+)
 from ablate.scoring.proxies.base import Case, Key, Proxy, free_truths, wkey  # noqa: F401  (the package's interface)
+from ablate.store.index import Index
+from ablate.store.pool import Pool
 
 # a fitted proxy needs this many trained unions of its ground truth before it may predict
 MIN_UNIONS = 3

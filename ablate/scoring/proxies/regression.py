@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ablate.scoring.proxies.base import free_truths
-
 from ablate.core.errors import UsageError
+from ablate.scoring.proxies.base import free_truths
 
 ALPHA = 1e-2
 

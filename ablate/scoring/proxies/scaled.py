@@ -19,7 +19,6 @@ from safetensors.torch import load_file
 
 from ablate.scoring.merge import merge_members
 
-
 BETAS = (0.25, 0.5, 0.75)  # evaluated beside merged (0) and task-sum (1)
 
 

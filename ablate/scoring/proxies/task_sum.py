@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 
 from ablate.scoring.proxies.base import stored
-
 from ablate.scoring.proxies.scaled import extrapolate
 
 
