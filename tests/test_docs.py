@@ -168,6 +168,41 @@ def test_the_sql_page_lists_the_schema():
     assert text == _sql_page_with(schema_markdown()), "docs/sql.md is stale: run `python tests/test_docs.py`"
 
 
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
+
+
+def _module_tree(text: str) -> list[str]:
+    """The paths the module tree of docs/architecture.md names: its ``` block under "## The module tree", one name
+    a line, two spaces of indent per folder level, a folder ending in /."""
+    block = text.split("## The module tree", 1)[1].split("```", 2)[1]
+    paths, folders = [], []
+    for line in block.splitlines():
+        if not line.strip():
+            continue
+        depth, name = (len(line) - len(line.lstrip())) // 2, line.split()[0]
+        folders = folders[:depth]
+        paths.append("/".join(folders + [name.rstrip("/")]))
+        if name.endswith("/"):
+            folders.append(name.rstrip("/"))
+    return paths
+
+
+def test_every_module_the_architecture_page_names_exists():
+    """docs/architecture.md drawn from the code: each module and folder of its tree exists, and its floors
+    table lists the floors in the order tests/test_architecture.py enforces."""
+    from test_architecture import LAYERS
+
+    text = ARCHITECTURE.read_text()
+    named = _module_tree(text)
+    assert len(named) > 50 and named[0] == "ablate"
+    missing = [p for p in named if not (ROOT / p).exists()]
+    assert not missing, f"docs/architecture.md's module tree names modules that do not exist: {missing}"
+    floors = re.findall(r"^\| `(\w+)/` \|", text.split("## The floors", 1)[1].split("##", 1)[0], re.M)
+    assert tuple(floors) == LAYERS, f"docs/architecture.md's floors {floors} are not LAYERS {LAYERS}"
+    assert _module_tree("## The module tree\n```\nablate/\n  core/\n    x.py\n  y.py\n```") == [
+        "ablate", "ablate/core", "ablate/core/x.py", "ablate/y.py"]
+
+
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
     (ROOT / "docs" / "sql.md").write_text(_sql_page_with(schema_markdown()))
