@@ -15,13 +15,13 @@ import math
 import statistics
 from pathlib import Path
 
-from ablate.scoring import proxies
-from ablate.fidelity.task_vectors import geometry as task_vector_geometry
-from ablate.fidelity.markdown import markdown_table, own_sections
-from ablate.fidelity.calibrate import held_out, noise_floor, plan_unions, score_predictions, union_keys
 from ablate.core.config import StudyConfig
-from ablate.core.weights import is_uniform
 from ablate.core.formats import fmt, yes_no
+from ablate.core.weights import is_uniform
+from ablate.fidelity.calibrate import held_out, noise_floor, plan_unions, score_predictions, union_keys
+from ablate.fidelity.markdown import markdown_table, own_sections
+from ablate.fidelity.task_vectors import geometry as task_vector_geometry
+from ablate.scoring import proxies
 from ablate.store.pool import Pool, atomic_write_bytes
 from ablate.study.budgets import DEFAULT_METHOD, QUESTIONS, seed_known, target_kind
 from ablate.study.context import load_study

@@ -42,23 +42,21 @@ from datetime import datetime, timezone
 
 from ablate.core.config import StudyConfig
 from ablate.core.errors import UsageError
-from ablate.store.index import Index
-from ablate.store.pool import Pool
-from ablate.scoring import proxies
-from ablate.optimize.defaults import default_method
-from ablate.scoring.proxies import MIN_UNIONS, union_keys
-from ablate.store.results import existing_rows, now, row_id, write_rows, write_search_rows
-from ablate.scoring.evaluated import score_proxy
-from ablate.scoring.score import score_reference_models
-from ablate.scoring.screen import screen_candidates
-from ablate.study.context import load_study
-from ablate.study.budgets import BUDGETS, DEFAULT_TRUTH, QUESTIONS, seed_known
+from ablate.core.weights import is_uniform, wkey
 from ablate.data.tasks import scored_tokens
 from ablate.data.units import eval_sets, unit_ids
+from ablate.optimize.defaults import default_method
 from ablate.optimize.objectives import Objective, parse_objective
-from ablate.core.weights import is_uniform, wkey
-
-
+from ablate.scoring import proxies
+from ablate.scoring.evaluated import score_proxy
+from ablate.scoring.proxies import MIN_UNIONS, union_keys
+from ablate.scoring.score import score_reference_models
+from ablate.scoring.screen import screen_candidates
+from ablate.store.index import Index
+from ablate.store.pool import Pool
+from ablate.store.results import existing_rows, now, row_id, write_rows, write_search_rows
+from ablate.study.budgets import BUDGETS, DEFAULT_TRUTH, QUESTIONS, seed_known
+from ablate.study.context import load_study
 
 
 def candidates(units: list[str], max_size: int, grid: list[float], weighted_max_size: int = 3):
