@@ -164,8 +164,10 @@ def best_for(rows: list[dict], target: str) -> tuple | None:
     # ties go to the cheaper answer: fewer unions, then a proxy with nothing to fit (at m = 0 a fitted proxy
     # with no union to fit is its base proxy under another name)
     cost = {"0": 2, "n/2": 1, "n": 0}
+    # and, last, to one that needs no replicate member per unit (`private` costs n more trainings)
     return max(best, key=lambda t: (covered.get((t[0], t[1]), 0) == 0, t[2]["top1_noise"], t[2]["median_spearman"],
-                                    cost[t[0]], not proxies.get(t[1]).fitted))
+                                    cost[t[0]], not proxies.get(t[1]).fitted,
+                                    not getattr(proxies.get(t[1]), "needs_replicates", False)))
 
 
 def left_out_choices(rows: list[dict], target: str) -> list[dict]:
@@ -227,7 +229,7 @@ def kind_goal(rows: list[dict], target: str) -> list[str]:
         pairs_ok = target != "seed-known" or (not math.isnan(s["pairwise"]) and s["pairwise"] >= 0.95)
         ok = s["median_spearman"] >= 0.9 and s["top1_noise"] == s["evals"] and s["worst_regret"] <= 0.01 \
             and covered_worse == 0 and pairs_ok
-        lines.append(f"- {KIND_TEXT[target].split(' (')[0]}**, the best proxy with at most n unions**: `{proxy}` at "
+        lines.append(f"- {KIND_TEXT[target].split(' (')[0][:-2]}, the best proxy with at most n unions**: `{proxy}` at "
                      f"m = {label}: {said(s)}, pairs beyond noise agree {fmt(s['pairwise'])}; worse than merged on "
                      f"{covered_worse} covered eval sets. Target (median Spearman ≥ 0.9, every pick within noise, "
                      f"regret ≤ 1 %{', pairs ≥ 0.95' if target == 'seed-known' else ''}, never worse than merged where "

@@ -160,7 +160,8 @@ def _screen(study, cands, method: str, screen: dict) -> dict[tuple, str]:
 def _predicted(pool: Pool, target: str, method: str, truth: str, keys: set) -> dict[tuple, float]:
     """A proxy computed from scored rows (no model of its own), fitted on every union of the truth there is."""
     known = proxies.load_truths(pool, truth)
-    if proxies.get(method).fitted and len(union_keys(known)) < MIN_UNIONS:
+    proxy = proxies.get(method)
+    if proxy.fitted and len(union_keys(known)) < MIN_UNIONS and not getattr(proxy, "usable_without_unions", False):
         raise UsageError(f"--method {method} needs {MIN_UNIONS} trained unions of the {truth!r} ground truth: "
                          f"see `ablate suggest-unions --truth {truth}`")
     cases = [c for c in proxies.load_cases(pool) if c.eval_set == target and (c.mixture, c.weights) in keys]
@@ -178,6 +179,8 @@ def _proxy_scores(cfg: StudyConfig, pool: Pool, target: str, cands, method: str,
         return {(c, wkey(w)): v for (c, w), v in _score(cfg, pool, target, cands, method, screen).items()}
     if method != "merged":
         _measure_seed(cfg, pool, target)  # additive proxies start from the seed's perplexity on the target
+        for needed in getattr(proxies.get(method), "needs", ()):  # e.g. features reads the ensemble's rows
+            _score(cfg, pool, target, cands, needed)
         return _predicted(pool, target, method, truth, set(scores))
     return scores
 

@@ -10,6 +10,7 @@ import torch
 
 from ablate.fidelity.calibrate import noise_floor, ranking_quality, refresh, suggest_unions
 from ablate.optimize.search import candidates
+from ablate.scoring import proxies
 from ablate.scoring.merge import merge_members, parse_mixture
 from ablate.store.index import Index
 from ablate.train.loop import train_member
@@ -202,8 +203,9 @@ def test_search_defaults_follow_the_protocol(study_copy):
     # riddles is only the seed's domain: a seed-known target, where the protocol found the merge best; told the seed
     # knows nothing (seed.knows: []), it is new to the seed, where the ensemble ranks best
     assert target_kinds(pool, ("riddles", "literature")) == ["seed-known", "covered"]
-    assert default_method(pool, "unit", ("riddles",)) == default_method(pool, "sum", ("riddles",)) == "merged"
-    assert default_method(pool, "unit", ("riddles",), frozenset()) == "ensemble"
+    assert default_method(pool, "unit", ("riddles",)) == "merged"
+    assert default_method(pool, "sum", ("riddles",)) == "ensemble"  # adding data: the ensemble for both kinds
+    assert default_method(pool, "unit", ("riddles",), frozenset()) == "features"
     assert default_method(pool, "unit", ("riddles", "literature")) == "merged"
     assert default_method(pool, "sum") == "own-additive"  # 3 scored sum unions < n = 4 units
     out = run_search(cfg, pool, "literature", max_size=2, truth="sum", **quiet)
@@ -216,6 +218,15 @@ def test_search_defaults_follow_the_protocol(study_copy):
     assert default_method(pool, "sum") == "calibrated"
     with pytest.raises(Exception, match="--method must be one of"):
         run_search(cfg, pool, "literature", method="bogus", **quiet)
+    # the default for a target new to the seed ranks with no union of its truth trained: features at its prior,
+    # the average of the merge and the ensemble, whose rows it scores for every candidate first
+    out = run_search(cfg, pool, "literature", max_size=2, method="features", **quiet)
+    rows = {tuple(r["mixture"]): r["proxy_ppl"] for r in out["rows"]}
+    cases = {c.mixture: c for c in proxies.load_cases(pool) if c.eval_set == "literature" and c.k == 2}
+    pairs = [m for m in rows if m in cases and cases[m].ensemble is not None]
+    assert len(pairs) >= 3  # every candidate's ensemble row was scored for it
+    by_features = sorted(pairs, key=rows.get)
+    assert by_features == sorted(pairs, key=lambda m: cases[m].merged + cases[m].ensemble)  # the average's order
 
 
 def test_fidelity_with_fewer_than_3_unions_says_n_a(study_copy):

@@ -140,3 +140,18 @@ def test_an_additive_search_measures_the_seed_it_starts_from(study_copy, tmp_pat
     assert code == 0, err
     assert _rows(pool, "SELECT * FROM mixture_perplexity WHERE method = 'seed' AND eval_set = 'fortunes'")
     assert _rows(pool, "SELECT count(*) AS n FROM searches")[0]["n"] == 10
+
+
+def test_a_seed_known_target_gets_its_note_and_the_advice_to_validate(tmp_path):
+    """search and optimize say when a target is one the seed knows and no unit covers: the protocol's figures
+    there, and train the top 3."""
+    from ablate.optimize.ranks import SEED_KNOWN_AGREEMENT, kind_notes
+
+    from conftest import tiny_config
+
+    cfg = tiny_config(tmp_path)  # seed on riddles, units on fortunes and literature
+    notes = kind_notes(cfg, None, ["riddles", "fortunes"])
+    assert len(notes) == 1 and notes[0].startswith("note: riddles is a target the seed already knows")
+    assert SEED_KNOWN_AGREEMENT in notes[0] and "--validate 3" in notes[0]
+    told = tiny_config(tmp_path, **{"seed.knows": []})
+    assert kind_notes(told, None, ["riddles"]) == []

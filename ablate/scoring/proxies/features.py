@@ -30,6 +30,10 @@ class Features:
     name = "features"
     fitted = True
     evaluated = False
+    # with fewer unions than a fit needs it is its prior, the plain average of the merge and the ensemble: a proxy
+    # of its own (the protocol scores it at m = 0), so `search` may rank by it before any union is trained
+    usable_without_unions = True
+    needs = ("ensemble",)  # the rows it reads besides merged's, scored for every candidate first
     summary = "ridge on merged and ensemble log ppl (per-eval intercepts, shared slopes, prior 1/2 each), on unions"
 
     def fit(self, cases, known, budget) -> dict:

@@ -59,6 +59,7 @@ class Private:
     fitted = False
     evaluated = False  # predicted from rows other methods write (merged or ensemble, and the drift rows)
     build = None
+    needs_replicates = True  # one more member per unit: the protocol prefers a proxy without them on a tie
 
     def __init__(self, name: str, base: str, field: str, factor: float, summary: str):
         self.name, self.base, self.field, self.factor, self.summary = name, base, field, factor, summary
