@@ -217,11 +217,13 @@ def kind_goal(rows: list[dict], target: str) -> list[str]:
     merged where a unit covers)."""
     merged0 = [r for r in rows if r["budget"] == "unit" and r["m_label"] == "0" and r["proxy"] == "merged"
                and r.get("target") == target]
-    lines = [f"- {KIND_TEXT[target]}, equal compute, `merged`, no union: {said(summarize(merged0))}, pairs beyond "
-             f"noise agree {fmt(summarize(merged0)['pairwise'])}; the noise ceiling (the Spearman a perfect proxy "
-             f"could reach against one retraining: calibrate.noise_ceiling) is {fmt(summarize(merged0)['ceiling'])} "
-             f"median, {fmt(min((r['ceiling'] for r in merged0 if not math.isnan(r.get('ceiling', math.nan))), default=math.nan))} "
-             f"min."] if merged0 else []
+    lines = []
+    if merged0:
+        s = summarize(merged0)
+        floor = min((r["ceiling"] for r in merged0 if not math.isnan(r.get("ceiling", math.nan))), default=math.nan)
+        lines.append(f"- {KIND_TEXT[target]}, equal compute, `merged`, no union: {said(s)}, pairs beyond noise agree "
+                     f"{fmt(s['pairwise'])}; the noise ceiling (the Spearman a perfect proxy could reach against one "
+                     f"retraining: calibrate.noise_ceiling) is {fmt(s['ceiling'])} median, {fmt(floor)} min.")
     pick = best_for(rows, target)
     if pick:
         label, proxy, s, _ = pick

@@ -29,7 +29,7 @@ import numpy as np
 import ablate.scoring.proxies as proxies
 from ablate.core.energy import Meter
 from ablate.core.progress import bar
-from ablate.scoring.ensemble import member_nll, mixed_nll, predicted_bytes, segment_sums
+from ablate.scoring.ensemble import eval_set_bytes, member_nll, mixed_nll, segment_sums
 from ablate.scoring.evaluate import nll_stats
 from ablate.scoring.inplace import merged_model
 from ablate.scoring.proxies.private import ENSEMBLE, MERGE, REPLICATE
@@ -87,8 +87,7 @@ def _cached_rows(study, unit: str, member: str, other: str, done: set, force: bo
     for ev in todo:
         d = ev["domain"]
         sizes = predicted_per_window(ev, seq_len)
-        n_bytes = int(ev["n_bytes"]) if ev.get("task") else predicted_bytes(study.eval_tokens[d], study.byte_len,
-                                                                               seq_len)
+        n_bytes = eval_set_bytes(study, ev)
         for method, mid, per_token, rep in ((REPLICATE, other, theirs[d], 1),
                                             (ENSEMBLE, ens_mid, mixed_nll(np.stack([mine[d], theirs[d]]),
                                                                           [0.5, 0.5]), 0)):

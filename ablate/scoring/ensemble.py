@@ -41,6 +41,13 @@ def predicted_bytes(tokens: np.ndarray, byte_len: np.ndarray, seq_len: int) -> i
     return int(sum(int(byte_len[tokens[a + 1:b]].sum()) for a, b in windows(int(tokens.size), seq_len)))
 
 
+def eval_set_bytes(study, ev: dict) -> int:
+    """UTF-8 bytes of the tokens an eval set's rows predict: a task's answers (its sidecar), a text set's windows."""
+    if ev.get("task"):
+        return int(ev["n_bytes"])
+    return predicted_bytes(study.eval_tokens[ev["domain"]], study.byte_len, study.cfg.eval.seq_len)
+
+
 def member_nll(study, model_id: str, model=None) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
     """({eval set: per-token NLL}, {eval set: the forward's stats where one ran}) for one member: read from
     the cache, or measured once (every eval set the cache misses) and cached."""
@@ -122,8 +129,7 @@ def score_ensemble(study, mixtures: list[tuple[list[str], list[float]]], force: 
     done = set() if force else existing_rows(pool, study.precision)
     seq_len = cfg.eval.seq_len
     sizes = {ev["domain"]: predicted_per_window(ev, seq_len) for ev in study.evals}
-    n_bytes = {ev["domain"]: int(ev["n_bytes"]) if ev.get("task") else
-               predicted_bytes(study.eval_tokens[ev["domain"]], study.byte_len, seq_len) for ev in study.evals}
+    n_bytes = {ev["domain"]: eval_set_bytes(study, ev) for ev in study.evals}
     ids, rows, cache = {}, [], {}
     with Meter(cfg.energy) as meter, bar(label, len(mixtures)) as update:
         for mix, weights in mixtures:

@@ -96,6 +96,8 @@ def prepare_study(cfg: StudyConfig, log=print) -> dict:
 def score_proxy_rows(study, names: list[str], units: list[str], truths: list[list[str]]) -> None:
     """The rows the evaluated proxies predict from, for the units alone and every truth mixture (uniform)."""
     uniform = [(mix, [1.0 / len(mix)] * len(mix)) for mix in truths]
+    if any(getattr(proxies.get(n), "needs_replicates", False) for n in names):  # `private`'s drift rows, once
+        score_drift(study, units)
     for name in names:
         proxy = proxies.get(name)
         if name == "ensemble":  # from the members' cached token losses, no model built: every mixture, as the sweep
@@ -106,8 +108,6 @@ def score_proxy_rows(study, names: list[str], units: list[str], truths: list[lis
                 score_proxy(study, uniform, scaled.method(beta))
         elif proxy.evaluated and name != "merged":  # merged rows come from the sweep; fitted ones need none
             score_proxy(study, uniform, name)
-        elif name in ("private", "private-ensemble"):  # the drift rows of the units with a replicate member
-            score_drift(study, units)
 
 
 def build_shared_corpora(cfgs: list[StudyConfig], log=print) -> None:
