@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 
@@ -38,7 +39,7 @@ layer = torch.nn.Linear(64, 64)
 out = layer(torch.randn(8, 64)).detach()
 for _ in range(3):  # the first batches grow the heap to the loop's size
     faults_of_a_batch()
-print(json.dumps({"mode": allocator.reuse_freed_memory(), "faults": sum(faults_of_a_batch() for _ in range(4)),
+print(json.dumps({"mode": allocator.reuse_freed_memory(), "faults": [faults_of_a_batch() for _ in range(5)],
                   "bits": out.numpy().tobytes().hex()}))
 """
 
@@ -55,11 +56,13 @@ def test_a_torch_job_reuses_its_freed_pages_with_the_same_values(tmp_path):
     system = _probe(tmp_path, ABLATE_MALLOC="system")
     assert kept["mode"] == "glibc: heap kept"
     assert system["mode"].startswith("system")
-    pages = 4 * (64 + 16 + 16 << 20) // 4096  # four batches' pages
+    pages = (64 + 16 + 16 << 20) // 4096  # one batch's pages
     # glibc's default maps each block over its threshold afresh: most pages fault again every batch;
-    # kept, the heap has grown to the loop's size in the first batches and later ones fault a few pages
-    assert system["faults"] > pages // 2
-    assert kept["faults"] < pages // 10
+    # kept, the heap has grown to the loop's size in the first batches and later ones fault a few pages.
+    # The median batch: the kernel may fault a kept heap's pages once in a while on its own (NUMA balancing
+    # unmaps pages to see who touches them; CI saw one batch in five runs refault 64 MB), not every batch.
+    assert statistics.median(system["faults"]) > pages // 2
+    assert statistics.median(kept["faults"]) < pages // 10
     assert kept["bits"] == system["bits"]  # where tensors live, not what is computed
 
 
