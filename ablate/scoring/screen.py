@@ -38,7 +38,6 @@ import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import stats
 
 from ablate.core.energy import Meter
 from ablate.scoring.batched import shuffle_order, study_stack, window_stats
@@ -61,6 +60,8 @@ def drops(gaps: np.ndarray, confidence: float, population: int | None = None) ->
         return False, mean
     fpc = math.sqrt(max(0, population - n) / max(1, population - 1)) if population else 1.0
     sd = float(gaps.std(ddof=1)) * fpc
+    from scipy import stats  # here, not at the top: ~0.9 s to import, and every command imports this module
+
     if sd == 0.0:
         return mean > 0.0, mean
     return mean - stats.t.ppf(confidence, n - 1) * sd / math.sqrt(n) > 0.0, mean
