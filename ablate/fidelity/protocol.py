@@ -23,7 +23,7 @@ from ablate.fidelity.markdown import markdown_table, own_sections
 from ablate.fidelity.task_vectors import geometry as task_vector_geometry
 from ablate.scoring import proxies
 from ablate.store.pool import Pool, atomic_write_bytes
-from ablate.study.budgets import DEFAULT_METHOD, QUESTIONS, seed_known, target_kind
+from ablate.study.budgets import DEFAULT_METHOD, QUESTIONS, seed_known, short_budget, target_kind
 from ablate.study.context import load_study
 
 MIN_HELD_OUT = 4  # a ranking of fewer held-out mixtures says little
@@ -45,7 +45,7 @@ def score_study(cfg: StudyConfig, prep: dict, source: str) -> dict:
     pool = Pool(cfg.pool)
     units, n = prep["units"], len(prep["units"])
     wanted = {tuple(sorted(m)) for m in prep["truths"]}
-    all_cases = proxies.load_cases(pool)
+    all_cases = proxies.load_cases(pool, short_budget(cfg))
     units_domains = set(cfg.units.domains)
     known = seed_known(cfg, {c.eval_set for c in all_cases}, pool)
     tasks = {name for name, spec in cfg.eval_sets.items() if spec.kind != "text"}  # scored as the answer's BPB
@@ -66,13 +66,18 @@ def score_study(cfg: StudyConfig, prep: dict, source: str) -> dict:
             for method in cfg.fidelity.proxies:
                 if not proxies.scored(method, cases):  # e.g. `private` in a study without replicate members
                     continue
+                if method == "short" and budget != "unit":  # its unions are a fraction of one unit's tokens
+                    continue
                 pred = held_out(method, cases, truths, fit_on, budget)
+                # trainings it costs: the m unions it fits on, or a short union per mixture it ranks
+                spent = (cost if proxies.get(method).fitted else
+                         cfg.fidelity.short_unions * (len(unions) - m) if method == "short" else 0)
                 for q in score_predictions(pred, truths, noise):
                     rows.append({"study": cfg.name, "budget": budget, "proxy": method, "m": m, "m_label": label,
                                  "target": target_kind(q["eval_set"], units_domains, known),
                                  "task": q["eval_set"] in tasks,
                                  "held_out": len(unions) - m, "fitted": proxies.get(method).fitted,
-                                 "calibration_unit_trainings": cost if proxies.get(method).fitted else 0, **q})
+                                 "calibration_unit_trainings": spent, **q})
     geometry = task_vector_geometry(pool, load_study(cfg, pool))
     return {"study": cfg.name, "source": source, "units": units, "n_truths": len(wanted), "cost": study_cost(pool),
             "geometry": geometry,

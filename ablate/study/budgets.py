@@ -55,6 +55,15 @@ def seed_known(cfg, eval_names, pool=None) -> frozenset:
     return frozenset(n for n in eval_names if n in domains and n not in cfg.units.domains)
 
 
+def short_budget(cfg) -> str | None:
+    """The budget label of a fidelity study's short unions (`fidelity.short_unions` of one unit's tokens, whole
+    sequences, as parse_budget rounds `--tokens`), or None when it trains none."""
+    if not cfg.fidelity.short_unions:
+        return None
+    tokens = int(cfg.fidelity.short_unions * cfg.units.unit_tokens)
+    return f"tokens={tokens - tokens % cfg.train.seq_len}"
+
+
 QUESTIONS = {
     "unit": "which composition is best at equal compute (the budget of one unit)?",
     "sum": "what if I add these units' data and train longer (k x the budget of one unit)?",

@@ -54,6 +54,16 @@ def train_unit_replicates(cfg: StudyConfig, pool: Pool, units: list[str], replic
             log(price_line(train_member(cfg, pool, [u], replicate=r, log=log)))
 
 
+def train_short_unions(cfg: StudyConfig, pool: Pool, mixtures: list[list[str]], budget: str | None,
+                       log=print) -> None:
+    """Each mixture again on a fraction of the equal-compute budget (`budget`: budgets.short_budget's label,
+    tokens=N): what the `short` proxy ranks by, a forgetting-aware guess at a fraction of a union's cost."""
+    if budget is None:
+        return
+    for mix in mixtures:
+        log(price_line(train_member(cfg, pool, mix, tokens=budget.removeprefix("tokens="), log=log)))
+
+
 def train_truths(cfg: StudyConfig, pool: Pool, mixtures: list[list[str]], budget: str,
                  noise: list[list[str]], log=print) -> None:
     """The ground truth of every mixture at one budget, then a second data order of each `noise` mixture

@@ -21,6 +21,7 @@ from ablate.fidelity.calibrate import (
 from ablate.fidelity.protocol import score_study
 from ablate.scoring import proxies
 from ablate.store.index import Index
+from ablate.study.budgets import short_budget
 from ablate.workflows.fidelity_runs import prepare_study
 
 from conftest import copy_study, run_cli, tree_digest, write_config
@@ -34,6 +35,7 @@ def both_truths(study, tmp_path_factory):
     cfg, pool = copy_study(study[0], tmp_path_factory.mktemp("truths"))
     cfg.name = "tiny"
     cfg.fidelity.unit_replicates = 1  # a second member per unit: the drift rows `private` reads
+    cfg.fidelity.short_unions = 0.5  # every truth mixture on half the budget: the unions `short` reads
     return cfg, pool, prepare_study(cfg, **quiet)
 
 
@@ -46,7 +48,7 @@ def test_plan_unions_is_nested_and_spread():
 
 def test_every_proxy_predicts_every_case(both_truths):
     cfg, pool, prep = both_truths
-    cases = proxies.load_cases(pool)
+    cases = proxies.load_cases(pool, short_budget(cfg))
     evals = {c.eval_set for c in cases}
     mixtures = {(c.mixture, c.weights) for c in cases}
     assert len(cases) == len(evals) * len(mixtures) == 2 * 15  # 15 mixtures of 4 units x 2 eval sets
@@ -60,7 +62,7 @@ def test_every_proxy_predicts_every_case(both_truths):
 
 def test_fitted_proxies_never_read_the_union_they_are_scored_on(both_truths):
     cfg, pool, prep = both_truths
-    cases = proxies.load_cases(pool)
+    cases = proxies.load_cases(pool, short_budget(cfg))
     for budget in ("unit", "sum"):
         truths = proxies.load_truths(pool, budget)
         unions = union_keys(truths)
@@ -160,6 +162,26 @@ def test_refresh_stores_fitted_rows_per_ground_truth(both_truths):
     _, fid = Index(pool).query("SELECT DISTINCT budget, proxy, in_sample FROM proxy_fidelity")
     assert ("unit", "calibrated", True) in fid and ("sum", "merged", False) in fid
     assert refresh(pool, cfg.eval.seq_len, **quiet) == fitted  # unchanged fits write nothing new
+
+
+def test_short_ranks_by_each_mixtures_own_short_union(both_truths):
+    cfg, pool, prep = both_truths
+    label = short_budget(cfg)
+    assert label == "tokens=2048"  # half of a 4096-token unit, in whole sequences
+    shorts = proxies.load_truths(pool, label)
+    assert len(union_keys(shorts)) == 11  # one per truth mixture, each trained on half the equal-compute budget
+    spent = Index(pool).rows("SELECT units, train_tokens FROM models WHERE kind = 'union' AND budget = ?", [label])
+    assert len(spent) == 11 and {r["train_tokens"] for r in spent} == {2048}
+    cases = proxies.load_cases(pool, label)
+    pred = proxies.get("short").predict(cases, {}, "unit")
+    for c, p in zip(cases, pred):  # a member alone is itself; a union of k is its own short union's log ppl
+        assert p == (c.merged if c.k == 1 else shorts[c.key])
+    assert not proxies.scored("short", proxies.load_cases(pool))  # a study without short unions leaves it out
+    with pytest.raises(ValueError, match="no short union"):
+        proxies.get("short").predict(proxies.load_cases(pool), {}, "unit")
+    rows = [r for r in score_study(cfg, prep, "tiny.yaml")["rows"] if r["proxy"] == "short"]
+    assert rows and {r["budget"] for r in rows} == {"unit"}  # its unions answer the equal-compute question only
+    assert all(r["calibration_unit_trainings"] == 0.5 * r["held_out"] for r in rows)  # half a union per mixture
 
 
 def test_ranking_quality_on_a_constant_proxy_is_not_a_crash():

@@ -30,6 +30,7 @@ from ablate.scoring.proxies import (
     private,
     regression,
     scaled,
+    short,
     task_sum,
 )
 from ablate.scoring.proxies.base import Case, Key, Proxy, free_truths, wkey  # noqa: F401  (the package's interface)
@@ -42,7 +43,7 @@ MIN_UNIONS = 3
 REGISTRY: dict[str, Proxy] = {p.name: p for p in (merged.PROXY, task_sum.PROXY, additive.PROXY, own_additive.PROXY,
                                                    calibrated.PROXY, regression.PROXY, ensemble.PROXY,
                                                    scaled.PROXY, features.PROXY, calibrated.ON_ENSEMBLE,
-                                                   private.PROXY, private.ON_ENSEMBLE)}
+                                                   private.PROXY, private.ON_ENSEMBLE, short.PROXY)}
 
 
 def names() -> list[str]:
@@ -63,7 +64,8 @@ def scored(name: str, cases: list[Case]) -> bool:
             "ensemble": lambda c: c.ensemble is not None, "features": lambda c: c.ensemble is not None,
             "calibrated-ensemble": lambda c: c.ensemble is not None,
             "private": lambda c: c.k == 1 or c.drift is not None,
-            "private-ensemble": lambda c: c.ensemble is not None and (c.k == 1 or c.bonus is not None)}.get(name)
+            "private-ensemble": lambda c: c.ensemble is not None and (c.k == 1 or c.bonus is not None),
+            "short": lambda c: c.k == 1 or c.short is not None}.get(name)
     return need is None or all(need(c) for c in cases)
 
 
@@ -73,8 +75,9 @@ def union_keys(truths: dict) -> list[tuple]:
 
 
 # -- reading cases and truths from a pool ------------------------------------------------------
-def load_cases(pool: Pool) -> list[Case]:
-    """Every merged row as a Case (with task-sum and the members' own perplexities where known)."""
+def load_cases(pool: Pool, short_budget: str | None = None) -> list[Case]:
+    """Every merged row as a Case (with task-sum and the members' own perplexities where known; with
+    `short_budget`, a fidelity study's short unions: budgets.short_budget)."""
     index = Index(pool)
     merged = index.rows("SELECT mixture, weights, eval_set, ln(ppl) AS lp FROM mixture_perplexity "
                         "WHERE method = 'merged'")
@@ -89,6 +92,7 @@ def load_cases(pool: Pool) -> list[Case]:
     seed_domains = {r["domain"] for r in index.rows("SELECT domain FROM units WHERE kind = 'seedmix'")}
     single = {(r["mixture"][0], r["eval_set"]): r["lp"] for r in merged if len(r["mixture"]) == 1}
     drift = private.penalties(index)
+    shorts = load_truths(pool, short_budget) if short_budget else {}
     seed = {r["eval_set"]: r["lp"] for r in Index(pool).rows("SELECT eval_set, ln(ppl) AS lp FROM mixture_perplexity "
                                                              "WHERE method = 'seed'")}
     cases = []
@@ -105,7 +109,7 @@ def load_cases(pool: Pool) -> list[Case]:
         cases.append(Case(mix, wkey(r["weights"]), ev, r["lp"], ts, tuple(single[(u, ev)] for u in mix), relation,
                           seed.get(ev), ens.get(key), scaled.get(key),
                           tuple(drift[(u, ev)][0] for u in mix) if measured else None,
-                          tuple(drift[(u, ev)][1] for u in mix) if measured else None))
+                          tuple(drift[(u, ev)][1] for u in mix) if measured else None, shorts.get(key)))
     return sorted(cases, key=lambda c: (c.eval_set, c.k, c.mixture, c.weights))
 
 

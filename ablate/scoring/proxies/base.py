@@ -31,6 +31,7 @@ class Case:
     # penalty A and the ensemble's mixing bonus B on this eval set, in log ppl
     drift: tuple[float, ...] | None = None
     bonus: tuple[float, ...] | None = None
+    short: float | None = None  # log ppl of the mixture's short union (a fraction of the budget), where trained
 
     @property
     def key(self) -> Key:
