@@ -165,13 +165,19 @@ def _predicted(pool: Pool, target: str, method: str, truth: str, keys: set) -> d
         raise UsageError(f"--method {method} needs {MIN_UNIONS} trained unions of the {truth!r} ground truth: "
                          f"see `ablate suggest-unions --truth {truth}`")
     cases = [c for c in proxies.load_cases(pool) if c.eval_set == target and (c.mixture, c.weights) in keys]
-    pred = proxies.get(method).predict(cases, known, truth)
+    try:
+        pred = proxy.predict(cases, known, truth)
+    except ValueError as e:  # rows it reads are not in the pool (private: replicate members; short: short unions)
+        raise UsageError(f"--method {method}: {e}") from None
     return {(c.mixture, c.weights): float(math.exp(p)) for c, p in zip(cases, pred)}
 
 
 def _proxy_scores(cfg: StudyConfig, pool: Pool, target: str, cands, method: str, truth: str,
                   screen: dict | None = None) -> dict[tuple, float]:
     """{(mixture, wkey): the method's perplexity on the target}; merged rows are every method's input."""
+    if not getattr(proxies.get(method), "searchable", True):
+        raise UsageError(f"--method {method} ranks by short unions only the fidelity protocol trains (fidelity.short_unions): "
+                         f"a fidelity-protocol proxy; search with merged, ensemble or features")
     if screen is not None and (not proxies.get(method).evaluated or proxies.get(method).build is None):
         raise UsageError(f"--screen races evaluated proxies' forward passes (merged, task-sum); {method} needs none")
     scores = {(c, wkey(w)): v for (c, w), v in _score(cfg, pool, target, cands, screen=screen).items()}

@@ -162,6 +162,8 @@ CASES = {
         p.weights_path(_member(p, "literature-00")["model_id"]).write_bytes(b"\x00" * 100), SCORE)),
     "score: disk full": (1, "disk-full"),
     # sweep, export, sql, report
+    "search: --method short outside the protocol": (2, lambda c, p, t: ["search", "--target", "fortunes",
+                                                                           "--method", "short"]),
     "sweep: --max-size 0": (2, lambda c, p, t: ["sweep", "--max-size", "0"]),
     "sweep: --jobs 0": (2, lambda c, p, t: ["sweep", "--jobs", "0"]),
     "sweep: unknown unit": (2, lambda c, p, t: ["sweep", "--units", "fortunes-00,poetry-00"]),

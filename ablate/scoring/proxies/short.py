@@ -17,6 +17,7 @@ class Short:
     fitted = False
     evaluated = False  # predicted from the short unions' own rows (`union`, budget tokens=N)
     build = None
+    searchable = False  # its unions are trained by `ablate fidelity` alone (fidelity.short_unions), not per candidate
     summary = ("the mixture's own union trained on a fraction of the budget (fidelity.short_unions); costs that "
                "fraction of a union per mixture ranked")
 
