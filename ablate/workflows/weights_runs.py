@@ -37,6 +37,7 @@ from ablate.study.budgets import seed_known, target_kind
 from ablate.workflows.optimize_runs import realized_objectives
 
 GRID = [1.0, 2.0]
+VALIDATE = (1, 3)  # the `--validate K` rows beside K = 0 (the gate's recommendation, nothing retrained)
 
 
 def study_objectives(pool: Pool, cfg: StudyConfig, targets: str = "all") -> list[Objective]:
@@ -91,15 +92,19 @@ def one_case(cfg: StudyConfig, pool: Pool, plan: Plan, log) -> dict:
                           truth="unit", log=lambda *a: None)
     (grid_mix, grid_w), _ = ranking["ranked"][0]
     grid_s = time.perf_counter() - t0
+    # what `--validate 3` adds: the merged route's candidates #2 and #3 (#1 is its optimized weights)
+    picks = [c["weights"] for c in (result.get("candidates") or [])[1:max(VALIDATE)]]
     realized = realized_objectives(cfg, pool, plan, result, log=log,
                                    extra=[(list(grid_mix), list(grid_w)), (plan.units, regression["weights"]),
-                                          (plan.units, ensemble["weights"])])
+                                          (plan.units, ensemble["weights"]), *((plan.units, w) for w in picks)])
     values, ids = realized["values"], realized["ids"]
     uniform, best = values[ids["uniform"]], values[realized["best_id"]]
     optimized, grid, reg = (values[ids["optimized"]], values[ids["extra"][0]], values[ids["extra"][1]])
     ens = values[ids["extra"][2]]
     best_gain = uniform - best
-    return {"objective": objective.describe(), "target": objective_kind(objective, cfg),
+    followed = validated([uniform - optimized, *(uniform - values[i] for i in ids["extra"][3:])],
+                         realized["row"]["noise_threshold"], best_gain)
+    return {**followed, "objective": objective.describe(), "target": objective_kind(objective, cfg),
             "weights": dict(zip(plan.units, result["weights"])),
             "ensemble_weights": dict(zip(plan.units, ensemble["weights"])),
             "ensemble_recommended": ensemble["row"]["recommended"], "ensemble_gain": uniform - ens,
@@ -123,3 +128,17 @@ def one_case(cfg: StudyConfig, pool: Pool, plan: Plan, log) -> dict:
             "noise": abs(optimized - values[ids["replicate"]]), "unions_compared": realized["row"]["unions_compared"],
             "optimize_s": result["seconds"], "grid_s": grid_s}
 
+
+def validated(gains: list[float], threshold: float, best_gain: float) -> dict:
+    """What `ablate optimize --validate K` recommends, for each K in VALIDATE: the best of the top K candidates'
+    realized gains (`gains`, in candidate order) when it beats the uniform union beyond the noise threshold (2 x
+    the band, as optimize_runs.validate_optimization judges), else the uniform union (gain 0); and its share of the
+    best known gain."""
+    out = {}
+    for k in VALIDATE:
+        best = max(gains[:k])
+        gain = best if best > threshold else 0.0
+        out[f"validate{k}_gain"] = gain
+        out[f"validate{k}_captured"] = gain / best_gain if best_gain > 0 else None
+        out[f"validate{k}_trained"] = len(gains[:k])
+    return out

@@ -211,6 +211,9 @@ def test_fidelity_cli_end_to_end_and_bad_config(study, tmp_path, capsys):
     # the ensemble route is retrained too, and every case says which kind of target it is
     assert all("ensemble_gain" in c and c["target"] in ("covered", "seed-known", "eval-only", "mean") for c in raw["cases"])
     assert "### Routes by kind of target" in weights and "| covered | ensemble |" in weights
+    # and what `--validate 1` and `--validate 3` would have followed (the route's candidates #2, #3 retrained)
+    assert all({"validate1_gain", "validate3_gain"} <= set(c) for c in raw["cases"])
+    assert "| covered | merged, --validate 3 |" in weights and "K = 3 captured" in weights
     # a rankings-only rerun rescores and keeps the weights section it does not own, word for word
     code, _, err = run_cli(["fidelity", str(good), "--rankings-only", "--out", str(out)], capsys)
     assert code == 0, err

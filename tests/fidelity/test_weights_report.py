@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from ablate.fidelity.weights_report import HEADING, leave_one_study_out, section, write_section
+from ablate.workflows.weights_runs import validated
 
 
 def _case(gain, best, noise=0.001, grid=0.0, reg=0.0):
@@ -41,3 +42,16 @@ def test_the_section_is_replaced_in_place(tmp_path):
     text = path.read_text()
     assert text.count(HEADING) == 1 and "kept" in text and text.startswith("# Fidelity")
     assert json.loads((tmp_path / "FIDELITY-weights.json").read_text())["optimized_mixtures"][0]["study"] == "s1"
+
+
+def test_validate_k_follows_the_best_retrained_candidate_that_beats_uniform_beyond_noise():
+    # candidates #1..#3 retrained: #1 inside the noise threshold, #2 the best, #3 between
+    got = validated([0.01, 0.03, 0.02], threshold=0.015, best_gain=0.04)
+    assert got["validate1_gain"] == 0.0 and got["validate1_captured"] == 0.0  # #1 alone: uniform is followed
+    assert got["validate3_gain"] == 0.03 and got["validate3_captured"] == 0.75 and got["validate3_trained"] == 3
+    assert validated([0.01], 0.0, 0.0)["validate3_captured"] is None  # no gain to capture
+    cases = [_case(0.05, 0.1) | validated([0.05, 0.09], 0.01, 0.1) for _ in range(2)]
+    text = section([{"study": "s1", "units": ["u-00", "v-00"], "cases": cases}], 60)
+    goals = text.split("### Goals, checked")[1]
+    assert goals.index("Following the recommendation") < goals.index("Optimized weights")  # it leads
+    assert "K = 0 (the gate) captured >= 80 % 0/2" in goals and "K = 3 captured >= 80 % 2/2" in goals
