@@ -6,6 +6,7 @@ from ablate.store.index import Index
 from ablate.train.loop import train_member
 from ablate.workflows.steps import run_sweep
 
+import warm
 from conftest import run_cli, write_config
 
 
@@ -16,6 +17,22 @@ def test_python_dash_m_and_console_script():
     assert script.exists()
     bad = subprocess.run([str(script), "train-partition"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and bad.stderr.startswith("error: ")
+
+
+def test_the_tests_warm_ablate_ends_as_a_fresh_interpreter_does(study, tmp_path):
+    """tests/warm.py stands in for `python -m ablate` where tests start many commands: same output, same exit code,
+    killed by the same signal."""
+    cfg, _, _, _ = study
+    cfg_path = write_config(cfg, tmp_path / "c.yaml")
+    codes = set()
+    for args in (["sql", "SELECT count(*) FROM units WHERE kind = 'unit'"], ["sql", "SELECT nonsense"],
+                 ["train-partition"]):
+        cold = subprocess.run([sys.executable, "-m", "ablate", *args, "-c", str(cfg_path)], capture_output=True,
+                              text=True, timeout=120)
+        hot = subprocess.run([warm.client(), *args, "-c", str(cfg_path)], capture_output=True, text=True, timeout=120)
+        assert (hot.returncode, hot.stdout, hot.stderr) == (cold.returncode, cold.stdout, cold.stderr)
+        codes.add(cold.returncode)
+    assert codes == {0, 2}  # a result and two refusals, compared (a SIGKILL: tests/store/test_crash.py)
 
 
 def test_pool_verify_finds_a_flipped_bit_and_keeps_the_rest(study_copy, tmp_path, capsys):

@@ -19,6 +19,8 @@ from ablate.core.config import StudyConfig
 from ablate.core.errors import UsageError
 from ablate.data.corpus import study_corpus
 
+import warm
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -72,7 +74,7 @@ def readme_recipe(name: str) -> str:
 
 
 def run(script: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env = {**os.environ, "PATH": f"{warm.client().parent}:{Path(sys.executable).parent}:{os.environ['PATH']}"}
     env.pop("ABLATE_CONFIG", None)
     return subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=900)

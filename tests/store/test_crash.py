@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 import random
 import subprocess
-import sys
 
 import pytest
 
 from ablate.scoring.verify import verify_pool
 from ablate.store.index import Index
 
+import warm
 from conftest import run_cli, write_config
 
 SEED = 1234
@@ -32,7 +32,7 @@ def ablate(args, cfg_path, fault=None):
     env.pop("ABLATE_FAULT", None)
     if fault:
         env["ABLATE_FAULT"] = fault
-    return subprocess.run([sys.executable, "-m", "ablate", *args, "-c", str(cfg_path)], env=env,
+    return subprocess.run([warm.client(), *args, "-c", str(cfg_path)], env=env,
                           capture_output=True, text=True, timeout=300)
 
 

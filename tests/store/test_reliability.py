@@ -6,7 +6,6 @@ import json
 import os
 import pickle
 import subprocess
-import sys
 import threading
 
 import pytest
@@ -16,12 +15,13 @@ from ablate.models.model import load_member
 from ablate.store.index import Index
 from ablate.train.loop import train_member
 
+import warm
 from conftest import run_cli, write_config
 
 
 def _spawn(args, cfg_path):
     env = dict(os.environ, ABLATE_QUIET="1")
-    return subprocess.Popen([sys.executable, "-m", "ablate", *args, "-c", str(cfg_path)], env=env,
+    return subprocess.Popen([warm.client(), *args, "-c", str(cfg_path)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
