@@ -156,9 +156,13 @@ def loso_lines(runs: dict[float, list[dict]]) -> list[str]:
 
 
 def section(studies: list[dict], seconds: float, runs: dict[float, list[dict]] | None = None) -> str:
+    only = {s.get("targets", "all") for s in studies} == {"eval-only"}
     lines = [HEADING, "",
-             f"Regenerate: `ablate fidelity --weights-only` (this run: {seconds / 60:.1f} min). Per study, for each "
-             "eval set and for the mean over all of them: the merged route's weights (`ablate optimize`, fit on half "
+             f"Regenerate: `ablate fidelity --weights-only{' --weights-targets eval-only' if only else ''}` (this run: "
+             f"{seconds / 60:.1f} min). "
+             + ("This run holds the objectives no unit covers (seed-known and new to the seed) and the means only; "
+                "the covered ones, where every route lands on the eval set's own unit, were not rerun. " if only else "")
+             + "Per study, for each eval set and for the mean over all of them: the merged route's weights (`ablate optimize`, fit on half "
              "of each eval set's windows), the ensemble route's (`--route ensemble`, same windows and gate), the grid search's top pick for the same objective (`ablate search "
              "--weights-grid 1,2`) and the regression route's weights (`ablate optimize --route regression`, fitted on "
              "n unions picked by `suggest-unions` plus the units alone), all trained as weighted unions at one unit's budget beside the uniform union of "
@@ -169,7 +173,7 @@ def section(studies: list[dict], seconds: float, runs: dict[float, list[dict]] |
              "unions, of (trained gain - merged gain) over the uniform union on the fit windows; the recommendation "
              "is the uniform mixture where the held predicted gain is not above it.", "",
              "### Goals, checked", "", *goals(studies), "",
-             "### Routes by kind of target (eval-only: no unit of that domain)", "", *routes_by_target(studies)]
+             "### Routes by kind of target (seed-known and eval-only: no unit of that domain; mean: every set)", "", *routes_by_target(studies)]
     if runs and len(runs) > 1:
         lines += loso_lines(runs)
     for s in studies:

@@ -68,7 +68,7 @@ def optimized_mixtures(cfg: StudyConfig, log=print, targets: str = "all") -> dic
         cases.append(one_case(cfg, pool, plan, log))
         log(f"{cfg.name} {objective.describe()}: optimized {cases[-1]['realized_gain']:+.4f}, grid pick "
             f"{cases[-1]['grid_gain']:+.4f} over uniform (best known {cases[-1]['best_gain']:+.4f})")
-    return {"study": cfg.name, "units": units, "cases": cases}
+    return {"study": cfg.name, "units": units, "targets": targets, "cases": cases}
 
 
 def objective_kind(objective: Objective, cfg: StudyConfig) -> str:

@@ -41,6 +41,10 @@ def test_the_section_is_replaced_in_place(tmp_path):
     write_section(path, studies, 30)
     text = path.read_text()
     assert text.count(HEADING) == 1 and "kept" in text and text.startswith("# Fidelity")
+    assert "`ablate fidelity --weights-only` (this run" in text and "were not rerun" not in text
+    write_section(path, [s | {"targets": "eval-only"} for s in studies], 30)  # the command that ran, named
+    text = path.read_text()
+    assert "`ablate fidelity --weights-only --weights-targets eval-only`" in text and "were not rerun" in text
     assert json.loads((tmp_path / "FIDELITY-weights.json").read_text())["optimized_mixtures"][0]["study"] == "s1"
 
 
