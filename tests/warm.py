@@ -111,7 +111,8 @@ def serve(sock_path: str) -> None:
     server.listen(64)
     print("ready", flush=True)
     children: dict[int, socket.socket] = {}
-    while True:
+    parent = os.getppid()
+    while os.getppid() == parent:  # a test run killed hard leaves no server behind
         conns = list(children.values())
         ready, _, _ = select.select([server, *conns], [], [], 0.02)
         while children:  # reap first, so a reply never waits on the next request
