@@ -64,7 +64,6 @@ def _preload() -> None:
 
 def _run_child(request: dict, fds: list[int]) -> None:
     """In the forked child: become the caller's `python -m ablate`; never returns to the server loop."""
-    import atexit
     import runpy
     import threading
     import traceback
@@ -79,10 +78,12 @@ def _run_child(request: dict, fds: list[int]) -> None:
     code = 0
     try:
         runpy.run_module("ablate", run_name="__main__", alter_sys=True)
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
-        if not isinstance(exc.code, (int, type(None))):
+    except SystemExit as exc:  # as the interpreter reads it: None is 0, a message is printed and is 1
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:
             print(exc.code, file=sys.stderr)
+            code = 1
     except BaseException:
         traceback.print_exc()
         code = 1
@@ -147,23 +148,27 @@ def client() -> Path:
     """The `ablate` client (its folder can go first on PATH); the server starts on the first call, stops at exit."""
     global _server, _folder
     if _server is None or _server.poll() is not None:
+        _stop()  # a server that died takes its folder with it
         _folder = Path(tempfile.mkdtemp(prefix="ablate-warm-"))
         sock = _folder / "warm.sock"
         _server = subprocess.Popen([sys.executable, __file__, str(sock)], stdout=subprocess.PIPE, text=True)
         assert _server.stdout.readline().strip() == "ready", "the warm ablate server did not start"
         (_folder / "ablate").write_text(f"#!{sys.executable} -S\n" + CLIENT.format(sock=str(sock)))
         (_folder / "ablate").chmod(0o755)
-        atexit.register(_stop)
+        atexit.unregister(_stop)
+        atexit.register(_stop)  # once, however often the server was started
     return _folder / "ablate"
 
 
 def _stop() -> None:
-    global _server
+    global _server, _folder
     if _server is not None:
         _server.kill()
         _server.wait()
         _server = None
+    if _folder is not None:
         shutil.rmtree(_folder, ignore_errors=True)
+        _folder = None
 
 
 if __name__ == "__main__":
