@@ -155,7 +155,7 @@ def main(argv=None) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="ablate-bench-device-"))
     try:
         def sub(*argv):  # children are fresh interpreters: ru_maxrss is per process
-            out = subprocess.run([sys.executable, __file__, *argv], capture_output=True, text=True, check=True,
+            out = subprocess.run([common.python(), __file__, *argv], capture_output=True, text=True, check=True,
                                  timeout=900)
             return json.loads(out.stdout.strip().splitlines()[-1])
 

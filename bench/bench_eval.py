@@ -150,9 +150,8 @@ def allocator_gain(args, pairs: int = 2) -> dict:
     import json
     import os
     import subprocess
-    import sys
 
-    cmd = [sys.executable, __file__, "--malloc-child", *common.study_argv(args)]
+    cmd = [common.python(), __file__, "--malloc-child", *common.study_argv(args)]
     times = {"kept": [], "system": []}
     for _ in range(1 if args.quick else pairs):
         for mode in times:

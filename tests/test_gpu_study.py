@@ -1,7 +1,7 @@
 """`make gpu-study` at tiny sizes, end to end: the script the GPU machine runs, so that it cannot rot on a CPU.
 
 How to run:
-    .venv/bin/python -m pytest -q tests/test_gpu_study.py     # under a minute (56 s on 2 cores shared with other jobs)
+    .venv/bin/python -m pytest -q tests/test_gpu_study.py     # ~20 s on 2 cores
 
 bench/gpu_study.py packs the Debian corpus (and the task file) here, then `run` unpacks that pack into
 another folder, as on a machine without the Debian packages, and runs the whole fidelity study of
@@ -13,18 +13,22 @@ the full study scores (`private` included: one replicate member per unit).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
-import sys
 from pathlib import Path
+
+import warm
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "bench" / "gpu_study.py"
 
 
 def gpu_study(tmp_path: Path, *args: str, corpus: Path) -> str:
-    cmd = [sys.executable, str(SCRIPT), *args, "--size", "tiny", "--carry", str(tmp_path / "carry"),
+    # the script and its children (config loader, study) are warm forks: five cold interpreters took ~25 s
+    cmd = [warm.python(), str(SCRIPT), *args, "--size", "tiny", "--carry", str(tmp_path / "carry"),
            "--set", f"pool={tmp_path / 'pool'}", "--set", f"corpus.path={corpus}"]
-    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    env = {**os.environ, "ABLATE_BENCH_PYTHON": str(warm.python())}
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
     assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
     return res.stdout
 

@@ -1,5 +1,5 @@
-"""`ablate` commands for the tests without a fresh interpreter's start and end (about 6 s each, torch and
-transformers imported and torn down, against 0.2 s).
+"""`ablate` commands (and any `python` command line) for the tests without a fresh interpreter's start and end
+(about 6 s each, torch and transformers imported and torn down, against 0.2 s).
 
 A warm server imports torch, transformers and ablate once and computes nothing, so no thread pool exists for a fork
 to break. Each command is a forked child that takes its caller's argv, environment, working directory and standard
@@ -11,6 +11,11 @@ timeout), its child is killed.
 
     subprocess.run([warm.client(), "sweep", "-c", cfg])       # instead of [sys.executable, "-m", "ablate", ...]
     env["PATH"] = f"{warm.client().parent}:{env['PATH']}"      # a bash recipe's `ablate` is the client
+    subprocess.run([warm.python(), "bench/bench_memory.py", "--quick"])   # instead of [sys.executable, ...]
+
+`warm.python()` takes a script, `-c CODE` or `-m MODULE` as CPython does; a child that sets allocator or thread
+variables in its environment gets them too late to matter (the server read them at its start), so a benchmark's
+fresh-process measurement through it is a smoke test, not a measurement.
 
 The console script itself is tested cold (tests/cli/test_cli.py); a test that times a start must not use this.
 """
@@ -33,7 +38,7 @@ CLIENT = '''\
 import json, os, signal, socket, sys
 conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 conn.connect({sock!r})
-request = {{"argv": ["ablate", *sys.argv[1:]], "env": dict(os.environ), "cwd": os.getcwd()}}
+request = {{"argv": [*{prefix!r}, *sys.argv[1:]], "env": dict(os.environ), "cwd": os.getcwd()}}
 socket.send_fds(conn, [json.dumps(request).encode()], [0, 1, 2])
 reply = conn.recv(4096)
 if not reply:
@@ -62,9 +67,25 @@ def _preload() -> None:
     import ablate.workflows.steps  # noqa: F401
 
 
-def _run_child(request: dict, fds: list[int]) -> None:
-    """In the forked child: become the caller's `python -m ablate`; never returns to the server loop."""
+def _run_python(argv: list[str]) -> None:
+    """Run a python command line's program as CPython would: `-c CODE`, `-m MODULE` or a script, then its args."""
     import runpy
+
+    while argv and argv[0] in ("-u", "-B", "-E", "-s", "-S"):  # flags that change nothing in a warm child
+        argv = argv[1:]
+    if argv[0] == "-c":
+        sys.argv, sys.path[0] = ["-c", *argv[2:]], ""
+        exec(compile(argv[1], "<string>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
+    elif argv[0] == "-m":
+        sys.argv, sys.path[0] = [argv[1], *argv[2:]], os.getcwd()
+        runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+    else:
+        sys.argv, sys.path[0] = list(argv), str(Path(argv[0]).resolve().parent)
+        runpy.run_path(argv[0], run_name="__main__")
+
+
+def _run_child(request: dict, fds: list[int]) -> None:
+    """In the forked child: become the caller's `python ARGV`; never returns to the server loop."""
     import threading
     import traceback
 
@@ -74,10 +95,9 @@ def _run_child(request: dict, fds: list[int]) -> None:
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
-    sys.argv = request["argv"]
     code = 0
     try:
-        runpy.run_module("ablate", run_name="__main__", alter_sys=True)
+        _run_python(request["argv"])
     except SystemExit as exc:  # as the interpreter reads it: None is 0, a message is printed and is 1
         if exc.code is None or isinstance(exc.code, int):
             code = exc.code or 0
@@ -146,6 +166,15 @@ def serve(sock_path: str) -> None:
 
 def client() -> Path:
     """The `ablate` client (its folder can go first on PATH); the server starts on the first call, stops at exit."""
+    return _folder_of_clients() / "ablate"
+
+
+def python() -> Path:
+    """A `python` client: the command line after it runs in a warm child (a script, `-c CODE`, `-m MODULE`)."""
+    return _folder_of_clients() / "python"
+
+
+def _folder_of_clients() -> Path:
     global _server, _folder
     if _server is None or _server.poll() is not None:
         _stop()  # a server that died takes its folder with it
@@ -153,11 +182,12 @@ def client() -> Path:
         sock = _folder / "warm.sock"
         _server = subprocess.Popen([sys.executable, __file__, str(sock)], stdout=subprocess.PIPE, text=True)
         assert _server.stdout.readline().strip() == "ready", "the warm ablate server did not start"
-        (_folder / "ablate").write_text(f"#!{sys.executable} -S\n" + CLIENT.format(sock=str(sock)))
-        (_folder / "ablate").chmod(0o755)
+        for name, prefix in (("ablate", ["-m", "ablate"]), ("python", [])):
+            (_folder / name).write_text(f"#!{sys.executable} -S\n" + CLIENT.format(sock=str(sock), prefix=prefix))
+            (_folder / name).chmod(0o755)
         atexit.unregister(_stop)
         atexit.register(_stop)  # once, however often the server was started
-    return _folder / "ablate"
+    return _folder
 
 
 def _stop() -> None:
