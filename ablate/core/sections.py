@@ -214,7 +214,8 @@ class FidelityConfig(Strict):
     # proxy reads, its cost (the fraction per ranked mixture) in the same table as every other proxy's
     short_unions: float = Field(0.0, ge=0, lt=1)
     proxies: list[str] = ["merged", "task-sum", "additive", "own-additive", "calibrated", "regression", "ensemble",
-                          "scaled", "features", "calibrated-ensemble", "private", "private-ensemble", "short"]
+                          "scaled", "features", "calibrated-ensemble", "private", "private-ensemble", "short",
+                          "unit-shifts"]
     sample_seed: int = 0
     # built-in task targets (ablate/data/task_builders.py) added to the eval sets, built offline beside the corpus
     tasks: list[Literal["webster-definition", "fortune-ending"]] = []

@@ -116,6 +116,45 @@ def test_calibrated_recovers_a_size_effect(name, base):
     assert not proxies.scored(name, [dataclasses.replace(cases[0], ensemble=None)]) or base == "merged"
 
 
+def test_unit_shifts_recover_a_per_unit_effect_and_otherwise_rank_as_merged():
+    """Synthetic truths = merged + sum_i a_i w_i (1 - w_i) on one eval set (what a unit does in a union and not in a
+    merge), none on another (noise only): the shifts are found and predict unions they never saw; the noise set keeps
+    no shift (the leave-one-union-out gate); a unit alone and a fit without unions are the merge exactly."""
+    import itertools
+
+    rng = np.random.default_rng(0)
+    units = [f"u{i}" for i in range(5)]
+    shift = dict(zip(units, [0.12, -0.08, 0.0, 0.05, -0.1]))
+    cases, truths = [], {}
+    for k in range(1, 6):
+        for mix in itertools.combinations(units, k):
+            for ev in ("seedtext", "noise"):
+                c = proxies.Case(mix, proxies.wkey([1 / k] * k), ev, float(rng.uniform(4, 6)), None,
+                                 tuple(float(rng.uniform(4, 6)) for _ in mix), "seed")
+                cases.append(c)
+                effect = sum(shift[u] / k * (1 - 1 / k) for u in mix) if ev == "seedtext" else rng.normal(0, 0.01)
+                truths[c.key] = c.merged + (effect if k > 1 else 0.0)
+    proxy = proxies.get("unit-shifts")
+    unions = sorted({(c.mixture, c.weights) for c in cases if c.k > 1})
+    fit_on = unions[::2]
+    known = {k: v for k, v in truths.items() if (k[0], k[1]) in fit_on}
+    model = proxy.fit(cases, known)
+    assert set(model) == {"seedtext"}  # noise alone never wins leave-one-union-out
+    found = model["seedtext"]["shifts"]  # shrunk toward 0 by the ridge, in the same order and signs
+    assert np.argsort(found).tolist() == np.argsort([shift[u] for u in units]).tolist()
+    assert np.allclose(found, [shift[u] for u in units], atol=0.04)
+    held = [i for i, c in enumerate(cases) if (c.mixture, c.weights) not in fit_on and c.eval_set == "seedtext"
+            and c.k > 1]
+    pred = proxy.predict(cases, known, "unit")[held]  # as the protocol asks: every case, the truths it may use
+    held = [cases[i] for i in held]
+    merged = np.asarray([c.merged for c in held])
+    truth = np.asarray([truths[c.key] for c in held])
+    assert np.abs(pred - truth).mean() < 0.5 * np.abs(merged - truth).mean()
+    alone = [c for c in cases if c.k == 1]
+    assert np.array_equal(proxy.predict(alone, known, "unit"), [c.merged for c in alone])
+    assert np.array_equal(proxy.predict(cases, {}, "unit"), [c.merged for c in cases])
+
+
 def test_task_sum_is_the_seed_plus_every_task_vector(both_truths):
     cfg, pool, prep = both_truths
     from ablate.scoring.proxies.task_sum import TaskSum

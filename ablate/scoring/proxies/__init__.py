@@ -32,6 +32,7 @@ from ablate.scoring.proxies import (
     scaled,
     short,
     task_sum,
+    unit_shifts,
 )
 from ablate.scoring.proxies.base import Case, Key, Proxy, free_truths, wkey  # noqa: F401  (the package's interface)
 from ablate.store.index import Index
@@ -43,7 +44,8 @@ MIN_UNIONS = 3
 REGISTRY: dict[str, Proxy] = {p.name: p for p in (merged.PROXY, task_sum.PROXY, additive.PROXY, own_additive.PROXY,
                                                    calibrated.PROXY, regression.PROXY, ensemble.PROXY,
                                                    scaled.PROXY, features.PROXY, calibrated.ON_ENSEMBLE,
-                                                   private.PROXY, private.ON_ENSEMBLE, short.PROXY)}
+                                                   private.PROXY, private.ON_ENSEMBLE, short.PROXY,
+                                                   unit_shifts.PROXY)}
 
 
 def names() -> list[str]:
