@@ -188,7 +188,8 @@ def left_out_choices(rows: list[dict], target: str) -> list[dict]:
         label, proxy = pick[0], pick[1]
         mine = [r for r in rows if r["study"] == held and r["budget"] == "unit" and r["m_label"] == label
                 and r["proxy"] == proxy and r.get("target") == target]
-        merged = [r for r in rows if r["study"] == held and r["budget"] == "unit" and r["m_label"] == "0"
+        # the merge on the same held-out mixtures (at m = n it is scored on the unions the pick did not fit on)
+        merged = [r for r in rows if r["study"] == held and r["budget"] == "unit" and r["m_label"] == label
                   and r["proxy"] == "merged" and r.get("target") == target]
         if mine:
             out.append({"study": held, "target": target, "proxy": proxy, "m": label, **summarize(mine),
@@ -203,7 +204,7 @@ def left_out_table(rows: list[dict]) -> list[str]:
         return []
     return ["### The default per kind of target, chosen leaving one study out", "",
             "For each study, the proxy `best_for` picks on the other studies (equal compute, m ≤ n), scored on the "
-            "study it never saw; `merged` at m = 0 beside it.", ""] + markdown_table(
+            "study it never saw; `merged` beside it on the same held-out mixtures (the unions the pick was not fitted on).", ""] + markdown_table(
         ["left-out study", "target", "chosen on the others", "m", "top-1 within noise", "median Spearman",
          "worst regret", "pairs beyond noise", "merged: within noise", "merged: median Spearman",
          "merged: worst regret"],

@@ -218,6 +218,17 @@ def test_search_defaults_follow_the_protocol(study_copy):
     assert default_method(pool, "sum") == "calibrated"
     with pytest.raises(Exception, match="--method must be one of"):
         run_search(cfg, pool, "literature", method="bogus", **quiet)
+    # equal compute, a target new to the seed: `unit-shifts` once n = 4 equal-compute unions are trained
+    for i, mix in enumerate((["fortunes-00", "literature-00"], ["fortunes-01", "literature-01"],
+                             ["fortunes-00", "fortunes-01"], ["literature-00", "literature-01"])):
+        assert default_method(pool, "unit", ("riddles",), frozenset()) == "features"  # i < 4 unions so far
+        train_member(cfg, pool, mix, budget="unit", **quiet)
+        score_mixture(cfg, pool, mix, eval_names=["literature"])
+    assert default_method(pool, "unit", ("riddles",), frozenset()) == "unit-shifts"
+    assert default_method(pool, "unit", ("riddles",)) == "merged"  # seed-known keeps the merge
+    out = run_search(cfg, pool, "literature", max_size=2, method="unit-shifts", **quiet)
+    assert {r["method"] for r in out["rows"]} == {"unit-shifts"}
+    assert [r["proxy_ppl"] for r in out["rows"]] == sorted(r["proxy_ppl"] for r in out["rows"])
     # the default for a target new to the seed ranks with no union of its truth trained: features at its prior,
     # the average of the merge and the ensemble, whose rows it scores for every candidate first
     out = run_search(cfg, pool, "literature", max_size=2, method="features", **quiet)

@@ -303,3 +303,21 @@ def test_the_noise_ceiling_is_what_one_retraining_allows():
     assert noise_ceiling(truth, 0.0) == 1.0
     assert noise_ceiling(truth, float(np.std(truth, ddof=1))) == pytest.approx(0.0, abs=1e-6)
     assert 0 < noise_ceiling(truth, 0.05) < 1 and math.isnan(noise_ceiling(truth, None))
+
+
+def test_the_left_out_choice_is_compared_with_the_merge_on_the_same_held_out_mixtures():
+    """A proxy picked at m = n is scored on the unions it did not fit on; the merge beside it must be too (at m = 0
+    the merge is scored on every union, a different and larger set)."""
+    from ablate.fidelity.protocol import left_out_choices
+
+    def row(study, proxy, m, spearman, within):
+        return {"study": study, "budget": "unit", "m_label": m, "m": {"0": 0, "n": 4}[m], "proxy": proxy,
+                "target": "eval-only",
+                "eval_set": "e", "spearman": spearman, "pairwise_agreement": spearman, "ceiling": 1.0, "top1": within,
+                "top1_within_noise": within, "regret": 0.0 if within else 0.05, "calibration_unit_trainings": 0}
+
+    rows = [row(s, p, m, sp, w) for s in ("s1", "s2", "s3") for p, m, sp, w in
+            (("merged", "0", 0.5, False), ("merged", "n", 0.8, True), ("unit-shifts", "n", 0.9, True))]
+    for choice in left_out_choices(rows, "eval-only"):
+        assert choice["proxy"] == "unit-shifts" and choice["m"] == "n"
+        assert choice["merged"]["median_spearman"] == 0.8 and choice["merged"]["top1_noise"] == 1
