@@ -152,6 +152,6 @@ def test_a_seed_known_target_gets_its_note_and_the_advice_to_validate(tmp_path):
     cfg = tiny_config(tmp_path)  # seed on riddles, units on fortunes and literature
     notes = kind_notes(cfg, None, ["riddles", "fortunes"])
     assert len(notes) == 1 and notes[0].startswith("note: riddles is a target the seed already knows")
-    assert SEED_KNOWN_AGREEMENT in notes[0] and "--validate 3" in notes[0]
+    assert SEED_KNOWN_AGREEMENT in notes[0] and "--validate 3" in notes[0] and "--method unit-shifts" in notes[0]
     told = tiny_config(tmp_path, **{"seed.knows": []})
     assert kind_notes(told, None, ["riddles"]) == []
