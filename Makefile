@@ -43,7 +43,8 @@ demo: $(VENV)/.installed debian-packages
 # One process: the tests' torch work and subprocesses use both cores themselves, and two xdist workers are slower
 # on 2 cores: measured idle, one process took 11 min 48 s at 770 CPU-s, `-n 2` 12 min 36 s at 1,328 CPU-s (both
 # cores busy cost each test ~1.7x its CPU time here). Since the bench smokes' children fork from a warm interpreter
-# (tests/warm.py): 9 min 14 s idle at 551 CPU-s, 492 passed.
+# (tests/warm.py): 9 min 14 s idle at 551 CPU-s, 492 passed; a fresh clone an hour later, 10 min 39 s at 649 CPU-s
+# (every large test 10-40 % slower: the machine, not the suite).
 test: $(VENV)/.installed debian-packages
 	HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests
 
