@@ -204,7 +204,8 @@ def left_out_table(rows: list[dict]) -> list[str]:
         return []
     return ["### The default per kind of target, chosen leaving one study out", "",
             "For each study, the proxy `best_for` picks on the other studies (equal compute, m ≤ n), scored on the "
-            "study it never saw; `merged` beside it on the same held-out mixtures (the unions the pick was not fitted on).", ""] + markdown_table(
+            "study it never saw; `merged` beside it on the same held-out mixtures (the unions the pick was not "
+            "fitted on).", ""] + markdown_table(
         ["left-out study", "target", "chosen on the others", "m", "top-1 within noise", "median Spearman",
          "worst regret", "pairs beyond noise", "merged: within noise", "merged: median Spearman",
          "merged: worst regret"],

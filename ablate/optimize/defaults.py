@@ -56,19 +56,22 @@ def default_method(pool: Pool, truth: str, targets: tuple[str, ...] = (), known=
     kind (the average of the merge and the ensemble for targets new to the seed, the merge for the seed's own), or
     FITTED_KIND_METHOD's once n equal-compute unions are trained; the truth's default (`merged`; `own-additive` for
     add-data) where a unit covers one."""
-    if truth == "sum":
-        n_units = len(unit_ids(pool))
-        if len(union_keys(proxies.load_truths(pool, "sum"))) >= max(n_units, 3):
-            return "calibrated"
+    if truth == "sum" and _n_unions_trained(pool, "sum"):
+        return "calibrated"
     kinds = set(target_kinds(pool, targets, known)) if targets else {"covered"}
     if "covered" in kinds:
         return DEFAULT_METHOD[truth]
     if truth == "sum":  # adding data, no unit on the target: the ensemble ranked both kinds best there (m = 0)
         return "ensemble"
     kind = "eval-only" if kinds == {"eval-only"} else "seed-known"
-    if kind in FITTED_KIND_METHOD and truth == "unit" and \
-            len(union_keys(proxies.load_truths(pool, "unit"))) >= max(len(unit_ids(pool)), 3):
+    if kind in FITTED_KIND_METHOD and truth == "unit" and _n_unions_trained(pool, "unit"):
         return FITTED_KIND_METHOD[kind]
     return KIND_METHOD[kind]
+
+
+def _n_unions_trained(pool: Pool, truth: str) -> bool:
+    """Whether the pool holds n trained unions of this ground truth (n = units, at least 3): what a fitted default
+    needs before it replaces the unfitted one."""
+    return len(union_keys(proxies.load_truths(pool, truth))) >= max(len(unit_ids(pool)), 3)
 
 

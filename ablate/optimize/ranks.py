@@ -113,8 +113,8 @@ SEED_KNOWN_AGREEMENT = "94 %"
 SEED_KNOWN_TOP1 = "3 of 6 eval sets (6 of 6 within the retraining noise, regret up to 3.1 %)"
 # With n equal-compute unions trained, `unit-shifts` on the unions it was not fitted on: never worse than the merge
 # on those six sets, better on three (median Spearman 0.89 against 0.80)
-SEED_KNOWN_FITTED = "with n unions trained (`ablate suggest-unions`), `--method unit-shifts` ranked them at least as " \
-                    "well as the merge on every protocol set (median Spearman 0.89 vs 0.80)"
+SEED_KNOWN_FITTED = ("with n unions trained (`ablate suggest-unions`), `--method unit-shifts` ranked them at least as "
+                     "well as the merge on every protocol set (median Spearman 0.89 vs 0.80)")
 
 
 def kind_notes(cfg: StudyConfig, pool: Pool, sets: list[str]) -> list[str]:

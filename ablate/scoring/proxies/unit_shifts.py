@@ -77,10 +77,9 @@ class UnitShifts:
     def predict(self, cases, known, budget) -> np.ndarray:
         model = self.fit(cases, known)
         pred = np.asarray([c.merged for c in cases], dtype=float)
-        for i, c in enumerate(cases):
-            if c.eval_set in model:
-                m = model[c.eval_set]
-                pred[i] += float(_design([c], m["units"])[0] @ m["shifts"])
+        for name, m in model.items():
+            idx = [i for i, c in enumerate(cases) if c.eval_set == name]
+            pred[idx] += _design([cases[i] for i in idx], m["units"]) @ m["shifts"]
         return pred
 
 
