@@ -6,8 +6,8 @@ How to run (on a fidelity study whose pool `ablate fidelity` built; ~1.5 min per
 Not a speed benchmark: a measurement of the proxy's limit on targets no unit covers. For each equal-compute uniform
 union U (replicate 0), its task vector τ_U = θ_U − θ_seed is projected by least squares onto its members' task
 vectors: c = argmin |τ_U − Σ_i c_i τ_i|. The model θ_seed + Σ_i c_i τ_i is the best merge of those members for that
-union (the merge itself is c_i = w_i); it is evaluated on every eval set and ranked against the unions' own
-perplexities, beside the merge. If the oracle projection ranks a target no better than the merge, what the union
+union (the merge itself is c_i = w_i); it is evaluated on every text eval set and ranked against the unions' own
+perplexities (read from the pool, as the merge's are: only the projection is evaluated), beside the merge. If the oracle projection ranks a target no better than the merge, what the union
 does there lies outside its members' span, and no weighting, scaling or tilt of the members can predict it.
 Measured (2026-12, the three protocol studies; seed-known targets, Spearman against the trained unions): merge /
 oracle projection: literary-code manpages 0.82 / 0.70, webster 0.89 / 0.80; reference-works bible 0.49 / 0.54,
@@ -28,7 +28,9 @@ from scipy.stats import spearmanr
 from ablate.core.config import load_config
 from ablate.fidelity.task_vectors import flat
 from ablate.models.model import load_member, unique_state
+from ablate.scoring import proxies
 from ablate.scoring.evaluate import evaluate_tokens
+from ablate.scoring.proxies import wkey
 from ablate.store.pool import Pool
 from ablate.study.budgets import seed_known, target_kind
 from ablate.study.context import load_study
@@ -45,11 +47,16 @@ def uniform_unions(pool: Pool, seed_id: str) -> dict[tuple, str]:
     return out
 
 
+def text_sets(study) -> list[str]:
+    """The text eval sets: a task's stored rows score the answer's tokens only, which evaluate_tokens does not."""
+    return [e for e in study.eval_tokens if e not in study.tasks]
+
+
 def log_ppl(study, model) -> dict[str, float]:
     cfg = study.cfg
-    return {e: float(np.log(evaluate_tokens(model, toks, study.byte_len, seq_len=cfg.eval.seq_len,
+    return {e: float(np.log(evaluate_tokens(model, study.eval_tokens[e], study.byte_len, seq_len=cfg.eval.seq_len,
                                             batch_size=cfg.eval.batch_size)["ppl"]))
-            for e, toks in study.eval_tokens.items()}
+            for e in text_sets(study)}
 
 
 def with_task_vector(model, seed_state: dict, names: list[str], vector: np.ndarray):
@@ -76,19 +83,21 @@ def measure(config: str) -> dict:
     unions = uniform_unions(pool, seed_id)
     units = sorted({u for key in unions for u in key})
     tau = {u: flat(pool, study.unit_member(u)) - seed for u in units}
+    truths = proxies.load_truths(pool, "unit")  # the unions' own rows, and the merges' below: already scored
+    merged = {c.key: c.merged for c in proxies.load_cases(pool)}
     rows = []
     for key, union_id in sorted(unions.items()):
         basis = np.stack([tau[u] for u in key], axis=1)
-        tu = flat(pool, union_id) - seed
-        coef = np.linalg.lstsq(basis, tu, rcond=None)[0]
+        coef = np.linalg.lstsq(basis, flat(pool, union_id) - seed, rcond=None)[0]
+        at = (key, wkey([1.0 / len(key)] * len(key)))
         rows.append({"units": list(key), "coef_over_weight": (coef * len(key)).round(3).tolist(),
-                     "union": log_ppl(study, with_task_vector(model, seed_state, names, tu)),
-                     "merge": log_ppl(study, with_task_vector(model, seed_state, names, basis.mean(axis=1))),
+                     "union": {e: truths[(*at, e)] for e in text_sets(study)},
+                     "merge": {e: merged[(*at, e)] for e in text_sets(study)},
                      "projection": log_ppl(study, with_task_vector(model, seed_state, names, basis @ coef))})
         print(f"{'+'.join(key)}: coefficients / weights {rows[-1]['coef_over_weight']}", file=sys.stderr)
-    known = seed_known(cfg, list(study.eval_tokens), pool)
+    known = seed_known(cfg, text_sets(study), pool)
     ranking = {}
-    for e in study.eval_tokens:
+    for e in text_sets(study):
         truth = [r["union"][e] for r in rows]
         ranking[e] = {"kind": target_kind(e, cfg.units.domains, known),
                       **{m: float(spearmanr([r[m][e] for r in rows], truth).statistic)
