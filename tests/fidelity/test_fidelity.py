@@ -219,9 +219,9 @@ def test_search_defaults_follow_the_protocol(study_copy):
     with pytest.raises(Exception, match="--method must be one of"):
         run_search(cfg, pool, "literature", method="bogus", **quiet)
     # equal compute, a target new to the seed: `unit-shifts` once n = 4 equal-compute unions are trained
-    for i, mix in enumerate((["fortunes-00", "literature-00"], ["fortunes-01", "literature-01"],
-                             ["fortunes-00", "fortunes-01"], ["literature-00", "literature-01"])):
-        assert default_method(pool, "unit", ("riddles",), frozenset()) == "features"  # i < 4 unions so far
+    for mix in (["fortunes-00", "literature-00"], ["fortunes-01", "literature-01"], ["fortunes-00", "fortunes-01"],
+                ["literature-00", "literature-01"]):
+        assert default_method(pool, "unit", ("riddles",), frozenset()) == "features"  # fewer than 4 unions so far
         train_member(cfg, pool, mix, budget="unit", **quiet)
         score_mixture(cfg, pool, mix, eval_names=["literature"])
     assert default_method(pool, "unit", ("riddles",), frozenset()) == "unit-shifts"

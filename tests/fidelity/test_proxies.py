@@ -312,9 +312,9 @@ def test_the_left_out_choice_is_compared_with_the_merge_on_the_same_held_out_mix
 
     def row(study, proxy, m, spearman, within):
         return {"study": study, "budget": "unit", "m_label": m, "m": {"0": 0, "n": 4}[m], "proxy": proxy,
-                "target": "eval-only",
-                "eval_set": "e", "spearman": spearman, "pairwise_agreement": spearman, "ceiling": 1.0, "top1": within,
-                "top1_within_noise": within, "regret": 0.0 if within else 0.05, "calibration_unit_trainings": 0}
+                "target": "eval-only", "eval_set": "e", "spearman": spearman, "pairwise_agreement": spearman,
+                "ceiling": 1.0, "top1": within, "top1_within_noise": within, "regret": 0.0 if within else 0.05,
+                "calibration_unit_trainings": 0}
 
     rows = [row(s, p, m, sp, w) for s in ("s1", "s2", "s3") for p, m, sp, w in
             (("merged", "0", 0.5, False), ("merged", "n", 0.8, True), ("unit-shifts", "n", 0.9, True))]
