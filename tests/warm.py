@@ -1,9 +1,10 @@
 """`ablate` commands (and any `python` command line) for the tests without a fresh interpreter's start and end
 (about 6 s each, torch and transformers imported and torn down, against 0.2 s).
 
-A warm server imports torch, transformers and ablate once and computes nothing, so no thread pool exists for a fork
-to break. Each command is a forked child that takes its caller's argv, environment, working directory and standard
-streams (passed over a UNIX socket) and runs `python -m ablate` as a fresh interpreter would: a real process, so a
+A warm server imports torch, transformers and ablate once and computes nothing but codecarbon's hardware probe
+(whose threads are joined before it returns), so no thread pool exists for a fork to break. Each command is a forked
+child that takes its caller's argv, environment, working directory and standard streams (passed over a UNIX socket)
+and runs `python -m ablate` as a fresh interpreter would: a real process, so a
 SIGKILL at a fault point, exit codes and half-written files behave the same; it ends as an interpreter does (threads
 joined, atexit run, streams flushed) less the teardown of every module. The client, a stdlib-only script named
 `ablate`, ends the way its child ended (the same code, or killed by the same signal); if the client dies first (a
@@ -65,6 +66,14 @@ def _preload() -> None:
     import ablate.train.loop  # noqa: F401
     import ablate.train.seed  # noqa: F401
     import ablate.workflows.steps  # noqa: F401
+
+    # codecarbon probes the hardware once per process (1.7 s: cpuinfo in a thread pool, joined before it returns)
+    # and keeps the answer for every later tracker of the same settings: probed here, each child starts with it
+    from ablate.core.energy import Meter
+    from ablate.core.sections import EnergyConfig
+
+    with Meter(EnergyConfig()):
+        pass
 
 
 def _run_python(argv: list[str]) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from ablate.core.errors import AblateError, UsageError
@@ -68,6 +69,29 @@ def _source(gguf: str | Path | None) -> Path:
     return src
 
 
+@contextmanager
+def _one_parse():
+    """transformers reads a GGUF three times (its config, its weights, its tokenizer), each time building a
+    `gguf.GGUFReader`, whose parse of the 49k-token vocabulary's fields is most of an import's time: while this
+    holds, a reader built for a path is built once and shared (it maps the file read-only). transformers imports
+    the class inside its loader, so a version that imports it elsewhere merely parses again."""
+    import gguf
+
+    real, readers = gguf.GGUFReader, {}
+
+    def shared(path, mode="r"):
+        key = (str(Path(path).resolve()), mode)
+        if key not in readers:
+            readers[key] = real(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader = shared
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = real
+
+
 def _load(src: Path, eos: str | None):
     """(model, tokenizer) from the GGUF file, dequantized to float32, as a plain (unquantized) HF model."""
     import torch
@@ -77,9 +101,10 @@ def _load(src: Path, eos: str | None):
 
     quiet_transformers()
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name, dtype=torch.float32,
-                                                     local_files_only=True, trust_remote_code=False)
-        tok = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name, local_files_only=True)
+        with _one_parse():
+            model = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name, dtype=torch.float32,
+                                                         local_files_only=True, trust_remote_code=False)
+            tok = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name, local_files_only=True)
     except (OSError, ValueError, KeyError) as exc:
         raise AblateError(f"cannot load GGUF {src}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
     # The weights are already float32 tensors; the quantizer only marks the model as

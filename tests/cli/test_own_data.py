@@ -66,6 +66,27 @@ def write_model(folder: Path, corpus: Path) -> None:
     tok.save_pretrained(folder)
 
 
+def write_whatis(path: Path, n: int = 60) -> None:
+    """A multiple-choice task from the man pages' NAME lines: "ls -" and four descriptions, one of them its own."""
+    pages, seen = [], set()
+    for page in sorted(Path("/usr/share/man/man1").glob("*.gz")):
+        text = gzip.decompress(page.read_bytes()).decode("utf-8", "replace")
+        line = re.search(r"^\.SH\s+\"?NAME\"?\s*\n(.+?)\s+\\-\s+(.+)$", text, re.M)
+        if line:
+            name, what = (re.sub(r"\\f.|\\", "", g).strip() for g in line.groups())
+            if 3 < len(what) < 80 and what not in seen:
+                seen.add(what)
+                pages.append((name, what))
+    if len(pages) < n:
+        pytest.skip("not enough man pages under /usr/share/man/man1")
+    with open(path, "w") as fh:
+        for i, (name, what) in enumerate(pages[:n]):
+            choices = [f" {pages[(i + 7 * k) % n][1]}" for k in range(4)]  # k = 0: its own
+            answer = i % 4
+            choices[0], choices[answer] = choices[answer], choices[0]
+            fh.write(json.dumps({"context": f"{name} -", "choices": choices, "answer": answer}) + "\n")
+
+
 def readme_recipe(name: str) -> str:
     text = (ROOT / "docs" / "own-data.md").read_text()
     match = re.search(rf"<!-- recipe: {name} .*?-->\n```bash\n(.*?)```", text, re.S)
@@ -87,12 +108,16 @@ def test_the_readme_own_data_and_own_eval_recipes_run_as_printed(tmp_path):
     gpl = Path("/usr/share/common-licenses/GPL-3").read_text()[:12_000]
     docs = [p.strip() for p in gpl.split("\n\n") if p.strip()]
     (tmp_path / "my_heldout.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    write_whatis(tmp_path / "my_whatis.jsonl")
     done = run(readme_recipe("own-data"), tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "verdict" in done.stdout.lower() and (tmp_path / "my_pool" / "study.json").is_file()
     done = run(readme_recipe("own-eval"), tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "heldout" in done.stdout and (tmp_path / "my_pool" / "eval" / "eval-heldout.npy").is_file()
+    # the merged mixture's row on the task carries its accuracy with an interval ("26.7% [16.7, 36.7]")
+    merged = next(line for line in done.stdout.splitlines() if "merged" in line and "whatis" in line)
+    assert re.search(r"\d+\.\d% \[\d+\.\d, \d+\.\d\]", merged), merged
     done = run(readme_recipe("own-weights"), tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     weights = yaml.safe_load((tmp_path / "weights.yaml").read_text())

