@@ -1,7 +1,8 @@
 """`ablate optimize`: mixture weights for a target suite, ready for a training config, proven by retraining.
 
 How to run:
-    ablate optimize --target quotes                                   # merged route, all units, one unit's budget
+    ablate optimize --target quotes                                   # all units, one unit's budget; the route by kind
+    ablate optimize --target fiction --route merged                   # a route named: that route alone
     ablate optimize --target fiction,bible,quotes --objective worst --out weights.yaml
     ablate optimize --target quotes --max-loss fiction:2 --tokens 400000 --max-epochs 2
     ablate optimize --target quotes --validate                        # + train the weighted and the uniform union
@@ -11,7 +12,8 @@ How to run:
 
 Every flag and path (`--out` included) is checked first, then the plan (ablate/optimize/optimization.py
 plan_optimization, a typed Plan: the objective, the units and their members, the repetition caps for the budget
-the weights are meant for, the route (ablate/optimize/routes.py), the row's id). A plain rerun of the same
+the weights are meant for, the route (ablate/optimize/routes.py; not named: the one for the kind of target,
+optimize/defaults.py default_route, with the partner route's top candidate at #2), the row's id). A plain rerun of the same
 optimization prints the stored row (with its validation, if any) instead of recomputing it; `--force`
 recomputes. The command prints what ablate recommends (uniform when the gate says uniform) with its tokens and
 epochs, the optimized weights beside it for reference, the top candidates the route offered (ranked on the fit
@@ -57,6 +59,8 @@ OUT_SUFFIXES = (".json", ".yaml", ".yml")
 # registry here would load torch for `ablate --help`; tests/optimize/test_routes.py keeps the two equal
 ROUTE_HELP = ("merged (gradients through the merge, no union needed), ensemble (exact gradients of the members' "
               "per-token mixture, from cached token losses) or regression (a law fitted on the trained unions)")
+ROUTE_DEFAULT = ("; default: ensemble where no unit covers a target (the merged route's top candidate held at #2), "
+                 "merged elsewhere")
 
 
 def optimize(target: TargetOpt = None, target_weights: TargetWeightsOpt = None, objective: ObjectiveOpt = "mean",
@@ -71,7 +75,7 @@ def optimize(target: TargetOpt = None, target_weights: TargetWeightsOpt = None, 
              steps: Annotated[Optional[int], typer.Option("--steps", help="mirror-descent steps")] = None,
              out: Annotated[Optional[Path], typer.Option(
                  "--out", help="weights file: .json, .yaml or .yml (per unit and per domain)")] = None,
-             route: Annotated[str, typer.Option("--route", help=ROUTE_HELP)] = "merged",
+             route: Annotated[Optional[str], typer.Option("--route", help=ROUTE_HELP + ROUTE_DEFAULT)] = None,
              validate: Annotated[Optional[int], typer.Option(
                  "--validate", metavar="K",
                  help="train the top K candidates (--validate alone: K = 1, the optimized weights), the uniform "
@@ -97,6 +101,9 @@ def optimize(target: TargetOpt = None, target_weights: TargetWeightsOpt = None, 
     plan = plan_optimization(cfg, pool, target, target_weights, objective, max_loss, units, tokens, route)
     for line in seed_notes(cfg, pool, plan.objective.eval_sets):
         say(line)
+    if route is None and plan.route != "merged":
+        say(f"route: {plan.route}, the default where no unit covers the target (--route merged for the merge)"
+            + (f"; the {plan.partner} route's top candidate is #2 of the shortlist" if plan.partner else ""))
     if validate:  # what it will train, said before any work
         say(validation_cost(plan, validate) + "; optimizing first")
     row = None if force else stored_optimization(pool, plan)

@@ -16,7 +16,8 @@ down by the protocol's descent (a quarter of its steps: POLISH_SHARE) from where
 at 0, so a start is polished within its own support: an edge finds its best ratio); then near-duplicates (L1
 distance below MIN_DISTANCE) are dropped, the better kept, and the rest ranked by the fit-window objective. The top `optimize.candidates` are then measured on
 the held windows against the uniform weights (protocol.compare_held): the first is what the gate judges, the
-others are what `--validate K` retrains.
+others are what `--validate K` retrains. When `optimize` chose the route by the kind of target, the partner route's
+top candidate (defaults.PARTNER_ROUTE) is held at #2, so `--validate 2` retrains both routes' picks.
 """
 
 from __future__ import annotations
@@ -96,10 +97,11 @@ def _name(w: np.ndarray, units: list[str]) -> str:
 
 def find_candidates(proxy: CandidateProxy, objective: Objective, prior: np.ndarray, caps: np.ndarray | None, opt,
                     reference: dict | None, tokens: dict, units: list[str], optimum: np.ndarray, split: dict,
-                    lattice_max: int, edge_units: int | None, polish: int) -> list[dict]:
+                    lattice_max: int, edge_units: int | None, polish: int, shortlist: tuple = ()) -> list[dict]:
     """The ranked, distinct candidates, the top `opt.candidates` of them measured on the held windows: [{"weights",
     "source", "fit" (the objective on the fit windows), "held" (protocol.compare_held against uniform)}].
-    `edge_units`: pairs among the best this many corners (None: every pair)."""
+    `edge_units`: pairs among the best this many corners (None: every pair). `shortlist`: ((source, weights),)
+    another route offered, held at #2 whatever this proxy thinks of them (hold_second)."""
     n = len(units)
     value = lambda v: objective.value(v, reference, tokens)  # noqa: E731
     score_many = proxy.many or (lambda W: [proxy.values(w) for w in W])
@@ -126,6 +128,10 @@ def find_candidates(proxy: CandidateProxy, objective: Objective, prior: np.ndarr
     everything = [{"weights": optimum, "source": "route optimum", "fit": value(proxy.values(optimum))},
                   *polished, *pool]
     kept = distinct(sorted(everything, key=lambda c: c["fit"]), opt.candidates)
+    for source, w in shortlist:
+        w = np.asarray(w, dtype=np.float64)
+        kept = hold_second(kept, {"weights": w, "source": source, "fit": value(proxy.values(w)), "also": []},
+                           opt.candidates)
 
     uniform_held = proxy.held(np.full(n, 1.0 / n))
     for c in kept:
@@ -133,6 +139,19 @@ def find_candidates(proxy: CandidateProxy, objective: Objective, prior: np.ndarr
                                  opt.bootstrap, opt.split_seed)
         c["weights"] = c["weights"].tolist()
     return kept
+
+
+def hold_second(kept: list[dict], other: dict, limit: int) -> list[dict]:
+    """`other` (another route's pick) at #2 of the shortlist, the rest after it, `limit` in all: the proxy that
+    ranked `kept` is one view, and the routes disagree case by case. A near-duplicate of a kept candidate is that
+    candidate (moved up to #2 unless it is #1), its source added to `also`."""
+    twin = next((i for i, c in enumerate(kept) if np.abs(c["weights"] - other["weights"]).sum() < MIN_DISTANCE), None)
+    if twin is not None:
+        kept[twin]["also"].append(other["source"])
+        if twin > 1:
+            kept.insert(1, kept.pop(twin))
+        return kept
+    return (kept[:1] + [other] + kept[1:])[:limit]
 
 
 def distinct(ranked: list[dict], limit: int | None = None) -> list[dict]:

@@ -97,11 +97,13 @@ class TokenSpace:
 def run(cfg, pool, study: Study, plan: Plan, caps: np.ndarray | None) -> dict:
     """The route's entry (routes.py): the plan's units and objective, the proxy's error on the trained unions."""
     return optimize_ensemble(study, plan.units, plan.objective, caps,
-                             calibration=calibration_values(cfg, pool, study, plan))
+                             calibration=calibration_values(cfg, pool, study, plan),
+                             shortlist=plan.shortlist)
 
 
 def optimize_ensemble(study: Study, units: list[str], objective: Objective, caps: np.ndarray | None,
-                      prior: np.ndarray | None = None, calibration: dict | None = None, log=print) -> dict:
+                      prior: np.ndarray | None = None, calibration: dict | None = None, log=print,
+                      shortlist: tuple = ()) -> dict:
     """Mirror descent on the fit windows' ensemble loss, then both weights on the held ones (merged route's
     result layout, so storing, gating and validating are the same)."""
     opt, cfg = study.cfg.optimize, study.cfg
@@ -120,7 +122,7 @@ def optimize_ensemble(study: Study, units: list[str], objective: Objective, caps
         proxy = CandidateProxy(space.values, lambda w: (space.values(w), space.slopes(w)), space.held_windows,
                                space.many)
         found = find_candidates(proxy, objective, prior, caps, opt, reference, tokens, units, final, split,
-                                lattice_max=LATTICE_MAX, edge_units=None, polish=POLISH)
+                                shortlist=shortlist, lattice_max=LATTICE_MAX, edge_units=None, polish=POLISH)
         top, held, fit_top = np.asarray(found[0]["weights"]), found[0]["held"], found[0]["fit"]
     else:  # the route's optimum alone (`--candidates 1`)
         per = {"optimized": space.held_windows(final), "uniform": space.held_windows(uniform)}

@@ -46,11 +46,13 @@ POLISH = 2
 def run(cfg, pool, study: Study, plan: Plan, caps: np.ndarray | None) -> dict:
     """The route's entry (routes.py): the plan's units and objective, the proxy's error on the trained unions."""
     return optimize_merged(study, plan.units, plan.objective, caps,
-                           calibration=calibration_values(cfg, pool, study, plan))
+                           calibration=calibration_values(cfg, pool, study, plan),
+                           shortlist=plan.shortlist)
 
 
 def optimize_merged(study: Study, units: list[str], objective: Objective, caps: np.ndarray | None,
-                    prior: np.ndarray | None = None, calibration: dict | None = None, log=print) -> dict:
+                    prior: np.ndarray | None = None, calibration: dict | None = None, log=print,
+                    shortlist: tuple = ()) -> dict:
     """Mirror descent on the fit windows, then both weights measured on the held ones; returns the result.
 
     `calibration` ({"uniform": fit values, "unions": [(weights over `units`, fit values)]}: trained unions'
@@ -73,7 +75,7 @@ def optimize_merged(study: Study, units: list[str], objective: Objective, caps: 
                                lambda w: _fit_values_and_slopes(space, model, split, w, cfg.eval.batch_size),
                                lambda w: held_windows(space, model, split, w, cfg.eval.batch_size))
         found = find_candidates(proxy, objective, prior, caps, opt, reference, tokens, units, final, split,
-                                lattice_max=LATTICE_MAX, edge_units=EDGE_UNITS, polish=POLISH)
+                                shortlist=shortlist, lattice_max=LATTICE_MAX, edge_units=EDGE_UNITS, polish=POLISH)
         top, held, fit_final = np.asarray(found[0]["weights"]), found[0]["held"], found[0]["fit"]
     else:  # the route's optimum alone (`--candidates 1`)
         held = held_comparison(space, model, split, final, uniform, objective, cfg.eval.batch_size, opt.bootstrap,

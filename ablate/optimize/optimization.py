@@ -31,12 +31,14 @@ from ablate.core.energy import Meter
 from ablate.core.errors import UsageError
 from ablate.core.formats import rel, rel_band
 from ablate.data.units import eval_sets, unit_ids, unit_meta
+from ablate.optimize.defaults import PARTNER_ROUTE, default_route
 from ablate.optimize.objectives import parse_objective
 from ablate.optimize.plan import Plan, WeightsBudget
 from ablate.optimize.protocol import gate, old_gate
 from ablate.optimize.routes import get as get_route
 from ablate.optimize.simplex import repetition_caps
 from ablate.store.results import now, read_optimization_row, write_optimization_row
+from ablate.study.budgets import seed_known, target_kind
 from ablate.study.context import load_study, normalize_units
 
 # what --validate adds to a row: kept when the same optimization is computed again with the same weights
@@ -47,10 +49,13 @@ VALIDATION_COLUMNS = ("validated", "union_optimized", "union_uniform", "union_be
 RECOMMENDATION_COLUMNS = ("recommended", "recommended_by", "weights", "tokens", "epochs")
 
 
-def plan_optimization(cfg, pool, target, target_weights, kind, max_loss, units, tokens, route: str = "merged") -> Plan:
+def plan_optimization(cfg, pool, target, target_weights, kind, max_loss, units, tokens,
+                      route: str | None = None) -> Plan:
     """Everything checked before any work: the objective, the units and their members, the budget and its caps,
-    the route; and the row's id, so a stored result can be found before anything is computed."""
-    get_route(route)  # an unknown route: the usage error naming the registered ones
+    the route (None: the one for the targets' kind, defaults.default_route, with its partner route's top candidate
+    at #2 of the shortlist); and the row's id, so a stored result can be found before anything is computed."""
+    if route is not None:
+        get_route(route)  # an unknown route: the usage error naming the registered ones
     known = [ev["domain"] for ev in eval_sets(pool)]
     objective = parse_objective(target, known, kind=kind, target_weights=target_weights, max_loss=max_loss)
     chosen = normalize_units([u.strip() for u in units.split(",") if u.strip()]) if units else unit_ids(pool, required=True)
@@ -63,8 +68,14 @@ def plan_optimization(cfg, pool, target, target_weights, kind, max_loss, units, 
     budget = WeightsBudget.of(unit_tokens, tokens)  # equal-compute by default: one unit's tokens
     caps = repetition_caps(unit_tokens, budget.tokens, cfg.optimize.max_epochs)
     # unions (the regression route's training set) and calibration (the proxy error's unions): None, every one
+    domains = [m["domain"] for m in metas]
+    partner = None
+    if route is None:
+        route = default_route([target_kind(t, domains, seed_known(cfg, objective.targets, pool))
+                               for t in objective.targets])
+        partner = PARTNER_ROUTE.get(route) if cfg.optimize.candidates > 1 else None
     plan = Plan(objective=objective, units=chosen, unit_tokens=unit_tokens, budget=budget, caps=caps, route=route,
-                domains=[m["domain"] for m in metas])
+                domains=domains, partner=partner)
     study = load_study(cfg, pool, objective.eval_sets)
     missing = [u for u in chosen if study.unit_member(u, required=False) is None]
     if missing:
@@ -92,6 +103,8 @@ def optimization_id(cfg, pool, study, plan: Plan) -> str:
            "eval": {ev["domain"]: ev["data_sha256"] for ev in study.evals}, "seq_len": cfg.eval.seq_len,
            "precision": study.precision}
     key.update(get_route(plan.route).key(pool, study, plan))  # the regression route's points: another law
+    if plan.partner:  # another shortlist (a key only where set: the rows stored before it keep their ids)
+        key["partner"] = plan.partner
     return "opt-" + hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -106,7 +119,14 @@ def run_optimization(cfg, pool, plan: Plan) -> dict:
     study = load_study(cfg, pool, plan.objective.eval_sets)
     caps = plan.caps if np.any(plan.caps < 1) else None
     with Meter(cfg.energy) as meter:
+        partner = None
+        if plan.partner and not plan.shortlist:  # the partner route's top candidate, held at #2 of the shortlist
+            partner = get_route(plan.partner).run(cfg, pool, study, replace(plan, route=plan.partner, partner=None),
+                                                  caps)
+            plan = replace(plan, shortlist=((f"{plan.partner} route's top", tuple(partner["weights"])),))
         result = get_route(plan.route).run(cfg, pool, study, plan, caps)
+        if partner is not None:
+            result["seconds"] += partner["seconds"]
     if plan.row_id is None:  # a plan built without plan_optimization (the fidelity protocol's)
         plan = replace(plan, row_id=optimization_id(cfg, pool, study, plan))
     if plan.domains is None:

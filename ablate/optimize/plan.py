@@ -61,4 +61,8 @@ class Plan:
     domains: list[str] | None = None  # each unit's domain (None: run_optimization reads them)
     unions: list | None = None  # the regression route's training set (None: every trained union)
     calibration: list | None = None  # the unions the proxy error is measured on (None: every trained one)
+    # the route whose top candidate joins the shortlist at #2 (defaults.PARTNER_ROUTE: set when the route was chosen
+    # by the kind of target), and that candidate once computed: ((source, weights),), run_optimization fills it
+    partner: str | None = None
+    shortlist: tuple = ()
     row_id: str | None = None  # the row's id (None: run_optimization computes it)

@@ -14,6 +14,9 @@ only), for each eval set alone and for the mean over all of them:
 3. all four are trained at one unit's budget, with the uniform union of all units and a replicate of the
    optimized union (the noise band), and every trained union of the study (weighted ones included) is
    measured on the held windows the optimizer never saw.
+4. what a user following `ablate optimize` (no --route: the route for the kind of target) would train: the
+   default route's recommendation (K = 0), and the best of its top 1 and 3 candidates retrained (`--validate K`;
+   where no unit covers the target the ensemble route leads, the merged route's top candidate held at #2).
 Reported: realized gain over the uniform union, regret against the best union trained for the study, the
 share of the best known gain over uniform that the weights captured, the same for the grid pick, and the
 noise band. Rendering is ablate/fidelity/weights_report.py's.
@@ -28,6 +31,7 @@ from ablate.core.config import StudyConfig
 from ablate.data.units import eval_sets, unit_ids, unit_meta
 from ablate.fidelity.calibrate import plan_unions
 from ablate.optimize import search
+from ablate.optimize.defaults import PARTNER_ROUTE, default_route
 from ablate.optimize.objectives import Objective
 from ablate.optimize.optimization import run_optimization
 from ablate.optimize.plan import Plan, WeightsBudget
@@ -85,15 +89,21 @@ def one_case(cfg: StudyConfig, pool: Pool, plan: Plan, log) -> dict:
     # the regression route at the protocol's calibration budget: n unions (suggest-unions' picks) + units alone
     regression_plan = replace(plan, route="regression", unions=plan.calibration)
     regression = run_optimization(cfg, pool, regression_plan)
-    # the ensemble route: the same protocol with the members' per-token mixture as the proxy, same gate unions
-    ensemble = run_optimization(cfg, pool, replace(plan, route="ensemble"))
+    # the ensemble route: the same protocol with the members' per-token mixture as the proxy, same gate unions;
+    # where `optimize` takes it by default (no unit covers the target) with the merged route's top held at #2
+    kind = objective_kind(objective, cfg)
+    lead = default_route([kind])
+    partner = PARTNER_ROUTE.get("ensemble") if lead == "ensemble" else None
+    shortlist = ((f"{partner} route's top", tuple(result["weights"])),) if partner else ()
+    ensemble = run_optimization(cfg, pool, replace(plan, route="ensemble", partner=partner, shortlist=shortlist))
     t0 = time.perf_counter()
     ranking = search.rank(cfg, pool, objective, max_size=len(plan.units), grid=GRID, method="merged",
                           truth="unit", log=lambda *a: None)
     (grid_mix, grid_w), _ = ranking["ranked"][0]
     grid_s = time.perf_counter() - t0
-    # what `--validate 3` adds: the merged route's candidates #2 and #3 (#1 is its optimized weights)
-    picks = [c["weights"] for c in (result.get("candidates") or [])[1:max(VALIDATE)]]
+    # what `--validate 3` adds: the default route's candidates #2 and #3 (#1 is its optimized weights)
+    followed_route = ensemble if lead == "ensemble" else result
+    picks = [c["weights"] for c in (followed_route.get("candidates") or [])[1:max(VALIDATE)]]
     realized = realized_objectives(cfg, pool, plan, result, log=log,
                                    extra=[(list(grid_mix), list(grid_w)), (plan.units, regression["weights"]),
                                           (plan.units, ensemble["weights"]), *((plan.units, w) for w in picks)])
@@ -102,25 +112,30 @@ def one_case(cfg: StudyConfig, pool: Pool, plan: Plan, log) -> dict:
     optimized, grid, reg = (values[ids["optimized"]], values[ids["extra"][0]], values[ids["extra"][1]])
     ens = values[ids["extra"][2]]
     best_gain = uniform - best
-    followed = validated([uniform - optimized, *(uniform - values[i] for i in ids["extra"][3:])],
+    first = uniform - (ens if lead == "ensemble" else optimized)
+    followed = validated([first, *(uniform - values[i] for i in ids["extra"][3:])],
                          realized["row"]["noise_threshold"], best_gain)
-    return {**followed, "objective": objective.describe(), "target": objective_kind(objective, cfg),
+    merged_recommended = uniform - optimized if result["row"]["recommended"] == "optimized" else 0.0
+    ensemble_recommended = uniform - ens if ensemble["row"]["recommended"] == "optimized" else 0.0
+    return {**followed, "objective": objective.describe(), "target": kind, "route": lead,
             "weights": dict(zip(plan.units, result["weights"])),
             "ensemble_weights": dict(zip(plan.units, ensemble["weights"])),
             "ensemble_recommended": ensemble["row"]["recommended"], "ensemble_gain": uniform - ens,
             "ensemble_regret": ens - best, "ensemble_captured": (uniform - ens) / best_gain if best_gain > 0 else None,
-            "ensemble_recommended_gain": uniform - ens if ensemble["row"]["recommended"] == "optimized" else 0.0,
+            "ensemble_recommended_gain": ensemble_recommended,
             "ensemble_proxy_error": ensemble["row"]["proxy_error"],
-            "recommended": result["row"]["recommended"], "held_predicted_gain": result["held"]["gain"],
+            "recommended": (ensemble if lead == "ensemble" else result)["row"]["recommended"],
+            "merged_recommended": result["row"]["recommended"], "held_predicted_gain": result["held"]["gain"],
             "held_resolved": result["held"]["resolved"], "proxy_error": result["row"]["proxy_error"],
             "grid_pick": {"mixture": list(grid_mix), "weights": list(grid_w)},
             "regression_weights": dict(zip(plan.units, regression["weights"])),
             "regression_gain": uniform - reg, "regression_regret": reg - best,
             "regression_captured": (uniform - reg) / best_gain if best_gain > 0 else None,
             "realized_gain": uniform - optimized,
-            # what a user who follows the recommendation trains: the uniform weights when the held gain was not
-            # resolved, so its realized gain is then 0 by construction
-            "recommended_gain": uniform - optimized if result["row"]["recommended"] == "optimized" else 0.0,
+            # what a user who follows the recommendation of `optimize`'s default route trains: the uniform weights
+            # when its gate said uniform, so its realized gain is then 0 by construction
+            "recommended_gain": ensemble_recommended if lead == "ensemble" else merged_recommended,
+            "merged_recommended_gain": merged_recommended,
             "grid_gain": uniform - grid, "best_gain": best_gain,
             "regret": optimized - best, "grid_regret": grid - best,
             "captured": (uniform - optimized) / best_gain if best_gain > 0 else None,

@@ -5,14 +5,17 @@ the tiny real study, and the calibrated gate against the old one."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from ablate.optimize.candidates import MIN_DISTANCE, distinct, feasible, lattice, lattice_count
+from ablate.optimize.candidates import MIN_DISTANCE, distinct, feasible, hold_second, lattice, lattice_count
+from ablate.optimize.defaults import default_route
 from ablate.optimize.ensemble_route import TokenSpace, optimize_ensemble
 from ablate.optimize.merged_route import optimize_merged
 from ablate.optimize.objectives import parse_objective
+from ablate.optimize.optimization import plan_optimization, run_optimization
 from ablate.optimize.protocol import MIN_ERROR_UNIONS, PRIOR_GAIN, calibrate, climbs, gate, old_gate, split_windows
 from ablate.study.context import load_study
 
@@ -129,3 +132,45 @@ def test_the_gate_believes_a_proxy_that_orders_right_whatever_its_scale():
     assert old_gate(held, few)["rule"] == "window noise + prior"  # 0.02 + 4.26 %: would say uniform
     assert not old_gate(held, few)["believed"] and math.isclose(PRIOR_GAIN, 0.029)
     assert gate({"gain": 0.01, "gain_low": None}, None)["rule"] == "held law"
+
+
+def test_another_route_s_pick_is_held_second_or_joins_its_twin():
+    kept = [{"weights": np.array([1.0, 0, 0]), "source": "a", "fit": 1.0, "also": []},
+            {"weights": np.array([0.5, 0.5, 0]), "source": "b", "fit": 1.1, "also": []},
+            {"weights": np.array([0, 0.5, 0.5]), "source": "c", "fit": 1.2, "also": []}]
+    other = {"weights": np.array([0, 0, 1.0]), "source": "merged route's top", "fit": 2.0, "also": []}
+    held = hold_second([dict(c, also=[]) for c in kept], other, limit=3)
+    assert [c["source"] for c in held] == ["a", "merged route's top", "b"]  # #2 whatever its fit; 3 in all
+    twin = dict(other, weights=np.array([0.01, 0.5, 0.49]))  # within MIN_DISTANCE of c: c is it, moved up
+    held = hold_second([dict(c, also=[]) for c in kept], twin, limit=3)
+    assert [c["source"] for c in held] == ["a", "c", "b"] and held[1]["also"] == ["merged route's top"]
+    first = dict(other, weights=np.array([0.99, 0.01, 0]))  # the same as #1: the order stays
+    held = hold_second([dict(c, also=[]) for c in kept], first, limit=3)
+    assert [c["source"] for c in held] == ["a", "b", "c"] and held[0]["also"] == ["merged route's top"]
+
+
+def test_the_route_follows_the_kind_of_target():
+    assert default_route(["eval-only"]) == default_route(["seed-known"]) == "ensemble"
+    assert default_route(["eval-only", "seed-known"]) == "ensemble"
+    assert default_route(["covered"]) == default_route(["covered", "eval-only"]) == "merged"
+
+
+def test_a_target_no_chosen_unit_covers_takes_the_ensemble_route_with_the_merged_top_second(study_copy):
+    """literature, with the fortunes units alone: no unit covers it, so `optimize` (no --route) takes the ensemble
+    route and holds the merged route's top candidate at #2; a named route, or a covered target, runs alone."""
+    cfg, pool, _, _ = study_copy
+    units = "fortunes-00,fortunes-01,literature-00"
+    covered = plan_optimization(cfg, pool, ["literature"], None, "mean", None, units, None)
+    assert (covered.route, covered.partner) == ("merged", None)
+    named = plan_optimization(cfg, pool, ["literature"], None, "mean", None, "fortunes-00,fortunes-01", None, "merged")
+    assert (named.route, named.partner) == ("merged", None)
+    plan = plan_optimization(cfg, pool, ["literature"], None, "mean", None, "fortunes-00,fortunes-01", None)
+    assert (plan.route, plan.partner) == ("ensemble", "merged")
+    assert plan.row_id != replace(plan, partner=None, row_id=None).row_id  # another shortlist, another row
+    cfg.optimize.candidates = 3
+    result = run_optimization(cfg, pool, plan)
+    merged_top = run_optimization(cfg, pool, named)["weights"]
+    found = result["row"]["candidates"]
+    assert len(found) >= 2 and result["row"]["route"] == "ensemble"
+    holder = next(c for c in found[:2] if "merged route's top" in [c["source"], *c["also"]])
+    assert np.abs(np.asarray(holder["weights"]) - np.asarray(merged_top)).sum() < MIN_DISTANCE
