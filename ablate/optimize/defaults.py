@@ -79,12 +79,12 @@ def _n_unions_trained(pool: Pool, truth: str) -> bool:
 
 # The route `ablate optimize` takes per kind of target when --route is not given (FIDELITY.md, "Optimized mixtures,
 # retrained"): where no unit covers the target (new to the seed or known to it), following the ensemble route's
-# recommendation captured >= 80 % of the best known gain in 7 of 12 cases against the merged route's 4 of 12, and
-# chosen leaving one study out it is the pick for every study (per left-out study 2, 3, 2 cases against 1, 1, 2);
-# where a unit covers a target, or a mean reads a covered set, the merged route, as before
+# recommendation captured >= 80 % of the best known gain in 6 of 13 cases against the merged route's 4 of 13, never
+# fewer on one study (literary-code 1 and 1, reference-works 3 and 1, six-units 2 and 2), and its regret was <= 1 %
+# in 10 of 16 against 7 of 16; where a unit covers a target, or a mean reads a covered set, the merged route
 KIND_ROUTE = {"eval-only": "ensemble", "seed-known": "ensemble"}
 # The route whose top candidate joins a default route's shortlist at #2 (what `--validate 2` and up retrain): the
-# routes disagree case by case (webster: merged 100 % captured, ensemble 81 %; pydocs: ensemble 100 %, merged 79 %),
+# routes disagree case by case (webster: merged 98 % captured, ensemble 78 %; pydocs: ensemble 96 %, merged 75 %),
 # so a shortlist of both routes' picks hedges what neither proxy sees alone
 PARTNER_ROUTE = {"ensemble": "merged"}
 
