@@ -1,4 +1,5 @@
-"""The test command's lint step: imports sorted everywhere (ruff's isort rules, `[tool.ruff]` in pyproject.toml).
+"""The test command's lint step: imports sorted and no unused or undefined names (ruff's isort and pyflakes rules,
+`[tool.ruff]` in pyproject.toml).
 
 How to run:
     .venv/bin/python -m pytest -q tests/test_lint.py     # a second
@@ -14,7 +15,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_imports_are_sorted():
+def test_imports_are_sorted_and_every_name_is_used_and_defined():
     out = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--output-format", "concise", "."],
                          cwd=ROOT, capture_output=True, text=True)
-    assert out.returncode == 0, f"unsorted imports (`.venv/bin/ruff check --fix` sorts them):\n{out.stdout}{out.stderr}"
+    fix = "`.venv/bin/ruff check --fix` sorts imports and drops unused ones"
+    assert out.returncode == 0, f"lint ({fix}):\n{out.stdout}{out.stderr}"

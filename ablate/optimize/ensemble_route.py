@@ -106,7 +106,7 @@ def optimize_ensemble(study: Study, units: list[str], objective: Objective, caps
                       shortlist: tuple = ()) -> dict:
     """Mirror descent on the fit windows' ensemble loss, then both weights on the held ones (merged route's
     result layout, so storing, gating and validating are the same)."""
-    opt, cfg = study.cfg.optimize, study.cfg
+    opt = study.cfg.optimize
     n = len(units)
     prior = np.full(n, 1.0 / n) if prior is None else prior
     members = [study.unit_member(u) for u in units]
