@@ -99,11 +99,8 @@ def optimize(target: TargetOpt = None, target_weights: TargetWeightsOpt = None, 
     if validate and cfg.optimize.candidates < validate:  # retraining K needs K candidates to choose from
         cfg.optimize.candidates = validate
     plan = plan_optimization(cfg, pool, target, target_weights, objective, max_loss, units, tokens, route)
-    for line in seed_notes(cfg, pool, plan.objective.eval_sets):
+    for line in seed_notes(cfg, pool, plan.objective.eval_sets) + route_notes(plan, chosen=route is None):
         say(line)
-    if route is None and plan.route != "merged":
-        say(f"route: {plan.route}, the default where no unit covers the target (--route merged for the merge)"
-            + (f"; the {plan.partner} route's top candidate is #2 of the shortlist" if plan.partner else ""))
     if validate:  # what it will train, said before any work
         say(validation_cost(plan, validate) + "; optimizing first")
     row = None if force else stored_optimization(pool, plan)
@@ -126,6 +123,15 @@ def optimize(target: TargetOpt = None, target_weights: TargetWeightsOpt = None, 
         if row.get("recommended_by") == "validation":
             say(verdict(row))
         say(row["verdict"])  # the last line: the one verdict
+
+
+def route_notes(plan, chosen: bool) -> list[str]:
+    """Where the route was chosen by the kind of target and is not the merge, one line that says so."""
+    if not chosen or plan.route == "merged":
+        return []
+    partner = f"; the {plan.partner} route's top candidate is #2 of the shortlist" if plan.partner else ""
+    return [f"route: {plan.route}, the default where no unit covers the target (--route merged for the merge)"
+            + partner]
 
 
 def validate_and_show(cfg, pool, plan, result: dict, row: dict, k: int) -> dict:

@@ -252,7 +252,7 @@ def test_fidelity_cli_end_to_end_and_bad_config(study, tmp_path, capsys):
     assert "### Routes by kind of target" in weights and "| covered | ensemble |" in weights
     # and what `--validate 1` and `--validate 3` would have followed (the route's candidates #2, #3 retrained)
     assert all({"validate1_gain", "validate3_gain"} <= set(c) for c in raw["cases"])
-    assert "| covered | merged, --validate 3 |" in weights and "K = 3 captured" in weights
+    assert "| covered | default route, --validate 3 |" in weights and "K = 3 captured" in weights
     # a rankings-only rerun rescores and keeps the weights section it does not own, word for word
     code, _, err = run_cli(["fidelity", str(good), "--rankings-only", "--out", str(out)], capsys)
     assert code == 0, err
@@ -321,3 +321,4 @@ def test_the_left_out_choice_is_compared_with_the_merge_on_the_same_held_out_mix
     for choice in left_out_choices(rows, "eval-only"):
         assert choice["proxy"] == "unit-shifts" and choice["m"] == "n"
         assert choice["merged"]["median_spearman"] == 0.8 and choice["merged"]["top1_noise"] == 1
+

@@ -28,7 +28,8 @@ RIDGE = 0.1
 MIN_FIT_UNIONS = 3  # leave-one-out needs two unions to fit on
 
 
-def _design(cases, units: list[str]) -> np.ndarray:
+def shift_features(cases, units: list[str]) -> np.ndarray:
+    """[cases, units]: each unit's w (1 - w) in each case's mixture (0 where it is absent or alone)."""
     rows = np.zeros((len(cases), len(units)))
     col = {u: j for j, u in enumerate(units)}
     for i, c in enumerate(cases):
@@ -68,7 +69,7 @@ class UnitShifts:
             if len(train) < MIN_FIT_UNIONS:
                 continue
             units = sorted({u for c in group for u in c.mixture})
-            x = _design(train, units)
+            x = shift_features(train, units)
             y = np.asarray([known[c.key] - c.merged for c in train])
             if _loo_wins(x, y):
                 out[name] = {"units": units, "shifts": _ridge(x, y), "unions": len(train)}
@@ -79,7 +80,7 @@ class UnitShifts:
         pred = np.asarray([c.merged for c in cases], dtype=float)
         for name, m in model.items():
             idx = [i for i, c in enumerate(cases) if c.eval_set == name]
-            pred[idx] += _design([cases[i] for i in idx], m["units"]) @ m["shifts"]
+            pred[idx] += shift_features([cases[i] for i in idx], m["units"]) @ m["shifts"]
         return pred
 
 
