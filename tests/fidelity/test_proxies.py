@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import math
 
@@ -323,30 +322,3 @@ def test_the_left_out_choice_is_compared_with_the_merge_on_the_same_held_out_mix
         assert choice["proxy"] == "unit-shifts" and choice["m"] == "n"
         assert choice["merged"]["median_spearman"] == 0.8 and choice["merged"]["top1_noise"] == 1
 
-
-def test_pooled_shifts_borrow_a_pattern_the_seed_s_sets_share():
-    """Three seed-known sets sharing one per-unit pattern, each with only 3 noisy unions: the pooled fit recovers
-    the pattern's order on every set; a covered set is fitted alone; with no unions it is the merge."""
-    from ablate.scoring.proxies import pooled_shifts
-    from ablate.scoring.proxies.base import Case
-
-    rng = np.random.default_rng(0)
-    units = ["a", "b", "c", "d"]
-    pattern = {"a": 0.4, "b": -0.2, "c": 0.0, "d": 0.1}
-    mixtures = [m for k in (2, 3, 4) for m in itertools.combinations(units, k)]
-    cases, known = [], {}
-    for s in ("bible", "fiction", "pydocs"):
-        for m in mixtures:
-            w = tuple([1 / len(m)] * len(m))
-            c = Case(m, w, s, merged=3.0, task_sum=None, members=tuple([3.0] * len(m)), relation="seed")
-            cases.append(c)
-            known[c.key] = 3.0 + sum(pattern[u] * x * (1 - x) for u, x in zip(m, w)) + rng.normal(0, 0.002)
-    few = {c.key: known[c.key] for c in cases if c.mixture in mixtures[:3]}  # 3 pairs per set
-    model = pooled_shifts.PROXY.fit(cases, few)
-    assert set(model) == {"bible", "fiction", "pydocs"}
-    for m in model.values():
-        shifts = dict(zip(m["units"], m["shifts"]))
-        assert shifts["a"] > shifts["d"] > shifts["b"], shifts
-    assert np.allclose(pooled_shifts.PROXY.predict(cases, {}, "unit"), [c.merged for c in cases])
-    own = [Case(c.mixture, c.weights, "quotes", 3.0, None, c.members, "own") for c in cases[:len(mixtures)]]
-    assert pooled_shifts._group(own) == "quotes" and pooled_shifts._group(cases[:3]) == "seed"

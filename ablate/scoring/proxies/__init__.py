@@ -27,7 +27,6 @@ from ablate.scoring.proxies import (
     features,
     merged,
     own_additive,
-    pooled_shifts,
     private,
     regression,
     scaled,
@@ -46,7 +45,7 @@ REGISTRY: dict[str, Proxy] = {p.name: p for p in (merged.PROXY, task_sum.PROXY, 
                                                    calibrated.PROXY, regression.PROXY, ensemble.PROXY,
                                                    scaled.PROXY, features.PROXY, calibrated.ON_ENSEMBLE,
                                                    private.PROXY, private.ON_ENSEMBLE, short.PROXY,
-                                                   unit_shifts.PROXY, pooled_shifts.PROXY)}
+                                                   unit_shifts.PROXY)}
 
 
 def names() -> list[str]:
