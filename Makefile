@@ -44,7 +44,10 @@ demo: $(VENV)/.installed debian-packages
 # on 2 cores: measured idle, one process took 11 min 48 s at 770 CPU-s, `-n 2` 12 min 36 s at 1,328 CPU-s (both
 # cores busy cost each test ~1.7x its CPU time here). Since the bench smokes' children fork from a warm interpreter
 # (tests/warm.py): 9 min 14 s idle at 551 CPU-s, 492 passed; a fresh clone an hour later, 10 min 39 s at 649 CPU-s
-# (every large test 10-40 % slower: the machine, not the suite).
+# (every large test 10-40 % slower: the machine, not the suite). A day later, with the GGUF parsed once, codecarbon's
+# probe in the warm server and a study's byte lengths read once per process: 11 min 19 s at 762 CPU-s on this
+# checkout, 11 min 46 s at 905 CPU-s on a fresh clone (498 passed), while single tests timed alone matched their
+# earlier durations (the demo 28.7 s, dask 12.0 s): the machine's hour moves the suite by 25 %.
 test: $(VENV)/.installed debian-packages
 	HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests
 
