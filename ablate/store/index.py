@@ -55,13 +55,50 @@ def _columns(table: str) -> list[str]:
     return cols
 
 
-def _upsert_sql(table: str) -> str:
-    """INSERT ... ON CONFLICT: the row with the newer created_at wins."""
+# rows per INSERT statement: DuckDB's executemany binds and runs one row at a time (about 6 ms a row: 20 rows
+# 0.12 s, 200 rows 1.2 s), one statement of many VALUES takes 0.04 s and 0.2 s
+ROWS_PER_STATEMENT = 200
+
+
+def _upsert_sql(table: str, n_rows: int = 1) -> str:
+    """INSERT ... ON CONFLICT of `n_rows` rows: the row with the newer created_at wins."""
     cols = _columns(table)
-    marks = ", ".join("?" for _ in cols)
+    marks = "(" + ", ".join("?" for _ in cols) + ")"
     updates = ", ".join(f"{c} = excluded.{c}" for c in cols[1:])
-    return (f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks}) ON CONFLICT ({cols[0]}) "
+    return (f"INSERT INTO {table} ({', '.join(cols)}) VALUES {', '.join([marks] * n_rows)} ON CONFLICT ({cols[0]}) "
             f"DO UPDATE SET {updates} WHERE excluded.created_at >= {table}.created_at")
+
+
+def _upsert_statements(table: str, rows: list[dict]) -> list[tuple[str, list]]:
+    """(sql, flat parameters) statements that leave the table as upserting `rows` one by one would: one statement
+    may not touch a key twice, so a key repeated in `rows` keeps the row that would have won (a later row wins
+    when its created_at is at least the kept one's; a missing created_at never wins, as NULL >= x is not true)."""
+    cols = _columns(table)
+    at = cols.index("created_at")
+    kept: dict = {}
+    for r in rows:
+        values = [_sql_value(r.get(c)) for c in cols]
+        old = kept.get(values[0])
+        if old is None or (values[at] is not None and old[at] is not None and values[at] >= old[at]):
+            kept[values[0]] = values
+    batch = list(kept.values())
+    return [(_upsert_sql(table, len(chunk)), [v for row in chunk for v in row])
+            for chunk in (batch[i:i + ROWS_PER_STATEMENT] for i in range(0, len(batch), ROWS_PER_STATEMENT))]
+
+
+def _replace_statements(table: str, rows: list[dict]) -> list[tuple[str, list]]:
+    """(sql, flat parameters) statements of INSERT OR REPLACE, many rows each: a key repeated in `rows` keeps its
+    last row, as replacing them one by one would (one statement may not touch a key twice)."""
+    cols = _columns(table)
+    last = {}
+    for r in rows:
+        values = [_sql_value(r.get(c)) for c in cols]
+        last[values[0]] = values
+    batch = list(last.values())
+    marks = "(" + ", ".join("?" for _ in cols) + ")"
+    return [(f"INSERT OR REPLACE INTO {table} ({', '.join(cols)}) VALUES {', '.join([marks] * len(chunk))}",
+             [v for row in chunk for v in row])
+            for chunk in (batch[i:i + ROWS_PER_STATEMENT] for i in range(0, len(batch), ROWS_PER_STATEMENT))]
 
 
 def _holder(lock_path: Path) -> str:
@@ -140,7 +177,7 @@ class Index:
         batches = [(t, r) for t, r in [(table, rows), *(also or {}).items()] if r]
         if not batches:
             return
-        statements = [(_upsert_sql(t), [[_sql_value(r.get(c)) for c in _columns(t)] for r in rs]) for t, rs in batches]
+        statements = [s for t, rs in batches for s in _upsert_statements(t, rs)]
         with self._write_lock():
             con = self._connect(read_only=False)
             if not _schema_current(con):  # an index from an older ablate: rebuild, then write
@@ -152,7 +189,7 @@ class Index:
                     self._create(con)
                 con.execute("BEGIN")
                 for sql, values in statements:
-                    con.executemany(sql, values)
+                    con.execute(sql, values)
                 faults.point("index.txn")
                 con.execute("COMMIT")
             finally:
@@ -216,11 +253,8 @@ class Index:
             try:
                 self._create(con)
                 for table, rows in tables.items():
-                    cols = _columns(table)
-                    if rows:
-                        con.executemany(f"INSERT OR REPLACE INTO {table} ({', '.join(cols)}) "
-                                        f"VALUES ({', '.join('?' for _ in cols)})",
-                                        [[_sql_value(r.get(c)) for c in cols] for r in rows])
+                    for sql, values in _replace_statements(table, rows):
+                        con.execute(sql, values)
                 con.execute("CHECKPOINT")
             finally:
                 con.close()
