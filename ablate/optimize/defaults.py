@@ -75,8 +75,6 @@ def _n_unions_trained(pool: Pool, truth: str) -> bool:
     return len(union_keys(proxies.load_truths(pool, truth))) >= max(len(unit_ids(pool)), 3)
 
 
-
-
 # The route `ablate optimize` takes per kind of target when --route is not given (FIDELITY.md, "Optimized mixtures,
 # retrained"): where no unit covers the target (new to the seed or known to it), following the ensemble route's
 # recommendation captured >= 80 % of the best known gain in 6 of 13 cases against the merged route's 4 of 13, never

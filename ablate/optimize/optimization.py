@@ -123,7 +123,7 @@ def run_optimization(cfg, pool, plan: Plan) -> dict:
         if plan.partner and not plan.shortlist:  # the partner route's top candidate, held at #2 of the shortlist
             partner = get_route(plan.partner).run(cfg, pool, study, replace(plan, route=plan.partner, partner=None),
                                                   caps)
-            plan = replace(plan, shortlist=((f"{plan.partner} route's top", tuple(partner["weights"])),))
+            plan = replace(plan, shortlist=partner_shortlist(plan.partner, partner["weights"]))
         result = get_route(plan.route).run(cfg, pool, study, plan, caps)
         if partner is not None:
             result["seconds"] += partner["seconds"]
@@ -135,6 +135,11 @@ def run_optimization(cfg, pool, plan: Plan) -> dict:
     result["row"] = keep_validation(pool, read_optimization_row(pool, plan.row_id), optimization_row(result))
     write_optimization_row(pool, result["row"])
     return result
+
+
+def partner_shortlist(partner: str, weights) -> tuple:
+    """Plan.shortlist: the partner route's top candidate, named as the candidates table shows it."""
+    return ((f"{partner} route's top", tuple(weights)),)
 
 
 def keep_validation(pool, previous: dict | None, row: dict) -> dict:

@@ -60,19 +60,33 @@ def _columns(table: str) -> list[str]:
 ROWS_PER_STATEMENT = 200
 
 
+def _row_marks(table: str, n_rows: int) -> str:
+    marks = "(" + ", ".join("?" for _ in _columns(table)) + ")"
+    return ", ".join([marks] * n_rows)
+
+
 def _upsert_sql(table: str, n_rows: int = 1) -> str:
     """INSERT ... ON CONFLICT of `n_rows` rows: the row with the newer created_at wins."""
     cols = _columns(table)
-    marks = "(" + ", ".join("?" for _ in cols) + ")"
     updates = ", ".join(f"{c} = excluded.{c}" for c in cols[1:])
-    return (f"INSERT INTO {table} ({', '.join(cols)}) VALUES {', '.join([marks] * n_rows)} ON CONFLICT ({cols[0]}) "
+    return (f"INSERT INTO {table} ({', '.join(cols)}) VALUES {_row_marks(table, n_rows)} ON CONFLICT ({cols[0]}) "
             f"DO UPDATE SET {updates} WHERE excluded.created_at >= {table}.created_at")
 
 
+def _replace_sql(table: str, n_rows: int) -> str:
+    return f"INSERT OR REPLACE INTO {table} ({', '.join(_columns(table))}) VALUES {_row_marks(table, n_rows)}"
+
+
+def _statements(sql_for, batch: list[list]) -> list[tuple[str, list]]:
+    """(sql, flat parameters) per ROWS_PER_STATEMENT rows of `batch` (rows of values in column order)."""
+    chunks = (batch[i:i + ROWS_PER_STATEMENT] for i in range(0, len(batch), ROWS_PER_STATEMENT))
+    return [(sql_for(len(chunk)), [v for row in chunk for v in row]) for chunk in chunks]
+
+
 def _upsert_statements(table: str, rows: list[dict]) -> list[tuple[str, list]]:
-    """(sql, flat parameters) statements that leave the table as upserting `rows` one by one would: one statement
-    may not touch a key twice, so a key repeated in `rows` keeps the row that would have won (a later row wins
-    when its created_at is at least the kept one's; a missing created_at never wins, as NULL >= x is not true)."""
+    """Statements that leave the table as upserting `rows` one by one would: one statement may not touch a key
+    twice, so a key repeated in `rows` keeps the row that would have won (a later row wins when its created_at is
+    at least the kept one's; a missing created_at never wins, as NULL >= x is not true)."""
     cols = _columns(table)
     at = cols.index("created_at")
     kept: dict = {}
@@ -81,24 +95,18 @@ def _upsert_statements(table: str, rows: list[dict]) -> list[tuple[str, list]]:
         old = kept.get(values[0])
         if old is None or (values[at] is not None and old[at] is not None and values[at] >= old[at]):
             kept[values[0]] = values
-    batch = list(kept.values())
-    return [(_upsert_sql(table, len(chunk)), [v for row in chunk for v in row])
-            for chunk in (batch[i:i + ROWS_PER_STATEMENT] for i in range(0, len(batch), ROWS_PER_STATEMENT))]
+    return _statements(lambda n: _upsert_sql(table, n), list(kept.values()))
 
 
 def _replace_statements(table: str, rows: list[dict]) -> list[tuple[str, list]]:
-    """(sql, flat parameters) statements of INSERT OR REPLACE, many rows each: a key repeated in `rows` keeps its
-    last row, as replacing them one by one would (one statement may not touch a key twice)."""
+    """Statements of INSERT OR REPLACE: a key repeated in `rows` keeps its last row, as replacing them one by one
+    would (one statement may not touch a key twice)."""
     cols = _columns(table)
     last = {}
     for r in rows:
         values = [_sql_value(r.get(c)) for c in cols]
         last[values[0]] = values
-    batch = list(last.values())
-    marks = "(" + ", ".join("?" for _ in cols) + ")"
-    return [(f"INSERT OR REPLACE INTO {table} ({', '.join(cols)}) VALUES {', '.join([marks] * len(chunk))}",
-             [v for row in chunk for v in row])
-            for chunk in (batch[i:i + ROWS_PER_STATEMENT] for i in range(0, len(batch), ROWS_PER_STATEMENT))]
+    return _statements(lambda n: _replace_sql(table, n), list(last.values()))
 
 
 def _holder(lock_path: Path) -> str:

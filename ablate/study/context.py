@@ -23,7 +23,6 @@ from ablate.core.config import StudyConfig, config_hash
 from ablate.core.errors import UsageError
 from ablate.data.evalsets import check_source
 from ablate.data.tasks import TaskSet, load_task
-from ablate.data.tokenizer_id import TOKENIZER_FILES
 from ablate.data.units import (
     eval_sets,
     load_eval_tokens,
@@ -169,19 +168,13 @@ class Study:
         return [m for m in self._unions if m["units"] == key]
 
 
-def byte_lengths(tok_dir: Path) -> np.ndarray:
-    """The bytes each token of the pool's tokenizer stands for (read-only), once per process and tokenizer:
-    loading a tokenizer and walking its vocabulary costs about 0.3 s, and a command loads a study per member it
-    trains or scores (13 times in a small demo). Its files' sizes and times are in the key, so a tokenizer staged
-    again by `units split --force` is read again."""
-    stamp = tuple((name, s.st_size, s.st_mtime_ns) for name in TOKENIZER_FILES
-                  if (s := (tok_dir / name).stat() if (tok_dir / name).is_file() else None))
-    return _byte_lengths(str(tok_dir.resolve()), stamp)
-
-
 @lru_cache(maxsize=4)
-def _byte_lengths(tok_dir: str, stamp: tuple) -> np.ndarray:
-    lengths = token_byte_lengths(load_tokenizer(Path(tok_dir)))
+def byte_lengths(tok_dir: Path, tok_id: str) -> np.ndarray:
+    """The bytes each token of the pool's tokenizer stands for (read-only), once per process and tokenizer id:
+    loading a tokenizer and walking its vocabulary costs about 0.3 s, and a command loads a study per member it
+    trains or scores (13 times in a small demo). The id (data/tokenizer_id.py) changes with what the tokenizer
+    does, so a tokenizer staged again by `units split --force` is read again."""
+    lengths = token_byte_lengths(load_tokenizer(tok_dir))
     lengths.setflags(write=False)  # shared by every study of this process
     return lengths
 
@@ -194,9 +187,9 @@ def load_study(cfg: StudyConfig, pool: Pool, eval_names: list[str] | None = None
     evals = eval_sets(pool, eval_names)
     for ev in evals:  # an own eval or task file changed since `units split`: refused before anything is scored
         check_source(ev, cfg.eval_sets.get(ev["domain"]))
-    tok_dir, _ = study_tokenizer(pool)
+    tok_dir, tok_id = study_tokenizer(pool)
     study = Study(cfg, pool, seed, evals, device=device, precision=eval_precision(device, cfg.eval.precision))
-    study.byte_len = byte_lengths(tok_dir)
+    study.byte_len = byte_lengths(tok_dir, tok_id)
     for ev in evals:
         if ev.get("task"):  # a task's windows are its examples (ablate/data/tasks.py): no stream to cut
             study.tasks[ev["domain"]] = load_task(pool, ev, study.byte_len)

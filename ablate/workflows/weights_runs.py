@@ -33,7 +33,7 @@ from ablate.fidelity.calibrate import plan_unions
 from ablate.optimize import search
 from ablate.optimize.defaults import PARTNER_ROUTE, default_route
 from ablate.optimize.objectives import Objective
-from ablate.optimize.optimization import run_optimization
+from ablate.optimize.optimization import partner_shortlist, run_optimization
 from ablate.optimize.plan import Plan, WeightsBudget
 from ablate.optimize.simplex import repetition_caps
 from ablate.store.pool import Pool
@@ -93,8 +93,8 @@ def one_case(cfg: StudyConfig, pool: Pool, plan: Plan, log) -> dict:
     # where `optimize` takes it by default (no unit covers the target) with the merged route's top held at #2
     kind = objective_kind(objective, cfg)
     lead = default_route([kind])
-    partner = PARTNER_ROUTE.get("ensemble") if lead == "ensemble" else None
-    shortlist = ((f"{partner} route's top", tuple(result["weights"])),) if partner else ()
+    partner = PARTNER_ROUTE.get(lead)
+    shortlist = partner_shortlist(partner, result["weights"]) if partner else ()
     ensemble = run_optimization(cfg, pool, replace(plan, route="ensemble", partner=partner, shortlist=shortlist))
     t0 = time.perf_counter()
     ranking = search.rank(cfg, pool, objective, max_size=len(plan.units), grid=GRID, method="merged",
