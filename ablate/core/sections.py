@@ -210,8 +210,9 @@ class FidelityConfig(Strict):
     noise_unions: int = Field(2, ge=0)  # truths retrained with a 2nd data order, per budget: the noise floor
     # members per unit trained again with another data order (replicate 1..R): what the `private` proxy reads
     unit_replicates: int = Field(0, ge=0, le=4)
-    # a short union per truth mixture, trained on this fraction of one unit's tokens (0: none): what the `short`
-    # proxy reads, its cost (the fraction per ranked mixture) in the same table as every other proxy's
+    # a short union per truth mixture, trained on this fraction of one unit's tokens (0: none): a full union's
+    # steps and schedule on a batch this fraction the size (budgets.short_config). What the `short` proxy reads,
+    # its cost (the fraction per ranked mixture) in the same table as every other proxy's
     short_unions: float = Field(0.0, ge=0, lt=1)
     proxies: list[str] = ["merged", "task-sum", "additive", "own-additive", "calibrated", "regression", "ensemble",
                           "scaled", "features", "calibrated-ensemble", "private", "private-ensemble", "short",

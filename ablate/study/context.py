@@ -36,7 +36,7 @@ from ablate.models.model import dropout_of, find_seed, seed_config, without_drop
 from ablate.models.threads import claim as claim_threads
 from ablate.store.index import recipe_id
 from ablate.store.pool import Pool, check_name
-from ablate.study.budgets import Budget
+from ablate.study.budgets import Budget, short_budget, short_config
 
 
 @dataclass
@@ -73,6 +73,13 @@ def member_recipe(cfg: StudyConfig, replicate: int = 0) -> Recipe:
     t = cfg.train
     return Recipe(t.seq_len, t.batch_size, t.lr, t.warmup_steps, t.min_lr_ratio, t.weight_decay, t.beta1,
                   t.beta2, t.grad_clip, t.epochs, t.data_seed + 1000 * replicate, t.optimizer, t.compile)
+
+
+def short_unions(cfg: StudyConfig) -> tuple[str, str] | None:
+    """(budget label, recipe id) of a fidelity study's short unions, or None where it trains none. The label alone
+    also matches unions of as many tokens on the full batch (the protocol's short unions before short_config)."""
+    label = short_budget(cfg)
+    return None if label is None else (label, recipe_id(member_recipe(short_config(cfg)).key(), 0))
 
 
 def training_dropout(pool: Pool, seed_id: str, setting: str) -> tuple[object, dict[str, float]]:

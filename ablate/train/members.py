@@ -18,6 +18,7 @@ from ablate.core.progress import price_line
 from ablate.data.corpus import ensure_debian_corpus, study_corpus
 from ablate.data.units import split_units
 from ablate.store.pool import Pool
+from ablate.study.budgets import short_config
 from ablate.train.loop import train_member
 from ablate.train.seed import make_seed
 
@@ -57,11 +58,13 @@ def train_unit_replicates(cfg: StudyConfig, pool: Pool, units: list[str], replic
 def train_short_unions(cfg: StudyConfig, pool: Pool, mixtures: list[list[str]], budget: str | None,
                        log=print) -> None:
     """Each mixture again on a fraction of the equal-compute budget (`budget`: budgets.short_budget's label,
-    tokens=N): what the `short` proxy ranks by, a forgetting-aware guess at a fraction of a union's cost."""
+    tokens=N), with a full union's steps on a smaller batch (budgets.short_config): what the `short` proxy ranks
+    by, a forgetting-aware guess at a fraction of a union's cost."""
     if budget is None:
         return
+    small = short_config(cfg)
     for mix in mixtures:
-        log(price_line(train_member(cfg, pool, mix, tokens=budget.removeprefix("tokens="), log=log)))
+        log(price_line(train_member(small, pool, mix, tokens=budget.removeprefix("tokens="), log=log)))
 
 
 def train_truths(cfg: StudyConfig, pool: Pool, mixtures: list[list[str]], budget: str,

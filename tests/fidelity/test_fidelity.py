@@ -271,3 +271,22 @@ def test_the_protocol_reports_task_targets_apart_and_with_the_text_standard():
     assert "top-1 0/1" in task_line and "median Spearman 0.5" in task_line and task_line.endswith("NOT met.")
     assert "top-1 1/2" in text  # the eval-only line counts the task as well as quotes
     assert "Task targets" not in "\n".join(goals(rows[:2]))
+
+
+def test_the_goals_check_short_unions_on_seed_known_targets_apart():
+    from ablate.fidelity.protocol import goals
+
+    def row(proxy, eval_set, target, spearman, regret, spent=0.0):
+        return {"study": "s", "budget": "unit", "m": 0, "m_label": "0", "proxy": proxy, "eval_set": eval_set,
+                "target": target, "task": False, "top1": regret == 0, "top1_within_noise": True,
+                "spearman": spearman, "regret": regret, "pairwise_agreement": 0.97, "held_out": 10,
+                "calibration_unit_trainings": spent}
+
+    rows = [row("merged", "bible", "seed-known", 0.5, 0.03), row("merged", "fiction", "seed-known", 0.7, 0.02),
+            row("short", "bible", "seed-known", 0.92, 0.0, 5.0), row("short", "fiction", "seed-known", 0.95, 0.0, 5.0)]
+    line = next(x for x in goals(rows) if "ranked by short unions" in x)
+    assert "on 0.50 of a union's tokens" in line and "5.0 unit trainings" in line
+    assert "median Spearman 0.94" in line and line.endswith(": met.")
+    rows[-1]["regret"] = 0.02  # one pick 2 % worse than the best: the goal's regret <= 1 % fails
+    assert next(x for x in goals(rows) if "ranked by short unions" in x).endswith("NOT met.")
+    assert not any("short unions" in x for x in goals(rows[:2]))  # a study without short unions: no line

@@ -20,8 +20,12 @@ from ablate.fidelity.calibrate import (
 )
 from ablate.fidelity.protocol import score_study
 from ablate.scoring import proxies
+from ablate.scoring.score import score_reference_models
 from ablate.store.index import Index
+from ablate.store.results import existing_rows, write_rows
 from ablate.study.budgets import short_budget
+from ablate.study.context import load_study, short_unions
+from ablate.train.loop import train_member
 from ablate.workflows.fidelity_runs import prepare_study
 
 from conftest import copy_study, run_cli, tree_digest, write_config
@@ -48,7 +52,7 @@ def test_plan_unions_is_nested_and_spread():
 
 def test_every_proxy_predicts_every_case(both_truths):
     cfg, pool, prep = both_truths
-    cases = proxies.load_cases(pool, short_budget(cfg))
+    cases = proxies.load_cases(pool, short_unions(cfg))
     evals = {c.eval_set for c in cases}
     mixtures = {(c.mixture, c.weights) for c in cases}
     assert len(cases) == len(evals) * len(mixtures) == 2 * 15  # 15 mixtures of 4 units x 2 eval sets
@@ -62,7 +66,7 @@ def test_every_proxy_predicts_every_case(both_truths):
 
 def test_fitted_proxies_never_read_the_union_they_are_scored_on(both_truths):
     cfg, pool, prep = both_truths
-    cases = proxies.load_cases(pool, short_budget(cfg))
+    cases = proxies.load_cases(pool, short_unions(cfg))
     for budget in ("unit", "sum"):
         truths = proxies.load_truths(pool, budget)
         unions = union_keys(truths)
@@ -205,13 +209,17 @@ def test_refresh_stores_fitted_rows_per_ground_truth(both_truths):
 
 def test_short_ranks_by_each_mixtures_own_short_union(both_truths):
     cfg, pool, prep = both_truths
-    label = short_budget(cfg)
-    assert label == "tokens=2048"  # half of a 4096-token unit, in whole sequences
-    shorts = proxies.load_truths(pool, label)
+    label, recipe = short_unions(cfg)
+    assert label == short_budget(cfg) == "tokens=2048"  # half of a 4096-token unit, in whole sequences
+    shorts = proxies.load_truths(pool, label, recipe=recipe)
     assert len(union_keys(shorts)) == 11  # one per truth mixture, each trained on half the equal-compute budget
-    spent = Index(pool).rows("SELECT units, train_tokens FROM models WHERE kind = 'union' AND budget = ?", [label])
+    spent = Index(pool).rows("SELECT units, train_tokens, steps FROM models WHERE kind = 'union' AND budget = ?",
+                             [label])
+    full = Index(pool).rows("SELECT DISTINCT steps FROM models WHERE kind = 'union' AND budget = 'unit'")
     assert len(spent) == 11 and {r["train_tokens"] for r in spent} == {2048}
-    cases = proxies.load_cases(pool, label)
+    # a full union's steps (and so its learning-rate schedule) on half the batch: half the tokens
+    assert {r["steps"] for r in spent} == {r["steps"] for r in full}
+    cases = proxies.load_cases(pool, (label, recipe))
     pred = proxies.get("short").predict(cases, {}, "unit")
     for c, p in zip(cases, pred):  # a member alone is itself; a union of k is its own short union's log ppl
         assert p == (c.merged if c.k == 1 else shorts[c.key])
@@ -221,6 +229,13 @@ def test_short_ranks_by_each_mixtures_own_short_union(both_truths):
     rows = [r for r in score_study(cfg, prep, "tiny.yaml")["rows"] if r["proxy"] == "short"]
     assert rows and {r["budget"] for r in rows} == {"unit"}  # its unions answer the equal-compute question only
     assert all(r["calibration_unit_trainings"] == 0.5 * r["held_out"] for r in rows)  # half a union per mixture
+    # a union of as many tokens on the full batch (half the steps: short unions before short_config) is not read
+    mix = next(m for m in prep["truths"] if len(m) == 2)
+    train_member(cfg, pool, mix, tokens=label.removeprefix("tokens="), **quiet)
+    study = load_study(cfg, pool)
+    write_rows(pool, score_reference_models(study, [mix], existing_rows(pool, study.precision)))
+    assert proxies.load_truths(pool, label) != shorts  # without the recipe, its rows would read as short ones
+    assert proxies.load_truths(pool, label, recipe=recipe) == shorts
 
 
 def test_ranking_quality_on_a_constant_proxy_is_not_a_crash():

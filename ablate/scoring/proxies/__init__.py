@@ -77,9 +77,9 @@ def union_keys(truths: dict) -> list[tuple]:
 
 
 # -- reading cases and truths from a pool ------------------------------------------------------
-def load_cases(pool: Pool, short_budget: str | None = None) -> list[Case]:
-    """Every merged row as a Case (with task-sum and the members' own perplexities where known; with
-    `short_budget`, a fidelity study's short unions: budgets.short_budget)."""
+def load_cases(pool: Pool, short: tuple[str, str] | None = None) -> list[Case]:
+    """Every merged row as a Case (with task-sum and the members' own perplexities where known; with `short`,
+    a fidelity study's short unions: (budget label, recipe id), study.context.short_unions)."""
     index = Index(pool)
     merged = index.rows("SELECT mixture, weights, eval_set, ln(ppl) AS lp FROM mixture_perplexity "
                         "WHERE method = 'merged'")
@@ -94,7 +94,7 @@ def load_cases(pool: Pool, short_budget: str | None = None) -> list[Case]:
     seed_domains = {r["domain"] for r in index.rows("SELECT domain FROM units WHERE kind = 'seedmix'")}
     single = {(r["mixture"][0], r["eval_set"]): r["lp"] for r in merged if len(r["mixture"]) == 1}
     drift = private.penalties(index)
-    shorts = load_truths(pool, short_budget) if short_budget else {}
+    shorts = load_truths(pool, short[0], recipe=short[1]) if short else {}
     seed = {r["eval_set"]: r["lp"] for r in Index(pool).rows("SELECT eval_set, ln(ppl) AS lp FROM mixture_perplexity "
                                                              "WHERE method = 'seed'")}
     cases = []
@@ -121,11 +121,13 @@ def _by_key(pool: Pool, where: str) -> dict[Key, float]:
         f"SELECT mixture, weights, eval_set, ln(ppl) AS lp FROM mixture_perplexity WHERE {where}")}
 
 
-def load_truths(pool: Pool, budget: str, replicate: int = 0) -> dict[Key, float]:
-    """Ground-truth log ppl of every trained union of one budget (k >= 2), by case key."""
+def load_truths(pool: Pool, budget: str, replicate: int = 0, recipe: str | None = None) -> dict[Key, float]:
+    """Ground-truth log ppl of every trained union of one budget (k >= 2), by case key; with `recipe`, only the
+    unions trained with that recipe id (models.recipe_id)."""
+    only = " AND model_id IN (SELECT model_id FROM models WHERE recipe_id = ?)" if recipe else ""
     rows = Index(pool).rows("SELECT mixture, weights, eval_set, ln(ppl) AS lp FROM mixture_perplexity "
-                            "WHERE method = 'union' AND coalesce(budget, 'sum') = ? AND coalesce(replicate, 0) = ?",
-                            [budget, replicate])
+                            "WHERE method = 'union' AND coalesce(budget, 'sum') = ? AND coalesce(replicate, 0) = ?"
+                            + only, [budget, replicate] + ([recipe] if recipe else []))
     return {(tuple(r["mixture"]), wkey(r["weights"]), r["eval_set"]): r["lp"] for r in rows}
 
 

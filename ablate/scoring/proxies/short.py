@@ -1,10 +1,12 @@
-"""`short`: a mixture ranked by its short union, the seed trained on the mixture for a fraction of the budget.
+"""`short`: a mixture ranked by its short union, the seed trained on the mixture on a fraction of the tokens.
 
-Why: a merge cannot see forgetting (a union keeps a private drift that averaging shrinks: private.py), a real
-union can, and the first part of a union's run is where a model moves most. So a union trained on a quarter of
-the budget might order the seed's own domains as the full union does, at a quarter of a union per mixture.
-Measured on the protocol (FIDELITY.md; `fidelity.short_unions`): it does not. Its log ppl is not on the full
-union's scale (it trained less), so only its orderings are scored; a member alone (k = 1) is itself.
+Why: a merge cannot see forgetting (what a union does to the seed's own domains lies outside its members' span:
+docs/fidelity.md), a real union can. A short union keeps a full union's steps and learning-rate schedule on a
+smaller batch (budgets.short_config): forgetting follows the steps a run takes, not the tokens it sees. Measured on
+the protocol's seed-known sets at half the tokens: the full steps on half the batch ranked them at median Spearman
+0.90 (0.87 with another data order; the merge 0.83), half the steps on the full batch at 0.80, and a quarter of
+the batch broke (bench/short_unions.py). Its log ppl is not on the full union's scale (it saw fewer tokens), so
+only its orderings are scored; a member alone (k = 1) is itself.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ class Short:
     evaluated = False  # predicted from the short unions' own rows (`union`, budget tokens=N)
     build = None
     searchable = False  # its unions are trained by `ablate fidelity` alone (fidelity.short_unions), not per candidate
-    summary = ("the mixture's own union trained on a fraction of the budget (fidelity.short_unions); costs that "
-               "fraction of a union per mixture ranked")
+    summary = ("the mixture's own union on a fraction of the tokens: a full union's steps on a smaller batch "
+               "(fidelity.short_unions); costs that fraction of a union per mixture ranked")
 
     def predict(self, cases, known, budget) -> np.ndarray:
         missing = [c for c in cases if c.k > 1 and c.short is None]
