@@ -13,7 +13,7 @@ DEB_PACKAGES := bible-kjv dict-gcide dict-foldoc dict-jargon fortunes fortunes-m
 # The fidelity protocol also renders man pages (configs/fidelity/*.yaml use the manpages domain).
 FIDELITY_PACKAGES := manpages manpages-dev man-db bsdextrautils
 
-.PHONY: demo test bench bench-135m fidelity fidelity-real fidelity-lengths gpu-pack gpu-wheels gpu-study debian-packages clean
+.PHONY: demo test bench bench-135m fidelity fidelity-real fidelity-heldout fidelity-lengths gpu-pack gpu-wheels gpu-study debian-packages clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -75,6 +75,11 @@ fidelity-real: $(VENV)/.installed
 	$(MAKE) debian-packages EXTRA_PACKAGES="$(FIDELITY_PACKAGES)"
 	test -f models/smollm2-135m/config.json || $(BIN)/ablate import-gguf --out models/smollm2-135m
 	HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 $(BIN)/ablate fidelity configs/fidelity-real/smollm2-cpu.yaml --section --out docs/results/FIDELITY.md
+
+# A study held out of the protocol's choices (a man-page and quotations seed: two seed-known targets), ~10 min.
+fidelity-heldout: $(VENV)/.installed
+	$(MAKE) debian-packages EXTRA_PACKAGES="$(FIDELITY_PACKAGES)"
+	HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 $(BIN)/ablate fidelity configs/fidelity-heldout/manpages-quotes.yaml --section --out docs/results/FIDELITY.md
 
 # Does fidelity survive longer training? literary-code with units of 32, 128 and 512 steps (~1.5 h at one thread).
 fidelity-lengths: $(VENV)/.installed

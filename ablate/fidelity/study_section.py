@@ -31,6 +31,12 @@ def _shown(path: str | None) -> str | None:
     return path if not path or not path.startswith(os.getcwd() + os.sep) else os.path.relpath(path)
 
 
+def make_target(source: str) -> str:
+    """The Makefile target that regenerates a section ("`make X`; "), for the config folders that have one."""
+    folder = Path(source).parent.name
+    return f"`make {folder}`; " if folder in ("fidelity-real", "fidelity-heldout") else ""
+
+
 def heading(result: dict) -> str:
     cfg = result["config"]
     return STUDY_PREFIX + (cfg["fidelity"].get("title") or result["study"])
@@ -59,8 +65,9 @@ def verdict(rows: list[dict]) -> list[str]:
 
 
 def eval_only_lines(rows: list[dict]) -> list[str]:
-    """The headlines of targets no unit covers, seed-known first: the raw merge, and beside it the ensemble (what
-    `search` ranks new-to-the-seed targets by) and `private` (the merge with the drift a union keeps)."""
+    """The headlines of targets no unit covers, seed-known first: the raw merge, and beside it the ensemble,
+    `features` (what `search` ranks new-to-the-seed targets by with no union), `private` (the merge with the drift a
+    union keeps) and `short` (short unions, where the study trains them)."""
     out = []
     for target, text in (("seed-known", "Seed-known targets (no unit of that domain; the seed knows it)"),
                          ("eval-only", "Eval-only targets new to the seed (no unit of that domain)")):
@@ -70,7 +77,8 @@ def eval_only_lines(rows: list[dict]) -> list[str]:
 
         if not only("merged"):
             continue
-        beside = "".join(f"; `{p}`, no union: {said(summarize(only(p)))}" for p in ("ensemble", "private") if only(p))
+        beside = "".join(f"; `{p}`, no union: {said(summarize(only(p)))}" for p in ("ensemble", "features", "private", "short")
+                         if only(p))
         out += [f"**{text}, raw merge:** {said(summarize(only('merged')))}{beside}.", ""]
     return out
 
@@ -103,9 +111,10 @@ def section(result: dict, source: str, seconds: float, distance: dict) -> str:
 
     _, seed = Index(Pool(cfg["pool"])).query("SELECT max(n_params) FROM models WHERE kind = 'seed'")
     lines = [heading(result), "",
-             f"Regenerate: `ablate fidelity {source} --section --out docs/results/FIDELITY.md` (`make fidelity-real`; this run: "
-             f"{seconds / 60:.1f} min, reusing what its pool held). Raw numbers: `FIDELITY-{result['study']}.json`. "
-             "Not part of `make fidelity` (too slow to rerun with it) and not pooled with its studies.", "",
+             f"Regenerate: `ablate fidelity {source} --section --out docs/results/FIDELITY.md` ({make_target(source)}this "
+             f"run: {seconds / 60:.1f} min, reusing what its pool held). Raw numbers: `FIDELITY-{result['study']}.json`. "
+             "Not part of `make fidelity` and not pooled with its studies: the protocol's defaults were not chosen on "
+             "it.", "",
              f"- Seed: `{_shown(cfg['seed']['import_path']) or 'trained here'}` ({seed[0][0] or 0:,} "
              f"parameters); units {', '.join(result['units'])} of {un['unit_tokens']:,} tokens = {steps} steps of "
              f"{tr['batch_size']} x {tr['seq_len']} at lr {tr['lr']:g} (cosine to {tr['min_lr_ratio']:g}x, "
