@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 UNITS_PER_DOMAIN = 2  # 4 domains x 2 = 8 units: the n = 8 sweep needs eight members
 
 
-SIZES = ("demo", "135m")
+SIZES = ("demo", "135m", "16units")
 SMOLLM2_DIR = ROOT / "models" / "smollm2-135m"  # where `ablate import-gguf` (make fidelity-real) writes it
 
 
@@ -87,6 +87,10 @@ def study_tree(root: Path, quick: bool = False, size: str = "demo") -> dict:
             "eval": {"seq_len": 64, "batch_size": 16},
             "energy": {"backend": "estimate"},
         }
+    if size == "16units" and not quick:  # bench_optimize_route: 4 units per domain, the demo's 40 kB eval sets
+        tree = study_tree(root, quick)
+        tree["units"] = dict(tree["units"], units_per_domain=4, eval_bytes=40_000)
+        return tree | {"name": "bench-16units"}
     return {
         "name": "bench", "pool": str(root / "pool"),
         "corpus": {"source": "debian", "path": str(root / "corpus"), "max_bytes_per_domain": 600_000,
