@@ -64,6 +64,11 @@ def verdict(rows: list[dict]) -> list[str]:
     return eval_only_lines(rows) + merged_verdict(merged)
 
 
+# the proxies beside the raw merge in a section's headlines, with what each had (no union trained: m = 0)
+BESIDE = {"ensemble": "no union", "features": "no union", "private": "no union",
+          "short": "no union but a short one per mixture ranked (fidelity.short_unions of its tokens)"}
+
+
 def eval_only_lines(rows: list[dict]) -> list[str]:
     """The headlines of targets no unit covers, seed-known first: the raw merge, and beside it the ensemble,
     `features` (what `search` ranks new-to-the-seed targets by with no union), `private` (the merge with the drift a
@@ -77,8 +82,7 @@ def eval_only_lines(rows: list[dict]) -> list[str]:
 
         if not only("merged"):
             continue
-        beside = "".join(f"; `{p}`, no union: {said(summarize(only(p)))}" for p in ("ensemble", "features", "private", "short")
-                         if only(p))
+        beside = "".join(f"; `{p}`, {BESIDE[p]}: {said(summarize(only(p)))}" for p in BESIDE if only(p))
         out += [f"**{text}, raw merge:** {said(summarize(only('merged')))}{beside}.", ""]
     return out
 

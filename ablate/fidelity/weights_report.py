@@ -156,10 +156,14 @@ def loso_lines(runs: dict[float, list[dict]]) -> list[str]:
          "captured >= 80 %", *(f"mean gain at lr {lr:g}" for lr in sorted(runs))], rows) + [""]
 
 
-def section(studies: list[dict], seconds: float, runs: dict[float, list[dict]] | None = None) -> str:
+def section(studies: list[dict], seconds: float, runs: dict[float, list[dict]] | None = None,
+            configs: list[str] | None = None, out: Path | None = None) -> str:
     only = {s.get("targets", "all") for s in studies} == {"eval-only"}
+    # none: every configs/fidelity/*.yaml into FIDELITY.md; studies named on the command line wrote a file of their own
+    named = "".join(f" {c}" for c in configs or [])
     lines = [HEADING, "",
-             f"Regenerate: `ablate fidelity --weights-only{' --weights-targets eval-only' if only else ''}` (this run: "
+             f"Regenerate: `ablate fidelity{named} --weights-only{' --weights-targets eval-only' if only else ''}"
+             f"{f' --out {out}' if configs and out else ''}` (this run: "
              f"{seconds / 60:.1f} min). "
              + ("This run holds the objectives no unit covers (seed-known and new to the seed) and the means only; "
                 "the covered ones, where every route lands on the eval set's own unit, were not rerun. " if only else "")
@@ -195,11 +199,12 @@ def section(studies: list[dict], seconds: float, runs: dict[float, list[dict]] |
     return "\n".join(lines)
 
 
-def write_section(path: Path, studies: list[dict], seconds: float, runs: dict[float, list[dict]] | None = None) -> None:
+def write_section(path: Path, studies: list[dict], seconds: float, runs: dict[float, list[dict]] | None = None,
+                  configs: list[str] | None = None) -> None:
     """Replace the section in an existing FIDELITY.md (or append it); the raw cases go to FIDELITY-weights.json
     beside it (FIDELITY.json is the ranking protocol's, rewritten by every full run)."""
     text = path.read_text() if path.exists() else ""
-    new = section(studies, seconds, runs)
+    new = section(studies, seconds, runs, configs, path)
     if HEADING in text:
         head, _, rest = text.partition(HEADING)
         nxt = rest.find("\n## ")

@@ -167,7 +167,7 @@ def run_fidelity(paths: list[str] | None, out: Path | None, log=print, prepare_o
         for _, cfg in studies:  # the section is rewritten after each study: a run cut short keeps what it did
             weights.append(optimized_mixtures(cfg, log=log, targets=weights_targets))
             if out is not None:
-                write_section(out, weights, time.perf_counter() - t1)
+                write_section(out, weights, time.perf_counter() - t1, configs=paths or None)
     seconds = time.perf_counter() - t0
     return {"studies": results, "weights": weights, "seconds": seconds, "minutes": math.ceil(seconds / 60)}
 

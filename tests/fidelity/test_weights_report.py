@@ -46,6 +46,8 @@ def test_the_section_is_replaced_in_place(tmp_path):
     text = path.read_text()
     assert "`ablate fidelity --weights-only --weights-targets eval-only`" in text and "were not rerun" in text
     assert json.loads((tmp_path / "FIDELITY-weights.json").read_text())["optimized_mixtures"][0]["study"] == "s1"
+    write_section(path, studies, 30, configs=["configs/fidelity-heldout/x.yaml"])  # a study named on the command line
+    assert f"`ablate fidelity configs/fidelity-heldout/x.yaml --weights-only --out {path}`" in path.read_text()
 
 
 def test_validate_k_follows_the_best_retrained_candidate_that_beats_uniform_beyond_noise():
