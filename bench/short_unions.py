@@ -12,8 +12,8 @@ merge's, as the protocol scores it at m = 0 (Spearman, the pick's regret, whethe
 data order for the short unions only (the full unions stay as they are).
 Measured (2026-12, the three protocol studies; seed-known sets manpages, webster, bible, fiction, pydocs, computing;
 merge median Spearman 0.83, worst regret 3.1 %):
-- half the tokens, full steps: median 0.90 (data seed 0), 0.87 (data seed 7); worst regret 1.3 %, 3.1 %; every
-  pick within noise in both;
+- half the tokens, full steps: median 0.90 (data seed 0), 0.87 (data seed 7), 0.93 (data seed 13); worst regret
+  1.3 %, 3.1 %, 0.9 %; every pick within noise in all three;
 - half the tokens, half the steps: median 0.80, worst regret 2.1 %;
 - a quarter (an eighth) of the tokens, full steps: median 0.74 (0.70), two picks outside the noise floor at 11 %.
 """
