@@ -5,15 +5,15 @@ How to run:
     (--quick: the tiny quick study, its first eval set: a smoke test of the harness)
 
 Not in bench/run.py: it builds its own study, the bench's demo architecture with 4 units per domain (16 units of
-16,384 tokens, 40 kB eval sets as in the demo; built once, ~3 min). The target is one no unit covers, so with no --route `ablate optimize` takes the
-ensemble route and runs the merged route first for its top candidate (the partner, held at #2 of the shortlist:
-optimize/defaults.py). In one run, with the members' token-loss cache filled first (timed apart: a one-off, shared
+16,384 tokens, 40 kB eval sets as in the demo; built once, about 40 s). The target is one no unit covers, so with
+no --route `ablate optimize` takes the ensemble route and runs the merged route first for its top candidate (the
+partner, held at #2 of the shortlist: optimize/defaults.py). In one run, with the members' token-loss cache filled first (timed apart: a one-off, shared
 with `search` and `sweep`):
   default   run_optimization as `ablate optimize --target T` runs it: the merged partner, then the ensemble route
   ensemble  the ensemble route alone (`--route ensemble`)
   merged    the merged route alone (`--route merged`)
   reference one forward + backward of the seed over the target's fit windows (what any gradient step pays)
-Each is reported in seconds and as a multiple of the reference. Issue 39's goal: optimization itself under 60 s for
+Each is reported in seconds and as a multiple of the reference. The goal: optimization itself under 60 s for
 16 units on the ensemble route.
 """
 
