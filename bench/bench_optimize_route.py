@@ -7,8 +7,8 @@ How to run:
 Not in bench/run.py: it builds its own study, the bench's demo architecture with 4 units per domain (16 units of
 16,384 tokens, 40 kB eval sets as in the demo; built once, about 40 s). The target is one no unit covers, so with
 no --route `ablate optimize` takes the ensemble route and runs the merged route first for its top candidate (the
-partner, held at #2 of the shortlist: optimize/defaults.py). In one run, with the members' token-loss cache filled first (timed apart: a one-off, shared
-with `search` and `sweep`):
+partner, held at #2 of the shortlist: optimize/defaults.py). In one run, with the members' token-loss cache
+filled first (timed apart: a one-off, shared with `search` and `sweep`):
   default   run_optimization as `ablate optimize --target T` runs it: the merged partner, then the ensemble route
   ensemble  the ensemble route alone (`--route ensemble`)
   merged    the merged route alone (`--route merged`)
