@@ -19,15 +19,7 @@ Each is reported in seconds and as a multiple of the reference. The goal: optimi
 
 from __future__ import annotations
 
-import time
-
 import common
-
-
-def timed(fn) -> tuple[float, object]:
-    t0 = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - t0, out
 
 
 def reference_seconds(cfg, pool, target: str) -> float:
@@ -43,7 +35,7 @@ def reference_seconds(cfg, pool, target: str) -> float:
     times = []
     for _ in range(3):
         model.zero_grad(set_to_none=True)
-        times.append(timed(lambda: set_nll(model, fit, cfg.eval.batch_size, grad=True))[0])
+        times.append(common.timed(set_nll, model, fit, cfg.eval.batch_size, grad=True)[0])
     return common.median(times)
 
 
@@ -57,16 +49,16 @@ def main(argv=None) -> dict:
 
     if not args.quick:
         args.size = "16units"  # common.study_tree: the bench study with 4 units per domain, 40 kB eval sets
-    cfg, pool, _ = common.open_study(args)
-    names = [ev["domain"] for ev in load_study(cfg, pool).evals]
+    cfg, pool, every = common.open_study(args)
+    names = [ev["domain"] for ev in every.evals]
     target = args.target if args.target in names else names[0]  # the quick study has no eval-only set
     study = load_study(cfg, pool, [target])
     units = common.unit_ids(cfg)
-    fill, _ = timed(lambda: [member_nll(study, study.unit_member(u)) for u in units])
+    fill, _ = common.timed(lambda: [member_nll(study, study.unit_member(u)) for u in units])
     cases = {}
     for name, route in (("default", None), ("ensemble", "ensemble"), ("merged", "merged")):
         plan = plan_optimization(cfg, pool, [target], None, "mean", None, ",".join(units), None, route)
-        seconds, result = timed(lambda: run_optimization(cfg, pool, plan))
+        seconds, result = common.timed(run_optimization, cfg, pool, plan)
         cases[name] = {"route": plan.route, "partner": plan.partner, "seconds": seconds,
                        "route_seconds": result["seconds"]}
     ref = reference_seconds(cfg, pool, target)

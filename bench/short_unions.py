@@ -36,7 +36,7 @@ from ablate.scoring.uncertainty import noise_floor
 from ablate.store.index import recipe_id
 from ablate.store.pool import Pool
 from ablate.store.results import existing_rows, write_rows
-from ablate.study.budgets import seed_known, short_budget, target_kind
+from ablate.study.budgets import seed_known, short_budget, short_config, target_kind
 from ablate.study.context import load_study, member_recipe
 from ablate.train.loop import train_member
 from ablate.workflows.fidelity_runs import truth_mixtures
@@ -51,11 +51,8 @@ def copy_pool(src: Path, dst: Path) -> Pool:
 
 def short_cfg(path: str, pool: Path, fraction: float, steps: str, data_seed: int):
     """The study config as the short unions train (--steps full: short_config's batch; fraction: the full batch)."""
-    sets = [f"pool={pool}", f"fidelity.short_unions={fraction}", f"train.data_seed={data_seed}"]
-    cfg = load_config(path, sets)
-    if steps == "full":
-        sets.append(f"train.batch_size={max(1, round(cfg.train.batch_size * fraction))}")
-    return load_config(path, sets)
+    cfg = load_config(path, [f"pool={pool}", f"fidelity.short_unions={fraction}", f"train.data_seed={data_seed}"])
+    return short_config(cfg) if steps == "full" else cfg
 
 
 def train_shorts(cfg, small, pool: Pool, label: str) -> list[list[str]]:

@@ -218,6 +218,13 @@ KIND_TEXT = {"seed-known": "**Seed-known targets** (no unit of that domain, but 
              "eval-only": "**Eval-only targets new to the seed** (no unit of that domain, and the seed never saw it)"}
 
 
+def ranks_to_goal(s: dict, pairs: bool) -> bool:
+    """The ranking goal for targets no unit covers, on one summary: median Spearman >= 0.9, every pick within noise,
+    regret <= 1 %, and (`pairs`: seed-known targets) pairs beyond noise agreeing >= 0.95."""
+    pairs_ok = not pairs or (not math.isnan(s["pairwise"]) and s["pairwise"] >= 0.95)
+    return s["median_spearman"] >= 0.9 and s["top1_noise"] == s["evals"] and s["worst_regret"] <= 0.01 and pairs_ok
+
+
 def kind_goal(rows: list[dict], target: str) -> list[str]:
     """The merge on one kind of target, then the best proxy there and whether it meets the goal (median Spearman
     ≥ 0.9, every pick within noise, regret ≤ 1 %, pairs beyond noise ≥ 0.95 for seed-known, never worse than
@@ -235,9 +242,7 @@ def kind_goal(rows: list[dict], target: str) -> list[str]:
     if pick:
         label, proxy, s, _ = pick
         covered_worse = {(lb, p): w for lb, p, _, w in ranked(rows, "unit", "covered")}.get((label, proxy), 0)
-        pairs_ok = target != "seed-known" or (not math.isnan(s["pairwise"]) and s["pairwise"] >= 0.95)
-        ok = s["median_spearman"] >= 0.9 and s["top1_noise"] == s["evals"] and s["worst_regret"] <= 0.01 \
-            and covered_worse == 0 and pairs_ok
+        ok = ranks_to_goal(s, pairs=target == "seed-known") and covered_worse == 0
         lines.append(f"- {KIND_TEXT[target].split(' (')[0][:-2]}, the best proxy with at most n unions**: `{proxy}` at "
                      f"m = {label}: {said(s)}, pairs beyond noise agree {fmt(s['pairwise'])}; worse than merged on "
                      f"{covered_worse} covered eval sets. Target (median Spearman ≥ 0.9, every pick within noise, "
@@ -256,8 +261,7 @@ def short_goal(rows: list[dict]) -> list[str]:
         return []
     s = summarize(mine)
     worse = {(lb, p): w for lb, p, _, w in ranked(rows, "unit", "covered")}.get(("0", "short"), 0)
-    ok = s["median_spearman"] >= 0.9 and s["top1_noise"] == s["evals"] and s["worst_regret"] <= 0.01 \
-        and s["pairwise"] >= 0.95
+    ok = ranks_to_goal(s, pairs=True)
     return [f"- **Seed-known targets, ranked by short unions** (`short`: each mixture's own union on "
             f"{fmt(mine[0]['calibration_unit_trainings'] / mine[0]['held_out'])} of a union's tokens, a full union's "
             f"steps; {fmt(s['cost'], 1)} unit trainings a study, mean): {said(s)}, pairs beyond noise agree "
