@@ -141,6 +141,11 @@ class TrainConfig(Strict):
     # same per-eval-set figures as auto (docs/fidelity.md), so new studies take it (configs/smollm2.yaml); the
     # default stays auto because changing it would change every existing member's id.
     optimizer: Literal["auto", "fused", "foreach", "loop"] = "auto"
+    # Where a union's training starts: seed = the seed (every member and union, as always); merge = the merge of
+    # the mixture's unit members (weighted as the mixture), so a short run adds what training on the mixture
+    # itself does and the merge cannot (the `polish` proxy: fidelity.polish_unions). merge enters the recipe's
+    # key (Recipe.key) and so the run's id; seed adds nothing, so every member keeps its id.
+    start: Literal["seed", "merge"] = "seed"
 
 
 DEVICE_SPEC = r"auto|cpu|cuda(:\d+)?"  # StudyConfig.device
@@ -214,9 +219,16 @@ class FidelityConfig(Strict):
     # steps and schedule on a batch this fraction the size (budgets.short_config). What the `short` proxy reads,
     # its cost (the fraction per ranked mixture) in the same table as every other proxy's
     short_unions: float = Field(0.0, ge=0, lt=1)
+    # a polished merge per truth mixture: the merge of its members trained further on the mixture for this fraction
+    # of a union's steps (and tokens) on the full batch, the schedule compressed (budgets.polish_config). What the
+    # `polish` proxy reads, its cost (the fraction per ranked mixture) in the same table as every other proxy's
+    polish_unions: float = Field(0.0, ge=0, lt=1)
+    # each polished merge trained in this many data orders (replicates 0..R-1), its log ppl their mean: one run's
+    # pick moves with the data order as much as a retraining does, the mean of two moves less (bench/merge_polish.py)
+    polish_orders: int = Field(1, ge=1, le=4)
     proxies: list[str] = ["merged", "task-sum", "additive", "own-additive", "calibrated", "regression", "ensemble",
                           "scaled", "features", "calibrated-ensemble", "private", "private-ensemble", "short",
-                          "unit-shifts"]
+                          "unit-shifts", "polish"]
     sample_seed: int = 0
     # built-in task targets (ablate/data/task_builders.py) added to the eval sets, built offline beside the corpus
     tasks: list[Literal["webster-definition", "fortune-ending"]] = []

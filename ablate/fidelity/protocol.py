@@ -24,7 +24,7 @@ from ablate.fidelity.task_vectors import geometry as task_vector_geometry
 from ablate.scoring import proxies
 from ablate.store.pool import Pool, atomic_write_bytes
 from ablate.study.budgets import DEFAULT_METHOD, QUESTIONS, seed_known, target_kind
-from ablate.study.context import load_study, short_unions
+from ablate.study.context import load_study, polish_unions, short_unions
 
 MIN_HELD_OUT = 4  # a ranking of fewer held-out mixtures says little
 
@@ -45,7 +45,7 @@ def score_study(cfg: StudyConfig, prep: dict, source: str) -> dict:
     pool = Pool(cfg.pool)
     units, n = prep["units"], len(prep["units"])
     wanted = {tuple(sorted(m)) for m in prep["truths"]}
-    all_cases = proxies.load_cases(pool, short_unions(cfg))
+    all_cases = proxies.load_cases(pool, short_unions(cfg), polish_unions(cfg))
     units_domains = set(cfg.units.domains)
     known = seed_known(cfg, {c.eval_set for c in all_cases}, pool)
     tasks = {name for name, spec in cfg.eval_sets.items() if spec.kind != "text"}  # scored as the answer's BPB
@@ -66,12 +66,13 @@ def score_study(cfg: StudyConfig, prep: dict, source: str) -> dict:
             for method in cfg.fidelity.proxies:
                 if not proxies.scored(method, cases):  # e.g. `private` in a study without replicate members
                     continue
-                if method == "short" and budget != "unit":  # its unions are a fraction of one unit's tokens
+                trains = getattr(proxies.get(method), "trains", None)  # short, polish: a fraction of one unit's tokens
+                if trains and budget != "unit":
                     continue
                 pred = held_out(method, cases, truths, fit_on, budget)
-                # trainings it costs: the m unions it fits on, or a short union per mixture it ranks
+                # trainings it costs: the m unions it fits on, or its fraction of a union per mixture it ranks
                 spent = (cost if proxies.get(method).fitted else
-                         cfg.fidelity.short_unions * (len(unions) - m) if method == "short" else 0)
+                         proxies.get(method).per_mixture(cfg.fidelity) * (len(unions) - m) if trains else 0)
                 for q in score_predictions(pred, truths, noise):
                     rows.append({"study": cfg.name, "budget": budget, "proxy": method, "m": m, "m_label": label,
                                  "target": target_kind(q["eval_set"], units_domains, known),
@@ -163,7 +164,7 @@ def best_for(rows: list[dict], target: str) -> tuple | None:
     unions: most picks within noise, then the higher median Spearman; never one that is worse than merged where
     a unit covers."""
     covered = {(label, proxy): worse for label, proxy, _, worse in ranked(rows, "unit", "covered")}
-    best = [t for t in ranked(rows, "unit", target) if t[0] in ("0", "n/2", "n")]
+    best = [t for t in ranked(rows, "unit", target) if t[0] in ("0", "n/2", "n") and t[1] not in TRAINED]
     if not best:
         return None
     # ties go to the cheaper answer: fewer unions, then a proxy with nothing to fit (at m = 0 a fitted proxy
@@ -251,29 +252,39 @@ def kind_goal(rows: list[dict], target: str) -> list[str]:
     return lines
 
 
-def short_goal(rows: list[dict]) -> list[str]:
-    """`short` on seed-known targets, against the same goal. A proxy that trains: each ranked mixture's short union
-    costs a fraction of a union, so it answers "which of these few candidates forgets least?", not a search over
-    every mixture; best_for may pass it over for a covered set where the merge ranks better."""
-    mine = [r for r in rows if r["budget"] == "unit" and r["m_label"] == "0" and r["proxy"] == "short"
-            and r.get("target") == "seed-known"]
-    if not mine:
-        return []
-    s = summarize(mine)
-    worse = {(lb, p): w for lb, p, _, w in ranked(rows, "unit", "covered")}.get(("0", "short"), 0)
-    ok = ranks_to_goal(s, pairs=True)
-    return [f"- **Seed-known targets, ranked by short unions** (`short`: each mixture's own union on "
-            f"{fmt(mine[0]['calibration_unit_trainings'] / mine[0]['held_out'])} of a union's tokens, a full union's "
-            f"steps; {fmt(s['cost'], 1)} unit trainings a study, mean): {said(s)}, pairs beyond noise agree "
-            f"{fmt(s['pairwise'])}; worse than merged on {worse} covered eval sets. Target (median Spearman ≥ 0.9, "
-            f"every pick within noise, regret ≤ 1 %, pairs ≥ 0.95): {'met' if ok else 'NOT met'}."]
+# the proxies that train a fraction of a union per mixture they rank, in the words of their goal line
+TRAINED = {"short": ("short unions", "each mixture's own union from the seed on {f} of a union's tokens, a full "
+                     "union's steps"),
+           "polish": ("polished merges", "each mixture's merge trained further on the mixture, {f} of a union's "
+                      "steps in all: the mean over fidelity.polish_orders data orders")}
+
+
+def trained_goals(rows: list[dict]) -> list[str]:
+    """Each proxy that trains (`short`, `polish`) on seed-known targets, against the same goal. Each ranked
+    mixture's run costs a fraction of a union, so it answers "which of these few candidates forgets least?", not a
+    search over every mixture; best_for leaves them out of "the best proxy with at most n unions"."""
+    lines = []
+    for proxy, (name, what) in TRAINED.items():
+        mine = [r for r in rows if r["budget"] == "unit" and r["m_label"] == "0" and r["proxy"] == proxy
+                and r.get("target") == "seed-known"]
+        if not mine:
+            continue
+        s = summarize(mine)
+        worse = {(lb, p): w for lb, p, _, w in ranked(rows, "unit", "covered")}.get(("0", proxy), 0)
+        ok = ranks_to_goal(s, pairs=True)
+        fraction = fmt(mine[0]["calibration_unit_trainings"] / mine[0]["held_out"])
+        lines.append(f"- **Seed-known targets, ranked by {name}** (`{proxy}`: {what.format(f=fraction)}; "
+                     f"{fmt(s['cost'], 1)} unit trainings a study, mean): {said(s)}, pairs beyond noise agree "
+                     f"{fmt(s['pairwise'])}; worse than merged on {worse} covered eval sets. Target (median Spearman "
+                     f"≥ 0.9, every pick within noise, regret ≤ 1 %, pairs ≥ 0.95): {'met' if ok else 'NOT met'}.")
+    return lines
 
 
 def goals(rows: list[dict]) -> list[str]:
     """The targets, checked on these rows (so a regenerated report says whether they still hold); seed-known
     targets first (what users protect when they add domain data, where every proxy is weakest), then eval-only
     targets new to the seed: that is where users aim and where the merge is weakest."""
-    lines = (["## Goals, checked", ""] + kind_goal(rows, "seed-known") + short_goal(rows)
+    lines = (["## Goals, checked", ""] + kind_goal(rows, "seed-known") + trained_goals(rows)
              + kind_goal(rows, "eval-only"))
     merged0 = [r for r in rows if r["budget"] == "unit" and r["m_label"] == "0" and r["proxy"] == DEFAULT_METHOD["unit"]]
     tasks = [r for r in merged0 if r.get("task")]

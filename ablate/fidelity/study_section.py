@@ -66,13 +66,14 @@ def verdict(rows: list[dict]) -> list[str]:
 
 # the proxies beside the raw merge in a section's headlines, with what each had (no union trained: m = 0)
 BESIDE = {"ensemble": "no union", "features": "no union", "private": "no union",
-          "short": "no union but a short one per mixture ranked (fidelity.short_unions of its tokens)"}
+          "short": "no union but a short one per mixture ranked (fidelity.short_unions of its tokens)",
+          "polish": "no union but its merge polished per mixture ranked (fidelity.polish_unions of its steps)"}
 
 
 def eval_only_lines(rows: list[dict]) -> list[str]:
     """The headlines of targets no unit covers, seed-known first: the raw merge, and beside it the ensemble,
     `features` (what `search` ranks new-to-the-seed targets by with no union), `private` (the merge with the drift a
-    union keeps) and `short` (short unions, where the study trains them)."""
+    union keeps), `short` (short unions) and `polish` (polished merges), where the study trains them."""
     out = []
     for target, text in (("seed-known", "Seed-known targets (no unit of that domain; the seed knows it)"),
                          ("eval-only", "Eval-only targets new to the seed (no unit of that domain)")):

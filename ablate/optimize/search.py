@@ -176,7 +176,8 @@ def _proxy_scores(cfg: StudyConfig, pool: Pool, target: str, cands, method: str,
                   screen: dict | None = None) -> dict[tuple, float]:
     """{(mixture, wkey): the method's perplexity on the target}; merged rows are every method's input."""
     if not getattr(proxies.get(method), "searchable", True):
-        raise UsageError(f"--method {method} ranks by short unions only the fidelity protocol trains (fidelity.short_unions): "
+        trains = getattr(proxies.get(method), "trains", "")
+        raise UsageError(f"--method {method} ranks by runs only the fidelity protocol trains (fidelity.{trains}): "
                          f"a fidelity-protocol proxy; search with merged, ensemble or features")
     if screen is not None and (not proxies.get(method).evaluated or proxies.get(method).build is None):
         raise UsageError(f"--screen races evaluated proxies' forward passes (merged, task-sum); {method} needs none")

@@ -36,7 +36,7 @@ from ablate.models.model import dropout_of, find_seed, seed_config, without_drop
 from ablate.models.threads import claim as claim_threads
 from ablate.store.index import recipe_id
 from ablate.store.pool import Pool, check_name
-from ablate.study.budgets import Budget, short_budget, short_config
+from ablate.study.budgets import Budget, polish_budget, polish_config, short_budget, short_config
 
 
 @dataclass
@@ -56,6 +56,7 @@ class Recipe:
     data_seed: int
     optimizer: str = "auto"  # AdamW's implementation (train.optimizer)
     compile: bool = False  # torch.compile (train.compile): fused kernels sum in another order, other floats
+    start: str = "seed"  # where a union starts (train.start): the seed, or the merge of its units' members
 
     def key(self) -> dict:
         """The recipe as ids hash it and sidecars store it: the optimizer only when it is not auto and compile
@@ -66,13 +67,15 @@ class Recipe:
             del key["optimizer"]
         if not key["compile"]:
             del key["compile"]
+        if key["start"] == "seed":
+            del key["start"]
         return key
 
 
 def member_recipe(cfg: StudyConfig, replicate: int = 0) -> Recipe:
     t = cfg.train
     return Recipe(t.seq_len, t.batch_size, t.lr, t.warmup_steps, t.min_lr_ratio, t.weight_decay, t.beta1,
-                  t.beta2, t.grad_clip, t.epochs, t.data_seed + 1000 * replicate, t.optimizer, t.compile)
+                  t.beta2, t.grad_clip, t.epochs, t.data_seed + 1000 * replicate, t.optimizer, t.compile, t.start)
 
 
 def short_unions(cfg: StudyConfig) -> tuple[str, str] | None:
@@ -80,6 +83,14 @@ def short_unions(cfg: StudyConfig) -> tuple[str, str] | None:
     also matches unions of as many tokens on the full batch (the protocol's short unions before short_config)."""
     label = short_budget(cfg)
     return None if label is None else (label, recipe_id(member_recipe(short_config(cfg)).key(), 0))
+
+
+def polish_unions(cfg: StudyConfig) -> tuple[str, str, int] | None:
+    """(budget label, recipe id, data orders) of a fidelity study's polished merges (budgets.polish_config), or None
+    where it trains none. The recipe id holds train.start = merge, so no union from the seed is ever read as one."""
+    label = polish_budget(cfg)
+    return None if label is None else (label, recipe_id(member_recipe(polish_config(cfg)).key(), 0),
+                                       cfg.fidelity.polish_orders)
 
 
 def training_dropout(pool: Pool, seed_id: str, setting: str) -> tuple[object, dict[str, float]]:

@@ -49,6 +49,7 @@ from ablate.study.budgets import BUDGETS, QUESTIONS, Budget, parse_budget
 from ablate.study.context import Recipe, member_id, member_recipe, normalize_units, run_hash, training_dropout
 from ablate.train.data_parallel import all_ranks_cost, barrier, rank_world, shard, unwrap
 from ablate.train.locks import member_job
+from ablate.train.start import start_from_merge, unit_members
 from ablate.train.truths import draw_sequences
 
 
@@ -361,7 +362,12 @@ def train_member(cfg: StudyConfig, pool: Pool, unit_ids: list[str], *, force: bo
         log(f"note: training with the seed's dropout ({', '.join(f'{k} {v:g}' for k, v in dropout.items() if v)}); "
             f"continued pretraining usually runs without: --set train.dropout=zero")
     model = load_member(pool, seed["model_id"], full_hash=cfg.verify_hash, config=config)
+    if recipe.start == "merge":  # a polished merge: the run starts from its units' members averaged
+        members = unit_members(pool, seed["model_id"], metas, recipe, dropout, replicate)
+        meta["start"] = start_from_merge(model, pool, members, meta["weights"], cfg.verify_hash)
     label = unit_ids[0] if kind == "unit" else f"union of {n} (budget {plan.label()})"
+    if recipe.start == "merge":
+        label += ", from its merge"
     with member_job(pool, model_id, force) as done:  # one job per member: a second one is refused
         meta = done or run_and_publish(pool, cfg, model, seqs, recipe, meta, description=f"train {label}",
                                         stop_after=stop_after, publish=_publish_member(pool))

@@ -18,7 +18,7 @@ from ablate.core.progress import price_line
 from ablate.data.corpus import ensure_debian_corpus, study_corpus
 from ablate.data.units import split_units
 from ablate.store.pool import Pool
-from ablate.study.budgets import short_config
+from ablate.study.budgets import polish_config, short_config
 from ablate.train.loop import train_member
 from ablate.train.seed import make_seed
 
@@ -65,6 +65,20 @@ def train_short_unions(cfg: StudyConfig, pool: Pool, mixtures: list[list[str]], 
     small = short_config(cfg)
     for mix in mixtures:
         log(price_line(train_member(small, pool, mix, tokens=budget.removeprefix("tokens="), log=log)))
+
+
+def train_polish_unions(cfg: StudyConfig, pool: Pool, mixtures: list[list[str]], budget: str | None,
+                        log=print) -> None:
+    """Each mixture's merge trained further on the mixture for a fraction of a union's tokens and steps (`budget`:
+    budgets.polish_budget's label; budgets.polish_config starts it from the merge), in `fidelity.polish_orders` data
+    orders: what the `polish` proxy ranks by."""
+    if budget is None:
+        return
+    polished = polish_config(cfg)
+    for r in range(cfg.fidelity.polish_orders):  # one data order after another: a run cut short has the first
+        for mix in mixtures:
+            log(price_line(train_member(polished, pool, mix, tokens=budget.removeprefix("tokens="), replicate=r,
+                                        log=log)))
 
 
 def train_truths(cfg: StudyConfig, pool: Pool, mixtures: list[list[str]], budget: str,

@@ -41,9 +41,15 @@ from ablate.scoring.proxies import scaled
 from ablate.scoring.score import score_reference_models
 from ablate.store.pool import Pool
 from ablate.store.results import existing_rows, write_rows
-from ablate.study.budgets import short_budget
+from ablate.study.budgets import polish_budget, short_budget
 from ablate.study.context import load_study
-from ablate.train.members import build_members, train_short_unions, train_truths, train_unit_replicates
+from ablate.train.members import (
+    build_members,
+    train_polish_unions,
+    train_short_unions,
+    train_truths,
+    train_unit_replicates,
+)
 from ablate.workflows.demo import add_builtin_task
 from ablate.workflows.steps import run_sweep
 from ablate.workflows.weights_runs import optimized_mixtures
@@ -88,6 +94,7 @@ def prepare_study(cfg: StudyConfig, log=print) -> dict:
     for budget in cfg.fidelity.budgets:
         train_truths(cfg, pool, truths, budget, [m for m in truths if len(m) == 2][:cfg.fidelity.noise_unions], log)
     train_short_unions(cfg, pool, truths, short_budget(cfg), log)
+    train_polish_unions(cfg, pool, truths, polish_budget(cfg), log)
     run_sweep(cfg, pool, units, log=log)
     study = load_study(cfg, pool)
     write_rows(pool, score_reference_models(study, truths, existing_rows(pool, study.precision)))

@@ -11,6 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from ablate.core.errors import UsageError
+from ablate.data.units import unit_meta
 from ablate.fidelity.calibrate import (
     held_out,
     plan_unions,
@@ -20,12 +22,14 @@ from ablate.fidelity.calibrate import (
 )
 from ablate.fidelity.protocol import score_study
 from ablate.scoring import proxies
+from ablate.scoring.merge import merge_members
 from ablate.scoring.score import score_reference_models
 from ablate.store.index import Index
 from ablate.store.results import existing_rows, write_rows
-from ablate.study.budgets import short_budget
-from ablate.study.context import load_study, short_unions
+from ablate.study.budgets import polish_budget, polish_config, short_budget
+from ablate.study.context import load_study, member_recipe, polish_unions, short_unions
 from ablate.train.loop import train_member
+from ablate.train.start import merged_state, unit_members
 from ablate.workflows.fidelity_runs import prepare_study
 
 from conftest import copy_study, run_cli, tree_digest, write_config
@@ -40,6 +44,8 @@ def both_truths(study, tmp_path_factory):
     cfg.name = "tiny"
     cfg.fidelity.unit_replicates = 1  # a second member per unit: the drift rows `private` reads
     cfg.fidelity.short_unions = 0.5  # every truth mixture on half the budget: the unions `short` reads
+    cfg.fidelity.polish_unions = 0.25  # every truth mixture's merge trained on a quarter: what `polish` reads,
+    cfg.fidelity.polish_orders = 2  # in two data orders, averaged
     return cfg, pool, prepare_study(cfg, **quiet)
 
 
@@ -52,7 +58,7 @@ def test_plan_unions_is_nested_and_spread():
 
 def test_every_proxy_predicts_every_case(both_truths):
     cfg, pool, prep = both_truths
-    cases = proxies.load_cases(pool, short_unions(cfg))
+    cases = proxies.load_cases(pool, short_unions(cfg), polish_unions(cfg))
     evals = {c.eval_set for c in cases}
     mixtures = {(c.mixture, c.weights) for c in cases}
     assert len(cases) == len(evals) * len(mixtures) == 2 * 15  # 15 mixtures of 4 units x 2 eval sets
@@ -66,7 +72,7 @@ def test_every_proxy_predicts_every_case(both_truths):
 
 def test_fitted_proxies_never_read_the_union_they_are_scored_on(both_truths):
     cfg, pool, prep = both_truths
-    cases = proxies.load_cases(pool, short_unions(cfg))
+    cases = proxies.load_cases(pool, short_unions(cfg), polish_unions(cfg))
     for budget in ("unit", "sum"):
         truths = proxies.load_truths(pool, budget)
         unions = union_keys(truths)
@@ -236,6 +242,50 @@ def test_short_ranks_by_each_mixtures_own_short_union(both_truths):
     write_rows(pool, score_reference_models(study, [mix], existing_rows(pool, study.precision)))
     assert proxies.load_truths(pool, label) != shorts  # without the recipe, its rows would read as short ones
     assert proxies.load_truths(pool, label, recipe=recipe) == shorts
+
+
+def test_polish_ranks_by_each_mixtures_merge_trained_further(both_truths):
+    cfg, pool, prep = both_truths
+    label, recipe, orders = polish_unions(cfg)
+    assert label == polish_budget(cfg) == "tokens=1024" and orders == 2  # a quarter of a 4096-token unit
+    assert "start" not in member_recipe(cfg).key()  # start = seed adds nothing: every member keeps its id
+    first, second = (proxies.load_truths(pool, label, replicate=r, recipe=recipe) for r in (0, 1))
+    assert len(union_keys(first)) == len(union_keys(second)) == 11  # one per truth mixture and data order
+    polished = {k: (first[k] + second[k]) / 2 for k in first}  # what the proxy ranks by: their mean
+    assert first != second  # another data order, another run
+    study = load_study(cfg, pool)
+    runs = [pool.read_meta(r["model_id"]) for r in Index(pool).rows(
+        "SELECT model_id FROM models WHERE kind = 'union' AND budget = ? AND recipe_id = ?", [label, recipe])]
+    assert len(runs) == 22 and {m["replicate"] for m in runs} == {0, 1}
+    for meta in runs:  # each order starts from the merge of its units' first members, weighted as the mixture
+        assert meta["start"] == {"from": "merge", "members": [study.unit_member(u) for u in meta["units"]],
+                                 "weights": meta["weights"]}
+    # the same run from the seed (same recipe otherwise, same data order: the same first batch) starts higher:
+    # the merge already learned the units; and its rows are never read as polished ones
+    mix = next(m for m in prep["truths"] if len(m) == 3)
+    seeded = train_member(cfg, pool, mix, tokens=label.removeprefix("tokens="), **quiet)
+    own = next(m for m in runs if sorted(m["units"]) == sorted(mix) and m["replicate"] == 0)
+    assert seeded["steps"] == own["steps"] and own["loss_curve"][0] < seeded["loss_curve"][0]
+    write_rows(pool, score_reference_models(load_study(cfg, pool), [mix], existing_rows(pool, study.precision)))
+    assert proxies.load_truths(pool, label, recipe=recipe) == first
+    cases = proxies.load_cases(pool, polish=(label, recipe, orders))
+    for c, p in zip(cases, proxies.get("polish").predict(cases, {}, "unit")):  # a member alone is itself
+        assert p == pytest.approx(c.merged if c.k == 1 else polished[c.key], abs=1e-12)
+    assert not proxies.scored("polish", proxies.load_cases(pool))
+    with pytest.raises(ValueError, match="no polished merge"):
+        proxies.get("polish").predict(proxies.load_cases(pool), {}, "unit")
+    rows = [r for r in score_study(cfg, prep, "tiny.yaml")["rows"] if r["proxy"] == "polish"]
+    assert rows and {r["budget"] for r in rows} == {"unit"}
+    assert all(r["calibration_unit_trainings"] == 0.5 * r["held_out"] for r in rows)  # a quarter x 2 orders
+    # the start is the `merged` proxy's own merge of those members (summed in the same order)
+    members = own["start"]["members"]
+    start, proxy_merge = merged_state(pool, members, own["weights"], False), merge_members(pool, members, own["weights"])
+    assert start.keys() == proxy_merge.keys() and all(torch.equal(start[k], proxy_merge[k]) for k in start)
+    # a merge of members another recipe would have trained is refused, naming the units
+    metas = [unit_meta(pool, u) for u in mix]
+    other = dataclasses.replace(member_recipe(polish_config(cfg)), lr=0.123)
+    with pytest.raises(UsageError, match=f"members of {mix[0]}.*train-partition"):
+        unit_members(pool, study.seed["model_id"], metas, other, {})
 
 
 def test_ranking_quality_on_a_constant_proxy_is_not_a_crash():

@@ -177,7 +177,7 @@ def test_members_of_a_seed_trained_here_keep_their_ids(study):
 
 
 def _before_optimizer(recipe: dict) -> dict:
-    """The recipe's fields before train.optimizer and train.compile existed (their defaults, auto and false, must
-    not move an id)."""
-    assert recipe.pop("optimizer") == "auto" and recipe.pop("compile") is False
+    """The recipe's fields before train.optimizer, train.compile and train.start existed (their defaults, auto,
+    false and seed, must not move an id)."""
+    assert recipe.pop("optimizer") == "auto" and recipe.pop("compile") is False and recipe.pop("start") == "seed"
     return recipe

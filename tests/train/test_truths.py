@@ -163,8 +163,8 @@ def test_default_budget_keeps_the_old_member_id(truths):
     seed = next(pool.iter_metas("seed"))
     key = config_hash({"seed": seed["model_id"], "data": sorted(unit_meta(pool, u)["data_sha256"] for u in PAIR),
                        "recipe": {k: v for k, v in asdict(member_recipe(cfg)).items()
-                                  if k not in ("optimizer", "compile")},
-                       "replicate": 0})  # the recipe's fields then (train.optimizer's and train.compile's defaults add none)
+                                  if k not in ("optimizer", "compile", "start")},
+                       "replicate": 0})  # the recipe's fields then (the defaults of train.optimizer, compile, start add none)
     assert t.union["model_id"] == f"union-k2-{key[:10]}"
 
 

@@ -27,6 +27,7 @@ from ablate.scoring.proxies import (
     features,
     merged,
     own_additive,
+    polish,
     private,
     regression,
     scaled,
@@ -45,7 +46,7 @@ REGISTRY: dict[str, Proxy] = {p.name: p for p in (merged.PROXY, task_sum.PROXY, 
                                                    calibrated.PROXY, regression.PROXY, ensemble.PROXY,
                                                    scaled.PROXY, features.PROXY, calibrated.ON_ENSEMBLE,
                                                    private.PROXY, private.ON_ENSEMBLE, short.PROXY,
-                                                   unit_shifts.PROXY)}
+                                                   unit_shifts.PROXY, polish.PROXY)}
 
 
 def names() -> list[str]:
@@ -67,7 +68,8 @@ def scored(name: str, cases: list[Case]) -> bool:
             "calibrated-ensemble": lambda c: c.ensemble is not None,
             "private": lambda c: c.k == 1 or c.drift is not None,
             "private-ensemble": lambda c: c.ensemble is not None and (c.k == 1 or c.bonus is not None),
-            "short": lambda c: c.k == 1 or c.short is not None}.get(name)
+            "short": lambda c: c.k == 1 or c.short is not None,
+            "polish": lambda c: c.k == 1 or c.polish is not None}.get(name)
     return need is None or all(need(c) for c in cases)
 
 
@@ -77,9 +79,11 @@ def union_keys(truths: dict) -> list[tuple]:
 
 
 # -- reading cases and truths from a pool ------------------------------------------------------
-def load_cases(pool: Pool, short: tuple[str, str] | None = None) -> list[Case]:
+def load_cases(pool: Pool, short: tuple[str, str] | None = None,
+               polish: tuple[str, str, int] | None = None) -> list[Case]:
     """Every merged row as a Case (with task-sum and the members' own perplexities where known; with `short`,
-    a fidelity study's short unions: (budget label, recipe id), study.context.short_unions)."""
+    a fidelity study's short unions: (budget label, recipe id), study.context.short_unions; with `polish`, its
+    polished merges, (budget label, recipe id, data orders), study.context.polish_unions)."""
     index = Index(pool)
     merged = index.rows("SELECT mixture, weights, eval_set, ln(ppl) AS lp FROM mixture_perplexity "
                         "WHERE method = 'merged'")
@@ -95,6 +99,7 @@ def load_cases(pool: Pool, short: tuple[str, str] | None = None) -> list[Case]:
     single = {(r["mixture"][0], r["eval_set"]): r["lp"] for r in merged if len(r["mixture"]) == 1}
     drift = private.penalties(index)
     shorts = load_truths(pool, short[0], recipe=short[1]) if short else {}
+    polished = polished_means(pool, *polish) if polish else {}
     seed = {r["eval_set"]: r["lp"] for r in Index(pool).rows("SELECT eval_set, ln(ppl) AS lp FROM mixture_perplexity "
                                                              "WHERE method = 'seed'")}
     cases = []
@@ -111,8 +116,16 @@ def load_cases(pool: Pool, short: tuple[str, str] | None = None) -> list[Case]:
         cases.append(Case(mix, wkey(r["weights"]), ev, r["lp"], ts, tuple(single[(u, ev)] for u in mix), relation,
                           seed.get(ev), ens.get(key), scaled.get(key),
                           tuple(drift[(u, ev)][0] for u in mix) if measured else None,
-                          tuple(drift[(u, ev)][1] for u in mix) if measured else None, shorts.get(key)))
+                          tuple(drift[(u, ev)][1] for u in mix) if measured else None, shorts.get(key),
+                          polished.get(key)))
     return sorted(cases, key=lambda c: (c.eval_set, c.k, c.mixture, c.weights))
+
+
+def polished_means(pool: Pool, budget: str, recipe: str, orders: int) -> dict[Key, float]:
+    """Each mixture's polished merges' mean log ppl over its `orders` data orders (replicates 0..orders-1); a
+    mixture missing one of them has none (a mean of fewer orders is another, noisier proxy)."""
+    runs = [load_truths(pool, budget, replicate=r, recipe=recipe) for r in range(orders)]
+    return {k: sum(run[k] for run in runs) / orders for k in runs[0] if all(k in run for run in runs)}
 
 
 def _by_key(pool: Pool, where: str) -> dict[Key, float]:

@@ -32,6 +32,7 @@ class Case:
     drift: tuple[float, ...] | None = None
     bonus: tuple[float, ...] | None = None
     short: float | None = None  # log ppl of the mixture's short union (a fraction of the budget), where trained
+    polish: float | None = None  # log ppl of the mixture's polished merge (budgets.polish_config), where trained
 
     @property
     def key(self) -> Key:

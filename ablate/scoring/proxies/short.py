@@ -20,6 +20,12 @@ class Short:
     evaluated = False  # predicted from the short unions' own rows (`union`, budget tokens=N)
     build = None
     searchable = False  # its unions are trained by `ablate fidelity` alone (fidelity.short_unions), not per candidate
+    trains = "short_unions"  # the fidelity setting it trains by
+
+    @staticmethod
+    def per_mixture(fidelity) -> float:
+        """Unit trainings per mixture ranked: its fraction of a union."""
+        return fidelity.short_unions
     summary = ("the mixture's own union on a fraction of the tokens: a full union's steps on a smaller batch "
                "(fidelity.short_unions); costs that fraction of a union per mixture ranked")
 
