@@ -81,8 +81,9 @@ def polish_config(cfg):
     merge) and trains on the mixture with the full batch, so `fidelity.polish_unions` of a union's tokens is that
     fraction of its steps, the learning-rate schedule compressed into them. Why from the merge: a merge has the
     members' shared part and lacks what training on the mixture itself adds; a short run from there adds it at a
-    quarter of a union (bench/merge_polish.py: on the protocol's seed-known sets worst regret 0.5 % in two data
-    orders, against 1.3 % and 3.1 % for short unions from the seed at half a union)."""
+    quarter of a union per data order (bench/merge_polish.py: on the protocol's seed-known sets the mean of two
+    orders picked within 0.5 % of the best in every pair of three orders; short unions from the seed, at the same
+    half a union, strayed to 3.1 %)."""
     return cfg.model_copy(update={"train": cfg.train.model_copy(update={"start": "merge"})})
 
 

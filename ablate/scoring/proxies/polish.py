@@ -4,10 +4,13 @@ fraction of a union's steps.
 Why: a merge cannot see forgetting (what a union does to the seed's own domains lies outside its members' span:
 docs/fidelity.md), a real union can; a short union from the seed sees it but pays again for what the members
 already learned. Starting from the merge (train.start = merge, budgets.polish_config) keeps the members' shared
-part and trains only what the mixture itself adds. Measured on the protocol's seed-known sets at a quarter of a
-union per mixture (bench/merge_polish.py): worst regret 0.5 % in two data orders (short unions from the seed, at
-half a union: 1.3 % and 3.1 %; the merge: 3.1 %). Its log ppl is not on the full union's scale (it trained on
-fewer tokens), so only its orderings are scored; a member alone (k = 1) is itself.
+part and trains only what the mixture itself adds. Measured on the protocol's six seed-known sets
+(bench/merge_polish.py, docs/fidelity.md): a quarter of a union in each of two data orders, their log ppl averaged
+(fidelity.polish_orders: 2, half a union per mixture as a short union), picked within 0.5 % of the best in every
+pair of three data orders (short unions: up to 3.1 %; the merge: 3.1 %) but ranked no better (median Spearman 0.82
+to 0.90 against 0.87 to 0.93); one order alone strayed to 4.8 % in one order of three. Its log ppl is not on the
+full union's scale (it trained on fewer tokens), so only its orderings are scored; a member alone (k = 1) is
+itself.
 """
 
 from __future__ import annotations
