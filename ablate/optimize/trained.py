@@ -17,16 +17,21 @@ from ablate.models.model import load_member
 from ablate.optimize.losses import window_nll
 from ablate.optimize.plan import Plan
 from ablate.optimize.protocol import predicted, split_windows
+from ablate.store.index import recipe_id
+from ablate.study.context import study_recipe_id
 
 
 def trained_mixtures(pool, study, plan: Plan) -> list[dict]:
-    """The regression route's points: first-replicate unions of the units at the plan's budget (only the
-    uniform unions of plan.unions when given: a fixed training set, whatever else the pool holds) and, at
-    one unit's budget, the units alone."""
+    """The regression route's points: first-replicate unions of the units at the plan's budget, trained with the
+    study's own recipe (only the uniform unions of plan.unions when given: a fixed training set, whatever else the
+    pool holds) and, at one unit's budget, the units alone. Another recipe's runs of as many tokens are not unions
+    of this question: a short union (a smaller batch) or a polished merge (started from the merge, train.start)."""
     label = plan.budget.label if plan.budget.per_unit else None
     keep = None if plan.unions is None else {tuple(sorted(u)) for u in plan.unions}
+    own = study_recipe_id(study.cfg)
     out = [m for m in pool.iter_metas("union") if m["seed_id"] == study.seed["model_id"]
            and m.get("replicate", 0) == 0 and set(m["units"]) <= set(plan.units)
+           and ("recipe" not in m or recipe_id(m["recipe"]) == own)  # a sidecar from before recipes: the study's
            and (m.get("budget") == label or (label is None and str(m.get("budget")).startswith("tokens=")
                                               and m.get("budget_tokens") == plan.budget.tokens))
            and (keep is None or (tuple(m["units"]) in keep and is_uniform(weight_vector(m, m["units"]))))]

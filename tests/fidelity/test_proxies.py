@@ -21,6 +21,9 @@ from ablate.fidelity.calibrate import (
     union_keys,
 )
 from ablate.fidelity.protocol import score_study
+from ablate.optimize.objectives import Objective
+from ablate.optimize.plan import Plan, WeightsBudget
+from ablate.optimize.trained import trained_mixtures
 from ablate.scoring import proxies
 from ablate.scoring.merge import merge_members
 from ablate.scoring.score import score_reference_models
@@ -268,6 +271,12 @@ def test_polish_ranks_by_each_mixtures_merge_trained_further(both_truths):
     assert seeded["steps"] == own["steps"] and own["loss_curve"][0] < seeded["loss_curve"][0]
     write_rows(pool, score_reference_models(load_study(cfg, pool), [mix], existing_rows(pool, study.precision)))
     assert proxies.load_truths(pool, label, recipe=recipe) == first
+    # nor does the optimizer count a polished merge (or a short union) as a union of as many tokens
+    units = sorted({u for m in prep["truths"] for u in m})
+    tokens = [int(unit_meta(pool, u)["n_tokens"]) for u in units]
+    plan = Plan(objective=Objective("mean", ("fortunes",)), units=units, unit_tokens=tokens,
+                budget=WeightsBudget.of(tokens, 1024), caps=np.ones(len(units)))
+    assert [m["model_id"] for m in trained_mixtures(pool, study, plan)] == [seeded["model_id"]]
     cases = proxies.load_cases(pool, polish=(label, recipe, orders))
     for c, p in zip(cases, proxies.get("polish").predict(cases, {}, "unit")):  # a member alone is itself
         assert p == pytest.approx(c.merged if c.k == 1 else polished[c.key], abs=1e-12)

@@ -19,7 +19,7 @@ def test_auto_keeps_every_id_and_a_choice_enters_them(study):
     cfg, pool, _, _ = study
     recipe = member_recipe(cfg)
     assert recipe.optimizer == "auto" and "optimizer" not in recipe.key()
-    before = {k: v for k, v in asdict(recipe).items() if k not in ("optimizer", "compile")}  # before the knobs
+    before = {k: v for k, v in asdict(recipe).items() if k not in ("optimizer", "compile", "start")}  # before the knobs
     assert recipe.key() == before and study_recipe_id(cfg) == recipe_id(before) == config_hash(before)
     ids = {name: study_recipe_id(_with(cfg, name)) for name in ("auto", "fused", "foreach", "loop")}
     assert len(set(ids.values())) == 4 and ids["auto"] == study_recipe_id(cfg)
@@ -38,6 +38,9 @@ def test_compile_enters_ids_only_when_on_and_ids_without_it_stay_as_they_were(st
     compiled = Recipe(*astuple(plain)[:11], compile=True)
     assert compiled.key()["compile"] is True and member_id("seed-x", metas, compiled, 0) != member_id(
         "seed-x", metas, plain, 0)  # compiling changes a member's floats: another member
+    # a run started from its units' merge (train.start) is another run; the seed start adds nothing
+    assert member_id("seed-x", metas, Recipe(*astuple(plain)[:11], start="seed"), 0) == "unit-fortunes-00-e6109773a4"
+    assert Recipe(*astuple(plain)[:11], start="merge").key()["start"] == "merge"
     cfg = study[0]
     on = cfg.model_copy(deep=True)
     on.train.compile = True
