@@ -104,8 +104,8 @@ def run(script: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_the_readme_own_data_and_own_eval_recipes_run_as_printed(tmp_path):
     write_corpus(tmp_path / "my_corpus")
     write_model(tmp_path / "my_model", tmp_path / "my_corpus")
-    # a third of the GPL (12 KB, as much as a unit's own held-out text): every command the recipes run evaluates it
-    gpl = Path("/usr/share/common-licenses/GPL-3").read_text()[:12_000]
+    # 6 KB of the GPL (as much as a unit's own held-out text, units.eval_bytes): every recipe command evaluates it
+    gpl = Path("/usr/share/common-licenses/GPL-3").read_text()[:6_000]
     docs = [p.strip() for p in gpl.split("\n\n") if p.strip()]
     (tmp_path / "my_heldout.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
     write_whatis(tmp_path / "my_whatis.jsonl")
