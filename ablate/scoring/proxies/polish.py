@@ -8,7 +8,8 @@ part and trains only what the mixture itself adds. Measured on the protocol's si
 (bench/merge_polish.py, docs/fidelity.md): a quarter of a union in each of two data orders, their log ppl averaged
 (fidelity.polish_orders: 2, half a union per mixture as a short union), picked within 0.5 % of the best in every
 pair of three data orders (short unions: up to 3.1 %; the merge: 3.1 %) but ranked no better (median Spearman 0.82
-to 0.90 against 0.87 to 0.93); one order alone strayed to 4.8 % in one order of three. Its log ppl is not on the
+to 0.90 against 0.87 to 0.93); one order alone strayed to 4.8 % in one order of three. On the real SmolLM2-135M
+seed's `quotes` it failed (Spearman -0.19, regret 5.1 %; short unions 0.40, 0.6 %). Its log ppl is not on the
 full union's scale (it trained on fewer tokens), so only its orderings are scored; a member alone (k = 1) is
 itself.
 """
