@@ -25,16 +25,14 @@ import numpy as np
 import short_unions as su
 
 from ablate.core.config import load_config
-from ablate.fidelity.calibrate import is_uniform, score_predictions
 from ablate.models.model import load_state
 from ablate.scoring import proxies
 from ablate.scoring.merge import merge_members
 from ablate.scoring.score import score_reference_models
-from ablate.scoring.uncertainty import noise_floor
 from ablate.store.index import recipe_id
 from ablate.store.pool import Pool
 from ablate.store.results import existing_rows, row_id, write_rows
-from ablate.study.budgets import seed_known, short_budget, target_kind
+from ablate.study.budgets import short_budget
 from ablate.study.context import load_study, member_recipe
 from ablate.train import loop
 from ablate.workflows.fidelity_runs import truth_mixtures
@@ -84,19 +82,6 @@ def polished(cfg, path: str, a, seed: int) -> dict:
     return proxies.load_truths(pool, label, recipe=recipe_id(member_recipe(small).key(), 0))
 
 
-def seed_known_rows(cfg, pool: Pool, predictions: dict[str, dict]) -> list[dict]:
-    """Each seed-known eval set's ranking by each named prediction, scored against the full unions."""
-    units = sorted(m["units"][0] for m in pool.iter_metas("unit") if m.get("replicate", 0) == 0)
-    wanted = {tuple(sorted(m)) for m in truth_mixtures(units, cfg.fidelity.truth_mixtures, cfg.fidelity.sample_seed)}
-    full = {k: v for k, v in proxies.load_truths(pool, "unit").items() if k[0] in wanted and is_uniform(k[1])}
-    known, noise, out = seed_known(cfg, {k[2] for k in full}, pool), noise_floor(pool, "unit"), []
-    for name, pred in predictions.items():
-        for q in score_predictions({k: v for k, v in pred.items() if k in full}, full, noise):
-            if target_kind(q["eval_set"], set(cfg.units.domains), known) == "seed-known":
-                out.append({"proxy": name, **q})
-    return out
-
-
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("config")
@@ -115,7 +100,9 @@ def main(argv: list[str]) -> int:
     if len(seeds) > 1:
         keys = set.intersection(*(set(r) for r in runs.values()))
         predictions["polish mean"] = {k: float(np.mean([r[k] for r in runs.values()])) for k in keys}
-    rows = seed_known_rows(cfg, pool, predictions)
+    units = sorted(m["units"][0] for m in pool.iter_metas("unit") if m.get("replicate", 0) == 0)
+    rows = su.seed_known_rows(cfg, pool, predictions,
+                              truth_mixtures(units, cfg.fidelity.truth_mixtures, cfg.fidelity.sample_seed))
     for r in rows:
         print(f"{cfg.name:16s} {r['eval_set']:10s} {r['proxy']:12s} Spearman {r['spearman']:+.2f}  regret "
               f"{100 * r['regret']:.1f} %  {'within' if r['top1_within_noise'] else 'OUTSIDE'} the noise floor")

@@ -66,15 +66,21 @@ def train_shorts(cfg, small, pool: Pool, label: str) -> list[list[str]]:
 
 
 def seed_known_rankings(cfg, pool: Pool, short: tuple[str, str], truths: list[list[str]]) -> list[dict]:
-    cases = proxies.load_cases(pool, short)
+    wanted = {tuple(sorted(m)) for m in truths}  # the truth mixtures' uniform unions: what has a short union
+    cases = [c for c in proxies.load_cases(pool, short) if c.mixture in wanted and is_uniform(c.weights)]
+    predictions = {name: dict(zip((c.key for c in cases), proxies.get(name).predict(cases, {}, "unit")))
+                   for name in ("merged", "short")}
+    return seed_known_rows(cfg, pool, predictions, truths)
+
+
+def seed_known_rows(cfg, pool: Pool, predictions: dict[str, dict], truths: list[list[str]]) -> list[dict]:
+    """Each seed-known eval set's ranking by each named prediction ({case key: log ppl}), scored against the full
+    equal-compute unions of `truths` as the protocol scores it at m = 0 (bench/merge_polish.py scores by it too)."""
     wanted = {tuple(sorted(m)) for m in truths}
     full = {k: v for k, v in proxies.load_truths(pool, "unit").items() if k[0] in wanted and is_uniform(k[1])}
-    known = seed_known(cfg, {c.eval_set for c in cases}, pool)
-    held = [c for c in cases if c.key in full]
-    noise, out = noise_floor(pool, "unit"), []
-    for name in ("merged", "short"):
-        pred = dict(zip((c.key for c in held), proxies.get(name).predict(held, {}, "unit")))
-        for q in score_predictions(pred, full, noise):
+    known, noise, out = seed_known(cfg, {k[2] for k in full}, pool), noise_floor(pool, "unit"), []
+    for name, pred in predictions.items():
+        for q in score_predictions({k: v for k, v in pred.items() if k in full}, full, noise):
             if target_kind(q["eval_set"], set(cfg.units.domains), known) == "seed-known":
                 out.append({"proxy": name, **q})
     return out

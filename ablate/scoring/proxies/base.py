@@ -72,6 +72,16 @@ def stored(cases: list[Case], field: str, name: str) -> np.ndarray:
     return np.asarray([getattr(c, field) for c in cases])
 
 
+def own_runs(cases: list[Case], field: str, what: str, setting: str) -> np.ndarray:
+    """A proxy that trains a run per mixture (`short`, `polish`): each case's run's log ppl (the Case field its rows
+    fill), a member alone (k = 1) being itself; a mixture without its run is an error naming it and the setting."""
+    missing = [c for c in cases if c.k > 1 and getattr(c, field) is None]
+    if missing:
+        c = missing[0]
+        raise ValueError(f"no {what} of {'+'.join(c.mixture)} on {c.eval_set}: set fidelity.{setting}")
+    return np.asarray([c.merged if c.k == 1 else getattr(c, field) for c in cases])
+
+
 def free_truths(cases: list[Case]) -> dict[Key, float]:
     """The union of one unit is that unit's member (at its own budget, for either question)."""
     return {c.key: c.merged for c in cases if c.k == 1}

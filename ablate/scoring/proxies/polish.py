@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ablate.scoring.proxies.base import own_runs
+
 
 class Polish:
     name = "polish"
@@ -35,11 +37,7 @@ class Polish:
                "(fidelity.polish_unions); costs that fraction of a union per mixture ranked")
 
     def predict(self, cases, known, budget) -> np.ndarray:
-        missing = [c for c in cases if c.k > 1 and c.polish is None]
-        if missing:
-            c = missing[0]
-            raise ValueError(f"no polished merge of {'+'.join(c.mixture)} on {c.eval_set}: set fidelity.polish_unions")
-        return np.asarray([c.merged if c.k == 1 else c.polish for c in cases])
+        return own_runs(cases, "polish", "polished merge", self.trains)
 
 
 PROXY = Polish()

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ablate.scoring.proxies.base import own_runs
+
 
 class Short:
     name = "short"
@@ -30,11 +32,7 @@ class Short:
                "(fidelity.short_unions); costs that fraction of a union per mixture ranked")
 
     def predict(self, cases, known, budget) -> np.ndarray:
-        missing = [c for c in cases if c.k > 1 and c.short is None]
-        if missing:
-            c = missing[0]
-            raise ValueError(f"no short union of {'+'.join(c.mixture)} on {c.eval_set}: set fidelity.short_unions")
-        return np.asarray([c.merged if c.k == 1 else c.short for c in cases])
+        return own_runs(cases, "short", "short union", self.trains)
 
 
 PROXY = Short()
